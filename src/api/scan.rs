@@ -1,0 +1,336 @@
+//! `S3ParallelScan`: process one large S3 object in parallel, one chunk-worker Job per byte range.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Phase, S3Connection, bucket_name_rule, free_form_object};
+
+/// What to scan and how: one large S3 object (CSV or JSON Lines) split into byte ranges, every record
+/// processed exactly once, the chunks' results merged.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "s3flow.io",
+    version = "v1alpha1",
+    kind = "S3ParallelScan",
+    plural = "s3parallelscans",
+    namespaced,
+    doc = "Processes one large S3 object in parallel, one chunk-worker Job per byte range.",
+    status = "S3ParallelScanStatus",
+    shortname = "s3scan",
+    shortname = "s3ps",
+    category = "s3flow",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Chunks","type":"string","description":"succeeded/total chunks","jsonPath":".status.progress"}"#,
+    printcolumn = r#"{"name":"Records","type":"integer","jsonPath":".status.recordsProcessed"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.chunks.failed"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Key","type":"string","priority":1,"jsonPath":".spec.source.key"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct S3ParallelScanSpec {
+    /// The object to scan. Immutable: create a new S3ParallelScan for another object.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("source is immutable; create a new S3ParallelScan to scan another object"))]
+    pub source: ScanSource,
+    /// How the object's records are encoded: exactly one of `csv` or `jsonLines`.
+    pub format: RecordFormat,
+    /// How the object is split and how many chunks run at once.
+    #[serde(default)]
+    pub chunking: Chunking,
+    /// What each chunk does with its records: exactly one of `sql` or `container`.
+    pub processor: Processor,
+    /// Pod settings of the chunk-worker Jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerTemplate>,
+    /// A container run once as a Job after every chunk succeeded (the completion callback). It gets
+    /// the manifest location in `S3FLOW_MANIFEST`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_complete: Option<ContainerSpec>,
+}
+
+/// The object to scan: either `bucket` and `key` (with their connection), or `ingestRef`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.ingestRef) != (has(self.bucket) || has(self.key))").message("source needs exactly one of: bucket and key, or ingestRef"))]
+#[x_kube(validation = Rule::new("has(self.bucket) == has(self.key)").message("source.bucket and source.key go together"))]
+#[x_kube(validation = Rule::new("!has(self.ingestRef) || !(has(self.endpoint) || has(self.region) || has(self.forcePathStyle) || has(self.credentialsSecretRef))").message("with ingestRef the object's location and credentials come from the S3Ingest; leave endpoint, region, forcePathStyle and credentialsSecretRef unset"))]
+pub struct ScanSource {
+    /// Bucket of the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = bucket_name_rule("bucket"))]
+    pub bucket: Option<String>,
+    /// Key of the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub key: Option<String>,
+    /// Where the store is and how to authenticate.
+    #[serde(flatten)]
+    pub connection: S3Connection,
+    /// An S3Ingest in the same namespace: the scan waits until it has succeeded, then scans its object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_ref: Option<IngestRef>,
+}
+
+/// Names an S3Ingest in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct IngestRef {
+    /// Name of the S3Ingest.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Record encoding of the object: exactly one of `csv` or `jsonLines`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.csv) != has(self.jsonLines)").message("format needs exactly one of csv or jsonLines"))]
+pub struct RecordFormat {
+    /// Comma-separated values (RFC 4180 quoting; quoted fields may hold delimiters and newlines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<CsvFormat>,
+    /// One JSON document per line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_lines: Option<JsonLinesFormat>,
+}
+
+/// CSV dialect of the object.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.expectedHeaders) || self.header").message("expectedHeaders needs header: true"))]
+pub struct CsvFormat {
+    /// Field delimiter, one character. Default ",".
+    #[serde(default = "default_delimiter")]
+    #[schemars(length(min = 1, max = 1))]
+    pub delimiter: String,
+    /// Quote character, one character. Default `"`.
+    #[serde(default = "default_quote")]
+    #[schemars(length(min = 1, max = 1))]
+    pub quote: String,
+    /// Whether the first record is a header row naming the columns. Default true.
+    #[serde(default = "default_true")]
+    pub header: bool,
+    /// Column names the header row must have, in order; checked before any chunk runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub expected_headers: Option<Vec<String>>,
+}
+
+fn default_delimiter() -> String {
+    ",".into()
+}
+fn default_quote() -> String {
+    "\"".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// JSON Lines has no settings: records are split on newlines.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct JsonLinesFormat {}
+
+/// How the object is split into chunks.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Chunking {
+    /// Bytes per chunk, a quantity such as `64Mi` (at least 1). Each record belongs to the chunk in
+    /// which its first byte lies. Default 64Mi.
+    #[serde(default = "default_chunk_size")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isInteger() && quantity(self).asInteger() >= 1").message("chunkSize must be a whole number of bytes of at least 1, such as 64Mi"))]
+    pub chunk_size: String,
+    /// Chunk Jobs in flight at once, 1 to 256. Default 8.
+    #[serde(default = "default_parallelism")]
+    #[schemars(range(min = 1, max = 256))]
+    pub parallelism: i32,
+    /// Retries of a failed chunk before the scan fails, 0 to 10. Bad data is not retried. Default 3.
+    #[serde(default = "default_max_retries")]
+    #[schemars(range(min = 0, max = 10))]
+    pub max_retries_per_chunk: i32,
+}
+
+impl Default for Chunking {
+    fn default() -> Self {
+        Self {
+            chunk_size: default_chunk_size(),
+            parallelism: default_parallelism(),
+            max_retries_per_chunk: default_max_retries(),
+        }
+    }
+}
+
+fn default_chunk_size() -> String {
+    "64Mi".into()
+}
+fn default_parallelism() -> i32 {
+    8
+}
+fn default_max_retries() -> i32 {
+    3
+}
+
+/// What each chunk does with its records: exactly one of `sql` or `container`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.sql) != has(self.container)").message("processor needs exactly one of sql or container"))]
+#[x_kube(validation = Rule::new("!has(self.output) || has(self.sql)").message("processor.output applies to sql only"))]
+pub struct Processor {
+    /// An S3 Select style query, `SELECT ... FROM S3Object s [WHERE ...] [LIMIT n]`, run on every chunk;
+    /// aggregates (COUNT, SUM, MIN, MAX, AVG) are merged across chunks into status.result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub sql: Option<String>,
+    /// Where the rows selected by `sql` are written, one part file per chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<ScanOutput>,
+    /// Your own container, run once per chunk with the chunk's records in a local file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
+}
+
+/// Location and encoding of a scan's row output.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanOutput {
+    /// Bucket for the part files and the manifest, on the source's store.
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = bucket_name_rule("output.bucket"))]
+    pub bucket: String,
+    /// Key prefix of the part files and the manifest, such as `results/run-1/`.
+    #[schemars(length(max = 900))]
+    pub prefix: String,
+    /// Encoding of the part files. Default: the same as the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<OutputFormat>,
+}
+
+/// Encoding of output part files.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OutputFormat {
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per line.
+    JsonLines,
+}
+
+/// A container to run: image, command and environment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSpec {
+    /// Container image.
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: String,
+    /// Entrypoint; unset runs the image's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments to the entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// CPU and memory requests and limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Pod settings of the chunk-worker Jobs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerTemplate {
+    /// Image that runs `s3flow worker`. Default: the operator's own image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub image: Option<String>,
+    /// CPU and memory requests and limits of the worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Node labels the worker pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the worker pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// ServiceAccount of the worker pods (for IRSA or Pod Identity). Workers never call the Kubernetes API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+}
+
+/// Observed state of an S3ParallelScan.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3ParallelScanStatus {
+    /// Where the scan is in its lifecycle.
+    #[serde(default)]
+    pub phase: Phase,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Size of the object in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_size: Option<i64>,
+    /// ETag of the object; every ranged read requires it, so a changed object fails the scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// Column names from the header row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header: Vec<String>,
+    /// Number of byte-range chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_chunks: Option<i32>,
+    /// Chunks by state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<ChunkCounts>,
+    /// Succeeded over total chunks, such as "41/100".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// Indexes of succeeded chunks as compact ranges, such as "0-41,43-99".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded_chunks: Option<String>,
+    /// Indexes of failed chunks as compact ranges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_chunks: Option<String>,
+    /// Records processed by succeeded chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_processed: Option<i64>,
+    /// Bytes read by succeeded chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_scanned: Option<i64>,
+    /// Merged result of all chunks (for SQL aggregates, one entry per select item).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub result: Option<serde_json::Map<String, serde_json::Value>>,
+    /// s3:// URL of the manifest: chunks, byte ranges, record counts, output parts, source ETag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
+    /// When the scan started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the scan finished, successfully or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Ready, Reconciling and Stalled, in the kstatus convention.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Chunks by state.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkCounts {
+    /// Chunks not started yet.
+    pub pending: i32,
+    /// Chunks with a Job in flight.
+    pub running: i32,
+    /// Chunks whose result is recorded.
+    pub succeeded: i32,
+    /// Chunks that failed for good.
+    pub failed: i32,
+}

@@ -1,0 +1,16 @@
+//! s3flow: a Kubernetes operator that streams and processes very large S3 objects with bounded memory.
+
+pub mod api;
+pub mod s3;
+
+/// Version of this build, as `s3flow version` reports it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The one-line JSON `s3flow version` prints.
+pub fn version_json() -> serde_json::Value {
+    serde_json::json!({
+        "name": "s3flow",
+        "version": VERSION,
+        "apiVersion": format!("{}/v1alpha1", api::GROUP),
+    })
+}
