@@ -1,7 +1,9 @@
 //! s3flow: a Kubernetes operator that streams and processes very large S3 objects with bounded memory.
 
 pub mod api;
+pub mod ingest;
 pub mod s3;
+pub mod size;
 
 /// Version of this build, as `s3flow version` reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,3 +1,5 @@
+mod cli;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -21,7 +23,7 @@ enum Command {
     /// Process one chunk of an S3ParallelScan (run inside chunk Jobs).
     Worker,
     /// Stream a URL into S3 on this machine.
-    Ingest,
+    Ingest(Box<cli::ingest::IngestArgs>),
     /// Scan an S3 object in parallel on this machine.
     Scan,
     /// Print the CustomResourceDefinitions as YAML.
@@ -30,7 +32,8 @@ enum Command {
     Version,
 }
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crd => {
@@ -41,7 +44,8 @@ fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Version => s3flow::version_json(),
-        Command::Controller | Command::Worker | Command::Ingest | Command::Scan => {
+        Command::Ingest(args) => cli::ingest::run(*args).await?,
+        Command::Controller | Command::Worker | Command::Scan => {
             anyhow::bail!(
                 "this subcommand is not yet available in s3flow {}",
                 s3flow::VERSION

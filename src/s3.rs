@@ -4,6 +4,7 @@
 use std::fmt;
 
 use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{Credentials, Region};
 
 /// Region used when neither the settings nor the default AWS chain name one.
@@ -54,7 +55,13 @@ pub async fn client(settings: &S3Settings) -> aws_sdk_s3::Client {
         .unwrap_or_else(|| Region::new(FALLBACK_REGION));
     let mut builder = aws_sdk_s3::config::Builder::from(&shared)
         .region(region)
-        .force_path_style(settings.force_path_style);
+        .force_path_style(settings.force_path_style)
+        // Throttling, 5xx and dropped connections cost a retry of one request, not the transfer.
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(8)
+                .with_initial_backoff(std::time::Duration::from_millis(200)),
+        );
     if let Some(endpoint) = &settings.endpoint {
         builder = builder.endpoint_url(endpoint);
     }

@@ -2,6 +2,8 @@
 //! kube-apiserver, controller manager, scheduler, node agent and MinIO on 127.0.0.1.
 #![allow(dead_code)] // each test crate uses its own subset
 
+pub mod http_source;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Namespace;

@@ -1,0 +1,146 @@
+//! `s3flow ingest URL s3://bucket/key`: the ingest engine on one machine, with a progress bar.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use ipnet::IpNet;
+use s3flow::ingest::{self, AddressPolicy, IngestRequest, PartSize, Progress, SourceConfig};
+use s3flow::s3::{S3Settings, client};
+use s3flow::size::parse_size;
+
+#[derive(Args)]
+pub struct IngestArgs {
+    /// The http:// or https:// URL to copy.
+    url: String,
+    /// The destination, s3://bucket/key.
+    destination: String,
+    /// Endpoint of an S3-compatible store (path-style addressing is then used).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Region to sign for (default: the AWS chain's, else us-east-1).
+    #[arg(long)]
+    region: Option<String>,
+    /// Part size: auto, or bytes with an optional Ki/Mi/Gi suffix (5Mi to 5Gi).
+    #[arg(long, default_value = "auto")]
+    part_size: String,
+    /// Parts in flight at once; memory stays within part size x (concurrency + 2).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrency: u16,
+    /// CIDR a source may resolve to although it is loopback, link-local or a metadata address.
+    #[arg(long = "allow-source-cidr", value_name = "CIDR")]
+    allow_source_cidrs: Vec<IpNet>,
+    /// HTTP header sent to the source, as "Name: value" (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// PEM file of extra CAs to trust for an https source.
+    #[arg(long)]
+    ca_bundle: Option<PathBuf>,
+    /// Fail unless the source has exactly this many bytes.
+    #[arg(long)]
+    expected_size: Option<u64>,
+    /// Fail, leaving no object, unless the body has this SHA-256 (lowercase hex).
+    #[arg(long)]
+    expected_sha256: Option<String>,
+    /// Replace an existing object instead of failing.
+    #[arg(long)]
+    overwrite: bool,
+    /// Content-Type of the object (default: the source's).
+    #[arg(long)]
+    content_type: Option<String>,
+    /// Storage class of the object.
+    #[arg(long)]
+    storage_class: Option<String>,
+    /// Seconds without a byte from the source before a read counts as stalled.
+    #[arg(long, default_value_t = 60)]
+    stall_timeout: u64,
+}
+
+pub async fn run(args: IngestArgs) -> anyhow::Result<serde_json::Value> {
+    let (bucket, key) = super::parse_s3_url(&args.destination)?;
+    let part_size = match args.part_size.as_str() {
+        "auto" => PartSize::Auto,
+        text => PartSize::Fixed(parse_size(text)?),
+    };
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+                .with_context(|| format!("--header {h:?} is not \"Name: value\""))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ca_bundle = match &args.ca_bundle {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let request = IngestRequest {
+        source: SourceConfig {
+            url: args.url.clone(),
+            headers,
+            ca_bundle,
+            policy: Arc::new(AddressPolicy::allowing(args.allow_source_cidrs.clone())),
+            stall_timeout: Duration::from_secs(args.stall_timeout),
+        },
+        expected_size: args.expected_size,
+        expected_sha256: args.expected_sha256.map(|s| s.to_ascii_lowercase()),
+        bucket,
+        key,
+        content_type: args.content_type,
+        storage_class: args.storage_class,
+        overwrite: args.overwrite,
+        part_size,
+        concurrency: args.concurrency as usize,
+    };
+    let s3 = client(&S3Settings {
+        force_path_style: args.endpoint.is_some(),
+        endpoint: args.endpoint,
+        region: args.region,
+        credentials: None,
+    })
+    .await;
+
+    let (progress, mut updates) = tokio::sync::watch::channel(Progress::default());
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template"),
+    );
+    let engine = ingest::ingest(&s3, &request, &progress);
+    tokio::pin!(engine);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut engine => break outcome,
+            Ok(()) = updates.changed() => {
+                let p = updates.borrow_and_update().clone();
+                if let Some(total) = p.total_bytes {
+                    bar.set_length(total);
+                }
+                bar.set_position(p.bytes_committed);
+                bar.set_message(format!("{} parts", p.parts_committed));
+            }
+        }
+    };
+    bar.finish_and_clear();
+    let outcome = outcome.map_err(|e| anyhow::anyhow!("{} ({})", e, e.reason()))?;
+    if let Some(warning) = &outcome.tag_error {
+        eprintln!("warning: {warning}");
+    }
+    Ok(serde_json::json!({
+        "bucket": request.bucket,
+        "key": request.key,
+        "size": outcome.size,
+        "sha256": outcome.sha256,
+        "etag": outcome.etag,
+        "parts": outcome.parts,
+        "sourceResumes": outcome.source_resumes,
+    }))
+}

@@ -1,0 +1,32 @@
+//! Command-line front ends of the engines.
+
+pub mod ingest;
+
+/// Splits `s3://bucket/key` into bucket and key.
+pub fn parse_s3_url(url: &str) -> anyhow::Result<(String, String)> {
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| anyhow::anyhow!("{url:?} is not an s3://bucket/key URL"))?;
+    match rest.split_once('/') {
+        Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => {
+            Ok((bucket.into(), key.into()))
+        }
+        _ => anyhow::bail!("{url:?} needs a bucket and a key: s3://bucket/key"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_s3_urls() {
+        assert_eq!(
+            parse_s3_url("s3://b/k/x.csv").unwrap(),
+            ("b".into(), "k/x.csv".into())
+        );
+        for bad in ["b/k", "s3://b", "s3://b/", "s3:///k", "https://b/k"] {
+            assert!(parse_s3_url(bad).is_err(), "{bad}");
+        }
+    }
+}

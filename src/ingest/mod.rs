@@ -1,0 +1,453 @@
+//! The ingest engine: stream an HTTP(S) source into one S3 object by multipart upload, with memory
+//! bounded by `part size x (concurrency + 2)`, parts uploaded while the download goes on, a SHA-256
+//! computed on the way, and the upload aborted on any failure so no incomplete upload is left.
+//! No Kubernetes types: the controller and the CLI both drive it.
+
+pub mod guard;
+pub mod plan;
+pub mod source;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Tag, Tagging};
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+pub use guard::{AddressPolicy, ForbiddenAddress};
+pub use plan::{PartSchedule, PartSize, PlanError};
+pub use source::{SourceConfig, SourceReader};
+
+/// Why an ingest failed. `reason()` is the status condition reason a user sees.
+#[derive(Debug, Error)]
+pub enum IngestError {
+    #[error("invalid source: {0}")]
+    InvalidSource(String),
+    #[error("forbidden source address: {0}")]
+    ForbiddenAddress(ForbiddenAddress),
+    #[error("source not found: {0}")]
+    SourceNotFound(String),
+    #[error("source refused access: {0}")]
+    SourceAccessDenied(String),
+    #[error("source refused the request: {0}")]
+    SourceRejected(String),
+    #[error("source unavailable: {0}")]
+    SourceUnavailable(String),
+    #[error("source changed: {0}")]
+    SourceChanged(String),
+    #[error("size mismatch: {0}")]
+    SizeMismatch(String),
+    #[error("checksum mismatch: expected sha256 {expected}, the source's bytes have {actual}")]
+    ChecksumMismatch { expected: String, actual: String },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("s3://{bucket}/{key} already exists; set overwrite to replace it")]
+    ObjectExists { bucket: String, key: String },
+    #[error("bucket not found: {0}")]
+    BucketNotFound(String),
+    #[error("S3 denied access: {0}")]
+    AccessDenied(String),
+    #[error("S3 error: {0}")]
+    S3(String),
+}
+
+impl IngestError {
+    /// The reason of the `Stalled`/`Ready` conditions, CamelCase as Kubernetes reasons are.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidSource(_) => "InvalidSource",
+            Self::ForbiddenAddress(_) => "ForbiddenAddress",
+            Self::SourceNotFound(_) => "SourceNotFound",
+            Self::SourceAccessDenied(_) => "SourceAccessDenied",
+            Self::SourceRejected(_) => "SourceRejected",
+            Self::SourceUnavailable(_) => "SourceUnavailable",
+            Self::SourceChanged(_) => "SourceChanged",
+            Self::SizeMismatch(_) => "SizeMismatch",
+            Self::ChecksumMismatch { .. } => "ChecksumMismatch",
+            Self::Plan(PlanError::ObjectTooLarge { .. }) => "ObjectTooLarge",
+            Self::Plan(_) => "InvalidPartSize",
+            Self::ObjectExists { .. } => "ObjectExists",
+            Self::BucketNotFound(_) => "BucketNotFound",
+            Self::AccessDenied(_) => "AccessDenied",
+            Self::S3(_) => "S3Error",
+        }
+    }
+}
+
+/// Maps an S3 SDK error to the engine's error, by the service's error code.
+fn s3_error<E>(context: &str, error: SdkError<E, HttpResponse>) -> IngestError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    // HEAD answers carry no error body: fall back to the status code.
+    let status = error.raw_response().map(|r| r.status().as_u16());
+    let code = match (error.code(), status) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(403)) => "AccessDenied".to_string(),
+        (None, Some(status)) => format!("HTTP {status}"),
+        (None, None) => String::new(),
+    };
+    let message = format!(
+        "{context}: {}",
+        error.message().map(str::to_string).unwrap_or_else(|| {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(e) = source {
+                text = format!("{text}: {e}");
+                source = e.source();
+            }
+            text
+        })
+    );
+    match code.as_str() {
+        "NoSuchBucket" => IngestError::BucketNotFound(message),
+        "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AllAccessDisabled" => {
+            IngestError::AccessDenied(format!("{message} ({code})"))
+        }
+        _ => IngestError::S3(if code.is_empty() {
+            message
+        } else {
+            format!("{message} ({code})")
+        }),
+    }
+}
+
+/// Exponential backoff with jitter for retry `attempt` (1-based): 200 ms doubling, at most 10 s,
+/// each wait drawn from its upper half so that concurrent retries spread out.
+pub fn backoff(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let ceiling = (200u64 << attempt.saturating_sub(1).min(10)).min(10_000);
+    let jitter = RandomState::new().hash_one(std::time::SystemTime::now()) % (ceiling / 2 + 1);
+    Duration::from_millis(ceiling / 2 + jitter)
+}
+
+/// What to copy where.
+#[derive(Clone, Debug)]
+pub struct IngestRequest {
+    pub source: SourceConfig,
+    pub expected_size: Option<u64>,
+    /// Lowercase hex.
+    pub expected_sha256: Option<String>,
+    pub bucket: String,
+    pub key: String,
+    pub content_type: Option<String>,
+    pub storage_class: Option<String>,
+    pub overwrite: bool,
+    pub part_size: PartSize,
+    pub concurrency: usize,
+}
+
+/// Progress, counted as S3 acknowledges parts (`bytes_committed`) and as the source is read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub upload_id: Option<String>,
+    pub total_bytes: Option<u64>,
+    pub bytes_read: u64,
+    pub bytes_committed: u64,
+    pub parts_total: Option<u32>,
+    pub parts_committed: u32,
+    pub part_size: u64,
+}
+
+/// A finished ingest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub size: u64,
+    /// SHA-256 of the whole object, lowercase hex.
+    pub sha256: String,
+    pub etag: Option<String>,
+    pub parts: u32,
+    /// Times the source connection was resumed by Range.
+    pub source_resumes: u32,
+    /// Why the checksum could not be recorded as the object's `sha256` tag, if it could not.
+    pub tag_error: Option<String>,
+}
+
+/// Streams the source into `s3://bucket/key`. On any failure after the upload was created, the
+/// upload is aborted before the error is returned.
+pub async fn ingest(
+    s3: &Client,
+    request: &IngestRequest,
+    progress: &watch::Sender<Progress>,
+) -> Result<Outcome, IngestError> {
+    let (bucket, key) = (request.bucket.as_str(), request.key.as_str());
+    if !request.overwrite {
+        match s3.head_object().bucket(bucket).key(key).send().await {
+            Ok(_) => {
+                return Err(IngestError::ObjectExists {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                });
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {}
+            Err(e) => return Err(s3_error("checking the destination", e)),
+        }
+    }
+    let mut reader = SourceReader::open(&request.source).await?;
+    let length = reader.info.length;
+    if let (Some(expected), Some(length)) = (request.expected_size, length)
+        && expected != length
+    {
+        return Err(IngestError::SizeMismatch(format!(
+            "expectedSize is {expected} bytes, the source announces {length}"
+        )));
+    }
+    let schedule = PartSchedule::new(request.part_size, length.or(request.expected_size))?;
+    let mut create = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .set_content_type(
+            request
+                .content_type
+                .clone()
+                .or_else(|| reader.info.content_type.clone()),
+        )
+        .set_storage_class(request.storage_class.as_deref().map(Into::into));
+    if let Some(sha) = &request.expected_sha256 {
+        // Verified before the upload completes, so the metadata is true whenever the object exists.
+        create = create.metadata("sha256", sha);
+    }
+    let upload_id = create
+        .send()
+        .await
+        .map_err(|e| s3_error("starting the multipart upload", e))?
+        .upload_id
+        .ok_or_else(|| IngestError::S3("CreateMultipartUpload returned no upload id".into()))?;
+    progress.send_modify(|p| {
+        p.upload_id = Some(upload_id.clone());
+        p.total_bytes = length;
+        p.parts_total = length.map(|l| schedule.parts_for(l));
+        p.part_size = schedule.size(0);
+    });
+    let upload = Upload {
+        s3,
+        bucket,
+        key,
+        upload_id: &upload_id,
+    };
+    match transfer(&upload, request, &schedule, &mut reader, progress).await {
+        Ok(outcome) => Ok(outcome),
+        Err(error) => {
+            upload.abort().await;
+            Err(error)
+        }
+    }
+}
+
+struct Upload<'a> {
+    s3: &'a Client,
+    bucket: &'a str,
+    key: &'a str,
+    upload_id: &'a str,
+}
+
+impl Upload<'_> {
+    async fn abort(&self) {
+        // The SDK retries transient failures; a failure here is reported by the error being returned.
+        let _ = self
+            .s3
+            .abort_multipart_upload()
+            .bucket(self.bucket)
+            .key(self.key)
+            .upload_id(self.upload_id)
+            .send()
+            .await;
+    }
+}
+
+async fn transfer(
+    upload: &Upload<'_>,
+    request: &IngestRequest,
+    schedule: &PartSchedule,
+    reader: &mut SourceReader,
+    progress: &watch::Sender<Progress>,
+) -> Result<Outcome, IngestError> {
+    let concurrency = request.concurrency.max(1);
+    // Part buffers alive at once: `concurrency` uploading, one filling, one waiting for a slot.
+    let buffers = Arc::new(Semaphore::new(concurrency + 2));
+    let uploading = Arc::new(Semaphore::new(concurrency));
+    let mut parts: JoinSet<Result<CompletedPart, IngestError>> = JoinSet::new();
+    let mut completed = Vec::new();
+    let mut hasher = Sha256::new();
+    let mut carry: Option<Bytes> = None;
+    let mut total = 0u64;
+    let mut index = 0u32;
+    loop {
+        if PartSchedule::exhausted(index) {
+            return Err(PlanError::PartsExhausted {
+                part_size: schedule.size(index - 1),
+            }
+            .into());
+        }
+        let size = schedule.size(index) as usize;
+        let buffer_permit = buffers.clone().acquire_owned().await.expect("never closed");
+        let mut buffer = BytesMut::with_capacity(size);
+        let mut ended = false;
+        while buffer.len() < size {
+            let chunk = match carry.take() {
+                Some(chunk) => chunk,
+                None => match reader.next().await? {
+                    Some(chunk) => chunk,
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                },
+            };
+            let room = size - buffer.len();
+            if chunk.len() > room {
+                buffer.extend_from_slice(&chunk[..room]);
+                carry = Some(chunk.slice(room..));
+            } else {
+                buffer.extend_from_slice(&chunk);
+            }
+        }
+        while let Some(done) = parts.try_join_next() {
+            completed.push(done.expect("part task panicked")?);
+        }
+        if buffer.is_empty() && index > 0 {
+            break;
+        }
+        hasher.update(&buffer);
+        total += buffer.len() as u64;
+        progress.send_modify(|p| p.bytes_read = total);
+        let slot = uploading
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let part = Part {
+            s3: upload.s3.clone(),
+            bucket: upload.bucket.to_string(),
+            key: upload.key.to_string(),
+            upload_id: upload.upload_id.to_string(),
+            number: index as i32 + 1,
+            body: buffer.freeze(),
+        };
+        let progress = progress.clone();
+        parts.spawn(async move {
+            let len = part.body.len() as u64;
+            let done = part.send().await;
+            drop((slot, buffer_permit));
+            if done.is_ok() {
+                progress.send_modify(|p| {
+                    p.bytes_committed += len;
+                    p.parts_committed += 1;
+                });
+            }
+            done
+        });
+        index += 1;
+        if ended {
+            break;
+        }
+    }
+    while let Some(done) = parts.join_next().await {
+        completed.push(done.expect("part task panicked")?);
+    }
+
+    if let Some(length) = reader.info.length.or(request.expected_size)
+        && length != total
+    {
+        return Err(IngestError::SizeMismatch(format!(
+            "expected {length} bytes, the source sent {total}"
+        )));
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    if let Some(expected) = &request.expected_sha256
+        && *expected != sha256
+    {
+        return Err(IngestError::ChecksumMismatch {
+            expected: expected.clone(),
+            actual: sha256,
+        });
+    }
+    completed.sort_by_key(|p| p.part_number);
+    let mut complete = upload
+        .s3
+        .complete_multipart_upload()
+        .bucket(upload.bucket)
+        .key(upload.key)
+        .upload_id(upload.upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(completed))
+                .build(),
+        );
+    if !request.overwrite {
+        complete = complete.if_none_match("*");
+    }
+    let done = complete.send().await.map_err(|e| match e.code() {
+        Some("PreconditionFailed") => IngestError::ObjectExists {
+            bucket: upload.bucket.into(),
+            key: upload.key.into(),
+        },
+        _ => s3_error("completing the multipart upload", e),
+    })?;
+    let tag = Tagging::builder()
+        .tag_set(
+            Tag::builder()
+                .key("sha256")
+                .value(&sha256)
+                .build()
+                .expect("key and value set"),
+        )
+        .build()
+        .expect("tag set");
+    let tag_error = upload
+        .s3
+        .put_object_tagging()
+        .bucket(upload.bucket)
+        .key(upload.key)
+        .tagging(tag)
+        .send()
+        .await
+        .err()
+        .map(|e| s3_error("tagging the object with its sha256", e).to_string());
+    Ok(Outcome {
+        size: total,
+        sha256,
+        etag: done.e_tag,
+        parts: index.max(1),
+        source_resumes: reader.resumes,
+        tag_error,
+    })
+}
+
+/// One part on its way to S3; the SDK retries throttling, 5xx and connection errors with backoff.
+struct Part {
+    s3: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    number: i32,
+    body: Bytes,
+}
+
+impl Part {
+    async fn send(&self) -> Result<CompletedPart, IngestError> {
+        let out = self
+            .s3
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(self.number)
+            .body(ByteStream::from(self.body.clone()))
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("uploading part {}", self.number), e))?;
+        Ok(CompletedPart::builder()
+            .part_number(self.number)
+            .set_e_tag(out.e_tag)
+            .build())
+    }
+}

@@ -1,0 +1,319 @@
+//! The HTTP(S) source: one GET streamed in order; a dropped connection resumes with a Range request
+//! pinned to the first response's validator (If-Range), so a changed source fails instead of mixing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
+use reqwest::{StatusCode, Url};
+
+use super::IngestError;
+use super::guard::{AddressPolicy, ForbiddenAddress, GuardedResolver};
+
+/// Attempts at reaching the source (first request, and each resume) before the transfer fails.
+const SOURCE_ATTEMPTS: u32 = 5;
+
+/// What the first response says about the source.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// Content-Length, when the server sent one.
+    pub length: Option<u64>,
+    /// Whether the server serves byte ranges (`Accept-Ranges: bytes`).
+    pub ranges: bool,
+    /// ETag (or Last-Modified) that ranged re-reads must match.
+    pub validator: Option<String>,
+    pub content_type: Option<String>,
+}
+
+/// How to reach the source.
+#[derive(Clone)]
+pub struct SourceConfig {
+    pub url: String,
+    /// Sent with every request (for example Authorization); marked sensitive, never logged.
+    pub headers: Vec<(String, String)>,
+    /// PEM bundle of extra CAs to trust.
+    pub ca_bundle: Option<Vec<u8>>,
+    pub policy: Arc<AddressPolicy>,
+    /// A read that waits longer than this for the next bytes fails (and resumes when it can).
+    pub stall_timeout: Duration,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = Url::parse(&self.url)
+            .map(|u| redact(&u))
+            .unwrap_or_default();
+        let header_names: Vec<&String> = self.headers.iter().map(|(name, _)| name).collect();
+        f.debug_struct("SourceConfig")
+            .field("url", &url)
+            .field("headers", &header_names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The source's bytes in order, resuming after dropped connections when the server allows it.
+pub struct SourceReader {
+    client: reqwest::Client,
+    url: Url,
+    headers: HeaderMap,
+    pub info: SourceInfo,
+    body: BoxStream<'static, reqwest::Result<Bytes>>,
+    /// Bytes handed out so far.
+    pub offset: u64,
+    /// Requests made after the first one, to resume.
+    pub resumes: u32,
+}
+
+fn check_url(url: &Url, policy: &AddressPolicy) -> Result<(), IngestError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(IngestError::InvalidSource(format!(
+            "{url}: only http and https sources are supported"
+        )));
+    }
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+        Some(url::Host::Domain(_)) => None,
+        None => return Err(IngestError::InvalidSource(format!("{url} has no host"))),
+    };
+    match ip.and_then(|ip| policy.refusal(ip).map(|why| (ip, why))) {
+        Some((ip, why)) => Err(IngestError::ForbiddenAddress(ForbiddenAddress {
+            host: url.host_str().unwrap_or_default().to_string(),
+            ip,
+            why,
+        })),
+        None => Ok(()),
+    }
+}
+
+/// Maps a request failure to the engine's error, finding a refused address among its sources.
+fn request_error(url: &Url, error: reqwest::Error) -> IngestError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        if let Some(forbidden) = e.downcast_ref::<ForbiddenAddress>() {
+            return IngestError::ForbiddenAddress(forbidden.clone());
+        }
+        if let Some(IngestError::ForbiddenAddress(forbidden)) = e.downcast_ref::<IngestError>() {
+            return IngestError::ForbiddenAddress(forbidden.clone());
+        }
+        source = e.source();
+    }
+    IngestError::SourceUnavailable(format!("{}: {}", redact(url), chain(&error)))
+}
+
+/// The URL without its query and credentials, for messages (queries often carry signatures).
+pub fn redact(url: &Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("");
+    shown.to_string()
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+impl SourceReader {
+    /// Sends the first GET and checks its answer.
+    pub async fn open(config: &SourceConfig) -> Result<Self, IngestError> {
+        let url = Url::parse(&config.url).map_err(|e| {
+            IngestError::InvalidSource(format!("{:?} is not a URL: {e}", config.url))
+        })?;
+        check_url(&url, &config.policy)?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                IngestError::InvalidSource(format!("{name:?} is not an HTTP header name"))
+            })?;
+            let mut value = HeaderValue::from_str(value).map_err(|_| {
+                IngestError::InvalidSource(format!("the value of header {name} is not valid"))
+            })?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let policy = config.policy.clone();
+        let redirect_policy = policy.clone();
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver { policy }))
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(config.stall_timeout)
+            // Compressed transfer would change the bytes and the length the source promised.
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 10 {
+                    return attempt.error("more than 10 redirects");
+                }
+                match check_url(attempt.url(), &redirect_policy) {
+                    Ok(()) => attempt.follow(),
+                    Err(e) => attempt.error(e),
+                }
+            }));
+        if let Some(pem) = &config.ca_bundle {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| IngestError::InvalidSource(format!("the CA bundle is not PEM: {e}")))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| IngestError::InvalidSource(format!("HTTP client: {e}")))?;
+        let mut reader = Self {
+            client,
+            url,
+            headers,
+            info: SourceInfo::default(),
+            body: futures::stream::empty().boxed(),
+            offset: 0,
+            resumes: 0,
+        };
+        let response = reader.request(None).await?;
+        let get = |name: header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        reader.info = SourceInfo {
+            length: response
+                .content_length()
+                .filter(|_| response.headers().contains_key(header::CONTENT_LENGTH)),
+            ranges: get(header::ACCEPT_RANGES).is_some_and(|v| v.eq_ignore_ascii_case("bytes")),
+            validator: get(header::ETAG)
+                .filter(|e| !e.starts_with("W/"))
+                .or_else(|| get(header::LAST_MODIFIED)),
+            content_type: get(header::CONTENT_TYPE),
+        };
+        reader.body = response.bytes_stream().boxed();
+        Ok(reader)
+    }
+
+    /// One GET, from `range_start` when resuming, retried with backoff on 5xx and connection errors.
+    async fn request(&self, range_start: Option<u64>) -> Result<reqwest::Response, IngestError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .client
+                .get(self.url.clone())
+                .headers(self.headers.clone())
+                .header(header::ACCEPT_ENCODING, "identity");
+            if let Some(start) = range_start {
+                request = request.header(header::RANGE, format!("bytes={start}-"));
+                if let Some(validator) = &self.info.validator {
+                    request = request.header(header::IF_RANGE, validator.as_str());
+                }
+            }
+            let failure = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let shown = redact(&self.url);
+                    match (status, range_start) {
+                        (StatusCode::OK, None) | (StatusCode::PARTIAL_CONTENT, Some(_)) => {
+                            return Ok(response);
+                        }
+                        // If-Range did not match: the server sent the whole, changed, representation.
+                        (StatusCode::OK, Some(_)) => {
+                            return Err(IngestError::SourceChanged(format!(
+                                "{shown} changed while it was read (If-Range {} no longer matches)",
+                                self.info.validator.as_deref().unwrap_or("?")
+                            )));
+                        }
+                        (StatusCode::NOT_FOUND | StatusCode::GONE, _) => {
+                            return Err(IngestError::SourceNotFound(format!(
+                                "{shown} answered {status}"
+                            )));
+                        }
+                        (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => {
+                            return Err(IngestError::SourceAccessDenied(format!(
+                                "{shown} answered {status}"
+                            )));
+                        }
+                        (s, _) if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                            format!("{shown} answered {status}")
+                        }
+                        (s, _) => {
+                            return Err(IngestError::SourceRejected(format!(
+                                "{shown} answered {s}"
+                            )));
+                        }
+                    }
+                }
+                Err(e) => match request_error(&self.url, e) {
+                    IngestError::SourceUnavailable(message) => message,
+                    other => return Err(other),
+                },
+            };
+            if attempt >= SOURCE_ATTEMPTS {
+                return Err(IngestError::SourceUnavailable(failure));
+            }
+            tokio::time::sleep(super::backoff(attempt)).await;
+        }
+    }
+
+    /// The next bytes, or `None` at the end. A dropped connection resumes by Range when the source
+    /// has ranges and a validator; otherwise it fails the transfer.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, IngestError> {
+        loop {
+            match self.body.next().await {
+                Some(Ok(chunk)) => {
+                    self.offset += chunk.len() as u64;
+                    return Ok(Some(chunk));
+                }
+                None => return Ok(None),
+                Some(Err(error)) => {
+                    let resumable = self.info.ranges && self.info.validator.is_some();
+                    if !resumable || self.resumes >= SOURCE_ATTEMPTS {
+                        return Err(IngestError::SourceUnavailable(format!(
+                            "{} dropped after {} bytes{}: {}",
+                            redact(&self.url),
+                            self.offset,
+                            if resumable {
+                                ", and resuming failed"
+                            } else {
+                                " and cannot be resumed (no ranges or validator)"
+                            },
+                            chain(&error)
+                        )));
+                    }
+                    self.resumes += 1;
+                    tokio::time::sleep(super::backoff(self.resumes)).await;
+                    let response = self.request(Some(self.offset)).await?;
+                    check_content_range(&response, self.offset)?;
+                    self.body = response.bytes_stream().boxed();
+                }
+            }
+        }
+    }
+}
+
+fn check_content_range(response: &reqwest::Response, offset: u64) -> Result<(), IngestError> {
+    let range = response
+        .headers()
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let start = range
+        .strip_prefix("bytes ")
+        .and_then(|r| r.split('-').next())
+        .and_then(|s| s.parse::<u64>().ok());
+    if start == Some(offset) {
+        Ok(())
+    } else {
+        Err(IngestError::SourceChanged(format!(
+            "a resumed read from byte {offset} got Content-Range {range:?}"
+        )))
+    }
+}

@@ -1,0 +1,71 @@
+//! Byte sizes as users write them: plain bytes, binary suffixes (Ki, Mi, Gi, Ti) or decimal ones
+//! (k, M, G, T), as in Kubernetes quantities.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error(
+    "{input:?} is not a size: use bytes or a number with Ki, Mi, Gi, Ti (or k, M, G, T), such as 64Mi"
+)]
+pub struct SizeError {
+    input: String,
+}
+
+/// Parses `64Mi`, `5G`, `1048576` and the like into bytes.
+pub fn parse_size(input: &str) -> Result<u64, SizeError> {
+    let error = || SizeError {
+        input: input.to_string(),
+    };
+    let text = input.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| error())?;
+    let multiplier: u64 = match suffix.trim_end_matches('B') {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => return Err(error()),
+    };
+    if suffix == "B" && digits.is_empty() {
+        return Err(error());
+    }
+    number.checked_mul(multiplier).ok_or_else(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes_like_quantities() {
+        for (input, want) in [
+            ("0", Some(0)),
+            ("1", Some(1)),
+            ("1048576", Some(1 << 20)),
+            ("64Mi", Some(64 << 20)),
+            ("64MiB", Some(64 << 20)),
+            ("5Gi", Some(5 << 30)),
+            ("1Ti", Some(1 << 40)),
+            ("8Ki", Some(8192)),
+            ("5M", Some(5_000_000)),
+            ("2k", Some(2000)),
+            (" 7 ", Some(7)),
+            ("", None),
+            ("Mi", None),
+            ("-1", None),
+            ("1.5Gi", None),
+            ("64mi", None),
+            ("99999999999Ti", None),
+        ] {
+            assert_eq!(parse_size(input).ok(), want, "{input:?}");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! An HTTP/1.1 source under the tests' control, on 127.0.0.1: with or without Content-Length and
+//! Range support, dropping the connection mid-body, changing its content between requests, or
+//! answering with an error status. Bodies are generated, never held whole in memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// The bytes a source serves: `len` bytes of a pattern that depends on `seed` and each offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Body {
+    pub len: u64,
+    pub seed: u8,
+}
+
+impl Body {
+    pub fn byte(&self, offset: u64) -> u8 {
+        ((offset.wrapping_mul(31) ^ (offset >> 13)) as u8).wrapping_add(self.seed)
+    }
+
+    /// Bytes `[start, end)`, generated.
+    pub fn bytes(&self, start: u64, end: u64) -> Vec<u8> {
+        (start..end).map(|o| self.byte(o)).collect()
+    }
+
+    pub fn sha256(&self) -> String {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        let mut offset = 0;
+        while offset < self.len {
+            let end = (offset + (1 << 20)).min(self.len);
+            hasher.update(self.bytes(offset, end));
+            offset = end;
+        }
+        hex::encode(hasher.finalize())
+    }
+}
+
+/// How the source behaves.
+#[derive(Clone, Debug)]
+pub struct Behaviour {
+    pub body: Body,
+    /// Send Content-Length (else the body ends when the connection closes).
+    pub content_length: bool,
+    /// Advertise and serve byte ranges, honouring If-Range against the ETag.
+    pub ranges: bool,
+    /// The first response stops after this many body bytes, closing the connection.
+    pub drop_first_after: Option<u64>,
+    /// From the second request on, serve this body instead (with another ETag).
+    pub changed_body: Option<Body>,
+    /// Answer every request with this status and no body.
+    pub status: Option<u16>,
+}
+
+impl Behaviour {
+    pub fn new(len: u64) -> Self {
+        Self {
+            body: Body { len, seed: 1 },
+            content_length: true,
+            ranges: true,
+            drop_first_after: None,
+            changed_body: None,
+            status: None,
+        }
+    }
+}
+
+/// A running source; `url` points at it.
+pub struct HttpSource {
+    pub url: String,
+    pub requests: Arc<AtomicU64>,
+    /// Body bytes written, over all requests.
+    pub bytes_served: Arc<AtomicU64>,
+}
+
+pub async fn serve(behaviour: Behaviour) -> HttpSource {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/data.bin", listener.local_addr().unwrap());
+    let requests = Arc::new(AtomicU64::new(0));
+    let bytes_served = Arc::new(AtomicU64::new(0));
+    let (counter, served) = (requests.clone(), bytes_served.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let number = counter.fetch_add(1, Ordering::SeqCst);
+            let behaviour = behaviour.clone();
+            let served = served.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let header = |name: &str| {
+                    head.lines().find_map(|l| {
+                        l.strip_prefix(&format!("{name}:"))
+                            .map(|v| v.trim().to_string())
+                    })
+                };
+                let _ = respond(
+                    &mut socket,
+                    &behaviour,
+                    number,
+                    header("range"),
+                    header("if-range"),
+                    &served,
+                )
+                .await;
+            });
+        }
+    });
+    HttpSource {
+        url,
+        requests,
+        bytes_served,
+    }
+}
+
+async fn respond(
+    socket: &mut tokio::net::TcpStream,
+    behaviour: &Behaviour,
+    number: u64,
+    range: Option<String>,
+    if_range: Option<String>,
+    served: &AtomicU64,
+) -> std::io::Result<()> {
+    if let Some(status) = behaviour.status {
+        let head =
+            format!("HTTP/1.1 {status} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return socket.write_all(head.as_bytes()).await;
+    }
+    let (body, etag) = match (&behaviour.changed_body, number) {
+        (Some(changed), n) if n > 0 => (*changed, "\"v2\""),
+        _ => (behaviour.body, "\"v1\""),
+    };
+    let requested_start = range
+        .filter(|_| behaviour.ranges)
+        .filter(|_| if_range.as_deref().is_none_or(|v| v == etag))
+        .and_then(|r| {
+            r.strip_prefix("bytes=")
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|s| s.parse::<u64>().ok())
+        });
+    let start = requested_start.unwrap_or(0);
+    let mut head = match requested_start {
+        Some(s) => format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {s}-{}/{}\r\n",
+            body.len - 1,
+            body.len
+        ),
+        None => "HTTP/1.1 200 OK\r\n".to_string(),
+    };
+    head.push_str(&format!(
+        "ETag: {etag}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n"
+    ));
+    if behaviour.ranges {
+        head.push_str("Accept-Ranges: bytes\r\n");
+    }
+    if behaviour.content_length {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len - start));
+    }
+    head.push_str("\r\n");
+    socket.write_all(head.as_bytes()).await?;
+    let stop = match behaviour.drop_first_after {
+        Some(after) if number == 0 => after.min(body.len),
+        _ => body.len,
+    };
+    let mut offset = start;
+    while offset < stop {
+        let end = (offset + 64 * 1024).min(stop);
+        socket.write_all(&body.bytes(offset, end)).await?;
+        served.fetch_add(end - offset, Ordering::SeqCst);
+        offset = end;
+    }
+    socket.shutdown().await
+}

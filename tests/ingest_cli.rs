@@ -1,0 +1,167 @@
+//! `s3flow ingest` as a user runs it: peak memory stays within part size x (concurrency + 2) plus a
+//! small constant for a multi-GiB object, and bad input ends with a clear error and a non-zero exit.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::http_source::{Behaviour, serve};
+
+const MIB: u64 = 1 << 20;
+
+/// Runs `s3flow ingest`, returning (exit code, stdout, stderr, peak RSS in bytes).
+async fn ingest(args: Vec<String>) -> (i32, String, String, u64) {
+    tokio::task::spawn_blocking(move || {
+        let child = Command::new(env!("CARGO_BIN_EXE_s3flow"))
+            .arg("ingest")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id() as libc::pid_t;
+        let output = std::thread::spawn(move || {
+            let mut child = child;
+            let (mut out, mut err) = (String::new(), String::new());
+            use std::io::Read;
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            std::mem::forget(child); // reaped by wait4 below
+            (out, err)
+        });
+        let (out, err) = output.join().unwrap();
+        let mut status = 0;
+        // SAFETY: plain syscall on our own child; rusage is written by the kernel.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        assert_eq!(reaped, pid);
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            -1
+        };
+        (code, out, err, usage.ru_maxrss as u64 * 1024)
+    })
+    .await
+    .unwrap()
+}
+
+fn base_args(url: &str, destination: &str, endpoint: &str) -> Vec<String> {
+    [url, destination, "--endpoint", endpoint]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_memory_stays_within_the_bound_whatever_the_size() {
+    let env = common::env().await;
+    let bucket = common::unique("memory");
+    let s3 = s3flow::s3::client(&s3flow::s3::S3Settings {
+        endpoint: Some(env.s3_endpoint.clone()),
+        force_path_style: true,
+        ..Default::default()
+    })
+    .await;
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let (part, concurrency) = (8 * MIB, 4u64);
+    let bound = part * (concurrency + 2) + 64 * MIB;
+    let mut peaks = Vec::new();
+    for len in [256 * MIB, 2048 * MIB + 12345] {
+        let source = serve(Behaviour::new(len)).await;
+        let mut args = base_args(
+            &source.url,
+            &format!("s3://{bucket}/size-{len}"),
+            &env.s3_endpoint,
+        );
+        args.extend(
+            [
+                "--part-size",
+                "8Mi",
+                "--concurrency",
+                "4",
+                "--allow-source-cidr",
+                "127.0.0.1/32",
+            ]
+            .map(String::from),
+        );
+        let (code, out, err, peak) = ingest(args).await;
+        assert_eq!(code, 0, "stderr: {err}");
+        let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(result["size"], len);
+        println!(
+            "s3flow ingest of {len} bytes, 8Mi parts, concurrency 4: peak RSS {} MiB",
+            peak / MIB
+        );
+        assert!(
+            peak < bound,
+            "peak RSS {peak} exceeds the bound {bound} for {len} bytes"
+        );
+        peaks.push(peak);
+    }
+    // Flat in the object's size: 8 times the bytes, not 8 times the memory.
+    assert!(
+        peaks[1] < peaks[0] + 32 * MIB,
+        "peak grew with size: {peaks:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_with_a_clear_message() {
+    let env = common::env().await;
+    let missing = serve(Behaviour {
+        status: Some(404),
+        ..Behaviour::new(1)
+    })
+    .await;
+    let allow = ["--allow-source-cidr", "127.0.0.1/32"].map(String::from);
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            base_args(&missing.url, "s3://bucket/key", &env.s3_endpoint),
+            "which sources may not reach",
+        ),
+        (
+            [
+                base_args(
+                    &missing.url,
+                    "s3://no-such-bucket-s3flow/key",
+                    &env.s3_endpoint,
+                ),
+                allow.to_vec(),
+            ]
+            .concat(),
+            "source not found",
+        ),
+        (
+            base_args(&missing.url, "bucket/key", &env.s3_endpoint),
+            "is not an s3://bucket/key URL",
+        ),
+        (
+            [
+                base_args(&missing.url, "s3://b/k", &env.s3_endpoint),
+                vec!["--part-size".into(), "lots".into()],
+            ]
+            .concat(),
+            "is not a size",
+        ),
+    ];
+    for (args, expected) in cases {
+        let (code, out, err, _) = ingest(args.clone()).await;
+        assert_ne!(code, 0, "{args:?} succeeded: {out}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected {expected:?} in stderr: {err}"
+        );
+        assert!(out.is_empty(), "{args:?} printed a result: {out}");
+    }
+}
