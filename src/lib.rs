@@ -1,6 +1,7 @@
 //! s3flow: a Kubernetes operator that streams and processes very large S3 objects with bounded memory.
 
 pub mod api;
+pub mod controller;
 pub mod ingest;
 pub mod s3;
 pub mod size;

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator: reconcile S3Ingest and S3ParallelScan resources.
-    Controller,
+    Controller(ControllerArgs),
     /// Process one chunk of an S3ParallelScan (run inside chunk Jobs).
     Worker,
     /// Stream a URL into S3 on this machine.
@@ -30,6 +30,23 @@ enum Command {
     Crd,
     /// Print the version as JSON.
     Version,
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// CIDR an S3Ingest source may resolve to although it is loopback, link-local or a metadata
+    /// address (repeatable).
+    #[arg(long = "allow-source-cidr", value_name = "CIDR")]
+    allow_source_cidrs: Vec<ipnet::IpNet>,
+    /// Ingests streaming at once in this operator.
+    #[arg(long, default_value_t = 4)]
+    max_concurrent_ingests: usize,
+    /// Seconds without a byte from a source before its read counts as stalled.
+    #[arg(long, default_value_t = 60)]
+    stall_timeout: u64,
+    /// Seconds between progress updates in an ingest's status.
+    #[arg(long, default_value_t = 2)]
+    status_interval: u64,
 }
 
 #[tokio::main]
@@ -45,7 +62,28 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Version => s3flow::version_json(),
         Command::Ingest(args) => cli::ingest::run(*args).await?,
-        Command::Controller | Command::Worker | Command::Scan => {
+        Command::Controller(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info,kube=warn".into()),
+                )
+                .init();
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to Kubernetes")?;
+            let settings = s3flow::controller::Settings {
+                source_policy: std::sync::Arc::new(s3flow::ingest::AddressPolicy::allowing(
+                    args.allow_source_cidrs,
+                )),
+                max_concurrent_ingests: args.max_concurrent_ingests,
+                stall_timeout: std::time::Duration::from_secs(args.stall_timeout),
+                status_interval: std::time::Duration::from_secs(args.status_interval.max(1)),
+            };
+            s3flow::controller::run(client, settings).await;
+            return Ok(());
+        }
+        Command::Worker | Command::Scan => {
             anyhow::bail!(
                 "this subcommand is not yet available in s3flow {}",
                 s3flow::VERSION

@@ -68,7 +68,7 @@ async fn run(
     request: &IngestRequest,
 ) -> (Result<ingest::Outcome, IngestError>, Progress) {
     let (progress, updates) = tokio::sync::watch::channel(Progress::default());
-    let outcome = ingest::ingest(s3, request, &progress).await;
+    let outcome = ingest::ingest(s3, request, &progress, |_| async { Ok(()) }).await;
     let last = updates.borrow().clone();
     (outcome, last)
 }

@@ -32,11 +32,12 @@ impl AddressPolicy {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        if self.allowed.iter().any(|net| net.contains(&ip)) {
-            return None;
-        }
+        // Metadata services stay closed whatever the allowlist says: they hand out credentials.
         if METADATA.contains(&ip) || ip == IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)) {
             return Some("a cloud metadata address");
+        }
+        if self.allowed.iter().any(|net| net.contains(&ip)) {
+            return None;
         }
         match ip {
             _ if ip.is_loopback() => Some("a loopback address"),
@@ -126,6 +127,14 @@ mod tests {
         let policy = AddressPolicy::allowing(vec!["127.0.0.1/32".parse().unwrap()]);
         assert_eq!(policy.refusal("127.0.0.1".parse().unwrap()), None);
         assert!(policy.refusal("127.0.0.2".parse().unwrap()).is_some());
-        assert!(policy.refusal("169.254.169.254".parse().unwrap()).is_some());
+        let everything =
+            AddressPolicy::allowing(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]);
+        assert_eq!(everything.refusal("169.254.1.1".parse().unwrap()), None);
+        for metadata in ["169.254.169.254", "100.100.100.200", "fd00:ec2::254"] {
+            assert!(
+                everything.refusal(metadata.parse().unwrap()).is_some(),
+                "{metadata}"
+            );
+        }
     }
 }

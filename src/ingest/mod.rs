@@ -56,6 +56,8 @@ pub enum IngestError {
     AccessDenied(String),
     #[error("S3 error: {0}")]
     S3(String),
+    #[error("the upload id could not be recorded, so the upload was aborted: {0}")]
+    UploadNotRecorded(String),
 }
 
 impl IngestError {
@@ -77,6 +79,7 @@ impl IngestError {
             Self::BucketNotFound(_) => "BucketNotFound",
             Self::AccessDenied(_) => "AccessDenied",
             Self::S3(_) => "S3Error",
+            Self::UploadNotRecorded(_) => "UploadNotRecorded",
         }
     }
 }
@@ -170,13 +173,19 @@ pub struct Outcome {
     pub tag_error: Option<String>,
 }
 
-/// Streams the source into `s3://bucket/key`. On any failure after the upload was created, the
-/// upload is aborted before the error is returned.
-pub async fn ingest(
+/// Streams the source into `s3://bucket/key`. `record_upload_id` runs once the multipart upload
+/// exists and before any part is sent (the controller writes it to status, so a restart or a deletion
+/// can abort it). On any failure after the upload was created, it is aborted before the error returns.
+pub async fn ingest<Record, Recorded>(
     s3: &Client,
     request: &IngestRequest,
     progress: &watch::Sender<Progress>,
-) -> Result<Outcome, IngestError> {
+    record_upload_id: Record,
+) -> Result<Outcome, IngestError>
+where
+    Record: FnOnce(String) -> Recorded,
+    Recorded: Future<Output = Result<(), String>>,
+{
     let (bucket, key) = (request.bucket.as_str(), request.key.as_str());
     if !request.overwrite {
         match s3.head_object().bucket(bucket).key(key).send().await {
@@ -221,25 +230,39 @@ pub async fn ingest(
         .map_err(|e| s3_error("starting the multipart upload", e))?
         .upload_id
         .ok_or_else(|| IngestError::S3("CreateMultipartUpload returned no upload id".into()))?;
-    progress.send_modify(|p| {
-        p.upload_id = Some(upload_id.clone());
-        p.total_bytes = length;
-        p.parts_total = length.map(|l| schedule.parts_for(l));
-        p.part_size = schedule.size(0);
-    });
     let upload = Upload {
         s3,
         bucket,
         key,
         upload_id: &upload_id,
     };
-    match transfer(&upload, request, &schedule, &mut reader, progress).await {
-        Ok(outcome) => Ok(outcome),
-        Err(error) => {
-            upload.abort().await;
-            Err(error)
-        }
+    if let Err(e) = record_upload_id(upload_id.clone()).await {
+        let _ = abort_upload(s3, bucket, key, &upload_id).await;
+        return Err(IngestError::UploadNotRecorded(e));
     }
+    progress.send_modify(|p| {
+        p.upload_id = Some(upload_id.clone());
+        p.total_bytes = length;
+        p.parts_total = length.map(|l| schedule.parts_for(l));
+        p.part_size = schedule.size(0);
+    });
+    let mut parts = JoinSet::new();
+    let result = transfer(
+        &upload,
+        request,
+        &schedule,
+        &mut reader,
+        progress,
+        &mut parts,
+    )
+    .await;
+    if result.is_err() {
+        // No part may still be on its way when the upload is aborted, or it could outlive the abort.
+        parts.abort_all();
+        while parts.join_next().await.is_some() {}
+        let _ = abort_upload(s3, bucket, key, &upload_id).await;
+    }
+    result
 }
 
 struct Upload<'a> {
@@ -249,32 +272,18 @@ struct Upload<'a> {
     upload_id: &'a str,
 }
 
-impl Upload<'_> {
-    async fn abort(&self) {
-        // The SDK retries transient failures; a failure here is reported by the error being returned.
-        let _ = self
-            .s3
-            .abort_multipart_upload()
-            .bucket(self.bucket)
-            .key(self.key)
-            .upload_id(self.upload_id)
-            .send()
-            .await;
-    }
-}
-
 async fn transfer(
     upload: &Upload<'_>,
     request: &IngestRequest,
     schedule: &PartSchedule,
     reader: &mut SourceReader,
     progress: &watch::Sender<Progress>,
+    parts: &mut JoinSet<Result<CompletedPart, IngestError>>,
 ) -> Result<Outcome, IngestError> {
     let concurrency = request.concurrency.max(1);
     // Part buffers alive at once: `concurrency` uploading, one filling, one waiting for a slot.
     let buffers = Arc::new(Semaphore::new(concurrency + 2));
     let uploading = Arc::new(Semaphore::new(concurrency));
-    let mut parts: JoinSet<Result<CompletedPart, IngestError>> = JoinSet::new();
     let mut completed = Vec::new();
     let mut hasher = Sha256::new();
     let mut carry: Option<Bytes> = None;
@@ -311,13 +320,27 @@ async fn transfer(
             }
         }
         while let Some(done) = parts.try_join_next() {
-            completed.push(done.expect("part task panicked")?);
+            completed.push(joined(done)?);
         }
         if buffer.is_empty() && index > 0 {
             break;
         }
+        if PartSchedule::exhausted(index) {
+            return Err(PlanError::PartsExhausted {
+                part_size: schedule.size(index - 1),
+            }
+            .into());
+        }
         hasher.update(&buffer);
         total += buffer.len() as u64;
+        // A source longer than promised fails now, not after uploading the excess.
+        if let Some(limit) = reader.info.length.or(request.expected_size)
+            && total > limit
+        {
+            return Err(IngestError::SizeMismatch(format!(
+                "expected {limit} bytes, the source sent more"
+            )));
+        }
         progress.send_modify(|p| p.bytes_read = total);
         let slot = uploading
             .clone()
@@ -351,7 +374,7 @@ async fn transfer(
         }
     }
     while let Some(done) = parts.join_next().await {
-        completed.push(done.expect("part task panicked")?);
+        completed.push(joined(done)?);
     }
 
     if let Some(length) = reader.info.length.or(request.expected_size)
@@ -422,6 +445,12 @@ async fn transfer(
     })
 }
 
+fn joined(
+    done: Result<Result<CompletedPart, IngestError>, tokio::task::JoinError>,
+) -> Result<CompletedPart, IngestError> {
+    done.unwrap_or_else(|e| Err(IngestError::S3(format!("a part upload stopped: {e}"))))
+}
+
 /// One part on its way to S3; the SDK retries throttling, 5xx and connection errors with backoff.
 struct Part {
     s3: Client,
@@ -450,4 +479,42 @@ impl Part {
             .set_e_tag(out.e_tag)
             .build())
     }
+}
+
+/// Aborts a multipart upload by id, and checks that it is gone: S3 may keep a part whose upload was
+/// in flight during an abort, so the abort is repeated while ListParts still finds the upload.
+pub async fn abort_upload(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<(), IngestError> {
+    for _ in 0..3 {
+        match s3
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(()),
+            Err(e) => return Err(s3_error("aborting the multipart upload", e)),
+        }
+        match s3
+            .list_parts()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(()),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    Err(IngestError::S3(format!(
+        "upload {upload_id} still exists after aborting it"
+    )))
 }

@@ -54,11 +54,17 @@ impl std::fmt::Debug for SourceConfig {
     }
 }
 
-/// The source's bytes in order, resuming after dropped connections when the server allows it.
-pub struct SourceReader {
+/// Where requests go, and the validator ranged re-reads must match.
+struct Endpoint {
     client: reqwest::Client,
     url: Url,
     headers: HeaderMap,
+    validator: Option<String>,
+}
+
+/// The source's bytes in order, resuming after dropped connections when the server allows it.
+pub struct SourceReader {
+    endpoint: Endpoint,
     pub info: SourceInfo,
     body: BoxStream<'static, reqwest::Result<Bytes>>,
     /// Bytes handed out so far.
@@ -96,8 +102,14 @@ fn request_error(url: &Url, error: reqwest::Error) -> IngestError {
         if let Some(forbidden) = e.downcast_ref::<ForbiddenAddress>() {
             return IngestError::ForbiddenAddress(forbidden.clone());
         }
-        if let Some(IngestError::ForbiddenAddress(forbidden)) = e.downcast_ref::<IngestError>() {
-            return IngestError::ForbiddenAddress(forbidden.clone());
+        match e.downcast_ref::<IngestError>() {
+            Some(IngestError::ForbiddenAddress(forbidden)) => {
+                return IngestError::ForbiddenAddress(forbidden.clone());
+            }
+            Some(IngestError::InvalidSource(message)) => {
+                return IngestError::InvalidSource(message.clone());
+            }
+            _ => {}
         }
         source = e.source();
     }
@@ -144,6 +156,7 @@ impl SourceReader {
         }
         let policy = config.policy.clone();
         let redirect_policy = policy.clone();
+        let custom_headers = !headers.is_empty();
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver { policy }))
@@ -153,6 +166,14 @@ impl SourceReader {
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= 10 {
                     return attempt.error("more than 10 redirects");
+                }
+                // reqwest drops Authorization across hosts, but not other headers from the Secret.
+                let first_host = attempt.previous().first().and_then(|u| u.host_str().map(str::to_string));
+                if custom_headers && attempt.url().host_str().map(str::to_string) != first_host {
+                    let to = redact(attempt.url());
+                    return attempt.error(IngestError::InvalidSource(format!(
+                        "refusing to send the source's headers along a redirect to another host ({to})"
+                    )));
                 }
                 match check_url(attempt.url(), &redirect_policy) {
                     Ok(()) => attempt.follow(),
@@ -169,16 +190,13 @@ impl SourceReader {
         let client = builder
             .build()
             .map_err(|e| IngestError::InvalidSource(format!("HTTP client: {e}")))?;
-        let mut reader = Self {
+        let mut endpoint = Endpoint {
             client,
             url,
             headers,
-            info: SourceInfo::default(),
-            body: futures::stream::empty().boxed(),
-            offset: 0,
-            resumes: 0,
+            validator: None,
         };
-        let response = reader.request(None).await?;
+        let response = endpoint.request(None).await?;
         let get = |name: header::HeaderName| {
             response
                 .headers()
@@ -186,7 +204,7 @@ impl SourceReader {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        reader.info = SourceInfo {
+        let info = SourceInfo {
             length: response
                 .content_length()
                 .filter(|_| response.headers().contains_key(header::CONTENT_LENGTH)),
@@ -196,10 +214,53 @@ impl SourceReader {
                 .or_else(|| get(header::LAST_MODIFIED)),
             content_type: get(header::CONTENT_TYPE),
         };
-        reader.body = response.bytes_stream().boxed();
-        Ok(reader)
+        endpoint.validator = info.validator.clone();
+        Ok(Self {
+            endpoint,
+            info,
+            body: response.bytes_stream().boxed(),
+            offset: 0,
+            resumes: 0,
+        })
     }
 
+    /// The next bytes, or `None` at the end. A dropped connection resumes by Range when the source
+    /// has ranges and a validator; otherwise it fails the transfer.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, IngestError> {
+        loop {
+            match self.body.next().await {
+                Some(Ok(chunk)) => {
+                    self.offset += chunk.len() as u64;
+                    return Ok(Some(chunk));
+                }
+                None => return Ok(None),
+                Some(Err(error)) => {
+                    let resumable = self.info.ranges && self.info.validator.is_some();
+                    if !resumable || self.resumes >= SOURCE_ATTEMPTS {
+                        return Err(IngestError::SourceUnavailable(format!(
+                            "{} dropped after {} bytes{}: {}",
+                            redact(&self.endpoint.url),
+                            self.offset,
+                            if resumable {
+                                ", and resuming failed"
+                            } else {
+                                " and cannot be resumed (no ranges or validator)"
+                            },
+                            chain(&error)
+                        )));
+                    }
+                    self.resumes += 1;
+                    tokio::time::sleep(super::backoff(self.resumes)).await;
+                    let response = self.endpoint.request(Some(self.offset)).await?;
+                    check_content_range(&response, self.offset)?;
+                    self.body = response.bytes_stream().boxed();
+                }
+            }
+        }
+    }
+}
+
+impl Endpoint {
     /// One GET, from `range_start` when resuming, retried with backoff on 5xx and connection errors.
     async fn request(&self, range_start: Option<u64>) -> Result<reqwest::Response, IngestError> {
         let mut attempt = 0;
@@ -212,7 +273,7 @@ impl SourceReader {
                 .header(header::ACCEPT_ENCODING, "identity");
             if let Some(start) = range_start {
                 request = request.header(header::RANGE, format!("bytes={start}-"));
-                if let Some(validator) = &self.info.validator {
+                if let Some(validator) = &self.validator {
                     request = request.header(header::IF_RANGE, validator.as_str());
                 }
             }
@@ -228,7 +289,7 @@ impl SourceReader {
                         (StatusCode::OK, Some(_)) => {
                             return Err(IngestError::SourceChanged(format!(
                                 "{shown} changed while it was read (If-Range {} no longer matches)",
-                                self.info.validator.as_deref().unwrap_or("?")
+                                self.validator.as_deref().unwrap_or("?")
                             )));
                         }
                         (StatusCode::NOT_FOUND | StatusCode::GONE, _) => {
@@ -260,41 +321,6 @@ impl SourceReader {
                 return Err(IngestError::SourceUnavailable(failure));
             }
             tokio::time::sleep(super::backoff(attempt)).await;
-        }
-    }
-
-    /// The next bytes, or `None` at the end. A dropped connection resumes by Range when the source
-    /// has ranges and a validator; otherwise it fails the transfer.
-    pub async fn next(&mut self) -> Result<Option<Bytes>, IngestError> {
-        loop {
-            match self.body.next().await {
-                Some(Ok(chunk)) => {
-                    self.offset += chunk.len() as u64;
-                    return Ok(Some(chunk));
-                }
-                None => return Ok(None),
-                Some(Err(error)) => {
-                    let resumable = self.info.ranges && self.info.validator.is_some();
-                    if !resumable || self.resumes >= SOURCE_ATTEMPTS {
-                        return Err(IngestError::SourceUnavailable(format!(
-                            "{} dropped after {} bytes{}: {}",
-                            redact(&self.url),
-                            self.offset,
-                            if resumable {
-                                ", and resuming failed"
-                            } else {
-                                " and cannot be resumed (no ranges or validator)"
-                            },
-                            chain(&error)
-                        )));
-                    }
-                    self.resumes += 1;
-                    tokio::time::sleep(super::backoff(self.resumes)).await;
-                    let response = self.request(Some(self.offset)).await?;
-                    check_content_range(&response, self.offset)?;
-                    self.body = response.bytes_stream().boxed();
-                }
-            }
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct Behaviour {
     pub changed_body: Option<Body>,
     /// Answer every request with this status and no body.
     pub status: Option<u16>,
+    /// Pause after every 64 KiB written, to keep a transfer in flight for a while.
+    pub throttle: Option<std::time::Duration>,
 }
 
 impl Behaviour {
@@ -63,6 +65,7 @@ impl Behaviour {
             drop_first_after: None,
             changed_body: None,
             status: None,
+            throttle: None,
         }
     }
 }
@@ -179,6 +182,9 @@ async fn respond(
         socket.write_all(&body.bytes(offset, end)).await?;
         served.fetch_add(end - offset, Ordering::SeqCst);
         offset = end;
+        if let Some(pause) = behaviour.throttle {
+            tokio::time::sleep(pause).await;
+        }
     }
     socket.shutdown().await
 }

@@ -219,8 +219,17 @@ async fn watch_pods(node: Arc<pod::Node>, running: Running) -> Result<()> {
         running.lock().expect("lock").insert(uid.clone(), tx);
         let (node, running) = (node.clone(), running.clone());
         tokio::spawn(async move {
-            pod::run(node, pod, rx).await;
-            running.lock().expect("lock").remove(&uid);
+            pod::run(node.clone(), pod.clone(), rx).await;
+            // Removed under the lock first: a deletion seen after this finds nothing running and
+            // deletes the pod itself; one seen before left its signal here.
+            let deleting = running
+                .lock()
+                .expect("lock")
+                .remove(&uid)
+                .is_some_and(|stop| stop.borrow().is_some());
+            if deleting {
+                pod::delete_now(&node.client, &pod).await;
+            }
         });
     }
     Ok(())

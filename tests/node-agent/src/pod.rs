@@ -120,9 +120,6 @@ pub async fn run(node: Arc<Node>, pod: Pod, mut stop: StopSignal) {
     if let Err(e) = run.finish(outcome.err()).await {
         warn!(pod = %name, error = %format!("{e:#}"), "final status not recorded");
     }
-    if stop.borrow().is_some() {
-        delete_now(&node.client, &pod).await;
-    }
     info!(pod = %name, phase = run.phase, "pod done");
 }
 
@@ -194,7 +191,7 @@ impl PodRun {
                     for c in self.init.iter_mut().chain(self.main.iter_mut()) {
                         c.state = json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}});
                     }
-                    self.patch().await?;
+                    self.patch().await;
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                         _ = stop.changed() => return Ok(()),
@@ -203,7 +200,7 @@ impl PodRun {
             }
         };
         let (init_prepared, main_prepared) = prepared.split_at(self.init.len());
-        self.patch().await?;
+        self.patch().await;
 
         let (tx, mut rx) = mpsc::channel::<(usize, ContainerStatus)>(16);
         for (i, prep) in init_prepared.iter().enumerate() {
@@ -218,7 +215,7 @@ impl PodRun {
             let finished = loop {
                 tokio::select! {
                     done = &mut task => break done,
-                    Some((idx, s)) = rx.recv() => { self.init[idx] = s; self.patch().await?; }
+                    Some((idx, s)) = rx.recv() => { self.init[idx] = s; self.patch().await; }
                 }
             };
             while let Ok((idx, s)) = rx.try_recv() {
@@ -235,7 +232,7 @@ impl PodRun {
             c.state = json!({"waiting": {"reason": "ContainerCreating"}});
         }
         self.phase = "Running";
-        self.patch().await?;
+        self.patch().await;
 
         let mut tasks = tokio::task::JoinSet::new();
         for (i, prep) in main_prepared.iter().enumerate() {
@@ -250,7 +247,14 @@ impl PodRun {
         drop(tx);
         loop {
             tokio::select! {
-                Some((idx, s)) = rx.recv() => { self.main[idx] = s; self.patch().await?; }
+                // Updates first: a queued update must never land after its container's final state.
+                biased;
+                Some((idx, s)) = rx.recv() => {
+                    if self.main[idx].exit_code.is_none() {
+                        self.main[idx] = s;
+                        self.patch().await;
+                    }
+                }
                 joined = tasks.join_next() => match joined {
                     Some(Ok((idx, s))) => self.main[idx] = s,
                     Some(Err(e)) => anyhow::bail!("container task: {e}"),
@@ -375,8 +379,11 @@ impl PodRun {
         status
     }
 
-    async fn patch(&self) -> Result<()> {
-        self.patch_with(None).await
+    /// An intermediate status; a failed patch is logged, and the next one carries the state again.
+    async fn patch(&self) {
+        if let Err(e) = self.patch_with(None).await {
+            warn!(pod = %self.pod_name, error = %format!("{e:#}"), "status update");
+        }
     }
 
     async fn patch_with(&self, message: Option<&str>) -> Result<()> {
@@ -467,7 +474,9 @@ async fn run_container(
                 return status;
             }
         };
-        let pid = child.id().unwrap_or_default();
+        let pid = child.id().expect("a just-spawned child has a pid");
+        // Whatever ends this container, its whole process group goes with it.
+        let _group = KillGroupOnDrop(pid);
         let pid_file = pid_dir.join("pid");
         let _ = std::fs::write(&pid_file, pid.to_string());
         status.state = json!({"running": {"startedAt": started_at}});
@@ -487,8 +496,6 @@ async fn run_container(
                 }
             }
         };
-        // Whatever the main process left behind in its group goes with it.
-        signal_group(pid, libc::SIGKILL);
         let _ = std::fs::remove_file(&pid_file);
         let code = match exit {
             Ok(s) => s.code().unwrap_or_else(|| {
@@ -523,6 +530,14 @@ async fn run_container(
             _ = stop.changed() => return status,
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+struct KillGroupOnDrop(u32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        signal_group(self.0, libc::SIGKILL);
     }
 }
 

@@ -1,0 +1,512 @@
+//! The S3Ingest controller: streams each ingest in a task of this process (bounded per operator),
+//! records the upload id in status before any part is sent, keeps progress in status, and aborts the
+//! upload when the resource goes (finalizer) or when a restart finds one it does not own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use super::{Context, Error, MANAGER, conditions};
+use crate::api::ingest::{S3Ingest, S3IngestStatus};
+use crate::api::{Phase, S3Connection};
+use crate::ingest::{self, IngestRequest, PartSize, Progress, SourceConfig, abort_upload};
+use crate::s3::{S3Settings, StaticCredentials};
+use crate::size::parse_size;
+
+/// Held while an upload may exist that only this operator knows how to clean up.
+pub const FINALIZER: &str = "s3flow.io/abort-upload";
+const DEFAULT_CONCURRENCY: usize = 4;
+
+struct Running {
+    cancel: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Ingests streaming in this process, by uid, and the operator-wide limit on them.
+pub struct Transfers {
+    slots: Arc<Semaphore>,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl Transfers {
+    pub fn new(max: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max.max(1))),
+            running: Mutex::default(),
+        }
+    }
+
+    fn is_running(&self, uid: &str) -> bool {
+        self.running
+            .lock()
+            .expect("lock")
+            .get(uid)
+            .is_some_and(|r| !r.task.is_finished())
+    }
+}
+
+pub async fn run(ctx: Arc<Context>) {
+    let api: Api<S3Ingest> = Api::all(ctx.client.clone());
+    Controller::new(api, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "S3Ingest reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_: Arc<S3Ingest>, error: &Error, _: Arc<Context>) -> Action {
+    warn!(error = %error, label = error.metric_label(), "requeueing S3Ingest");
+    Action::requeue(std::time::Duration::from_secs(5))
+}
+
+async fn reconcile(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<S3Ingest> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Event::Apply(obj) => apply(obj, ctx.clone()).await,
+            Event::Cleanup(obj) => cleanup(obj, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+async fn apply(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let uid = obj.uid().unwrap_or_default();
+    let status = obj.status.clone().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    let settled = status.observed_generation == generation;
+    match status.phase {
+        // Done is done: a restart or a re-apply (GitOps) never copies again.
+        Phase::Succeeded if settled => return Ok(Action::await_change()),
+        Phase::Succeeded => {
+            let mut status = status;
+            status.observed_generation = generation;
+            StatusWriter::new(&ctx, &obj).write(&status).await?;
+            return Ok(Action::await_change());
+        }
+        // A failure stays until the spec changes.
+        Phase::Failed if settled => return Ok(Action::await_change()),
+        _ => {}
+    }
+    if ctx.ingests.is_running(&uid) {
+        return Ok(Action::await_change());
+    }
+    let (cancel, cancelled) = watch::channel(false);
+    let task = tokio::spawn(transfer(obj.clone(), ctx.clone(), cancelled));
+    ctx.ingests
+        .running
+        .lock()
+        .expect("lock")
+        .insert(uid, Running { cancel, task });
+    Ok(Action::await_change())
+}
+
+/// Stops this process's transfer (which aborts its upload), or aborts an upload a previous process
+/// left behind, so that deleting the resource never leaves an incomplete upload.
+async fn cleanup(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let uid = obj.uid().unwrap_or_default();
+    let running = ctx.ingests.running.lock().expect("lock").remove(&uid);
+    if let Some(running) = running {
+        let _ = running.cancel.send(true);
+        let _ = running.task.await;
+        return Ok(Action::await_change());
+    }
+    let status = obj.status.clone().unwrap_or_default();
+    if let (Some(upload_id), false) = (status.upload_id, status.phase == Phase::Succeeded) {
+        let dest = &obj.spec.destination;
+        match s3_settings(&ctx, &obj, &dest.connection).await {
+            Ok(settings) => {
+                let s3 = crate::s3::client(&settings).await;
+                abort_upload(&s3, &dest.bucket, &dest.key, &upload_id)
+                    .await
+                    .map_err(Error::Cleanup)?;
+            }
+            Err(e) => {
+                publish(&ctx, &obj, EventType::Warning, "UploadNotAborted", &format!(
+                    "upload {upload_id} could not be aborted ({e}); remove it with a lifecycle rule or AbortMultipartUpload"
+                ))
+                .await;
+            }
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Why the inputs of a transfer could not be read.
+#[derive(Debug, thiserror::Error)]
+enum InputError {
+    #[error("secret {0:?} not found in the ingest's namespace")]
+    SecretNotFound(String),
+    #[error("secret {secret:?} has no key {key}")]
+    SecretKeyMissing { secret: String, key: String },
+    #[error("partSize: {0}")]
+    PartSize(String),
+    #[error("reading secret: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl InputError {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::SecretNotFound(_) => "SecretNotFound",
+            Self::SecretKeyMissing { .. } => "InvalidSecret",
+            Self::PartSize(_) => "InvalidPartSize",
+            Self::Kube(_) => "SecretUnreadable",
+        }
+    }
+}
+
+async fn secret_data(
+    ctx: &Context,
+    obj: &S3Ingest,
+    name: &str,
+) -> Result<Vec<(String, String)>, InputError> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let secret = api
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| InputError::SecretNotFound(name.into()))?;
+    let mut data: Vec<(String, String)> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    data.extend(secret.string_data.unwrap_or_default());
+    Ok(data)
+}
+
+async fn s3_settings(
+    ctx: &Context,
+    obj: &S3Ingest,
+    connection: &S3Connection,
+) -> Result<S3Settings, InputError> {
+    let credentials = match &connection.credentials_secret_ref {
+        None => None,
+        Some(secret) => {
+            let data = secret_data(ctx, obj, &secret.name).await?;
+            let get = |key: &str| data.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+            let required = |key: &str| {
+                get(key).ok_or_else(|| InputError::SecretKeyMissing {
+                    secret: secret.name.clone(),
+                    key: key.into(),
+                })
+            };
+            Some(StaticCredentials {
+                access_key_id: required("AWS_ACCESS_KEY_ID")?,
+                secret_access_key: required("AWS_SECRET_ACCESS_KEY")?,
+                session_token: get("AWS_SESSION_TOKEN"),
+            })
+        }
+    };
+    Ok(S3Settings {
+        endpoint: connection.endpoint.clone(),
+        region: connection.region.clone(),
+        force_path_style: connection.force_path_style.unwrap_or(false),
+        credentials,
+    })
+}
+
+async fn request(ctx: &Context, obj: &S3Ingest) -> Result<IngestRequest, InputError> {
+    let spec = &obj.spec;
+    let headers = match &spec.source.headers_secret_ref {
+        Some(secret) => secret_data(ctx, obj, &secret.name).await?,
+        None => vec![],
+    };
+    let transfer = spec.transfer.clone().unwrap_or_default();
+    let part_size = match transfer.part_size.as_deref() {
+        None | Some("auto") => PartSize::Auto,
+        Some(text) => {
+            PartSize::Fixed(parse_size(text).map_err(|e| InputError::PartSize(e.to_string()))?)
+        }
+    };
+    Ok(IngestRequest {
+        source: SourceConfig {
+            url: spec.source.url.clone(),
+            headers,
+            ca_bundle: None,
+            policy: ctx.settings.source_policy.clone(),
+            stall_timeout: ctx.settings.stall_timeout,
+        },
+        expected_size: spec.source.expected_size.map(|s| s as u64),
+        expected_sha256: spec.source.expected_sha256.clone(),
+        bucket: spec.destination.bucket.clone(),
+        key: spec.destination.key.clone(),
+        content_type: spec.destination.content_type.clone(),
+        storage_class: spec.destination.storage_class.clone(),
+        overwrite: spec.destination.overwrite.unwrap_or(false),
+        part_size,
+        concurrency: transfer
+            .concurrency
+            .map_or(DEFAULT_CONCURRENCY, |c| c as usize),
+    })
+}
+
+async fn publish(ctx: &Context, obj: &S3Ingest, type_: EventType, reason: &str, note: &str) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Ingest".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, "publishing an event");
+    }
+}
+
+/// Writes the whole status by server-side apply, as the one manager that owns it.
+struct StatusWriter {
+    api: Api<S3Ingest>,
+    name: String,
+}
+
+impl StatusWriter {
+    fn new(ctx: &Context, obj: &S3Ingest) -> Self {
+        Self {
+            api: Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default()),
+            name: obj.name_any(),
+        }
+    }
+
+    async fn write(&self, status: &S3IngestStatus) -> Result<(), kube::Error> {
+        let patch = json!({
+            "apiVersion": S3Ingest::api_version(&()),
+            "kind": S3Ingest::kind(&()),
+            "status": status,
+        });
+        self.api
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map(|_| ())
+    }
+}
+
+fn set_phase(
+    status: &mut S3IngestStatus,
+    phase: Phase,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    status.conditions = conditions(&status.conditions, phase, reason, message, generation);
+    status.phase = phase;
+    status.observed_generation = generation;
+}
+
+/// Folds the engine's progress into status: committed bytes are those S3 acknowledged.
+fn apply_progress(status: &mut S3IngestStatus, p: &Progress, started: Instant) {
+    let elapsed = started.elapsed().as_secs_f64().max(0.001);
+    let rate = (p.bytes_committed as f64 / elapsed) as i64;
+    status.total_bytes = p.total_bytes.map(|t| t as i64);
+    status.bytes_read = Some(p.bytes_read as i64);
+    status.bytes_transferred = Some(p.bytes_committed as i64);
+    status.part_size = Some(p.part_size as i64);
+    status.parts = Some(crate::api::ingest::PartCounts {
+        total: p.parts_total.map(|t| t as i32),
+        completed: p.parts_committed as i32,
+    });
+    status.progress = p
+        .total_bytes
+        .filter(|t| *t > 0)
+        .map(|t| format!("{:.1}%", p.bytes_committed as f64 * 100.0 / t as f64));
+    status.bytes_per_second = Some(rate);
+    status.eta_seconds = p
+        .total_bytes
+        .filter(|_| rate > 0)
+        .map(|t| (t.saturating_sub(p.bytes_committed) as i64) / rate.max(1));
+    status.last_progress_time = Some(Time(Timestamp::now()));
+}
+
+/// One ingest, from queueing to its final status.
+async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::Receiver<bool>) {
+    let generation = obj.metadata.generation;
+    let writer = StatusWriter::new(&ctx, &obj);
+    let mut status = obj.status.clone().unwrap_or_default();
+    let leftover = status.upload_id.take();
+    set_phase(
+        &mut status,
+        Phase::Pending,
+        "Queued",
+        "waiting for a transfer slot",
+        generation,
+    );
+    let _ = writer.write(&status).await;
+    let _slot = tokio::select! {
+        slot = ctx.ingests.slots.clone().acquire_owned() => slot.expect("never closed"),
+        _ = cancelled.changed() => return,
+    };
+    let outcome = async {
+        let request = request(&ctx, &obj)
+            .await
+            .map_err(|e| (e.reason(), e.to_string()))?;
+        let settings = s3_settings(&ctx, &obj, &obj.spec.destination.connection)
+            .await
+            .map_err(|e| (e.reason(), e.to_string()))?;
+        let s3 = crate::s3::client(&settings).await;
+        if let Some(upload_id) = leftover {
+            // A previous process's upload: start over cleanly rather than leave it behind.
+            abort_upload(&s3, &request.bucket, &request.key, &upload_id)
+                .await
+                .map_err(|e| (e.reason(), e.to_string()))?;
+            info!(ingest = %obj.name_any(), upload_id, "aborted the upload a previous run left");
+        }
+        Ok((request, s3))
+    }
+    .await;
+    let (request, s3) = match outcome {
+        Ok(ready) => ready,
+        Err((reason, message)) => return fail(&ctx, &obj, &writer, status, reason, &message).await,
+    };
+
+    let started = Instant::now();
+    status.start_time = Some(Time(Timestamp::now()));
+    let (progress, mut updates) = watch::channel(Progress::default());
+    let shared = Arc::new(tokio::sync::Mutex::new(status));
+    let record = {
+        let (shared, writer_api, name) = (shared.clone(), writer.api.clone(), writer.name.clone());
+        move |upload_id: String| async move {
+            let mut status = shared.lock().await;
+            status.upload_id = Some(upload_id);
+            set_phase(
+                &mut status,
+                Phase::Running,
+                "Transferring",
+                "streaming the source into S3",
+                generation,
+            );
+            StatusWriter {
+                api: writer_api,
+                name,
+            }
+            .write(&status)
+            .await
+            .map_err(|e| e.to_string())
+        }
+    };
+    // Boxed so that a deletion can drop it (and its part tasks) before aborting the upload.
+    let mut engine = Box::pin(ingest::ingest(&s3, &request, &progress, record));
+    let mut ticker = tokio::time::interval(ctx.settings.status_interval);
+    let result = loop {
+        tokio::select! {
+            result = &mut engine => break Some(result),
+            _ = ticker.tick() => {
+                let p = updates.borrow_and_update().clone();
+                let mut status = shared.lock().await;
+                if status.upload_id.is_some() {
+                    apply_progress(&mut status, &p, started);
+                    let _ = writer.write(&status).await;
+                }
+            }
+            _ = cancelled.changed() => break None,
+        }
+    };
+    let mut status = shared.lock().await.clone();
+    match result {
+        // Deleted: stop, and abort the upload recorded in status.
+        None => {
+            drop(engine);
+            if let Some(upload_id) = status.upload_id.clone()
+                && let Err(e) = abort_upload(&s3, &request.bucket, &request.key, &upload_id).await
+            {
+                warn!(error = %e, upload_id, "aborting a deleted ingest's upload");
+            }
+        }
+        Some(Ok(outcome)) => {
+            apply_progress(&mut status, &progress.borrow(), started);
+            status.upload_id = None;
+            status.checksum = Some(outcome.sha256.clone());
+            status.etag = outcome.etag.clone();
+            status.completion_time = Some(Time(Timestamp::now()));
+            status.progress = Some("100.0%".into());
+            status.total_bytes = Some(outcome.size as i64);
+            status.eta_seconds = None;
+            let message = format!(
+                "copied {} bytes in {} parts to s3://{}/{} (sha256 {})",
+                outcome.size, outcome.parts, request.bucket, request.key, outcome.sha256
+            );
+            set_phase(
+                &mut status,
+                Phase::Succeeded,
+                "Succeeded",
+                &message,
+                generation,
+            );
+            if writer.write(&status).await.is_ok() {
+                publish(&ctx, &obj, EventType::Normal, "Succeeded", &message).await;
+            }
+        }
+        Some(Err(error)) => {
+            apply_progress(&mut status, &progress.borrow(), started);
+            fail(
+                &ctx,
+                &obj,
+                &writer,
+                status,
+                error.reason(),
+                &error.to_string(),
+            )
+            .await;
+        }
+    }
+    ctx.ingests
+        .running
+        .lock()
+        .expect("lock")
+        .remove(&obj.uid().unwrap_or_default());
+}
+
+async fn fail(
+    ctx: &Context,
+    obj: &S3Ingest,
+    writer: &StatusWriter,
+    mut status: S3IngestStatus,
+    reason: &str,
+    message: &str,
+) {
+    status.upload_id = None;
+    status.completion_time = Some(Time(Timestamp::now()));
+    status.eta_seconds = None;
+    set_phase(
+        &mut status,
+        Phase::Failed,
+        reason,
+        message,
+        obj.metadata.generation,
+    );
+    if let Err(e) = writer.write(&status).await {
+        warn!(error = %e, "writing a failed status");
+    }
+    publish(ctx, obj, EventType::Warning, reason, message).await;
+    ctx.ingests
+        .running
+        .lock()
+        .expect("lock")
+        .remove(&obj.uid().unwrap_or_default());
+}

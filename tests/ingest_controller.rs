@@ -1,0 +1,364 @@
+//! The S3Ingest controller in the real cluster: `s3flow controller` runs as a process against the
+//! real API server, copies from a local HTTP source into MinIO, reports progress and conditions,
+//! fails bad input with a reason and an Event, aborts uploads on deletion and after a restart, and
+//! never redoes a completed ingest.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::http_source::{Behaviour, Body, serve};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use s3flow::api::Phase;
+use s3flow::api::ingest::S3Ingest;
+use serde_json::json;
+
+const MIB: u64 = 1 << 20;
+
+struct Controller(Child);
+
+impl Controller {
+    fn start(env: &common::TestEnv) -> Self {
+        let log =
+            std::fs::File::create(env.env_dir.join("logs/ingest-controller-test.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_s3flow"))
+            .args([
+                "controller",
+                "--allow-source-cidr",
+                "127.0.0.1/32",
+                "--status-interval",
+                "1",
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self(child)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ingest(
+    name: &str,
+    url: &str,
+    bucket: &str,
+    endpoint: &str,
+    extra: serde_json::Value,
+) -> S3Ingest {
+    let mut value = json!({
+        "apiVersion": "s3flow.io/v1alpha1", "kind": "S3Ingest",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"url": url},
+            "destination": {"bucket": bucket, "key": name, "endpoint": endpoint, "forcePathStyle": true,
+                "credentialsSecretRef": {"name": "minio"}},
+            "transfer": {"partSize": "5Mi", "concurrency": 2},
+        }
+    });
+    json_merge(&mut value, extra);
+    serde_json::from_value(value).unwrap()
+}
+
+fn json_merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                json_merge(t.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+fn phase(obj: Option<&S3Ingest>) -> Option<Phase> {
+    obj.and_then(|o| o.status.as_ref()).map(|s| s.phase)
+}
+
+fn condition<'a>(
+    obj: &'a S3Ingest,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    obj.status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap()
+}
+
+async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = api.list(&ListParams::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingests_through_the_controller() {
+    let env = common::env().await;
+    let client = env.client.clone();
+    common::install_crds(&client).await;
+    let ns = common::namespace(&client, "ingestctl").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "minio"}, "stringData": {
+            "AWS_ACCESS_KEY_ID": std::env::var("AWS_ACCESS_KEY_ID").unwrap(),
+            "AWS_SECRET_ACCESS_KEY": std::env::var("AWS_SECRET_ACCESS_KEY").unwrap(),
+        }}))
+        .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let s3 = s3flow::s3::client(&s3flow::s3::S3Settings {
+        endpoint: Some(env.s3_endpoint.clone()),
+        force_path_style: true,
+        ..Default::default()
+    })
+    .await;
+    let bucket = common::unique("ingestctl");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let object_sha = |key: String| {
+        let (s3, bucket) = (s3.clone(), bucket.clone());
+        async move {
+            use sha2::Digest;
+            let object = s3
+                .get_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .ok()?;
+            Some(hex::encode(sha2::Sha256::digest(
+                object.body.collect().await.unwrap().into_bytes(),
+            )))
+        }
+    };
+    let no_uploads_left = || {
+        let (s3, bucket) = (s3.clone(), bucket.clone());
+        async move {
+            let open = s3
+                .list_multipart_uploads()
+                .bucket(&bucket)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                open.uploads().is_empty(),
+                "incomplete uploads left: {:?}",
+                open.uploads()
+            );
+        }
+    };
+    let api: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
+    let mut controller = Controller::start(&env);
+
+    // Success: the object arrives byte-identical, status and Events say so.
+    let len = 20 * MIB + 3;
+    let source = serve(Behaviour::new(len)).await;
+    api.create(
+        &PostParams::default(),
+        &ingest("copied", &source.url, &bucket, &env.s3_endpoint, json!({})),
+    )
+    .await
+    .unwrap();
+    let done = common::wait(
+        api.clone(),
+        "copied",
+        |o: Option<&S3Ingest>| phase(o) == Some(Phase::Succeeded),
+        90,
+    )
+    .await;
+    let status = done.status.clone().unwrap();
+    let expected = Body { len, seed: 1 }.sha256();
+    assert_eq!(status.checksum.as_deref(), Some(expected.as_str()));
+    assert_eq!(status.bytes_transferred, Some(len as i64));
+    assert_eq!(status.total_bytes, Some(len as i64));
+    assert_eq!(status.progress.as_deref(), Some("100.0%"));
+    assert_eq!(status.parts.as_ref().map(|p| p.completed), Some(5));
+    assert_eq!(status.observed_generation, done.metadata.generation);
+    assert_eq!(status.upload_id, None);
+    assert_eq!(condition(&done, "Ready").status, "True");
+    assert_eq!(condition(&done, "Stalled").status, "False");
+    assert_eq!(object_sha("copied".into()).await, Some(expected));
+    let events = events_for(&client, &ns, "copied").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Succeeded")),
+        "{events:?}"
+    );
+
+    // Bad input: Failed with its reason, Stalled, a Warning Event, nothing left in S3.
+    let missing = serve(Behaviour {
+        status: Some(404),
+        ..Behaviour::new(1)
+    })
+    .await;
+    let cases = [
+        (
+            "not-found",
+            missing.url.clone(),
+            json!({}),
+            "SourceNotFound",
+        ),
+        (
+            "no-secret",
+            source.url.clone(),
+            json!({"spec": {"destination": {"credentialsSecretRef": {"name": "absent"}}}}),
+            "SecretNotFound",
+        ),
+        (
+            "bad-sum",
+            source.url.clone(),
+            json!({"spec": {"source": {"expectedSha256": "0".repeat(64)}}}),
+            "ChecksumMismatch",
+        ),
+        (
+            "metadata",
+            "http://169.254.169.254/latest/meta-data/iam".to_string(),
+            json!({}),
+            "ForbiddenAddress",
+        ),
+        (
+            "no-bucket",
+            source.url.clone(),
+            json!({"spec": {"destination": {"bucket": "s3flow-absent-bucket"}}}),
+            "BucketNotFound",
+        ),
+    ];
+    for (name, url, extra, reason) in cases {
+        api.create(
+            &PostParams::default(),
+            &ingest(name, &url, &bucket, &env.s3_endpoint, extra),
+        )
+        .await
+        .unwrap();
+        let failed = common::wait(
+            api.clone(),
+            name,
+            |o: Option<&S3Ingest>| phase(o) == Some(Phase::Failed),
+            60,
+        )
+        .await;
+        let stalled = condition(&failed, "Stalled");
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", reason),
+            "{name}: {stalled:?}"
+        );
+        assert_eq!(condition(&failed, "Ready").status, "False", "{name}");
+        let events = events_for(&client, &ns, name).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.reason.as_deref() == Some(reason)
+                    && e.type_.as_deref() == Some("Warning")),
+            "{name}: {events:?}"
+        );
+        assert_eq!(object_sha(name.to_string()).await, None, "{name}");
+    }
+    no_uploads_left().await;
+
+    // Deleting a running ingest aborts its upload.
+    let slow = serve(Behaviour {
+        throttle: Some(Duration::from_millis(20)),
+        ..Behaviour::new(64 * MIB)
+    })
+    .await;
+    api.create(
+        &PostParams::default(),
+        &ingest("deleted", &slow.url, &bucket, &env.s3_endpoint, json!({})),
+    )
+    .await
+    .unwrap();
+    let running = common::wait(
+        api.clone(),
+        "deleted",
+        |o: Option<&S3Ingest>| {
+            o.and_then(|o| o.status.as_ref())
+                .is_some_and(|s| s.upload_id.is_some())
+        },
+        60,
+    )
+    .await;
+    api.delete("deleted", &DeleteParams::default())
+        .await
+        .unwrap();
+    common::wait_deleted(
+        api.clone(),
+        "deleted",
+        &running.metadata.uid.clone().unwrap(),
+        60,
+    )
+    .await;
+    no_uploads_left().await;
+    assert_eq!(object_sha("deleted".into()).await, None);
+
+    // A controller killed mid-transfer: the next one aborts the old upload and starts over cleanly.
+    let len = 24 * MIB;
+    let slow = serve(Behaviour {
+        throttle: Some(Duration::from_millis(5)),
+        ..Behaviour::new(len)
+    })
+    .await;
+    api.create(
+        &PostParams::default(),
+        &ingest("restarted", &slow.url, &bucket, &env.s3_endpoint, json!({})),
+    )
+    .await
+    .unwrap();
+    common::wait(
+        api.clone(),
+        "restarted",
+        |o: Option<&S3Ingest>| {
+            o.and_then(|o| o.status.as_ref())
+                .is_some_and(|s| s.upload_id.is_some())
+        },
+        60,
+    )
+    .await;
+    drop(controller);
+    controller = Controller::start(&env);
+    common::wait(
+        api.clone(),
+        "restarted",
+        |o: Option<&S3Ingest>| phase(o) == Some(Phase::Succeeded),
+        120,
+    )
+    .await;
+    assert_eq!(
+        object_sha("restarted".into()).await,
+        Some(Body { len, seed: 1 }.sha256())
+    );
+    no_uploads_left().await;
+
+    // Completed ingests are not redone by a restart.
+    let requests = source.requests.load(Ordering::SeqCst);
+    drop(controller);
+    let _controller = Controller::start(&env);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        source.requests.load(Ordering::SeqCst),
+        requests,
+        "a completed ingest was copied again"
+    );
+    let copied = api.get("copied").await.unwrap();
+    assert_eq!(copied.status.unwrap().phase, Phase::Succeeded);
+    common::delete_namespace(&client, &ns).await;
+}
