@@ -68,7 +68,7 @@ async fn run(
     request: &IngestRequest,
 ) -> (Result<ingest::Outcome, IngestError>, Progress) {
     let (progress, updates) = tokio::sync::watch::channel(Progress::default());
-    let outcome = ingest::ingest(s3, request, &progress, |_| async { Ok(()) }).await;
+    let outcome = ingest::ingest(s3, request, &progress, None, |_| async { Ok(()) }).await;
     let last = updates.borrow().clone();
     (outcome, last)
 }
@@ -347,5 +347,93 @@ async fn forbidden_addresses_and_bad_credentials_are_refused() {
         .0
         .unwrap_err();
     assert_eq!(error.reason(), "AccessDenied", "{error}");
+    f.assert_no_uploads_left().await;
+}
+
+/// Runs an ingest until S3 holds `parts` parts and a hash checkpoint exists, then drops it the way a
+/// killed process would (no abort), returning where a restart would resume.
+async fn crash_after(s3: &Client, request: &IngestRequest, parts: u32) -> ingest::Resume {
+    let (progress, mut updates) = tokio::sync::watch::channel(Progress::default());
+    let engine = ingest::ingest(s3, request, &progress, None, |_| async { Ok(()) });
+    tokio::pin!(engine);
+    loop {
+        tokio::select! {
+            outcome = &mut engine => panic!("finished before the crash: {outcome:?}"),
+            Ok(()) = updates.changed() => {
+                let p = updates.borrow_and_update().clone();
+                if p.parts_committed >= parts && p.checkpoint.is_some_and(|c| c.length > 0) {
+                    return ingest::Resume {
+                        upload_id: p.upload_id.unwrap(),
+                        validator: p.validator.unwrap(),
+                        total_bytes: p.total_bytes.unwrap(),
+                        checkpoint: p.checkpoint.unwrap(),
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_restart_resumes_from_the_parts_s3_holds() {
+    let f = fixture().await;
+    let len = 8 * PART + 77;
+    let throttle = Some(Duration::from_millis(2));
+    let source = serve(Behaviour {
+        throttle,
+        ..Behaviour::new(len)
+    })
+    .await;
+    let req = request(&source.url, &f.bucket, "resumed-upload");
+    let resume = crash_after(&f.s3, &req, 3).await;
+    // Let the crashed run's connection wind down before counting what the resumed run reads.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let served_before = source
+        .bytes_served
+        .load(std::sync::atomic::Ordering::SeqCst);
+    let (progress, _) = tokio::sync::watch::channel(Progress::default());
+    let outcome = ingest::ingest(&f.s3, &req, &progress, Some(resume.clone()), |_| async {
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let resumed_at = outcome.resumed_at.expect("resumed, not started over");
+    assert!(
+        resumed_at >= 3 * PART.min(resume.checkpoint.length),
+        "resumed at {resumed_at}"
+    );
+    let reread = source
+        .bytes_served
+        .load(std::sync::atomic::Ordering::SeqCst)
+        - served_before;
+    assert_eq!(
+        reread,
+        len - resumed_at,
+        "the resumed run reads only from its resume point"
+    );
+    assert!(reread < len);
+    let expected = Body { len, seed: 1 }.sha256();
+    assert_eq!(outcome.sha256, expected);
+    assert_eq!(f.object_sha256("resumed-upload").await, Some(expected));
+    f.assert_no_uploads_left().await;
+
+    // The source changed while no one was running: the earlier upload is aborted, the copy starts over.
+    let changing = serve(Behaviour {
+        throttle,
+        changed_body: Some(Body { len, seed: 5 }),
+        ..Behaviour::new(len)
+    })
+    .await;
+    let req = request(&changing.url, &f.bucket, "restarted-upload");
+    let resume = crash_after(&f.s3, &req, 2).await;
+    let outcome = ingest::ingest(&f.s3, &req, &progress, Some(resume), |_| async { Ok(()) })
+        .await
+        .unwrap();
+    assert_eq!(outcome.resumed_at, None);
+    assert_eq!(outcome.sha256, Body { len, seed: 5 }.sha256());
+    assert_eq!(
+        f.object_sha256("restarted-upload").await,
+        Some(Body { len, seed: 5 }.sha256())
+    );
     f.assert_no_uploads_left().await;
 }

@@ -163,9 +163,24 @@ pub struct S3IngestStatus {
     /// When the transfer finished, successfully or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// Where a restarted operator resumes the upload in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_point: Option<ResumePoint>,
     /// Ready, Reconciling and Stalled, in the kstatus convention.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// What a restart needs to continue an upload instead of reading the source again from byte 0.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumePoint {
+    /// ETag (or Last-Modified) of the source when it was read; a resumed read must match it.
+    pub source_validator: String,
+    /// Bytes of the source already hashed, ending on a part boundary.
+    pub hashed_bytes: i64,
+    /// SHA-256 state after those bytes, as 64 hex digits.
+    pub sha256_state: String,
 }
 
 /// Completed and total parts of a multipart upload.

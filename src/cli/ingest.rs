@@ -114,7 +114,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<serde_json::Value> {
         )
         .expect("valid template"),
     );
-    let engine = ingest::ingest(&s3, &request, &progress, |_| async { Ok(()) });
+    let engine = ingest::ingest(&s3, &request, &progress, None, |_| async { Ok(()) });
     tokio::pin!(engine);
     let outcome = loop {
         tokio::select! {

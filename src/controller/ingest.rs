@@ -22,9 +22,12 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::{Context, Error, MANAGER, conditions};
+use crate::api::ingest::ResumePoint;
 use crate::api::ingest::{S3Ingest, S3IngestStatus};
 use crate::api::{Phase, S3Connection};
-use crate::ingest::{self, IngestRequest, PartSize, Progress, SourceConfig, abort_upload};
+use crate::ingest::{
+    self, Checkpoint, IngestRequest, PartSize, Progress, Resume, SourceConfig, abort_upload,
+};
 use crate::s3::{S3Settings, StaticCredentials};
 use crate::size::parse_size;
 
@@ -342,6 +345,13 @@ fn apply_progress(status: &mut S3IngestStatus, p: &Progress, started: Instant) {
         .filter(|_| rate > 0)
         .map(|t| (t.saturating_sub(p.bytes_committed) as i64) / rate.max(1));
     status.last_progress_time = Some(Time(Timestamp::now()));
+    if let (Some(validator), Some(checkpoint)) = (&p.validator, &p.checkpoint) {
+        status.resume_point = Some(ResumePoint {
+            source_validator: validator.clone(),
+            hashed_bytes: checkpoint.length as i64,
+            sha256_state: checkpoint.state_hex(),
+        });
+    }
 }
 
 /// One ingest, from queueing to its final status.
@@ -350,6 +360,8 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
     let writer = StatusWriter::new(&ctx, &obj);
     let mut status = obj.status.clone().unwrap_or_default();
     let leftover = status.upload_id.take();
+    let resume_point = status.resume_point.take();
+    let total_bytes = status.total_bytes;
     set_phase(
         &mut status,
         Phase::Pending,
@@ -370,17 +382,37 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
             .await
             .map_err(|e| (e.reason(), e.to_string()))?;
         let s3 = crate::s3::client(&settings).await;
-        if let Some(upload_id) = leftover {
-            // A previous process's upload: start over cleanly rather than leave it behind.
-            abort_upload(&s3, &request.bucket, &request.key, &upload_id)
-                .await
-                .map_err(|e| (e.reason(), e.to_string()))?;
-            info!(ingest = %obj.name_any(), upload_id, "aborted the upload a previous run left");
-        }
-        Ok((request, s3))
+        // A previous process's upload: continue it when status says where, else start over cleanly.
+        let resume = match (leftover, resume_point, total_bytes) {
+            (Some(upload_id), Some(point), Some(total)) => {
+                match Checkpoint::from_hex(point.hashed_bytes as u64, &point.sha256_state) {
+                    Some(checkpoint) => Some(Resume {
+                        upload_id,
+                        validator: point.source_validator,
+                        total_bytes: total as u64,
+                        checkpoint,
+                    }),
+                    None => {
+                        abort_upload(&s3, &request.bucket, &request.key, &upload_id)
+                            .await
+                            .map_err(|e| (e.reason(), e.to_string()))?;
+                        None
+                    }
+                }
+            }
+            (Some(upload_id), _, _) => {
+                abort_upload(&s3, &request.bucket, &request.key, &upload_id)
+                    .await
+                    .map_err(|e| (e.reason(), e.to_string()))?;
+                info!(ingest = %obj.name_any(), upload_id, "aborted the upload a previous run left");
+                None
+            }
+            _ => None,
+        };
+        Ok((request, s3, resume))
     }
     .await;
-    let (request, s3) = match outcome {
+    let (request, s3, resume) = match outcome {
         Ok(ready) => ready,
         Err((reason, message)) => return fail(&ctx, &obj, &writer, status, reason, &message).await,
     };
@@ -411,7 +443,7 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
         }
     };
     // Boxed so that a deletion can drop it (and its part tasks) before aborting the upload.
-    let mut engine = Box::pin(ingest::ingest(&s3, &request, &progress, record));
+    let mut engine = Box::pin(ingest::ingest(&s3, &request, &progress, resume, record));
     let mut ticker = tokio::time::interval(ctx.settings.status_interval);
     let result = loop {
         tokio::select! {
@@ -441,14 +473,19 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
         Some(Ok(outcome)) => {
             apply_progress(&mut status, &progress.borrow(), started);
             status.upload_id = None;
+            status.resume_point = None;
             status.checksum = Some(outcome.sha256.clone());
             status.etag = outcome.etag.clone();
             status.completion_time = Some(Time(Timestamp::now()));
             status.progress = Some("100.0%".into());
             status.total_bytes = Some(outcome.size as i64);
             status.eta_seconds = None;
+            let resumed = outcome
+                .resumed_at
+                .map(|at| format!(", resumed at byte {at}"))
+                .unwrap_or_default();
             let message = format!(
-                "copied {} bytes in {} parts to s3://{}/{} (sha256 {})",
+                "copied {} bytes in {} parts to s3://{}/{} (sha256 {}){resumed}",
                 outcome.size, outcome.parts, request.bucket, request.key, outcome.sha256
             );
             set_phase(

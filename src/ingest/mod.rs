@@ -3,10 +3,12 @@
 //! computed on the way, and the upload aborted on any failure so no incomplete upload is left.
 //! No Kubernetes types: the controller and the CLI both drive it.
 
+pub mod checksum;
 pub mod guard;
 pub mod plan;
 pub mod source;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +18,14 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Tag, Tagging};
 use bytes::{Bytes, BytesMut};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+pub use checksum::{Checkpoint, ResumableSha256};
 pub use guard::{AddressPolicy, ForbiddenAddress};
 pub use plan::{PartSchedule, PartSize, PlanError};
-pub use source::{SourceConfig, SourceReader};
+pub use source::{ResumeAt, SourceConfig, SourceReader};
 
 /// Why an ingest failed. `reason()` is the status condition reason a user sees.
 #[derive(Debug, Error)]
@@ -157,6 +159,21 @@ pub struct Progress {
     pub parts_total: Option<u32>,
     pub parts_committed: u32,
     pub part_size: u64,
+    /// The source's ETag or Last-Modified, which a resumed read must match.
+    pub validator: Option<String>,
+    /// The SHA-256 state after the latest whole part read: where a restart can resume hashing.
+    pub checkpoint: Option<Checkpoint>,
+    /// Where this run resumed an earlier one's upload, in bytes of the source.
+    pub resumed_at: Option<u64>,
+}
+
+/// An earlier run's upload to continue: its id and what it had read (from its last progress).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub upload_id: String,
+    pub validator: String,
+    pub total_bytes: u64,
+    pub checkpoint: Checkpoint,
 }
 
 /// A finished ingest.
@@ -169,17 +186,33 @@ pub struct Outcome {
     pub parts: u32,
     /// Times the source connection was resumed by Range.
     pub source_resumes: u32,
+    /// Where an earlier run's upload was resumed, in bytes of the source.
+    pub resumed_at: Option<u64>,
     /// Why the checksum could not be recorded as the object's `sha256` tag, if it could not.
     pub tag_error: Option<String>,
 }
 
+/// Where a transfer starts: a new upload at byte 0, or an earlier upload at a part it lacks.
+struct Start {
+    upload_id: String,
+    schedule: PartSchedule,
+    reader: SourceReader,
+    index: u32,
+    hasher: ResumableSha256,
+    /// Parts S3 already holds, by part number, with their sizes.
+    held: BTreeMap<i32, (CompletedPart, u64)>,
+}
+
 /// Streams the source into `s3://bucket/key`. `record_upload_id` runs once the multipart upload
 /// exists and before any part is sent (the controller writes it to status, so a restart or a deletion
-/// can abort it). On any failure after the upload was created, it is aborted before the error returns.
+/// can abort it). With `resume`, an earlier run's upload continues from the parts S3 holds when the
+/// source is unchanged, and is aborted for a clean start otherwise. On any failure the upload is
+/// aborted before the error returns.
 pub async fn ingest<Record, Recorded>(
     s3: &Client,
     request: &IngestRequest,
     progress: &watch::Sender<Progress>,
+    resume: Option<Resume>,
     record_upload_id: Record,
 ) -> Result<Outcome, IngestError>
 where
@@ -187,19 +220,71 @@ where
     Recorded: Future<Output = Result<(), String>>,
 {
     let (bucket, key) = (request.bucket.as_str(), request.key.as_str());
-    if !request.overwrite {
-        match s3.head_object().bucket(bucket).key(key).send().await {
-            Ok(_) => {
-                return Err(IngestError::ObjectExists {
-                    bucket: bucket.into(),
-                    key: key.into(),
-                });
+    let start = match prepare(s3, request, resume.as_ref()).await {
+        Ok(Some(start)) => start,
+        Ok(None) => {
+            if let Some(earlier) = &resume {
+                abort_upload(s3, bucket, key, &earlier.upload_id).await?;
             }
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {}
-            Err(e) => return Err(s3_error("checking the destination", e)),
+            match fresh(s3, request).await {
+                Ok(start) => start,
+                Err(e) => return Err(e),
+            }
         }
+        Err(e) => {
+            if let Some(earlier) = &resume {
+                let _ = abort_upload(s3, bucket, key, &earlier.upload_id).await;
+            }
+            return Err(e);
+        }
+    };
+    let upload_id = start.upload_id.clone();
+    if let Err(e) = record_upload_id(upload_id.clone()).await {
+        let _ = abort_upload(s3, bucket, key, &upload_id).await;
+        return Err(IngestError::UploadNotRecorded(e));
     }
-    let mut reader = SourceReader::open(&request.source).await?;
+    let upload = Upload {
+        s3,
+        bucket,
+        key,
+        upload_id: &upload_id,
+    };
+    let mut parts = JoinSet::new();
+    let result = transfer(&upload, request, start, progress, &mut parts).await;
+    if result.is_err() {
+        // No part may still be on its way when the upload is aborted, or it could outlive the abort.
+        parts.abort_all();
+        while parts.join_next().await.is_some() {}
+        let _ = abort_upload(s3, bucket, key, &upload_id).await;
+    }
+    result
+}
+
+/// Refuses to clobber an existing object unless overwriting is allowed.
+async fn check_destination(s3: &Client, request: &IngestRequest) -> Result<(), IngestError> {
+    if request.overwrite {
+        return Ok(());
+    }
+    match s3
+        .head_object()
+        .bucket(&request.bucket)
+        .key(&request.key)
+        .send()
+        .await
+    {
+        Ok(_) => Err(IngestError::ObjectExists {
+            bucket: request.bucket.clone(),
+            key: request.key.clone(),
+        }),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(()),
+        Err(e) => Err(s3_error("checking the destination", e)),
+    }
+}
+
+/// A new upload, reading the source from byte 0.
+async fn fresh(s3: &Client, request: &IngestRequest) -> Result<Start, IngestError> {
+    check_destination(s3, request).await?;
+    let reader = SourceReader::open(&request.source, None).await?;
     let length = reader.info.length;
     if let (Some(expected), Some(length)) = (request.expected_size, length)
         && expected != length
@@ -211,8 +296,8 @@ where
     let schedule = PartSchedule::new(request.part_size, length.or(request.expected_size))?;
     let mut create = s3
         .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
+        .bucket(&request.bucket)
+        .key(&request.key)
         .set_content_type(
             request
                 .content_type
@@ -230,39 +315,89 @@ where
         .map_err(|e| s3_error("starting the multipart upload", e))?
         .upload_id
         .ok_or_else(|| IngestError::S3("CreateMultipartUpload returned no upload id".into()))?;
-    let upload = Upload {
-        s3,
-        bucket,
-        key,
-        upload_id: &upload_id,
+    Ok(Start {
+        upload_id,
+        schedule,
+        reader,
+        index: 0,
+        hasher: ResumableSha256::default(),
+        held: BTreeMap::new(),
+    })
+}
+
+/// The earlier upload to continue, or `None` when it cannot be (gone, parts that do not fit, or a
+/// changed source): then the caller aborts it and starts fresh.
+async fn prepare(
+    s3: &Client,
+    request: &IngestRequest,
+    resume: Option<&Resume>,
+) -> Result<Option<Start>, IngestError> {
+    let Some(resume) = resume else {
+        return Ok(None);
     };
-    if let Err(e) = record_upload_id(upload_id.clone()).await {
-        let _ = abort_upload(s3, bucket, key, &upload_id).await;
-        return Err(IngestError::UploadNotRecorded(e));
+    check_destination(s3, request).await?;
+    let Ok(schedule) = PartSchedule::new(request.part_size, Some(resume.total_bytes)) else {
+        return Ok(None);
+    };
+    let mut held = BTreeMap::new();
+    let mut marker = None;
+    loop {
+        let page = match s3
+            .list_parts()
+            .bucket(&request.bucket)
+            .key(&request.key)
+            .upload_id(&resume.upload_id)
+            .set_part_number_marker(marker.clone())
+            .send()
+            .await
+        {
+            Ok(page) => page,
+            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(None),
+            Err(e) => return Err(s3_error("listing the parts of the earlier upload", e)),
+        };
+        for part in page.parts() {
+            let (Some(number), Some(size)) = (part.part_number(), part.size()) else {
+                continue;
+            };
+            let completed = CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(part.e_tag().map(String::from))
+                .build();
+            held.insert(number, (completed, size as u64));
+        }
+        if !page.is_truncated().unwrap_or(false) {
+            break;
+        }
+        marker = page.next_part_number_marker().map(String::from);
     }
-    progress.send_modify(|p| {
-        p.upload_id = Some(upload_id.clone());
-        p.total_bytes = length;
-        p.parts_total = length.map(|l| schedule.parts_for(l));
-        p.part_size = schedule.size(0);
-    });
-    let mut parts = JoinSet::new();
-    let result = transfer(
-        &upload,
-        request,
+    let sizes = held.iter().map(|(n, (_, size))| (*n, *size)).collect();
+    let Some(index) = plan::resume_index(
         &schedule,
-        &mut reader,
-        progress,
-        &mut parts,
-    )
-    .await;
-    if result.is_err() {
-        // No part may still be on its way when the upload is aborted, or it could outlive the abort.
-        parts.abort_all();
-        while parts.join_next().await.is_some() {}
-        let _ = abort_upload(s3, bucket, key, &upload_id).await;
-    }
-    result
+        resume.total_bytes,
+        resume.checkpoint.length,
+        &sizes,
+    ) else {
+        return Ok(None);
+    };
+    let at = ResumeAt {
+        offset: schedule.offset(index),
+        validator: resume.validator.clone(),
+        length: resume.total_bytes,
+    };
+    let reader = match SourceReader::open(&request.source, Some(&at)).await {
+        Ok(reader) => reader,
+        Err(IngestError::SourceChanged(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // Parts from the resume point on are read again; S3's copies of them are replaced or reused below.
+    Ok(Some(Start {
+        upload_id: resume.upload_id.clone(),
+        schedule,
+        reader,
+        index,
+        hasher: ResumableSha256::resume(resume.checkpoint),
+        held,
+    }))
 }
 
 struct Upload<'a> {
@@ -275,27 +410,51 @@ struct Upload<'a> {
 async fn transfer(
     upload: &Upload<'_>,
     request: &IngestRequest,
-    schedule: &PartSchedule,
-    reader: &mut SourceReader,
+    start: Start,
     progress: &watch::Sender<Progress>,
     parts: &mut JoinSet<Result<CompletedPart, IngestError>>,
 ) -> Result<Outcome, IngestError> {
+    let Start {
+        schedule,
+        mut reader,
+        index: first,
+        mut hasher,
+        mut held,
+        ..
+    } = start;
+    let length = reader.info.length;
+    let resumed_at = (first > 0 || !held.is_empty()).then(|| schedule.offset(first));
+    let mut completed: Vec<CompletedPart> = Vec::new();
+    // Parts before the resume point are S3's already.
+    let already: u64 = held
+        .range(..=first as i32)
+        .map(|(_, (_, size))| *size)
+        .sum();
+    for number in 1..=first as i32 {
+        completed.push(
+            held.remove(&number)
+                .expect("resume_index starts at the first missing part")
+                .0,
+        );
+    }
+    progress.send_modify(|p| {
+        p.upload_id = Some(upload.upload_id.to_string());
+        p.total_bytes = length;
+        p.parts_total = length.map(|l| schedule.parts_for(l));
+        p.part_size = schedule.size(0);
+        p.validator = reader.info.validator.clone();
+        p.bytes_committed = already;
+        p.parts_committed = completed.len() as u32;
+        p.resumed_at = resumed_at;
+    });
     let concurrency = request.concurrency.max(1);
     // Part buffers alive at once: `concurrency` uploading, one filling, one waiting for a slot.
     let buffers = Arc::new(Semaphore::new(concurrency + 2));
     let uploading = Arc::new(Semaphore::new(concurrency));
-    let mut completed = Vec::new();
-    let mut hasher = Sha256::new();
     let mut carry: Option<Bytes> = None;
-    let mut total = 0u64;
-    let mut index = 0u32;
+    let mut total = schedule.offset(first);
+    let mut index = first;
     loop {
-        if PartSchedule::exhausted(index) {
-            return Err(PlanError::PartsExhausted {
-                part_size: schedule.size(index - 1),
-            }
-            .into());
-        }
         let size = schedule.size(index) as usize;
         let buffer_permit = buffers.clone().acquire_owned().await.expect("never closed");
         let mut buffer = BytesMut::with_capacity(size);
@@ -331,44 +490,63 @@ async fn transfer(
             }
             .into());
         }
-        hasher.update(&buffer);
+        // Bytes before the resumed hash state were hashed by the earlier run.
+        if total >= hasher.length() {
+            hasher.update(&buffer);
+        }
         total += buffer.len() as u64;
         // A source longer than promised fails now, not after uploading the excess.
-        if let Some(limit) = reader.info.length.or(request.expected_size)
+        if let Some(limit) = length.or(request.expected_size)
             && total > limit
         {
             return Err(IngestError::SizeMismatch(format!(
                 "expected {limit} bytes, the source sent more"
             )));
         }
-        progress.send_modify(|p| p.bytes_read = total);
-        let slot = uploading
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        let part = Part {
-            s3: upload.s3.clone(),
-            bucket: upload.bucket.to_string(),
-            key: upload.key.to_string(),
-            upload_id: upload.upload_id.to_string(),
-            number: index as i32 + 1,
-            body: buffer.freeze(),
-        };
-        let progress = progress.clone();
-        parts.spawn(async move {
-            let len = part.body.len() as u64;
-            let done = part.send().await;
-            drop((slot, buffer_permit));
-            if done.is_ok() {
-                progress.send_modify(|p| {
-                    p.bytes_committed += len;
-                    p.parts_committed += 1;
-                });
-            }
-            done
+        let checkpoint = hasher.checkpoint();
+        progress.send_modify(|p| {
+            p.bytes_read = total;
+            p.checkpoint = checkpoint.or(p.checkpoint);
         });
+        let number = index as i32 + 1;
         index += 1;
+        // S3 holds this part from the earlier run, with the same bytes (the source is unchanged).
+        if let Some((part, size)) = held.remove(&number)
+            && size == buffer.len() as u64
+        {
+            completed.push(part);
+            progress.send_modify(|p| {
+                p.bytes_committed += size;
+                p.parts_committed += 1;
+            });
+        } else {
+            let slot = uploading
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            let part = Part {
+                s3: upload.s3.clone(),
+                bucket: upload.bucket.to_string(),
+                key: upload.key.to_string(),
+                upload_id: upload.upload_id.to_string(),
+                number,
+                body: buffer.freeze(),
+            };
+            let progress = progress.clone();
+            parts.spawn(async move {
+                let len = part.body.len() as u64;
+                let done = part.send().await;
+                drop((slot, buffer_permit));
+                if done.is_ok() {
+                    progress.send_modify(|p| {
+                        p.bytes_committed += len;
+                        p.parts_committed += 1;
+                    });
+                }
+                done
+            });
+        }
         if ended {
             break;
         }
@@ -384,7 +562,7 @@ async fn transfer(
             "expected {length} bytes, the source sent {total}"
         )));
     }
-    let sha256 = hex::encode(hasher.finalize());
+    let sha256 = hasher.finalize_hex();
     if let Some(expected) = &request.expected_sha256
         && *expected != sha256
     {
@@ -441,6 +619,7 @@ async fn transfer(
         etag: done.e_tag,
         parts: index.max(1),
         source_resumes: reader.resumes,
+        resumed_at,
         tag_error,
     })
 }

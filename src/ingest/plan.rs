@@ -123,6 +123,31 @@ impl PartSchedule {
     }
 }
 
+/// The part to resume from, given the parts S3 holds (`listed`: part number to size) and the
+/// length of the source already hashed: the earlier of the first missing part and the hashed end,
+/// and never past the last part (which is re-read so the transfer always has bytes to finish on).
+/// `None` when what S3 holds does not fit this schedule, or the hashed length is not a part boundary.
+pub fn resume_index(
+    schedule: &PartSchedule,
+    length: u64,
+    hashed: u64,
+    listed: &std::collections::BTreeMap<i32, u64>,
+) -> Option<u32> {
+    let parts = schedule.parts_for(length);
+    let expected = |index: u32| schedule.size(index).min(length - schedule.offset(index));
+    for (&number, &size) in listed {
+        let index = u32::try_from(number - 1).ok().filter(|i| *i < parts)?;
+        if size != expected(index) {
+            return None;
+        }
+    }
+    let hashed_index = (0..=parts).find(|&i| schedule.offset(i).min(length) == hashed)?;
+    let first_missing = (0..parts)
+        .find(|i| !listed.contains_key(&(*i as i32 + 1)))
+        .unwrap_or(parts);
+    Some(hashed_index.min(first_missing).min(parts - 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +216,37 @@ mod tests {
                 schedule.offset(index + 1),
                 schedule.offset(index) + size,
                 "part {index}"
+            );
+        }
+    }
+
+    #[test]
+    fn resumes_from_the_earlier_of_hashed_end_and_first_missing_part() {
+        use std::collections::BTreeMap;
+        let schedule = PartSchedule::new(PartSize::Fixed(MIN_PART), None).unwrap();
+        let length = 4 * MIN_PART + 10; // five parts, the last one 10 bytes
+        let held = |numbers: &[i32]| -> BTreeMap<i32, u64> {
+            numbers
+                .iter()
+                .map(|&n| (n, if n == 5 { 10 } else { MIN_PART }))
+                .collect()
+        };
+        for (listed, hashed, want) in [
+            (held(&[]), 0, Some(0)),
+            (held(&[1, 2]), 2 * MIN_PART, Some(2)),
+            (held(&[1, 2]), 3 * MIN_PART, Some(2)),
+            (held(&[1, 3]), 3 * MIN_PART, Some(1)),
+            (held(&[1, 2, 3]), MIN_PART, Some(1)),
+            (held(&[1, 2, 3, 4, 5]), 4 * MIN_PART, Some(4)),
+            (held(&[1, 2, 3, 4, 5]), length, Some(4)),
+            (held(&[1, 2]), MIN_PART + 64, None),
+            (BTreeMap::from([(1, MIN_PART - 1)]), 0, None),
+            (BTreeMap::from([(6, 1)]), 0, None),
+        ] {
+            assert_eq!(
+                resume_index(&schedule, length, hashed, &listed),
+                want,
+                "{listed:?} hashed {hashed}"
             );
         }
     }

@@ -28,6 +28,14 @@ pub struct SourceInfo {
     pub content_type: Option<String>,
 }
 
+/// Where a resumed read starts, and what the source was when the earlier transfer read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumeAt {
+    pub offset: u64,
+    pub validator: String,
+    pub length: u64,
+}
+
 /// How to reach the source.
 #[derive(Clone)]
 pub struct SourceConfig {
@@ -138,7 +146,8 @@ fn chain(error: &dyn std::error::Error) -> String {
 
 impl SourceReader {
     /// Sends the first GET and checks its answer.
-    pub async fn open(config: &SourceConfig) -> Result<Self, IngestError> {
+    /// Opens the source from its start, or from `at` when resuming an earlier transfer.
+    pub async fn open(config: &SourceConfig, at: Option<&ResumeAt>) -> Result<Self, IngestError> {
         let url = Url::parse(&config.url).map_err(|e| {
             IngestError::InvalidSource(format!("{:?} is not a URL: {e}", config.url))
         })?;
@@ -194,9 +203,12 @@ impl SourceReader {
             client,
             url,
             headers,
-            validator: None,
+            validator: at.map(|a| a.validator.clone()),
         };
-        let response = endpoint.request(None).await?;
+        let response = endpoint.request(at.map(|a| a.offset)).await?;
+        if let Some(at) = at {
+            check_content_range(&response, at.offset, Some(at.length))?;
+        }
         let get = |name: header::HeaderName| {
             response
                 .headers()
@@ -204,22 +216,31 @@ impl SourceReader {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let info = SourceInfo {
-            length: response
-                .content_length()
-                .filter(|_| response.headers().contains_key(header::CONTENT_LENGTH)),
-            ranges: get(header::ACCEPT_RANGES).is_some_and(|v| v.eq_ignore_ascii_case("bytes")),
-            validator: get(header::ETAG)
-                .filter(|e| !e.starts_with("W/"))
-                .or_else(|| get(header::LAST_MODIFIED)),
-            content_type: get(header::CONTENT_TYPE),
+        let info = match at {
+            // A 206 for the validator we pinned: the source is the one the earlier transfer read.
+            Some(at) => SourceInfo {
+                length: Some(at.length),
+                ranges: true,
+                validator: Some(at.validator.clone()),
+                content_type: get(header::CONTENT_TYPE),
+            },
+            None => SourceInfo {
+                length: response
+                    .content_length()
+                    .filter(|_| response.headers().contains_key(header::CONTENT_LENGTH)),
+                ranges: get(header::ACCEPT_RANGES).is_some_and(|v| v.eq_ignore_ascii_case("bytes")),
+                validator: get(header::ETAG)
+                    .filter(|e| !e.starts_with("W/"))
+                    .or_else(|| get(header::LAST_MODIFIED)),
+                content_type: get(header::CONTENT_TYPE),
+            },
         };
         endpoint.validator = info.validator.clone();
         Ok(Self {
             endpoint,
             info,
             body: response.bytes_stream().boxed(),
-            offset: 0,
+            offset: at.map_or(0, |a| a.offset),
             resumes: 0,
         })
     }
@@ -252,7 +273,7 @@ impl SourceReader {
                     self.resumes += 1;
                     tokio::time::sleep(super::backoff(self.resumes)).await;
                     let response = self.endpoint.request(Some(self.offset)).await?;
-                    check_content_range(&response, self.offset)?;
+                    check_content_range(&response, self.offset, self.info.length)?;
                     self.body = response.bytes_stream().boxed();
                 }
             }
@@ -325,7 +346,12 @@ impl Endpoint {
     }
 }
 
-fn check_content_range(response: &reqwest::Response, offset: u64) -> Result<(), IngestError> {
+/// Checks that a 206 starts at `offset` and, when known, that the whole is still `length` bytes.
+fn check_content_range(
+    response: &reqwest::Response,
+    offset: u64,
+    length: Option<u64>,
+) -> Result<(), IngestError> {
     let range = response
         .headers()
         .get(header::CONTENT_RANGE)
@@ -335,7 +361,8 @@ fn check_content_range(response: &reqwest::Response, offset: u64) -> Result<(), 
         .strip_prefix("bytes ")
         .and_then(|r| r.split('-').next())
         .and_then(|s| s.parse::<u64>().ok());
-    if start == Some(offset) {
+    let total = range.rsplit('/').next().and_then(|t| t.parse::<u64>().ok());
+    if start == Some(offset) && (length.is_none() || total == length) {
         Ok(())
     } else {
         Err(IngestError::SourceChanged(format!(
