@@ -49,9 +49,27 @@ struct ControllerArgs {
     status_interval: u64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Part buffers are megabytes each and short-lived. glibc raises its mmap threshold after such
+/// frees, keeping freed buffers in per-thread heaps where they count against the memory bound:
+/// a fixed threshold makes every buffer a mapping that goes back to the OS when freed.
+fn pin_malloc_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+fn main() {
+    pin_malloc_mmap_threshold();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    if let Err(error) = runtime.block_on(run(Cli::parse())) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let result = match cli.command {
         Command::Crd => {
             print!(

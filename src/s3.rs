@@ -44,17 +44,45 @@ pub struct S3Settings {
     pub credentials: Option<StaticCredentials>,
 }
 
-/// Builds an S3 client for `settings`.
+/// Builds an S3 client for `settings`. With static credentials, or a region (an endpoint implies
+/// one), nothing of the default chain is consulted: no instance metadata service is ever probed
+/// for what the settings already say.
 pub async fn client(settings: &S3Settings) -> aws_sdk_s3::Client {
-    let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
     let region = settings
         .region
         .clone()
-        .map(Region::new)
-        .or_else(|| shared.region().cloned())
-        .unwrap_or_else(|| Region::new(FALLBACK_REGION));
-    let mut builder = aws_sdk_s3::config::Builder::from(&shared)
-        .region(region)
+        .or_else(|| {
+            settings
+                .endpoint
+                .as_ref()
+                .map(|_| FALLBACK_REGION.to_string())
+        })
+        .map(Region::new);
+    let mut builder = match &settings.credentials {
+        Some(c) => aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(region.unwrap_or_else(|| Region::new(FALLBACK_REGION)))
+            .credentials_provider(Credentials::new(
+                &c.access_key_id,
+                &c.secret_access_key,
+                c.session_token.clone(),
+                None,
+                "s3flow-secret",
+            )),
+        None => {
+            let mut loader = aws_config::defaults(BehaviorVersion::latest());
+            if let Some(region) = region {
+                loader = loader.region(region);
+            }
+            let shared = loader.load().await;
+            let region = shared
+                .region()
+                .cloned()
+                .unwrap_or_else(|| Region::new(FALLBACK_REGION));
+            aws_sdk_s3::config::Builder::from(&shared).region(region)
+        }
+    };
+    builder = builder
         .force_path_style(settings.force_path_style)
         // Throttling, 5xx and dropped connections cost a retry of one request, not the transfer.
         .retry_config(
@@ -64,15 +92,6 @@ pub async fn client(settings: &S3Settings) -> aws_sdk_s3::Client {
         );
     if let Some(endpoint) = &settings.endpoint {
         builder = builder.endpoint_url(endpoint);
-    }
-    if let Some(c) = &settings.credentials {
-        builder = builder.credentials_provider(Credentials::new(
-            &c.access_key_id,
-            &c.secret_access_key,
-            c.session_token.clone(),
-            None,
-            "s3flow-secret",
-        ));
     }
     aws_sdk_s3::Client::from_conf(builder.build())
 }

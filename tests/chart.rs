@@ -41,7 +41,16 @@ async fn chart_lints_renders_and_passes_server_dry_run() {
     let rendered = run(
         "helm",
         // CRDs are left out: helm would refuse to adopt the ones other tests installed.
-        &["template", &ns, chart, "--namespace", &ns, "--validate"],
+        &[
+            "template",
+            &ns,
+            chart,
+            "--namespace",
+            &ns,
+            "--validate",
+            "--set",
+            "ingest.allowSourceCidrs={10.1.0.0/16,127.0.0.1/32}",
+        ],
         None,
     );
     let kinds: Vec<&str> = rendered
@@ -57,6 +66,17 @@ async fn chart_lints_renders_and_passes_server_dry_run() {
         assert!(
             kinds.contains(&kind),
             "{kind} missing from the chart: {kinds:?}"
+        );
+    }
+    // The values reach the operator's flags.
+    for flag in [
+        "- --allow-source-cidr=10.1.0.0/16",
+        "- --allow-source-cidr=127.0.0.1/32",
+        "- --max-concurrent-ingests=4",
+    ] {
+        assert!(
+            rendered.contains(flag),
+            "{flag} missing from the Deployment:\n{rendered}"
         );
     }
     let applied = run(

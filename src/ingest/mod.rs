@@ -18,8 +18,10 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Tag, Tagging};
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use thiserror::Error;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 pub use checksum::{Checkpoint, ResumableSha256};
@@ -220,6 +222,8 @@ where
     Recorded: Future<Output = Result<(), String>>,
 {
     let (bucket, key) = (request.bucket.as_str(), request.key.as_str());
+    // A refused source fails before anything is asked of S3.
+    source::check_source_url(&request.source)?;
     let start = match prepare(s3, request, resume.as_ref()).await {
         Ok(Some(start)) => start,
         Ok(None) => {
@@ -454,29 +458,48 @@ async fn transfer(
     let mut carry: Option<Bytes> = None;
     let mut total = schedule.offset(first);
     let mut index = first;
+    // With a length, ranges and a validator, parts after the first come as parallel ranged GETs.
+    let parts_total = length.map(|l| schedule.parts_for(l));
+    let mut ranged: Option<(
+        mpsc::Receiver<Result<FetchedPart, IngestError>>,
+        AbortOnDrop,
+    )> = None;
     loop {
-        let size = schedule.size(index) as usize;
-        let buffer_permit = buffers.clone().acquire_owned().await.expect("never closed");
-        let mut buffer = BytesMut::with_capacity(size);
-        let mut ended = false;
-        while buffer.len() < size {
-            let chunk = match carry.take() {
-                Some(chunk) => chunk,
-                None => match reader.next().await? {
-                    Some(chunk) => chunk,
-                    None => {
-                        ended = true;
-                        break;
-                    }
-                },
-            };
-            let room = size - buffer.len();
-            if chunk.len() > room {
-                buffer.extend_from_slice(&chunk[..room]);
-                carry = Some(chunk.slice(room..));
-            } else {
-                buffer.extend_from_slice(&chunk);
+        let (buffer, buffer_permit, ended) = match &mut ranged {
+            Some((fetched, _)) => match fetched.recv().await {
+                Some(Ok((bytes, permit))) => (bytes, permit, Some(index + 1) == parts_total),
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(IngestError::SourceUnavailable(
+                        "the range fetcher stopped".into(),
+                    ));
+                }
+            },
+            None => {
+                let size = schedule.size(index) as usize;
+                let permit = buffers.clone().acquire_owned().await.expect("never closed");
+                let (buffer, ended) = fill(&mut reader, &mut carry, size).await?;
+                // With a known length the last part ends the transfer without waiting for EOF.
+                (buffer, permit, ended || Some(index + 1) == parts_total)
             }
+        };
+        if ranged.is_none()
+            && !ended
+            && concurrency > 1
+            && reader.ranged()
+            && let Some(parts_total) = parts_total
+        {
+            reader.close();
+            let (tx, rx) = mpsc::channel(1);
+            let task = tokio::spawn(fetch_ranges(
+                reader.ranges(),
+                schedule,
+                index + 1..parts_total,
+                buffers.clone(),
+                concurrency,
+                tx,
+            ));
+            ranged = Some((rx, AbortOnDrop(task)));
         }
         while let Some(done) = parts.try_join_next() {
             completed.push(joined(done)?);
@@ -531,7 +554,7 @@ async fn transfer(
                 key: upload.key.to_string(),
                 upload_id: upload.upload_id.to_string(),
                 number,
-                body: buffer.freeze(),
+                body: buffer,
             };
             let progress = progress.clone();
             parts.spawn(async move {
@@ -622,6 +645,79 @@ async fn transfer(
         resumed_at,
         tag_error,
     })
+}
+
+/// A part's bytes, with the permit that counts its buffer against the memory bound.
+type FetchedPart = (Bytes, OwnedSemaphorePermit);
+
+/// Aborts the task when dropped, so no fetch outlives a failed transfer.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads the next part of `size` bytes from the stream; `true` when the stream ended.
+async fn fill(
+    reader: &mut SourceReader,
+    carry: &mut Option<Bytes>,
+    size: usize,
+) -> Result<(Bytes, bool), IngestError> {
+    let mut buffer = BytesMut::with_capacity(size);
+    while buffer.len() < size {
+        let chunk = match carry.take() {
+            Some(chunk) => chunk,
+            None => match reader.next().await? {
+                Some(chunk) => chunk,
+                None => return Ok((buffer.freeze(), true)),
+            },
+        };
+        let room = size - buffer.len();
+        if chunk.len() > room {
+            buffer.extend_from_slice(&chunk[..room]);
+            *carry = Some(chunk.slice(room..));
+        } else {
+            buffer.extend_from_slice(&chunk);
+        }
+    }
+    Ok((buffer.freeze(), false))
+}
+
+/// Fetches parts `indexes` as byte ranges, up to `concurrency` at once (each holding a buffer
+/// permit), and hands them on in order.
+async fn fetch_ranges(
+    source: source::RangeFetcher,
+    schedule: PartSchedule,
+    indexes: std::ops::Range<u32>,
+    buffers: Arc<Semaphore>,
+    concurrency: usize,
+    parts: mpsc::Sender<Result<FetchedPart, IngestError>>,
+) {
+    let mut inflight = FuturesOrdered::new();
+    let mut next = indexes.start;
+    loop {
+        let more = next < indexes.end && inflight.len() < concurrency;
+        tokio::select! {
+            biased;
+            Some(fetched) = inflight.next(), if !inflight.is_empty() => {
+                let fetched: Result<FetchedPart, IngestError> = fetched;
+                let failed = fetched.is_err();
+                if parts.send(fetched).await.is_err() || failed {
+                    return;
+                }
+            }
+            permit = buffers.clone().acquire_owned(), if more => {
+                let permit: OwnedSemaphorePermit = permit.expect("never closed");
+                let (source, start, len) = (source.clone(), schedule.offset(next), schedule.size(next));
+                let len = len.min(source.length() - start) as usize;
+                inflight.push_back(async move { source.fetch(start, len).await.map(|bytes| (bytes, permit)) });
+                next += 1;
+            }
+            else => return,
+        }
+    }
 }
 
 fn joined(

@@ -72,13 +72,20 @@ struct Endpoint {
 
 /// The source's bytes in order, resuming after dropped connections when the server allows it.
 pub struct SourceReader {
-    endpoint: Endpoint,
+    endpoint: Arc<Endpoint>,
     pub info: SourceInfo,
     body: BoxStream<'static, reqwest::Result<Bytes>>,
     /// Bytes handed out so far.
     pub offset: u64,
     /// Requests made after the first one, to resume.
     pub resumes: u32,
+}
+
+/// Checks the source URL without any network access: its scheme, and its host when it is an address.
+pub fn check_source_url(config: &SourceConfig) -> Result<(), IngestError> {
+    let url = Url::parse(&config.url)
+        .map_err(|e| IngestError::InvalidSource(format!("{:?} is not a URL: {e}", config.url)))?;
+    check_url(&url, &config.policy)
 }
 
 fn check_url(url: &Url, policy: &AddressPolicy) -> Result<(), IngestError> {
@@ -237,7 +244,7 @@ impl SourceReader {
         };
         endpoint.validator = info.validator.clone();
         Ok(Self {
-            endpoint,
+            endpoint: Arc::new(endpoint),
             info,
             body: response.bytes_stream().boxed(),
             offset: at.map_or(0, |a| a.offset),
@@ -284,6 +291,17 @@ impl SourceReader {
 impl Endpoint {
     /// One GET, from `range_start` when resuming, retried with backoff on 5xx and connection errors.
     async fn request(&self, range_start: Option<u64>) -> Result<reqwest::Response, IngestError> {
+        self.request_range(range_start.map(|start| (start, None)))
+            .await
+    }
+
+    /// One GET of `range` (`(start, Some(end))` is inclusive), retried with backoff on 5xx and
+    /// connection errors; with a validator, a changed source fails as SourceChanged.
+    async fn request_range(
+        &self,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<reqwest::Response, IngestError> {
+        let range_start = range.map(|(start, _)| start);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -292,8 +310,9 @@ impl Endpoint {
                 .get(self.url.clone())
                 .headers(self.headers.clone())
                 .header(header::ACCEPT_ENCODING, "identity");
-            if let Some(start) = range_start {
-                request = request.header(header::RANGE, format!("bytes={start}-"));
+            if let Some((start, end)) = range {
+                let end = end.map(|e| e.to_string()).unwrap_or_default();
+                request = request.header(header::RANGE, format!("bytes={start}-{end}"));
                 if let Some(validator) = &self.validator {
                     request = request.header(header::IF_RANGE, validator.as_str());
                 }
@@ -347,6 +366,82 @@ impl Endpoint {
 }
 
 /// Checks that a 206 starts at `offset` and, when known, that the whole is still `length` bytes.
+impl SourceReader {
+    /// Closes the streamed response, once the rest is fetched by ranges.
+    pub fn close(&mut self) {
+        self.body = futures::stream::empty().boxed();
+    }
+
+    /// Whether parts can be fetched as independent byte ranges: a known length, `Accept-Ranges:
+    /// bytes` and a validator that pins every range to the same version of the source.
+    pub fn ranged(&self) -> bool {
+        self.info.ranges && self.info.validator.is_some() && self.info.length.is_some()
+    }
+
+    /// A fetcher of byte ranges of this source, for parallel downloads.
+    pub fn ranges(&self) -> RangeFetcher {
+        RangeFetcher {
+            endpoint: self.endpoint.clone(),
+            length: self.info.length.unwrap_or_default(),
+        }
+    }
+}
+
+/// Fetches byte ranges of one version of a source (pinned with If-Range).
+#[derive(Clone)]
+pub struct RangeFetcher {
+    endpoint: Arc<Endpoint>,
+    length: u64,
+}
+
+impl RangeFetcher {
+    /// Length of the source.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// Bytes `[start, start + len)` into one buffer; a dropped connection continues where it stopped.
+    pub async fn fetch(&self, start: u64, len: usize) -> Result<Bytes, IngestError> {
+        let mut buffer = bytes::BytesMut::with_capacity(len);
+        let mut drops = 0;
+        loop {
+            let from = start + buffer.len() as u64;
+            let end = start + len as u64 - 1;
+            let response = self.endpoint.request_range(Some((from, Some(end)))).await?;
+            check_content_range(&response, from, Some(self.length))?;
+            let mut body = response.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(chunk) if buffer.len() + chunk.len() <= len => {
+                        buffer.extend_from_slice(&chunk)
+                    }
+                    Ok(_) => {
+                        return Err(IngestError::SourceChanged(format!(
+                            "{} sent more than the {len} bytes asked for at {start}",
+                            redact(&self.endpoint.url)
+                        )));
+                    }
+                    Err(error) => {
+                        tracing::debug!(error = %chain(&error), start, "a range read dropped");
+                        break;
+                    }
+                }
+            }
+            if buffer.len() == len {
+                return Ok(buffer.freeze());
+            }
+            drops += 1;
+            if drops >= SOURCE_ATTEMPTS {
+                return Err(IngestError::SourceUnavailable(format!(
+                    "{} ended the range at {start} early {drops} times",
+                    redact(&self.endpoint.url)
+                )));
+            }
+            tokio::time::sleep(super::backoff(drops)).await;
+        }
+    }
+}
+
 fn check_content_range(
     response: &reqwest::Response,
     offset: u64,

@@ -144,19 +144,25 @@ async fn respond(
         (Some(changed), n) if n > 0 => (*changed, "\"v2\""),
         _ => (behaviour.body, "\"v1\""),
     };
-    let requested_start = range
+    // "bytes=start-" or "bytes=start-end" (inclusive), honoured only when If-Range still matches.
+    let requested = range
         .filter(|_| behaviour.ranges)
         .filter(|_| if_range.as_deref().is_none_or(|v| v == etag))
         .and_then(|r| {
-            r.strip_prefix("bytes=")
-                .and_then(|r| r.strip_suffix('-'))
-                .and_then(|s| s.parse::<u64>().ok())
+            let (start, end) = r.strip_prefix("bytes=")?.split_once('-')?;
+            let start = start.parse::<u64>().ok()?;
+            let last = body.len.checked_sub(1)?;
+            let end = if end.is_empty() {
+                last
+            } else {
+                end.parse::<u64>().ok()?.min(last)
+            };
+            Some((start, end))
         });
-    let start = requested_start.unwrap_or(0);
-    let mut head = match requested_start {
-        Some(s) => format!(
-            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {s}-{}/{}\r\n",
-            body.len - 1,
+    let (start, end) = requested.unwrap_or((0, body.len.saturating_sub(1)));
+    let mut head = match requested {
+        Some((s, e)) => format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {s}-{e}/{}\r\n",
             body.len
         ),
         None => "HTTP/1.1 200 OK\r\n".to_string(),
@@ -167,14 +173,15 @@ async fn respond(
     if behaviour.ranges {
         head.push_str("Accept-Ranges: bytes\r\n");
     }
+    let stop = if body.len == 0 { 0 } else { end + 1 };
     if behaviour.content_length {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len - start));
+        head.push_str(&format!("Content-Length: {}\r\n", stop - start));
     }
     head.push_str("\r\n");
     socket.write_all(head.as_bytes()).await?;
     let stop = match behaviour.drop_first_after {
-        Some(after) if number == 0 => after.min(body.len),
-        _ => body.len,
+        Some(after) if number == 0 => after.min(stop),
+        _ => stop,
     };
     let mut offset = start;
     while offset < stop {

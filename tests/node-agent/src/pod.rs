@@ -299,6 +299,9 @@ impl PodRun {
             ("HOSTNAME", pod.name_any()),
             ("HOME", "/root".to_string()),
             ("PATH", std::env::var("PATH").unwrap_or_default()),
+            // This node has no instance metadata service: SDKs must not go looking for one
+            // (nothing here may dial beyond loopback).
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
