@@ -17,6 +17,8 @@ for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
   f=$S3FLOW_ENV_DIR/pids/${COMPONENTS[i]}.pid
   [ -f "$f" ] && stop "$(cat "$f")"
 done
+# Anything else started into the environment (the demo's source, say).
+for f in "$S3FLOW_ENV_DIR"/pids/*.pid; do [ -f "$f" ] && stop "$(cat "$f")"; done
 # Pod processes the node agent could not stop itself.
 for f in "$S3FLOW_ENV_DIR"/node/pids/*.pid; do [ -f "$f" ] && stop "$(cat "$f")"; done
 rm -rf "$S3FLOW_ENV_DIR"
