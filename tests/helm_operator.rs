@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::http_source::{Behaviour, Body, serve};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use s3flow::api::Phase;
@@ -66,25 +66,8 @@ async fn helm_installed_operator_ingests_with_its_own_rbac() {
         Some("s3flow")
     );
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let secret: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "minio"}, "stringData": {
-            "AWS_ACCESS_KEY_ID": std::env::var("AWS_ACCESS_KEY_ID").unwrap(),
-            "AWS_SECRET_ACCESS_KEY": std::env::var("AWS_SECRET_ACCESS_KEY").unwrap(),
-        }}))
-        .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let s3 = s3flow::s3::client(&s3flow::s3::S3Settings {
-        endpoint: Some(env.s3_endpoint.clone()),
-        force_path_style: true,
-        ..Default::default()
-    })
-    .await;
-    let bucket = common::unique("helm");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    common::minio::credentials_secret(&client, &ns, "minio").await;
+    let bucket = common::minio::Bucket::create(&env, "helm").await;
     let len = 12 * 1024 * 1024 + 5;
     let source = serve(Behaviour::new(len)).await;
     let ingests: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
@@ -93,7 +76,7 @@ async fn helm_installed_operator_ingests_with_its_own_rbac() {
         "metadata": {"name": "through-helm"},
         "spec": {
             "source": {"url": source.url},
-            "destination": {"bucket": bucket, "key": "through-helm.bin", "endpoint": env.s3_endpoint,
+            "destination": {"bucket": bucket.name, "key": "through-helm.bin", "endpoint": env.s3_endpoint,
                 "forcePathStyle": true, "credentialsSecretRef": {"name": "minio"}},
         }
     }))

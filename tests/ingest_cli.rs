@@ -66,14 +66,7 @@ fn base_args(url: &str, destination: &str, endpoint: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peak_memory_stays_within_the_bound_whatever_the_size() {
     let env = common::env().await;
-    let bucket = common::unique("memory");
-    let s3 = s3flow::s3::client(&s3flow::s3::S3Settings {
-        endpoint: Some(env.s3_endpoint.clone()),
-        force_path_style: true,
-        ..Default::default()
-    })
-    .await;
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let bucket = common::minio::Bucket::create(&env, "memory").await.name;
     let (part, concurrency) = (8 * MIB, 4u64);
     let bound = part * (concurrency + 2) + 64 * MIB;
     let mut peaks = Vec::new();

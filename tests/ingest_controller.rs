@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::http_source::{Behaviour, Body, serve};
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
@@ -114,57 +113,9 @@ async fn ingests_through_the_controller() {
     let client = env.client.clone();
     common::install_crds(&client).await;
     let ns = common::namespace(&client, "ingestctl").await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let secret: Secret =
-        serde_json::from_value(json!({"metadata": {"name": "minio"}, "stringData": {
-            "AWS_ACCESS_KEY_ID": std::env::var("AWS_ACCESS_KEY_ID").unwrap(),
-            "AWS_SECRET_ACCESS_KEY": std::env::var("AWS_SECRET_ACCESS_KEY").unwrap(),
-        }}))
-        .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let s3 = s3flow::s3::client(&s3flow::s3::S3Settings {
-        endpoint: Some(env.s3_endpoint.clone()),
-        force_path_style: true,
-        ..Default::default()
-    })
-    .await;
-    let bucket = common::unique("ingestctl");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let object_sha = |key: String| {
-        let (s3, bucket) = (s3.clone(), bucket.clone());
-        async move {
-            use sha2::Digest;
-            let object = s3
-                .get_object()
-                .bucket(&bucket)
-                .key(&key)
-                .send()
-                .await
-                .ok()?;
-            Some(hex::encode(sha2::Sha256::digest(
-                object.body.collect().await.unwrap().into_bytes(),
-            )))
-        }
-    };
-    let no_uploads_left = || {
-        let (s3, bucket) = (s3.clone(), bucket.clone());
-        async move {
-            let open = s3
-                .list_multipart_uploads()
-                .bucket(&bucket)
-                .send()
-                .await
-                .unwrap();
-            assert!(
-                open.uploads().is_empty(),
-                "incomplete uploads left: {:?}",
-                open.uploads()
-            );
-        }
-    };
+    common::minio::credentials_secret(&client, &ns, "minio").await;
+    let store = common::minio::Bucket::create(&env, "ingestctl").await;
+    let bucket = store.name.clone();
     let api: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
     let mut controller = Controller::start(&env);
 
@@ -195,7 +146,7 @@ async fn ingests_through_the_controller() {
     assert_eq!(status.upload_id, None);
     assert_eq!(condition(&done, "Ready").status, "True");
     assert_eq!(condition(&done, "Stalled").status, "False");
-    assert_eq!(object_sha("copied".into()).await, Some(expected));
+    assert_eq!(store.object_sha256("copied").await, Some(expected));
     let events = events_for(&client, &ns, "copied").await;
     assert!(
         events
@@ -271,9 +222,9 @@ async fn ingests_through_the_controller() {
                     && e.type_.as_deref() == Some("Warning")),
             "{name}: {events:?}"
         );
-        assert_eq!(object_sha(name.to_string()).await, None, "{name}");
+        assert_eq!(store.object_sha256(name).await, None, "{name}");
     }
-    no_uploads_left().await;
+    store.assert_no_uploads_left().await;
 
     // Deleting a running ingest aborts its upload.
     let slow = serve(Behaviour {
@@ -307,8 +258,8 @@ async fn ingests_through_the_controller() {
         60,
     )
     .await;
-    no_uploads_left().await;
-    assert_eq!(object_sha("deleted".into()).await, None);
+    store.assert_no_uploads_left().await;
+    assert_eq!(store.object_sha256("deleted").await, None);
 
     // A controller killed mid-transfer: the next one aborts the old upload and starts over cleanly.
     let len = 24 * MIB;
@@ -343,10 +294,10 @@ async fn ingests_through_the_controller() {
     )
     .await;
     assert_eq!(
-        object_sha("restarted".into()).await,
+        store.object_sha256("restarted").await,
         Some(Body { len, seed: 1 }.sha256())
     );
-    no_uploads_left().await;
+    store.assert_no_uploads_left().await;
 
     // Completed ingests are not redone by a restart.
     let requests = source.requests.load(Ordering::SeqCst);

@@ -12,32 +12,12 @@ use s3flow::ingest::{
     self, AddressPolicy, IngestError, IngestRequest, PartSize, Progress, SourceConfig,
 };
 use s3flow::s3::{S3Settings, StaticCredentials, client};
-use sha2::Digest;
 
 const MIB: u64 = 1 << 20;
 const PART: u64 = 5 * MIB;
 
-struct Fixture {
-    s3: Client,
-    endpoint: String,
-    bucket: String,
-}
-
-async fn fixture() -> Fixture {
-    let env = common::env().await;
-    let s3 = client(&S3Settings {
-        endpoint: Some(env.s3_endpoint.clone()),
-        force_path_style: true,
-        ..Default::default()
-    })
-    .await;
-    let bucket = common::unique("ingest");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    Fixture {
-        s3,
-        endpoint: env.s3_endpoint,
-        bucket,
-    }
+async fn fixture() -> common::minio::Bucket {
+    common::minio::Bucket::create(&common::env().await, "ingest").await
 }
 
 fn request(url: &str, bucket: &str, key: &str) -> IngestRequest {
@@ -73,36 +53,6 @@ async fn run(
     (outcome, last)
 }
 
-impl Fixture {
-    async fn object_sha256(&self, key: &str) -> Option<String> {
-        let object = self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .ok()?;
-        let bytes = object.body.collect().await.unwrap().into_bytes();
-        Some(hex::encode(sha2::Sha256::digest(&bytes)))
-    }
-
-    async fn assert_no_uploads_left(&self) {
-        let open = self
-            .s3
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            open.uploads().is_empty(),
-            "incomplete uploads left: {:?}",
-            open.uploads()
-        );
-    }
-}
-
 #[tokio::test]
 async fn sizes_and_source_kinds_arrive_byte_identical() {
     let f = fixture().await;
@@ -116,7 +66,7 @@ async fn sizes_and_source_kinds_arrive_byte_identical() {
             })
             .await;
             let key = format!("sizes/{len}-{content_length}-{ranges}");
-            let (outcome, progress) = run(&f.s3, &request(&source.url, &f.bucket, &key)).await;
+            let (outcome, progress) = run(&f.s3, &request(&source.url, &f.name, &key)).await;
             let outcome = outcome.unwrap_or_else(|e| panic!("{key}: {e}"));
             let expected = Body { len, seed: 1 }.sha256();
             assert_eq!(outcome.sha256, expected, "{key}");
@@ -138,7 +88,7 @@ async fn sizes_and_source_kinds_arrive_byte_identical() {
     }
     let tags =
         f.s3.get_object_tagging()
-            .bucket(&f.bucket)
+            .bucket(&f.name)
             .key("sizes/1-true-true")
             .send()
             .await
@@ -157,7 +107,7 @@ async fn a_dropped_connection_resumes_by_range() {
     })
     .await;
     // One part at a time: the whole source comes through the one streamed response.
-    let mut req = request(&source.url, &f.bucket, "resumed");
+    let mut req = request(&source.url, &f.name, "resumed");
     req.concurrency = 1;
     let (outcome, _) = run(&f.s3, &req).await;
     let outcome = outcome.unwrap();
@@ -261,7 +211,7 @@ async fn failures_leave_no_object_and_no_upload() {
     for (what, behaviour, adjust, reason) in cases {
         let source = serve(behaviour).await;
         let key = format!("failed/{}", what.replace(' ', "-"));
-        let mut req = request(&source.url, &f.bucket, &key);
+        let mut req = request(&source.url, &f.name, &key);
         adjust(&mut req);
         let (outcome, _) = run(&f.s3, &req).await;
         let error = outcome.expect_err(what);
@@ -279,7 +229,7 @@ async fn failures_leave_no_object_and_no_upload() {
 async fn existing_objects_are_kept_unless_overwrite_is_set() {
     let f = fixture().await;
     let first = serve(Behaviour::new(100)).await;
-    run(&f.s3, &request(&first.url, &f.bucket, "kept"))
+    run(&f.s3, &request(&first.url, &f.name, "kept"))
         .await
         .0
         .unwrap();
@@ -288,7 +238,7 @@ async fn existing_objects_are_kept_unless_overwrite_is_set() {
         ..Behaviour::new(200)
     })
     .await;
-    let error = run(&f.s3, &request(&second.url, &f.bucket, "kept"))
+    let error = run(&f.s3, &request(&second.url, &f.name, "kept"))
         .await
         .0
         .unwrap_err();
@@ -297,7 +247,7 @@ async fn existing_objects_are_kept_unless_overwrite_is_set() {
         f.object_sha256("kept").await,
         Some(Body { len: 100, seed: 1 }.sha256())
     );
-    let mut overwrite = request(&second.url, &f.bucket, "kept");
+    let mut overwrite = request(&second.url, &f.name, "kept");
     overwrite.overwrite = true;
     run(&f.s3, &overwrite).await.0.unwrap();
     assert_eq!(
@@ -327,7 +277,7 @@ async fn forbidden_addresses_and_bad_credentials_are_refused() {
         "http://[fd00:ec2::254]/latest/".to_string(),
         "http://0.0.0.0:1/".to_string(),
     ] {
-        let mut req = request(&url, &f.bucket, "forbidden");
+        let mut req = request(&url, &f.name, "forbidden");
         req.source.policy = Arc::new(AddressPolicy::default());
         let error = run(&f.s3, &req).await.0.unwrap_err();
         assert_eq!(error.reason(), "ForbiddenAddress", "{url}: {error}");
@@ -349,7 +299,7 @@ async fn forbidden_addresses_and_bad_credentials_are_refused() {
         ..Default::default()
     })
     .await;
-    let error = run(&wrong, &request(&source.url, &f.bucket, "denied"))
+    let error = run(&wrong, &request(&source.url, &f.name, "denied"))
         .await
         .0
         .unwrap_err();
@@ -391,7 +341,7 @@ async fn a_restart_resumes_from_the_parts_s3_holds() {
         ..Behaviour::new(len)
     })
     .await;
-    let req = request(&source.url, &f.bucket, "resumed-upload");
+    let req = request(&source.url, &f.name, "resumed-upload");
     let resume = crash_after(&f.s3, &req, 3).await;
     // Let the crashed run's connection wind down before counting what the resumed run reads.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -433,7 +383,7 @@ async fn a_restart_resumes_from_the_parts_s3_holds() {
     })
     .await;
     // Sequential reads, so that the whole first run sees the first version (request 0).
-    let mut req = request(&changing.url, &f.bucket, "restarted-upload");
+    let mut req = request(&changing.url, &f.name, "restarted-upload");
     req.concurrency = 1;
     let resume = crash_after(&f.s3, &req, 2).await;
     let outcome = ingest::ingest(&f.s3, &req, &progress, Some(resume), |_| async { Ok(()) })

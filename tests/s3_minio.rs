@@ -5,7 +5,6 @@ mod common;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use s3flow::s3::{S3Settings, client};
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1024 * 1024;
@@ -22,15 +21,9 @@ async fn body(output: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Vec
 #[tokio::test]
 async fn multipart_upload_and_ranged_reads_against_minio() {
     let env = common::env().await;
-    // Credentials and region from the default AWS chain (the environment), endpoint from the settings.
-    let s3 = client(&S3Settings {
-        endpoint: Some(env.s3_endpoint.clone()),
-        force_path_style: true,
-        ..Default::default()
-    })
-    .await;
-    let bucket = common::unique("smoke");
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    // Credentials from the default AWS chain (the environment), endpoint from the settings.
+    let store = common::minio::Bucket::create(&env, "smoke").await;
+    let (s3, bucket) = (&store.s3, store.name.as_str());
 
     // Mixed part sizes, as an upload of unknown length with growing parts produces.
     let parts = [5 * MIB, 6 * MIB + 3, MIB + 17];
@@ -38,7 +31,7 @@ async fn multipart_upload_and_ranged_reads_against_minio() {
     let key = "dir/object.bin";
     let upload = s3
         .create_multipart_upload()
-        .bucket(&bucket)
+        .bucket(bucket)
         .key(key)
         .send()
         .await
@@ -50,7 +43,7 @@ async fn multipart_upload_and_ranged_reads_against_minio() {
         let number = i as i32 + 1;
         let part = s3
             .upload_part()
-            .bucket(&bucket)
+            .bucket(bucket)
             .key(key)
             .upload_id(upload_id)
             .part_number(number)
@@ -68,7 +61,7 @@ async fn multipart_upload_and_ranged_reads_against_minio() {
     }
     let listed = s3
         .list_parts()
-        .bucket(&bucket)
+        .bucket(bucket)
         .key(key)
         .upload_id(upload_id)
         .send()
@@ -76,7 +69,7 @@ async fn multipart_upload_and_ranged_reads_against_minio() {
         .unwrap();
     assert_eq!(listed.parts().len(), parts.len());
     s3.complete_multipart_upload()
-        .bucket(&bucket)
+        .bucket(bucket)
         .key(key)
         .upload_id(upload_id)
         .multipart_upload(
@@ -90,7 +83,7 @@ async fn multipart_upload_and_ranged_reads_against_minio() {
 
     let head = s3
         .head_object()
-        .bucket(&bucket)
+        .bucket(bucket)
         .key(key)
         .send()
         .await
@@ -110,7 +103,7 @@ async fn multipart_upload_and_ranged_reads_against_minio() {
     ] {
         let got = body(
             s3.get_object()
-                .bucket(&bucket)
+                .bucket(bucket)
                 .key(key)
                 .range(format!("bytes={start}-{end}"))
                 .send()
@@ -122,7 +115,7 @@ async fn multipart_upload_and_ranged_reads_against_minio() {
     }
     let whole = body(
         s3.get_object()
-            .bucket(&bucket)
+            .bucket(bucket)
             .key(key)
             .send()
             .await
@@ -134,13 +127,13 @@ async fn multipart_upload_and_ranged_reads_against_minio() {
     // An aborted upload leaves nothing either.
     let aborted = s3
         .create_multipart_upload()
-        .bucket(&bucket)
+        .bucket(bucket)
         .key("aborted")
         .send()
         .await
         .unwrap();
     s3.upload_part()
-        .bucket(&bucket)
+        .bucket(bucket)
         .key("aborted")
         .upload_id(aborted.upload_id().unwrap())
         .part_number(1)
@@ -149,24 +142,14 @@ async fn multipart_upload_and_ranged_reads_against_minio() {
         .await
         .unwrap();
     s3.abort_multipart_upload()
-        .bucket(&bucket)
+        .bucket(bucket)
         .key("aborted")
         .upload_id(aborted.upload_id().unwrap())
         .send()
         .await
         .unwrap();
-    let open = s3
-        .list_multipart_uploads()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        open.uploads().is_empty(),
-        "incomplete uploads left: {:?}",
-        open.uploads()
-    );
-    let objects = s3.list_objects_v2().bucket(&bucket).send().await.unwrap();
+    store.assert_no_uploads_left().await;
+    let objects = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
     let keys: Vec<_> = objects.contents().iter().filter_map(|o| o.key()).collect();
     assert_eq!(keys, [key]);
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 pub mod http_source;
+pub mod minio;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

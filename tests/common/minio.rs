@@ -1,0 +1,79 @@
+//! MinIO from the tests' side: a fresh bucket, what it holds, and a Secret with its credentials.
+
+use aws_sdk_s3::Client;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::PostParams;
+use s3flow::s3::{S3Settings, client};
+use sha2::Digest;
+
+/// A new bucket, reached with the default AWS chain (the environment's credentials).
+pub struct Bucket {
+    pub s3: Client,
+    pub name: String,
+    pub endpoint: String,
+}
+
+impl Bucket {
+    pub async fn create(env: &super::TestEnv, prefix: &str) -> Self {
+        let s3 = client(&S3Settings {
+            endpoint: Some(env.s3_endpoint.clone()),
+            force_path_style: true,
+            ..Default::default()
+        })
+        .await;
+        let name = super::unique(prefix);
+        s3.create_bucket().bucket(&name).send().await.unwrap();
+        Self {
+            s3,
+            name,
+            endpoint: env.s3_endpoint.clone(),
+        }
+    }
+
+    /// SHA-256 of the object at `key`, or `None` when there is no such object.
+    pub async fn object_sha256(&self, key: &str) -> Option<String> {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        let bytes = object.body.collect().await.unwrap().into_bytes();
+        Some(hex::encode(sha2::Sha256::digest(&bytes)))
+    }
+
+    pub async fn assert_no_uploads_left(&self) {
+        let open = self
+            .s3
+            .list_multipart_uploads()
+            .bucket(&self.name)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            open.uploads().is_empty(),
+            "incomplete uploads left: {:?}",
+            open.uploads()
+        );
+    }
+}
+
+/// A Secret `name` in `namespace` holding the environment's MinIO credentials.
+pub async fn credentials_secret(client: &kube::Client, namespace: &str, name: &str) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": std::env::var("AWS_ACCESS_KEY_ID").unwrap(),
+            "AWS_SECRET_ACCESS_KEY": std::env::var("AWS_SECRET_ACCESS_KEY").unwrap(),
+        },
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
