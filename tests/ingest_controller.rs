@@ -156,6 +156,20 @@ async fn ingests_through_the_controller() {
     );
 
     // Bad input: Failed with its reason, Stalled, a Warning Event, nothing left in S3.
+    let unauthorized = serve(Behaviour {
+        status: Some(401),
+        ..Behaviour::new(1)
+    })
+    .await;
+    let wrong: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "wrong"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": "not-the-secret"},
+    }))
+    .unwrap();
+    Api::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &wrong)
+        .await
+        .unwrap();
     let missing = serve(Behaviour {
         status: Some(404),
         ..Behaviour::new(1)
@@ -179,6 +193,18 @@ async fn ingests_through_the_controller() {
             source.url.clone(),
             json!({"spec": {"source": {"expectedSha256": "0".repeat(64)}}}),
             "ChecksumMismatch",
+        ),
+        (
+            "unauthorized",
+            unauthorized.url.clone(),
+            json!({}),
+            "SourceAccessDenied",
+        ),
+        (
+            "wrong-keys",
+            source.url.clone(),
+            json!({"spec": {"destination": {"credentialsSecretRef": {"name": "wrong"}}}}),
+            "AccessDenied",
         ),
         (
             "metadata",
