@@ -98,13 +98,22 @@ fn condition<'a>(
         .unwrap()
 }
 
-async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<Event> {
+/// Waits up to 10 s for an Event about `name` with `reason` and `type_` (Events follow the status).
+async fn assert_event(client: &Client, ns: &str, name: &str, reason: &str, type_: &str) {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    let list = api.list(&ListParams::default()).await.unwrap();
-    list.items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .collect()
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        seen = api.list(&ListParams::default()).await.unwrap().items;
+        seen.retain(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name));
+        if seen
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some(type_))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no {type_} Event {reason} for {name}: {seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,13 +156,41 @@ async fn ingests_through_the_controller() {
     assert_eq!(condition(&done, "Ready").status, "True");
     assert_eq!(condition(&done, "Stalled").status, "False");
     assert_eq!(store.object_sha256("copied").await, Some(expected));
-    let events = events_for(&client, &ns, "copied").await;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Succeeded")),
-        "{events:?}"
-    );
+    assert_event(&client, &ns, "copied", "Succeeded", "Normal").await;
+
+    // An https source with a private CA, trusted through a ConfigMap.
+    let ca = common::http_source::TestCa::new();
+    let tls_body = Body {
+        len: 6 * MIB + 1,
+        seed: 3,
+    };
+    let (tls_url, _tls_server) = common::http_source::serve_tls(tls_body, &ca);
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), &ns);
+    let bundle: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "private-ca"},
+        "data": {"ca.crt": String::from_utf8(ca.ca_pem.clone()).unwrap()},
+    }))
+    .unwrap();
+    config_maps
+        .create(&PostParams::default(), &bundle)
+        .await
+        .unwrap();
+    let trusted = json!({"spec": {"source": {"caBundleConfigMapRef": {"name": "private-ca"}}}});
+    api.create(
+        &PostParams::default(),
+        &ingest("tls", &tls_url, &bucket, &env.s3_endpoint, trusted),
+    )
+    .await
+    .unwrap();
+    common::wait(
+        api.clone(),
+        "tls",
+        |o: Option<&S3Ingest>| phase(o) == Some(Phase::Succeeded),
+        90,
+    )
+    .await;
+    assert_eq!(store.object_sha256("tls").await, Some(tls_body.sha256()));
 
     // Bad input: Failed with its reason, Stalled, a Warning Event, nothing left in S3.
     let unauthorized = serve(Behaviour {
@@ -193,6 +230,12 @@ async fn ingests_through_the_controller() {
             source.url.clone(),
             json!({"spec": {"source": {"expectedSha256": "0".repeat(64)}}}),
             "ChecksumMismatch",
+        ),
+        (
+            "untrusted-tls",
+            tls_url.clone(),
+            json!({}),
+            "SourceCertificateRejected",
         ),
         (
             "unauthorized",
@@ -240,14 +283,7 @@ async fn ingests_through_the_controller() {
             "{name}: {stalled:?}"
         );
         assert_eq!(condition(&failed, "Ready").status, "False", "{name}");
-        let events = events_for(&client, &ns, name).await;
-        assert!(
-            events
-                .iter()
-                .any(|e| e.reason.as_deref() == Some(reason)
-                    && e.type_.as_deref() == Some("Warning")),
-            "{name}: {events:?}"
-        );
+        assert_event(&client, &ns, name, reason, "Warning").await;
         assert_eq!(store.object_sha256(name).await, None, "{name}");
     }
     store.assert_no_uploads_left().await;

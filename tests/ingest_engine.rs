@@ -397,3 +397,26 @@ async fn a_restart_resumes_from_the_parts_s3_holds() {
     );
     f.assert_no_uploads_left().await;
 }
+
+#[tokio::test]
+async fn https_sources_are_trusted_through_a_ca_bundle_only() {
+    let f = fixture().await;
+    let ca = common::http_source::TestCa::new();
+    let body = Body {
+        len: 3 * MIB + 11,
+        seed: 4,
+    };
+    let (url, _server) = common::http_source::serve_tls(body, &ca);
+    let error = run(&f.s3, &request(&url, &f.name, "untrusted"))
+        .await
+        .0
+        .unwrap_err();
+    assert_eq!(error.reason(), "SourceCertificateRejected", "{error}");
+    let mut trusted = request(&url, &f.name, "trusted");
+    trusted.source.ca_bundle = Some(ca.ca_pem.clone());
+    let outcome = run(&f.s3, &trusted).await.0.unwrap();
+    assert_eq!(outcome.sha256, body.sha256());
+    assert_eq!(f.object_sha256("trusted").await, Some(body.sha256()));
+    assert_eq!(f.object_sha256("untrusted").await, None);
+    f.assert_no_uploads_left().await;
+}

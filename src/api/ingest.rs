@@ -54,6 +54,9 @@ pub struct HttpSource {
     /// sent with every request to the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers_secret_ref: Option<SecretRef>,
+    /// ConfigMap with extra PEM certificates to trust for an https source (for example a private CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_config_map_ref: Option<ConfigMapKeyRef>,
     /// Size in bytes the source must have; a different length fails the ingest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -63,6 +66,23 @@ pub struct HttpSource {
     #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new("self.matches('^[0-9a-f]{64}$')").message("expectedSha256 must be 64 lowercase hex digits"))]
     pub expected_sha256: Option<String>,
+}
+
+/// A key of a ConfigMap in the namespace of the resource.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap, in the same namespace as this resource.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the PEM bundle. Default `ca.crt`.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
 }
 
 /// The S3 object an ingest writes.

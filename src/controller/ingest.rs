@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -163,9 +163,13 @@ enum InputError {
     SecretNotFound(String),
     #[error("secret {secret:?} has no key {key}")]
     SecretKeyMissing { secret: String, key: String },
+    #[error("configmap {0:?} not found in the ingest's namespace")]
+    ConfigMapNotFound(String),
+    #[error("configmap {name:?} has no key {key}")]
+    ConfigMapKeyMissing { name: String, key: String },
     #[error("partSize: {0}")]
     PartSize(String),
-    #[error("reading secret: {0}")]
+    #[error("reading an input: {0}")]
     Kube(#[from] kube::Error),
 }
 
@@ -174,8 +178,10 @@ impl InputError {
         match self {
             Self::SecretNotFound(_) => "SecretNotFound",
             Self::SecretKeyMissing { .. } => "InvalidSecret",
+            Self::ConfigMapNotFound(_) => "ConfigMapNotFound",
+            Self::ConfigMapKeyMissing { .. } => "InvalidConfigMap",
             Self::PartSize(_) => "InvalidPartSize",
-            Self::Kube(_) => "SecretUnreadable",
+            Self::Kube(_) => "InputUnreadable",
         }
     }
 }
@@ -238,6 +244,25 @@ async fn request(ctx: &Context, obj: &S3Ingest) -> Result<IngestRequest, InputEr
         Some(secret) => secret_data(ctx, obj, &secret.name).await?,
         None => vec![],
     };
+    let ca_bundle = match &spec.source.ca_bundle_config_map_ref {
+        Some(r) => {
+            let api: Api<ConfigMap> =
+                Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+            let map = api
+                .get_opt(&r.name)
+                .await?
+                .ok_or_else(|| InputError::ConfigMapNotFound(r.name.clone()))?;
+            let pem = map
+                .data
+                .and_then(|d| d.get(&r.key).cloned())
+                .ok_or_else(|| InputError::ConfigMapKeyMissing {
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                })?;
+            Some(pem.into_bytes())
+        }
+        None => None,
+    };
     let transfer = spec.transfer.clone().unwrap_or_default();
     let part_size = match transfer.part_size.as_deref() {
         None | Some("auto") => PartSize::Auto,
@@ -249,7 +274,7 @@ async fn request(ctx: &Context, obj: &S3Ingest) -> Result<IngestRequest, InputEr
         source: SourceConfig {
             url: spec.source.url.clone(),
             headers,
-            ca_bundle: None,
+            ca_bundle,
             policy: ctx.settings.source_policy.clone(),
             stall_timeout: ctx.settings.stall_timeout,
         },

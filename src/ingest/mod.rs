@@ -44,6 +44,8 @@ pub enum IngestError {
     SourceRejected(String),
     #[error("source unavailable: {0}")]
     SourceUnavailable(String),
+    #[error("the source's TLS certificate is not trusted (add its CA with a CA bundle): {0}")]
+    SourceCertificateRejected(String),
     #[error("source changed: {0}")]
     SourceChanged(String),
     #[error("size mismatch: {0}")]
@@ -74,6 +76,7 @@ impl IngestError {
             Self::SourceAccessDenied(_) => "SourceAccessDenied",
             Self::SourceRejected(_) => "SourceRejected",
             Self::SourceUnavailable(_) => "SourceUnavailable",
+            Self::SourceCertificateRejected(_) => "SourceCertificateRejected",
             Self::SourceChanged(_) => "SourceChanged",
             Self::SizeMismatch(_) => "SizeMismatch",
             Self::ChecksumMismatch { .. } => "ChecksumMismatch",

@@ -128,7 +128,11 @@ fn request_error(url: &Url, error: reqwest::Error) -> IngestError {
         }
         source = e.source();
     }
-    IngestError::SourceUnavailable(format!("{}: {}", redact(url), chain(&error)))
+    let text = chain(&error);
+    if text.contains("invalid peer certificate") || text.contains("certificate verify failed") {
+        return IngestError::SourceCertificateRejected(format!("{}: {text}", redact(url)));
+    }
+    IngestError::SourceUnavailable(format!("{}: {text}", redact(url)))
 }
 
 /// The URL without its query and credentials, for messages (queries often carry signatures).

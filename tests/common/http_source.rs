@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// The bytes a source serves: `len` bytes of a pattern that depends on `seed` and each offset.
@@ -86,38 +86,11 @@ pub async fn serve(behaviour: Behaviour) -> HttpSource {
     let (counter, served) = (requests.clone(), bytes_served.clone());
     tokio::spawn(async move {
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
+            let Ok((socket, _)) = listener.accept().await else {
                 return;
             };
-            let number = counter.fetch_add(1, Ordering::SeqCst);
-            let behaviour = behaviour.clone();
-            let served = served.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                let header = |name: &str| {
-                    head.lines().find_map(|l| {
-                        l.strip_prefix(&format!("{name}:"))
-                            .map(|v| v.trim().to_string())
-                    })
-                };
-                let _ = respond(
-                    &mut socket,
-                    &behaviour,
-                    number,
-                    header("range"),
-                    header("if-range"),
-                    &served,
-                )
-                .await;
-            });
+            let (behaviour, served, counter) = (behaviour.clone(), served.clone(), counter.clone());
+            tokio::spawn(async move { handle(socket, &behaviour, &counter, &served).await });
         }
     });
     HttpSource {
@@ -127,8 +100,180 @@ pub async fn serve(behaviour: Behaviour) -> HttpSource {
     }
 }
 
-async fn respond(
-    socket: &mut tokio::net::TcpStream,
+/// A certificate authority and a certificate for 127.0.0.1 it signed, as PEM, made with openssl.
+pub struct TestCa {
+    pub ca_pem: Vec<u8>,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(super::unique("s3flow-tls"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=s3flow test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "leaf.crt",
+        ]);
+        let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+        let ca = Self {
+            ca_pem: read("ca.crt"),
+            cert_pem: read("leaf.crt"),
+            key_pem: read("leaf.key"),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        ca
+    }
+}
+
+/// An HTTPS server (`openssl s_server -WWW`, a real TLS implementation) with a certificate from `ca`,
+/// serving `body` as /data.bin (no length, no ranges); stopped when the returned guard drops.
+pub fn serve_tls(body: Body, ca: &TestCa) -> (String, TlsServer) {
+    let dir = std::env::temp_dir().join(super::unique("s3flow-https"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("data.bin"), body.bytes(0, body.len)).unwrap();
+    std::fs::write(dir.join("leaf.crt"), &ca.cert_pem).unwrap();
+    std::fs::write(dir.join("leaf.key"), &ca.key_pem).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-WWW",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+            "-cert",
+            "leaf.crt",
+            "-key",
+            "leaf.key",
+        ])
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (
+        format!("https://127.0.0.1:{port}/data.bin"),
+        TlsServer { child, dir },
+    )
+}
+
+pub struct TlsServer {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
+    behaviour: &Behaviour,
+    counter: &AtomicU64,
+    served: &AtomicU64,
+) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+            return;
+        }
+        head.push(byte[0]);
+    }
+    let number = counter.fetch_add(1, Ordering::SeqCst);
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            l.strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().to_string())
+        })
+    };
+    let _ = respond(
+        &mut socket,
+        behaviour,
+        number,
+        header("range"),
+        header("if-range"),
+        served,
+    )
+    .await;
+}
+
+async fn respond<S: AsyncWrite + Unpin>(
+    socket: &mut S,
     behaviour: &Behaviour,
     number: u64,
     range: Option<String>,
