@@ -96,6 +96,20 @@ async fn reconcile(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Erro
 
 async fn apply(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
     let uid = obj.uid().unwrap_or_default();
+    if ctx.ingests.is_running(&uid) {
+        return Ok(Action::await_change());
+    }
+    // The cache may trail a transfer that just finished: decide on the object as it is now.
+    let api: Api<S3Ingest> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let Some(obj) = api
+        .get_opt(&obj.name_any())
+        .await?
+        .filter(|o| o.uid().as_deref() == Some(uid.as_str()))
+    else {
+        return Ok(Action::await_change());
+    };
+    let obj = Arc::new(obj);
     let status = obj.status.clone().unwrap_or_default();
     let generation = obj.metadata.generation;
     let settled = status.observed_generation == generation;
@@ -111,9 +125,6 @@ async fn apply(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
         // A failure stays until the spec changes.
         Phase::Failed if settled => return Ok(Action::await_change()),
         _ => {}
-    }
-    if ctx.ingests.is_running(&uid) {
-        return Ok(Action::await_change());
     }
     let (cancel, cancelled) = watch::channel(false);
     let task = tokio::spawn(transfer(obj.clone(), ctx.clone(), cancelled));
@@ -133,9 +144,15 @@ async fn cleanup(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error>
     if let Some(running) = running {
         let _ = running.cancel.send(true);
         let _ = running.task.await;
-        return Ok(Action::await_change());
     }
-    let status = obj.status.clone().unwrap_or_default();
+    // Whatever the task did (or if it panicked), the upload recorded in status now must go.
+    let api: Api<S3Ingest> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let status = api
+        .get_opt(&obj.name_any())
+        .await?
+        .and_then(|o| o.status)
+        .unwrap_or_default();
     if let (Some(upload_id), false) = (status.upload_id, status.phase == Phase::Succeeded) {
         let dest = &obj.spec.destination;
         match s3_settings(&ctx, &obj, &dest.connection).await {
@@ -334,6 +351,20 @@ impl StatusWriter {
             .await
             .map(|_| ())
     }
+
+    /// A terminal status must land, or a restart would take the ingest for one still running:
+    /// retried with backoff for about a minute.
+    async fn write_final(&self, status: &S3IngestStatus) {
+        for attempt in 1..=12 {
+            match self.write(status).await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(error = %e, attempt, "writing the final status");
+                    tokio::time::sleep(crate::ingest::backoff(attempt)).await;
+                }
+            }
+        }
+    }
 }
 
 fn set_phase(
@@ -384,8 +415,10 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
     let generation = obj.metadata.generation;
     let writer = StatusWriter::new(&ctx, &obj);
     let mut status = obj.status.clone().unwrap_or_default();
-    let leftover = status.upload_id.take();
-    let resume_point = status.resume_point.take();
+    // A previous run's upload stays recorded until it is aborted or continued, so that a deletion
+    // or a crash meanwhile still finds it.
+    let leftover = status.upload_id.clone();
+    let resume_point = status.resume_point.clone();
     let total_bytes = status.total_bytes;
     set_phase(
         &mut status,
@@ -441,6 +474,11 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
         Ok(ready) => ready,
         Err((reason, message)) => return fail(&ctx, &obj, &writer, status, reason, &message).await,
     };
+    if resume.is_none() {
+        // Any leftover is aborted by now; a new upload id replaces it once the upload exists.
+        status.upload_id = None;
+        status.resume_point = None;
+    }
 
     let started = Instant::now();
     status.start_time = Some(Time(Timestamp::now()));
@@ -470,18 +508,29 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
     // Boxed so that a deletion can drop it (and its part tasks) before aborting the upload.
     let mut engine = Box::pin(ingest::ingest(&s3, &request, &progress, resume, record));
     let mut ticker = tokio::time::interval(ctx.settings.status_interval);
+    // A deletion stops the engine only once its upload id is recorded (or after 30 s), so that an
+    // upload being created is never dropped unrecorded.
+    let mut cancel_deadline: Option<Instant> = None;
     let result = loop {
         tokio::select! {
             result = &mut engine => break Some(result),
             _ = ticker.tick() => {
                 let p = updates.borrow_and_update().clone();
                 let mut status = shared.lock().await;
+                if cancel_deadline.is_some_and(|d| status.upload_id.is_some() || Instant::now() > d) {
+                    break None;
+                }
                 if status.upload_id.is_some() {
                     apply_progress(&mut status, &p, started);
                     let _ = writer.write(&status).await;
                 }
             }
-            _ = cancelled.changed() => break None,
+            _ = cancelled.changed(), if cancel_deadline.is_none() => {
+                if shared.lock().await.upload_id.is_some() {
+                    break None;
+                }
+                cancel_deadline = Some(Instant::now() + std::time::Duration::from_secs(30));
+            }
         }
     };
     let mut status = shared.lock().await.clone();
@@ -520,12 +569,14 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
                 &message,
                 generation,
             );
-            if writer.write(&status).await.is_ok() {
-                publish(&ctx, &obj, EventType::Normal, "Succeeded", &message).await;
-            }
+            writer.write_final(&status).await;
+            publish(&ctx, &obj, EventType::Normal, "Succeeded", &message).await;
         }
         Some(Err(error)) => {
             apply_progress(&mut status, &progress.borrow(), started);
+            // The engine aborted its upload before returning the error.
+            status.upload_id = None;
+            status.resume_point = None;
             fail(
                 &ctx,
                 &obj,
@@ -552,7 +603,8 @@ async fn fail(
     reason: &str,
     message: &str,
 ) {
-    status.upload_id = None;
+    // An upload id still in status is one nobody could abort yet (say, its credentials are gone):
+    // it stays recorded for the finalizer.
     status.completion_time = Some(Time(Timestamp::now()));
     status.eta_seconds = None;
     set_phase(
@@ -562,9 +614,7 @@ async fn fail(
         message,
         obj.metadata.generation,
     );
-    if let Err(e) = writer.write(&status).await {
-        warn!(error = %e, "writing a failed status");
-    }
+    writer.write_final(&status).await;
     publish(ctx, obj, EventType::Warning, reason, message).await;
     ctx.ingests
         .running
