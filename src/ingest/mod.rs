@@ -233,10 +233,7 @@ where
             if let Some(earlier) = &resume {
                 abort_upload(s3, bucket, key, &earlier.upload_id).await?;
             }
-            match fresh(s3, request).await {
-                Ok(start) => start,
-                Err(e) => return Err(e),
-            }
+            fresh(s3, request).await?
         }
         Err(e) => {
             if let Some(earlier) = &resume {
