@@ -4,6 +4,7 @@ pub mod api;
 pub mod controller;
 pub mod ingest;
 pub mod s3;
+pub mod scan;
 pub mod size;
 
 /// Version of this build, as `s3flow version` reports it.

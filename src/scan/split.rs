@@ -1,0 +1,394 @@
+//! Exact record boundaries of byte ranges.
+//!
+//! A record belongs to the chunk in which it starts (S3 Select's ScanRange rule); a record starts
+//! right after the terminator byte that ended the previous record, the first one at the data start.
+//! From an arbitrary offset a CSV reader cannot tell whether it is inside a quoted field, so each
+//! chunk runs the format's state machine from every start state at once and reports the resulting
+//! mapping (start state -> end state) and, per start state, where its first record starts. Mappings
+//! compose: chunk i's true start state is the composition of chunks 0..i-1 applied to the data
+//! start. This is the data-parallel finite-state-machine technique of Mytkowicz, Musuvathi and
+//! Schulte ("Data-Parallel Finite-State Machines", ASPLOS 2014), used for CSV by ParPaRaw
+//! (Stehle and Jacobsen, VLDB 2020); workers speculate on their start state and are re-run when the
+//! composition proves the guess wrong (Ge et al., "Speculative Distributed CSV Data Parsing for Big
+//! Data Analytics", SIGMOD 2019).
+//!
+//! The CSV machine is csv-core's reader (the `csv` crate's) reduced to what decides record
+//! boundaries: quotes escape by doubling, a quote inside an unquoted field is literal, `\r`, `\n`
+//! and `\r\n` end records, and blank lines are skipped.
+
+use serde::{Deserialize, Serialize};
+
+/// State of the record machine after a byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum State {
+    /// A terminator just ended a record: the next byte is the first of a new record.
+    RecordEnd = 0,
+    /// Between records, after blank-line terminators that started no record.
+    BetweenRecords = 1,
+    /// At the start of a field after a delimiter.
+    FieldStart = 2,
+    /// Inside an unquoted field.
+    InField = 3,
+    /// Inside a quoted field.
+    InQuoted = 4,
+    /// A quote inside a quoted field: closes it, or escapes a second quote.
+    QuoteInQuoted = 5,
+}
+
+/// Number of [`State`]s.
+pub const STATES: usize = 6;
+
+impl State {
+    pub const ALL: [State; STATES] = [
+        State::RecordEnd,
+        State::BetweenRecords,
+        State::FieldStart,
+        State::InField,
+        State::InQuoted,
+        State::QuoteInQuoted,
+    ];
+
+    /// One-letter code, for compact reports.
+    pub fn code(self) -> char {
+        b"RBSFQE"[self as usize] as char
+    }
+
+    pub fn from_code(code: char) -> Option<State> {
+        State::ALL.into_iter().find(|state| state.code() == code)
+    }
+}
+
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_char(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = char::deserialize(deserializer)?;
+        State::from_code(code)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown record state {code:?}")))
+    }
+}
+
+/// How records are delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Dialect {
+    Csv { delimiter: u8, quote: u8 },
+    JsonLines,
+}
+
+/// A transition table: `next[byte][state]`.
+pub struct Machine {
+    next: Box<[[State; STATES]; 256]>,
+}
+
+impl Machine {
+    pub fn new(dialect: Dialect) -> Machine {
+        let mut next = Box::new([[State::RecordEnd; STATES]; 256]);
+        for byte in 0..=255u8 {
+            for state in State::ALL {
+                next[byte as usize][state as usize] = step(dialect, state, byte);
+            }
+        }
+        Machine { next }
+    }
+
+    #[inline]
+    pub fn step(&self, state: State, byte: u8) -> State {
+        self.next[byte as usize][state as usize]
+    }
+
+    /// Runs `bytes` from `state`.
+    pub fn run(&self, mut state: State, bytes: &[u8]) -> State {
+        for &byte in bytes {
+            state = self.step(state, byte);
+        }
+        state
+    }
+}
+
+fn step(dialect: Dialect, state: State, byte: u8) -> State {
+    let (delimiter, quote) = match dialect {
+        Dialect::JsonLines => {
+            return if byte == b'\n' {
+                State::RecordEnd
+            } else {
+                State::InField
+            };
+        }
+        Dialect::Csv { delimiter, quote } => (delimiter, quote),
+    };
+    let terminator = byte == b'\n' || byte == b'\r';
+    let after_field = |byte: u8| {
+        if byte == delimiter {
+            State::FieldStart
+        } else if terminator {
+            State::RecordEnd
+        } else {
+            State::InField
+        }
+    };
+    match state {
+        State::RecordEnd | State::BetweenRecords if terminator => State::BetweenRecords,
+        State::RecordEnd | State::BetweenRecords | State::FieldStart if byte == quote => {
+            State::InQuoted
+        }
+        State::RecordEnd | State::BetweenRecords | State::FieldStart | State::InField => {
+            after_field(byte)
+        }
+        State::InQuoted if byte == quote => State::QuoteInQuoted,
+        State::InQuoted => State::InQuoted,
+        State::QuoteInQuoted if byte == quote => State::InQuoted,
+        State::QuoteInQuoted => after_field(byte),
+    }
+}
+
+/// What a chunk's bytes do to every start state: where each ends, and where each would see the
+/// chunk's first record start (an offset relative to the chunk, `None` when no record starts in it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkSplit {
+    pub end: [State; STATES],
+    pub first_record: [Option<u64>; STATES],
+}
+
+impl ChunkSplit {
+    /// Runs `bytes` (the whole chunk) from every state at once. Lanes that meet are tracked once.
+    pub fn of(machine: &Machine, bytes: &[u8]) -> ChunkSplit {
+        let mut first_record: [Option<u64>; STATES] = [None; STATES];
+        first_record[State::RecordEnd as usize] = Some(0);
+        // Distinct current states, each with the set of start states (a bit mask) that reach it.
+        let mut lanes: Vec<(State, u8)> = State::ALL
+            .into_iter()
+            .map(|state| (state, 1 << state as u8))
+            .collect();
+        for (offset, &byte) in bytes.iter().enumerate() {
+            for lane in lanes.iter_mut() {
+                lane.0 = machine.step(lane.0, byte);
+                if lane.0 == State::RecordEnd && offset + 1 < bytes.len() {
+                    for start in State::ALL {
+                        if lane.1 & (1 << start as u8) != 0 {
+                            first_record[start as usize].get_or_insert(offset as u64 + 1);
+                        }
+                    }
+                }
+            }
+            if lanes.len() > 1 {
+                merge_lanes(&mut lanes);
+            }
+        }
+        let mut end = State::ALL;
+        for (state, starts) in lanes {
+            for start in State::ALL {
+                if starts & (1 << start as u8) != 0 {
+                    end[start as usize] = state;
+                }
+            }
+        }
+        ChunkSplit { end, first_record }
+    }
+}
+
+fn merge_lanes(lanes: &mut Vec<(State, u8)>) {
+    let mut i = 0;
+    while i < lanes.len() {
+        let mut j = i + 1;
+        while j < lanes.len() {
+            if lanes[j].0 == lanes[i].0 {
+                lanes[i].1 |= lanes[j].1;
+                lanes.swap_remove(j);
+            } else {
+                j += 1;
+            }
+        }
+        i += 1;
+    }
+}
+
+/// The state a chunk should assume when it has not been told its true start state: the machine
+/// run over the one byte before the chunk from "inside an unquoted field", which is right unless a
+/// quoted field or a blank line spans the boundary. The controller checks every guess.
+pub fn guess_start(machine: &Machine, byte_before: Option<u8>) -> State {
+    match byte_before {
+        None => State::RecordEnd,
+        Some(byte) => machine.step(State::InField, byte),
+    }
+}
+
+/// True start states of consecutive chunks, from the data start's state and each chunk's end
+/// mapping; one more entry than `ends` (the state at the end of the last chunk).
+pub fn start_states(initial: State, ends: impl IntoIterator<Item = [State; STATES]>) -> Vec<State> {
+    let mut states = vec![initial];
+    let mut state = initial;
+    for end in ends {
+        state = end[state as usize];
+        states.push(state);
+    }
+    states
+}
+
+/// Whether a file ending in `state` is complete: not inside a quoted field.
+pub fn is_complete_end(state: State) -> bool {
+    state != State::InQuoted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CSV: Dialect = Dialect::Csv {
+        delimiter: b',',
+        quote: b'"',
+    };
+
+    /// Record starts as csv-core sees them: the offset where each record's read begins. A blank
+    /// line primes the reader so that it does not strip a byte-order mark (the planner does).
+    fn csv_crate_record_starts(data: &[u8]) -> Vec<u64> {
+        let mut reader = csv_core::Reader::new();
+        let (mut out, mut ends) = (vec![0u8; data.len() + 1], vec![0usize; data.len() + 1]);
+        reader.read_record(b"\n", &mut out, &mut ends);
+        let (mut consumed, mut starts) = (0usize, Vec::new());
+        loop {
+            let start = consumed;
+            let (result, read, _, _) = reader.read_record(&data[consumed..], &mut out, &mut ends);
+            consumed += read;
+            match result {
+                csv_core::ReadRecordResult::Record => starts.push(start as u64),
+                csv_core::ReadRecordResult::End => return starts,
+                csv_core::ReadRecordResult::InputEmpty => {
+                    let (result, _, _, _) = reader.read_record(&[], &mut out, &mut ends);
+                    if result == csv_core::ReadRecordResult::Record {
+                        starts.push(start as u64);
+                    }
+                    return starts;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// Record starts by the machine run sequentially: a record point followed by a record's byte.
+    fn machine_record_starts(dialect: Dialect, data: &[u8]) -> Vec<u64> {
+        let machine = Machine::new(dialect);
+        let (mut state, mut point, mut starts) = (State::RecordEnd, Some(0u64), Vec::new());
+        for (offset, &byte) in data.iter().enumerate() {
+            state = machine.step(state, byte);
+            match state {
+                State::RecordEnd => point = Some(offset as u64 + 1),
+                State::BetweenRecords => {}
+                _ => starts.extend(point.take()),
+            }
+        }
+        starts
+    }
+
+    #[test]
+    fn csv_states_follow_csv_core() {
+        let cases: &[(&[u8], &[u64])] = &[
+            (b"a,b\nc,d\n", &[0, 4]),
+            (b"a,b\r\nc,d", &[0, 4]),
+            (b"a\n\n\nb\n", &[0, 2]),
+            (b"\"x\ny\",1\nz,2\n", &[0, 8]),
+            (b"5'10\",a\nb\n", &[0, 8]),
+            (b"\"a\"\"\n\",b\nc", &[0, 9]),
+            (b",\n,\n", &[0, 2]),
+            (b"\"ab\"c,d\ne\n", &[0, 8]),
+        ];
+        for (data, want) in cases {
+            assert_eq!(csv_crate_record_starts(data), *want, "csv-core {data:?}");
+            assert_eq!(machine_record_starts(CSV, data), *want, "machine {data:?}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_reports_every_start_state() {
+        let machine = Machine::new(CSV);
+        let split = ChunkSplit::of(&machine, b"a\nb");
+        assert_eq!(split.end[State::InField as usize], State::InField);
+        assert_eq!(split.end[State::InQuoted as usize], State::InQuoted);
+        assert_eq!(split.first_record[State::InField as usize], Some(2));
+        assert_eq!(split.first_record[State::InQuoted as usize], None);
+        assert_eq!(split.first_record[State::RecordEnd as usize], Some(0));
+        // A terminator at the very end starts the next chunk's record, not this one's.
+        let split = ChunkSplit::of(&machine, b"ab\n");
+        assert_eq!(split.first_record[State::InField as usize], None);
+        assert_eq!(split.end[State::InField as usize], State::RecordEnd);
+    }
+
+    #[test]
+    fn guesses_from_the_byte_before() {
+        let machine = Machine::new(CSV);
+        assert_eq!(guess_start(&machine, None), State::RecordEnd);
+        assert_eq!(guess_start(&machine, Some(b'\n')), State::RecordEnd);
+        assert_eq!(guess_start(&machine, Some(b',')), State::FieldStart);
+        assert_eq!(guess_start(&machine, Some(b'x')), State::InField);
+        let jsonl = Machine::new(Dialect::JsonLines);
+        assert_eq!(guess_start(&jsonl, Some(b'\n')), State::RecordEnd);
+        assert_eq!(guess_start(&jsonl, Some(b'}')), State::InField);
+    }
+
+    fn tricky_csv() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop::sample::select(vec![
+                &b"a"[..],
+                b"1",
+                b",",
+                b"\"",
+                b"\"\"",
+                b"\n",
+                b"\r\n",
+                b"\r",
+                b"'",
+                b"\xef\xbb\xbf",
+            ]),
+            0..60,
+        )
+        .prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn the_machine_finds_the_records_csv_core_finds(data in tricky_csv()) {
+            prop_assert_eq!(machine_record_starts(CSV, &data), csv_crate_record_starts(&data));
+        }
+
+        #[test]
+        fn composed_chunks_agree_with_a_sequential_run(data in tricky_csv(), size in 1usize..9) {
+            let machine = Machine::new(CSV);
+            let splits: Vec<ChunkSplit> = data.chunks(size).map(|c| ChunkSplit::of(&machine, c)).collect();
+            let states = start_states(State::RecordEnd, splits.iter().map(|s| s.end));
+            let mut sequential = State::RecordEnd;
+            let mut firsts = Vec::new();
+            for (index, chunk) in data.chunks(size).enumerate() {
+                prop_assert_eq!(states[index], sequential);
+                let first = splits[index].first_record[sequential as usize];
+                if let Some(first) = first {
+                    firsts.push((index * size) as u64 + first);
+                }
+                sequential = machine.run(sequential, chunk);
+            }
+            prop_assert_eq!(*states.last().unwrap(), sequential);
+            // Every chunk's first record start is a record start of the sequential run.
+            let candidates = record_points(&machine, &data);
+            for first in firsts {
+                prop_assert!(candidates.contains(&first), "{} not in {:?}", first, candidates);
+            }
+        }
+    }
+
+    fn record_points(machine: &Machine, data: &[u8]) -> Vec<u64> {
+        let mut state = State::RecordEnd;
+        let mut points = vec![0];
+        for (offset, &byte) in data.iter().enumerate() {
+            state = machine.step(state, byte);
+            if state == State::RecordEnd {
+                points.push(offset as u64 + 1);
+            }
+        }
+        points
+    }
+}

@@ -1,0 +1,542 @@
+//! Values of the SQL subset and the exactly mergeable aggregate accumulators.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+/// A value of a record field or an expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(Cow<'a, str>),
+}
+
+impl Value<'_> {
+    pub fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(b),
+            Value::Int(i) => Value::Int(i),
+            Value::Float(f) => Value::Float(f),
+            Value::Str(s) => Value::Str(Cow::Owned(s.into_owned())),
+        }
+    }
+
+    /// The value as a number: numbers as they are, strings parsed (surrounding spaces ignored).
+    pub fn as_number(&self) -> Option<Value<'static>> {
+        match self {
+            Value::Int(i) => Some(Value::Int(*i)),
+            Value::Float(f) => Some(Value::Float(*f)),
+            Value::Str(s) => parse_number(s),
+            _ => None,
+        }
+    }
+
+    /// Whether the value counts as absent for aggregates: NULL, or an empty CSV field.
+    pub fn is_absent(&self) -> bool {
+        match self {
+            Value::Null => true,
+            Value::Str(s) => s.is_empty(),
+            _ => false,
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => (*b).into(),
+            Value::Int(i) => (*i).into(),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::Str(s) => serde_json::Value::String(s.to_string()),
+        }
+    }
+
+    pub fn from_json(value: &serde_json::Value) -> Value<'_> {
+        match value {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => Value::Str(Cow::Borrowed(s)),
+            nested => Value::Str(Cow::Owned(nested.to_string())),
+        }
+    }
+
+    /// Text of the value in a CSV field.
+    pub fn to_field(&self) -> Cow<'_, str> {
+        match self {
+            Value::Null => Cow::Borrowed(""),
+            Value::Bool(b) => Cow::Owned(b.to_string()),
+            Value::Int(i) => Cow::Owned(i.to_string()),
+            Value::Float(f) => Cow::Owned(f.to_string()),
+            Value::Str(s) => Cow::Borrowed(s),
+        }
+    }
+}
+
+/// Parses a decimal integer or a finite floating-point number; `inf` and `nan` are not numbers.
+pub fn parse_number(text: &str) -> Option<Value<'static>> {
+    let text = text.trim();
+    if let Ok(i) = text.parse::<i64>() {
+        return Some(Value::Int(i));
+    }
+    let looks_numeric = text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
+    match text.parse::<f64>() {
+        Ok(f) if looks_numeric && f.is_finite() => Some(Value::Float(f)),
+        _ => None,
+    }
+}
+
+fn compare_numbers(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => Some(x.cmp(y)),
+        (Value::Int(x), Value::Float(y)) => (*x as f64).partial_cmp(y),
+        (Value::Float(x), Value::Int(y)) => x.partial_cmp(&(*y as f64)),
+        (Value::Float(x), Value::Float(y)) => x.partial_cmp(y),
+        _ => None,
+    }
+}
+
+/// SQL comparison: numbers numerically (a string compared with a number is read as a number),
+/// strings by code point, booleans with booleans; anything else (and NULL) is unknown.
+pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Null, _) | (_, Value::Null) => None,
+        (Value::Str(x), Value::Str(y)) => Some(x.as_ref().cmp(y.as_ref())),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        (Value::Str(_), _) | (_, Value::Str(_)) => compare_numbers(&a.as_number()?, &b.as_number()?),
+        _ => compare_numbers(a, b),
+    }
+}
+
+/// A value kept by MIN and MAX, ordered totally: booleans, then numbers, then strings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Scalar {
+    #[serde(rename = "b")]
+    Bool(bool),
+    #[serde(rename = "i")]
+    Int(i64),
+    #[serde(rename = "f", with = "float_bits")]
+    Float(f64),
+    #[serde(rename = "s")]
+    Str(String),
+}
+
+impl Scalar {
+    /// Strings that read as numbers are kept as numbers, so MIN and MAX of a CSV column of
+    /// numbers compare them as numbers.
+    fn of(value: &Value) -> Option<Scalar> {
+        Some(match value.as_number().unwrap_or_else(|| value.clone()) {
+            Value::Null => return None,
+            Value::Bool(b) => Scalar::Bool(b),
+            Value::Int(i) => Scalar::Int(i),
+            Value::Float(f) => Scalar::Float(f),
+            Value::Str(s) => Scalar::Str(s.into_owned()),
+        })
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Scalar::Bool(_) => 0,
+            Scalar::Int(_) | Scalar::Float(_) => 1,
+            Scalar::Str(_) => 2,
+        }
+    }
+
+    fn total_cmp(&self, other: &Scalar) -> Ordering {
+        match (self, other) {
+            (Scalar::Bool(a), Scalar::Bool(b)) => a.cmp(b),
+            (Scalar::Str(a), Scalar::Str(b)) => a.cmp(b),
+            (Scalar::Int(a), Scalar::Int(b)) => a.cmp(b),
+            (Scalar::Int(a), Scalar::Float(b)) => (*a as f64).total_cmp(b),
+            (Scalar::Float(a), Scalar::Int(b)) => a.total_cmp(&(*b as f64)),
+            (Scalar::Float(a), Scalar::Float(b)) => a.total_cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Scalar::Bool(b) => (*b).into(),
+            Scalar::Int(i) => (*i).into(),
+            Scalar::Float(f) => Value::Float(*f).to_json(),
+            Scalar::Str(s) => s.clone().into(),
+        }
+    }
+}
+
+/// An exact sum: integers in 128 bits, floats as Shewchuk's non-overlapping partials (the
+/// algorithm of Python's `math.fsum`), so sums merged from chunks in any grouping give the same,
+/// correctly rounded, result as one sequential pass.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExactSum {
+    #[serde(rename = "n")]
+    pub count: u64,
+    #[serde(rename = "i", with = "i128_text")]
+    pub integers: i128,
+    #[serde(rename = "f", default, skip_serializing_if = "Vec::is_empty", with = "float_bits")]
+    pub partials: Vec<f64>,
+    #[serde(rename = "x", default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_float: bool,
+}
+
+/// Floats travel as their bit patterns: JSON number parsing is not guaranteed to round-trip the
+/// last bit, and merged partials must be exact.
+mod float_bits {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub trait Bits: Sized {
+        type Repr: Serialize + for<'de> Deserialize<'de>;
+        fn to_repr(&self) -> Self::Repr;
+        fn from_repr(repr: Self::Repr) -> Self;
+    }
+
+    impl Bits for f64 {
+        type Repr = u64;
+        fn to_repr(&self) -> u64 {
+            self.to_bits()
+        }
+        fn from_repr(repr: u64) -> f64 {
+            f64::from_bits(repr)
+        }
+    }
+
+    impl Bits for Vec<f64> {
+        type Repr = Vec<u64>;
+        fn to_repr(&self) -> Vec<u64> {
+            self.iter().map(|f| f.to_bits()).collect()
+        }
+        fn from_repr(repr: Vec<u64>) -> Vec<f64> {
+            repr.into_iter().map(f64::from_bits).collect()
+        }
+    }
+
+    pub fn serialize<T: Bits, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+        value.to_repr().serialize(serializer)
+    }
+
+    pub fn deserialize<'de, T: Bits, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
+        T::Repr::deserialize(deserializer).map(T::from_repr)
+    }
+}
+
+mod i128_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &i128, serializer: S) -> Result<S::Ok, S::Error> {
+        match i64::try_from(*value) {
+            Ok(small) => serializer.serialize_i64(small),
+            Err(_) => serializer.serialize_str(&value.to_string()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i128, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            Small(i64),
+            Large(String),
+        }
+        match Text::deserialize(deserializer)? {
+            Text::Small(small) => Ok(small.into()),
+            Text::Large(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn add_partial(partials: &mut Vec<f64>, mut x: f64) {
+    let mut kept = 0;
+    for j in 0..partials.len() {
+        let mut y = partials[j];
+        if x.abs() < y.abs() {
+            std::mem::swap(&mut x, &mut y);
+        }
+        let hi = x + y;
+        let lo = y - (hi - x);
+        if lo != 0.0 {
+            partials[kept] = lo;
+            kept += 1;
+        }
+        x = hi;
+    }
+    partials.truncate(kept);
+    partials.push(x);
+}
+
+/// The correctly rounded value of the partials' exact sum (the last step of `math.fsum`).
+fn round_partials(partials: &[f64]) -> f64 {
+    let mut n = partials.len();
+    if n == 0 {
+        return 0.0;
+    }
+    n -= 1;
+    let mut hi = partials[n];
+    let mut lo = 0.0;
+    while n > 0 {
+        let x = hi;
+        n -= 1;
+        let y = partials[n];
+        hi = x + y;
+        lo = y - (hi - x);
+        if lo != 0.0 {
+            break;
+        }
+    }
+    if n > 0 && ((lo < 0.0 && partials[n - 1] < 0.0) || (lo > 0.0 && partials[n - 1] > 0.0)) {
+        let y = lo * 2.0;
+        let x = hi + y;
+        if y == x - hi {
+            hi = x;
+        }
+    }
+    hi
+}
+
+impl ExactSum {
+    pub fn add(&mut self, number: &Value) {
+        self.count += 1;
+        match number {
+            Value::Int(i) => self.integers += i128::from(*i),
+            Value::Float(f) => {
+                self.has_float = true;
+                add_partial(&mut self.partials, *f);
+            }
+            _ => unreachable!("only numbers are summed"),
+        }
+    }
+
+    pub fn merge(&mut self, other: &ExactSum) {
+        self.count += other.count;
+        self.integers += other.integers;
+        self.has_float |= other.has_float;
+        for &partial in &other.partials {
+            add_partial(&mut self.partials, partial);
+        }
+    }
+
+    fn total_float(&self) -> f64 {
+        let mut partials = self.partials.clone();
+        let high = self.integers as f64;
+        add_partial(&mut partials, high);
+        add_partial(&mut partials, (self.integers - high as i128) as f64);
+        round_partials(&partials)
+    }
+
+    pub fn total(&self) -> serde_json::Value {
+        if self.count == 0 {
+            return serde_json::Value::Null;
+        }
+        if !self.has_float {
+            if let Ok(small) = i64::try_from(self.integers) {
+                return small.into();
+            }
+        }
+        Value::Float(self.total_float()).to_json()
+    }
+
+    pub fn mean(&self) -> serde_json::Value {
+        if self.count == 0 {
+            return serde_json::Value::Null;
+        }
+        Value::Float(self.total_float() / self.count as f64).to_json()
+    }
+}
+
+/// The aggregate functions of the subset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggregateKind {
+    CountAll,
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+}
+
+/// One chunk's (or several merged chunks') state of one aggregate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Partial {
+    #[serde(rename = "count")]
+    Count(u64),
+    #[serde(rename = "sum")]
+    Sum(ExactSum),
+    #[serde(rename = "min")]
+    Min(Option<Scalar>),
+    #[serde(rename = "max")]
+    Max(Option<Scalar>),
+    #[serde(rename = "avg")]
+    Avg(ExactSum),
+}
+
+impl Partial {
+    pub fn new(kind: AggregateKind) -> Partial {
+        match kind {
+            AggregateKind::CountAll | AggregateKind::Count => Partial::Count(0),
+            AggregateKind::Sum => Partial::Sum(ExactSum::default()),
+            AggregateKind::Min => Partial::Min(None),
+            AggregateKind::Max => Partial::Max(None),
+            AggregateKind::Avg => Partial::Avg(ExactSum::default()),
+        }
+    }
+
+    /// Adds one value (`None` for COUNT(*)). An error names a value SUM or AVG cannot add.
+    pub fn add(&mut self, value: Option<&Value>) -> Result<(), String> {
+        let Some(value) = value else {
+            if let Partial::Count(n) = self {
+                *n += 1;
+            }
+            return Ok(());
+        };
+        if value.is_absent() {
+            return Ok(());
+        }
+        match self {
+            Partial::Count(n) => *n += 1,
+            Partial::Sum(sum) | Partial::Avg(sum) => {
+                let number = value
+                    .as_number()
+                    .ok_or_else(|| format!("{} is not a number", value.to_json()))?;
+                sum.add(&number);
+            }
+            Partial::Min(kept) => keep(kept, value, Ordering::Less),
+            Partial::Max(kept) => keep(kept, value, Ordering::Greater),
+        }
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &Partial) {
+        match (self, other) {
+            (Partial::Count(a), Partial::Count(b)) => *a += b,
+            (Partial::Sum(a), Partial::Sum(b)) | (Partial::Avg(a), Partial::Avg(b)) => a.merge(b),
+            (Partial::Min(a), Partial::Min(Some(b))) => keep_scalar(a, b, Ordering::Less),
+            (Partial::Max(a), Partial::Max(Some(b))) => keep_scalar(a, b, Ordering::Greater),
+            (Partial::Min(_), Partial::Min(None)) | (Partial::Max(_), Partial::Max(None)) => {}
+            (this, other) => panic!("merging {other:?} into {this:?}: partials of different queries"),
+        }
+    }
+
+    pub fn result(&self) -> serde_json::Value {
+        match self {
+            Partial::Count(n) => (*n).into(),
+            Partial::Sum(sum) => sum.total(),
+            Partial::Avg(sum) => sum.mean(),
+            Partial::Min(kept) | Partial::Max(kept) => {
+                kept.as_ref().map_or(serde_json::Value::Null, Scalar::to_json)
+            }
+        }
+    }
+}
+
+fn keep(kept: &mut Option<Scalar>, value: &Value, wanted: Ordering) {
+    if let Some(scalar) = Scalar::of(value) {
+        keep_scalar(kept, &scalar, wanted);
+    }
+}
+
+fn keep_scalar(kept: &mut Option<Scalar>, candidate: &Scalar, wanted: Ordering) {
+    if kept
+        .as_ref()
+        .is_none_or(|current| candidate.total_cmp(current) == wanted)
+    {
+        *kept = Some(candidate.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn exact_sums_match_fsum() {
+        let cases: &[(&[f64], f64)] = &[
+            (&[0.1; 10], 1.0),
+            (&[1e100, 1.0, -1e100], 1.0),
+            (&[1e16, 1.0, 1e-16], 10000000000000002.0),
+            (&[], 0.0),
+        ];
+        for (values, want) in cases {
+            let mut sum = ExactSum::default();
+            values.iter().for_each(|v| sum.add(&Value::Float(*v)));
+            assert_eq!(sum.total_float(), *want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn integer_sums_stay_integers() {
+        let mut sum = ExactSum::default();
+        sum.add(&Value::Int(i64::MAX));
+        sum.add(&Value::Int(1));
+        sum.add(&Value::Int(-2));
+        assert_eq!(sum.total(), serde_json::json!(i64::MAX - 1));
+        let text = serde_json::to_string(&sum).unwrap();
+        assert_eq!(serde_json::from_str::<ExactSum>(&text).unwrap(), sum);
+    }
+
+    #[test]
+    fn min_and_max_compare_numeric_text_as_numbers() {
+        let mut min = Partial::new(AggregateKind::Min);
+        let mut max = Partial::new(AggregateKind::Max);
+        for text in ["10.5", "9", "", "-3e2"] {
+            let value = Value::Str(text.into());
+            min.add(Some(&value)).unwrap();
+            max.add(Some(&value)).unwrap();
+        }
+        assert_eq!(min.result(), serde_json::json!(-300.0));
+        assert_eq!(max.result(), serde_json::json!(10.5));
+        let mut sum = Partial::new(AggregateKind::Sum);
+        assert_eq!(
+            sum.add(Some(&Value::Str("ten".into()))).unwrap_err(),
+            "\"ten\" is not a number"
+        );
+    }
+
+    #[test]
+    fn comparisons_read_strings_as_numbers_against_numbers() {
+        let s = |t: &'static str| Value::Str(t.into());
+        assert_eq!(compare(&s("10"), &Value::Int(9)), Some(Ordering::Greater));
+        assert_eq!(compare(&s("10"), &s("9")), Some(Ordering::Less));
+        assert_eq!(compare(&s("x"), &Value::Int(9)), None);
+        assert_eq!(compare(&Value::Null, &Value::Int(9)), None);
+        assert_eq!(parse_number("inf"), None);
+        assert_eq!(parse_number(" 2.5 "), Some(Value::Float(2.5)));
+    }
+
+    proptest! {
+        #[test]
+        fn merged_partials_equal_one_pass(
+            values in prop::collection::vec(prop_oneof![
+                any::<i32>().prop_map(|i| Value::Int(i.into())),
+                (-1e12f64..1e12).prop_map(Value::Float),
+                Just(Value::Str("".into())),
+            ], 0..40),
+            cuts in prop::collection::vec(0usize..40, 0..5),
+        ) {
+            for kind in [AggregateKind::Count, AggregateKind::Sum, AggregateKind::Min, AggregateKind::Max, AggregateKind::Avg] {
+                let mut whole = Partial::new(kind);
+                values.iter().for_each(|v| whole.add(Some(v)).unwrap());
+                let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (values.len() + 1)).collect();
+                bounds.extend([0, values.len()]);
+                bounds.sort();
+                let mut merged = Partial::new(kind);
+                for pair in bounds.windows(2).rev() {
+                    let mut part = Partial::new(kind);
+                    values[pair[0]..pair[1]].iter().for_each(|v| part.add(Some(v)).unwrap());
+                    let text = serde_json::to_string(&part).unwrap();
+                    merged.merge(&serde_json::from_str(&text).unwrap());
+                }
+                prop_assert_eq!(merged.result(), whole.result());
+            }
+        }
+    }
+}
