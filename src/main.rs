@@ -25,7 +25,7 @@ enum Command {
     /// Stream a URL into S3 on this machine.
     Ingest(Box<cli::ingest::IngestArgs>),
     /// Scan an S3 object in parallel on this machine.
-    Scan,
+    Scan(Box<cli::scan::ScanArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
     /// Print the version as JSON.
@@ -101,7 +101,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             s3flow::controller::run(client, settings).await;
             return Ok(());
         }
-        Command::Worker | Command::Scan => {
+        Command::Scan(args) => {
+            let (summary, json) = cli::scan::run(*args).await?;
+            if !json {
+                return Ok(());
+            }
+            summary
+        }
+        Command::Worker => {
             anyhow::bail!(
                 "this subcommand is not yet available in s3flow {}",
                 s3flow::VERSION

@@ -4,8 +4,10 @@
 use std::fmt;
 
 use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 /// Region used when neither the settings nor the default AWS chain name one.
 pub const FALLBACK_REGION: &str = "us-east-1";
@@ -117,5 +119,62 @@ mod tests {
         assert!(shown.contains("AKIDEXAMPLE"));
         assert!(!shown.contains("wJalrXUtnFEMI"));
         assert!(!shown.contains("FwoGZXIvYXdzE"));
+    }
+}
+
+/// An S3 request's failure: the service's error code and a message with its context.
+#[derive(Debug)]
+pub struct ServiceFailure {
+    /// S3's error code (`NoSuchKey`, `AccessDenied`, ...), `HTTP <status>` when the answer had no
+    /// body (HEAD), empty when no answer came.
+    pub code: String,
+    pub message: String,
+}
+
+impl ServiceFailure {
+    pub fn of<E>(context: &str, error: SdkError<E, HttpResponse>) -> ServiceFailure
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        // HEAD answers carry no error body: fall back to the status code.
+        let status = error.raw_response().map(|r| r.status().as_u16());
+        let code = match (error.code(), status) {
+            (Some(code), _) => code.to_string(),
+            (None, Some(403)) => "AccessDenied".to_string(),
+            (None, Some(404)) => "NotFound".to_string(),
+            (None, Some(412)) => "PreconditionFailed".to_string(),
+            (None, Some(status)) => format!("HTTP {status}"),
+            (None, None) => String::new(),
+        };
+        let message = format!(
+            "{context}: {}",
+            error.message().map(str::to_string).unwrap_or_else(|| {
+                let mut text = error.to_string();
+                let mut source = std::error::Error::source(&error);
+                while let Some(e) = source {
+                    text = format!("{text}: {e}");
+                    source = e.source();
+                }
+                text
+            })
+        );
+        ServiceFailure { code, message }
+    }
+
+    pub fn is_access_denied(&self) -> bool {
+        matches!(
+            self.code.as_str(),
+            "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AllAccessDisabled"
+        )
+    }
+}
+
+impl fmt::Display for ServiceFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.code.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{} ({})", self.message, self.code)
+        }
     }
 }

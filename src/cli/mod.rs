@@ -1,6 +1,7 @@
 //! Command-line front ends of the engines.
 
 pub mod ingest;
+pub mod scan;
 
 /// Splits `s3://bucket/key` into bucket and key.
 pub fn parse_s3_url(url: &str) -> anyhow::Result<(String, String)> {

@@ -96,36 +96,11 @@ fn s3_error<E>(context: &str, error: SdkError<E, HttpResponse>) -> IngestError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    // HEAD answers carry no error body: fall back to the status code.
-    let status = error.raw_response().map(|r| r.status().as_u16());
-    let code = match (error.code(), status) {
-        (Some(code), _) => code.to_string(),
-        (None, Some(403)) => "AccessDenied".to_string(),
-        (None, Some(status)) => format!("HTTP {status}"),
-        (None, None) => String::new(),
-    };
-    let message = format!(
-        "{context}: {}",
-        error.message().map(str::to_string).unwrap_or_else(|| {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(e) = source {
-                text = format!("{text}: {e}");
-                source = e.source();
-            }
-            text
-        })
-    );
-    match code.as_str() {
-        "NoSuchBucket" => IngestError::BucketNotFound(message),
-        "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AllAccessDisabled" => {
-            IngestError::AccessDenied(format!("{message} ({code})"))
-        }
-        _ => IngestError::S3(if code.is_empty() {
-            message
-        } else {
-            format!("{message} ({code})")
-        }),
+    let failure = crate::s3::ServiceFailure::of(context, error);
+    match failure.code.as_str() {
+        "NoSuchBucket" => IngestError::BucketNotFound(failure.message),
+        _ if failure.is_access_denied() => IngestError::AccessDenied(failure.to_string()),
+        _ => IngestError::S3(failure.to_string()),
     }
 }
 

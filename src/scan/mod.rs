@@ -1,6 +1,130 @@
 //! The scan engine: split one S3 object into byte ranges and process every record exactly once.
 //! No Kubernetes types: the CLI, the chunk workers and the controller all use it.
 
+pub mod chunk;
+pub mod local;
+pub mod manifest;
+pub mod plan;
 pub mod split;
 pub mod sql;
 pub mod value;
+pub mod verify;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use chunk::{ChunkReport, ChunkTask, Output, OutputFormat, run_chunk};
+pub use plan::{Layout, PlanRequest, plan};
+pub use split::State;
+pub use verify::Verifier;
+
+/// Exit code of a chunk worker that met bad data: the chunk fails at once, without retries.
+pub const BAD_DATA_EXIT_CODE: i32 = 3;
+
+/// Record encoding of the scanned object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Format {
+    Csv {
+        delimiter: u8,
+        quote: u8,
+        header: bool,
+    },
+    JsonLines,
+}
+
+impl Format {
+    pub fn dialect(self) -> split::Dialect {
+        match self {
+            Format::Csv {
+                delimiter, quote, ..
+            } => split::Dialect::Csv { delimiter, quote },
+            Format::JsonLines => split::Dialect::JsonLines,
+        }
+    }
+
+    pub fn output_format(self) -> OutputFormat {
+        match self {
+            Format::Csv { .. } => OutputFormat::Csv,
+            Format::JsonLines => OutputFormat::JsonLines,
+        }
+    }
+}
+
+/// Why a scan or one of its chunks failed. `reason()` is the condition reason a user sees.
+#[derive(Debug, Error)]
+pub enum ScanError {
+    #[error("object not found: {0}")]
+    ObjectNotFound(String),
+    #[error("S3 denied access: {0}")]
+    AccessDenied(String),
+    #[error("the object changed during the scan (its ETag no longer matches): {0}")]
+    ObjectChanged(String),
+    #[error("S3 error: {0}")]
+    S3(String),
+    #[error("{0}")]
+    InvalidSql(#[from] sql::SqlError),
+    #[error("header mismatch: {0}")]
+    HeaderMismatch(String),
+    #[error("{0}")]
+    InvalidScan(String),
+    #[error("unsupported object: {0}")]
+    Unsupported(String),
+    #[error("malformed record in chunk {chunk} (bytes {start}-{end}): {message}")]
+    MalformedRecord {
+        chunk: u32,
+        start: u64,
+        end: u64,
+        message: String,
+    },
+    #[error("bad data in chunk {chunk} (bytes {start}-{end}) at byte {offset}: {message}")]
+    BadData {
+        chunk: u32,
+        start: u64,
+        end: u64,
+        offset: u64,
+        message: String,
+    },
+    #[error("reading the object: {0}")]
+    Read(String),
+}
+
+impl ScanError {
+    /// CamelCase reason for conditions, Events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ObjectNotFound(_) => "ObjectNotFound",
+            Self::AccessDenied(_) => "AccessDenied",
+            Self::ObjectChanged(_) => "ObjectChanged",
+            Self::S3(_) => "S3Error",
+            Self::InvalidSql(_) => "InvalidSql",
+            Self::HeaderMismatch(_) => "HeaderMismatch",
+            Self::InvalidScan(_) => "InvalidScan",
+            Self::Unsupported(_) => "UnsupportedObject",
+            Self::MalformedRecord { .. } => "MalformedRecord",
+            Self::BadData { .. } => "BadData",
+            Self::Read(_) => "ReadFailed",
+        }
+    }
+
+    /// Whether running again can help (S3 hiccups), as opposed to a verdict on the input.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::S3(_) | Self::Read(_))
+    }
+}
+
+/// Maps an S3 SDK error to a scan error, by the service's error code.
+pub(crate) fn s3_error<E>(context: &str, error: SdkError<E, HttpResponse>) -> ScanError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let failure = crate::s3::ServiceFailure::of(context, error);
+    match failure.code.as_str() {
+        "NoSuchKey" | "NotFound" | "NoSuchBucket" => ScanError::ObjectNotFound(failure.to_string()),
+        "PreconditionFailed" => ScanError::ObjectChanged(failure.to_string()),
+        _ if failure.is_access_denied() => ScanError::AccessDenied(failure.to_string()),
+        _ => ScanError::S3(failure.to_string()),
+    }
+}

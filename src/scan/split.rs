@@ -149,46 +149,83 @@ fn step(dialect: Dialect, state: State, byte: u8) -> State {
 
 /// What a chunk's bytes do to every start state: where each ends, and where each would see the
 /// chunk's first record start (an offset relative to the chunk, `None` when no record starts in it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkSplit {
     pub end: [State; STATES],
     pub first_record: [Option<u64>; STATES],
 }
 
 impl ChunkSplit {
-    /// Runs `bytes` (the whole chunk) from every state at once. Lanes that meet are tracked once.
+    /// Runs `bytes` (the whole chunk) from every state at once.
     pub fn of(machine: &Machine, bytes: &[u8]) -> ChunkSplit {
-        let mut first_record: [Option<u64>; STATES] = [None; STATES];
+        let mut scanner = SplitScanner::new(bytes.len() as u64);
+        scanner.feed(machine, bytes);
+        scanner.finish()
+    }
+}
+
+/// Builds a [`ChunkSplit`] from a chunk that arrives in pieces. Lanes that meet are tracked once.
+pub struct SplitScanner {
+    /// Distinct current states, each with the set of start states (a bit mask) that reach it.
+    lanes: Vec<(State, u8)>,
+    first_record: [Option<u64>; STATES],
+    offset: u64,
+    length: u64,
+}
+
+impl SplitScanner {
+    /// A scanner for a chunk of `length` bytes (a record starting at `length` is the next chunk's).
+    pub fn new(length: u64) -> SplitScanner {
+        let mut first_record = [None; STATES];
         first_record[State::RecordEnd as usize] = Some(0);
-        // Distinct current states, each with the set of start states (a bit mask) that reach it.
-        let mut lanes: Vec<(State, u8)> = State::ALL
-            .into_iter()
-            .map(|state| (state, 1 << state as u8))
-            .collect();
-        for (offset, &byte) in bytes.iter().enumerate() {
-            for lane in lanes.iter_mut() {
+        SplitScanner {
+            lanes: State::ALL
+                .into_iter()
+                .map(|state| (state, 1 << state as u8))
+                .collect(),
+            first_record,
+            offset: 0,
+            length,
+        }
+    }
+
+    pub fn feed(&mut self, machine: &Machine, bytes: &[u8]) {
+        for &byte in bytes {
+            self.offset += 1;
+            for lane in self.lanes.iter_mut() {
                 lane.0 = machine.step(lane.0, byte);
-                if lane.0 == State::RecordEnd && offset + 1 < bytes.len() {
+                if lane.0 == State::RecordEnd && self.offset < self.length {
                     for start in State::ALL {
                         if lane.1 & (1 << start as u8) != 0 {
-                            first_record[start as usize].get_or_insert(offset as u64 + 1);
+                            self.first_record[start as usize].get_or_insert(self.offset);
                         }
                     }
                 }
             }
-            if lanes.len() > 1 {
-                merge_lanes(&mut lanes);
+            if self.lanes.len() > 1 {
+                merge_lanes(&mut self.lanes);
             }
         }
+    }
+
+    /// Where a chunk starting in `state` has its first record, if known yet.
+    pub fn first_record(&self, state: State) -> Option<u64> {
+        self.first_record[state as usize]
+    }
+
+    pub fn finish(&self) -> ChunkSplit {
         let mut end = State::ALL;
-        for (state, starts) in lanes {
+        for &(state, starts) in &self.lanes {
             for start in State::ALL {
                 if starts & (1 << start as u8) != 0 {
                     end[start as usize] = state;
                 }
             }
         }
-        ChunkSplit { end, first_record }
+        ChunkSplit {
+            end,
+            first_record: self.first_record,
+        }
     }
 }
 

@@ -119,24 +119,32 @@ pub trait Record {
 
 /// Compiles `sql` for records addressed by `columns`.
 pub fn compile(sql: &str, columns: &Columns) -> Result<Query, SqlError> {
-    let statements =
-        Parser::parse_sql(&GenericDialect {}, sql).map_err(|error| SqlError {
-            message: format!("invalid SQL: {}", error.to_string().trim_start_matches("sql parser error: ")),
-        })?;
+    let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|error| SqlError {
+        message: format!(
+            "invalid SQL: {}",
+            error.to_string().trim_start_matches("sql parser error: ")
+        ),
+    })?;
     let [Statement::Query(query)] = statements.as_slice() else {
         return Err(SqlError {
             message: "the query must be one SELECT statement".into(),
         });
     };
     if query.with.is_some() || query.order_by.is_some() || query.fetch.is_some() {
-        return refuse(query.as_ref(), "only SELECT ... FROM S3Object [WHERE ...] [LIMIT n] is supported: no WITH, ORDER BY or FETCH");
+        return refuse(
+            query.as_ref(),
+            "only SELECT ... FROM S3Object [WHERE ...] [LIMIT n] is supported: no WITH, ORDER BY or FETCH",
+        );
     }
     let SetExpr::Select(select) = query.body.as_ref() else {
         return refuse(query.body.as_ref(), "only a plain SELECT is supported");
     };
     let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty());
     if select.distinct.is_some() || grouped || select.having.is_some() || select.top.is_some() {
-        return refuse(select.as_ref(), "DISTINCT, GROUP BY, HAVING and TOP are not supported");
+        return refuse(
+            select.as_ref(),
+            "DISTINCT, GROUP BY, HAVING and TOP are not supported",
+        );
     }
     let alias = from_alias(select)?;
     let compiler = Compiler { columns, alias };
@@ -180,7 +188,10 @@ fn from_alias(select: &ast::Select) -> Result<Option<String>, SqlError> {
         return refuse(&from.relation, "the query must read FROM S3Object");
     };
     if !from.joins.is_empty() || !name.to_string().eq_ignore_ascii_case("s3object") {
-        return refuse(&from.relation, "the query must read FROM S3Object (no joins)");
+        return refuse(
+            &from.relation,
+            "the query must read FROM S3Object (no joins)",
+        );
     }
     Ok(alias.as_ref().map(|alias| alias.name.value.to_lowercase()))
 }
@@ -218,7 +229,10 @@ impl Compiler<'_> {
                 rows.push((name, compiled));
             }
             if !rows.is_empty() && !aggregates.is_empty() {
-                return refuse(item, "aggregates cannot be mixed with plain columns (there is no GROUP BY)");
+                return refuse(
+                    item,
+                    "aggregates cannot be mixed with plain columns (there is no GROUP BY)",
+                );
             }
         }
         Ok(if aggregates.is_empty() {
@@ -228,7 +242,10 @@ impl Compiler<'_> {
         })
     }
 
-    fn aggregate(&self, expr: &ast::Expr) -> Result<Option<(AggregateKind, Option<Expr>)>, SqlError> {
+    fn aggregate(
+        &self,
+        expr: &ast::Expr,
+    ) -> Result<Option<(AggregateKind, Option<Expr>)>, SqlError> {
         let ast::Expr::Function(function) = expr else {
             return Ok(None);
         };
@@ -239,13 +256,27 @@ impl Compiler<'_> {
             "MIN" => AggregateKind::Min,
             "MAX" => AggregateKind::Max,
             "AVG" => AggregateKind::Avg,
-            _ => return refuse(expr, format!("function {name} is not supported (COUNT, SUM, MIN, MAX, AVG, CAST are)")),
+            _ => {
+                return refuse(
+                    expr,
+                    format!(
+                        "function {name} is not supported (COUNT, SUM, MIN, MAX, AVG, CAST are)"
+                    ),
+                );
+            }
         };
         let FunctionArguments::List(list) = &function.args else {
             return refuse(expr, format!("{name} needs one argument"));
         };
-        if list.duplicate_treatment.is_some() || !list.clauses.is_empty() || function.filter.is_some() || function.over.is_some() {
-            return refuse(expr, format!("{name} supports neither DISTINCT nor clauses"));
+        if list.duplicate_treatment.is_some()
+            || !list.clauses.is_empty()
+            || function.filter.is_some()
+            || function.over.is_some()
+        {
+            return refuse(
+                expr,
+                format!("{name} supports neither DISTINCT nor clauses"),
+            );
         }
         match list.args.as_slice() {
             [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] if kind == AggregateKind::Count => {
@@ -297,8 +328,21 @@ impl Compiler<'_> {
                 });
                 match found {
                     Some(index) => Ok(Expr::Column(Column::Index(index))),
-                    None if names.is_empty() => refuse(node, format!("unknown column {}: without a header row, name columns _1, _2, ...", ident)),
-                    None => refuse(node, format!("unknown column {} (the header has: {})", ident, names.join(", "))),
+                    None if names.is_empty() => refuse(
+                        node,
+                        format!(
+                            "unknown column {}: without a header row, name columns _1, _2, ...",
+                            ident
+                        ),
+                    ),
+                    None => refuse(
+                        node,
+                        format!(
+                            "unknown column {} (the header has: {})",
+                            ident,
+                            names.join(", ")
+                        ),
+                    ),
                 }
             }
         }
@@ -312,9 +356,18 @@ impl Compiler<'_> {
             E::CompoundIdentifier(parts) => self.column(expr, parts)?,
             E::Nested(inner) => self.expr(inner)?,
             E::Value(value) => Expr::Literal(literal(expr, &value.value)?),
-            E::UnaryOp { op: UnaryOperator::Not, expr: inner } => Expr::Not(boxed(inner)?),
-            E::UnaryOp { op: UnaryOperator::Minus, expr: inner } => Expr::Negate(boxed(inner)?),
-            E::UnaryOp { op: UnaryOperator::Plus, expr: inner } => self.expr(inner)?,
+            E::UnaryOp {
+                op: UnaryOperator::Not,
+                expr: inner,
+            } => Expr::Not(boxed(inner)?),
+            E::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr: inner,
+            } => Expr::Negate(boxed(inner)?),
+            E::UnaryOp {
+                op: UnaryOperator::Plus,
+                expr: inner,
+            } => self.expr(inner)?,
             E::BinaryOp { left, op, right } => {
                 let (l, r) = (boxed(left)?, boxed(right)?);
                 match op {
@@ -336,7 +389,13 @@ impl Compiler<'_> {
             }
             E::IsNull(inner) => Expr::IsNull(boxed(inner)?, false),
             E::IsNotNull(inner) => Expr::IsNull(boxed(inner)?, true),
-            E::Like { negated, any: false, expr: inner, pattern, escape_char } => {
+            E::Like {
+                negated,
+                any: false,
+                expr: inner,
+                pattern,
+                escape_char,
+            } => {
                 let escape = match escape_char.as_deref() {
                     None => None,
                     Some(escape) => match literal(escape, &value_of(escape)?)? {
@@ -347,33 +406,78 @@ impl Compiler<'_> {
                 let Value::Str(text) = literal(pattern.as_ref(), &value_of(pattern)?)? else {
                     return refuse(pattern.as_ref(), "LIKE needs a string pattern");
                 };
-                Expr::Like { expr: boxed(inner)?, pattern: like_pattern(&text, escape), negated: *negated }
+                Expr::Like {
+                    expr: boxed(inner)?,
+                    pattern: like_pattern(&text, escape),
+                    negated: *negated,
+                }
             }
-            E::InList { expr: inner, list, negated } => Expr::In(
+            E::InList {
+                expr: inner,
+                list,
+                negated,
+            } => Expr::In(
                 boxed(inner)?,
-                list.iter().map(|e| self.expr(e)).collect::<Result<_, _>>()?,
+                list.iter()
+                    .map(|e| self.expr(e))
+                    .collect::<Result<_, _>>()?,
                 *negated,
             ),
-            E::Between { expr: inner, negated, low, high } => {
-                Expr::Between(boxed(inner)?, boxed(low)?, boxed(high)?, *negated)
-            }
-            E::Cast { kind: CastKind::Cast, expr: inner, data_type, format: None } => {
+            E::Between {
+                expr: inner,
+                negated,
+                low,
+                high,
+            } => Expr::Between(boxed(inner)?, boxed(low)?, boxed(high)?, *negated),
+            E::Cast {
+                kind: CastKind::Cast,
+                expr: inner,
+                data_type,
+                format: None,
+            } => {
                 let cast = match data_type {
-                    DataType::Int(_) | DataType::Integer(_) | DataType::BigInt(_) | DataType::SmallInt(_) | DataType::TinyInt(_) => Cast::Int,
-                    DataType::Float(_) | DataType::Real | DataType::Double(_) | DataType::DoublePrecision | DataType::Decimal(_) | DataType::Numeric(_) => Cast::Float,
-                    DataType::String(_) | DataType::Varchar(_) | DataType::Char(_) | DataType::Text => Cast::Text,
+                    DataType::Int(_)
+                    | DataType::Integer(_)
+                    | DataType::BigInt(_)
+                    | DataType::SmallInt(_)
+                    | DataType::TinyInt(_) => Cast::Int,
+                    DataType::Float(_)
+                    | DataType::Real
+                    | DataType::Double(_)
+                    | DataType::DoublePrecision
+                    | DataType::Decimal(_)
+                    | DataType::Numeric(_) => Cast::Float,
+                    DataType::String(_)
+                    | DataType::Varchar(_)
+                    | DataType::Char(_)
+                    | DataType::Text => Cast::Text,
                     DataType::Bool | DataType::Boolean => Cast::Bool,
-                    other => return refuse(expr, format!("CAST to {other} is not supported (INT, FLOAT, DECIMAL, STRING, BOOL are)")),
+                    other => {
+                        return refuse(
+                            expr,
+                            format!(
+                                "CAST to {other} is not supported (INT, FLOAT, DECIMAL, STRING, BOOL are)"
+                            ),
+                        );
+                    }
                 };
                 Expr::Cast(boxed(inner)?, cast)
             }
             E::Function(_) => {
                 if self.aggregate(expr)?.is_some() {
-                    return refuse(expr, "aggregates belong in the select list, not in expressions");
+                    return refuse(
+                        expr,
+                        "aggregates belong in the select list, not in expressions",
+                    );
                 }
                 unreachable!("aggregate() refuses every other function")
             }
-            other => return refuse(other, format!("{other} is not supported in this SQL subset")),
+            other => {
+                return refuse(
+                    other,
+                    format!("{other} is not supported in this SQL subset"),
+                );
+            }
         })
     }
 }
@@ -415,9 +519,13 @@ fn like_pattern(text: &str, escape: Option<char>) -> Vec<LikeToken> {
 fn like_matches(text: &[char], pattern: &[LikeToken]) -> bool {
     match pattern.split_first() {
         None => text.is_empty(),
-        Some((LikeToken::Any, rest)) => (0..=text.len()).any(|skip| like_matches(&text[skip..], rest)),
+        Some((LikeToken::Any, rest)) => {
+            (0..=text.len()).any(|skip| like_matches(&text[skip..], rest))
+        }
         Some((LikeToken::One, rest)) => !text.is_empty() && like_matches(&text[1..], rest),
-        Some((LikeToken::Char(c), rest)) => text.first() == Some(c) && like_matches(&text[1..], rest),
+        Some((LikeToken::Char(c), rest)) => {
+            text.first() == Some(c) && like_matches(&text[1..], rest)
+        }
     }
 }
 
@@ -450,20 +558,43 @@ impl Query {
         }
     }
 
+    /// Whether records must be decoded into fields (not for `COUNT(*)` or `SELECT *` alone).
+    pub fn reads_fields(&self) -> bool {
+        self.filter.is_some()
+            || match &self.selection {
+                Selection::All => false,
+                Selection::Rows(_) => true,
+                Selection::Aggregates(items) => {
+                    items.iter().any(|(_, _, argument)| argument.is_some())
+                }
+            }
+    }
+
     pub fn is_aggregate(&self) -> bool {
         matches!(self.selection, Selection::Aggregates(_))
     }
 
     pub fn evaluator(&self) -> Evaluator<'_> {
         let partials = match &self.selection {
-            Selection::Aggregates(items) => items.iter().map(|(_, kind, _)| Partial::new(*kind)).collect(),
+            Selection::Aggregates(items) => items
+                .iter()
+                .map(|(_, kind, _)| Partial::new(*kind))
+                .collect(),
             _ => Vec::new(),
         };
-        Evaluator { query: self, partials, rows: 0 }
+        Evaluator {
+            query: self,
+            partials,
+            rows: 0,
+        }
     }
 
     /// Merges chunks' partials (in any grouping) into the result object, one entry per select item.
-    pub fn result(&self, partials: &[Partial], rows: u64) -> serde_json::Map<String, serde_json::Value> {
+    pub fn result(
+        &self,
+        partials: &[Partial],
+        rows: u64,
+    ) -> serde_json::Map<String, serde_json::Value> {
         match &self.selection {
             Selection::Aggregates(items) => items
                 .iter()
@@ -511,7 +642,9 @@ impl<'q> Evaluator<'q> {
             Selection::Aggregates(items) => {
                 for ((name, _, argument), partial) in items.iter().zip(&mut self.partials) {
                     let value = argument.as_ref().map(|a| eval(a, record)).transpose()?;
-                    partial.add(value.as_ref()).map_err(|e| format!("{name}: {e}"))?;
+                    partial
+                        .add(value.as_ref())
+                        .map_err(|e| format!("{name}: {e}"))?;
                 }
                 Ok(Outcome::Aggregated)
             }
@@ -566,7 +699,11 @@ fn eval<'r, R: Record>(expr: &Expr, record: &'r R) -> Result<Value<'r>, String> 
             let value = eval(inner, record)?;
             Value::Bool((value == Value::Null) != *negated)
         }
-        Expr::Like { expr, pattern, negated } => match eval(expr, record)? {
+        Expr::Like {
+            expr,
+            pattern,
+            negated,
+        } => match eval(expr, record)? {
             Value::Null => Value::Null,
             value => {
                 let text: Vec<char> = value.to_field().chars().collect();
@@ -583,12 +720,21 @@ fn eval<'r, R: Record>(expr: &Expr, record: &'r R) -> Result<Value<'r>, String> 
                     Some(_) => {}
                 }
             }
-            if unknown { Value::Null } else { Value::Bool(*negated) }
+            if unknown {
+                Value::Null
+            } else {
+                Value::Bool(*negated)
+            }
         }
         Expr::Between(inner, low, high, negated) => {
             let value = eval(inner, record)?;
-            match (compare(&value, &eval(low, record)?), compare(&value, &eval(high, record)?)) {
-                (Some(lo), Some(hi)) => Value::Bool((lo != Ordering::Less && hi != Ordering::Greater) != *negated),
+            match (
+                compare(&value, &eval(low, record)?),
+                compare(&value, &eval(high, record)?),
+            ) {
+                (Some(lo), Some(hi)) => {
+                    Value::Bool((lo != Ordering::Less && hi != Ordering::Greater) != *negated)
+                }
                 _ => Value::Null,
             }
         }
@@ -626,7 +772,10 @@ fn arith(l: &Value, op: Arith, r: &Value) -> Result<Value<'static>, String> {
     if l.is_absent() || r.is_absent() {
         return Ok(Value::Null);
     }
-    let number = |v: &Value| v.as_number().ok_or_else(|| format!("{} is not a number", v.to_json()));
+    let number = |v: &Value| {
+        v.as_number()
+            .ok_or_else(|| format!("{} is not a number", v.to_json()))
+    };
     let (l, r) = (number(l)?, number(r)?);
     if let (Value::Int(a), Value::Int(b)) = (&l, &r) {
         let exact = match op {
@@ -664,7 +813,10 @@ mod tests {
 
     impl Record for Row {
         fn field(&self, index: usize) -> Result<Value<'_>, String> {
-            Ok(self.0.get(index).map_or(Value::Null, |s| Value::Str(Cow::Borrowed(*s))))
+            Ok(self
+                .0
+                .get(index)
+                .map_or(Value::Null, |s| Value::Str(Cow::Borrowed(*s))))
         }
         fn path(&self, _: &[String]) -> Value<'_> {
             Value::Null
@@ -676,7 +828,11 @@ mod tests {
     }
 
     fn matches(sql_where: &str, row: Vec<&'static str>) -> bool {
-        let query = compile(&format!("SELECT * FROM S3Object s WHERE {sql_where}"), &columns()).unwrap();
+        let query = compile(
+            &format!("SELECT * FROM S3Object s WHERE {sql_where}"),
+            &columns(),
+        )
+        .unwrap();
         matches!(query.evaluator().record(&Row(row)).unwrap(), Outcome::Whole)
     }
 
@@ -707,29 +863,63 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_run_with_the_position() {
         let cases = [
-            ("SELECT * FROM S3Object WHERE nme = 1", "unknown column nme (the header has: id, name, fare) at line 1, column 30"),
-            ("SELECT id, COUNT(*) FROM S3Object", "aggregates cannot be mixed with plain columns (there is no GROUP BY) at line 1, column 12"),
-            ("SELECT UPPER(name) FROM S3Object", "function UPPER is not supported (COUNT, SUM, MIN, MAX, AVG, CAST are) at line 1, column 8"),
-            ("SELECT * FROM other", "the query must read FROM S3Object (no joins) at line 1, column 15"),
-            ("SELECT * FROM S3Object LIMIT 1 OFFSET 2", "only LIMIT n is supported at line 1, column 30"),
-            ("DELETE FROM S3Object", "the query must be one SELECT statement"),
+            (
+                "SELECT * FROM S3Object WHERE nme = 1",
+                "unknown column nme (the header has: id, name, fare) at line 1, column 30",
+            ),
+            (
+                "SELECT id, COUNT(*) FROM S3Object",
+                "aggregates cannot be mixed with plain columns (there is no GROUP BY) at line 1, column 12",
+            ),
+            (
+                "SELECT UPPER(name) FROM S3Object",
+                "function UPPER is not supported (COUNT, SUM, MIN, MAX, AVG, CAST are) at line 1, column 8",
+            ),
+            (
+                "SELECT * FROM other",
+                "the query must read FROM S3Object (no joins) at line 1, column 15",
+            ),
+            (
+                "SELECT * FROM S3Object LIMIT 1 OFFSET 2",
+                "only LIMIT n is supported at line 1, column 30",
+            ),
+            (
+                "DELETE FROM S3Object",
+                "the query must be one SELECT statement",
+            ),
         ];
         for (sql, want) in cases {
             assert_eq!(compile(sql, &columns()).unwrap_err().message, want, "{sql}");
         }
-        let error = compile("SELECT * FROM S3Object WHERE id = = 2", &columns()).unwrap_err().message;
-        assert!(error.starts_with("invalid SQL: ") && error.contains("Line: 1, Column"), "{error}");
+        let error = compile("SELECT * FROM S3Object WHERE id = = 2", &columns())
+            .unwrap_err()
+            .message;
+        assert!(
+            error.starts_with("invalid SQL: ") && error.contains("Line: 1, Column"),
+            "{error}"
+        );
     }
 
     #[test]
     fn aggregates_are_named_and_bad_values_are_errors() {
-        let query = compile("SELECT COUNT(*), SUM(CAST(fare AS FLOAT)) AS total, MAX(id) FROM S3Object", &columns()).unwrap();
+        let query = compile(
+            "SELECT COUNT(*), SUM(CAST(fare AS FLOAT)) AS total, MAX(id) FROM S3Object",
+            &columns(),
+        )
+        .unwrap();
         let mut evaluator = query.evaluator();
-        for row in [vec!["1", "a", "2.5"], vec!["3", "b", ""], vec!["2", "c", "1"]] {
+        for row in [
+            vec!["1", "a", "2.5"],
+            vec!["3", "b", ""],
+            vec!["2", "c", "1"],
+        ] {
             evaluator.record(&Row(row)).unwrap();
         }
         let result = query.result(&evaluator.partials, 0);
-        assert_eq!(serde_json::Value::Object(result), serde_json::json!({"COUNT(*)": 3, "total": 3.5, "MAX(id)": 3}));
+        assert_eq!(
+            serde_json::Value::Object(result),
+            serde_json::json!({"COUNT(*)": 3, "total": 3.5, "MAX(id)": 3})
+        );
         let error = evaluator.record(&Row(vec!["4", "d", "x"])).err().unwrap();
         assert_eq!(error, "cannot cast \"x\" to Float");
     }
@@ -740,7 +930,12 @@ mod tests {
         assert_eq!(query.output_names().unwrap(), vec!["name", "_2"]);
         let mut evaluator = query.evaluator();
         let kept = (0..5)
-            .filter(|_| matches!(evaluator.record(&Row(vec!["1", "a"])).unwrap(), Outcome::Row(_)))
+            .filter(|_| {
+                matches!(
+                    evaluator.record(&Row(vec!["1", "a"])).unwrap(),
+                    Outcome::Row(_)
+                )
+            })
             .count();
         assert_eq!(kept, 2);
         let named = compile("SELECT s.a.b FROM S3Object s", &Columns::Named).unwrap();

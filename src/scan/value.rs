@@ -114,7 +114,9 @@ pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
         (Value::Null, _) | (_, Value::Null) => None,
         (Value::Str(x), Value::Str(y)) => Some(x.as_ref().cmp(y.as_ref())),
         (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
-        (Value::Str(_), _) | (_, Value::Str(_)) => compare_numbers(&a.as_number()?, &b.as_number()?),
+        (Value::Str(_), _) | (_, Value::Str(_)) => {
+            compare_numbers(&a.as_number()?, &b.as_number()?)
+        }
         _ => compare_numbers(a, b),
     }
 }
@@ -184,7 +186,12 @@ pub struct ExactSum {
     pub count: u64,
     #[serde(rename = "i", with = "i128_text")]
     pub integers: i128,
-    #[serde(rename = "f", default, skip_serializing_if = "Vec::is_empty", with = "float_bits")]
+    #[serde(
+        rename = "f",
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "float_bits"
+    )]
     pub partials: Vec<f64>,
     #[serde(rename = "x", default, skip_serializing_if = "std::ops::Not::not")]
     pub has_float: bool,
@@ -421,7 +428,9 @@ impl Partial {
             (Partial::Min(a), Partial::Min(Some(b))) => keep_scalar(a, b, Ordering::Less),
             (Partial::Max(a), Partial::Max(Some(b))) => keep_scalar(a, b, Ordering::Greater),
             (Partial::Min(_), Partial::Min(None)) | (Partial::Max(_), Partial::Max(None)) => {}
-            (this, other) => panic!("merging {other:?} into {this:?}: partials of different queries"),
+            (this, other) => {
+                panic!("merging {other:?} into {this:?}: partials of different queries")
+            }
         }
     }
 
@@ -430,9 +439,9 @@ impl Partial {
             Partial::Count(n) => (*n).into(),
             Partial::Sum(sum) => sum.total(),
             Partial::Avg(sum) => sum.mean(),
-            Partial::Min(kept) | Partial::Max(kept) => {
-                kept.as_ref().map_or(serde_json::Value::Null, Scalar::to_json)
-            }
+            Partial::Min(kept) | Partial::Max(kept) => kept
+                .as_ref()
+                .map_or(serde_json::Value::Null, Scalar::to_json),
         }
     }
 }

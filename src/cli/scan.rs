@@ -1,0 +1,197 @@
+//! `s3flow scan s3://bucket/key --sql ...`: the scan engine on one machine, chunks as local tasks.
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use s3flow::s3::{S3Settings, client};
+use s3flow::scan::local::{Counters, scan};
+use s3flow::scan::sql::{Columns, compile};
+use s3flow::scan::{Format, Output, OutputFormat, PlanRequest, plan};
+use s3flow::size::parse_size;
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Csv,
+    Jsonl,
+}
+
+#[derive(Args)]
+pub struct ScanArgs {
+    /// The object to scan, s3://bucket/key.
+    object: String,
+    /// The query: SELECT * | columns | aggregates FROM S3Object s [WHERE ...] [LIMIT n].
+    #[arg(long)]
+    sql: String,
+    /// Format of the object.
+    #[arg(long, value_enum, default_value = "csv")]
+    format: FormatArg,
+    /// CSV: the object has no header row (columns are _1, _2, ...).
+    #[arg(long)]
+    no_header: bool,
+    /// CSV field delimiter (one byte).
+    #[arg(long, default_value = ",")]
+    delimiter: char,
+    /// CSV quote character (one byte).
+    #[arg(long, default_value = "\"")]
+    quote: char,
+    /// Endpoint of an S3-compatible store (path-style addressing is then used).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Region to sign for (default: the AWS chain's, else us-east-1).
+    #[arg(long)]
+    region: Option<String>,
+    /// Bytes per chunk, with an optional Ki/Mi/Gi suffix; any size gives the same answer.
+    #[arg(long, default_value = "64Mi")]
+    chunk_size: String,
+    /// Chunks processed at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    parallelism: u16,
+    /// Write selected rows as part files (and a manifest) under s3://bucket/prefix.
+    #[arg(long)]
+    output: Option<String>,
+    /// Format of the output parts (default: the object's).
+    #[arg(long, value_enum)]
+    output_format: Option<FormatArg>,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn byte(c: char, what: &str) -> anyhow::Result<u8> {
+    u8::try_from(c)
+        .ok()
+        .filter(u8::is_ascii)
+        .ok_or_else(|| anyhow::anyhow!("--{what} must be one ASCII character, not {c:?}"))
+}
+
+/// Runs the scan; returns the JSON summary and whether to print it as JSON.
+pub async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bool)> {
+    let (bucket, key) = super::parse_s3_url(&args.object)?;
+    let format = match args.format {
+        FormatArg::Csv => Format::Csv {
+            delimiter: byte(args.delimiter, "delimiter")?,
+            quote: byte(args.quote, "quote")?,
+            header: !args.no_header,
+        },
+        FormatArg::Jsonl => Format::JsonLines,
+    };
+    let output = match &args.output {
+        Some(url) => {
+            let rest = url.strip_prefix("s3://").ok_or_else(|| {
+                anyhow::anyhow!("--output {url:?} is not an s3://bucket/prefix URL")
+            })?;
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+                prefix.to_string()
+            } else {
+                format!("{prefix}/")
+            };
+            Some(Output {
+                bucket: bucket.to_string(),
+                prefix,
+                format: match args.output_format {
+                    Some(FormatArg::Csv) => OutputFormat::Csv,
+                    Some(FormatArg::Jsonl) => OutputFormat::JsonLines,
+                    None => format.output_format(),
+                },
+            })
+        }
+        None => None,
+    };
+    let chunk_size = parse_size(&args.chunk_size)?;
+    if chunk_size == 0 {
+        anyhow::bail!("--chunk-size must be at least 1 byte");
+    }
+    // Refuse what cannot parse before any request (columns are checked once the header is read).
+    compile(&args.sql, &Columns::Named)?;
+    let s3 = client(&S3Settings {
+        force_path_style: args.endpoint.is_some(),
+        endpoint: args.endpoint,
+        region: args.region,
+        credentials: None,
+    })
+    .await;
+    let started = Instant::now();
+    let layout = plan(
+        &s3,
+        &PlanRequest {
+            bucket,
+            key,
+            format,
+            expected_headers: None,
+            chunk_size,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
+    let columns = match format {
+        Format::Csv { .. } => Columns::Positional(layout.columns.clone()),
+        Format::JsonLines => Columns::Named,
+    };
+    let query = compile(&args.sql, &columns)?;
+    if !query.is_aggregate() && output.is_none() && !args.json {
+        eprintln!("note: selected rows are counted; add --output s3://bucket/prefix to keep them");
+    }
+    let counters = Counters::default();
+    let bar = ProgressBar::new(layout.size.saturating_sub(layout.data_start));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {msg}",
+        )
+        .expect("valid template"),
+    );
+    let total_chunks = layout.chunk_count();
+    let engine = scan(
+        &s3,
+        &layout,
+        (&query, &args.sql),
+        output,
+        args.parallelism as usize,
+        &counters,
+    );
+    tokio::pin!(engine);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let summary = loop {
+        tokio::select! {
+            summary = &mut engine => break summary,
+            _ = tick.tick() => {
+                bar.set_position(counters.bytes.load(std::sync::atomic::Ordering::Relaxed));
+                bar.set_message(format!(
+                    "{}/{total_chunks} chunks",
+                    counters.chunks.load(std::sync::atomic::Ordering::Relaxed)
+                ));
+            }
+        }
+    };
+    bar.finish_and_clear();
+    let summary = summary.map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut value = serde_json::to_value(&summary)?;
+    value["object"] = format!("s3://{}/{}", layout.bucket, layout.key).into();
+    value["size"] = layout.size.into();
+    value["seconds"] = ((seconds * 1000.0).round() / 1000.0).into();
+    if !args.json {
+        eprintln!(
+            "s3://{}/{}: {} records in {} chunks{}, {} bytes in {:.1} s",
+            layout.bucket,
+            layout.key,
+            summary.records,
+            summary.chunks,
+            if summary.reruns > 0 {
+                format!(" ({} re-run)", summary.reruns)
+            } else {
+                String::new()
+            },
+            summary.bytes,
+            seconds,
+        );
+        for (name, value) in &summary.result {
+            println!("{name}\t{value}");
+        }
+        if let Some(manifest) = &summary.manifest {
+            println!("manifest\t{manifest}");
+        }
+    }
+    Ok((value, args.json))
+}

@@ -1,0 +1,992 @@
+//! One chunk: read its byte range (and past its end to finish its last record), find its records
+//! from its start state, and run the query on them or write them to a local file.
+//!
+//! Reading is async (ranged GETs pinned to the object's ETag); parsing runs on a blocking thread
+//! fed through a bounded channel, so memory stays a few buffers per chunk whatever its size.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::plan::Layout;
+use super::split::{ChunkSplit, Machine, SplitScanner, State, guess_start};
+use super::sql::{Columns, Evaluator, Outcome, Query, Record};
+use super::value::{Partial, Value};
+use super::{Format, ScanError, s3_error};
+
+/// Bytes past a chunk's end fetched with its first request: most last records end within them.
+const OVERHANG: u64 = 64 << 10;
+/// Row output is uploaded in parts of this size.
+const PART_BUFFER: usize = 8 << 20;
+/// Read buffer of the parsing thread.
+const READ_BUFFER: usize = 256 << 10;
+
+/// Encoding of row output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OutputFormat {
+    Csv,
+    JsonLines,
+}
+
+impl OutputFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Csv => "csv",
+            OutputFormat::JsonLines => "jsonl",
+        }
+    }
+}
+
+/// Where row output goes: one part object per chunk under `prefix`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Output {
+    pub bucket: String,
+    pub prefix: String,
+    pub format: OutputFormat,
+}
+
+impl Output {
+    pub fn part_key(&self, index: u32) -> String {
+        format!("{}part-{index:05}.{}", self.prefix, self.format.extension())
+    }
+}
+
+/// What a chunk does with its records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Work {
+    /// Run an SQL query; rows go to `output` when set.
+    Query { sql: String, output: Option<Output> },
+    /// Write the chunk's records, after the header row, to a local file.
+    Fetch { path: PathBuf },
+}
+
+/// Everything one chunk needs: a worker needs nothing else (and no Kubernetes API).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkTask {
+    pub layout: Layout,
+    pub index: u32,
+    /// The chunk's true start state when known; otherwise it is guessed and checked afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_state: Option<State>,
+    pub work: Work,
+}
+
+/// What one chunk found. Small enough for a termination message (partials are a few numbers).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkReport {
+    pub index: u32,
+    /// The start state the chunk ran from.
+    pub assumed: State,
+    pub split: ChunkSplit,
+    pub records: u64,
+    pub bytes: u64,
+    pub rows: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partials: Vec<Partial>,
+    /// Key of the row output part, when rows were written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
+}
+
+/// Runs one chunk. `progress` counts the chunk's bytes as they are read.
+pub async fn run_chunk(
+    s3: &Client,
+    task: &ChunkTask,
+    progress: Arc<AtomicU64>,
+) -> Result<ChunkReport, ScanError> {
+    let layout = &task.layout;
+    let (start, end) = layout.range(task.index);
+    let query = match &task.work {
+        Work::Query { sql, output } => {
+            let query = super::sql::compile(sql, &columns_of(layout))?;
+            if let Some(output) = output
+                && query.output_names().is_none()
+                && layout.format == Format::JsonLines
+                && output.format == OutputFormat::Csv
+            {
+                return Err(ScanError::InvalidScan(
+                    "SELECT * of JSON Lines is written as JSON Lines; name the columns for CSV output".into(),
+                ));
+            }
+            Some(query)
+        }
+        Work::Fetch { .. } => None,
+    };
+    // The byte before the chunk tells its likely start state.
+    let read_from = if layout.gzip {
+        0
+    } else {
+        start - u64::from(start > layout.data_start)
+    };
+    let (bytes_tx, bytes_rx) = mpsc::channel(8);
+    let fetch = fetch(s3.clone(), layout.clone(), read_from, end, bytes_tx);
+    let (parts_tx, parts_rx) = mpsc::channel::<Vec<u8>>(1);
+    let output = match &task.work {
+        Work::Query {
+            output: Some(output),
+            ..
+        } => Some(output.clone()),
+        _ => None,
+    };
+    let upload = async {
+        match &output {
+            Some(output) => upload_part(s3, output, task.index, parts_rx).await,
+            None => Ok(None),
+        }
+    };
+    let writes_rows = output.is_some();
+    let parse = {
+        let task = task.clone();
+        tokio::task::spawn_blocking(move || {
+            let source = ChannelReader {
+                rx: bytes_rx,
+                current: Bytes::new(),
+            };
+            let parts = writes_rows.then_some(parts_tx);
+            let result = parse_chunk(&task, query.as_ref(), source, parts, &progress);
+            result.map(|mut report| {
+                report.index = task.index;
+                report
+            })
+        })
+    };
+    let fetching = tokio::spawn(fetch);
+    let (parsed, uploaded) = tokio::join!(parse, upload);
+    // The parser stops reading once its last record is complete: the fetch ends with it.
+    fetching.abort();
+    let mut report = parsed.map_err(|e| ScanError::Read(format!("chunk parser: {e}")))??;
+    report.part = uploaded?;
+    Ok(report)
+}
+
+fn columns_of(layout: &Layout) -> Columns {
+    match layout.format {
+        Format::Csv { .. } => Columns::Positional(layout.columns.clone()),
+        Format::JsonLines => Columns::Named,
+    }
+}
+
+/// Sends the object's bytes from `from` into `tx`: first up to a little past `end`, then in
+/// growing windows until the parser hangs up. Every request requires the planned ETag; a broken
+/// body resumes where it stopped.
+async fn fetch(
+    s3: Client,
+    layout: Layout,
+    from: u64,
+    end: u64,
+    tx: mpsc::Sender<Result<Bytes, ScanError>>,
+) {
+    let location = format!("s3://{}/{}", layout.bucket, layout.key);
+    let mut offset = from;
+    let mut window = if layout.gzip {
+        layout.size
+    } else {
+        end.saturating_add(OVERHANG) - from
+    };
+    let mut attempt = 0;
+    while offset < layout.size {
+        let last = offset.saturating_add(window).min(layout.size) - 1;
+        let response = s3
+            .get_object()
+            .bucket(&layout.bucket)
+            .key(&layout.key)
+            .range(format!("bytes={offset}-{last}"))
+            .if_match(&layout.etag)
+            .send()
+            .await;
+        let mut body = match response {
+            Ok(object) => object.body,
+            Err(error) => {
+                let error = s3_error(&format!("GET {location} bytes {offset}-{last}"), error);
+                attempt += 1;
+                if error.is_transient() && attempt < 5 {
+                    tokio::time::sleep(crate::ingest::backoff(attempt)).await;
+                    continue;
+                }
+                let _ = tx.send(Err(error)).await;
+                return;
+            }
+        };
+        loop {
+            match body.next().await {
+                Some(Ok(bytes)) => {
+                    offset += bytes.len() as u64;
+                    if tx.send(Ok(bytes)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(error)) => {
+                    attempt += 1;
+                    if attempt >= 5 {
+                        let message = format!("GET {location} at byte {offset}: {error}");
+                        let _ = tx.send(Err(ScanError::Read(message))).await;
+                        return;
+                    }
+                    tokio::time::sleep(crate::ingest::backoff(attempt)).await;
+                    break;
+                }
+                None => {
+                    attempt = 0;
+                    window = (window.max(1 << 20) * 2).min(16 << 20);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A blocking reader over the fetched bytes.
+struct ChannelReader {
+    rx: mpsc::Receiver<Result<Bytes, ScanError>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(error)) => return Err(std::io::Error::other(error)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+fn read_error(error: std::io::Error) -> ScanError {
+    match error
+        .into_inner()
+        .map(|inner| inner.downcast::<ScanError>())
+    {
+        Some(Ok(scan)) => *scan,
+        Some(Err(other)) => ScanError::Read(other.to_string()),
+        None => ScanError::Read("read failed".into()),
+    }
+}
+
+/// Reads the chunk from `source` (starting at the byte before the chunk, or at the object's start
+/// when gzipped) and processes its records.
+fn parse_chunk(
+    task: &ChunkTask,
+    query: Option<&Query>,
+    source: ChannelReader,
+    parts: Option<mpsc::Sender<Vec<u8>>>,
+    progress: &AtomicU64,
+) -> Result<ChunkReport, ScanError> {
+    let layout = &task.layout;
+    let (start, end) = layout.range(task.index);
+    let machine = Machine::new(layout.format.dialect());
+    let mut source: Box<dyn Read> = if layout.gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            source,
+        )))
+    } else {
+        Box::new(source)
+    };
+    // Gzip streams are read from the object's start; the header row before the chunk is skipped.
+    let first_byte = start - u64::from(!layout.gzip && start > layout.data_start);
+    let mut position = if layout.gzip { 0 } else { first_byte };
+    let mut assumed = task.start_state;
+    let mut seen_start = false;
+    let mut split = SplitScanner::new(end - start);
+    let mut sink = Sink::new(task, query, parts)?;
+    let mut lane: Option<Lane> = None;
+    let mut buffer = vec![0u8; READ_BUFFER];
+    loop {
+        let read = source.read(&mut buffer).map_err(read_error)?;
+        if read == 0 {
+            break;
+        }
+        let mut data = &buffer[..read];
+        if position < first_byte {
+            let skip = (first_byte - position).min(data.len() as u64);
+            data = &data[skip as usize..];
+            position += skip;
+        }
+        if !seen_start && !data.is_empty() {
+            seen_start = true;
+            let before = (position < start).then(|| data[0]);
+            if before.is_some() {
+                data = &data[1..];
+                position += 1;
+            }
+            assumed = assumed.or_else(|| Some(guess_start(&machine, before)));
+        }
+        if data.is_empty() {
+            continue;
+        }
+        let state = assumed.expect("set above");
+        let in_range = end.saturating_sub(position).min(data.len() as u64) as usize;
+        if in_range > 0 {
+            split.feed(&machine, &data[..in_range]);
+            progress.fetch_add(in_range as u64, Ordering::Relaxed);
+        }
+        let lane_done = match &mut lane {
+            Some(lane) => lane.feed(data, &mut sink)?,
+            None => match split.first_record(state) {
+                Some(first) => {
+                    let at = start + first;
+                    let started = lane.insert(Lane::new(layout.format, at, end));
+                    started.feed(&data[(at - position) as usize..], &mut sink)?
+                }
+                None => false,
+            },
+        };
+        position += data.len() as u64;
+        if position >= end && (lane_done || lane.is_none()) {
+            break;
+        }
+    }
+    if !layout.gzip && position < end {
+        return Err(ScanError::ObjectChanged(format!(
+            "s3://{}/{} ended at byte {position}, before the chunk's end {end}",
+            layout.bucket, layout.key
+        )));
+    }
+    if let Some(lane) = &mut lane {
+        lane.finish(&mut sink)?;
+    }
+    let assumed = assumed.unwrap_or(guess_start(&machine, None));
+    let bytes = if layout.gzip {
+        position.saturating_sub(start)
+    } else {
+        end - start
+    };
+    sink.finish(assumed, split.finish(), bytes)
+}
+
+/// Finds the records of a chunk from its first record start, reading past the chunk's end to
+/// finish its last one.
+enum Lane {
+    Csv(CsvLane),
+    Lines(LinesLane),
+}
+
+impl Lane {
+    fn new(format: Format, at: u64, end: u64) -> Lane {
+        match format {
+            Format::Csv {
+                delimiter, quote, ..
+            } => {
+                let mut reader = csv_core::ReaderBuilder::new()
+                    .delimiter(delimiter)
+                    .quote(quote)
+                    .build();
+                let (mut out, mut ends) = (vec![0u8; 4096], vec![0usize; 64]);
+                // A blank line first: csv-core strips a byte-order mark only on its first read,
+                // and one that starts a record in mid-object is data.
+                reader.read_record(b"\n", &mut out, &mut ends);
+                Lane::Csv(CsvLane {
+                    reader,
+                    out,
+                    ends,
+                    out_len: 0,
+                    ends_len: 0,
+                    position: at,
+                    record_start: at,
+                    end,
+                    done: false,
+                })
+            }
+            Format::JsonLines => Lane::Lines(LinesLane {
+                line: Vec::new(),
+                position: at,
+                record_start: at,
+                end,
+            }),
+        }
+    }
+
+    /// Feeds bytes; true once the chunk's last record is complete.
+    fn feed(&mut self, input: &[u8], sink: &mut Sink) -> Result<bool, ScanError> {
+        match self {
+            Lane::Csv(lane) => lane.feed(input, sink),
+            Lane::Lines(lane) => lane.feed(input, sink),
+        }
+    }
+
+    fn finish(&mut self, sink: &mut Sink) -> Result<(), ScanError> {
+        match self {
+            Lane::Csv(lane) => lane.feed(&[], sink).map(|_| ()),
+            Lane::Lines(lane) => {
+                if !lane.line.is_empty() && lane.record_start < lane.end {
+                    let line = std::mem::take(&mut lane.line);
+                    sink.raw(&line)?;
+                    sink.json(&line, lane.record_start)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+struct CsvLane {
+    reader: csv_core::Reader,
+    out: Vec<u8>,
+    ends: Vec<usize>,
+    out_len: usize,
+    ends_len: usize,
+    position: u64,
+    record_start: u64,
+    end: u64,
+    done: bool,
+}
+
+impl CsvLane {
+    /// An empty `input` is the end of the object.
+    fn feed(&mut self, mut input: &[u8], sink: &mut Sink) -> Result<bool, ScanError> {
+        let at_eof = input.is_empty();
+        loop {
+            if self.done || self.record_start >= self.end {
+                return Ok(true);
+            }
+            let (result, read, written, fields) = self.reader.read_record(
+                input,
+                &mut self.out[self.out_len..],
+                &mut self.ends[self.ends_len..],
+            );
+            sink.raw(&input[..read])?;
+            input = &input[read..];
+            self.position += read as u64;
+            self.out_len += written;
+            self.ends_len += fields;
+            match result {
+                csv_core::ReadRecordResult::InputEmpty if !at_eof => return Ok(false),
+                csv_core::ReadRecordResult::InputEmpty => {}
+                csv_core::ReadRecordResult::OutputFull => {
+                    let grown = self.out.len() * 2;
+                    self.out.resize(grown, 0);
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    let grown = self.ends.len() * 2;
+                    self.ends.resize(grown, 0);
+                }
+                csv_core::ReadRecordResult::Record => {
+                    let record = CsvRecord {
+                        data: &self.out[..self.out_len],
+                        ends: &self.ends[..self.ends_len],
+                    };
+                    sink.csv(&record, self.record_start)?;
+                    self.out_len = 0;
+                    self.ends_len = 0;
+                    self.record_start = self.position;
+                }
+                csv_core::ReadRecordResult::End => {
+                    self.done = true;
+                    return Ok(true);
+                }
+            }
+        }
+    }
+}
+
+struct LinesLane {
+    line: Vec<u8>,
+    position: u64,
+    record_start: u64,
+    end: u64,
+}
+
+impl LinesLane {
+    fn feed(&mut self, mut input: &[u8], sink: &mut Sink) -> Result<bool, ScanError> {
+        while self.record_start < self.end {
+            let Some(newline) = memchr::memchr(b'\n', input) else {
+                self.line.extend_from_slice(input);
+                self.position += input.len() as u64;
+                return Ok(false);
+            };
+            let (line, rest) = input.split_at(newline + 1);
+            sink.raw(line_with(&mut self.line, line))?;
+            let record = std::mem::take(&mut self.line);
+            let text = if record.is_empty() { line } else { &record };
+            sink.json(text, self.record_start)?;
+            self.position += line.len() as u64;
+            self.record_start = self.position;
+            input = rest;
+        }
+        Ok(true)
+    }
+}
+
+/// `pending` plus `line`, without copying when nothing is pending.
+fn line_with<'a>(pending: &'a mut Vec<u8>, line: &'a [u8]) -> &'a [u8] {
+    if pending.is_empty() {
+        line
+    } else {
+        pending.extend_from_slice(line);
+        pending
+    }
+}
+
+struct CsvRecord<'a> {
+    data: &'a [u8],
+    ends: &'a [usize],
+}
+
+impl CsvRecord<'_> {
+    fn bytes(&self, index: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(index)?;
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        Some(&self.data[start..end])
+    }
+}
+
+impl Record for CsvRecord<'_> {
+    fn field(&self, index: usize) -> Result<Value<'_>, String> {
+        match self.bytes(index) {
+            None => Ok(Value::Null),
+            Some(bytes) => std::str::from_utf8(bytes)
+                .map(|text| Value::Str(text.into()))
+                .map_err(|_| format!("field _{} is not UTF-8", index + 1)),
+        }
+    }
+
+    fn path(&self, _: &[String]) -> Value<'_> {
+        Value::Null
+    }
+}
+
+struct JsonRecord(serde_json::Value);
+
+impl Record for JsonRecord {
+    fn field(&self, index: usize) -> Result<Value<'_>, String> {
+        Err(format!("JSON Lines records have no column _{}", index + 1))
+    }
+
+    fn path(&self, path: &[String]) -> Value<'_> {
+        let mut value = &self.0;
+        for name in path {
+            match value.get(name) {
+                Some(inner) => value = inner,
+                None => return Value::Null,
+            }
+        }
+        Value::from_json(value)
+    }
+}
+
+/// Where a chunk's records go: the query and its row output, or the fetched file.
+/// Names the chunk in bad-data errors.
+#[derive(Clone, Copy)]
+struct Blame {
+    index: u32,
+    range: (u64, u64),
+}
+
+impl Blame {
+    fn at(self, offset: u64, message: String) -> ScanError {
+        ScanError::BadData {
+            chunk: self.index,
+            start: self.range.0,
+            end: self.range.1,
+            offset,
+            message,
+        }
+    }
+}
+
+struct Sink<'q> {
+    blame: Blame,
+    columns: Vec<String>,
+    evaluator: Option<Evaluator<'q>>,
+    reads_fields: bool,
+    rows: Option<RowWriter>,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    records: u64,
+}
+
+impl<'q> Sink<'q> {
+    fn new(
+        task: &ChunkTask,
+        query: Option<&'q Query>,
+        parts: Option<mpsc::Sender<Vec<u8>>>,
+    ) -> Result<Sink<'q>, ScanError> {
+        let layout = &task.layout;
+        let file = match &task.work {
+            Work::Fetch { path } => {
+                let mut file =
+                    std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| {
+                        ScanError::Read(format!("creating {}: {e}", path.display()))
+                    })?);
+                if !layout.columns.is_empty() {
+                    let mut header = csv::WriterBuilder::new().from_writer(Vec::new());
+                    header
+                        .write_record(&layout.columns)
+                        .and_then(|_| header.flush().map_err(Into::into))
+                        .map_err(|e| ScanError::Read(e.to_string()))?;
+                    let header = header
+                        .into_inner()
+                        .map_err(|e| ScanError::Read(e.to_string()))?;
+                    file.write_all(&header)
+                        .map_err(|e| ScanError::Read(format!("writing {}: {e}", path.display())))?;
+                }
+                Some(file)
+            }
+            Work::Query { .. } => None,
+        };
+        let output_format = match &task.work {
+            Work::Query {
+                output: Some(output),
+                ..
+            } => Some(output.format),
+            _ => None,
+        };
+        let rows = match (parts, output_format, query) {
+            (Some(parts), Some(format), Some(query)) => Some(RowWriter::new(
+                format,
+                query
+                    .output_names()
+                    .unwrap_or_else(|| layout.columns.clone()),
+                parts,
+            )),
+            _ => None,
+        };
+        Ok(Sink {
+            blame: Blame {
+                index: task.index,
+                range: layout.range(task.index),
+            },
+            columns: layout.columns.clone(),
+            reads_fields: query.is_some_and(Query::reads_fields) || rows.is_some(),
+            evaluator: query.map(Query::evaluator),
+            rows,
+            file,
+            records: 0,
+        })
+    }
+
+    fn raw(&mut self, bytes: &[u8]) -> Result<(), ScanError> {
+        if let Some(file) = &mut self.file {
+            file.write_all(bytes)
+                .map_err(|e| ScanError::Read(format!("writing the chunk file: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn csv(&mut self, record: &CsvRecord, offset: u64) -> Result<(), ScanError> {
+        self.records += 1;
+        let blame = self.blame;
+        let Some(evaluator) = &mut self.evaluator else {
+            return Ok(());
+        };
+        let outcome = evaluator
+            .record(record)
+            .map_err(|message| blame.at(offset, message))?;
+        let Some(rows) = &mut self.rows else {
+            return Ok(());
+        };
+        match outcome {
+            Outcome::Whole => {
+                let fields = (0..record.ends.len()).map(|i| record.bytes(i).unwrap_or_default());
+                match rows.format {
+                    OutputFormat::Csv => rows.csv_bytes(fields),
+                    OutputFormat::JsonLines => {
+                        let object = csv_object(&self.columns, fields)
+                            .map_err(|message| blame.at(offset, message))?;
+                        rows.json(&object)
+                    }
+                }
+            }
+            Outcome::Row(values) => rows.values(&values),
+            Outcome::Skip | Outcome::Aggregated => Ok(()),
+        }
+    }
+
+    fn json(&mut self, line: &[u8], offset: u64) -> Result<(), ScanError> {
+        let text = line.trim_ascii();
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.records += 1;
+        let blame = self.blame;
+        let Some(evaluator) = &mut self.evaluator else {
+            return Ok(());
+        };
+        if !self.reads_fields {
+            serde_json::from_slice::<serde::de::IgnoredAny>(text)
+                .map_err(|e| blame.at(offset, format!("invalid JSON: {e}")))?;
+            evaluator
+                .record(&JsonRecord(serde_json::Value::Null))
+                .map_err(|message| blame.at(offset, message))?;
+            return Ok(());
+        }
+        let value = serde_json::from_slice(text)
+            .map_err(|e| blame.at(offset, format!("invalid JSON: {e}")))?;
+        let record = JsonRecord(value);
+        let outcome = evaluator
+            .record(&record)
+            .map_err(|message| blame.at(offset, message))?;
+        match (outcome, &mut self.rows) {
+            (Outcome::Whole, Some(rows)) => rows.line(text),
+            (Outcome::Row(values), Some(rows)) => rows.values(&values),
+            _ => Ok(()),
+        }
+    }
+
+    fn finish(
+        self,
+        assumed: State,
+        split: ChunkSplit,
+        bytes: u64,
+    ) -> Result<ChunkReport, ScanError> {
+        if let Some(mut file) = self.file {
+            file.flush()
+                .map_err(|e| ScanError::Read(format!("writing the chunk file: {e}")))?;
+        }
+        let (rows, partials) = match self.evaluator {
+            Some(evaluator) => (evaluator.rows, evaluator.partials),
+            None => (0, Vec::new()),
+        };
+        if let Some(writer) = self.rows {
+            writer.finish()?;
+        }
+        Ok(ChunkReport {
+            index: self.blame.index,
+            assumed,
+            split,
+            records: self.records,
+            bytes,
+            rows,
+            partials,
+            part: None,
+        })
+    }
+}
+
+fn csv_object<'a>(
+    columns: &[String],
+    fields: impl Iterator<Item = &'a [u8]>,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    fields
+        .enumerate()
+        .map(|(i, bytes)| {
+            let name = columns
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("_{}", i + 1));
+            let text =
+                std::str::from_utf8(bytes).map_err(|_| format!("field _{} is not UTF-8", i + 1))?;
+            Ok((name, text.into()))
+        })
+        .collect()
+}
+
+/// Serializes rows into part buffers handed to the uploader.
+struct RowWriter {
+    format: OutputFormat,
+    names: Vec<String>,
+    csv: csv::Writer<Vec<u8>>,
+    lines: Vec<u8>,
+    header_written: bool,
+    parts: mpsc::Sender<Vec<u8>>,
+}
+
+fn csv_buffer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new().from_writer(Vec::with_capacity(PART_BUFFER))
+}
+
+impl RowWriter {
+    fn new(format: OutputFormat, names: Vec<String>, parts: mpsc::Sender<Vec<u8>>) -> RowWriter {
+        RowWriter {
+            format,
+            names,
+            csv: csv_buffer(),
+            lines: Vec::new(),
+            header_written: false,
+            parts,
+        }
+    }
+
+    fn csv_bytes<'a>(
+        &mut self,
+        fields: impl Iterator<Item = &'a [u8]> + Clone,
+    ) -> Result<(), ScanError> {
+        if !self.header_written {
+            self.header_written = true;
+            if self.names.is_empty() {
+                self.names = (1..=fields.clone().count())
+                    .map(|i| format!("_{i}"))
+                    .collect();
+            }
+            self.csv
+                .write_record(&self.names)
+                .map_err(|e| ScanError::Read(format!("writing rows: {e}")))?;
+        }
+        self.csv
+            .write_record(fields)
+            .map_err(|e| ScanError::Read(format!("writing rows: {e}")))?;
+        if self.csv.get_ref().len() >= PART_BUFFER {
+            let full = std::mem::replace(&mut self.csv, csv_buffer());
+            self.send(
+                full.into_inner()
+                    .map_err(|e| ScanError::Read(e.to_string()))?,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn values(&mut self, values: &[Value]) -> Result<(), ScanError> {
+        match self.format {
+            OutputFormat::Csv => {
+                let texts: Vec<_> = values.iter().map(Value::to_field).collect();
+                self.csv_bytes(texts.iter().map(|t| t.as_bytes()))
+            }
+            OutputFormat::JsonLines => {
+                let object: serde_json::Map<_, _> = self
+                    .names
+                    .iter()
+                    .cloned()
+                    .zip(values.iter().map(Value::to_json))
+                    .collect();
+                self.json(&object)
+            }
+        }
+    }
+
+    fn json(
+        &mut self,
+        object: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ScanError> {
+        let line = serde_json::to_vec(object).map_err(|e| ScanError::Read(e.to_string()))?;
+        self.line(&line)
+    }
+
+    /// A JSON Lines row as it is (`line` without its newline).
+    fn line(&mut self, line: &[u8]) -> Result<(), ScanError> {
+        self.lines.extend_from_slice(line);
+        self.lines.push(b'\n');
+        if self.lines.len() >= PART_BUFFER {
+            let full = std::mem::take(&mut self.lines);
+            self.send(full)?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, buffer: Vec<u8>) -> Result<(), ScanError> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        self.parts
+            .blocking_send(buffer)
+            .map_err(|_| ScanError::S3("the output upload stopped".into()))
+    }
+
+    fn finish(mut self) -> Result<(), ScanError> {
+        let lines = std::mem::take(&mut self.lines);
+        self.send(lines)?;
+        let csv = std::mem::replace(&mut self.csv, csv::Writer::from_writer(Vec::new()));
+        self.send(
+            csv.into_inner()
+                .map_err(|e| ScanError::Read(e.to_string()))?,
+        )
+    }
+}
+
+/// Uploads a chunk's row output: one PUT when it fits one buffer, else a multipart upload that
+/// is aborted if anything fails. No rows: a part left by an earlier run of the chunk is deleted.
+async fn upload_part(
+    s3: &Client,
+    output: &Output,
+    index: u32,
+    mut parts: mpsc::Receiver<Vec<u8>>,
+) -> Result<Option<String>, ScanError> {
+    let key = output.part_key(index);
+    let location = format!("s3://{}/{key}", output.bucket);
+    let Some(first) = parts.recv().await else {
+        s3.delete_object()
+            .bucket(&output.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("DELETE {location}"), e))?;
+        return Ok(None);
+    };
+    let Some(second) = parts.recv().await else {
+        s3.put_object()
+            .bucket(&output.bucket)
+            .key(&key)
+            .body(ByteStream::from(first))
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("PUT {location}"), e))?;
+        return Ok(Some(key));
+    };
+    let upload = s3
+        .create_multipart_upload()
+        .bucket(&output.bucket)
+        .key(&key)
+        .send()
+        .await
+        .map_err(|e| s3_error(&format!("starting the upload of {location}"), e))?;
+    let upload_id = upload.upload_id().unwrap_or_default().to_string();
+    let result = async {
+        let mut completed = Vec::new();
+        let mut next = Some(first);
+        let mut following = Some(second);
+        while let Some(buffer) = next.take() {
+            let number = completed.len() as i32 + 1;
+            let part = s3
+                .upload_part()
+                .bucket(&output.bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .part_number(number)
+                .body(ByteStream::from(buffer))
+                .send()
+                .await
+                .map_err(|e| s3_error(&format!("uploading part {number} of {location}"), e))?;
+            completed.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag().map(str::to_string))
+                    .build(),
+            );
+            next = match following.take() {
+                Some(buffer) => Some(buffer),
+                None => parts.recv().await,
+            };
+        }
+        s3.complete_multipart_upload()
+            .bucket(&output.bucket)
+            .key(&key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("completing {location}"), e))?;
+        Ok::<_, ScanError>(())
+    }
+    .await;
+    if let Err(error) = result {
+        let _ = s3
+            .abort_multipart_upload()
+            .bucket(&output.bucket)
+            .key(&key)
+            .upload_id(&upload_id)
+            .send()
+            .await;
+        return Err(error);
+    }
+    Ok(Some(key))
+}

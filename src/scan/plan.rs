@@ -1,0 +1,364 @@
+//! Planning a scan: the object's version and size, its header row, where records start, and the
+//! byte ranges of the chunks.
+
+use std::io::Read;
+
+use aws_sdk_s3::Client;
+use serde::{Deserialize, Serialize};
+
+use super::{Format, ScanError, s3_error};
+
+/// Most chunks one scan may have: keeps status, manifest and Job churn bounded.
+pub const MAX_CHUNKS: u64 = 100_000;
+
+/// Longest header row read before any chunk runs.
+const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// Everything the chunks of one scan share.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Layout {
+    pub bucket: String,
+    pub key: String,
+    /// Size of the object in bytes.
+    pub size: u64,
+    /// Every read requires this ETag (`If-Match`), so a changed object fails the scan.
+    pub etag: String,
+    pub format: Format,
+    /// Column names from the header row (empty without one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// Offset of the first record: after a byte-order mark and the header row.
+    pub data_start: u64,
+    pub chunk_size: u64,
+    /// Gzip-compressed: not splittable, one chunk over the decompressed stream.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gzip: bool,
+}
+
+impl Layout {
+    pub fn chunk_count(&self) -> u32 {
+        if self.gzip {
+            1
+        } else {
+            chunk_count(self.data_start, self.size, self.chunk_size) as u32
+        }
+    }
+
+    /// Byte range `[start, end)` of chunk `index` (of the decompressed stream when gzipped).
+    pub fn range(&self, index: u32) -> (u64, u64) {
+        if self.gzip {
+            return (self.data_start, u64::MAX);
+        }
+        let start = self.data_start + u64::from(index) * self.chunk_size;
+        (start, (start + self.chunk_size).min(self.size))
+    }
+}
+
+/// Number of `chunk_size` ranges covering `[data_start, size)`.
+pub fn chunk_count(data_start: u64, size: u64, chunk_size: u64) -> u64 {
+    size.saturating_sub(data_start).div_ceil(chunk_size)
+}
+
+/// Sorted chunk indexes as compact ranges, such as "0-41,43,45-99".
+pub fn compact_ranges(indexes: impl IntoIterator<Item = u32>) -> String {
+    let mut text = String::new();
+    let mut run: Option<(u32, u32)> = None;
+    let flush = |text: &mut String, (first, last): (u32, u32)| {
+        if !text.is_empty() {
+            text.push(',');
+        }
+        if first == last {
+            text.push_str(&first.to_string());
+        } else {
+            text.push_str(&format!("{first}-{last}"));
+        }
+    };
+    for index in indexes {
+        run = match run {
+            Some((first, last)) if index == last + 1 => Some((first, index)),
+            Some(done) => {
+                flush(&mut text, done);
+                Some((index, index))
+            }
+            None => Some((index, index)),
+        };
+    }
+    if let Some(done) = run {
+        flush(&mut text, done);
+    }
+    text
+}
+
+/// The indexes of compact ranges (the inverse of [`compact_ranges`]).
+pub fn expand_ranges(text: &str) -> Result<Vec<u32>, String> {
+    let mut indexes = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let parse = |n: &str| {
+            n.parse::<u32>()
+                .map_err(|_| format!("bad chunk range {part:?}"))
+        };
+        indexes.extend(parse(first)?..=parse(last)?);
+    }
+    Ok(indexes)
+}
+
+/// What to plan.
+#[derive(Clone, Debug)]
+pub struct PlanRequest {
+    pub bucket: String,
+    pub key: String,
+    pub format: Format,
+    pub expected_headers: Option<Vec<String>>,
+    pub chunk_size: u64,
+}
+
+/// Reads the object's size and ETag and its header row, and lays out the chunks. Nothing runs
+/// when the header is not the expected one.
+pub async fn plan(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanError> {
+    if request.chunk_size == 0 {
+        return Err(ScanError::InvalidScan(
+            "chunk size must be at least 1 byte".into(),
+        ));
+    }
+    if let Format::Csv {
+        delimiter, quote, ..
+    } = request.format
+        && (delimiter == quote
+            || [delimiter, quote]
+                .iter()
+                .any(|b| matches!(b, b'\r' | b'\n')))
+    {
+        return Err(ScanError::InvalidScan(
+            "the CSV delimiter and quote must differ and be neither CR nor LF".into(),
+        ));
+    }
+    let location = format!("s3://{}/{}", request.bucket, request.key);
+    let head = s3
+        .head_object()
+        .bucket(&request.bucket)
+        .key(&request.key)
+        .send()
+        .await
+        .map_err(|e| s3_error(&format!("HEAD {location}"), e))?;
+    let size = head.content_length().unwrap_or_default().max(0) as u64;
+    let etag = head
+        .e_tag()
+        .ok_or_else(|| ScanError::S3(format!("HEAD {location} returned no ETag")))?
+        .to_string();
+    let prefix = read_prefix(s3, request, &etag, size.min(MAX_HEADER_BYTES)).await?;
+    let gzip = prefix.starts_with(&[0x1f, 0x8b])
+        || head
+            .content_encoding()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
+    if let Some(kind) = other_compression(&prefix) {
+        return Err(ScanError::Unsupported(format!(
+            "{location} is {kind}-compressed; only gzip is read (as one chunk)"
+        )));
+    }
+    let (text, complete) = if gzip {
+        let mut decoded = Vec::new();
+        let limit = flate2::bufread::MultiGzDecoder::new(prefix.as_slice())
+            .take(MAX_HEADER_BYTES)
+            .read_to_end(&mut decoded);
+        // A prefix of a gzip stream ends in a truncated-stream error: what decoded is the start.
+        let complete = limit.is_ok() && size <= MAX_HEADER_BYTES;
+        (decoded, complete)
+    } else {
+        (prefix, size <= MAX_HEADER_BYTES)
+    };
+    let bom = if text.starts_with(UTF8_BOM) { 3 } else { 0 };
+    let (columns, data_start) = match request.format {
+        Format::Csv { header: true, .. } => {
+            let (columns, length) = header_row(request.format, &text[bom..], complete)
+                .map_err(|e| ScanError::InvalidScan(format!("{location}: {e}")))?;
+            (columns, bom as u64 + length)
+        }
+        _ => (Vec::new(), bom as u64),
+    };
+    if let Some(expected) = &request.expected_headers
+        && *expected != columns
+    {
+        return Err(ScanError::HeaderMismatch(format!(
+            "{location} has columns {columns:?}, expected {expected:?}"
+        )));
+    }
+    let layout = Layout {
+        bucket: request.bucket.clone(),
+        key: request.key.clone(),
+        size,
+        etag,
+        format: request.format,
+        columns,
+        data_start,
+        chunk_size: request.chunk_size,
+        gzip,
+    };
+    let chunks = chunk_count(data_start, size, request.chunk_size);
+    if !gzip && chunks > MAX_CHUNKS {
+        return Err(ScanError::InvalidScan(format!(
+            "chunk size {} gives {chunks} chunks for {size} bytes; at most {MAX_CHUNKS} are allowed, use a larger chunk size",
+            request.chunk_size
+        )));
+    }
+    Ok(layout)
+}
+
+async fn read_prefix(
+    s3: &Client,
+    request: &PlanRequest,
+    etag: &str,
+    length: u64,
+) -> Result<Vec<u8>, ScanError> {
+    if length == 0 {
+        return Ok(Vec::new());
+    }
+    let location = format!("s3://{}/{}", request.bucket, request.key);
+    let object = s3
+        .get_object()
+        .bucket(&request.bucket)
+        .key(&request.key)
+        .range(format!("bytes=0-{}", length - 1))
+        .if_match(etag)
+        .send()
+        .await
+        .map_err(|e| s3_error(&format!("GET {location}"), e))?;
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| ScanError::Read(format!("GET {location}: {e}")))?;
+    Ok(bytes.to_vec())
+}
+
+fn other_compression(prefix: &[u8]) -> Option<&'static str> {
+    const MAGIC: &[(&[u8], &str)] = &[
+        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
+        (b"BZh", "bzip2"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0], "xz"),
+        (&[b'P', b'K', 3, 4], "zip"),
+    ];
+    MAGIC
+        .iter()
+        .find(|(magic, _)| prefix.starts_with(magic))
+        .map(|(_, kind)| *kind)
+}
+
+/// The header row's fields and its length including the terminator byte that ends it.
+fn header_row(format: Format, text: &[u8], complete: bool) -> Result<(Vec<String>, u64), String> {
+    let Format::Csv {
+        delimiter, quote, ..
+    } = format
+    else {
+        unreachable!("only CSV has a header row")
+    };
+    let mut reader = csv_core::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .quote(quote)
+        .build();
+    let mut out = vec![0u8; text.len() + 1];
+    let mut ends = vec![0usize; text.len() + 1];
+    // A blank line first: csv-core strips a byte-order mark only on its first read (done above).
+    reader.read_record(b"\n", &mut out, &mut ends);
+    let (mut result, consumed, _, mut fields) = reader.read_record(text, &mut out, &mut ends);
+    if result == csv_core::ReadRecordResult::InputEmpty {
+        if !complete {
+            return Err(format!(
+                "the header row is longer than {MAX_HEADER_BYTES} bytes"
+            ));
+        }
+        (result, _, _, fields) = reader.read_record(&[], &mut out, &mut ends);
+    }
+    if result != csv_core::ReadRecordResult::Record {
+        return Err("the object has no header row".into());
+    }
+    let mut columns = Vec::with_capacity(fields);
+    let mut from = 0;
+    for &end in &ends[..fields] {
+        let name = std::str::from_utf8(&out[from..end])
+            .map_err(|_| "the header row is not UTF-8".to_string())?;
+        columns.push(name.to_string());
+        from = end;
+    }
+    Ok((columns, consumed as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CSV: Format = Format::Csv {
+        delimiter: b',',
+        quote: b'"',
+        header: true,
+    };
+
+    #[test]
+    fn header_rows() {
+        let cases: &[(&[u8], bool, Result<(Vec<&str>, u64), &str>)] = &[
+            (b"a,b\n1,2\n", true, Ok((vec!["a", "b"], 4))),
+            (b"a,b\r\n1,2\n", true, Ok((vec!["a", "b"], 4))),
+            (b"\"x\ny\",b\n1\n", true, Ok((vec!["x\ny", "b"], 8))),
+            (b"a,b", true, Ok((vec!["a", "b"], 3))),
+            (
+                b"a,b",
+                false,
+                Err("the header row is longer than 1048576 bytes"),
+            ),
+            (b"", true, Err("the object has no header row")),
+        ];
+        for (text, complete, want) in cases {
+            let got = header_row(CSV, text, *complete);
+            let want = want
+                .clone()
+                .map(|(cols, n)| (cols.iter().map(|c| c.to_string()).collect(), n))
+                .map_err(str::to_string);
+            assert_eq!(got, want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_ranges_cover_the_data_once() {
+        for (data_start, size, chunk_size) in
+            [(0, 10, 3), (4, 10, 3), (4, 4, 3), (0, 1, 7), (9, 100, 1)]
+        {
+            let layout = Layout {
+                bucket: "b".into(),
+                key: "k".into(),
+                size,
+                etag: "e".into(),
+                format: CSV,
+                columns: vec![],
+                data_start,
+                chunk_size,
+                gzip: false,
+            };
+            let mut next = data_start;
+            for index in 0..layout.chunk_count() {
+                let (start, end) = layout.range(index);
+                assert_eq!(start, next);
+                assert!(end > start && end - start <= chunk_size);
+                next = end;
+            }
+            assert_eq!(next, size.max(data_start));
+        }
+    }
+
+    #[test]
+    fn compact_ranges_round_trip() {
+        let cases: &[(&[u32], &str)] = &[
+            (&[], ""),
+            (&[0], "0"),
+            (&[0, 1, 2, 3, 5, 7, 8], "0-3,5,7-8"),
+            (&[41, 43], "41,43"),
+        ];
+        for (indexes, text) in cases {
+            assert_eq!(compact_ranges(indexes.iter().copied()), *text);
+            assert_eq!(expand_ranges(text).unwrap(), *indexes);
+        }
+        assert!(expand_ranges("1-x").is_err());
+    }
+}
