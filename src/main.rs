@@ -21,7 +21,7 @@ enum Command {
     /// Run the operator: reconcile S3Ingest and S3ParallelScan resources.
     Controller(ControllerArgs),
     /// Process one chunk of an S3ParallelScan (run inside chunk Jobs).
-    Worker,
+    Worker(Box<cli::worker::WorkerArgs>),
     /// Stream a URL into S3 on this machine.
     Ingest(Box<cli::ingest::IngestArgs>),
     /// Scan an S3 object in parallel on this machine.
@@ -47,6 +47,9 @@ struct ControllerArgs {
     /// Seconds between progress updates in an ingest's status.
     #[arg(long, default_value_t = 2)]
     status_interval: u64,
+    /// Image of chunk-worker Jobs when a scan names none (the operator's own).
+    #[arg(long, env = "S3FLOW_WORKER_IMAGE", default_value = concat!("ghcr.io/s3flow/s3flow:", env!("CARGO_PKG_VERSION")))]
+    worker_image: String,
 }
 
 /// Part buffers are megabytes each and short-lived. glibc raises its mmap threshold after such
@@ -97,6 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_concurrent_ingests: args.max_concurrent_ingests,
                 stall_timeout: std::time::Duration::from_secs(args.stall_timeout),
                 status_interval: std::time::Duration::from_secs(args.status_interval.max(1)),
+                worker_image: args.worker_image,
             };
             s3flow::controller::run(client, settings).await;
             return Ok(());
@@ -108,12 +112,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             summary
         }
-        Command::Worker => {
-            anyhow::bail!(
-                "this subcommand is not yet available in s3flow {}",
-                s3flow::VERSION
-            )
-        }
+        Command::Worker(args) => match cli::worker::run(*args).await {
+            Ok(report) => report,
+            Err(failure) => {
+                // The Job's pod failure policy reads the exit code: bad data is not retried.
+                if let Some(path) = &cli.termination_message_path {
+                    let _ = std::fs::write(path, failure.message());
+                }
+                eprintln!("error: {}", failure.error);
+                std::process::exit(failure.exit_code());
+            }
+        },
     };
     let line = result.to_string();
     println!("{line}");

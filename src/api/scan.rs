@@ -282,6 +282,12 @@ pub struct S3ParallelScanStatus {
     /// Column names from the header row.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub header: Vec<String>,
+    /// Offset of the first record: after a byte-order mark and the header row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_start: Option<i64>,
+    /// Compression of the object; `gzip` is not splittable and is scanned as one chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
     /// Number of byte-range chunks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_chunks: Option<i32>,
@@ -310,6 +316,11 @@ pub struct S3ParallelScanStatus {
     /// s3:// URL of the manifest: chunks, byte ranges, record counts, output parts, source ETag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
+    /// The controller's bookkeeping of accepted chunks (merged partial results, the record
+    /// parser's state at the next chunk). Internal: do not edit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub checkpoint: Option<serde_json::Map<String, serde_json::Value>>,
     /// When the scan started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,

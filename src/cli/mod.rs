@@ -2,6 +2,7 @@
 
 pub mod ingest;
 pub mod scan;
+pub mod worker;
 
 /// Splits `s3://bucket/key` into bucket and key.
 pub fn parse_s3_url(url: &str) -> anyhow::Result<(String, String)> {

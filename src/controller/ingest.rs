@@ -7,28 +7,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::watcher;
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, ResourceExt};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::{Context, Error, MANAGER, conditions};
+use super::{Context, Error, InputError, StatusWriter, publish, s3_settings, secret_data, set_phase};
 use crate::api::ingest::ResumePoint;
 use crate::api::ingest::{S3Ingest, S3IngestStatus};
-use crate::api::{Phase, S3Connection};
+use crate::api::Phase;
 use crate::ingest::{
     self, Checkpoint, IngestRequest, PartSize, Progress, Resume, SourceConfig, abort_upload,
 };
-use crate::s3::{S3Settings, StaticCredentials};
 use crate::size::parse_size;
 
 /// Held while an upload may exist that only this operator knows how to clean up.
@@ -119,7 +116,7 @@ async fn apply(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
         Phase::Succeeded => {
             let mut status = status;
             status.observed_generation = generation;
-            StatusWriter::new(&ctx, &obj).write(&status).await?;
+            StatusWriter::new(&ctx, obj.as_ref()).write(&status).await?;
             return Ok(Action::await_change());
         }
         // A failure stays until the spec changes.
@@ -155,7 +152,7 @@ async fn cleanup(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error>
         .unwrap_or_default();
     if let (Some(upload_id), false) = (status.upload_id, status.phase == Phase::Succeeded) {
         let dest = &obj.spec.destination;
-        match s3_settings(&ctx, &obj, &dest.connection).await {
+        match s3_settings(&ctx, obj.as_ref(), &dest.connection).await {
             Ok(settings) => {
                 let s3 = crate::s3::client(&settings).await;
                 abort_upload(&s3, &dest.bucket, &dest.key, &upload_id)
@@ -163,7 +160,7 @@ async fn cleanup(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error>
                     .map_err(Error::Cleanup)?;
             }
             Err(e) => {
-                publish(&ctx, &obj, EventType::Warning, "UploadNotAborted", &format!(
+                publish(&ctx, obj.as_ref(), EventType::Warning, "UploadNotAborted", &format!(
                     "upload {upload_id} could not be aborted ({e}); remove it with a lifecycle rule or AbortMultipartUpload"
                 ))
                 .await;
@@ -171,88 +168,6 @@ async fn cleanup(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error>
         }
     }
     Ok(Action::await_change())
-}
-
-/// Why the inputs of a transfer could not be read.
-#[derive(Debug, thiserror::Error)]
-enum InputError {
-    #[error("secret {0:?} not found in the ingest's namespace")]
-    SecretNotFound(String),
-    #[error("secret {secret:?} has no key {key}")]
-    SecretKeyMissing { secret: String, key: String },
-    #[error("configmap {0:?} not found in the ingest's namespace")]
-    ConfigMapNotFound(String),
-    #[error("configmap {name:?} has no key {key}")]
-    ConfigMapKeyMissing { name: String, key: String },
-    #[error("partSize: {0}")]
-    PartSize(String),
-    #[error("reading an input: {0}")]
-    Kube(#[from] kube::Error),
-}
-
-impl InputError {
-    fn reason(&self) -> &'static str {
-        match self {
-            Self::SecretNotFound(_) => "SecretNotFound",
-            Self::SecretKeyMissing { .. } => "InvalidSecret",
-            Self::ConfigMapNotFound(_) => "ConfigMapNotFound",
-            Self::ConfigMapKeyMissing { .. } => "InvalidConfigMap",
-            Self::PartSize(_) => "InvalidPartSize",
-            Self::Kube(_) => "InputUnreadable",
-        }
-    }
-}
-
-async fn secret_data(
-    ctx: &Context,
-    obj: &S3Ingest,
-    name: &str,
-) -> Result<Vec<(String, String)>, InputError> {
-    let api: Api<Secret> =
-        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let secret = api
-        .get_opt(name)
-        .await?
-        .ok_or_else(|| InputError::SecretNotFound(name.into()))?;
-    let mut data: Vec<(String, String)> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-        .collect();
-    data.extend(secret.string_data.unwrap_or_default());
-    Ok(data)
-}
-
-async fn s3_settings(
-    ctx: &Context,
-    obj: &S3Ingest,
-    connection: &S3Connection,
-) -> Result<S3Settings, InputError> {
-    let credentials = match &connection.credentials_secret_ref {
-        None => None,
-        Some(secret) => {
-            let data = secret_data(ctx, obj, &secret.name).await?;
-            let get = |key: &str| data.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-            let required = |key: &str| {
-                get(key).ok_or_else(|| InputError::SecretKeyMissing {
-                    secret: secret.name.clone(),
-                    key: key.into(),
-                })
-            };
-            Some(StaticCredentials {
-                access_key_id: required("AWS_ACCESS_KEY_ID")?,
-                secret_access_key: required("AWS_SECRET_ACCESS_KEY")?,
-                session_token: get("AWS_SESSION_TOKEN"),
-            })
-        }
-    };
-    Ok(S3Settings {
-        endpoint: connection.endpoint.clone(),
-        region: connection.region.clone(),
-        force_path_style: connection.force_path_style.unwrap_or(false),
-        credentials,
-    })
 }
 
 async fn request(ctx: &Context, obj: &S3Ingest) -> Result<IngestRequest, InputError> {
@@ -309,77 +224,6 @@ async fn request(ctx: &Context, obj: &S3Ingest) -> Result<IngestRequest, InputEr
     })
 }
 
-async fn publish(ctx: &Context, obj: &S3Ingest, type_: EventType, reason: &str, note: &str) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Ingest".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(error = %e, "publishing an event");
-    }
-}
-
-/// Writes the whole status by server-side apply, as the one manager that owns it.
-struct StatusWriter {
-    api: Api<S3Ingest>,
-    name: String,
-}
-
-impl StatusWriter {
-    fn new(ctx: &Context, obj: &S3Ingest) -> Self {
-        Self {
-            api: Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default()),
-            name: obj.name_any(),
-        }
-    }
-
-    async fn write(&self, status: &S3IngestStatus) -> Result<(), kube::Error> {
-        let patch = json!({
-            "apiVersion": S3Ingest::api_version(&()),
-            "kind": S3Ingest::kind(&()),
-            "status": status,
-        });
-        self.api
-            .patch_status(
-                &self.name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map(|_| ())
-    }
-
-    /// A terminal status must land, or a restart would take the ingest for one still running:
-    /// retried with backoff for about a minute.
-    async fn write_final(&self, status: &S3IngestStatus) {
-        for attempt in 1..=12 {
-            match self.write(status).await {
-                Ok(()) => return,
-                Err(e) => {
-                    warn!(error = %e, attempt, "writing the final status");
-                    tokio::time::sleep(crate::ingest::backoff(attempt)).await;
-                }
-            }
-        }
-    }
-}
-
-fn set_phase(
-    status: &mut S3IngestStatus,
-    phase: Phase,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) {
-    status.conditions = conditions(&status.conditions, phase, reason, message, generation);
-    status.phase = phase;
-    status.observed_generation = generation;
-}
-
-/// Folds the engine's progress into status: committed bytes are those S3 acknowledged.
 fn apply_progress(status: &mut S3IngestStatus, p: &Progress, started: Instant) {
     let elapsed = started.elapsed().as_secs_f64().max(0.001);
     let rate = (p.bytes_committed as f64 / elapsed) as i64;
@@ -413,7 +257,7 @@ fn apply_progress(status: &mut S3IngestStatus, p: &Progress, started: Instant) {
 /// One ingest, from queueing to its final status.
 async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::Receiver<bool>) {
     let generation = obj.metadata.generation;
-    let writer = StatusWriter::new(&ctx, &obj);
+    let writer = StatusWriter::new(&ctx, obj.as_ref());
     let mut status = obj.status.clone().unwrap_or_default();
     // A previous run's upload stays recorded until it is aborted or continued, so that a deletion
     // or a crash meanwhile still finds it.
@@ -436,7 +280,7 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
         let request = request(&ctx, &obj)
             .await
             .map_err(|e| (e.reason(), e.to_string()))?;
-        let settings = s3_settings(&ctx, &obj, &obj.spec.destination.connection)
+        let settings = s3_settings(&ctx, obj.as_ref(), &obj.spec.destination.connection)
             .await
             .map_err(|e| (e.reason(), e.to_string()))?;
         let s3 = crate::s3::client(&settings).await;
@@ -490,7 +334,7 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
             let mut status = shared.lock().await;
             status.upload_id = Some(upload_id);
             set_phase(
-                &mut status,
+                &mut *status,
                 Phase::Running,
                 "Transferring",
                 "streaming the source into S3",
@@ -500,7 +344,7 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
                 api: writer_api,
                 name,
             }
-            .write(&status)
+            .write(&*status)
             .await
             .map_err(|e| e.to_string())
         }
@@ -522,7 +366,7 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
                 }
                 if status.upload_id.is_some() {
                     apply_progress(&mut status, &p, started);
-                    let _ = writer.write(&status).await;
+                    let _ = writer.write(&*status).await;
                 }
             }
             _ = cancelled.changed(), if cancel_deadline.is_none() => {
@@ -570,7 +414,7 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
                 generation,
             );
             writer.write_final(&status).await;
-            publish(&ctx, &obj, EventType::Normal, "Succeeded", &message).await;
+            publish(&ctx, obj.as_ref(), EventType::Normal, "Succeeded", &message).await;
         }
         Some(Err(error)) => {
             apply_progress(&mut status, &progress.borrow(), started);
@@ -598,7 +442,7 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
 async fn fail(
     ctx: &Context,
     obj: &S3Ingest,
-    writer: &StatusWriter,
+    writer: &StatusWriter<S3Ingest>,
     mut status: S3IngestStatus,
     reason: &str,
     message: &str,

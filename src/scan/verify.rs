@@ -9,7 +9,8 @@ use super::value::Partial;
 /// Accepts chunk reports in index order: a report counts only when the chunk ran from its true
 /// start state (or one that finds the same first record), which the previous chunks' mappings
 /// determine.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Verifier {
     /// Next chunk to accept.
     pub next: u32,
