@@ -175,7 +175,10 @@ fn csv_corpus() -> Vec<(&'static str, Vec<u8>, Vec<u64>)> {
             style(1, &["\n", "\r\n", "\r"][..], true, true, false),
         ),
         ("lf.csv", style(2, &["\n"], false, false, true)),
-        ("crlf-blank-lines.csv", style(3, &["\r\n"], false, true, true)),
+        (
+            "crlf-blank-lines.csv",
+            style(3, &["\r\n"], false, true, true),
+        ),
         ("lone-cr-bom.csv", style(4, &["\r"], true, false, false)),
     ]
     .into_iter()
@@ -205,10 +208,10 @@ fn csv_corpus() -> Vec<(&'static str, Vec<u8>, Vec<u64>)> {
 // ---------------------------------------------------------------------------------------------
 // References: sequential parses of whole objects
 
-/// The correctly rounded sum of `values`, exactly: every double of magnitude in [2^-80, 2^16)
-/// is an integer multiple of 2^-132; they are summed as integers scaled by 2^80 (checking that
-/// no bit is lost), then one rounding (`i128 as f64` rounds to nearest, ties to even) and an
-/// exact power-of-two scaling give the correctly rounded total.
+/// The correctly rounded sum of `values`, exactly: a double of magnitude in [2^-28, 2^23) is an
+/// integer multiple of 2^-80 below 2^103, so the values are summed as integers scaled by 2^80
+/// (checking that range); one rounding (`i128 as f64` rounds to nearest, ties to even) and an
+/// exact power-of-two scaling give the correctly rounded total, as `math.fsum` would.
 fn exact_sum(values: &[f64]) -> f64 {
     const SCALE: i32 = 80;
     let mut total: i128 = 0;
@@ -221,7 +224,10 @@ fn exact_sum(values: &[f64]) -> f64 {
         assert!(exponent != 0 && exponent != 0x7ff, "{value} is not normal");
         let mantissa = i128::from((bits & ((1 << 52) - 1)) | (1 << 52));
         let shift = exponent - 1075 + SCALE;
-        assert!((0..70).contains(&shift), "{value} is out of the exact range");
+        assert!(
+            (0..50).contains(&shift),
+            "{value} is out of the exact range"
+        );
         let scaled = mantissa << shift;
         total += if bits >> 63 == 1 { -scaled } else { scaled };
     }
@@ -277,7 +283,13 @@ fn csv_recs(records: &[csv::StringRecord]) -> Vec<Rec> {
 fn aggregates<'a>(recs: impl Iterator<Item = &'a Rec> + Clone) -> Map<String, Json> {
     let fares: Vec<f64> = recs.clone().filter_map(|r| r.fare).collect();
     let names = recs.clone().filter_map(|r| r.name.clone());
-    let extreme = |f: fn(f64, f64) -> f64| fares.iter().copied().reduce(f).map_or(Json::Null, Json::from);
+    let extreme = |f: fn(f64, f64) -> f64| {
+        fares
+            .iter()
+            .copied()
+            .reduce(f)
+            .map_or(Json::Null, Json::from)
+    };
     Map::from_iter([
         ("n".to_string(), Json::from(recs.clone().count())),
         ("priced".into(), fares.len().into()),
@@ -299,9 +311,18 @@ fn aggregates<'a>(recs: impl Iterator<Item = &'a Rec> + Clone) -> Map<String, Js
 
 /// Asserts that `result` has exactly the keys of `expected` that it should, with equal values
 /// (numbers compared as numbers: the engine keeps integer results integers).
-fn assert_result(result: &Map<String, Json>, expected: &Map<String, Json>, keys: &[&str], what: &str) {
+fn assert_result(
+    result: &Map<String, Json>,
+    expected: &Map<String, Json>,
+    keys: &[&str],
+    what: &str,
+) {
     let got: BTreeSet<&str> = result.keys().map(String::as_str).collect();
-    assert_eq!(got, keys.iter().copied().collect(), "{what}: result keys of {result:?}");
+    assert_eq!(
+        got,
+        keys.iter().copied().collect(),
+        "{what}: result keys of {result:?}"
+    );
     for key in keys {
         let (got, want) = (&result[*key], &expected[*key]);
         let equal = match (got.as_f64(), want.as_f64()) {
@@ -340,6 +361,21 @@ const CSV_CHECKS: [Check; 2] = [
         },
     },
 ];
+
+/// The SUM reference itself: exact where a running sum is not.
+#[test]
+fn exact_sum_is_correctly_rounded() {
+    let tenths = [0.1; 10];
+    assert_ne!(
+        tenths.iter().sum::<f64>(),
+        1.0,
+        "a running sum rounds at every step"
+    );
+    assert_eq!(exact_sum(&tenths), 1.0);
+    assert_eq!(exact_sum(&[1e6, 0.01, -1e6]), 0.01);
+    assert_eq!(exact_sum(&[12.34, -0.05, 7.0]), 19.29);
+    assert_eq!(exact_sum(&[]), 0.0);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Running the engine
@@ -438,8 +474,9 @@ async fn check_object(
     chunk_size: u64,
     checks: &[Check<'_>],
     recs: &[Rec],
-) -> Layout {
+) -> (Layout, u32) {
     let what = format!("{key} at chunk size {chunk_size}");
+    let mut reruns = 0;
     let layout = plan(bucket, key, format, chunk_size)
         .await
         .unwrap_or_else(|e| panic!("{what}: plan: {e}"));
@@ -448,12 +485,18 @@ async fn check_object(
             .await
             .unwrap_or_else(|e| panic!("{what}: {}: {e}", check.sql));
         check_coverage(&summary, &layout, &what);
+        reruns += summary.reruns;
         assert_eq!(summary.records, recs.len() as u64, "{what}: records");
         assert_eq!(summary.manifest, None, "{what}: no output, no manifest");
         let expected = aggregates(recs.iter().filter(|r| (check.filter)(r)));
-        assert_result(&summary.result, &expected, check.keys, &format!("{what}: {}", check.sql));
+        assert_result(
+            &summary.result,
+            &expected,
+            check.keys,
+            &format!("{what}: {}", check.sql),
+        );
     }
-    layout
+    (layout, reruns)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -472,12 +515,19 @@ async fn csv_results_match_a_sequential_parse_at_every_chunk_size() {
         let (headers, records) = csv_records(&data);
         let recs = csv_recs(&records);
         let filtered = recs.iter().filter(|r| (CSV_CHECKS[1].filter)(r)).count();
+        let longest = records.iter().flatten().map(str::len).max().unwrap_or(0);
         assert!(
-            recs.len() >= 20 && filtered > 0 && filtered < recs.len(),
+            recs.len() >= 20 && filtered > 0 && filtered < recs.len() && longest > 100,
             "{key}: the object exercises little: {recs:?}"
         );
         for chunk_size in chunk_sizes {
-            let layout = check_object(&bucket, key, CSV, chunk_size, &CSV_CHECKS, &recs).await;
+            let (layout, reruns) =
+                check_object(&bucket, key, CSV, chunk_size, &CSV_CHECKS, &recs).await;
+            // Newlines inside quotes make some one-byte chunks guess their start state wrong.
+            assert!(
+                chunk_size > 1 || reruns > 0,
+                "{key} at chunk size 1: no chunk was rerun, the corpus misses what it is for"
+            );
             assert_eq!(layout.columns, headers, "{key}: header row");
             assert_eq!(layout.size, data.len() as u64, "{key}: size");
             assert!(!layout.gzip, "{key}");
@@ -564,7 +614,9 @@ async fn json_lines_results_match_a_sequential_parse_at_every_chunk_size() {
             sql: "SELECT COUNT(*) AS n, COUNT(s.fare) AS priced, SUM(s.fare) AS total, \
                   MIN(s.fare) AS low, MAX(s.fare) AS high, MIN(s.name) AS first, \
                   MAX(s.name) AS last, MAX(s.meta.score) AS top FROM S3Object s",
-            keys: &["n", "priced", "total", "low", "high", "first", "last", "top"],
+            keys: &[
+                "n", "priced", "total", "low", "high", "first", "last", "top",
+            ],
             filter: |_| true,
         },
         Check {
@@ -578,7 +630,10 @@ async fn json_lines_results_match_a_sequential_parse_at_every_chunk_size() {
     ];
     let corpus = [
         ("final-newline.jsonl", jsonl_object(11, 16, false, true)),
-        ("bom-no-final-newline.jsonl", jsonl_object(12, 14, true, false)),
+        (
+            "bom-no-final-newline.jsonl",
+            jsonl_object(12, 14, true, false),
+        ),
     ];
     for (key, data) in corpus {
         put(&bucket, key, data.clone()).await;
@@ -593,7 +648,7 @@ async fn json_lines_results_match_a_sequential_parse_at_every_chunk_size() {
         );
         let largest = data.len() as u64 + 1_000;
         for chunk_size in CHUNK_SIZES.into_iter().chain([largest]) {
-            let layout =
+            let (layout, _) =
                 check_object(&bucket, key, Format::JsonLines, chunk_size, &checks, &recs).await;
             assert!(layout.columns.is_empty(), "{key}");
         }
@@ -615,7 +670,10 @@ async fn read_output(
     let manifest: Json =
         serde_json::from_slice(&get(&bucket.s3, &bucket.name, &manifest_key).await).unwrap();
     let chunks = manifest["chunks"].as_array().expect("chunks");
-    let indexes: Vec<u64> = chunks.iter().map(|c| c["index"].as_u64().unwrap()).collect();
+    let indexes: Vec<u64> = chunks
+        .iter()
+        .map(|c| c["index"].as_u64().unwrap())
+        .collect();
     let all: Vec<u64> = (0..u64::from(layout.chunk_count())).collect();
     assert_eq!(indexes, all, "{what}: manifest chunks in order, each once");
     let mut rows = Vec::new();
@@ -629,10 +687,17 @@ async fn read_output(
             "{what}: chunk {index} range"
         );
         let Some(part) = chunk["part"].as_str() else {
-            assert_eq!(chunk["rows"], 0, "{what}: chunk {index} has rows but no part");
+            assert_eq!(
+                chunk["rows"], 0,
+                "{what}: chunk {index} has rows but no part"
+            );
             continue;
         };
-        assert_eq!(part, output.part_key(index), "{what}: chunk {index} part key");
+        assert_eq!(
+            part,
+            output.part_key(index),
+            "{what}: chunk {index} part key"
+        );
         keys.insert(part.to_string());
         let body = get(&bucket.s3, &bucket.name, part).await;
         let part_rows: Vec<Row> = match output.format {
@@ -653,7 +718,11 @@ async fn read_output(
                     .map(|line| {
                         let object: Map<String, Json> = serde_json::from_slice(line).unwrap();
                         let keys: BTreeSet<&str> = object.keys().map(String::as_str).collect();
-                        assert_eq!(keys, BTreeSet::from(["name", "fare"]), "{what}: {part} row keys");
+                        assert_eq!(
+                            keys,
+                            BTreeSet::from(["name", "fare"]),
+                            "{what}: {part} row keys"
+                        );
                         ["name", "fare"]
                             .iter()
                             .map(|k| object[*k].as_str().map(str::to_string))
@@ -747,6 +816,11 @@ async fn row_output_holds_every_matching_row_once_in_object_order() {
                     .await
                     .unwrap_or_else(|e| panic!("{what}: {e}"));
                 check_coverage(&summary, &layout, &what);
+                // Some 7-byte chunks guess wrong: their speculative parts must be replaced or gone.
+                assert!(
+                    chunk_size != 7 || summary.reruns > 0,
+                    "{what}: no chunk was rerun"
+                );
                 let wanted = &expected[..limit.map_or(expected.len(), |l| l as usize)];
                 assert_eq!(summary.records, records.len() as u64, "{what}: records");
                 assert_eq!(summary.rows, wanted.len() as u64, "{what}: rows");
@@ -814,7 +888,8 @@ async fn failures_name_the_cause_and_the_bytes() {
     assert_eq!(error.reason(), "HeaderMismatch", "{error}");
     let message = error.to_string();
     assert!(
-        message.contains(r#"["id", "name", "fare"]"#) && message.contains(r#"["id", "name", "price"]"#),
+        message.contains(r#"["id", "name", "fare"]"#)
+            && message.contains(r#"["id", "name", "price"]"#),
         "both header rows: {message}"
     );
 
@@ -965,7 +1040,7 @@ async fn gzip_csv_is_one_chunk_with_exact_results() {
     ];
     for chunk_size in [1, 64, 1 << 20] {
         let what = format!("{key} at chunk size {chunk_size}");
-        let layout = check_object(&bucket, key, CSV, chunk_size, &checks, &recs).await;
+        let (layout, _) = check_object(&bucket, key, CSV, chunk_size, &checks, &recs).await;
         assert!(layout.gzip, "{what}: detected as gzip");
         assert_eq!(layout.chunk_count(), 1, "{what}: one chunk");
         assert_eq!(layout.columns, headers, "{what}: header row");
@@ -1017,10 +1092,7 @@ fn random_csv() -> impl Strategy<Value = Vec<u8>> {
     (
         any::<bool>(),
         terminator(),
-        prop::collection::vec(
-            (prop::collection::vec(field(), 1..4), terminator()),
-            0..25,
-        ),
+        prop::collection::vec((prop::collection::vec(field(), 1..4), terminator()), 0..25),
         any::<bool>(),
     )
         .prop_map(|(bom, header_end, records, final_terminator)| {
@@ -1049,14 +1121,20 @@ async fn check_random_csv(
     data: &[u8],
     chunk_size: u64,
 ) -> Result<(), String> {
-    let what = format!("{key} at chunk size {chunk_size}: {:?}", String::from_utf8_lossy(data));
+    let what = format!(
+        "{key} at chunk size {chunk_size}: {:?}",
+        String::from_utf8_lossy(data)
+    );
     put(bucket, key, data.to_vec()).await;
     let (headers, records) = csv_records(data);
     let layout = plan(bucket, key, CSV, chunk_size)
         .await
         .map_err(|e| format!("{what}: plan: {e}"))?;
     if layout.columns != headers {
-        return Err(format!("{what}: header {:?} != {headers:?}", layout.columns));
+        return Err(format!(
+            "{what}: header {:?} != {headers:?}",
+            layout.columns
+        ));
     }
     let summary = run(bucket, &layout, "SELECT COUNT(*) AS n FROM S3Object", None)
         .await
@@ -1070,12 +1148,22 @@ async fn check_random_csv(
         prefix: format!("{key}-out/"),
         format: OutputFormat::JsonLines,
     };
-    let summary = run(bucket, &layout, "SELECT a, b FROM S3Object", Some(output.clone()))
-        .await
-        .map_err(|e| format!("{what}: SELECT a, b: {e}"))?;
+    let summary = run(
+        bucket,
+        &layout,
+        "SELECT a, b FROM S3Object",
+        Some(output.clone()),
+    )
+    .await
+    .map_err(|e| format!("{what}: SELECT a, b: {e}"))?;
     let mut rows: Vec<Row> = Vec::new();
     let manifest: Json = serde_json::from_slice(
-        &get(&bucket.s3, &bucket.name, &format!("{}manifest.json", output.prefix)).await,
+        &get(
+            &bucket.s3,
+            &bucket.name,
+            &format!("{}manifest.json", output.prefix),
+        )
+        .await,
     )
     .unwrap();
     for chunk in manifest["chunks"].as_array().unwrap() {
@@ -1134,16 +1222,11 @@ fn random_csv_matches_a_sequential_parse_at_random_chunk_sizes() {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Engine bugs, ignored until fixed (`cargo test --test scan_engine -- --ignored` shows them)
-
 /// A chunk that starts right after a newline inside a quoted field guesses "record start"; its
-/// speculative first record (`b"`) is not a number, and the scan fails with BadData before the
-/// verifier would have rejected the guess and rerun the chunk from its true state. The object
-/// is valid: SUM(fare) is 1 at any chunk size.
+/// speculative first record (`b"`) is not a number, which must not fail the scan: the verifier
+/// rejects the guess and runs the chunk again from its true state. SUM(fare) is 1 at any size.
 #[tokio::test]
-#[ignore = "engine bug: a chunk run from a wrong start-state guess fails the scan with BadData"]
-async fn a_wrong_start_state_guess_fails_a_valid_csv_with_bad_data() {
+async fn a_wrong_start_state_guess_never_fails_a_valid_csv() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
     let key = "newline-in-quotes.csv";
     // Bytes 10-17 hold the record `1,"a\nb"\n`; chunk 1 of 5-byte chunks starts at `b` (15).
@@ -1161,12 +1244,10 @@ async fn a_wrong_start_state_guess_fails_a_valid_csv_with_bad_data() {
     }
 }
 
-/// Records may have any number of fields when read (like the `csv` crate's flexible reader),
-/// but `SELECT *` to CSV output writes them with a non-flexible `csv::Writer`, which refuses a
-/// record of another length than the header row: the scan fails with ReadFailed, a transient
-/// error, so it would be retried without end.
+/// Records may have any number of fields (like the `csv` crate's flexible reader), and
+/// `SELECT *` to CSV output writes them as they are, not failing on a record of another length
+/// than the header row.
 #[tokio::test]
-#[ignore = "engine bug: SELECT * to CSV output fails on records with fewer fields than the header"]
 async fn select_star_to_csv_keeps_ragged_records() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
     let key = "ragged.csv";
@@ -1177,9 +1258,14 @@ async fn select_star_to_csv_keeps_ragged_records() {
         prefix: "ragged/".into(),
         format: OutputFormat::Csv,
     };
-    let summary = run(&bucket, &layout, "SELECT * FROM S3Object", Some(output.clone()))
-        .await
-        .unwrap_or_else(|e| panic!("{key}: {} {e}", e.reason()));
+    let summary = run(
+        &bucket,
+        &layout,
+        "SELECT * FROM S3Object",
+        Some(output.clone()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{key}: {} {e}", e.reason()));
     assert_eq!(summary.rows, 2, "{key}");
     assert_eq!(
         get(&bucket.s3, &bucket.name, &output.part_key(0)).await,

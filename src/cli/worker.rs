@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use clap::{Args, ValueEnum};
 use s3flow::s3::{S3Settings, client};
 use s3flow::scan::chunk::Work;
-use s3flow::scan::{ChunkTask, ScanError, manifest, run_chunk};
+use s3flow::scan::{ChunkReport, ChunkTask, ScanError, manifest, run_chunk};
 
 /// Longest termination message Kubernetes keeps.
 const TERMINATION_MESSAGE_LIMIT: usize = 4096;
@@ -68,7 +68,9 @@ pub async fn run(args: WorkerArgs) -> Result<serde_json::Value, WorkerFailure> {
     let task: ChunkTask = serde_json::from_str(&args.task)
         .map_err(|e| invalid(format!("S3FLOW_CHUNK_TASK is not a chunk task: {e}")))?;
     if (args.mode == Mode::Fetch) != matches!(task.work, Work::Fetch { .. }) {
-        return Err(invalid("`worker fetch` runs fetch tasks only, `worker` the others".into()));
+        return Err(invalid(
+            "`worker fetch` runs fetch tasks only, `worker` the others".into(),
+        ));
     }
     let s3 = client(&S3Settings {
         endpoint: args.endpoint,
@@ -80,6 +82,12 @@ pub async fn run(args: WorkerArgs) -> Result<serde_json::Value, WorkerFailure> {
     let report = run_chunk(&s3, &task, Arc::new(AtomicU64::new(0)))
         .await
         .map_err(|error| WorkerFailure { error })?;
+    // Bad data from a start state that may be a wrong guess goes to the controller to judge.
+    if ChunkReport::start_is_certain(&task)
+        && let Some(error) = report.bad_data(&task.layout)
+    {
+        return Err(WorkerFailure { error });
+    }
     let full = serde_json::to_value(&report).expect("reports serialize");
     let Some(location) = args.report_to else {
         return Ok(full);
@@ -87,7 +95,11 @@ pub async fn run(args: WorkerArgs) -> Result<serde_json::Value, WorkerFailure> {
     let (bucket, key) = location
         .strip_prefix("s3://")
         .and_then(|rest| rest.split_once('/'))
-        .ok_or_else(|| invalid(format!("S3FLOW_REPORT_TO {location:?} is not s3://bucket/key")))?;
+        .ok_or_else(|| {
+            invalid(format!(
+                "S3FLOW_REPORT_TO {location:?} is not s3://bucket/key"
+            ))
+        })?;
     manifest::put(&s3, bucket, key, &full)
         .await
         .map_err(|error| WorkerFailure { error })?;

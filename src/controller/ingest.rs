@@ -19,10 +19,12 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::{Context, Error, InputError, StatusWriter, publish, s3_settings, secret_data, set_phase};
+use super::{
+    Context, Error, InputError, StatusWriter, publish, s3_settings, secret_data, set_phase,
+};
+use crate::api::Phase;
 use crate::api::ingest::ResumePoint;
 use crate::api::ingest::{S3Ingest, S3IngestStatus};
-use crate::api::Phase;
 use crate::ingest::{
     self, Checkpoint, IngestRequest, PartSize, Progress, Resume, SourceConfig, abort_upload,
 };

@@ -127,13 +127,21 @@ pub trait PhaseStatus {
 
 impl PhaseStatus for crate::api::ingest::S3IngestStatus {
     fn phase_fields(&mut self) -> (&mut Phase, &mut Vec<Condition>, &mut Option<i64>) {
-        (&mut self.phase, &mut self.conditions, &mut self.observed_generation)
+        (
+            &mut self.phase,
+            &mut self.conditions,
+            &mut self.observed_generation,
+        )
     }
 }
 
 impl PhaseStatus for crate::api::scan::S3ParallelScanStatus {
     fn phase_fields(&mut self) -> (&mut Phase, &mut Vec<Condition>, &mut Option<i64>) {
-        (&mut self.phase, &mut self.conditions, &mut self.observed_generation)
+        (
+            &mut self.phase,
+            &mut self.conditions,
+            &mut self.observed_generation,
+        )
     }
 }
 

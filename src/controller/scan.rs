@@ -154,7 +154,12 @@ async fn source(ctx: &Context, obj: &S3ParallelScan) -> Result<Source, Blocked> 
                 reference.name
             )));
         }
-        Err(e) => return Err(Blocked::Waiting(format!("reading S3Ingest {:?}: {e}", reference.name))),
+        Err(e) => {
+            return Err(Blocked::Waiting(format!(
+                "reading S3Ingest {:?}: {e}",
+                reference.name
+            )));
+        }
     };
     match ingest.status.as_ref().map(|s| s.phase) {
         Some(Phase::Succeeded) => Ok(Source {
@@ -192,7 +197,11 @@ fn columns_of(layout: &Layout) -> Columns {
 }
 
 /// The planned layout as status recorded it.
-fn recorded_layout(obj: &S3ParallelScan, source: &Source, status: &S3ParallelScanStatus) -> Option<Layout> {
+fn recorded_layout(
+    obj: &S3ParallelScan,
+    source: &Source,
+    status: &S3ParallelScanStatus,
+) -> Option<Layout> {
     Some(Layout {
         bucket: source.bucket.clone(),
         key: source.key.clone(),
@@ -266,10 +275,20 @@ fn chunk_job(
 ) -> Job {
     let index = task.map(|t| t.index).unwrap_or_default();
     let state = task.and_then(|t| t.start_state);
-    let name = job_name(obj, role, index, if role == Role::Scan { state } else { None });
+    let name = job_name(
+        obj,
+        role,
+        index,
+        if role == Role::Scan { state } else { None },
+    );
     let worker = obj.spec.worker.clone().unwrap_or_default();
-    let image = worker.image.clone().unwrap_or_else(|| ctx.settings.worker_image.clone());
-    let mut env = vec![serde_json::json!({"name": "S3FLOW_TERMINATION_MESSAGE_PATH", "value": "/dev/termination-log"})];
+    let image = worker
+        .image
+        .clone()
+        .unwrap_or_else(|| ctx.settings.worker_image.clone());
+    let mut env = vec![
+        serde_json::json!({"name": "S3FLOW_TERMINATION_MESSAGE_PATH", "value": "/dev/termination-log"}),
+    ];
     let connection = &source.connection;
     if let Some(endpoint) = &connection.endpoint {
         env.push(serde_json::json!({"name": "S3FLOW_S3_ENDPOINT", "value": endpoint}));
@@ -281,7 +300,11 @@ fn chunk_job(
         env.push(serde_json::json!({"name": "S3FLOW_S3_FORCE_PATH_STYLE", "value": "true"}));
     }
     if let Some(secret) = &connection.credentials_secret_ref {
-        for (key, optional) in [("AWS_ACCESS_KEY_ID", false), ("AWS_SECRET_ACCESS_KEY", false), ("AWS_SESSION_TOKEN", true)] {
+        for (key, optional) in [
+            ("AWS_ACCESS_KEY_ID", false),
+            ("AWS_SECRET_ACCESS_KEY", false),
+            ("AWS_SESSION_TOKEN", true),
+        ] {
             env.push(serde_json::json!({"name": key, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key, "optional": optional}}}));
         }
     }
@@ -306,7 +329,11 @@ fn chunk_job(
     };
     let user_container = |spec: &crate::api::scan::ContainerSpec, extra: Vec<serde_json::Value>| {
         let mut env: Vec<serde_json::Value> = extra;
-        env.extend(spec.env.iter().map(|e| serde_json::to_value(e).expect("env serializes")));
+        env.extend(
+            spec.env
+                .iter()
+                .map(|e| serde_json::to_value(e).expect("env serializes")),
+        );
         serde_json::json!({
             "name": "processor",
             "image": spec.image,
@@ -327,7 +354,12 @@ fn chunk_job(
             fetch["name"] = "fetch".into();
             fetch["volumeMounts"] = serde_json::json!([{"name": "chunk", "mountPath": CHUNK_DIR}]);
             let path = chunk_file(task.layout.format);
-            let spec = obj.spec.processor.container.as_ref().expect("container processor");
+            let spec = obj
+                .spec
+                .processor
+                .container
+                .as_ref()
+                .expect("container processor");
             let extra = vec![
                 serde_json::json!({"name": "S3FLOW_CHUNK_FILE", "value": path}),
                 serde_json::json!({"name": "S3FLOW_CHUNK_INDEX", "value": task.index.to_string()}),
@@ -335,7 +367,11 @@ fn chunk_job(
                 serde_json::json!({"name": "S3FLOW_BUCKET", "value": task.layout.bucket}),
                 serde_json::json!({"name": "S3FLOW_KEY", "value": task.layout.key}),
             ];
-            (vec![fetch], vec![user_container(spec, extra)], vec![serde_json::json!({"name": "chunk", "emptyDir": {}})])
+            (
+                vec![fetch],
+                vec![user_container(spec, extra)],
+                vec![serde_json::json!({"name": "chunk", "emptyDir": {}})],
+            )
         }
         Role::OnComplete => {
             let spec = obj.spec.on_complete.as_ref().expect("onComplete set");
@@ -343,7 +379,10 @@ fn chunk_job(
             extra.retain(|e| e["name"] != "S3FLOW_TERMINATION_MESSAGE_PATH");
             extra.push(serde_json::json!({"name": "S3FLOW_MANIFEST", "value": report_to.unwrap_or_default()}));
             let mut container = user_container(spec, extra);
-            container.as_object_mut().expect("object").remove("volumeMounts");
+            container
+                .as_object_mut()
+                .expect("object")
+                .remove("volumeMounts");
             (vec![], vec![container], vec![])
         }
     };
@@ -352,7 +391,11 @@ fn chunk_job(
     if let Some(state) = state {
         labels[STATE_LABEL] = state.code().to_string().into();
     }
-    let retries = if role == Role::OnComplete { 0 } else { obj.spec.chunking.max_retries_per_chunk };
+    let retries = if role == Role::OnComplete {
+        0
+    } else {
+        obj.spec.chunking.max_retries_per_chunk
+    };
     serde_json::from_value(serde_json::json!({
         "metadata": {
             "name": name,
@@ -402,7 +445,11 @@ fn chunk_file(format: Format) -> String {
 
 fn job_finished(job: &Job) -> Option<bool> {
     let conditions = job.status.as_ref()?.conditions.as_ref()?;
-    let holds = |type_: &str| conditions.iter().any(|c| c.type_ == type_ && c.status == "True");
+    let holds = |type_: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
     if holds("Complete") {
         Some(true)
     } else if holds("Failed") {
@@ -434,19 +481,35 @@ fn job_state(job: &Job) -> Option<State> {
 }
 
 /// The termination message of `container` in the Job's last pod that ran it to the end.
-async fn termination_message(ctx: &Context, job: &Job, container: &str) -> Result<Option<String>, kube::Error> {
+async fn termination_message(
+    ctx: &Context,
+    job: &Job,
+    container: &str,
+) -> Result<Option<String>, kube::Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
     let list = pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={}", job.name_any())))
+        .list(
+            &ListParams::default()
+                .labels(&format!("batch.kubernetes.io/job-name={}", job.name_any())),
+        )
         .await?;
     let mut messages: Vec<(Option<Timestamp>, String)> = list
         .items
         .iter()
         .filter_map(|pod| {
             let status = pod.status.as_ref()?;
-            let statuses = status.container_statuses.iter().flatten().chain(status.init_container_statuses.iter().flatten());
-            let terminated = statuses.filter(|s| s.name == container).find_map(|s| s.state.as_ref()?.terminated.clone())?;
-            Some((terminated.finished_at.map(|t| t.0), terminated.message.unwrap_or_default()))
+            let statuses = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .chain(status.init_container_statuses.iter().flatten());
+            let terminated = statuses
+                .filter(|s| s.name == container)
+                .find_map(|s| s.state.as_ref()?.terminated.clone())?;
+            Some((
+                terminated.finished_at.map(|t| t.0),
+                terminated.message.unwrap_or_default(),
+            ))
         })
         .collect();
     messages.sort_by_key(|(finished, _)| *finished);
@@ -455,7 +518,16 @@ async fn termination_message(ctx: &Context, job: &Job, container: &str) -> Resul
 
 async fn delete_job(ctx: &Context, job: &Job) -> Result<(), kube::Error> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
-    match api.delete(&job.name_any(), &DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() }).await {
+    match api
+        .delete(
+            &job.name_any(),
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..Default::default()
+            },
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e),
@@ -474,7 +546,10 @@ async fn create_job(ctx: &Context, job: &Job) -> Result<(), kube::Error> {
 async fn scan_jobs(ctx: &Context, obj: &S3ParallelScan) -> Result<Vec<Job>, kube::Error> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let selector = format!("{SCAN_LABEL}={}", obj.uid().unwrap_or_default());
-    Ok(api.list(&ListParams::default().labels(&selector)).await?.items)
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
 }
 
 /// Deletes every Job of the scan, waiting until their pods are gone would be the Job
@@ -483,7 +558,10 @@ async fn delete_all_jobs(ctx: &Context, obj: &S3ParallelScan) -> Result<(), kube
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let selector = format!("{SCAN_LABEL}={}", obj.uid().unwrap_or_default());
     api.delete_collection(
-        &DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), ..Default::default() },
+        &DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Foreground),
+            ..Default::default()
+        },
         &ListParams::default().labels(&selector),
     )
     .await?;
@@ -491,24 +569,34 @@ async fn delete_all_jobs(ctx: &Context, obj: &S3ParallelScan) -> Result<(), kube
 }
 
 /// Aborts multipart uploads that killed workers left under the scan's output prefix.
-async fn abort_leftover_uploads(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<usize, ScanError> {
+async fn abort_leftover_uploads(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<usize, ScanError> {
     let listed = s3
         .list_multipart_uploads()
         .bucket(bucket)
         .prefix(prefix)
         .send()
         .await
-        .map_err(|e| crate::scan::s3_error(&format!("listing uploads under s3://{bucket}/{prefix}"), e))?;
+        .map_err(|e| {
+            crate::scan::s3_error(&format!("listing uploads under s3://{bucket}/{prefix}"), e)
+        })?;
     let mut aborted = 0;
     for upload in listed.uploads() {
-        let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else { continue };
+        let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+            continue;
+        };
         s3.abort_multipart_upload()
             .bucket(bucket)
             .key(key)
             .upload_id(id)
             .send()
             .await
-            .map_err(|e| crate::scan::s3_error(&format!("aborting the upload of s3://{bucket}/{key}"), e))?;
+            .map_err(|e| {
+                crate::scan::s3_error(&format!("aborting the upload of s3://{bucket}/{key}"), e)
+            })?;
         aborted += 1;
     }
     Ok(aborted)
@@ -523,10 +611,26 @@ async fn cleanup(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, 
             Ok(settings) => {
                 let s3 = crate::s3::client(&settings).await;
                 if let Err(e) = abort_leftover_uploads(&s3, &output.bucket, &output.prefix).await {
-                    publish(&ctx, obj.as_ref(), EventType::Warning, "UploadsNotAborted", &e.to_string()).await;
+                    publish(
+                        &ctx,
+                        obj.as_ref(),
+                        EventType::Warning,
+                        "UploadsNotAborted",
+                        &e.to_string(),
+                    )
+                    .await;
                 }
             }
-            Err(e) => publish(&ctx, obj.as_ref(), EventType::Warning, "UploadsNotAborted", &e.to_string()).await,
+            Err(e) => {
+                publish(
+                    &ctx,
+                    obj.as_ref(),
+                    EventType::Warning,
+                    "UploadsNotAborted",
+                    &e.to_string(),
+                )
+                .await
+            }
         }
     }
     Ok(Action::await_change())
@@ -546,7 +650,13 @@ async fn fail(
     if let (Some(s3), Some(output)) = (s3, &obj.spec.processor.output) {
         let _ = abort_leftover_uploads(s3, &output.bucket, &output.prefix).await;
     }
-    set_phase(&mut status, Phase::Failed, reason, message, obj.metadata.generation);
+    set_phase(
+        &mut status,
+        Phase::Failed,
+        reason,
+        message,
+        obj.metadata.generation,
+    );
     status.completion_time = Some(Time(Timestamp::now()));
     if let Some(counts) = &mut status.chunks {
         counts.running = 0;
@@ -572,13 +682,25 @@ async fn apply(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Er
     let source = match source(&ctx, obj).await {
         Ok(source) => source,
         Err(Blocked::Waiting(message)) => {
-            if status.conditions.first().is_none_or(|c| c.message != message) {
-                set_phase(&mut status, Phase::Pending, "WaitingForIngest", &message, generation);
+            if status
+                .conditions
+                .first()
+                .is_none_or(|c| c.message != message)
+            {
+                set_phase(
+                    &mut status,
+                    Phase::Pending,
+                    "WaitingForIngest",
+                    &message,
+                    generation,
+                );
                 StatusWriter::new(&ctx, obj).write(&status).await?;
             }
             return Ok(Action::requeue(Duration::from_secs(3)));
         }
-        Err(Blocked::Failed(reason, message)) => return fail(&ctx, obj, status, None, reason, &message).await,
+        Err(Blocked::Failed(reason, message)) => {
+            return fail(&ctx, obj, status, None, reason, &message).await;
+        }
     };
     let settings = match s3_settings(&ctx, obj, &source.connection).await {
         Ok(settings) => settings,
@@ -590,23 +712,45 @@ async fn apply(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Er
         None => {
             let chunk_size = match parse_size(&obj.spec.chunking.chunk_size) {
                 Ok(size) => size,
-                Err(e) => return fail(&ctx, obj, status, Some(&s3), "InvalidChunkSize", &format!("chunkSize: {e}")).await,
+                Err(e) => {
+                    return fail(
+                        &ctx,
+                        obj,
+                        status,
+                        Some(&s3),
+                        "InvalidChunkSize",
+                        &format!("chunkSize: {e}"),
+                    )
+                    .await;
+                }
             };
             let request = PlanRequest {
                 bucket: source.bucket.clone(),
                 key: source.key.clone(),
                 format: format_of(obj),
-                expected_headers: obj.spec.format.csv.as_ref().and_then(|c| c.expected_headers.clone()),
+                expected_headers: obj
+                    .spec
+                    .format
+                    .csv
+                    .as_ref()
+                    .and_then(|c| c.expected_headers.clone()),
                 chunk_size,
             };
             match plan(&s3, &request).await {
                 Ok(layout) => layout,
                 Err(e) if e.is_transient() => return Err(Error::Scan(e)),
-                Err(e) => return fail(&ctx, obj, status, Some(&s3), e.reason(), &e.to_string()).await,
+                Err(e) => {
+                    return fail(&ctx, obj, status, Some(&s3), e.reason(), &e.to_string()).await;
+                }
             }
         }
     };
-    let sql = obj.spec.processor.sql.clone().unwrap_or_else(|| COUNT_QUERY.to_string());
+    let sql = obj
+        .spec
+        .processor
+        .sql
+        .clone()
+        .unwrap_or_else(|| COUNT_QUERY.to_string());
     let query = match compile(&sql, &columns_of(&layout)) {
         Ok(query) => query,
         Err(e) => return fail(&ctx, obj, status, Some(&s3), "InvalidSql", &e.to_string()).await,
@@ -619,14 +763,30 @@ async fn apply(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Er
         status.compression = layout.gzip.then(|| "gzip".to_string());
         status.total_chunks = Some(layout.chunk_count() as i32);
         status.start_time = Some(Time(Timestamp::now()));
-        let checkpoint = Checkpoint { verifier: Verifier::new(query.empty_partials()), processed: String::new(), finished: false };
-        status.checkpoint = serde_json::to_value(&checkpoint).ok().and_then(|v| v.as_object().cloned());
+        let checkpoint = Checkpoint {
+            verifier: Verifier::new(query.empty_partials()),
+            processed: String::new(),
+            finished: false,
+        };
+        status.checkpoint = serde_json::to_value(&checkpoint)
+            .ok()
+            .and_then(|v| v.as_object().cloned());
         let message = if layout.gzip {
             "gzip-compressed: not splittable, scanned as one chunk".to_string()
         } else {
-            format!("{} chunks of {} bytes", layout.chunk_count(), layout.chunk_size)
+            format!(
+                "{} chunks of {} bytes",
+                layout.chunk_count(),
+                layout.chunk_size
+            )
         };
-        set_phase(&mut status, Phase::Running, "Scanning", &message, generation);
+        set_phase(
+            &mut status,
+            Phase::Running,
+            "Scanning",
+            &message,
+            generation,
+        );
         StatusWriter::new(&ctx, obj).write(&status).await?;
         publish(&ctx, obj, EventType::Normal, "Planned", &message).await;
     }
@@ -646,16 +806,36 @@ async fn drive(
     let generation = obj.metadata.generation;
     let total = layout.chunk_count();
     let containers = obj.spec.processor.container.is_some();
-    let mut checkpoint: Checkpoint = match status.checkpoint.clone().map(serde_json::Value::Object).map(serde_json::from_value) {
+    let mut checkpoint: Checkpoint = match status
+        .checkpoint
+        .clone()
+        .map(serde_json::Value::Object)
+        .map(serde_json::from_value)
+    {
         Some(Ok(checkpoint)) => checkpoint,
-        _ => Checkpoint { verifier: Verifier::new(query.empty_partials()), processed: String::new(), finished: false },
+        _ => Checkpoint {
+            verifier: Verifier::new(query.empty_partials()),
+            processed: String::new(),
+            finished: false,
+        },
     };
-    let mut processed: std::collections::BTreeSet<u32> = expand_ranges(&checkpoint.processed).unwrap_or_default().into_iter().collect();
+    let mut processed: std::collections::BTreeSet<u32> = expand_ranges(&checkpoint.processed)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let (work_bucket, work_prefix) = work_location(obj, layout);
     let report_key = |index: u32| format!("{work_prefix}chunks/{index:05}.json");
     let output = output_of(obj, layout);
-    let task = |index: u32, start_state: Option<State>, work: Work| ChunkTask { layout: layout.clone(), index, start_state, work };
-    let scan_work = Work::Query { sql: sql.to_string(), output: if containers { None } else { output.clone() } };
+    let task = |index: u32, start_state: Option<State>, work: Work| ChunkTask {
+        layout: layout.clone(),
+        index,
+        start_state,
+        work,
+    };
+    let scan_work = Work::Query {
+        sql: sql.to_string(),
+        output: if containers { None } else { output.clone() },
+    };
 
     let jobs = scan_jobs(ctx, obj).await?;
     // A chunk that failed for good fails the scan.
@@ -663,8 +843,14 @@ async fn drive(
     for job in &jobs {
         if job_finished(job) == Some(false) && job_role(job) != Some(Role::OnComplete) {
             let index = job_chunk(job).unwrap_or_default();
-            let container = if job_role(job) == Some(Role::Process) { "processor" } else { WORKER_CONTAINER };
-            let message = termination_message(ctx, job, container).await?.unwrap_or_default();
+            let container = if job_role(job) == Some(Role::Process) {
+                "processor"
+            } else {
+                WORKER_CONTAINER
+            };
+            let message = termination_message(ctx, job, container)
+                .await?
+                .unwrap_or_default();
             let detail = serde_json::from_str::<serde_json::Value>(&message)
                 .ok()
                 .and_then(|m| m["error"].as_str().map(str::to_string))
@@ -681,12 +867,19 @@ async fn drive(
             .take(5)
             .map(|(index, detail)| {
                 let (start, end) = layout.range(*index);
-                format!("chunk {index} (bytes {start}-{}): {detail}", end.min(layout.size))
+                format!(
+                    "chunk {index} (bytes {start}-{}): {detail}",
+                    end.min(layout.size)
+                )
             })
             .collect();
         let bad_data = failures.iter().any(|(_, d)| d.starts_with("bad data"));
         let reason = if bad_data { "BadData" } else { "ChunksFailed" };
-        let message = format!("{} chunk(s) failed: {}", failures.len(), described.join("; "));
+        let message = format!(
+            "{} chunk(s) failed: {}",
+            failures.len(),
+            described.join("; ")
+        );
         if let Some(counts) = &mut status.chunks {
             counts.failed = failures.len() as i32;
         }
@@ -706,9 +899,16 @@ async fn drive(
     while checkpoint.verifier.next < total {
         let index = checkpoint.verifier.next;
         let truth = checkpoint.verifier.state;
-        let candidates = by_chunk.get(&(index, Role::Scan)).cloned().unwrap_or_default();
+        let candidates = by_chunk
+            .get(&(index, Role::Scan))
+            .cloned()
+            .unwrap_or_default();
         // A re-run from the true state wins over the first, guessing run.
-        let Some(job) = candidates.iter().find(|j| job_state(j) == Some(truth)).or_else(|| candidates.iter().find(|j| job_state(j).is_none())) else {
+        let Some(job) = candidates
+            .iter()
+            .find(|j| job_state(j) == Some(truth))
+            .or_else(|| candidates.iter().find(|j| job_state(j).is_none()))
+        else {
             break;
         };
         if job_finished(job) != Some(true) {
@@ -725,14 +925,40 @@ async fn drive(
         match checkpoint.verifier.offer(&report) {
             Verdict::Accepted => {
                 if containers {
-                    let fetch = task(index, Some(truth), Work::Fetch { path: chunk_file(layout.format).into() });
-                    new_process.push(chunk_job(ctx, obj, source, Role::Process, Some(&fetch), None));
+                    let fetch = task(
+                        index,
+                        Some(truth),
+                        Work::Fetch {
+                            path: chunk_file(layout.format).into(),
+                        },
+                    );
+                    new_process.push(chunk_job(
+                        ctx,
+                        obj,
+                        source,
+                        Role::Process,
+                        Some(&fetch),
+                        None,
+                    ));
                 }
                 done_jobs.extend(candidates.iter().copied());
             }
+            Verdict::BadData => {
+                let error = report.bad_data(layout).expect("a bad record");
+                status.failed_chunks = Some(index.to_string());
+                let message = format!("1 chunk(s) failed: {error}");
+                return fail(ctx, obj, status, Some(s3), error.reason(), &message).await;
+            }
             Verdict::RunFrom(state) => {
                 let rerun = task(index, Some(state), scan_work.clone());
-                reruns.push(chunk_job(ctx, obj, source, Role::Scan, Some(&rerun), Some(format!("s3://{work_bucket}/{}", report_key(index)))));
+                reruns.push(chunk_job(
+                    ctx,
+                    obj,
+                    source,
+                    Role::Scan,
+                    Some(&rerun),
+                    Some(format!("s3://{work_bucket}/{}", report_key(index))),
+                ));
                 done_jobs.push(job);
                 break;
             }
@@ -743,10 +969,17 @@ async fn drive(
         if job_role(job) == Some(Role::Process) && job_finished(job) == Some(true) {
             let index = job_chunk(job).unwrap_or_default();
             if processed.insert(index) {
-                let message = termination_message(ctx, job, "processor").await?.unwrap_or_default();
-                manifest::put(s3, &work_bucket, &format!("{work_prefix}chunks/{index:05}.output.json"), &serde_json::json!({"message": message}))
-                    .await
-                    .map_err(Error::Scan)?;
+                let message = termination_message(ctx, job, "processor")
+                    .await?
+                    .unwrap_or_default();
+                manifest::put(
+                    s3,
+                    &work_bucket,
+                    &format!("{work_prefix}chunks/{index:05}.output.json"),
+                    &serde_json::json!({"message": message}),
+                )
+                .await
+                .map_err(Error::Scan)?;
             }
             done_jobs.push(job);
         }
@@ -756,8 +989,18 @@ async fn drive(
     }
     checkpoint.processed = compact_ranges(processed.iter().copied());
     // Record what was accepted before the Jobs holding it go.
-    status.checkpoint = serde_json::to_value(&checkpoint).ok().and_then(|v| v.as_object().cloned());
-    update_counts(&mut status, &checkpoint, &jobs, &done_jobs, total, containers, processed.len() as u32);
+    status.checkpoint = serde_json::to_value(&checkpoint)
+        .ok()
+        .and_then(|v| v.as_object().cloned());
+    update_counts(
+        &mut status,
+        &checkpoint,
+        &jobs,
+        &done_jobs,
+        total,
+        containers,
+        processed.len() as u32,
+    );
     StatusWriter::new(ctx, obj).write(&status).await?;
     for job in &done_jobs {
         delete_job(ctx, job).await?;
@@ -773,22 +1016,39 @@ async fn drive(
     // Start chunks in order, at most `parallelism` Jobs running and a bounded window of finished
     // ones waiting for their turn to be accepted.
     let parallelism = obj.spec.chunking.parallelism.max(1) as usize;
-    let done_names: std::collections::HashSet<String> = done_jobs.iter().map(|j| j.name_any()).collect();
+    let done_names: std::collections::HashSet<String> =
+        done_jobs.iter().map(|j| j.name_any()).collect();
     let mut running = jobs
         .iter()
         .filter(|j| job_finished(j).is_none() && !done_names.contains(&j.name_any()))
         .count()
         + reruns.len()
         + new_process.len();
-    let window_end = total.min(checkpoint.verifier.next.saturating_add((parallelism * 4).max(16) as u32));
+    let window_end = total.min(
+        checkpoint
+            .verifier
+            .next
+            .saturating_add((parallelism * 4).max(16) as u32),
+    );
     for index in checkpoint.verifier.next..window_end {
         if running >= parallelism {
             break;
         }
-        if by_chunk.contains_key(&(index, Role::Scan)) || reruns.iter().any(|j| j.name_any().contains(&format!("-c{index}-"))) {
+        if by_chunk.contains_key(&(index, Role::Scan))
+            || reruns
+                .iter()
+                .any(|j| j.name_any().contains(&format!("-c{index}-")))
+        {
             continue;
         }
-        let job = chunk_job(ctx, obj, source, Role::Scan, Some(&task(index, None, scan_work.clone())), Some(format!("s3://{work_bucket}/{}", report_key(index))));
+        let job = chunk_job(
+            ctx,
+            obj,
+            source,
+            Role::Scan,
+            Some(&task(index, None, scan_work.clone())),
+            Some(format!("s3://{work_bucket}/{}", report_key(index))),
+        );
         create_job(ctx, &job).await?;
         running += 1;
     }
@@ -811,12 +1071,19 @@ fn update_counts(
     let running = live().filter(|j| job_finished(j).is_none()).count() as i32;
     // Succeeded: accepted (or, with containers, processed), plus scan Jobs done awaiting their turn.
     let mut succeeded: std::collections::BTreeSet<u32> = if containers {
-        expand_ranges(&checkpoint.processed).unwrap_or_default().into_iter().collect()
+        expand_ranges(&checkpoint.processed)
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
     } else {
         (0..verifier.next).collect()
     };
     if !containers {
-        succeeded.extend(live().filter(|j| job_role(j) == Some(Role::Scan) && job_finished(j) == Some(true)).filter_map(job_chunk));
+        succeeded.extend(
+            live()
+                .filter(|j| job_role(j) == Some(Role::Scan) && job_finished(j) == Some(true))
+                .filter_map(job_chunk),
+        );
     }
     let succeeded_count = succeeded.len() as i32;
     let _ = processed;
@@ -850,7 +1117,11 @@ async fn read_report(
     get_report(s3, bucket, key).await
 }
 
-async fn get_report(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<ChunkReport, String> {
+async fn get_report(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<ChunkReport, String> {
     let body = s3
         .get_object()
         .bucket(bucket)
@@ -884,9 +1155,16 @@ async fn finish(
     let manifest_key = format!("{work_prefix}{}", manifest::MANIFEST);
     let manifest_url = format!("s3://{work_bucket}/{manifest_key}");
     let verifier = &checkpoint.verifier;
-    let rows = query.limit.map_or(verifier.rows, |limit| verifier.rows.min(limit));
+    let rows = query
+        .limit
+        .map_or(verifier.rows, |limit| verifier.rows.min(limit));
     let result = if obj.spec.processor.container.is_some() {
-        [("chunks".to_string(), serde_json::json!(layout.chunk_count()))].into_iter().collect()
+        [(
+            "chunks".to_string(),
+            serde_json::json!(layout.chunk_count()),
+        )]
+        .into_iter()
+        .collect()
     } else {
         query.result(&verifier.partials, rows)
     };
@@ -902,8 +1180,12 @@ async fn finish(
             .await
             .map_err(|e| Error::Scan(ScanError::Read(e)))?;
         if let Some(output) = output_of(obj, layout) {
-            manifest::trim_to_limit(s3, &output, query.limit, &mut reports).await.map_err(Error::Scan)?;
-            abort_leftover_uploads(s3, &output.bucket, &output.prefix).await.map_err(Error::Scan)?;
+            manifest::trim_to_limit(s3, &output, query.limit, &mut reports)
+                .await
+                .map_err(Error::Scan)?;
+            abort_leftover_uploads(s3, &output.bucket, &output.prefix)
+                .await
+                .map_err(Error::Scan)?;
         }
         let mut messages = BTreeMap::new();
         if obj.spec.processor.container.is_some() {
@@ -911,33 +1193,67 @@ async fn finish(
                 let key = format!("{work_prefix}chunks/{index:05}.output.json");
                 if let Ok(body) = s3.get_object().bucket(&work_bucket).key(&key).send().await
                     && let Ok(bytes) = body.body.collect().await
-                    && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes.into_bytes())
+                    && let Ok(value) =
+                        serde_json::from_slice::<serde_json::Value>(&bytes.into_bytes())
                 {
                     messages.insert(index, value["message"].clone());
                 }
             }
         }
-        let document = manifest::document(layout, &reports, &result, &|index| messages.get(&index).cloned());
-        manifest::put(s3, &work_bucket, &manifest_key, &document).await.map_err(Error::Scan)?;
+        let document = manifest::document(layout, &reports, &result, &|index| {
+            messages.get(&index).cloned()
+        });
+        manifest::put(s3, &work_bucket, &manifest_key, &document)
+            .await
+            .map_err(Error::Scan)?;
         checkpoint.finished = true;
-        status.checkpoint = serde_json::to_value(&checkpoint).ok().and_then(|v| v.as_object().cloned());
+        status.checkpoint = serde_json::to_value(&checkpoint)
+            .ok()
+            .and_then(|v| v.as_object().cloned());
         status.manifest = Some(manifest_url.clone());
         status.result = Some(result.clone());
         StatusWriter::new(ctx, obj).write(&status).await?;
     }
     if obj.spec.on_complete.is_some() {
-        let job = chunk_job(ctx, obj, source, Role::OnComplete, None, Some(manifest_url.clone()));
-        let api: Api<Job> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-        match api.get_opt(&job.name_any()).await?.as_ref().map(job_finished) {
+        let job = chunk_job(
+            ctx,
+            obj,
+            source,
+            Role::OnComplete,
+            None,
+            Some(manifest_url.clone()),
+        );
+        let api: Api<Job> =
+            Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+        match api
+            .get_opt(&job.name_any())
+            .await?
+            .as_ref()
+            .map(job_finished)
+        {
             None => {
                 create_job(ctx, &job).await?;
-                set_phase(&mut status, Phase::Running, "Completing", "running the onComplete Job", generation);
+                set_phase(
+                    &mut status,
+                    Phase::Running,
+                    "Completing",
+                    "running the onComplete Job",
+                    generation,
+                );
                 StatusWriter::new(ctx, obj).write(&status).await?;
                 return Ok(Action::requeue(Duration::from_secs(60)));
             }
             Some(None) => return Ok(Action::requeue(Duration::from_secs(60))),
             Some(Some(false)) => {
-                return fail(ctx, obj, status, Some(s3), "OnCompleteFailed", "the onComplete Job failed; the result and manifest are recorded").await;
+                return fail(
+                    ctx,
+                    obj,
+                    status,
+                    Some(s3),
+                    "OnCompleteFailed",
+                    "the onComplete Job failed; the result and manifest are recorded",
+                )
+                .await;
             }
             Some(Some(true)) => {}
         }
@@ -950,7 +1266,13 @@ async fn finish(
     status.result = Some(result);
     status.manifest = Some(manifest_url);
     status.completion_time = Some(Time(Timestamp::now()));
-    set_phase(&mut status, Phase::Succeeded, "Succeeded", &message, generation);
+    set_phase(
+        &mut status,
+        Phase::Succeeded,
+        "Succeeded",
+        &message,
+        generation,
+    );
     StatusWriter::new(ctx, obj).write_final(&status).await;
     publish(ctx, obj, EventType::Normal, "Succeeded", &message).await;
     Ok(Action::await_change())
@@ -962,16 +1284,26 @@ mod tests {
 
     #[test]
     fn job_names_are_deterministic_and_short() {
-        let mut obj = S3ParallelScan::new(&"a".repeat(80), serde_json::from_value(serde_json::json!({
-            "source": {"bucket": "b", "key": "k"},
-            "format": {"jsonLines": {}},
-            "processor": {"sql": "SELECT COUNT(*) FROM S3Object"},
-        })).unwrap());
+        let mut obj = S3ParallelScan::new(
+            &"a".repeat(80),
+            serde_json::from_value(serde_json::json!({
+                "source": {"bucket": "b", "key": "k"},
+                "format": {"jsonLines": {}},
+                "processor": {"sql": "SELECT COUNT(*) FROM S3Object"},
+            }))
+            .unwrap(),
+        );
         obj.metadata.uid = Some("0123456789".into());
         let name = job_name(&obj, Role::Scan, 99_999, Some(State::InQuoted));
         assert_eq!(name, format!("{}-01234-c99999-q", "a".repeat(40)));
         assert!(name.len() <= 63);
-        assert_eq!(job_name(&obj, Role::Scan, 7, None), format!("{}-01234-c7", "a".repeat(40)));
-        assert_eq!(job_name(&obj, Role::Process, 7, None), format!("{}-01234-p7", "a".repeat(40)));
+        assert_eq!(
+            job_name(&obj, Role::Scan, 7, None),
+            format!("{}-01234-c7", "a".repeat(40))
+        );
+        assert_eq!(
+            job_name(&obj, Role::Process, 7, None),
+            format!("{}-01234-p7", "a".repeat(40))
+        );
     }
 }

@@ -99,6 +99,40 @@ pub struct ChunkReport {
     /// Key of the row output part, when rows were written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<String>,
+    /// The first record the query could not process. It fails the scan only once the chunk's
+    /// start state is confirmed: a wrong guess reads garbage records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bad_record: Option<BadRecord>,
+}
+
+/// A record the query could not process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRecord {
+    pub offset: u64,
+    pub message: String,
+}
+
+impl ChunkReport {
+    /// Whether the chunk's start state could not have been guessed wrong.
+    pub fn start_is_certain(task: &ChunkTask) -> bool {
+        task.start_state.is_some()
+            || task.index == 0
+            || task.layout.gzip
+            || task.layout.format == Format::JsonLines
+    }
+
+    /// The bad record as the scan's error.
+    pub fn bad_data(&self, layout: &Layout) -> Option<ScanError> {
+        let bad = self.bad_record.as_ref()?;
+        let (start, end) = layout.range(self.index);
+        Some(ScanError::BadData {
+            chunk: self.index,
+            start,
+            end: end.min(layout.size),
+            offset: bad.offset,
+            message: bad.message.clone(),
+        })
+    }
 }
 
 /// Runs one chunk. `progress` counts the chunk's bytes as they are read.
@@ -286,7 +320,7 @@ fn read_error(error: std::io::Error) -> ScanError {
 fn parse_chunk(
     task: &ChunkTask,
     query: Option<&Query>,
-    source: ChannelReader,
+    source: impl Read + 'static,
     parts: Option<mpsc::Sender<Vec<u8>>>,
     progress: &AtomicU64,
 ) -> Result<ChunkReport, ScanError> {
@@ -344,7 +378,9 @@ fn parse_chunk(
                 Some(first) => {
                     let at = start + first;
                     let started = lane.insert(Lane::new(layout.format, at, end));
-                    started.feed(&data[(at - position) as usize..], &mut sink)?
+                    let rest = &data[(at - position) as usize..];
+                    // An empty input would read as the end of the object.
+                    !rest.is_empty() && started.feed(rest, &mut sink)?
                 }
                 None => false,
             },
@@ -403,6 +439,7 @@ impl Lane {
                     record_start: at,
                     end,
                     done: false,
+                    record_began: false,
                 })
             }
             Format::JsonLines => Lane::Lines(LinesLane {
@@ -426,9 +463,10 @@ impl Lane {
         match self {
             Lane::Csv(lane) => lane.feed(&[], sink).map(|_| ()),
             Lane::Lines(lane) => {
-                if !lane.line.is_empty() && lane.record_start < lane.end {
+                if !lane.line.trim_ascii().is_empty() && lane.record_start < lane.end {
                     let line = std::mem::take(&mut lane.line);
                     sink.raw(&line)?;
+                    sink.raw(b"\n")?;
                     sink.json(&line, lane.record_start)?;
                 }
                 Ok(())
@@ -447,6 +485,7 @@ struct CsvLane {
     record_start: u64,
     end: u64,
     done: bool,
+    record_began: bool,
 }
 
 impl CsvLane {
@@ -457,12 +496,26 @@ impl CsvLane {
             if self.done || self.record_start >= self.end {
                 return Ok(true);
             }
+            // csv-core reads an empty input as the end of the object.
+            if input.is_empty() && !at_eof {
+                return Ok(false);
+            }
             let (result, read, written, fields) = self.reader.read_record(
                 input,
                 &mut self.out[self.out_len..],
                 &mut self.ends[self.ends_len..],
             );
-            sink.raw(&input[..read])?;
+            // Terminators before a record's first byte are blank lines, not part of the record.
+            let mut consumed = &input[..read];
+            if !self.record_began {
+                let blank = consumed
+                    .iter()
+                    .take_while(|b| matches!(b, b'\r' | b'\n'))
+                    .count();
+                consumed = &consumed[blank..];
+                self.record_began = !consumed.is_empty();
+            }
+            sink.raw(consumed)?;
             input = &input[read..];
             self.position += read as u64;
             self.out_len += written;
@@ -487,6 +540,7 @@ impl CsvLane {
                     self.out_len = 0;
                     self.ends_len = 0;
                     self.record_start = self.position;
+                    self.record_began = false;
                 }
                 csv_core::ReadRecordResult::End => {
                     self.done = true;
@@ -513,7 +567,10 @@ impl LinesLane {
                 return Ok(false);
             };
             let (line, rest) = input.split_at(newline + 1);
-            sink.raw(line_with(&mut self.line, line))?;
+            let whole = line_with(&mut self.line, line);
+            if !whole.trim_ascii().is_empty() {
+                sink.raw(whole)?;
+            }
             let record = std::mem::take(&mut self.line);
             let text = if record.is_empty() { line } else { &record };
             sink.json(text, self.record_start)?;
@@ -610,6 +667,7 @@ struct Sink<'q> {
     rows: Option<RowWriter>,
     file: Option<std::io::BufWriter<std::fs::File>>,
     records: u64,
+    bad_record: Option<BadRecord>,
 }
 
 impl<'q> Sink<'q> {
@@ -669,6 +727,7 @@ impl<'q> Sink<'q> {
             rows,
             file,
             records: 0,
+            bad_record: None,
         })
     }
 
@@ -680,7 +739,36 @@ impl<'q> Sink<'q> {
         Ok(())
     }
 
+    /// Keeps the first bad record and ignores the records after it.
+    fn bad(&mut self, result: Result<(), ScanError>) -> Result<(), ScanError> {
+        match result {
+            Err(ScanError::BadData {
+                offset, message, ..
+            }) => {
+                self.bad_record = Some(BadRecord { offset, message });
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     fn csv(&mut self, record: &CsvRecord, offset: u64) -> Result<(), ScanError> {
+        if self.bad_record.is_some() {
+            return Ok(());
+        }
+        let result = self.csv_record(record, offset);
+        self.bad(result)
+    }
+
+    fn json(&mut self, line: &[u8], offset: u64) -> Result<(), ScanError> {
+        if self.bad_record.is_some() {
+            return Ok(());
+        }
+        let result = self.json_record(line, offset);
+        self.bad(result)
+    }
+
+    fn csv_record(&mut self, record: &CsvRecord, offset: u64) -> Result<(), ScanError> {
         self.records += 1;
         let blame = self.blame;
         let Some(evaluator) = &mut self.evaluator else {
@@ -709,7 +797,7 @@ impl<'q> Sink<'q> {
         }
     }
 
-    fn json(&mut self, line: &[u8], offset: u64) -> Result<(), ScanError> {
+    fn json_record(&mut self, line: &[u8], offset: u64) -> Result<(), ScanError> {
         let text = line.trim_ascii();
         if text.is_empty() {
             return Ok(());
@@ -766,6 +854,7 @@ impl<'q> Sink<'q> {
             rows,
             partials,
             part: None,
+            bad_record: self.bad_record,
         })
     }
 }
@@ -799,7 +888,10 @@ struct RowWriter {
 }
 
 fn csv_buffer() -> csv::Writer<Vec<u8>> {
-    csv::WriterBuilder::new().from_writer(Vec::with_capacity(PART_BUFFER))
+    // Records may have fewer or more fields than the header, as the reader accepts them.
+    csv::WriterBuilder::new()
+        .flexible(true)
+        .from_writer(Vec::with_capacity(PART_BUFFER))
 }
 
 impl RowWriter {
@@ -989,4 +1081,115 @@ async fn upload_part(
         return Err(error);
     }
     Ok(Some(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::verify::{Verdict, Verifier};
+
+    /// Reads `data` in pieces of pseudo-random sizes, as network frames arrive.
+    struct Frames {
+        data: Vec<u8>,
+        at: usize,
+        seed: u64,
+    }
+
+    impl Read for Frames {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.seed ^= self.seed << 13;
+            self.seed ^= self.seed >> 7;
+            self.seed ^= self.seed << 17;
+            let n = (1 + self.seed % 37) as usize;
+            let n = n.min(buf.len()).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    fn layout(data: &[u8], chunk_size: u64) -> Layout {
+        let header_end = data.iter().position(|&b| b == b'\n').unwrap() as u64 + 1;
+        Layout {
+            bucket: "b".into(),
+            key: "k".into(),
+            size: data.len() as u64,
+            etag: "e".into(),
+            format: Format::Csv {
+                delimiter: b',',
+                quote: b'"',
+                header: true,
+            },
+            columns: vec!["a".into(), "b".into()],
+            data_start: header_end,
+            chunk_size,
+            gzip: false,
+        }
+    }
+
+    fn run(
+        layout: &Layout,
+        query: &Query,
+        index: u32,
+        state: Option<State>,
+        seed: u64,
+    ) -> ChunkReport {
+        let task = ChunkTask {
+            layout: layout.clone(),
+            index,
+            start_state: state,
+            work: Work::Query {
+                sql: String::new(),
+                output: None,
+            },
+        };
+        let (start, _) = layout.range(index);
+        let from = start - u64::from(start > layout.data_start);
+        let source = Frames {
+            data: DATA.with(|d| d.borrow()[from as usize..].to_vec()),
+            at: 0,
+            seed: seed | 1,
+        };
+        parse_chunk(&task, Some(query), source, None, &AtomicU64::new(0)).unwrap()
+    }
+
+    thread_local! {
+        static DATA: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    #[test]
+    fn chunks_count_every_record_once_whatever_the_frames() {
+        let mut data = b"a,b\n".to_vec();
+        for i in 0..300 {
+            let field = ["x", "\"q,\n\"\"\"", "", "5'10\"", "\"\r\n\""][i % 5];
+            data.extend_from_slice(
+                format!("{i},{field}{}", ["\n", "\r\n", "\r"][i % 3]).as_bytes(),
+            );
+        }
+        let want = csv::ReaderBuilder::new()
+            .from_reader(data.as_slice())
+            .records()
+            .count() as u64;
+        DATA.with(|d| *d.borrow_mut() = data.clone());
+        let query =
+            crate::scan::sql::compile("SELECT COUNT(*) FROM S3Object", &Columns::Named).unwrap();
+        for chunk_size in [1, 2, 5, 17, 64, 500, 10_000] {
+            for seed in [1, 7, 99] {
+                let layout = layout(&data, chunk_size);
+                let mut verifier = Verifier::new(query.empty_partials());
+                for index in 0..layout.chunk_count() {
+                    let mut report = run(&layout, &query, index, None, seed + index as u64);
+                    if let Verdict::RunFrom(state) = verifier.offer(&report) {
+                        report = run(&layout, &query, index, Some(state), seed);
+                        assert_eq!(verifier.offer(&report), Verdict::Accepted);
+                    }
+                }
+                verifier.finish(&layout).unwrap();
+                assert_eq!(
+                    verifier.records, want,
+                    "chunk size {chunk_size}, seed {seed}"
+                );
+            }
+        }
+    }
 }

@@ -72,14 +72,16 @@ pub async fn scan(
         let report = report?;
         waiting.insert(report.index, report);
         while let Some(mut report) = waiting.remove(&verifier.next) {
-            while let Verdict::RunFrom(state) = verifier.offer(&report) {
-                reruns += 1;
-                report = run_chunk(
-                    s3,
-                    &task(report.index, Some(state)),
-                    Arc::new(AtomicU64::new(0)),
-                )
-                .await?;
+            loop {
+                match verifier.offer(&report) {
+                    Verdict::Accepted => break,
+                    Verdict::BadData => return Err(report.bad_data(layout).expect("a bad record")),
+                    Verdict::RunFrom(state) => {
+                        reruns += 1;
+                        let task = task(report.index, Some(state));
+                        report = run_chunk(s3, &task, Arc::new(AtomicU64::new(0))).await?;
+                    }
+                }
             }
             counters
                 .chunks

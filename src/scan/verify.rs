@@ -30,6 +30,8 @@ pub enum Verdict {
     Accepted,
     /// The chunk guessed wrong: run it again from this state.
     RunFrom(State),
+    /// The chunk ran from its true start and met a record the query cannot process.
+    BadData,
 }
 
 impl Verifier {
@@ -54,6 +56,9 @@ impl Verifier {
         let first = |state: State| report.split.first_record[state as usize];
         if first(report.assumed) != first(self.state) {
             return Verdict::RunFrom(self.state);
+        }
+        if report.bad_record.is_some() {
+            return Verdict::BadData;
         }
         if first(self.state).is_some() {
             self.last_with_record = Some(report.index);

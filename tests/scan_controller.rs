@@ -1,0 +1,758 @@
+//! The S3ParallelScan controller in the real cluster: `s3flow controller` runs as a process, chunk
+//! Jobs run through the real Job controller, scheduler and node agent (`s3flow worker` processes)
+//! against MinIO. Scenarios run concurrently, each in its own namespace, under one controller.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::minio::{Bucket, credentials_secret};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use s3flow::api::Phase;
+use s3flow::api::ingest::S3Ingest;
+use s3flow::api::scan::S3ParallelScan;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NAMES: &[&str] = &[
+    "plain",
+    "with,comma",
+    "with \"quotes\"",
+    "multi\nline",
+    "5'10\"",
+    "",
+    "cr\r\nlf",
+];
+
+struct Controller(Child);
+
+impl Controller {
+    fn start(env: &common::TestEnv) -> Self {
+        let log = std::fs::File::create(env.env_dir.join("logs/scan-controller-test.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_s3flow"))
+            .args(["controller", "--allow-source-cidr", "127.0.0.1/32"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self(child)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A CSV object with quoted newlines, delimiters and quotes, CRLF terminators and a header.
+fn tricky_csv(rows: usize) -> Vec<u8> {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    writer.write_record(["id", "name", "fare"]).unwrap();
+    for i in 0..rows {
+        let cents = (i * 7919) % 10_000;
+        writer
+            .write_record([
+                i.to_string(),
+                NAMES[i % NAMES.len()].to_string(),
+                format!("{}.{:02}", cents / 100, cents % 100),
+            ])
+            .unwrap();
+    }
+    writer.into_inner().unwrap()
+}
+
+/// The reference answer by a sequential parse: records, total cents, and the names of rows with
+/// fare >= 50.
+fn reference(data: &[u8]) -> (u64, i64, Vec<(String, String)>) {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(data);
+    let (mut records, mut cents, mut rows) = (0, 0, Vec::new());
+    for record in reader.records() {
+        let record = record.unwrap();
+        records += 1;
+        let fare: f64 = record[2].parse().unwrap();
+        cents += (fare * 100.0).round() as i64;
+        if fare >= 50.0 {
+            rows.push((record[0].to_string(), record[1].to_string()));
+        }
+    }
+    (records, cents, rows)
+}
+
+fn scan(name: &str, bucket: &Bucket, key: &str, spec: serde_json::Value) -> S3ParallelScan {
+    let mut value = json!({
+        "apiVersion": "s3flow.io/v1alpha1", "kind": "S3ParallelScan",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"bucket": bucket.name, "key": key, "endpoint": bucket.endpoint, "forcePathStyle": true,
+                "credentialsSecretRef": {"name": "minio"}},
+            "format": {"csv": {}},
+            "chunking": {"chunkSize": "4Ki", "parallelism": 4},
+        }
+    });
+    merge(&mut value, json!({"spec": spec}));
+    serde_json::from_value(value).unwrap()
+}
+
+fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+async fn put(bucket: &Bucket, key: &str, data: Vec<u8>) {
+    bucket
+        .s3
+        .put_object()
+        .bucket(&bucket.name)
+        .key(key)
+        .body(data.into())
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn get(bucket: &Bucket, key: &str) -> Vec<u8> {
+    let object = bucket
+        .s3
+        .get_object()
+        .bucket(&bucket.name)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    object.body.collect().await.unwrap().to_vec()
+}
+
+async fn finished(api: &Api<S3ParallelScan>, name: &str, seconds: u64) -> S3ParallelScan {
+    common::wait(
+        api.clone(),
+        name,
+        |s: Option<&S3ParallelScan>| {
+            s.and_then(|s| s.status.as_ref())
+                .is_some_and(|s| matches!(s.phase, Phase::Succeeded | Phase::Failed))
+        },
+        seconds,
+    )
+    .await
+}
+
+fn ready_condition(scan: &S3ParallelScan) -> (String, String) {
+    let condition = scan
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    (condition.reason.clone(), condition.message.clone())
+}
+
+/// Waits up to 10 s for a `type_` Event `reason` about `name`.
+async fn assert_event(client: &Client, ns: &str, name: &str, reason: &str, type_: &str) {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        seen = api.list(&ListParams::default()).await.unwrap().items;
+        seen.retain(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name));
+        if seen
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some(type_))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no {type_} Event {reason} for {name}: {seen:?}");
+}
+
+async fn jobs_of(client: &Client, ns: &str) -> Vec<Job> {
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default()).await.unwrap().items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scans_in_the_cluster() {
+    let env = common::env().await;
+    common::install_crds(&env.client).await;
+    let _controller = Controller::start(&env);
+    tokio::join!(
+        sql_scan_with_output(&env),
+        killed_worker_is_retried(&env),
+        bad_data_fails_with_its_range(&env),
+        header_mismatch_fails_before_any_job(&env),
+        bad_input_fails_with_a_reason(&env),
+        container_processor_and_on_complete(&env),
+        waits_for_its_ingest(&env),
+    );
+    thousand_chunks_keep_status_small(&env).await;
+}
+
+/// Aggregates and row output through chunk Jobs: the merged result equals a sequential parse,
+/// the parts hold exactly the selected rows, the manifest lists every chunk, and no Job remains.
+async fn sql_scan_with_output(env: &common::TestEnv) {
+    let ns = common::namespace(&env.client, "scan-sql").await;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let bucket = Bucket::create(env, "scan-sql").await;
+    let data = tricky_csv(1500);
+    let (records, cents, rows) = reference(&data);
+    put(&bucket, "trips.csv", data).await;
+    let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    let aggregate = scan(
+        "totals",
+        &bucket,
+        "trips.csv",
+        json!({
+            "format": {"csv": {"expectedHeaders": ["id", "name", "fare"]}},
+            "processor": {"sql": "SELECT COUNT(*) AS n, SUM(CAST(s.fare AS DECIMAL)) AS total, MAX(s.id) FROM S3Object s"},
+        }),
+    );
+    let selection = scan(
+        "rich",
+        &bucket,
+        "trips.csv",
+        json!({
+            "chunking": {"chunkSize": "3Ki", "parallelism": 3},
+            "processor": {"sql": "SELECT id, name FROM S3Object WHERE CAST(fare AS FLOAT) >= 50",
+                "output": {"bucket": bucket.name, "prefix": "out/rich/"}},
+        }),
+    );
+    api.create(&PostParams::default(), &aggregate)
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &selection)
+        .await
+        .unwrap();
+
+    let done = finished(&api, "totals", 120).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(
+        status.phase,
+        Phase::Succeeded,
+        "{:?}",
+        ready_condition(&done)
+    );
+    let result = serde_json::Value::Object(status.result.clone().unwrap());
+    assert_eq!(result["n"], json!(records));
+    assert_eq!(result["MAX(s.id)"], json!(records - 1));
+    assert!(
+        (result["total"].as_f64().unwrap() - cents as f64 / 100.0).abs() < 1e-6,
+        "{result}"
+    );
+    assert_eq!(status.records_processed, Some(records as i64));
+    assert_eq!(status.header, vec!["id", "name", "fare"]);
+    let total = status.total_chunks.unwrap();
+    assert!(total > 10, "{total} chunks");
+    assert_eq!(status.progress, Some(format!("{total}/{total}")));
+    assert_eq!(status.succeeded_chunks, Some(format!("0-{}", total - 1)));
+    assert_event(&env.client, &ns, "totals", "Succeeded", "Normal").await;
+
+    let done = finished(&api, "rich", 120).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(
+        status.phase,
+        Phase::Succeeded,
+        "{:?}",
+        ready_condition(&done)
+    );
+    assert_eq!(status.result.as_ref().unwrap()["rows"], json!(rows.len()));
+    let manifest_url = status.manifest.clone().unwrap();
+    assert_eq!(
+        manifest_url,
+        format!("s3://{}/out/rich/manifest.json", bucket.name)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&get(&bucket, "out/rich/manifest.json").await).unwrap();
+    assert_eq!(
+        manifest["source"]["etag"],
+        json!(status.etag.clone().unwrap())
+    );
+    assert_eq!(manifest["records"], json!(records));
+    let chunks = manifest["chunks"].as_array().unwrap();
+    assert_eq!(chunks.len() as i32, status.total_chunks.unwrap());
+    let mut selected = Vec::new();
+    for chunk in chunks {
+        if let Some(part) = chunk["part"].as_str() {
+            let body = get(&bucket, part).await;
+            let mut reader = csv::Reader::from_reader(body.as_slice());
+            assert_eq!(reader.headers().unwrap(), vec!["id", "name"]);
+            for record in reader.records() {
+                let record = record.unwrap();
+                selected.push((record[0].to_string(), record[1].to_string()));
+            }
+        }
+    }
+    assert_eq!(selected, rows, "rows of the parts, in chunk order");
+    bucket.assert_no_uploads_left().await;
+    // Accepted chunks' Jobs are deleted once their results are recorded.
+    let left: Vec<String> = jobs_of(&env.client, &ns)
+        .await
+        .iter()
+        .map(|j| j.name_any())
+        .collect();
+    assert!(left.is_empty(), "Jobs left: {left:?}");
+    // Re-applying a finished scan does no work.
+    let again = api.get("totals").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(api.get("totals").await.unwrap().status, again.status);
+    common::delete_namespace(&env.client, &ns).await;
+}
+
+/// A worker pod killed while it runs is replaced by the Job controller; the result stays exact.
+async fn killed_worker_is_retried(env: &common::TestEnv) {
+    let ns = common::namespace(&env.client, "scan-kill").await;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let bucket = Bucket::create(env, "scan-kill").await;
+    let mut data = b"n,v\n".to_vec();
+    let rows = 3_000_000u64;
+    for i in 0..rows {
+        data.extend_from_slice(format!("{i},{}\n", i % 1000).as_bytes());
+    }
+    put(&bucket, "big.csv", data).await;
+    let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    api.create(&PostParams::default(), &scan("kill", &bucket, "big.csv", json!({
+        "chunking": {"chunkSize": "8Mi", "parallelism": 2, "maxRetriesPerChunk": 3},
+        "processor": {"sql": "SELECT COUNT(*), SUM(CAST(v AS INT)) FROM S3Object WHERE CAST(n AS INT) >= 0"},
+    })))
+    .await
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut killed = None;
+    while killed.is_none() && Instant::now() < deadline {
+        for pod in pods.list(&ListParams::default()).await.unwrap() {
+            let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            if running {
+                pods.delete(&pod.name_any(), &DeleteParams::default())
+                    .await
+                    .unwrap();
+                killed = Some(pod.labels()["batch.kubernetes.io/job-name"].clone());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed = killed.expect("a worker pod was seen running");
+    let done = finished(&api, "kill", 180).await;
+    // The Job controller made a second pod for the killed one's chunk (its Events outlive the Job).
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &ns);
+    let created = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(killed.as_str()))
+        .count();
+    assert!(created >= 2, "Job {killed} created {created} pod(s)");
+    let status = done.status.clone().unwrap();
+    assert_eq!(
+        status.phase,
+        Phase::Succeeded,
+        "{:?}",
+        ready_condition(&done)
+    );
+    let result = serde_json::Value::Object(status.result.unwrap());
+    assert_eq!(
+        result["COUNT(*)"],
+        json!(rows),
+        "after killing a pod of {killed}"
+    );
+    assert_eq!(
+        result["SUM(CAST(v AS INT))"],
+        json!((0..rows).map(|i| i % 1000).sum::<u64>())
+    );
+    common::delete_namespace(&env.client, &ns).await;
+}
+
+/// A value SUM cannot add fails its chunk at once (no retries) and the scan names the range.
+async fn bad_data_fails_with_its_range(env: &common::TestEnv) {
+    let ns = common::namespace(&env.client, "scan-bad").await;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let bucket = Bucket::create(env, "scan-bad").await;
+    let mut data = b"k,v\n".to_vec();
+    for i in 0..2000 {
+        data.extend_from_slice(
+            format!(
+                "{i},{}\n",
+                if i == 1500 {
+                    "oops".into()
+                } else {
+                    i.to_string()
+                }
+            )
+            .as_bytes(),
+        );
+    }
+    let offset = data.windows(4).position(|w| w == b"oops").unwrap() as u64;
+    put(&bucket, "bad.csv", data).await;
+    let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &scan(
+            "bad",
+            &bucket,
+            "bad.csv",
+            json!({
+                "chunking": {"chunkSize": "2Ki", "parallelism": 4, "maxRetriesPerChunk": 3},
+                "processor": {"sql": "SELECT SUM(v) FROM S3Object"},
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let done = finished(&api, "bad", 120).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.phase, Phase::Failed);
+    let (reason, message) = ready_condition(&done);
+    assert_eq!(reason, "BadData", "{message}");
+    let chunk = (offset - 4) / 2048;
+    let (start, end) = (4 + chunk * 2048, 4 + (chunk + 1) * 2048);
+    assert!(
+        message.contains(&format!("chunk {chunk} (bytes {start}-{end})")),
+        "{message}"
+    );
+    assert!(message.contains("\"oops\" is not a number"), "{message}");
+    assert_eq!(status.failed_chunks, Some(chunk.to_string()));
+    assert_event(&env.client, &ns, "bad", "BadData", "Warning").await;
+    common::delete_namespace(&env.client, &ns).await;
+}
+
+/// expectedHeaders that do not match fail the scan before any Job exists.
+async fn header_mismatch_fails_before_any_job(env: &common::TestEnv) {
+    let ns = common::namespace(&env.client, "scan-header").await;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let bucket = Bucket::create(env, "scan-header").await;
+    put(&bucket, "h.csv", tricky_csv(100)).await;
+    let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &scan(
+            "header",
+            &bucket,
+            "h.csv",
+            json!({
+                "format": {"csv": {"expectedHeaders": ["id", "name", "price"]}},
+                "processor": {"sql": "SELECT COUNT(*) FROM S3Object"},
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let done = finished(&api, "header", 60).await;
+    let (reason, message) = ready_condition(&done);
+    assert_eq!(reason, "HeaderMismatch");
+    assert!(
+        message.contains("[\"id\", \"name\", \"fare\"]") && message.contains("\"price\""),
+        "{message}"
+    );
+    assert_eq!(
+        done.status.as_ref().unwrap().total_chunks,
+        None,
+        "planned despite the mismatch"
+    );
+    assert!(jobs_of(&env.client, &ns).await.is_empty());
+    assert_event(&env.client, &ns, "header", "HeaderMismatch", "Warning").await;
+    common::delete_namespace(&env.client, &ns).await;
+}
+
+/// A missing object, wrong credentials and invalid SQL each fail with a reason and an Event;
+/// a chunk size of 0 is refused by the API server.
+async fn bad_input_fails_with_a_reason(env: &common::TestEnv) {
+    let ns = common::namespace(&env.client, "scan-input").await;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &serde_json::from_value(json!({
+            "metadata": {"name": "wrong"},
+            "stringData": {"AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": "nothing-at-all"},
+        })).unwrap())
+        .await
+        .unwrap();
+    let bucket = Bucket::create(env, "scan-input").await;
+    put(&bucket, "x.csv", tricky_csv(10)).await;
+    let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    let count = json!({"processor": {"sql": "SELECT COUNT(*) FROM S3Object"}});
+    let mut wrong_secret = count.clone();
+    merge(
+        &mut wrong_secret,
+        json!({"source": {"credentialsSecretRef": {"name": "wrong"}}}),
+    );
+    let cases = [
+        (
+            "missing",
+            scan("missing", &bucket, "nope.csv", count.clone()),
+            "ObjectNotFound",
+            "nope.csv",
+        ),
+        (
+            "denied",
+            scan("denied", &bucket, "x.csv", wrong_secret),
+            "AccessDenied",
+            "x.csv",
+        ),
+        (
+            "sql",
+            scan(
+                "sql",
+                &bucket,
+                "x.csv",
+                json!({"processor": {"sql": "SELECT nme FROM S3Object"}}),
+            ),
+            "InvalidSql",
+            "unknown column nme (the header has: id, name, fare) at line 1, column 8",
+        ),
+    ];
+    for (_, scan, _, _) in &cases {
+        api.create(&PostParams::default(), scan).await.unwrap();
+    }
+    for (name, _, reason, detail) in &cases {
+        let done = finished(&api, name, 60).await;
+        let (got, message) = ready_condition(&done);
+        assert_eq!(&got, reason, "{name}: {message}");
+        assert!(message.contains(detail), "{name}: {message}");
+        assert_event(&env.client, &ns, name, reason, "Warning").await;
+    }
+    let zero = scan(
+        "zero",
+        &bucket,
+        "x.csv",
+        json!({"chunking": {"chunkSize": "0"}, "processor": {"sql": "SELECT COUNT(*) FROM S3Object"}}),
+    );
+    let refused = api
+        .create(&PostParams::default(), &zero)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("chunkSize must be a whole number of bytes of at least 1"),
+        "{refused}"
+    );
+    common::delete_namespace(&env.client, &ns).await;
+}
+
+/// A container processor gets exactly its chunk's records (after the header row) in a file; its
+/// termination messages land in the manifest, and the onComplete Job gets the manifest's location.
+async fn container_processor_and_on_complete(env: &common::TestEnv) {
+    let ns = common::namespace(&env.client, "scan-container").await;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let bucket = Bucket::create(env, "scan-container").await;
+    let data = tricky_csv(800);
+    let (records, _, _) = reference(&data);
+    put(&bucket, "c.csv", data).await;
+    let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    let count_rows = "import csv, os; rows = list(csv.reader(open(os.environ['S3FLOW_CHUNK_FILE'], newline=''))); \
+        assert rows[0] == ['id', 'name', 'fare'], rows[0]; \
+        open('/dev/termination-log', 'w').write('%s %d' % (os.environ['S3FLOW_CHUNK_INDEX'], len(rows) - 1))";
+    let marker = env.env_dir.join(format!("{ns}-on-complete"));
+    api.create(&PostParams::default(), &scan("users", &bucket, "c.csv", json!({
+        "chunking": {"chunkSize": "5Ki", "parallelism": 3},
+        "processor": {"container": {"image": "python:3", "command": ["python3", "-c", count_rows]}},
+        "onComplete": {"image": "busybox", "command": ["sh", "-c", format!("echo $S3FLOW_MANIFEST > {}", marker.display())]},
+    })))
+    .await
+    .unwrap();
+    let done = finished(&api, "users", 180).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(
+        status.phase,
+        Phase::Succeeded,
+        "{:?}",
+        ready_condition(&done)
+    );
+    let manifest_url = status.manifest.clone().unwrap();
+    let key = manifest_url
+        .strip_prefix(&format!("s3://{}/", bucket.name))
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&get(&bucket, key).await).unwrap();
+    let mut counted = 0;
+    for chunk in manifest["chunks"].as_array().unwrap() {
+        let message = chunk["output"].as_str().unwrap_or_default();
+        let (index, rows) = message
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("chunk output {chunk}"));
+        assert_eq!(index, chunk["index"].to_string());
+        assert_eq!(
+            rows,
+            chunk["records"].to_string(),
+            "the container saw the chunk's records: {chunk}"
+        );
+        counted += rows.parse::<u64>().unwrap();
+    }
+    assert_eq!(counted, records);
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap().trim(),
+        manifest_url
+    );
+    common::delete_namespace(&env.client, &ns).await;
+}
+
+/// Serves `body` over HTTP on loopback until the test ends.
+async fn serve_bytes(body: Vec<u8>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/trips.csv", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            });
+        }
+    });
+    url
+}
+
+/// A scan with ingestRef waits while the S3Ingest does not exist or runs, then scans its object.
+async fn waits_for_its_ingest(env: &common::TestEnv) {
+    let ns = common::namespace(&env.client, "scan-ref").await;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let bucket = Bucket::create(env, "scan-ref").await;
+    let data = tricky_csv(600);
+    let (records, _, _) = reference(&data);
+    let url = serve_bytes(data).await;
+    let scans: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    let scan: S3ParallelScan = serde_json::from_value(json!({
+        "apiVersion": "s3flow.io/v1alpha1", "kind": "S3ParallelScan",
+        "metadata": {"name": "after"},
+        "spec": {
+            "source": {"ingestRef": {"name": "fetch"}},
+            "format": {"csv": {}},
+            "chunking": {"chunkSize": "4Ki"},
+            "processor": {"sql": "SELECT COUNT(*) FROM S3Object"},
+        }
+    }))
+    .unwrap();
+    scans.create(&PostParams::default(), &scan).await.unwrap();
+    let waiting = common::wait(
+        scans.clone(),
+        "after",
+        |s: Option<&S3ParallelScan>| {
+            s.and_then(|s| s.status.as_ref())
+                .is_some_and(|s| s.conditions.iter().any(|c| c.reason == "WaitingForIngest"))
+        },
+        30,
+    )
+    .await;
+    assert_eq!(waiting.status.as_ref().unwrap().phase, Phase::Pending);
+    let ingests: Api<S3Ingest> = Api::namespaced(env.client.clone(), &ns);
+    let ingest: S3Ingest = serde_json::from_value(json!({
+        "apiVersion": "s3flow.io/v1alpha1", "kind": "S3Ingest",
+        "metadata": {"name": "fetch"},
+        "spec": {
+            "source": {"url": url},
+            "destination": {"bucket": bucket.name, "key": "fetched/trips.csv", "endpoint": bucket.endpoint,
+                "forcePathStyle": true, "credentialsSecretRef": {"name": "minio"}},
+        }
+    }))
+    .unwrap();
+    ingests
+        .create(&PostParams::default(), &ingest)
+        .await
+        .unwrap();
+    let done = finished(&scans, "after", 120).await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(
+        status.phase,
+        Phase::Succeeded,
+        "{:?}",
+        ready_condition(&done)
+    );
+    assert_eq!(status.result.unwrap()["COUNT(*)"], json!(records));
+    let ingest = ingests.get("fetch").await.unwrap();
+    assert_eq!(ingest.status.unwrap().phase, Phase::Succeeded);
+    common::delete_namespace(&env.client, &ns).await;
+}
+
+/// 1,000 chunk Jobs: the scan succeeds with the exact count and its status stays under 64 KiB.
+async fn thousand_chunks_keep_status_small(env: &common::TestEnv) {
+    let ns = common::namespace(&env.client, "scan-many").await;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let bucket = Bucket::create(env, "scan-many").await;
+    let mut data = b"a\n".to_vec();
+    let rows = 10_000;
+    for i in 0..rows {
+        data.extend_from_slice(format!("{:09}\n", i).as_bytes());
+    }
+    let chunk = (data.len() - 2).div_ceil(1000);
+    put(&bucket, "many.csv", data).await;
+    let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &scan(
+            "many",
+            &bucket,
+            "many.csv",
+            json!({
+                "chunking": {"chunkSize": chunk.to_string(), "parallelism": 32},
+                "processor": {"sql": "SELECT COUNT(*), MIN(a), MAX(a) FROM S3Object"},
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut largest = 0;
+    let mut chunk_sets = BTreeSet::new();
+    loop {
+        let scan = api.get("many").await.unwrap();
+        largest = largest.max(serde_json::to_vec(&scan.status).unwrap().len());
+        if let Some(status) = &scan.status {
+            chunk_sets.insert(status.progress.clone());
+            if matches!(status.phase, Phase::Succeeded | Phase::Failed) {
+                assert_eq!(
+                    status.phase,
+                    Phase::Succeeded,
+                    "{:?}",
+                    ready_condition(&scan)
+                );
+                assert_eq!(status.total_chunks, Some(1000));
+                let result = serde_json::Value::Object(status.result.clone().unwrap());
+                assert_eq!(
+                    result,
+                    json!({"COUNT(*)": rows, "MIN(a)": 0, "MAX(a)": rows - 1})
+                );
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "1,000 chunks took over 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(largest < 64 * 1024, "status grew to {largest} bytes");
+    assert!(
+        chunk_sets.len() > 3,
+        "progress was reported along the way: {chunk_sets:?}"
+    );
+    eprintln!(
+        "1,000 chunk Jobs: {:.1} s, largest status {largest} bytes",
+        started.elapsed().as_secs_f64()
+    );
+    common::delete_namespace(&env.client, &ns).await;
+}
