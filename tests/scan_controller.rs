@@ -12,7 +12,7 @@ use common::minio::{Bucket, credentials_secret};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use s3flow::api::Phase;
 use s3flow::api::ingest::S3Ingest;
@@ -220,6 +220,7 @@ async fn sql_scan_with_output(env: &common::TestEnv) {
         "trips.csv",
         json!({
             "format": {"csv": {"expectedHeaders": ["id", "name", "fare"]}},
+            "chunking": {"chunkSize": "2Ki", "parallelism": 4},
             "processor": {"sql": "SELECT COUNT(*) AS n, SUM(CAST(s.fare AS DECIMAL)) AS total, MAX(s.id) FROM S3Object s"},
         }),
     );
@@ -314,7 +315,8 @@ async fn sql_scan_with_output(env: &common::TestEnv) {
     common::delete_namespace(&env.client, &ns).await;
 }
 
-/// A worker pod killed while it runs is replaced by the Job controller; the result stays exact.
+/// A worker process killed while it runs fails its pod; the Job controller runs the chunk again
+/// and the result stays exact.
 async fn killed_worker_is_retried(env: &common::TestEnv) {
     let ns = common::namespace(&env.client, "scan-kill").await;
     credentials_secret(&env.client, &ns, "minio").await;
@@ -338,10 +340,21 @@ async fn killed_worker_is_retried(env: &common::TestEnv) {
     while killed.is_none() && Instant::now() < deadline {
         for pod in pods.list(&ListParams::default()).await.unwrap() {
             let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-            if running {
-                pods.delete(&pod.name_any(), &DeleteParams::default())
-                    .await
-                    .unwrap();
+            let uid = pod.uid().unwrap_or_default();
+            let pid_file = env
+                .env_dir
+                .join(format!("node/pods/{uid}/containers/worker/pid"));
+            let Some(pid) = running
+                .then(|| std::fs::read_to_string(&pid_file).ok())
+                .flatten()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // Frozen first, so the worker is surely killed mid-chunk, not after it finished.
+            // SAFETY: signals to a process of this test's own environment.
+            if unsafe { libc::kill(pid, libc::SIGSTOP) } == 0 {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
                 killed = Some(pod.labels()["batch.kubernetes.io/job-name"].clone());
                 break;
             }
@@ -352,15 +365,24 @@ async fn killed_worker_is_retried(env: &common::TestEnv) {
     let done = finished(&api, "kill", 180).await;
     // The Job controller made a second pod for the killed one's chunk (its Events outlive the Job).
     let events: Api<Event> = Api::namespaced(env.client.clone(), &ns);
-    let created = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(killed.as_str()))
-        .count();
+    let mut created = 0;
+    for _ in 0..50 {
+        created = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
+            .filter(|e| {
+                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(killed.as_str())
+            })
+            .count();
+        if created >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(created >= 2, "Job {killed} created {created} pod(s)");
     let status = done.status.clone().unwrap();
     assert_eq!(
