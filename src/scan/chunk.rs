@@ -411,7 +411,7 @@ fn parse_chunk(
 /// Finds the records of a chunk from its first record start, reading past the chunk's end to
 /// finish its last one.
 enum Lane {
-    Csv(CsvLane),
+    Csv(Box<CsvLane>),
     Lines(LinesLane),
 }
 
@@ -429,7 +429,7 @@ impl Lane {
                 // A blank line first: csv-core strips a byte-order mark only on its first read,
                 // and one that starts a record in mid-object is data.
                 reader.read_record(b"\n", &mut out, &mut ends);
-                Lane::Csv(CsvLane {
+                Lane::Csv(Box::new(CsvLane {
                     reader,
                     out,
                     ends,
@@ -440,7 +440,7 @@ impl Lane {
                     end,
                     done: false,
                     record_began: false,
-                })
+                }))
             }
             Format::JsonLines => Lane::Lines(LinesLane {
                 line: Vec::new(),

@@ -296,9 +296,11 @@ mod tests {
         header: true,
     };
 
+    type HeaderCase<'a> = (&'a [u8], bool, Result<(Vec<&'a str>, u64), &'a str>);
+
     #[test]
     fn header_rows() {
-        let cases: &[(&[u8], bool, Result<(Vec<&str>, u64), &str>)] = &[
+        let cases: &[HeaderCase] = &[
             (b"a,b\n1,2\n", true, Ok((vec!["a", "b"], 4))),
             (b"a,b\r\n1,2\n", true, Ok((vec!["a", "b"], 4))),
             (b"\"x\ny\",b\n1\n", true, Ok((vec!["x\ny", "b"], 8))),

@@ -343,10 +343,10 @@ impl ExactSum {
         if self.count == 0 {
             return serde_json::Value::Null;
         }
-        if !self.has_float {
-            if let Ok(small) = i64::try_from(self.integers) {
-                return small.into();
-            }
+        if !self.has_float
+            && let Ok(small) = i64::try_from(self.integers)
+        {
+            return small.into();
         }
         Value::Float(self.total_float()).to_json()
     }
