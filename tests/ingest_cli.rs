@@ -3,57 +3,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::http_source::{Behaviour, serve};
 
 const MIB: u64 = 1 << 20;
 
 /// Runs `s3flow ingest`, returning (exit code, stdout, stderr, peak RSS in bytes).
 async fn ingest(args: Vec<String>) -> (i32, String, String, u64) {
-    tokio::task::spawn_blocking(move || {
-        let child = Command::new(env!("CARGO_BIN_EXE_s3flow"))
-            .arg("ingest")
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id() as libc::pid_t;
-        let output = std::thread::spawn(move || {
-            let mut child = child;
-            let (mut out, mut err) = (String::new(), String::new());
-            use std::io::Read;
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            std::mem::forget(child); // reaped by wait4 below
-            (out, err)
-        });
-        let (out, err) = output.join().unwrap();
-        let mut status = 0;
-        // SAFETY: plain syscall on our own child; rusage is written by the kernel.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        assert_eq!(reaped, pid);
-        let code = if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            -1
-        };
-        (code, out, err, usage.ru_maxrss as u64 * 1024)
-    })
-    .await
-    .unwrap()
+    common::cli::run("ingest", args).await
 }
 
 fn base_args(url: &str, destination: &str, endpoint: &str) -> Vec<String> {

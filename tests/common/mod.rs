@@ -2,6 +2,7 @@
 //! kube-apiserver, controller manager, scheduler, node agent and MinIO on 127.0.0.1.
 #![allow(dead_code)] // each test crate uses its own subset
 
+pub mod cli;
 pub mod http_source;
 pub mod minio;
 
