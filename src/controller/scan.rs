@@ -803,7 +803,6 @@ async fn drive(
     (query, sql): (&Query, &str),
     mut status: S3ParallelScanStatus,
 ) -> Result<Action, Error> {
-    let generation = obj.metadata.generation;
     let total = layout.chunk_count();
     let containers = obj.spec.processor.container.is_some();
     let mut checkpoint: Checkpoint = match status
@@ -999,7 +998,6 @@ async fn drive(
         &done_jobs,
         total,
         containers,
-        processed.len() as u32,
     );
     StatusWriter::new(ctx, obj).write(&status).await?;
     for job in &done_jobs {
@@ -1052,7 +1050,6 @@ async fn drive(
         create_job(ctx, &job).await?;
         running += 1;
     }
-    let _ = generation;
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
@@ -1063,7 +1060,6 @@ fn update_counts(
     done: &[&Job],
     total: u32,
     containers: bool,
-    processed: u32,
 ) {
     let verifier = &checkpoint.verifier;
     let done_names: std::collections::HashSet<String> = done.iter().map(|j| j.name_any()).collect();
@@ -1086,7 +1082,6 @@ fn update_counts(
         );
     }
     let succeeded_count = succeeded.len() as i32;
-    let _ = processed;
     status.chunks = Some(ChunkCounts {
         pending: (total as i32 - succeeded_count - running).max(0),
         running,

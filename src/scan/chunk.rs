@@ -4,6 +4,7 @@
 //! Reading is async (ranged GETs pinned to the object's ETag); parsing runs on a blocking thread
 //! fed through a bounded channel, so memory stays a few buffers per chunk whatever its size.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -620,7 +621,21 @@ impl Record for CsvRecord<'_> {
     }
 }
 
-struct JsonRecord(serde_json::Value);
+/// A JSON Lines record with only the top-level fields the query reads.
+struct JsonRecord(serde_json::Map<String, serde_json::Value>);
+
+impl JsonRecord {
+    /// Parses `line`, keeping the fields in `wanted` and skipping the others unallocated.
+    fn parse(line: &[u8], wanted: &BTreeSet<String>) -> Result<JsonRecord, String> {
+        use serde::de::DeserializeSeed;
+        let mut parser = serde_json::Deserializer::from_slice(line);
+        let fields = Projection(wanted)
+            .deserialize(&mut parser)
+            .and_then(|fields| parser.end().map(|()| fields))
+            .map_err(|e| format!("invalid JSON: {e}"))?;
+        Ok(JsonRecord(fields))
+    }
+}
 
 impl Record for JsonRecord {
     fn field(&self, index: usize) -> Result<Value<'_>, String> {
@@ -628,14 +643,75 @@ impl Record for JsonRecord {
     }
 
     fn path(&self, path: &[String]) -> Value<'_> {
-        let mut value = &self.0;
-        for name in path {
+        let Some((first, rest)) = path.split_first() else {
+            return Value::Null;
+        };
+        let Some(mut value) = self.0.get(first) else {
+            return Value::Null;
+        };
+        for name in rest {
             match value.get(name) {
                 Some(inner) => value = inner,
                 None => return Value::Null,
             }
         }
         Value::from_json(value)
+    }
+}
+
+/// Deserializes a JSON object into the map of its fields named in the set.
+struct Projection<'a>(&'a BTreeSet<String>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Projection<'_> {
+    type Value = serde_json::Map<String, serde_json::Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Projection<'_> {
+    type Value = serde_json::Map<String, serde_json::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = serde_json::Map::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            if self.0.contains(key.0.as_ref()) {
+                fields.insert(key.0.into_owned(), map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// An object key, borrowed from the line unless it has escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(text.into()))
+            }
+            fn visit_str<E>(self, text: &str) -> Result<Key<'de>, E> {
+                Ok(Key(text.to_string().into()))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
@@ -668,6 +744,8 @@ struct Sink<'q> {
     file: Option<std::io::BufWriter<std::fs::File>>,
     records: u64,
     bad_record: Option<BadRecord>,
+    /// Top-level JSON fields the query reads.
+    json_fields: BTreeSet<String>,
 }
 
 impl<'q> Sink<'q> {
@@ -728,6 +806,7 @@ impl<'q> Sink<'q> {
             file,
             records: 0,
             bad_record: None,
+            json_fields: query.map(Query::json_fields).unwrap_or_default(),
         })
     }
 
@@ -811,13 +890,12 @@ impl<'q> Sink<'q> {
             serde_json::from_slice::<serde::de::IgnoredAny>(text)
                 .map_err(|e| blame.at(offset, format!("invalid JSON: {e}")))?;
             evaluator
-                .record(&JsonRecord(serde_json::Value::Null))
+                .record(&JsonRecord(serde_json::Map::new()))
                 .map_err(|message| blame.at(offset, message))?;
             return Ok(());
         }
-        let value = serde_json::from_slice(text)
-            .map_err(|e| blame.at(offset, format!("invalid JSON: {e}")))?;
-        let record = JsonRecord(value);
+        let record = JsonRecord::parse(text, &self.json_fields)
+            .map_err(|message| blame.at(offset, message))?;
         let outcome = evaluator
             .record(&record)
             .map_err(|message| blame.at(offset, message))?;

@@ -263,14 +263,16 @@ fn header_row(format: Format, text: &[u8], complete: bool) -> Result<(Vec<String
     let mut ends = vec![0usize; text.len() + 1];
     // A blank line first: csv-core strips a byte-order mark only on its first read (done above).
     reader.read_record(b"\n", &mut out, &mut ends);
-    let (mut result, consumed, _, mut fields) = reader.read_record(text, &mut out, &mut ends);
+    let (mut result, consumed, written, mut fields) = reader.read_record(text, &mut out, &mut ends);
     if result == csv_core::ReadRecordResult::InputEmpty {
         if !complete {
             return Err(format!(
                 "the header row is longer than {MAX_HEADER_BYTES} bytes"
             ));
         }
-        (result, _, _, fields) = reader.read_record(&[], &mut out, &mut ends);
+        // The end of the object ends the header row; its last fields follow the ones read.
+        let (last, _, _, more) = reader.read_record(&[], &mut out[written..], &mut ends[fields..]);
+        (result, fields) = (last, fields + more);
     }
     if result != csv_core::ReadRecordResult::Record {
         return Err("the object has no header row".into());

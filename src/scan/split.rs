@@ -84,6 +84,8 @@ pub enum Dialect {
 /// A transition table: `next[byte][state]`.
 pub struct Machine {
     next: Box<[[State; STATES]; 256]>,
+    /// The quote byte of CSV: inside a quoted field only it changes the state.
+    quote: Option<u8>,
 }
 
 impl Machine {
@@ -94,7 +96,11 @@ impl Machine {
                 next[byte as usize][state as usize] = step(dialect, state, byte);
             }
         }
-        Machine { next }
+        let quote = match dialect {
+            Dialect::Csv { quote, .. } => Some(quote),
+            Dialect::JsonLines => None,
+        };
+        Machine { next, quote }
     }
 
     #[inline]
@@ -103,11 +109,34 @@ impl Machine {
     }
 
     /// Runs `bytes` from `state`.
-    pub fn run(&self, mut state: State, bytes: &[u8]) -> State {
-        for &byte in bytes {
+    pub fn run(&self, mut state: State, mut bytes: &[u8]) -> State {
+        while !bytes.is_empty() {
+            // Inside a quoted field, jump to the next quote.
+            if state == State::InQuoted
+                && let Some(quote) = self.quote
+            {
+                match memchr::memchr(quote, bytes) {
+                    Some(at) => bytes = &bytes[at..],
+                    None => return state,
+                }
+            }
+            let (&byte, rest) = bytes.split_first().expect("not empty");
             state = self.step(state, byte);
+            bytes = rest;
         }
         state
+    }
+
+    /// Runs `bytes` from `state` until a terminator ends a record: the state there and the offset
+    /// just after that byte, or the state at the end and `None`.
+    fn run_to_record_end(&self, mut state: State, bytes: &[u8]) -> (State, Option<usize>) {
+        for (offset, &byte) in bytes.iter().enumerate() {
+            state = self.step(state, byte);
+            if state == State::RecordEnd {
+                return (state, Some(offset + 1));
+            }
+        }
+        (state, None)
     }
 }
 
@@ -190,18 +219,33 @@ impl SplitScanner {
     }
 
     pub fn feed(&mut self, machine: &Machine, bytes: &[u8]) {
-        for &byte in bytes {
-            self.offset += 1;
+        // Lanes run block by block in tight loops; lanes that met are merged between blocks.
+        for block in bytes.chunks(16 << 10) {
             for lane in self.lanes.iter_mut() {
-                lane.0 = machine.step(lane.0, byte);
-                if lane.0 == State::RecordEnd && self.offset < self.length {
-                    for start in State::ALL {
-                        if lane.1 & (1 << start as u8) != 0 {
-                            self.first_record[start as usize].get_or_insert(self.offset);
+                let mut rest = block;
+                let waiting = State::ALL.into_iter().any(|start| {
+                    lane.1 & (1 << start as u8) != 0 && self.first_record[start as usize].is_none()
+                });
+                if waiting {
+                    let (state, ended) = machine.run_to_record_end(lane.0, rest);
+                    lane.0 = state;
+                    if let Some(at) = ended {
+                        let offset = self.offset + at as u64;
+                        if offset < self.length {
+                            for start in State::ALL {
+                                if lane.1 & (1 << start as u8) != 0 {
+                                    self.first_record[start as usize].get_or_insert(offset);
+                                }
+                            }
                         }
+                        rest = &rest[at..];
+                    } else {
+                        rest = &[];
                     }
                 }
+                lane.0 = machine.run(lane.0, rest);
             }
+            self.offset += block.len() as u64;
             if self.lanes.len() > 1 {
                 merge_lanes(&mut self.lanes);
             }

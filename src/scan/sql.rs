@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 
 use sqlparser::ast::{
     self, BinaryOperator, CastKind, DataType, FunctionArg, FunctionArgExpr, FunctionArguments,
@@ -546,6 +547,9 @@ pub struct Evaluator<'q> {
     query: &'q Query,
     pub partials: Vec<Partial>,
     pub rows: u64,
+    /// Per aggregate: its argument when it is a positional column, read as a number without the
+    /// general evaluator (and whether it is cast to FLOAT).
+    direct: Vec<Option<(usize, bool)>>,
 }
 
 impl Query {
@@ -570,22 +574,76 @@ impl Query {
             }
     }
 
+    /// The top-level fields of JSON records the query reads.
+    pub fn json_fields(&self) -> BTreeSet<String> {
+        fn visit(expr: &Expr, fields: &mut BTreeSet<String>) {
+            match expr {
+                Expr::Column(Column::Path(path)) => fields.extend(path.first().cloned()),
+                Expr::Column(Column::Index(_)) | Expr::Literal(_) => {}
+                Expr::Not(e) | Expr::Negate(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => {
+                    visit(e, fields)
+                }
+                Expr::Like { expr, .. } => visit(expr, fields),
+                Expr::And(a, b)
+                | Expr::Or(a, b)
+                | Expr::Compare(a, _, b)
+                | Expr::Arith(a, _, b) => {
+                    visit(a, fields);
+                    visit(b, fields);
+                }
+                Expr::In(e, list, _) => {
+                    visit(e, fields);
+                    list.iter().for_each(|item| visit(item, fields));
+                }
+                Expr::Between(e, low, high, _) => {
+                    visit(e, fields);
+                    visit(low, fields);
+                    visit(high, fields);
+                }
+            }
+        }
+        let mut fields = BTreeSet::new();
+        if let Some(filter) = &self.filter {
+            visit(filter, &mut fields);
+        }
+        match &self.selection {
+            Selection::All => {}
+            Selection::Rows(rows) => rows.iter().for_each(|(_, e)| visit(e, &mut fields)),
+            Selection::Aggregates(items) => items
+                .iter()
+                .filter_map(|(_, _, argument)| argument.as_ref())
+                .for_each(|e| visit(e, &mut fields)),
+        }
+        fields
+    }
+
     pub fn is_aggregate(&self) -> bool {
         matches!(self.selection, Selection::Aggregates(_))
     }
 
     pub fn evaluator(&self) -> Evaluator<'_> {
-        let partials = match &self.selection {
+        let (partials, direct) = match &self.selection {
             Selection::Aggregates(items) => items
                 .iter()
-                .map(|(_, kind, _)| Partial::new(*kind))
-                .collect(),
-            _ => Vec::new(),
+                .map(|(_, kind, argument)| {
+                    let direct = match argument {
+                        Some(Expr::Column(Column::Index(i))) => Some((*i, false)),
+                        Some(Expr::Cast(inner, Cast::Float)) => match inner.as_ref() {
+                            Expr::Column(Column::Index(i)) => Some((*i, true)),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    (Partial::new(*kind), direct)
+                })
+                .unzip(),
+            _ => (Vec::new(), Vec::new()),
         };
         Evaluator {
             query: self,
             partials,
             rows: 0,
+            direct,
         }
     }
 
@@ -640,11 +698,47 @@ impl<'q> Evaluator<'q> {
                 Ok(Outcome::Row(values))
             }
             Selection::Aggregates(items) => {
-                for ((name, _, argument), partial) in items.iter().zip(&mut self.partials) {
-                    let value = argument.as_ref().map(|a| eval(a, record)).transpose()?;
+                // MIN(x), MAX(x) and the like evaluate x once.
+                let mut previous: Option<(&Expr, Value)> = None;
+                let mut previous_number: Option<((usize, bool), Value)> = None;
+                for (((name, _, argument), partial), direct) in
+                    items.iter().zip(&mut self.partials).zip(&self.direct)
+                {
+                    // A column of numbers: parsed (once) and added without building values.
+                    if let Some(column) = direct {
+                        if let Some((seen, number)) = &previous_number
+                            && seen == column
+                        {
+                            partial.add_number(number);
+                            continue;
+                        }
+                        if let Value::Str(text) = record.field(column.0)?
+                            && let Some(number) = super::value::parse_number(&text)
+                        {
+                            let number = match (number, column.1) {
+                                (Value::Int(i), true) => Value::Float(i as f64),
+                                (number, _) => number,
+                            };
+                            partial.add_number(&number);
+                            previous_number = Some((*column, number));
+                            continue;
+                        }
+                    }
+                    let value = match (argument, &previous) {
+                        (Some(a), Some((p, value))) if a == *p => Some(value.clone()),
+                        // Numeric text is read as a number once, not once per aggregate.
+                        (Some(a), _) => {
+                            let value = eval(a, record)?;
+                            Some(value.as_number().unwrap_or(value))
+                        }
+                        (None, _) => None,
+                    };
                     partial
                         .add(value.as_ref())
                         .map_err(|e| format!("{name}: {e}"))?;
+                    if let (Some(a), Some(value)) = (argument, value) {
+                        previous = Some((a, value));
+                    }
                 }
                 Ok(Outcome::Aggregated)
             }

@@ -48,7 +48,10 @@ def work(args):
     count, low, high, kept = 0, None, None, []
     for record in records:
         count += 1
-        fare = float(record["fare"])
+        try:
+            fare = float(record["fare"])
+        except (TypeError, ValueError):  # a record cut in half at a quoted newline
+            continue
         if QUERY == "minmax":
             low = fare if low is None else min(low, fare)
             high = fare if high is None else max(high, fare)
