@@ -108,16 +108,22 @@ impl Machine {
         self.next[byte as usize][state as usize]
     }
 
+    /// How many bytes inside a quoted field leave the state as it is: up to the next quote.
+    pub fn skip_quoted(&self, bytes: &[u8]) -> usize {
+        match self.quote {
+            Some(quote) => memchr::memchr(quote, bytes).unwrap_or(bytes.len()),
+            None => 0,
+        }
+    }
+
     /// Runs `bytes` from `state`.
     pub fn run(&self, mut state: State, mut bytes: &[u8]) -> State {
         while !bytes.is_empty() {
             // Inside a quoted field, jump to the next quote.
-            if state == State::InQuoted
-                && let Some(quote) = self.quote
-            {
-                match memchr::memchr(quote, bytes) {
-                    Some(at) => bytes = &bytes[at..],
-                    None => return state,
+            if state == State::InQuoted {
+                bytes = &bytes[self.skip_quoted(bytes)..];
+                if bytes.is_empty() {
+                    return state;
                 }
             }
             let (&byte, rest) = bytes.split_first().expect("not empty");

@@ -617,6 +617,13 @@ impl Query {
         fields
     }
 
+    /// Whether the query only counts all records (`COUNT(*)` items, no WHERE).
+    pub fn counts_only(&self) -> bool {
+        self.filter.is_none()
+            && matches!(&self.selection, Selection::Aggregates(items)
+                if items.iter().all(|(_, kind, _)| *kind == AggregateKind::CountAll))
+    }
+
     pub fn is_aggregate(&self) -> bool {
         matches!(self.selection, Selection::Aggregates(_))
     }
@@ -669,6 +676,15 @@ impl Query {
 }
 
 impl<'q> Evaluator<'q> {
+    /// Counts `records` records that a counts-only query did not evaluate one by one.
+    pub fn count(&mut self, records: u64) {
+        for partial in &mut self.partials {
+            if let Partial::Count(n) = partial {
+                *n += records;
+            }
+        }
+    }
+
     /// Whether more rows may still be returned (LIMIT not reached).
     pub fn wants_more(&self) -> bool {
         self.query.limit.is_none_or(|limit| self.rows < limit)
