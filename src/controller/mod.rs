@@ -36,6 +36,8 @@ pub enum Error {
     Cleanup(#[source] crate::ingest::IngestError),
     #[error("S3: {0}")]
     Scan(#[source] crate::scan::ScanError),
+    #[error("{0} chunk Jobs of a deleted scan still running; waiting for them before cleaning up")]
+    JobsRemaining(usize),
 }
 
 impl Error {
@@ -45,6 +47,7 @@ impl Error {
             Self::Finalizer(_) => "finalizer",
             Self::Cleanup(_) => "cleanup",
             Self::Scan(_) => "scan_s3",
+            Self::JobsRemaining(_) => "jobs_remaining",
         }
     }
 }

@@ -413,10 +413,12 @@ fn chunk_job(
         "spec": {
             "backoffLimit": retries,
             // Bad data fails the chunk at once; retries are for what a second try can fix.
-            "podFailurePolicy": {"rules": [{
-                "action": "FailJob",
-                "onExitCodes": {"operator": "In", "values": [crate::scan::BAD_DATA_EXIT_CODE]},
-            }]},
+            "podFailurePolicy": {"rules": [
+                {"action": "FailJob", "onExitCodes": {"containerName": WORKER_CONTAINER, "operator": "In", "values": [crate::scan::BAD_DATA_EXIT_CODE]}},
+                {"action": "FailJob", "onExitCodes": {"containerName": "fetch", "operator": "In", "values": [crate::scan::BAD_DATA_EXIT_CODE]}},
+                // A drained node or a preempted pod is not the chunk's fault.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]},
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
@@ -574,36 +576,50 @@ async fn abort_leftover_uploads(
     bucket: &str,
     prefix: &str,
 ) -> Result<usize, ScanError> {
-    let listed = s3
-        .list_multipart_uploads()
-        .bucket(bucket)
-        .prefix(prefix)
-        .send()
-        .await
-        .map_err(|e| {
-            crate::scan::s3_error(&format!("listing uploads under s3://{bucket}/{prefix}"), e)
-        })?;
     let mut aborted = 0;
-    for upload in listed.uploads() {
-        let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
-            continue;
-        };
-        s3.abort_multipart_upload()
+    let (mut key_marker, mut id_marker) = (None, None);
+    loop {
+        let listed = s3
+            .list_multipart_uploads()
             .bucket(bucket)
-            .key(key)
-            .upload_id(id)
+            .prefix(prefix)
+            .set_key_marker(key_marker.take())
+            .set_upload_id_marker(id_marker.take())
             .send()
             .await
             .map_err(|e| {
-                crate::scan::s3_error(&format!("aborting the upload of s3://{bucket}/{key}"), e)
+                crate::scan::s3_error(&format!("listing uploads under s3://{bucket}/{prefix}"), e)
             })?;
-        aborted += 1;
+        for upload in listed.uploads() {
+            let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) else {
+                continue;
+            };
+            s3.abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .send()
+                .await
+                .map_err(|e| {
+                    crate::scan::s3_error(&format!("aborting the upload of s3://{bucket}/{key}"), e)
+                })?;
+            aborted += 1;
+        }
+        if listed.is_truncated() != Some(true) {
+            return Ok(aborted);
+        }
+        key_marker = listed.next_key_marker().map(str::to_string);
+        id_marker = listed.next_upload_id_marker().map(str::to_string);
     }
-    Ok(aborted)
 }
 
 async fn cleanup(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Error> {
     delete_all_jobs(&ctx, &obj).await?;
+    // Workers still running could start uploads after the abort below.
+    let remaining = scan_jobs(&ctx, &obj).await?.len();
+    if remaining > 0 {
+        return Err(Error::JobsRemaining(remaining));
+    }
     if let Some(output) = &obj.spec.processor.output
         && let Ok(source) = source(&ctx, &obj).await
     {
@@ -667,17 +683,43 @@ async fn fail(
 }
 
 async fn apply(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let obj = obj.as_ref();
+    // The cache may trail this controller's own last status write (the Job deletions that
+    // follow it wake this reconcile): decide on the object as it is now.
+    let api: Api<S3ParallelScan> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let Some(fresh) = api
+        .get_opt(&obj.name_any())
+        .await?
+        .filter(|o| o.uid() == obj.uid())
+    else {
+        return Ok(Action::await_change());
+    };
+    let obj = &fresh;
     let generation = obj.metadata.generation;
     let mut status = obj.status.clone().unwrap_or_default();
     let terminal = matches!(status.phase, Phase::Succeeded | Phase::Failed);
     if terminal && status.observed_generation == generation {
         return Ok(Action::await_change());
     }
-    if terminal {
-        // The spec changed after the end: run the scan again from scratch.
+    let planned_earlier = status.total_chunks.is_some() && status.observed_generation != generation;
+    if terminal || planned_earlier {
+        // The spec changed: the scan runs again from scratch, under the new spec only.
         delete_all_jobs(&ctx, obj).await?;
         status = S3ParallelScanStatus::default();
+        set_phase(
+            &mut status,
+            Phase::Pending,
+            "Restarting",
+            "the spec changed; scanning again",
+            generation,
+        );
+        StatusWriter::new(&ctx, obj).write(&status).await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    if status.total_chunks.is_none() && !scan_jobs(&ctx, obj).await?.is_empty() {
+        // Jobs of an earlier run are still going away; new ones would reuse their names.
+        delete_all_jobs(&ctx, obj).await?;
+        return Ok(Action::requeue(Duration::from_secs(2)));
     }
     let source = match source(&ctx, obj).await {
         Ok(source) => source,
@@ -836,7 +878,8 @@ async fn drive(
         output: if containers { None } else { output.clone() },
     };
 
-    let jobs = scan_jobs(ctx, obj).await?;
+    let mut jobs = scan_jobs(ctx, obj).await?;
+    jobs.retain(|job| job.metadata.deletion_timestamp.is_none());
     // A chunk that failed for good fails the scan.
     let mut failures = Vec::new();
     for job in &jobs {
@@ -885,6 +928,18 @@ async fn drive(
         return fail(ctx, obj, status, Some(s3), reason, &message).await;
     }
 
+    // Scan Jobs of chunks accepted earlier (a restart came between status and deletion).
+    for job in &jobs {
+        if job_role(job) == Some(Role::Scan)
+            && job_chunk(job).is_some_and(|index| index < checkpoint.verifier.next)
+        {
+            delete_job(ctx, job).await?;
+        }
+    }
+    jobs.retain(|job| {
+        !(job_role(job) == Some(Role::Scan)
+            && job_chunk(job).is_some_and(|index| index < checkpoint.verifier.next))
+    });
     let mut by_chunk: BTreeMap<(u32, Role), Vec<&Job>> = BTreeMap::new();
     for job in &jobs {
         if let (Some(role), Some(index)) = (job_role(job), job_chunk(job)) {
@@ -913,13 +968,11 @@ async fn drive(
         if job_finished(job) != Some(true) {
             break;
         }
-        let report = match read_report(ctx, s3, job, &work_bucket, &report_key(index)).await {
-            Ok(report) => report,
-            Err(message) => {
-                warn!(job = %job.name_any(), %message, "chunk report unreadable; running the chunk again");
-                delete_job(ctx, job).await?;
-                break;
-            }
+        let Some(report) = read_report(ctx, s3, job, &work_bucket, &report_key(index)).await?
+        else {
+            warn!(job = %job.name_any(), "chunk report missing; running the chunk again");
+            delete_job(ctx, job).await?;
+            break;
         };
         match checkpoint.verifier.offer(&report) {
             Verdict::Accepted => {
@@ -1094,41 +1147,45 @@ fn update_counts(
     status.bytes_scanned = Some(verifier.bytes as i64);
 }
 
-/// A finished scan Job's report: its termination message, or the object it names.
+/// A finished scan Job's report: its termination message, else the copy the worker stored.
+/// `None` when neither holds one (the chunk runs again); an error when reading failed for now.
 async fn read_report(
     ctx: &Context,
     s3: &aws_sdk_s3::Client,
     job: &Job,
     bucket: &str,
     key: &str,
-) -> Result<ChunkReport, String> {
-    let message = termination_message(ctx, job, WORKER_CONTAINER)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("no termination message")?;
-    if let Ok(report) = serde_json::from_str::<ChunkReport>(&message) {
-        return Ok(report);
+) -> Result<Option<ChunkReport>, Error> {
+    let message = termination_message(ctx, job, WORKER_CONTAINER).await?;
+    if let Some(report) = message.and_then(|m| serde_json::from_str::<ChunkReport>(&m).ok()) {
+        return Ok(Some(report));
     }
-    get_report(s3, bucket, key).await
+    match get_report(s3, bucket, key).await {
+        Ok(report) => Ok(Some(report)),
+        Err(ScanError::ObjectNotFound(_) | ScanError::InvalidScan(_)) => Ok(None),
+        Err(e) => Err(Error::Scan(e)),
+    }
 }
 
 async fn get_report(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
-) -> Result<ChunkReport, String> {
+) -> Result<ChunkReport, ScanError> {
+    let location = format!("s3://{bucket}/{key}");
     let body = s3
         .get_object()
         .bucket(bucket)
         .key(key)
         .send()
         .await
-        .map_err(|e| crate::scan::s3_error(&format!("GET s3://{bucket}/{key}"), e).to_string())?
+        .map_err(|e| crate::scan::s3_error(&format!("GET {location}"), e))?
         .body
         .collect()
         .await
-        .map_err(|e| e.to_string())?;
-    serde_json::from_slice(&body.into_bytes()).map_err(|e| format!("s3://{bucket}/{key}: {e}"))
+        .map_err(|e| ScanError::Read(format!("GET {location}: {e}")))?;
+    serde_json::from_slice(&body.into_bytes())
+        .map_err(|e| ScanError::InvalidScan(format!("{location} is not a chunk report: {e}")))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1173,7 +1230,7 @@ async fn finish(
             .buffered(16)
             .try_collect()
             .await
-            .map_err(|e| Error::Scan(ScanError::Read(e)))?;
+            .map_err(Error::Scan)?;
         if let Some(output) = output_of(obj, layout) {
             manifest::trim_to_limit(s3, &output, query.limit, &mut reports)
                 .await

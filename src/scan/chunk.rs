@@ -168,7 +168,7 @@ pub async fn run_chunk(
     };
     let (bytes_tx, bytes_rx) = mpsc::channel(8);
     let fetch = fetch(s3.clone(), layout.clone(), read_from, end, bytes_tx);
-    let (parts_tx, parts_rx) = mpsc::channel::<Vec<u8>>(1);
+    let (parts_tx, parts_rx) = mpsc::channel::<Part>(1);
     let output = match &task.work {
         Work::Query {
             output: Some(output),
@@ -191,20 +191,23 @@ pub async fn run_chunk(
                 current: Bytes::new(),
             };
             let parts = writes_rows.then_some(parts_tx);
-            let result = parse_chunk(&task, query.as_ref(), source, parts, &progress);
-            result.map(|mut report| {
-                report.index = task.index;
-                report
-            })
+            parse_chunk(&task, query.as_ref(), source, parts, &progress)
         })
     };
     let fetching = tokio::spawn(fetch);
     let (parsed, uploaded) = tokio::join!(parse, upload);
     // The parser stops reading once its last record is complete: the fetch ends with it.
     fetching.abort();
-    let mut report = parsed.map_err(|e| ScanError::Read(format!("chunk parser: {e}")))??;
-    report.part = uploaded?;
-    Ok(report)
+    let parsed = parsed.map_err(|e| ScanError::Read(format!("chunk parser: {e}")))?;
+    match (parsed, uploaded) {
+        // The parser stopped because the upload did: the upload's error is the cause.
+        (Err(ScanError::S3(message)), Err(upload)) if message == UPLOAD_STOPPED => Err(upload),
+        (parsed, uploaded) => {
+            let mut report = parsed?;
+            report.part = uploaded?;
+            Ok(report)
+        }
+    }
 }
 
 fn columns_of(layout: &Layout) -> Columns {
@@ -322,7 +325,7 @@ fn parse_chunk(
     task: &ChunkTask,
     query: Option<&Query>,
     source: impl Read + 'static,
-    parts: Option<mpsc::Sender<Vec<u8>>>,
+    parts: Option<mpsc::Sender<Part>>,
     progress: &AtomicU64,
 ) -> Result<ChunkReport, ScanError> {
     let layout = &task.layout;
@@ -812,7 +815,7 @@ impl<'q> Sink<'q> {
     fn new(
         task: &ChunkTask,
         query: Option<&'q Query>,
-        parts: Option<mpsc::Sender<Vec<u8>>>,
+        parts: Option<mpsc::Sender<Part>>,
     ) -> Result<Sink<'q>, ScanError> {
         let layout = &task.layout;
         let file = match &task.work {
@@ -1032,7 +1035,7 @@ struct RowWriter {
     csv: csv::Writer<Vec<u8>>,
     lines: Vec<u8>,
     header_written: bool,
-    parts: mpsc::Sender<Vec<u8>>,
+    parts: mpsc::Sender<Part>,
 }
 
 fn csv_buffer() -> csv::Writer<Vec<u8>> {
@@ -1043,7 +1046,7 @@ fn csv_buffer() -> csv::Writer<Vec<u8>> {
 }
 
 impl RowWriter {
-    fn new(format: OutputFormat, names: Vec<String>, parts: mpsc::Sender<Vec<u8>>) -> RowWriter {
+    fn new(format: OutputFormat, names: Vec<String>, parts: mpsc::Sender<Part>) -> RowWriter {
         RowWriter {
             format,
             names,
@@ -1124,8 +1127,8 @@ impl RowWriter {
             return Ok(());
         }
         self.parts
-            .blocking_send(buffer)
-            .map_err(|_| ScanError::S3("the output upload stopped".into()))
+            .blocking_send(Part::Rows(buffer))
+            .map_err(|_| ScanError::S3(UPLOAD_STOPPED.into()))
     }
 
     fn finish(mut self) -> Result<(), ScanError> {
@@ -1135,9 +1138,20 @@ impl RowWriter {
         self.send(
             csv.into_inner()
                 .map_err(|e| ScanError::Read(e.to_string()))?,
-        )
+        )?;
+        self.parts
+            .blocking_send(Part::End)
+            .map_err(|_| ScanError::S3(UPLOAD_STOPPED.into()))
     }
 }
+
+/// What the parser hands the uploader: rows, then the end (without it the rows are incomplete).
+enum Part {
+    Rows(Vec<u8>),
+    End,
+}
+
+const UPLOAD_STOPPED: &str = "the output upload stopped";
 
 /// Uploads a chunk's row output: one PUT when it fits one buffer, else a multipart upload that
 /// is aborted if anything fails. No rows: a part left by an earlier run of the chunk is deleted.
@@ -1145,28 +1159,37 @@ async fn upload_part(
     s3: &Client,
     output: &Output,
     index: u32,
-    mut parts: mpsc::Receiver<Vec<u8>>,
+    mut parts: mpsc::Receiver<Part>,
 ) -> Result<Option<String>, ScanError> {
     let key = output.part_key(index);
     let location = format!("s3://{}/{key}", output.bucket);
-    let Some(first) = parts.recv().await else {
-        s3.delete_object()
-            .bucket(&output.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| s3_error(&format!("DELETE {location}"), e))?;
-        return Ok(None);
+    let first = match parts.recv().await {
+        Some(Part::Rows(rows)) => rows,
+        Some(Part::End) => {
+            s3.delete_object()
+                .bucket(&output.bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| s3_error(&format!("DELETE {location}"), e))?;
+            return Ok(None);
+        }
+        // The parser failed: nothing is written; its error is the chunk's.
+        None => return Ok(None),
     };
-    let Some(second) = parts.recv().await else {
-        s3.put_object()
-            .bucket(&output.bucket)
-            .key(&key)
-            .body(ByteStream::from(first))
-            .send()
-            .await
-            .map_err(|e| s3_error(&format!("PUT {location}"), e))?;
-        return Ok(Some(key));
+    let second = match parts.recv().await {
+        Some(Part::Rows(rows)) => rows,
+        Some(Part::End) => {
+            s3.put_object()
+                .bucket(&output.bucket)
+                .key(&key)
+                .body(ByteStream::from(first))
+                .send()
+                .await
+                .map_err(|e| s3_error(&format!("PUT {location}"), e))?;
+            return Ok(Some(key));
+        }
+        None => return Ok(None),
     };
     let upload = s3
         .create_multipart_upload()
@@ -1200,7 +1223,11 @@ async fn upload_part(
             );
             next = match following.take() {
                 Some(buffer) => Some(buffer),
-                None => parts.recv().await,
+                None => match parts.recv().await {
+                    Some(Part::Rows(rows)) => Some(rows),
+                    Some(Part::End) => None,
+                    None => return Err(ScanError::Read("the chunk's rows ended early".into())),
+                },
             };
         }
         s3.complete_multipart_upload()
