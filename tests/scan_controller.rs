@@ -339,23 +339,33 @@ async fn killed_worker_is_retried(env: &common::TestEnv) {
     let mut killed = None;
     while killed.is_none() && Instant::now() < deadline {
         for pod in pods.list(&ListParams::default()).await.unwrap() {
-            let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+            let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+            if matches!(phase.as_deref(), Some("Succeeded" | "Failed")) {
+                continue;
+            }
+            // Watch the pod's worker start (the node agent writes its pid), then freeze it at
+            // once, so that it is surely killed mid-chunk, not after it finished.
             let uid = pod.uid().unwrap_or_default();
             let pid_file = env
                 .env_dir
                 .join(format!("node/pods/{uid}/containers/worker/pid"));
-            let Some(pid) = running
-                .then(|| std::fs::read_to_string(&pid_file).ok())
-                .flatten()
-                .and_then(|p| p.trim().parse::<i32>().ok())
-            else {
-                continue;
-            };
-            // Frozen first, so the worker is surely killed mid-chunk, not after it finished.
-            // SAFETY: signals to a process of this test's own environment.
-            if unsafe { libc::kill(pid, libc::SIGSTOP) } == 0 {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                killed = Some(pod.labels()["batch.kubernetes.io/job-name"].clone());
+            for _ in 0..3000 {
+                let pid = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok());
+                if let Some(pid) = pid {
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    let is_worker = String::from_utf8_lossy(&cmdline).contains("worker");
+                    // SAFETY: signals to this environment's own worker process, checked above.
+                    if is_worker && unsafe { libc::kill(pid, libc::SIGSTOP) } == 0 {
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        killed = Some(pod.labels()["batch.kubernetes.io/job-name"].clone());
+                    }
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if killed.is_some() {
                 break;
             }
         }

@@ -396,6 +396,21 @@ fn chunk_job(
     } else {
         obj.spec.chunking.max_retries_per_chunk
     };
+    // Bad data (exit code 3 of the worker, or of the fetch before a user container) fails the
+    // chunk at once; a drained node or a preempted pod is not the chunk's fault.
+    let mut failure_rules = vec![
+        serde_json::json!({"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}),
+    ];
+    let fail_fast = match role {
+        Role::Scan => Some(WORKER_CONTAINER),
+        Role::Process => Some("fetch"),
+        Role::OnComplete => None,
+    };
+    if let Some(container) = fail_fast {
+        failure_rules.push(serde_json::json!({"action": "FailJob", "onExitCodes": {
+            "containerName": container, "operator": "In", "values": [crate::scan::BAD_DATA_EXIT_CODE],
+        }}));
+    }
     serde_json::from_value(serde_json::json!({
         "metadata": {
             "name": name,
@@ -412,13 +427,7 @@ fn chunk_job(
         },
         "spec": {
             "backoffLimit": retries,
-            // Bad data fails the chunk at once; retries are for what a second try can fix.
-            "podFailurePolicy": {"rules": [
-                {"action": "FailJob", "onExitCodes": {"containerName": WORKER_CONTAINER, "operator": "In", "values": [crate::scan::BAD_DATA_EXIT_CODE]}},
-                {"action": "FailJob", "onExitCodes": {"containerName": "fetch", "operator": "In", "values": [crate::scan::BAD_DATA_EXIT_CODE]}},
-                // A drained node or a preempted pod is not the chunk's fault.
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-            ]},
+            "podFailurePolicy": {"rules": failure_rules},
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
