@@ -5,49 +5,19 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use common::controller::{Controller, assert_event};
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::http_source::{Behaviour, Body, serve};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
 use s3flow::api::Phase;
 use s3flow::api::ingest::S3Ingest;
 use serde_json::json;
 
 const MIB: u64 = 1 << 20;
-
-struct Controller(Child);
-
-impl Controller {
-    fn start(env: &common::TestEnv) -> Self {
-        let log =
-            std::fs::File::create(env.env_dir.join("logs/ingest-controller-test.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_s3flow"))
-            .args([
-                "controller",
-                "--allow-source-cidr",
-                "127.0.0.1/32",
-                "--status-interval",
-                "1",
-            ])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self(child)
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn ingest(
     name: &str,
@@ -66,19 +36,8 @@ fn ingest(
             "transfer": {"partSize": "5Mi", "concurrency": 2},
         }
     });
-    json_merge(&mut value, extra);
+    common::json_merge(&mut value, extra);
     serde_json::from_value(value).unwrap()
-}
-
-fn json_merge(target: &mut serde_json::Value, patch: serde_json::Value) {
-    match (target, patch) {
-        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
-            for (k, v) in p {
-                json_merge(t.entry(k).or_insert(serde_json::Value::Null), v);
-            }
-        }
-        (t, p) => *t = p,
-    }
 }
 
 fn phase(obj: Option<&S3Ingest>) -> Option<Phase> {
@@ -98,24 +57,6 @@ fn condition<'a>(
         .unwrap()
 }
 
-/// Waits up to 10 s for an Event about `name` with `reason` and `type_` (Events follow the status).
-async fn assert_event(client: &Client, ns: &str, name: &str, reason: &str, type_: &str) {
-    let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    let mut seen = Vec::new();
-    for _ in 0..50 {
-        seen = api.list(&ListParams::default()).await.unwrap().items;
-        seen.retain(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name));
-        if seen
-            .iter()
-            .any(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some(type_))
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("no {type_} Event {reason} for {name}: {seen:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingests_through_the_controller() {
     let env = common::env().await;
@@ -126,7 +67,16 @@ async fn ingests_through_the_controller() {
     let store = common::minio::Bucket::create(&env, "ingestctl").await;
     let bucket = store.name.clone();
     let api: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
-    let mut controller = Controller::start(&env);
+    let mut controller = Controller::start(
+        &env,
+        "ingest-controller-test",
+        &[
+            "--allow-source-cidr",
+            "127.0.0.1/32",
+            "--status-interval",
+            "1",
+        ],
+    );
 
     // Success: the object arrives byte-identical, status and Events say so.
     let len = 20 * MIB + 3;
@@ -347,7 +297,16 @@ async fn ingests_through_the_controller() {
     )
     .await;
     drop(controller);
-    controller = Controller::start(&env);
+    controller = Controller::start(
+        &env,
+        "ingest-controller-test",
+        &[
+            "--allow-source-cidr",
+            "127.0.0.1/32",
+            "--status-interval",
+            "1",
+        ],
+    );
     common::wait(
         api.clone(),
         "restarted",
@@ -364,7 +323,16 @@ async fn ingests_through_the_controller() {
     // Completed ingests are not redone by a restart.
     let requests = source.requests.load(Ordering::SeqCst);
     drop(controller);
-    let _controller = Controller::start(&env);
+    let _controller = Controller::start(
+        &env,
+        "ingest-controller-test",
+        &[
+            "--allow-source-cidr",
+            "127.0.0.1/32",
+            "--status-interval",
+            "1",
+        ],
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         source.requests.load(Ordering::SeqCst),

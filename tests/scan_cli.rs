@@ -17,18 +17,6 @@ fn args(object: &str, endpoint: &str, sql: &str, extra: &[&str]) -> Vec<String> 
     args
 }
 
-async fn put(bucket: &Bucket, key: &str, data: Vec<u8>) {
-    bucket
-        .s3
-        .put_object()
-        .bucket(&bucket.name)
-        .key(key)
-        .body(data.into())
-        .send()
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_chunk_size_gives_the_same_answer() {
     let env = common::env().await;
@@ -55,7 +43,7 @@ async fn any_chunk_size_gives_the_same_answer() {
             .as_bytes(),
         );
     }
-    put(&bucket, "t.csv", data).await;
+    bucket.put("t.csv", data).await;
     let object = format!("s3://{}/t.csv", bucket.name);
     let sql = "SELECT COUNT(*), SUM(amount), MAX(city) FROM S3Object WHERE note <> 'plain' OR amount >= 0";
     for size in ["1", "7", "100", "1Ki", "64Mi"] {
@@ -99,7 +87,7 @@ async fn any_chunk_size_gives_the_same_answer() {
 async fn bad_input_fails_with_a_clear_error() {
     let env = common::env().await;
     let bucket = Bucket::create(&env, "scan-cli-bad").await;
-    put(&bucket, "t.csv", b"a,b\n1,2\n".to_vec()).await;
+    bucket.put("t.csv", b"a,b\n1,2\n".to_vec()).await;
     let object = format!("s3://{}/t.csv", bucket.name);
     let cases = [
         (

@@ -4,8 +4,9 @@
 
 mod common;
 
+use common::controller::{Controller, assert_event};
+
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::minio::{Bucket, credentials_secret};
@@ -29,29 +30,6 @@ const NAMES: &[&str] = &[
     "",
     "cr\r\nlf",
 ];
-
-struct Controller(Child);
-
-impl Controller {
-    fn start(env: &common::TestEnv) -> Self {
-        let log = std::fs::File::create(env.env_dir.join("logs/scan-controller-test.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_s3flow"))
-            .args(["controller", "--allow-source-cidr", "127.0.0.1/32"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self(child)
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A CSV object with quoted newlines, delimiters and quotes, CRLF terminators and a header.
 fn tricky_csv(rows: usize) -> Vec<u8> {
@@ -100,43 +78,8 @@ fn scan(name: &str, bucket: &Bucket, key: &str, spec: serde_json::Value) -> S3Pa
             "chunking": {"chunkSize": "4Ki", "parallelism": 4},
         }
     });
-    merge(&mut value, json!({"spec": spec}));
+    common::json_merge(&mut value, json!({"spec": spec}));
     serde_json::from_value(value).unwrap()
-}
-
-fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
-    match (target, patch) {
-        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
-            for (k, v) in p {
-                merge(t.entry(k).or_insert(serde_json::Value::Null), v);
-            }
-        }
-        (t, p) => *t = p,
-    }
-}
-
-async fn put(bucket: &Bucket, key: &str, data: Vec<u8>) {
-    bucket
-        .s3
-        .put_object()
-        .bucket(&bucket.name)
-        .key(key)
-        .body(data.into())
-        .send()
-        .await
-        .unwrap();
-}
-
-async fn get(bucket: &Bucket, key: &str) -> Vec<u8> {
-    let object = bucket
-        .s3
-        .get_object()
-        .bucket(&bucket.name)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    object.body.collect().await.unwrap().to_vec()
 }
 
 async fn finished(api: &Api<S3ParallelScan>, name: &str, seconds: u64) -> S3ParallelScan {
@@ -164,24 +107,6 @@ fn ready_condition(scan: &S3ParallelScan) -> (String, String) {
     (condition.reason.clone(), condition.message.clone())
 }
 
-/// Waits up to 10 s for a `type_` Event `reason` about `name`.
-async fn assert_event(client: &Client, ns: &str, name: &str, reason: &str, type_: &str) {
-    let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    let mut seen = Vec::new();
-    for _ in 0..50 {
-        seen = api.list(&ListParams::default()).await.unwrap().items;
-        seen.retain(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name));
-        if seen
-            .iter()
-            .any(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some(type_))
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("no {type_} Event {reason} for {name}: {seen:?}");
-}
-
 async fn jobs_of(client: &Client, ns: &str) -> Vec<Job> {
     let api: Api<Job> = Api::namespaced(client.clone(), ns);
     api.list(&ListParams::default()).await.unwrap().items
@@ -191,7 +116,11 @@ async fn jobs_of(client: &Client, ns: &str) -> Vec<Job> {
 async fn scans_in_the_cluster() {
     let env = common::env().await;
     common::install_crds(&env.client).await;
-    let _controller = Controller::start(&env);
+    let _controller = Controller::start(
+        &env,
+        "scan-controller-test",
+        &["--allow-source-cidr", "127.0.0.1/32"],
+    );
     tokio::join!(
         sql_scan_with_output(&env),
         killed_worker_is_retried(&env),
@@ -212,7 +141,7 @@ async fn sql_scan_with_output(env: &common::TestEnv) {
     let bucket = Bucket::create(env, "scan-sql").await;
     let data = tricky_csv(1500);
     let (records, cents, rows) = reference(&data);
-    put(&bucket, "trips.csv", data).await;
+    bucket.put("trips.csv", data).await;
     let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
     let aggregate = scan(
         "totals",
@@ -279,7 +208,7 @@ async fn sql_scan_with_output(env: &common::TestEnv) {
         format!("s3://{}/out/rich/manifest.json", bucket.name)
     );
     let manifest: serde_json::Value =
-        serde_json::from_slice(&get(&bucket, "out/rich/manifest.json").await).unwrap();
+        serde_json::from_slice(&bucket.get("out/rich/manifest.json").await).unwrap();
     assert_eq!(
         manifest["source"]["etag"],
         json!(status.etag.clone().unwrap())
@@ -290,7 +219,7 @@ async fn sql_scan_with_output(env: &common::TestEnv) {
     let mut selected = Vec::new();
     for chunk in chunks {
         if let Some(part) = chunk["part"].as_str() {
-            let body = get(&bucket, part).await;
+            let body = bucket.get(part).await;
             let mut reader = csv::Reader::from_reader(body.as_slice());
             assert_eq!(reader.headers().unwrap(), vec!["id", "name"]);
             for record in reader.records() {
@@ -326,7 +255,7 @@ async fn killed_worker_is_retried(env: &common::TestEnv) {
     for i in 0..rows {
         data.extend_from_slice(format!("{i},{}\n", i % 1000).as_bytes());
     }
-    put(&bucket, "big.csv", data).await;
+    bucket.put("big.csv", data).await;
     let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
     api.create(&PostParams::default(), &scan("kill", &bucket, "big.csv", json!({
         "chunking": {"chunkSize": "8Mi", "parallelism": 2, "maxRetriesPerChunk": 3},
@@ -434,7 +363,7 @@ async fn bad_data_fails_with_its_range(env: &common::TestEnv) {
         );
     }
     let offset = data.windows(4).position(|w| w == b"oops").unwrap() as u64;
-    put(&bucket, "bad.csv", data).await;
+    bucket.put("bad.csv", data).await;
     let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
     api.create(
         &PostParams::default(),
@@ -472,7 +401,7 @@ async fn header_mismatch_fails_before_any_job(env: &common::TestEnv) {
     let ns = common::namespace(&env.client, "scan-header").await;
     credentials_secret(&env.client, &ns, "minio").await;
     let bucket = Bucket::create(env, "scan-header").await;
-    put(&bucket, "h.csv", tricky_csv(100)).await;
+    bucket.put("h.csv", tricky_csv(100)).await;
     let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
     api.create(
         &PostParams::default(),
@@ -519,11 +448,11 @@ async fn bad_input_fails_with_a_reason(env: &common::TestEnv) {
         .await
         .unwrap();
     let bucket = Bucket::create(env, "scan-input").await;
-    put(&bucket, "x.csv", tricky_csv(10)).await;
+    bucket.put("x.csv", tricky_csv(10)).await;
     let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
     let count = json!({"processor": {"sql": "SELECT COUNT(*) FROM S3Object"}});
     let mut wrong_secret = count.clone();
-    merge(
+    common::json_merge(
         &mut wrong_secret,
         json!({"source": {"credentialsSecretRef": {"name": "wrong"}}}),
     );
@@ -588,7 +517,7 @@ async fn container_processor_and_on_complete(env: &common::TestEnv) {
     let bucket = Bucket::create(env, "scan-container").await;
     let data = tricky_csv(800);
     let (records, _, _) = reference(&data);
-    put(&bucket, "c.csv", data).await;
+    bucket.put("c.csv", data).await;
     let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
     let count_rows = "import csv, os; rows = list(csv.reader(open(os.environ['S3FLOW_CHUNK_FILE'], newline=''))); \
         assert rows[0] == ['id', 'name', 'fare'], rows[0]; \
@@ -613,7 +542,7 @@ async fn container_processor_and_on_complete(env: &common::TestEnv) {
     let key = manifest_url
         .strip_prefix(&format!("s3://{}/", bucket.name))
         .unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&get(&bucket, key).await).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&bucket.get(key).await).unwrap();
     let mut counted = 0;
     for chunk in manifest["chunks"].as_array().unwrap() {
         let message = chunk["output"].as_str().unwrap_or_default();
@@ -731,7 +660,7 @@ async fn thousand_chunks_keep_status_small(env: &common::TestEnv) {
         data.extend_from_slice(format!("{:09}\n", i).as_bytes());
     }
     let chunk = (data.len() - 2).div_ceil(1000);
-    put(&bucket, "many.csv", data).await;
+    bucket.put("many.csv", data).await;
     let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
     api.create(
         &PostParams::default(),

@@ -7,8 +7,6 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
 use common::minio::Bucket;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
@@ -380,32 +378,6 @@ fn exact_sum_is_correctly_rounded() {
 // ---------------------------------------------------------------------------------------------
 // Running the engine
 
-async fn put(bucket: &Bucket, key: &str, body: Vec<u8>) {
-    bucket
-        .s3
-        .put_object()
-        .bucket(&bucket.name)
-        .key(key)
-        .body(ByteStream::from(body))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("PUT {key}: {e:?}"));
-}
-
-async fn get(s3: &Client, bucket: &str, key: &str) -> Vec<u8> {
-    s3.get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {key}: {e:?}"))
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .to_vec()
-}
-
 async fn plan(
     bucket: &Bucket,
     key: &str,
@@ -511,7 +483,7 @@ async fn check_object(
 async fn csv_results_match_a_sequential_parse_at_every_chunk_size() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
     for (key, data, chunk_sizes) in csv_corpus() {
-        put(&bucket, key, data.clone()).await;
+        bucket.put(key, data.clone()).await;
         let (headers, records) = csv_records(&data);
         let recs = csv_recs(&records);
         let filtered = recs.iter().filter(|r| (CSV_CHECKS[1].filter)(r)).count();
@@ -636,7 +608,7 @@ async fn json_lines_results_match_a_sequential_parse_at_every_chunk_size() {
         ),
     ];
     for (key, data) in corpus {
-        put(&bucket, key, data.clone()).await;
+        bucket.put(key, data.clone()).await;
         let recs = jsonl_recs(&data);
         let filtered = recs.iter().filter(|r| (checks[1].filter)(r)).count();
         assert!(
@@ -667,8 +639,7 @@ async fn read_output(
     what: &str,
 ) -> (Json, Vec<Row>) {
     let manifest_key = format!("{}manifest.json", output.prefix);
-    let manifest: Json =
-        serde_json::from_slice(&get(&bucket.s3, &bucket.name, &manifest_key).await).unwrap();
+    let manifest: Json = serde_json::from_slice(&bucket.get(&manifest_key).await).unwrap();
     let chunks = manifest["chunks"].as_array().expect("chunks");
     let indexes: Vec<u64> = chunks
         .iter()
@@ -699,7 +670,7 @@ async fn read_output(
             "{what}: chunk {index} part key"
         );
         keys.insert(part.to_string());
-        let body = get(&bucket.s3, &bucket.name, part).await;
+        let body = bucket.get(part).await;
         let part_rows: Vec<Row> = match output.format {
             OutputFormat::Csv => {
                 let mut reader = csv::ReaderBuilder::new().from_reader(body.as_slice());
@@ -766,7 +737,7 @@ async fn read_output(
 async fn row_output_holds_every_matching_row_once_in_object_order() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
     let (key, data, _) = csv_corpus().swap_remove(0);
-    put(&bucket, key, data.clone()).await;
+    bucket.put(key, data.clone()).await;
     let (_, records) = csv_records(&data);
     let matching: Vec<&csv::StringRecord> = records
         .iter()
@@ -871,7 +842,9 @@ async fn failures_name_the_cause_and_the_bytes() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
 
     // Header mismatch: nothing runs, and both header rows are named.
-    put(&bucket, "header.csv", b"id,name,fare\n1,a,2\n".to_vec()).await;
+    bucket
+        .put("header.csv", b"id,name,fare\n1,a,2\n".to_vec())
+        .await;
     let expected = vec!["id".to_string(), "name".into(), "price".into()];
     let error = scan::plan(
         &bucket.s3,
@@ -897,7 +870,7 @@ async fn failures_name_the_cause_and_the_bytes() {
     let broken = b"id,name,fare\n1,a,2\n2,b,3\n3,\"open, never closed\n4,c,5\n5,d,6\n";
     let broken_start = 25;
     assert_eq!(&broken[broken_start..broken_start + 3], b"3,\"");
-    put(&bucket, "unterminated.csv", broken.to_vec()).await;
+    bucket.put("unterminated.csv", broken.to_vec()).await;
     for chunk_size in [1, 2, 3, 7, 64, 1000] {
         let what = format!("unterminated.csv at chunk size {chunk_size}");
         let layout = plan(&bucket, "unterminated.csv", CSV, chunk_size)
@@ -924,7 +897,7 @@ async fn failures_name_the_cause_and_the_bytes() {
     let bad = b"id,name,fare\n1,a,2.5\n2,b,3\n3,c,oops\n4,d,5\n";
     let bad_start = 27;
     assert_eq!(&bad[bad_start..bad_start + 2], b"3,");
-    put(&bucket, "bad.csv", bad.to_vec()).await;
+    bucket.put("bad.csv", bad.to_vec()).await;
     for chunk_size in [1, 2, 3, 7, 64, 1000] {
         let what = format!("bad.csv at chunk size {chunk_size}");
         let layout = plan(&bucket, "bad.csv", CSV, chunk_size).await.unwrap();
@@ -953,7 +926,7 @@ async fn failures_name_the_cause_and_the_bytes() {
 
     // Invalid JSON in JSON Lines is bad data at the line's start.
     let lines = b"{\"a\":1}\n{\"a\":2\n{\"a\":3}\n";
-    put(&bucket, "bad.jsonl", lines.to_vec()).await;
+    bucket.put("bad.jsonl", lines.to_vec()).await;
     for chunk_size in [1, 5, 1000] {
         let what = format!("bad.jsonl at chunk size {chunk_size}");
         let layout = plan(&bucket, "bad.jsonl", Format::JsonLines, chunk_size)
@@ -1006,7 +979,7 @@ async fn failures_name_the_cause_and_the_bytes() {
     // zstd (magic 28 b5 2f fd) is refused; only gzip is read.
     let mut zstd = vec![0x28, 0xb5, 0x2f, 0xfd];
     zstd.extend_from_slice(b"\x00\x58id,name\n1,2\n");
-    put(&bucket, "data.csv.zst", zstd).await;
+    bucket.put("data.csv.zst", zstd).await;
     let error = plan(&bucket, "data.csv.zst", CSV, 64)
         .await
         .expect_err("zstd must be refused");
@@ -1024,7 +997,7 @@ async fn gzip_csv_is_one_chunk_with_exact_results() {
     encoder.write_all(&data).unwrap();
     let compressed = encoder.finish().unwrap();
     let key = "mixed.csv.gz";
-    put(&bucket, key, compressed.clone()).await;
+    bucket.put(key, compressed.clone()).await;
     let (headers, records) = csv_records(&data);
     let recs = csv_recs(&records);
     // One chunk guesses nothing: SUM may see every fare.
@@ -1125,7 +1098,7 @@ async fn check_random_csv(
         "{key} at chunk size {chunk_size}: {:?}",
         String::from_utf8_lossy(data)
     );
-    put(bucket, key, data.to_vec()).await;
+    bucket.put(key, data.to_vec()).await;
     let (headers, records) = csv_records(data);
     let layout = plan(bucket, key, CSV, chunk_size)
         .await
@@ -1157,18 +1130,12 @@ async fn check_random_csv(
     .await
     .map_err(|e| format!("{what}: SELECT a, b: {e}"))?;
     let mut rows: Vec<Row> = Vec::new();
-    let manifest: Json = serde_json::from_slice(
-        &get(
-            &bucket.s3,
-            &bucket.name,
-            &format!("{}manifest.json", output.prefix),
-        )
-        .await,
-    )
-    .unwrap();
+    let manifest: Json =
+        serde_json::from_slice(&bucket.get(&format!("{}manifest.json", output.prefix)).await)
+            .unwrap();
     for chunk in manifest["chunks"].as_array().unwrap() {
         if let Some(part) = chunk["part"].as_str() {
-            let body = get(&bucket.s3, &bucket.name, part).await;
+            let body = bucket.get(part).await;
             for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 let object: Map<String, Json> = serde_json::from_slice(line).unwrap();
                 rows.push(
@@ -1230,7 +1197,7 @@ async fn a_wrong_start_state_guess_never_fails_a_valid_csv() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
     let key = "newline-in-quotes.csv";
     // Bytes 10-17 hold the record `1,"a\nb"\n`; chunk 1 of 5-byte chunks starts at `b` (15).
-    put(&bucket, key, b"fare,note\n1,\"a\nb\"\n".to_vec()).await;
+    bucket.put(key, b"fare,note\n1,\"a\nb\"\n".to_vec()).await;
     for chunk_size in [1000, 5, 1] {
         let layout = plan(&bucket, key, CSV, chunk_size).await.unwrap();
         let summary = run(&bucket, &layout, "SELECT SUM(fare) FROM S3Object", None)
@@ -1251,7 +1218,7 @@ async fn a_wrong_start_state_guess_never_fails_a_valid_csv() {
 async fn select_star_to_csv_keeps_ragged_records() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
     let key = "ragged.csv";
-    put(&bucket, key, b"a,b\n1,2\n3\n".to_vec()).await;
+    bucket.put(key, b"a,b\n1,2\n3\n".to_vec()).await;
     let layout = plan(&bucket, key, CSV, 1000).await.unwrap();
     let output = Output {
         bucket: bucket.name.clone(),
@@ -1268,7 +1235,7 @@ async fn select_star_to_csv_keeps_ragged_records() {
     .unwrap_or_else(|e| panic!("{key}: {} {e}", e.reason()));
     assert_eq!(summary.rows, 2, "{key}");
     assert_eq!(
-        get(&bucket.s3, &bucket.name, &output.part_key(0)).await,
+        bucket.get(&output.part_key(0)).await,
         b"a,b\n1,2\n3\n",
         "{key}: the records as they are"
     );

@@ -9,7 +9,6 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ipnet::IpNet;
 use s3flow::ingest::{self, AddressPolicy, IngestRequest, PartSize, Progress, SourceConfig};
-use s3flow::s3::{S3Settings, client};
 use s3flow::size::parse_size;
 
 #[derive(Args)]
@@ -98,13 +97,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<serde_json::Value> {
         part_size,
         concurrency: args.concurrency as usize,
     };
-    let s3 = client(&S3Settings {
-        force_path_style: args.endpoint.is_some(),
-        endpoint: args.endpoint,
-        region: args.region,
-        credentials: None,
-    })
-    .await;
+    let s3 = super::s3_client(args.endpoint, args.region).await;
 
     let (progress, mut updates) = tokio::sync::watch::channel(Progress::default());
     let bar = ProgressBar::new_spinner();

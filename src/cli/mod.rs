@@ -4,6 +4,18 @@ pub mod ingest;
 pub mod scan;
 pub mod worker;
 
+/// The S3 client of the CLI commands: an `--endpoint` means path-style addressing; credentials
+/// come from the default AWS chain.
+pub async fn s3_client(endpoint: Option<String>, region: Option<String>) -> aws_sdk_s3::Client {
+    s3flow::s3::client(&s3flow::s3::S3Settings {
+        force_path_style: endpoint.is_some(),
+        endpoint,
+        region,
+        credentials: None,
+    })
+    .await
+}
+
 /// Splits `s3://bucket/key` into bucket and key.
 pub fn parse_s3_url(url: &str) -> anyhow::Result<(String, String)> {
     let rest = url

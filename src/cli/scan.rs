@@ -4,7 +4,6 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use s3flow::s3::{S3Settings, client};
 use s3flow::scan::local::{Counters, scan};
 use s3flow::scan::sql::{Columns, compile};
 use s3flow::scan::{Format, Output, OutputFormat, PlanRequest, plan};
@@ -105,13 +104,7 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bool)> {
     }
     // Refuse what cannot parse before any request (columns are checked once the header is read).
     compile(&args.sql, &Columns::Named)?;
-    let s3 = client(&S3Settings {
-        force_path_style: args.endpoint.is_some(),
-        endpoint: args.endpoint,
-        region: args.region,
-        credentials: None,
-    })
-    .await;
+    let s3 = super::s3_client(args.endpoint, args.region).await;
     let started = Instant::now();
     let layout = plan(
         &s3,

@@ -632,30 +632,24 @@ async fn cleanup(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, 
     if let Some(output) = &obj.spec.processor.output
         && let Ok(source) = source(&ctx, &obj).await
     {
-        match s3_settings(&ctx, obj.as_ref(), &source.connection).await {
+        let aborted = match s3_settings(&ctx, obj.as_ref(), &source.connection).await {
             Ok(settings) => {
                 let s3 = crate::s3::client(&settings).await;
-                if let Err(e) = abort_leftover_uploads(&s3, &output.bucket, &output.prefix).await {
-                    publish(
-                        &ctx,
-                        obj.as_ref(),
-                        EventType::Warning,
-                        "UploadsNotAborted",
-                        &e.to_string(),
-                    )
-                    .await;
-                }
+                abort_leftover_uploads(&s3, &output.bucket, &output.prefix)
+                    .await
+                    .map_err(|e| e.to_string())
             }
-            Err(e) => {
-                publish(
-                    &ctx,
-                    obj.as_ref(),
-                    EventType::Warning,
-                    "UploadsNotAborted",
-                    &e.to_string(),
-                )
-                .await
-            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = aborted {
+            publish(
+                &ctx,
+                obj.as_ref(),
+                EventType::Warning,
+                "UploadsNotAborted",
+                &e,
+            )
+            .await;
         }
     }
     Ok(Action::await_change())

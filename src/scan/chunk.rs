@@ -5,7 +5,7 @@
 //! fed through a bounded channel, so memory stays a few buffers per chunk whatever its size.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -292,19 +292,31 @@ struct ChannelReader {
     current: Bytes,
 }
 
-impl Read for ChannelReader {
+impl std::io::Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// Hands the fetched buffers to the parser as they are, without copying them.
+impl BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
                 Some(Ok(bytes)) => self.current = bytes,
                 Some(Err(error)) => return Err(std::io::Error::other(error)),
-                None => return Ok(0),
+                None => break,
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current = self.current.slice(n..);
-        Ok(n)
+        Ok(&self.current)
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.current = self.current.slice(amount..);
     }
 }
 
@@ -324,17 +336,18 @@ fn read_error(error: std::io::Error) -> ScanError {
 fn parse_chunk(
     task: &ChunkTask,
     query: Option<&Query>,
-    source: impl Read + 'static,
+    source: impl BufRead + 'static,
     parts: Option<mpsc::Sender<Part>>,
     progress: &AtomicU64,
 ) -> Result<ChunkReport, ScanError> {
     let layout = &task.layout;
     let (start, end) = layout.range(task.index);
     let machine = Machine::new(layout.format.dialect());
-    let mut source: Box<dyn Read> = if layout.gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
-            source,
-        )))
+    let mut source: Box<dyn BufRead> = if layout.gzip {
+        Box::new(std::io::BufReader::with_capacity(
+            READ_BUFFER,
+            flate2::bufread::MultiGzDecoder::new(source),
+        ))
     } else {
         Box::new(source)
     };
@@ -346,13 +359,13 @@ fn parse_chunk(
     let mut split = SplitScanner::new(end - start);
     let mut sink = Sink::new(task, query, parts)?;
     let mut lane: Option<Lane> = None;
-    let mut buffer = vec![0u8; READ_BUFFER];
     loop {
-        let read = source.read(&mut buffer).map_err(read_error)?;
+        let block = source.fill_buf().map_err(read_error)?;
+        let read = block.len();
         if read == 0 {
             break;
         }
-        let mut data = &buffer[..read];
+        let mut data = block;
         if position < first_byte {
             let skip = (first_byte - position).min(data.len() as u64);
             data = &data[skip as usize..];
@@ -368,6 +381,7 @@ fn parse_chunk(
             assumed = assumed.or_else(|| Some(guess_start(&machine, before)));
         }
         if data.is_empty() {
+            source.consume(read);
             continue;
         }
         let state = assumed.expect("set above");
@@ -390,6 +404,7 @@ fn parse_chunk(
             },
         };
         position += data.len() as u64;
+        source.consume(read);
         if position >= end && (lane_done || lane.is_none()) {
             break;
         }
@@ -1262,6 +1277,7 @@ async fn upload_part(
 mod tests {
     use super::*;
     use crate::scan::verify::{Verdict, Verifier};
+    use std::io::Read;
 
     /// Reads `data` in pieces of pseudo-random sizes, as network frames arrive.
     struct Frames {
@@ -1325,6 +1341,7 @@ mod tests {
             at: 0,
             seed: seed | 1,
         };
+        let source = std::io::BufReader::new(source);
         parse_chunk(&task, Some(query), source, None, &AtomicU64::new(0)).unwrap()
     }
 

@@ -190,6 +190,7 @@ pub struct ChunkSplit {
     pub first_record: [Option<u64>; STATES],
 }
 
+#[cfg(test)]
 impl ChunkSplit {
     /// Runs `bytes` (the whole chunk) from every state at once.
     pub fn of(machine: &Machine, bytes: &[u8]) -> ChunkSplit {

@@ -16,16 +16,6 @@ pub enum Value<'a> {
 }
 
 impl Value<'_> {
-    pub fn into_owned(self) -> Value<'static> {
-        match self {
-            Value::Null => Value::Null,
-            Value::Bool(b) => Value::Bool(b),
-            Value::Int(i) => Value::Int(i),
-            Value::Float(f) => Value::Float(f),
-            Value::Str(s) => Value::Str(Cow::Owned(s.into_owned())),
-        }
-    }
-
     /// The value as a number: numbers as they are, strings parsed (surrounding spaces ignored).
     pub fn as_number(&self) -> Option<Value<'static>> {
         match self {

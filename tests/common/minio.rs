@@ -31,6 +31,29 @@ impl Bucket {
         }
     }
 
+    pub async fn put(&self, key: &str, body: Vec<u8>) {
+        self.s3
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT {key}: {e:?}"));
+    }
+
+    pub async fn get(&self, key: &str) -> Vec<u8> {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {key}: {e:?}"));
+        object.body.collect().await.unwrap().to_vec()
+    }
+
     /// SHA-256 of the object at `key`, or `None` when there is no such object.
     pub async fn object_sha256(&self, key: &str) -> Option<String> {
         let object = self

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 pub mod cli;
+pub mod controller;
 pub mod http_source;
 pub mod minio;
 
@@ -128,5 +129,17 @@ pub async fn install_crds(client: &Client) {
         .await
         .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
         wait(api.clone(), &name, conditions::is_crd_established(), 30).await;
+    }
+}
+
+/// Merges `patch` into `target`: objects key by key, anything else replaced.
+pub fn json_merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                json_merge(t.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (t, p) => *t = p,
     }
 }

@@ -1,0 +1,51 @@
+//! `s3flow controller` as a process against the local environment, and what it publishes.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::events::v1::Event;
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+/// The operator, running until dropped; its output goes to `logs/<log>.log` of the environment.
+pub struct Controller(Child);
+
+impl Controller {
+    pub fn start(env: &super::TestEnv, log: &str, args: &[&str]) -> Self {
+        let log = std::fs::File::create(env.env_dir.join(format!("logs/{log}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_s3flow"))
+            .arg("controller")
+            .args(args)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self(child)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to 10 s for an Event about `name` with `reason` and `type_` (Events follow the status).
+pub async fn assert_event(client: &Client, ns: &str, name: &str, reason: &str, type_: &str) {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        seen = api.list(&ListParams::default()).await.unwrap().items;
+        seen.retain(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name));
+        if seen
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some(type_))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no {type_} Event {reason} for {name}: {seen:?}");
+}
