@@ -34,8 +34,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ControllerArgs {
-    /// CIDR an S3Ingest source may resolve to although it is loopback, link-local or a metadata
-    /// address (repeatable).
+    /// CIDR an S3Ingest source may resolve to although it is loopback or link-local (repeatable;
+    /// cloud metadata addresses stay refused).
     #[arg(long = "allow-source-cidr", value_name = "CIDR")]
     allow_source_cidrs: Vec<ipnet::IpNet>,
     /// Ingests streaming at once in this operator.
@@ -50,6 +50,100 @@ struct ControllerArgs {
     /// Image of chunk-worker Jobs when a scan names none (the operator's own).
     #[arg(long, env = "S3FLOW_WORKER_IMAGE", default_value = concat!("ghcr.io/s3flow/s3flow:", env!("CARGO_PKG_VERSION")))]
     worker_image: String,
+    /// Namespace to watch (repeatable, or comma-separated); all namespaces when none is given.
+    #[arg(
+        long = "namespace",
+        value_name = "NAMESPACE",
+        env = "S3FLOW_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    namespaces: Vec<String>,
+    /// Reconciles of one kind at once.
+    #[arg(long, default_value_t = 16)]
+    reconcile_concurrency: u16,
+    /// Elect a leader on a Lease, so that with several replicas exactly one reconciles.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "s3flow-controller")]
+    leader_election_lease: String,
+    /// Seconds a leader's Lease lasts without renewal before a standby takes over.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, default_value = "0.0.0.0")]
+    http_host: std::net::IpAddr,
+    /// Port of the /metrics, /healthz and /readyz endpoints (0: any free port, logged).
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// Log format: text, or json (one object per line, for log pipelines).
+    #[arg(long, env = "S3FLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
+
+async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    init_logs(args.log_format);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+    let address = std::net::SocketAddr::new(args.http_host, args.http_port);
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address}"))?;
+    // The pod name plus this process: a restarted container is a new candidate, not the holder.
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    let identity = format!(
+        "{}_{:x}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "s3flow".into()),
+        started ^ u128::from(std::process::id()) << 64
+    );
+    let settings = s3flow::controller::Settings {
+        source_policy: std::sync::Arc::new(s3flow::ingest::AddressPolicy::allowing(
+            args.allow_source_cidrs,
+        )),
+        max_concurrent_ingests: args.max_concurrent_ingests,
+        stall_timeout: std::time::Duration::from_secs(args.stall_timeout),
+        status_interval: std::time::Duration::from_secs(args.status_interval.max(1)),
+        worker_image: args.worker_image,
+        scope: if args.namespaces.is_empty() {
+            s3flow::controller::Scope::All
+        } else {
+            s3flow::controller::Scope::Namespaces(args.namespaces)
+        },
+        reconcile_concurrency: args.reconcile_concurrency,
+        leader: args
+            .leader_elect
+            .then(|| s3flow::controller::LeaderSettings {
+                namespace: args.leader_election_namespace,
+                lease_name: args.leader_election_lease,
+                identity,
+                lease_duration: std::time::Duration::from_secs(args.lease_duration.max(2)),
+            }),
+    };
+    s3flow::controller::run(client, settings, Some(listener)).await?;
+    Ok(())
 }
 
 /// Part buffers are megabytes each and short-lived. glibc raises its mmap threshold after such
@@ -83,28 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Version => s3flow::version_json(),
         Command::Ingest(args) => cli::ingest::run(*args).await?,
-        Command::Controller(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info,kube=warn".into()),
-                )
-                .init();
-            let client = kube::Client::try_default()
-                .await
-                .context("connecting to Kubernetes")?;
-            let settings = s3flow::controller::Settings {
-                source_policy: std::sync::Arc::new(s3flow::ingest::AddressPolicy::allowing(
-                    args.allow_source_cidrs,
-                )),
-                max_concurrent_ingests: args.max_concurrent_ingests,
-                stall_timeout: std::time::Duration::from_secs(args.stall_timeout),
-                status_interval: std::time::Duration::from_secs(args.status_interval.max(1)),
-                worker_image: args.worker_image,
-            };
-            s3flow::controller::run(client, settings).await;
-            return Ok(());
-        }
+        Command::Controller(args) => return run_controller(args).await,
         Command::Scan(args) => {
             let (summary, json) = cli::scan::run(*args).await?;
             if !json {

@@ -94,9 +94,15 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
         let text = std::fs::read_to_string(&path).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let value: Value = serde::Deserialize::deserialize(doc).unwrap();
-            let kind = value["kind"].as_str().unwrap().to_string();
-            api(client, &ns, &kind)
-                .create(&PostParams::default(), &object(value))
+            let kind = value["kind"].as_str().unwrap();
+            let (group, version) = value["apiVersion"]
+                .as_str()
+                .unwrap()
+                .rsplit_once('/')
+                .unwrap_or(("", "v1"));
+            let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+            Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &resource)
+                .create(&PostParams::default(), &object(value.clone()))
                 .await
                 .unwrap_or_else(|e| panic!("{} refused: {e}", path.display()));
         }

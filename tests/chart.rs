@@ -61,6 +61,9 @@ async fn chart_lints_renders_and_passes_server_dry_run() {
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Service",
         "Deployment",
     ] {
         assert!(
@@ -73,6 +76,8 @@ async fn chart_lints_renders_and_passes_server_dry_run() {
         "- --allow-source-cidr=10.1.0.0/16",
         "- --allow-source-cidr=127.0.0.1/32",
         "- --max-concurrent-ingests=4",
+        "- --leader-elect",
+        "- --http-port=8080",
     ] {
         assert!(
             rendered.contains(flag),
@@ -91,4 +96,101 @@ async fn chart_lints_renders_and_passes_server_dry_run() {
         "{applied}"
     );
     common::delete_namespace(&env.client, &ns).await;
+}
+
+/// Renders the chart with `values` (no cluster needed): its output, or helm's refusal.
+fn template(values: &[&str]) -> Result<String, String> {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/s3flow");
+    let mut args = vec!["template", "s3flow", chart, "--kube-version", "1.34.0"];
+    for v in values {
+        args.extend(["--set", v]);
+    }
+    let out = Command::new("helm").args(&args).output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+#[test]
+fn chart_options_render_and_bad_values_are_refused() {
+    // appVersion follows the crate, so the default image is the binary's own version.
+    let chart_yaml = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/s3flow/Chart.yaml"
+    ))
+    .unwrap();
+    assert!(
+        chart_yaml.contains(&format!("appVersion: \"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{chart_yaml}"
+    );
+    let defaults = template(&[]).unwrap();
+    // The image the chart runs is the Dockerfile's: the same non-root user as the pod's security
+    // context, and `s3flow` on PATH for the chunk Jobs' command.
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("\nUSER 65532:65532\n") && defaults.contains("runAsUser: 65532"));
+    assert!(dockerfile.contains("COPY --from=build /out/s3flow /usr/local/bin/s3flow"));
+    assert!(dockerfile.contains("ENV PATH=/usr/local/bin"));
+    assert_eq!(dockerfile.matches("\nFROM ").count(), 2, "multi-stage");
+    assert!(defaults.contains(&format!(
+        "image: \"ghcr.io/s3flow/s3flow:{}\"",
+        env!("CARGO_PKG_VERSION")
+    )));
+    for hardening in [
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "allowPrivilegeEscalation: false",
+        "drop:\n              - ALL",
+        "path: /readyz",
+        "path: /healthz",
+    ] {
+        assert!(defaults.contains(hardening), "{hardening} missing");
+    }
+    assert!(
+        !defaults.contains("kind: NetworkPolicy") && !defaults.contains("kind: ServiceMonitor")
+    );
+
+    // Watched namespaces: bindings there only, no cluster-wide binding.
+    let scoped = template(&["watchNamespaces={team-a,team-b}"]).unwrap();
+    assert!(!scoped.contains("kind: ClusterRoleBinding"), "{scoped}");
+    for flag in ["- --namespace=team-a", "- --namespace=team-b"] {
+        assert!(scoped.contains(flag), "{flag} missing");
+    }
+    assert_eq!(
+        scoped.matches("kind: RoleBinding").count(),
+        3,
+        "two namespaces and the Lease"
+    );
+
+    // Optional parts: a ServiceMonitor, and a NetworkPolicy keeping chunk workers off metadata.
+    let extras = template(&[
+        "metrics.serviceMonitor.enabled=true",
+        "networkPolicy.enabled=true",
+        "watchNamespaces={team-a}",
+    ])
+    .unwrap();
+    assert!(extras.contains("kind: ServiceMonitor"));
+    assert!(extras.contains("kind: NetworkPolicy"));
+    assert!(extras.contains("key: s3flow.io/scan-uid"));
+    assert!(extras.contains("- 169.254.169.254/32") && extras.contains("- fd00:ec2::254/128"));
+
+    // Without leader election: no Lease Role, and never two operators at once.
+    let single = template(&["leaderElection.enabled=false"]).unwrap();
+    assert!(!single.contains("kind: Role\n") && !single.contains("--leader-elect"));
+    assert!(single.contains("type: Recreate"));
+
+    // values.schema.json refuses what the operator could not run with.
+    for (bad, says) in [
+        ("replicaCount=-1", "replicaCount"),
+        ("logFormat=xml", "logFormat"),
+        ("metrics.port=70000", "port"),
+        ("ingest.allowSourceCidrs={not-a-cidr}", "allowSourceCidrs"),
+        ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
+        ("unknownValue=1", "unknownValue"),
+    ] {
+        let refusal = template(&[bad]).expect_err(bad);
+        assert!(refusal.contains(says), "{bad}: {refusal}");
+    }
 }

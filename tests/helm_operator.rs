@@ -1,19 +1,29 @@
-//! The operator as users install it: `helm install` into the real cluster, its pod run by the node
-//! agent as the chart's ServiceAccount (so the chart's RBAC is what it has), and an S3Ingest applied
-//! with kubectl-style manifests goes to Succeeded.
+//! The operator as users install and run it: `helm install` into the real cluster, its pods run by
+//! the node agent as the chart's ServiceAccount (so the chart's RBAC is all they have), two
+//! replicas electing a leader on a Lease. One release goes through the whole life: metrics during a
+//! transfer, the leader killed mid-ingest, a scan, a Role missing a verb, `helm upgrade` and
+//! `helm uninstall` with ingests in flight, and a reinstall that finishes them.
 
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
-use common::http_source::{Behaviour, Body, serve};
-use k8s_openapi::api::apps::v1::Deployment;
+use common::http_source::{Behaviour, Body, HttpSource, serve};
+use common::minio::Bucket;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
 use s3flow::api::Phase;
 use s3flow::api::ingest::S3Ingest;
+use s3flow::api::scan::S3ParallelScan;
 use serde_json::json;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/s3flow");
 
 fn helm(args: &[&str]) -> String {
     let out = Command::new("helm")
@@ -29,78 +39,404 @@ fn helm(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn helm_installed_operator_ingests_with_its_own_rbac() {
-    let env = common::env().await;
-    let client = env.client.clone();
-    let ns = common::namespace(&client, "helm").await;
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/s3flow");
-    // The CRDs come from the chart's crds/ (other tests may have applied the same ones already).
-    helm(&[
-        "install",
+/// `helm install`/`upgrade` of release `s3flow` with the values every step here uses: two replicas,
+/// each serving on its own pod address (pods share this machine's network), a short Lease, and
+/// permissions bound in the test's namespace only.
+fn install(verb: &str, ns: &str, extra: &[&str]) {
+    // Only this namespace: operators of other tests may be watching theirs.
+    let watch = format!("watchNamespaces={{{ns}}}");
+    let mut args = vec![
+        verb,
         "s3flow",
-        chart,
+        CHART,
         "--namespace",
-        &ns,
+        ns,
         "--wait",
         "--timeout",
         "120s",
         "--set",
+        "replicaCount=2",
+        "--set",
+        "metrics.host=$(POD_IP)",
+        "--set",
+        "leaderElection.leaseDurationSeconds=6",
+        "--set",
         "ingest.allowSourceCidrs={127.0.0.1/32}",
-    ]);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    let deployment = deployments.get("s3flow").await.unwrap();
-    assert_eq!(deployment.status.unwrap().available_replicas, Some(1));
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let operator = pods
+        "--set",
+        &watch,
+    ];
+    args.extend_from_slice(extra);
+    helm(&args);
+}
+
+/// The operator's running pods.
+async fn operator_pods(client: &Client, ns: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut list = pods
         .list(&ListParams::default().labels("app.kubernetes.io/name=s3flow"))
         .await
-        .unwrap();
-    assert_eq!(
-        operator.items[0]
-            .spec
-            .as_ref()
-            .unwrap()
-            .service_account_name
-            .as_deref(),
-        Some("s3flow")
-    );
+        .unwrap()
+        .items;
+    list.retain(|p| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    });
+    list
+}
 
-    common::minio::credentials_secret(&client, &ns, "minio").await;
-    let bucket = common::minio::Bucket::create(&env, "helm").await;
-    let len = 12 * 1024 * 1024 + 5;
-    let source = serve(Behaviour::new(len)).await;
-    let ingests: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
-    let ingest: S3Ingest = serde_json::from_value(json!({
+fn pod_ip(pod: &Pod) -> String {
+    pod.status.as_ref().unwrap().pod_ip.clone().unwrap()
+}
+
+/// GET `path` from the operator in `pod`: status code and body.
+async fn get(pod: &Pod, path: &str) -> (u16, String) {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let response = http
+        .get(format!("http://{}:8080{path}", pod_ip(pod)))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} from {}: {e}", pod.name_any()));
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+/// The value of the sample `series` (name and labels as exposed) in a scrape, 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The pod name in a Lease holder identity (`<pod>_<process>`).
+fn holder_pod(identity: &str) -> &str {
+    identity.rsplit_once('_').map_or(identity, |(pod, _)| pod)
+}
+
+/// Waits for the leader Lease to be held by someone other than `not`; returns the holder.
+async fn leader(client: &Client, ns: &str, not: Option<&str>, seconds: u64) -> String {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    for _ in 0..seconds * 5 {
+        let holder = leases
+            .get_opt("s3flow-controller")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity)
+            .filter(|h| !h.is_empty() && Some(h.as_str()) != not);
+        if let Some(holder) = holder {
+            return holder;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no leader other than {not:?} within {seconds} s");
+}
+
+fn ingest(name: &str, source: &HttpSource, bucket: &Bucket) -> S3Ingest {
+    serde_json::from_value(json!({
         "apiVersion": "s3flow.io/v1alpha1", "kind": "S3Ingest",
-        "metadata": {"name": "through-helm"},
+        "metadata": {"name": name},
         "spec": {
             "source": {"url": source.url},
-            "destination": {"bucket": bucket.name, "key": "through-helm.bin", "endpoint": env.s3_endpoint,
+            "destination": {"bucket": bucket.name, "key": format!("{name}.bin"), "endpoint": bucket.endpoint,
                 "forcePathStyle": true, "credentialsSecretRef": {"name": "minio"}},
+            "transfer": {"partSize": "5Mi", "concurrency": 2},
+        }
+    }))
+    .unwrap()
+}
+
+/// A source of `mib` MiB that takes several seconds to serve (ranges and an ETag, so a new
+/// operator can resume it).
+async fn slow_source(mib: u64) -> (HttpSource, Body) {
+    let mut behaviour = Behaviour::new(mib << 20);
+    behaviour.throttle = Some(Duration::from_millis(40));
+    let body = behaviour.body;
+    (serve(behaviour).await, body)
+}
+
+async fn wait_ingest<F>(api: &Api<S3Ingest>, name: &str, seconds: u64, done: F) -> S3Ingest
+where
+    F: Fn(&s3flow::api::ingest::S3IngestStatus) -> bool,
+{
+    common::wait(
+        api.clone(),
+        name,
+        |o: Option<&S3Ingest>| o.and_then(|o| o.status.as_ref()).is_some_and(&done),
+        seconds,
+    )
+    .await
+}
+
+async fn succeeded(api: &Api<S3Ingest>, name: &str, body: Body) -> S3Ingest {
+    let done = wait_ingest(api, name, 120, |s| {
+        matches!(s.phase, Phase::Succeeded | Phase::Failed)
+    })
+    .await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
+    assert_eq!(status.checksum, Some(body.sha256()));
+    done
+}
+
+/// Events about `name`: (reason, note, reporting instance).
+async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, String, String)> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            (
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+                e.reporting_instance.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> (String, String) {
+    for _ in 0..150 {
+        if let Some((_, note, instance)) = events(client, ns, name)
+            .await
+            .into_iter()
+            .find(|e| e.0 == reason)
+        {
+            return (note, instance);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no {reason} Event for {name}");
+}
+
+/// Stops the operator process of `pod` with SIGKILL, as a crash would (no checkpoint, no release).
+fn kill_operator(env: &common::TestEnv, pod: &Pod) {
+    let pid_file = env.env_dir.join(format!(
+        "node/pods/{}/containers/s3flow/pid",
+        pod.uid().unwrap()
+    ));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("controller"),
+        "pid {pid} is not the operator"
+    );
+    // SAFETY: a plain signal to a process this test's environment started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+}
+
+async fn scan_csv(bucket: &Bucket, name: &str) -> (S3ParallelScan, u64, i64) {
+    let rows = 3000u64;
+    let mut data = String::from("id,amount,note\n");
+    let mut total = 0i64;
+    for i in 0..rows {
+        let amount = (i * 37 % 1000) as i64;
+        total += amount;
+        data.push_str(&format!("{i},{amount},\"line {i}, quoted\"\n"));
+    }
+    bucket.put(&format!("{name}.csv"), data.into_bytes()).await;
+    let scan = serde_json::from_value(json!({
+        "apiVersion": "s3flow.io/v1alpha1", "kind": "S3ParallelScan",
+        "metadata": {"name": name},
+        "spec": {
+            "source": {"bucket": bucket.name, "key": format!("{name}.csv"), "endpoint": bucket.endpoint,
+                "forcePathStyle": true, "credentialsSecretRef": {"name": "minio"}},
+            "format": {"csv": {"expectedHeaders": ["id", "amount", "note"]}},
+            "chunking": {"chunkSize": "16Ki", "parallelism": 4},
+            "processor": {"sql": "SELECT COUNT(*) AS n, SUM(CAST(amount AS INT)) AS total FROM S3Object"},
         }
     }))
     .unwrap();
-    ingests
-        .create(&PostParams::default(), &ingest)
-        .await
-        .unwrap();
+    (scan, rows, total)
+}
+
+async fn scan_succeeds(api: &Api<S3ParallelScan>, name: &str, rows: u64, total: i64) {
     let done = common::wait(
-        ingests.clone(),
-        "through-helm",
-        |o: Option<&S3Ingest>| {
-            o.and_then(|o| o.status.as_ref())
-                .is_some_and(|s| s.phase == Phase::Succeeded)
+        api.clone(),
+        name,
+        |s: Option<&S3ParallelScan>| {
+            s.and_then(|s| s.status.as_ref())
+                .is_some_and(|s| matches!(s.phase, Phase::Succeeded | Phase::Failed))
         },
         120,
     )
     .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
+    let result = status.result.unwrap();
+    assert_eq!(result["n"], json!(rows));
+    assert_eq!(result["total"], json!(total));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_installed_operator_lives_through_failover_upgrade_and_uninstall() {
+    let env = common::env().await;
+    let client = env.client.clone();
+    let ns = common::namespace(&client, "helm").await;
+    common::minio::credentials_secret(&client, &ns, "minio").await;
+    let bucket = Bucket::create(&env, "helm").await;
+    let ingests: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
+    let scans: Api<S3ParallelScan> = Api::namespaced(client.clone(), &ns);
+
+    // Install: CRDs from the chart's crds/ (other tests may have applied the same ones already).
+    install("install", &ns, &[]);
+    let pods = operator_pods(&client, &ns).await;
+    assert_eq!(pods.len(), 2, "two replicas running");
+    for pod in &pods {
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.service_account_name.as_deref(), Some("s3flow"));
+        assert_eq!(get(pod, "/healthz").await.0, 200);
+        assert_eq!(get(pod, "/readyz").await.0, 200, "{}", pod.name_any());
+    }
+    // Exactly one replica leads and reconciles; the other stands by.
+    let first = leader(&client, &ns, None, 30).await;
+    let leading = pods
+        .iter()
+        .find(|p| p.name_any() == holder_pod(&first))
+        .expect("the Lease holder is one of the pods");
+    let standby = pods.iter().find(|p| p.name_any() != holder_pod(&first));
+    let standby = standby.unwrap();
+
+    // A transfer: the leader's /metrics shows bytes moving; the standby reconciles nothing.
+    let (source, body) = slow_source(64).await;
+    ingests
+        .create(
+            &PostParams::default(),
+            &ingest("failover", &source, &bucket),
+        )
+        .await
+        .unwrap();
+    wait_ingest(&ingests, "failover", 60, |s| {
+        s.bytes_transferred.unwrap_or(0) > 0
+    })
+    .await;
+    let bytes = |text: &str| sample(text, "s3flow_ingest_bytes_total");
+    let (_, before) = get(leading, "/metrics").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, after) = get(leading, "/metrics").await;
+    assert!(
+        bytes(&after) > bytes(&before) && bytes(&before) > 0.0,
+        "ingest bytes did not move: {} then {}",
+        bytes(&before),
+        bytes(&after)
+    );
+    assert_eq!(sample(&after, "s3flow_leader"), 1.0);
+    assert!(sample(&after, "s3flow_reconciles_total{controller=\"ingest\"}") >= 1.0);
+    let (_, idle) = get(standby, "/metrics").await;
+    assert_eq!(sample(&idle, "s3flow_leader"), 0.0, "{idle}");
     assert_eq!(
-        done.status.unwrap().checksum,
-        Some(Body { len, seed: 1 }.sha256())
+        sample(&idle, "s3flow_reconciles_total{controller=\"ingest\"}"),
+        0.0
     );
 
-    // Uninstall and wait until the operator's pod is gone, so no other test meets this operator.
+    // The leader dies mid-ingest: the standby takes the Lease and finishes the same upload.
+    kill_operator(&env, leading);
+    let second = leader(&client, &ns, Some(&first), 30).await;
+    assert_eq!(
+        holder_pod(&second),
+        standby.name_any(),
+        "the standby took over"
+    );
+    let done = succeeded(&ingests, "failover", body).await;
+    let message = &done.status.unwrap().conditions[0].message;
+    assert!(message.contains("resumed at byte"), "{message}");
+    assert_eq!(
+        bucket.object_sha256("failover.bin").await,
+        Some(body.sha256())
+    );
+    let (_, instance) = wait_event(&client, &ns, "failover", "Succeeded").await;
+    assert_eq!(instance, standby.name_any(), "the new leader finished it");
+    bucket.assert_no_uploads_left().await;
+
+    // A scan through chunk Jobs, with nothing but the chart's permissions.
+    let (scan, rows, total) = scan_csv(&bucket, "totals").await;
+    scans.create(&PostParams::default(), &scan).await.unwrap();
+    scan_succeeds(&scans, "totals", rows, total).await;
+
+    // A Role missing one verb (create on Jobs): the refusal shows on the scan as an Event, and the
+    // scan goes on once the verb is back.
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let intact = roles.get("s3flow").await.unwrap();
+    let mut narrowed = intact.clone();
+    for rule in narrowed.rules.iter_mut().flatten() {
+        if rule.resources.iter().flatten().any(|r| r == "jobs") {
+            rule.verbs.retain(|v| v != "create");
+        }
+    }
+    roles
+        .replace("s3flow", &PostParams::default(), &narrowed)
+        .await
+        .unwrap();
+    let (scan, rows, total) = scan_csv(&bucket, "denied").await;
+    scans.create(&PostParams::default(), &scan).await.unwrap();
+    let (note, _) = wait_event(&client, &ns, "denied", "Forbidden").await;
+    assert!(
+        note.contains("cannot create resource \"jobs\""),
+        "the Event names the refused request: {note}"
+    );
+    let leader_pod = operator_pods(&client, &ns)
+        .await
+        .into_iter()
+        .find(|p| p.name_any() == holder_pod(&second))
+        .unwrap();
+    let (_, scrape) = get(&leader_pod, "/metrics").await;
+    assert!(
+        sample(
+            &scrape,
+            "s3flow_reconcile_errors_total{controller=\"scan\",reason=\"kube\"}"
+        ) >= 1.0,
+        "{scrape}"
+    );
+    let mut restored = roles.get("s3flow").await.unwrap();
+    restored.rules = intact.rules.clone();
+    roles
+        .replace("s3flow", &PostParams::default(), &restored)
+        .await
+        .unwrap();
+    scan_succeeds(&scans, "denied", rows, total).await;
+
+    // helm upgrade mid-ingest: the stopping leader checkpoints to status and the next one resumes.
+    let (source, body) = slow_source(60).await;
+    ingests
+        .create(&PostParams::default(), &ingest("upgrade", &source, &bucket))
+        .await
+        .unwrap();
+    wait_ingest(&ingests, "upgrade", 60, |s| {
+        s.bytes_transferred.unwrap_or(0) > 0
+    })
+    .await;
+    install("upgrade", &ns, &["--set", "logLevel=debug"]);
+    let (note, _) = wait_event(&client, &ns, "upgrade", "Interrupted").await;
+    assert!(note.contains("resumes there"), "{note}");
+    succeeded(&ingests, "upgrade", body).await;
+    assert_eq!(
+        bucket.object_sha256("upgrade.bin").await,
+        Some(body.sha256())
+    );
+    bucket.assert_no_uploads_left().await;
+
+    // helm uninstall mid-ingest: the operator goes, the CRDs and the resources stay, and the one
+    // upload left is the one the ingest's status records (not orphaned).
+    let (source, body) = slow_source(60).await;
+    ingests
+        .create(
+            &PostParams::default(),
+            &ingest("uninstall", &source, &bucket),
+        )
+        .await
+        .unwrap();
+    wait_ingest(&ingests, "uninstall", 60, |s| {
+        s.bytes_transferred.unwrap_or(0) > 0
+    })
+    .await;
+    let running = operator_pods(&client, &ns).await;
     helm(&[
         "uninstall",
         "s3flow",
@@ -110,14 +446,66 @@ async fn helm_installed_operator_ingests_with_its_own_rbac() {
         "--timeout",
         "60s",
     ]);
-    for pod in operator.items {
-        common::wait_deleted(
-            pods.clone(),
-            &pod.metadata.name.unwrap(),
-            &pod.metadata.uid.unwrap(),
-            60,
-        )
-        .await;
+    let pods_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    for pod in running {
+        common::wait_deleted(pods_api.clone(), &pod.name_any(), &pod.uid().unwrap(), 60).await;
+    }
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in ["s3ingests.s3flow.io", "s3parallelscans.s3flow.io"] {
+        assert!(crds.get_opt(crd).await.unwrap().is_some(), "{crd} kept");
+    }
+    let interrupted = ingests.get("uninstall").await.unwrap().status.unwrap();
+    assert_eq!(interrupted.phase, Phase::Running);
+    let recorded = interrupted.upload_id.expect("the upload stays recorded");
+    assert_eq!(bucket.uploads().await, vec![recorded]);
+    // Installed again, the operator finishes that upload.
+    install("install", &ns, &[]);
+    succeeded(&ingests, "uninstall", body).await;
+    assert_eq!(
+        bucket.object_sha256("uninstall.bin").await,
+        Some(body.sha256())
+    );
+    bucket.assert_no_uploads_left().await;
+
+    // The resources go while the operator runs (their finalizers need it), then the release.
+    ingests
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
+    scans
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let left = ingests
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len()
+            + scans
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let remaining = operator_pods(&client, &ns).await;
+    helm(&[
+        "uninstall",
+        "s3flow",
+        "--namespace",
+        &ns,
+        "--wait",
+        "--timeout",
+        "60s",
+    ]);
+    for pod in remaining {
+        common::wait_deleted(pods_api.clone(), &pod.name_any(), &pod.uid().unwrap(), 60).await;
     }
     common::delete_namespace(&client, &ns).await;
 }

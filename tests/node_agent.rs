@@ -156,7 +156,7 @@ async fn pod_inputs_reach_the_process() {
           -d '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}' \
           https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/apis/authentication.k8s.io/v1/selfsubjectreviews \
           | tr -d ' \n' | sed 's/.*"username":"\([^"]*\)".*/\1/')
-        printf '%s|%s|%s|%s|%s|%s|%s' "$POD" "$TOKEN" "$MODE" "$(cat from-init.txt)" "$(pwd)" "$KUBERNETES_SERVICE_HOST" "$who" > /dev/termination-log
+        printf '%s|%s|%s|%s|%s|%s|%s|%s' "$POD" "$POD_IP" "$TOKEN" "$MODE" "$(cat from-init.txt)" "$(pwd)" "$KUBERNETES_SERVICE_HOST" "$who" > /dev/termination-log
     "#;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let job: Job = serde_json::from_value(json!({
@@ -175,6 +175,7 @@ async fn pod_inputs_reach_the_process() {
                 "workingDir": "/s3flow-test/shared",
                 "env": [
                     {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
                     {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
                     {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
                 ],
@@ -198,10 +199,17 @@ async fn pod_inputs_reach_the_process() {
         .split('|')
         .map(String::from)
         .collect();
+    // The pod's own loopback address, as its status says.
+    let pod_ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
+    assert!(
+        pod_ip.starts_with("127.") && !pod_ip.starts_with("127.0."),
+        "{pod_ip}"
+    );
     assert_eq!(
         fields,
         [
             pod.name_any(),
+            pod_ip,
             "s3cr3t".into(),
             "fast".into(),
             "from init".into(),

@@ -10,10 +10,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event, finalizer};
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -53,6 +52,19 @@ impl Transfers {
         }
     }
 
+    /// Waits until every transfer task of this process has ended (after a stop, each writes its
+    /// checkpoint first).
+    pub async fn stopped(&self) {
+        let tasks: Vec<JoinHandle<()>> = self
+            .running
+            .lock()
+            .expect("lock")
+            .drain()
+            .map(|(_, r)| r.task)
+            .collect();
+        futures::future::join_all(tasks).await;
+    }
+
     fn is_running(&self, uid: &str) -> bool {
         self.running
             .lock()
@@ -63,16 +75,16 @@ impl Transfers {
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let api: Api<S3Ingest> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "S3Ingest reconcile failed");
-            }
-        })
-        .await;
+    let controllers = ctx.settings.scope.apis(&ctx.client).into_iter().map(|api| {
+        ctx.controller(api)
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    warn!(error = %e, "S3Ingest reconcile failed");
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
 }
 
 fn error_policy(_: Arc<S3Ingest>, error: &Error, _: Arc<Context>) -> Action {
@@ -83,14 +95,16 @@ fn error_policy(_: Arc<S3Ingest>, error: &Error, _: Arc<Context>) -> Action {
 async fn reconcile(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<S3Ingest> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, obj, |event| async {
+    let reconcile = finalizer(&api, FINALIZER, obj.clone(), |event| async {
         match event {
             Event::Apply(obj) => apply(obj, ctx.clone()).await,
             Event::Cleanup(obj) => cleanup(obj, ctx.clone()).await,
         }
+    });
+    super::observe(&ctx, "ingest", obj.as_ref(), async {
+        reconcile.await.map_err(|e| Error::Finalizer(Box::new(e)))
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 async fn apply(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -256,6 +270,42 @@ fn apply_progress(status: &mut S3IngestStatus, p: &Progress, started: Instant) {
     }
 }
 
+/// Why a transfer ends before its engine does.
+#[derive(Clone, Copy)]
+enum Interrupt {
+    Deleted,
+    Stopping,
+}
+
+/// How long an interrupt waits for an upload being created to be recorded.
+const INTERRUPT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What of a transfer's progress the metrics have counted (a resumed upload's earlier parts were
+/// counted by the process that sent them).
+struct Counted {
+    bytes: u64,
+    parts: Option<u32>,
+}
+
+impl Counted {
+    fn resuming_at(bytes: u64) -> Self {
+        Self { bytes, parts: None }
+    }
+
+    fn add(&mut self, ctx: &Context, p: &Progress) {
+        // Parts before a resume point are whole parts of the same size.
+        let parts = *self
+            .parts
+            .get_or_insert((self.bytes / p.part_size.max(1)) as u32);
+        ctx.metrics.ingested(
+            p.bytes_committed.saturating_sub(self.bytes),
+            u64::from(p.parts_committed.saturating_sub(parts)),
+        );
+        self.bytes = self.bytes.max(p.bytes_committed);
+        self.parts = Some(parts.max(p.parts_committed));
+    }
+}
+
 /// One ingest, from queueing to its final status.
 async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::Receiver<bool>) {
     let generation = obj.metadata.generation;
@@ -277,6 +327,7 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
     let _slot = tokio::select! {
         slot = ctx.ingests.slots.clone().acquire_owned() => slot.expect("never closed"),
         _ = cancelled.changed() => return,
+        () = ctx.stopped() => return,
     };
     let outcome = async {
         let request = request(&ctx, &obj)
@@ -351,38 +402,49 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
             .map_err(|e| e.to_string())
         }
     };
-    // Boxed so that a deletion can drop it (and its part tasks) before aborting the upload.
+    let mut counted = Counted::resuming_at(resume.as_ref().map_or(0, |r| r.checkpoint.length));
+    // Boxed so that a deletion or a stop can drop it (and its part tasks) first.
     let mut engine = Box::pin(ingest::ingest(&s3, &request, &progress, resume, record));
     let mut ticker = tokio::time::interval(ctx.settings.status_interval);
-    // A deletion stops the engine only once its upload id is recorded (or after 30 s), so that an
-    // upload being created is never dropped unrecorded.
-    let mut cancel_deadline: Option<Instant> = None;
+    let mut stop = std::pin::pin!(ctx.stopped());
+    // A deletion or a stop interrupts the engine only once its upload id is recorded (or after
+    // 30 s), so that an upload being created is never dropped unrecorded.
+    let mut interrupt: Option<(Interrupt, Instant)> = None;
     let result = loop {
         tokio::select! {
-            result = &mut engine => break Some(result),
+            result = &mut engine => break Ok(result),
             _ = ticker.tick() => {
                 let p = updates.borrow_and_update().clone();
                 let mut status = shared.lock().await;
-                if cancel_deadline.is_some_and(|d| status.upload_id.is_some() || Instant::now() > d) {
-                    break None;
+                if let Some((why, deadline)) = interrupt
+                    && (status.upload_id.is_some() || Instant::now() > deadline)
+                {
+                    break Err(why);
                 }
                 if status.upload_id.is_some() {
+                    counted.add(&ctx, &p);
                     apply_progress(&mut status, &p, started);
                     let _ = writer.write(&*status).await;
                 }
             }
-            _ = cancelled.changed(), if cancel_deadline.is_none() => {
+            _ = cancelled.changed(), if interrupt.is_none() => {
                 if shared.lock().await.upload_id.is_some() {
-                    break None;
+                    break Err(Interrupt::Deleted);
                 }
-                cancel_deadline = Some(Instant::now() + std::time::Duration::from_secs(30));
+                interrupt = Some((Interrupt::Deleted, Instant::now() + INTERRUPT_WAIT));
+            }
+            () = &mut stop, if interrupt.is_none() => {
+                if shared.lock().await.upload_id.is_some() {
+                    break Err(Interrupt::Stopping);
+                }
+                interrupt = Some((Interrupt::Stopping, Instant::now() + INTERRUPT_WAIT));
             }
         }
     };
     let mut status = shared.lock().await.clone();
     match result {
         // Deleted: stop, and abort the upload recorded in status.
-        None => {
+        Err(Interrupt::Deleted) => {
             drop(engine);
             if let Some(upload_id) = status.upload_id.clone()
                 && let Err(e) = abort_upload(&s3, &request.bucket, &request.key, &upload_id).await
@@ -390,7 +452,37 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
                 warn!(error = %e, upload_id, "aborting a deleted ingest's upload");
             }
         }
-        Some(Ok(outcome)) => {
+        // The process stops: the upload stays, and status says where the next process resumes it.
+        Err(Interrupt::Stopping) => {
+            drop(engine);
+            let p = progress.borrow().clone();
+            counted.add(&ctx, &p);
+            apply_progress(&mut status, &p, started);
+            let at = status
+                .resume_point
+                .as_ref()
+                .map_or(0, |point| point.hashed_bytes);
+            set_phase(
+                &mut status,
+                Phase::Running,
+                "Interrupted",
+                &format!("the operator stopped; the next one resumes the upload at byte {at}"),
+                generation,
+            );
+            writer.write_final(&status).await;
+            let message = format!("the operator stopped at byte {at}; the next one resumes there");
+            publish(
+                &ctx,
+                obj.as_ref(),
+                EventType::Normal,
+                "Interrupted",
+                &message,
+            )
+            .await;
+            info!(ingest = %obj.name_any(), at, "checkpointed for the next operator");
+        }
+        Ok(Ok(outcome)) => {
+            counted.add(&ctx, &progress.borrow());
             apply_progress(&mut status, &progress.borrow(), started);
             status.upload_id = None;
             status.resume_point = None;
@@ -418,7 +510,7 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
             writer.write_final(&status).await;
             publish(&ctx, obj.as_ref(), EventType::Normal, "Succeeded", &message).await;
         }
-        Some(Err(error)) => {
+        Ok(Err(error)) => {
             apply_progress(&mut status, &progress.borrow(), started);
             // The engine aborted its upload before returning the error.
             status.upload_id = None;

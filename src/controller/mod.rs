@@ -1,8 +1,12 @@
 //! The operator: one controller per kind, sharing a context.
 
+pub mod http;
 pub mod ingest;
+pub mod leader;
+pub mod metrics;
 pub mod scan;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +20,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use thiserror::Error;
-use tracing::warn;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
 
 use crate::api::{Phase, S3Connection};
 use crate::ingest::AddressPolicy;
 use crate::s3::{S3Settings, StaticCredentials};
+use http::Readiness;
+use leader::{LeaderElection, LostLease};
+use metrics::Metrics;
 
 /// Name under which the operator writes status and publishes Events.
 pub const MANAGER: &str = "s3flow-controller";
@@ -44,12 +52,76 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube(_) => "kube",
-            Self::Finalizer(_) => "finalizer",
+            Self::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
             Self::Cleanup(_) => "cleanup",
             Self::Scan(_) => "scan_s3",
             Self::JobsRemaining(_) => "jobs_remaining",
         }
     }
+
+    /// The API server's refusal when the operator's RBAC does not allow a request.
+    fn forbidden(&self) -> Option<&str> {
+        match self {
+            Self::Kube(kube::Error::Api(status)) if status.code == 403 => Some(&status.message),
+            Self::Finalizer(e) => match e.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.forbidden(),
+                kube::runtime::finalizer::Error::AddFinalizer(kube::Error::Api(status))
+                | kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))
+                    if status.code == 403 =>
+                {
+                    Some(&status.message)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// Which namespaces the operator watches.
+#[derive(Clone, Debug, Default)]
+pub enum Scope {
+    #[default]
+    All,
+    Namespaces(Vec<String>),
+}
+
+impl Scope {
+    /// One API handle per watched namespace (or one for all).
+    pub fn apis<K>(&self, client: &Client) -> Vec<Api<K>>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match self {
+            Self::All => vec![Api::all(client.clone())],
+            Self::Namespaces(names) => names
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::All => 1,
+            Self::Namespaces(names) => names.len(),
+        }
+    }
+}
+
+/// Where the leader Lease lives and who this process is.
+#[derive(Clone, Debug)]
+pub struct LeaderSettings {
+    pub namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+    pub lease_duration: Duration,
 }
 
 /// Settings of the operator process (flags and Helm values).
@@ -63,6 +135,11 @@ pub struct Settings {
     pub status_interval: Duration,
     /// Image of chunk-worker Jobs unless a scan names one (the operator's own image).
     pub worker_image: String,
+    pub scope: Scope,
+    /// Reconciles of one kind at once.
+    pub reconcile_concurrency: u16,
+    /// `None`: this process reconciles without electing a leader (one replica).
+    pub leader: Option<LeaderSettings>,
 }
 
 /// Shared by every reconcile.
@@ -71,10 +148,20 @@ pub struct Context {
     pub recorder: Recorder,
     pub settings: Settings,
     pub ingests: ingest::Transfers,
+    pub metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    /// Turns true when the process is asked to stop (SIGTERM).
+    stopping: watch::Receiver<bool>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings) -> Arc<Self> {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+        stopping: watch::Receiver<bool>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("HOSTNAME").ok(),
@@ -84,8 +171,81 @@ impl Context {
             ingests: ingest::Transfers::new(settings.max_concurrent_ingests),
             client,
             settings,
+            metrics,
+            readiness,
+            stopping,
         })
     }
+
+    /// Resolves once the process is asked to stop.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + Sync + 'static {
+        let mut stopping = self.stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// The controller settings every kind uses.
+    fn controller_config(&self) -> kube::runtime::controller::Config {
+        kube::runtime::controller::Config::default()
+            .concurrency(self.settings.reconcile_concurrency)
+    }
+
+    /// A controller of `K` watching `api`, whose first complete list counts towards readiness.
+    /// (The controller's own store cannot be awaited by a second task: it wakes one waiter only.)
+    fn controller<K>(&self, api: Api<K>) -> kube::runtime::Controller<K>
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, reflector, watcher};
+        let (reader, writer) = reflector::store();
+        let readiness = self.readiness.clone();
+        let mut listed = false;
+        let events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .inspect(move |event| {
+                if !listed && matches!(event, Ok(watcher::Event::InitDone)) {
+                    listed = true;
+                    readiness.watch_started();
+                }
+            })
+            .applied_objects();
+        kube::runtime::Controller::for_stream(events, reader)
+            .with_config(self.controller_config())
+            .graceful_shutdown_on(self.stopped())
+    }
+}
+
+/// Counts and times a reconcile, and makes an API permission denial visible on the resource (an
+/// Event), so that a Role missing a verb shows where users look instead of only in the logs.
+pub async fn observe<K>(
+    ctx: &Context,
+    controller: &'static str,
+    obj: &K,
+    reconcile: impl Future<Output = Result<kube::runtime::controller::Action, Error>>,
+) -> Result<kube::runtime::controller::Action, Error>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let _timer = ctx.metrics.reconcile(controller);
+    let result = reconcile.await;
+    if let Err(e) = &result {
+        ctx.metrics.reconcile_failed(controller, e.metric_label());
+        if let Some(denied) = e.forbidden() {
+            error!(error = %e, "the operator's RBAC refused a request");
+            let note = format!("the operator's RBAC refused a request (retrying): {denied}");
+            publish(ctx, obj, EventType::Warning, "Forbidden", &note).await;
+        }
+    }
+    result
 }
 
 /// The kstatus conditions for `phase`: `Ready`, `Reconciling` and `Stalled`, keeping each one's
@@ -314,8 +474,76 @@ where
     }
 }
 
-/// Runs every controller until the process is asked to stop.
-pub async fn run(client: Client, settings: Settings) {
-    let context = Context::new(client, settings);
-    futures::join!(ingest::run(context.clone()), scan::run(context));
+/// Runs the operator until it is asked to stop (SIGTERM or SIGINT): the HTTP endpoints on
+/// `listener`, and, once this process leads (or at once without leader election), every controller.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    listener: Option<tokio::net::TcpListener>,
+) -> Result<(), LostLease> {
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        stop_signal().await;
+        info!("asked to stop: checkpointing work in flight");
+        let _ = stop.send(true);
+    });
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Arc::new(Readiness::default());
+    if let Some(listener) = listener {
+        tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone()));
+    }
+    let leader = settings.leader.clone();
+    let watches = 2 * settings.scope.len();
+    let ctx = Context::new(client.clone(), settings, metrics, readiness, stopping);
+    let Some(leader) = leader else {
+        ctx.readiness.expect_watches(watches);
+        run_controllers(ctx).await;
+        return Ok(());
+    };
+    let mut election = LeaderElection::new(
+        client,
+        &leader.namespace,
+        &leader.lease_name,
+        &leader.identity,
+        leader.lease_duration,
+    );
+    // A standby is ready: it serves its endpoints and takes over when the leader goes.
+    ctx.readiness.expect_watches(0);
+    tokio::select! {
+        () = election.acquire() => {}
+        () = ctx.stopped() => return Ok(()),
+    }
+    ctx.readiness.expect_watches(watches);
+    ctx.metrics.set_leader(true);
+    let outcome = tokio::select! {
+        () = run_controllers(ctx.clone()) => Ok(()),
+        lost = election.hold() => Err(lost),
+    };
+    ctx.metrics.set_leader(false);
+    if outcome.is_ok() {
+        election.release().await;
+    }
+    outcome
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Every controller until a stop, then the ingests streaming in this process write their
+/// checkpoints (at most 20 s, within the pod's grace period).
+async fn run_controllers(ctx: Arc<Context>) {
+    futures::join!(ingest::run(ctx.clone()), scan::run(ctx.clone()));
+    if tokio::time::timeout(Duration::from_secs(20), ctx.ingests.stopped())
+        .await
+        .is_err()
+    {
+        error!("ingests did not checkpoint within 20 s of the stop");
+    }
 }

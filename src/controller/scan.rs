@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::watcher;
@@ -88,18 +88,19 @@ struct Checkpoint {
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let scans: Api<S3ParallelScan> = Api::all(ctx.client.clone());
-    let jobs: Api<Job> = Api::all(ctx.client.clone());
-    Controller::new(scans, watcher::Config::default())
-        .owns(jobs, watcher::Config::default().labels(SCAN_LABEL))
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "S3ParallelScan reconcile failed");
-            }
-        })
-        .await;
+    let scopes = ctx.settings.scope.apis::<S3ParallelScan>(&ctx.client);
+    let jobs = ctx.settings.scope.apis::<Job>(&ctx.client);
+    let controllers = scopes.into_iter().zip(jobs).map(|(scans, jobs)| {
+        ctx.controller(scans)
+            .owns(jobs, watcher::Config::default().labels(SCAN_LABEL))
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    warn!(error = %e, "S3ParallelScan reconcile failed");
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
 }
 
 fn error_policy(_: Arc<S3ParallelScan>, error: &Error, _: Arc<Context>) -> Action {
@@ -110,14 +111,26 @@ fn error_policy(_: Arc<S3ParallelScan>, error: &Error, _: Arc<Context>) -> Actio
 async fn reconcile(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<S3ParallelScan> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    finalizer(&api, FINALIZER, obj, |event| async {
+    // The chunk gauges follow the status each reconcile starts from (a status write triggers one).
+    let status = obj.status.as_ref();
+    let in_progress = obj.metadata.deletion_timestamp.is_none()
+        && status.is_some_and(|s| matches!(s.phase, Phase::Pending | Phase::Running));
+    ctx.metrics.scan_chunks(
+        &obj.uid().unwrap_or_default(),
+        status
+            .and_then(|s| s.chunks.clone())
+            .filter(|_| in_progress),
+    );
+    let reconcile = finalizer(&api, FINALIZER, obj.clone(), |event| async {
         match event {
             Event::Apply(obj) => apply(obj, ctx.clone()).await,
             Event::Cleanup(obj) => cleanup(obj, ctx.clone()).await,
         }
+    });
+    super::observe(&ctx, "scan", obj.as_ref(), async {
+        reconcile.await.map_err(|e| Error::Finalizer(Box::new(e)))
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 /// The object a scan reads and how to reach it.

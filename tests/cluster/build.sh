@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds, once, the real control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl), helm and MinIO from the Go module proxy, into a cache outside the repository.
+# kubectl), helm and MinIO from the Go module proxy, into a cache outside the repository, and the
+# GitOps test helper from tests/gitops.
 # Every binary lands in $S3FLOW_BIN_DIR/<name>-<version>; a binary already there is not rebuilt.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -86,9 +87,22 @@ build_minio() {
   mv "$work/minio-bin/minio" "$S3FLOW_BIN_DIR/minio-$MINIO_VERSION"
 }
 
+# The GitOps helper (tests/gitops, its versions pinned in its go.mod): keyed by a hash of its
+# sources, so that an edit rebuilds it; $S3FLOW_BIN_DIR/s3flow-gitops points at the current one.
+build_gitops() {
+  local src=$here/../gitops name
+  name=s3flow-gitops-$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
+  if ! have "$name"; then
+    log "$name"
+    (cd "$src" && go build -trimpath -ldflags "-s -w" -o "$S3FLOW_BIN_DIR/$name" .)
+  fi
+  ln -sfn "$name" "$S3FLOW_BIN_DIR/s3flow-gitops"
+}
+
 start=$(date +%s)
 build_etcd
 build_minio
 build_helm
 build_kubernetes
+build_gitops
 log "all components present in $S3FLOW_BIN_DIR ($(( $(date +%s) - start ))s)"

@@ -4,7 +4,8 @@
 # repository), and leaves a healthy running environment as it is.
 #
 # Writes to $S3FLOW_ENV_DIR (default /tmp/s3flow-env):
-#   env.sh       exports KUBECONFIG, the S3 endpoint and credentials, PATH with kubectl and helm
+#   env.sh       exports KUBECONFIG, the S3 endpoint and credentials, PATH with kubectl and helm,
+#                S3FLOW_GITOPS_BIN (the GitOps test helper)
 #   kubeconfig   admin (system:masters) client-certificate kubeconfig
 #   logs/, pids/ one log and one pid file per component
 # Stop everything with tests/cluster/down.sh.
@@ -36,6 +37,7 @@ done
 ln -sf "$S3FLOW_BIN_DIR/etcd-$ETCD_VERSION" "$dir/bin/etcd"
 ln -sf "$S3FLOW_BIN_DIR/helm-$HELM_VERSION" "$dir/bin/helm"
 ln -sf "$S3FLOW_BIN_DIR/minio-$MINIO_VERSION" "$dir/bin/minio"
+ln -sf "$(readlink -f "$S3FLOW_BIN_DIR/s3flow-gitops")" "$dir/bin/s3flow-gitops"
 ln -sf "$CARGO_TARGET_DIR/debug/s3flow" "$dir/bin/s3flow"
 ln -sf "$CARGO_TARGET_DIR/debug/s3flow-node-agent" "$dir/bin/s3flow-node-agent"
 
@@ -127,6 +129,7 @@ export PATH=$dir/bin:\$PATH
 export S3FLOW_ENV_DIR=$dir
 export S3FLOW_TEST_S3_ENDPOINT=http://127.0.0.1:$MINIO_PORT
 export S3FLOW_TEST_NODE=$NODE_NAME
+export S3FLOW_GITOPS_BIN=$dir/bin/s3flow-gitops
 export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY
 export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 export AWS_REGION=us-east-1

@@ -68,7 +68,8 @@ impl Bucket {
         Some(hex::encode(sha2::Sha256::digest(&bytes)))
     }
 
-    pub async fn assert_no_uploads_left(&self) {
+    /// Ids of the bucket's incomplete multipart uploads.
+    pub async fn uploads(&self) -> Vec<String> {
         let open = self
             .s3
             .list_multipart_uploads()
@@ -76,11 +77,15 @@ impl Bucket {
             .send()
             .await
             .unwrap();
-        assert!(
-            open.uploads().is_empty(),
-            "incomplete uploads left: {:?}",
-            open.uploads()
-        );
+        open.uploads()
+            .iter()
+            .filter_map(|u| u.upload_id().map(str::to_string))
+            .collect()
+    }
+
+    pub async fn assert_no_uploads_left(&self) {
+        let open = self.uploads().await;
+        assert!(open.is_empty(), "incomplete uploads left: {open:?}");
     }
 }
 

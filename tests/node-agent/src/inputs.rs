@@ -114,8 +114,8 @@ pub fn field_value(pod: &Pod, selector: &ObjectFieldSelector, host_ip: &str) -> 
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_default(),
-        "status.podIP" | "status.hostIP" => host_ip.to_string(),
-        "status.podIPs" | "status.hostIPs" => host_ip.to_string(),
+        "status.podIP" | "status.podIPs" => crate::pod::pod_ip(&pod.uid().unwrap_or_default()),
+        "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
         p if p.starts_with("metadata.labels['") => {
             lookup(pod.metadata.labels.as_ref(), "metadata.labels['")
         }

@@ -28,8 +28,19 @@ pub struct Node {
     pub apiserver_port: u16,
 }
 
-/// Where the node reaches itself and its pods: loopback only.
+/// Where the node reaches itself: loopback only.
 pub const HOST_IP: &str = "127.0.0.1";
+
+/// Each pod's own loopback address (127.1.0.0/16 and up, never the host's): pods share the
+/// host's network, and distinct addresses let two replicas listen on the same port, as in a cluster.
+pub fn pod_ip(uid: &str) -> String {
+    // FNV-1a: stable across restarts of the agent, so a pod keeps its address.
+    let hash = uid.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let [a, b, c, _] = hash.to_be_bytes();
+    format!("127.{}.{b}.{}", 1 + a % 254, 1 + c % 254)
+}
 const MAX_TERMINATION_MESSAGE: usize = 4096;
 
 /// Signals a running pod to stop: `Some(grace seconds)` once its deletion is requested.
@@ -61,6 +72,9 @@ struct ContainerStatus {
     state: Value,
     last_state: Value,
     exit_code: Option<i32>,
+    readiness: Option<ReadinessProbe>,
+    /// The readiness probe's last answer (reset when the container's state changes).
+    probe_passed: bool,
 }
 
 impl ContainerStatus {
@@ -72,6 +86,8 @@ impl ContainerStatus {
             state: json!({"waiting": {"reason": reason}}),
             last_state: json!({}),
             exit_code: None,
+            readiness: ReadinessProbe::of(c),
+            probe_passed: false,
         }
     }
 
@@ -79,13 +95,70 @@ impl ContainerStatus {
         self.state.get("running").is_some()
     }
 
+    fn ready(&self) -> bool {
+        self.running() && (self.readiness.is_none() || self.probe_passed)
+    }
+}
+
+/// A container's HTTP readiness probe, run against the pod's address as the kubelet does.
+#[derive(Clone, Debug)]
+struct ReadinessProbe {
+    port: u16,
+    path: String,
+}
+
+impl ReadinessProbe {
+    fn of(c: &Container) -> Option<Self> {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let get = c.readiness_probe.as_ref()?.http_get.as_ref()?;
+        let port = match &get.port {
+            IntOrString::Int(port) => *port,
+            IntOrString::String(name) => {
+                c.ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some(name))?
+                    .container_port
+            }
+        };
+        Some(Self {
+            port: u16::try_from(port).ok()?,
+            path: get.path.clone().unwrap_or_else(|| "/".into()),
+        })
+    }
+
+    /// A 2xx or 3xx answer within a second passes.
+    async fn passes(&self, ip: &str) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let probe = async {
+            let mut stream = tokio::net::TcpStream::connect((ip, self.port)).await?;
+            let request = format!(
+                "GET {} HTTP/1.1\r\nHost: {ip}:{}\r\nConnection: close\r\n\r\n",
+                self.path, self.port
+            );
+            stream.write_all(request.as_bytes()).await?;
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).await?;
+            std::io::Result::Ok(head)
+        };
+        match tokio::time::timeout(Duration::from_secs(1), probe).await {
+            Ok(Ok(head)) => matches!(
+                &head[..10],
+                [b'H', b'T', b'T', b'P', b'/', _, _, _, b' ', b'2' | b'3']
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl ContainerStatus {
     fn to_json(&self) -> Value {
         json!({
             "name": self.name,
             "image": self.image,
             "imageID": format!("s3flow-node-agent://{}", self.image),
             "containerID": format!("process://{}", self.name),
-            "ready": self.running(),
+            "ready": self.ready(),
             "started": self.running(),
             "restartCount": self.restart_count,
             "state": self.state,
@@ -245,6 +318,7 @@ impl PodRun {
             });
         }
         drop(tx);
+        let mut probe_period = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 // Updates first: a queued update must never land after its container's final state.
@@ -252,6 +326,11 @@ impl PodRun {
                 Some((idx, s)) = rx.recv() => {
                     if self.main[idx].exit_code.is_none() {
                         self.main[idx] = s;
+                        self.patch().await;
+                    }
+                }
+                _ = probe_period.tick() => {
+                    if self.probe_readiness().await {
                         self.patch().await;
                     }
                 }
@@ -359,19 +438,19 @@ impl PodRun {
     }
 
     fn status(&self, final_reason: Option<&str>) -> Value {
-        let all_running = self.main.iter().all(ContainerStatus::running);
+        let all_ready = self.main.iter().all(ContainerStatus::ready);
         let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok {"True"} else {"False"}, "lastTransitionTime": now()});
         let mut status = json!({
             "phase": self.phase,
             "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}],
-            "podIP": HOST_IP, "podIPs": [{"ip": HOST_IP}],
+            "podIP": pod_ip(&self.uid), "podIPs": [{"ip": pod_ip(&self.uid)}],
             "startTime": self.start_time,
             "conditions": [
                 cond("PodScheduled", true),
                 cond("PodReadyToStartContainers", true),
                 cond("Initialized", self.initialized),
-                cond("ContainersReady", all_running),
-                cond("Ready", all_running),
+                cond("ContainersReady", all_ready),
+                cond("Ready", all_ready),
             ],
             "initContainerStatuses": self.init.iter().map(ContainerStatus::to_json).collect::<Vec<_>>(),
             "containerStatuses": self.main.iter().map(ContainerStatus::to_json).collect::<Vec<_>>(),
@@ -380,6 +459,20 @@ impl PodRun {
             status["message"] = json!(message);
         }
         status
+    }
+
+    /// Runs the readiness probes of running containers; true when an answer changed.
+    async fn probe_readiness(&mut self) -> bool {
+        let ip = pod_ip(&self.uid);
+        let mut changed = false;
+        for c in self.main.iter_mut().filter(|c| c.running()) {
+            if let Some(probe) = &c.readiness {
+                let passed = probe.passes(&ip).await;
+                changed |= passed != c.probe_passed;
+                c.probe_passed = passed;
+            }
+        }
+        changed
     }
 
     /// An intermediate status; a failed patch is logged, and the next one carries the state again.
