@@ -133,6 +133,8 @@ pub struct TransferSettings {
 /// Observed state of an S3Ingest.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// A new object reads as not yet observed (kstatus: InProgress) until the operator's first write.
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct S3IngestStatus {
     /// Where the ingest is in its lifecycle.
     #[serde(default)]

@@ -266,6 +266,8 @@ pub struct WorkerTemplate {
 /// Observed state of an S3ParallelScan.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// A new object reads as not yet observed (kstatus: InProgress) until the operator's first write.
+#[schemars(extend("default" = {"observedGeneration": 0}))]
 pub struct S3ParallelScanStatus {
     /// Where the scan is in its lifecycle.
     #[serde(default)]
