@@ -375,6 +375,10 @@ async fn scans_wait_succeed_and_fail(env: &common::TestEnv, ns: &str, bucket: &B
     let fresh: S3ParallelScan = apply(&api, "S3ParallelScan", "waiting", waiting).await;
     assert_eq!(fresh.status.as_ref().unwrap().observed_generation, Some(0));
     let (kstatus, argo) = assert_seen(&fresh, "InProgress", "Progressing").await;
+    assert_eq!(
+        kstatus.message,
+        "S3ParallelScan generation is 1, but latest observed generation is 0"
+    );
     assert_eq!(argo.message, "Waiting for the operator");
     let pending = common::wait(
         api.clone(),
