@@ -415,15 +415,7 @@ async fn scans_wait_succeed_and_fail(env: &common::TestEnv, ns: &str, bucket: &B
     assert_eq!(kstatus.message, stalled);
     assert_eq!(argo.message, format!("HeaderMismatch: {stalled}"));
 
-    let done = common::wait(
-        api.clone(),
-        "counted",
-        |o: Option<&S3ParallelScan>| {
-            matches!(scan_phase(o), Some(Phase::Succeeded | Phase::Failed))
-        },
-        60,
-    )
-    .await;
+    let done = common::scan_finished(&api, "counted", 60).await;
     let status = done.status.clone().unwrap();
     let ready = message(&status.conditions, "Ready");
     assert_eq!(status.phase, Phase::Succeeded, "{ready}");

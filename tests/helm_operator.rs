@@ -258,18 +258,7 @@ async fn scan_csv(bucket: &Bucket, name: &str) -> (S3ParallelScan, u64, i64) {
 }
 
 async fn scan_succeeds(api: &Api<S3ParallelScan>, name: &str, rows: u64, total: i64) {
-    let done = common::wait(
-        api.clone(),
-        name,
-        |s: Option<&S3ParallelScan>| {
-            s.and_then(|s| s.status.as_ref())
-                .is_some_and(|s| matches!(s.phase, Phase::Succeeded | Phase::Failed))
-        },
-        120,
-    )
-    .await;
-    let status = done.status.unwrap();
-    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
+    let status = common::scan_succeeded(api, name, 120).await;
     let result = status.result.unwrap();
     assert_eq!(result["n"], json!(rows));
     assert_eq!(result["total"], json!(total));
@@ -359,18 +348,7 @@ async fn example_pipeline_succeeds(
         s.phase != Phase::Running && s.phase != Phase::Pending
     })
     .await;
-    let done = common::wait(
-        scans.clone(),
-        scan_name,
-        |s: Option<&S3ParallelScan>| {
-            s.and_then(|s| s.status.as_ref())
-                .is_some_and(|s| matches!(s.phase, Phase::Succeeded | Phase::Failed))
-        },
-        120,
-    )
-    .await;
-    let status = done.status.unwrap();
-    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
+    let status = common::scan_succeeded(scans, scan_name, 120).await;
     assert!(
         status.total_chunks.unwrap() > 10,
         "{:?}",

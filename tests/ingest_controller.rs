@@ -67,16 +67,20 @@ async fn ingests_through_the_controller() {
     let store = common::minio::Bucket::create(&env, "ingestctl").await;
     let bucket = store.name.clone();
     let api: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
-    let mut controller = Controller::start(
-        &env,
-        "ingest-controller-test",
-        &[
-            "--allow-source-cidr",
-            "127.0.0.1/32",
-            "--status-interval",
-            "1",
-        ],
-    );
+    // Loopback sources allowed; progress in status every second. Started again below, as a restart.
+    let start = || {
+        Controller::start(
+            &env,
+            "ingest-controller-test",
+            &[
+                "--allow-source-cidr",
+                "127.0.0.1/32",
+                "--status-interval",
+                "1",
+            ],
+        )
+    };
+    let mut controller = start();
 
     // Success: the object arrives byte-identical, status and Events say so.
     let len = 20 * MIB + 3;
@@ -297,16 +301,7 @@ async fn ingests_through_the_controller() {
     )
     .await;
     drop(controller);
-    controller = Controller::start(
-        &env,
-        "ingest-controller-test",
-        &[
-            "--allow-source-cidr",
-            "127.0.0.1/32",
-            "--status-interval",
-            "1",
-        ],
-    );
+    controller = start();
     common::wait(
         api.clone(),
         "restarted",
@@ -323,16 +318,7 @@ async fn ingests_through_the_controller() {
     // Completed ingests are not redone by a restart.
     let requests = source.requests.load(Ordering::SeqCst);
     drop(controller);
-    let _controller = Controller::start(
-        &env,
-        "ingest-controller-test",
-        &[
-            "--allow-source-cidr",
-            "127.0.0.1/32",
-            "--status-interval",
-            "1",
-        ],
-    );
+    let _controller = start();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         source.requests.load(Ordering::SeqCst),

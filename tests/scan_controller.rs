@@ -82,19 +82,6 @@ fn scan(name: &str, bucket: &Bucket, key: &str, spec: serde_json::Value) -> S3Pa
     serde_json::from_value(value).unwrap()
 }
 
-async fn finished(api: &Api<S3ParallelScan>, name: &str, seconds: u64) -> S3ParallelScan {
-    common::wait(
-        api.clone(),
-        name,
-        |s: Option<&S3ParallelScan>| {
-            s.and_then(|s| s.status.as_ref())
-                .is_some_and(|s| matches!(s.phase, Phase::Succeeded | Phase::Failed))
-        },
-        seconds,
-    )
-    .await
-}
-
 fn ready_condition(scan: &S3ParallelScan) -> (String, String) {
     let condition = scan
         .status
@@ -170,14 +157,7 @@ async fn sql_scan_with_output(env: &common::TestEnv) {
         .await
         .unwrap();
 
-    let done = finished(&api, "totals", 120).await;
-    let status = done.status.clone().unwrap();
-    assert_eq!(
-        status.phase,
-        Phase::Succeeded,
-        "{:?}",
-        ready_condition(&done)
-    );
+    let status = common::scan_succeeded(&api, "totals", 120).await;
     let result = serde_json::Value::Object(status.result.clone().unwrap());
     assert_eq!(result["n"], json!(records));
     assert_eq!(result["MAX(s.id)"], json!(records - 1));
@@ -193,14 +173,7 @@ async fn sql_scan_with_output(env: &common::TestEnv) {
     assert_eq!(status.succeeded_chunks, Some(format!("0-{}", total - 1)));
     assert_event(&env.client, &ns, "totals", "Succeeded", "Normal").await;
 
-    let done = finished(&api, "rich", 120).await;
-    let status = done.status.clone().unwrap();
-    assert_eq!(
-        status.phase,
-        Phase::Succeeded,
-        "{:?}",
-        ready_condition(&done)
-    );
+    let status = common::scan_succeeded(&api, "rich", 120).await;
     assert_eq!(status.result.as_ref().unwrap()["rows"], json!(rows.len()));
     let manifest_url = status.manifest.clone().unwrap();
     assert_eq!(
@@ -301,7 +274,7 @@ async fn killed_worker_is_retried(env: &common::TestEnv) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let killed = killed.expect("a worker pod was seen running");
-    let done = finished(&api, "kill", 180).await;
+    let status = common::scan_succeeded(&api, "kill", 180).await;
     // The Job controller made a second pod for the killed one's chunk (its Events outlive the Job).
     let events: Api<Event> = Api::namespaced(env.client.clone(), &ns);
     let mut created = 0;
@@ -323,13 +296,6 @@ async fn killed_worker_is_retried(env: &common::TestEnv) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(created >= 2, "Job {killed} created {created} pod(s)");
-    let status = done.status.clone().unwrap();
-    assert_eq!(
-        status.phase,
-        Phase::Succeeded,
-        "{:?}",
-        ready_condition(&done)
-    );
     let result = serde_json::Value::Object(status.result.unwrap());
     assert_eq!(
         result["COUNT(*)"],
@@ -379,7 +345,7 @@ async fn bad_data_fails_with_its_range(env: &common::TestEnv) {
     )
     .await
     .unwrap();
-    let done = finished(&api, "bad", 120).await;
+    let done = common::scan_finished(&api, "bad", 120).await;
     let status = done.status.clone().unwrap();
     assert_eq!(status.phase, Phase::Failed);
     let (reason, message) = ready_condition(&done);
@@ -417,7 +383,7 @@ async fn header_mismatch_fails_before_any_job(env: &common::TestEnv) {
     )
     .await
     .unwrap();
-    let done = finished(&api, "header", 60).await;
+    let done = common::scan_finished(&api, "header", 60).await;
     let (reason, message) = ready_condition(&done);
     assert_eq!(reason, "HeaderMismatch");
     assert!(
@@ -485,7 +451,7 @@ async fn bad_input_fails_with_a_reason(env: &common::TestEnv) {
         api.create(&PostParams::default(), scan).await.unwrap();
     }
     for (name, _, reason, detail) in &cases {
-        let done = finished(&api, name, 60).await;
+        let done = common::scan_finished(&api, name, 60).await;
         let (got, message) = ready_condition(&done);
         assert_eq!(&got, reason, "{name}: {message}");
         assert!(message.contains(detail), "{name}: {message}");
@@ -530,14 +496,7 @@ async fn container_processor_and_on_complete(env: &common::TestEnv) {
     })))
     .await
     .unwrap();
-    let done = finished(&api, "users", 180).await;
-    let status = done.status.clone().unwrap();
-    assert_eq!(
-        status.phase,
-        Phase::Succeeded,
-        "{:?}",
-        ready_condition(&done)
-    );
+    let status = common::scan_succeeded(&api, "users", 180).await;
     let manifest_url = status.manifest.clone().unwrap();
     let key = manifest_url
         .strip_prefix(&format!("s3://{}/", bucket.name))
@@ -635,14 +594,7 @@ async fn waits_for_its_ingest(env: &common::TestEnv) {
         .create(&PostParams::default(), &ingest)
         .await
         .unwrap();
-    let done = finished(&scans, "after", 120).await;
-    let status = done.status.clone().unwrap();
-    assert_eq!(
-        status.phase,
-        Phase::Succeeded,
-        "{:?}",
-        ready_condition(&done)
-    );
+    let status = common::scan_succeeded(&scans, "after", 120).await;
     assert_eq!(status.result.unwrap()["COUNT(*)"], json!(records));
     let ingest = ingests.get("fetch").await.unwrap();
     assert_eq!(ingest.status.unwrap().phase, Phase::Succeeded);

@@ -77,19 +77,10 @@ impl Transfers {
 pub async fn run(ctx: Arc<Context>) {
     let controllers = ctx.settings.scope.apis(&ctx.client).into_iter().map(|api| {
         ctx.controller(api)
-            .run(reconcile, error_policy, ctx.clone())
-            .for_each(|result| async move {
-                if let Err(e) = result {
-                    warn!(error = %e, "S3Ingest reconcile failed");
-                }
-            })
+            .run(reconcile, super::error_policy, ctx.clone())
+            .for_each(super::log_failure::<S3Ingest>)
     });
     futures::future::join_all(controllers).await;
-}
-
-fn error_policy(_: Arc<S3Ingest>, error: &Error, _: Arc<Context>) -> Action {
-    warn!(error = %error, label = error.metric_label(), "requeueing S3Ingest");
-    Action::requeue(std::time::Duration::from_secs(5))
 }
 
 async fn reconcile(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -85,10 +85,6 @@ impl LeaderElection {
         }
     }
 
-    pub fn identity(&self) -> &str {
-        &self.identity
-    }
-
     /// Waits until this process holds the Lease.
     pub async fn acquire(&mut self) {
         let mut waiting_logged = false;

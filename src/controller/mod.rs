@@ -224,6 +224,31 @@ impl Context {
     }
 }
 
+/// Requeues a resource whose reconcile failed (counted and reported by `observe`).
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    _: Arc<K>,
+    error: &Error,
+    _: Arc<Context>,
+) -> kube::runtime::controller::Action {
+    warn!(error = %error, label = error.metric_label(), kind = %K::kind(&()), "requeueing");
+    kube::runtime::controller::Action::requeue(Duration::from_secs(5))
+}
+
+/// Logs what a controller's run reports as failed (reconciles and watches).
+pub async fn log_failure<K: Resource<DynamicType = ()>>(
+    result: Result<
+        (
+            kube::runtime::reflector::ObjectRef<K>,
+            kube::runtime::controller::Action,
+        ),
+        kube::runtime::controller::Error<Error, kube::runtime::watcher::Error>,
+    >,
+) {
+    if let Err(e) = result {
+        warn!(error = %e, kind = %K::kind(&()), "reconcile failed");
+    }
+}
+
 /// Counts and times a reconcile, and makes an API permission denial visible on the resource (an
 /// Event), so that a Role missing a verb shows where users look instead of only in the logs.
 pub async fn observe<K>(

@@ -93,19 +93,10 @@ pub async fn run(ctx: Arc<Context>) {
     let controllers = scopes.into_iter().zip(jobs).map(|(scans, jobs)| {
         ctx.controller(scans)
             .owns(jobs, watcher::Config::default().labels(SCAN_LABEL))
-            .run(reconcile, error_policy, ctx.clone())
-            .for_each(|result| async move {
-                if let Err(e) = result {
-                    warn!(error = %e, "S3ParallelScan reconcile failed");
-                }
-            })
+            .run(reconcile, super::error_policy, ctx.clone())
+            .for_each(super::log_failure::<S3ParallelScan>)
     });
     futures::future::join_all(controllers).await;
-}
-
-fn error_policy(_: Arc<S3ParallelScan>, error: &Error, _: Arc<Context>) -> Action {
-    warn!(error = %error, label = error.metric_label(), "requeueing S3ParallelScan");
-    Action::requeue(Duration::from_secs(5))
 }
 
 async fn reconcile(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Error> {

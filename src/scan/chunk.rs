@@ -21,7 +21,7 @@ use super::plan::Layout;
 use super::split::{ChunkSplit, Machine, SplitScanner, State, guess_start};
 use super::sql::{Columns, Evaluator, Outcome, Query, Record};
 use super::value::{Partial, Value};
-use super::{Format, ScanError, s3_error};
+use super::{Format, ScanError, delete_object, put_object, s3_error};
 
 /// Bytes past a chunk's end fetched with its first request: most last records end within them.
 const OVERHANG: u64 = 64 << 10;
@@ -1181,12 +1181,7 @@ async fn upload_part(
     let first = match parts.recv().await {
         Some(Part::Rows(rows)) => rows,
         Some(Part::End) => {
-            s3.delete_object()
-                .bucket(&output.bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(|e| s3_error(&format!("DELETE {location}"), e))?;
+            delete_object(s3, &output.bucket, &key).await?;
             return Ok(None);
         }
         // The parser failed: nothing is written; its error is the chunk's.
@@ -1195,13 +1190,7 @@ async fn upload_part(
     let second = match parts.recv().await {
         Some(Part::Rows(rows)) => rows,
         Some(Part::End) => {
-            s3.put_object()
-                .bucket(&output.bucket)
-                .key(&key)
-                .body(ByteStream::from(first))
-                .send()
-                .await
-                .map_err(|e| s3_error(&format!("PUT {location}"), e))?;
+            put_object(s3, &output.bucket, &key, first, None).await?;
             return Ok(Some(key));
         }
         None => return Ok(None),

@@ -2,11 +2,10 @@
 //! source ETag), and trimming row output to a LIMIT.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::primitives::ByteStream;
 
 use super::chunk::{ChunkReport, Output, OutputFormat};
 use super::plan::Layout;
-use super::{ScanError, s3_error};
+use super::{ScanError, delete_object, put_object, s3_error};
 
 /// Name of the manifest object under the output prefix.
 pub const MANIFEST: &str = "manifest.json";
@@ -63,16 +62,9 @@ pub async fn put(
     key: &str,
     document: &serde_json::Value,
 ) -> Result<String, ScanError> {
-    let location = format!("s3://{bucket}/{key}");
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("application/json")
-        .body(ByteStream::from(document.to_string().into_bytes()))
-        .send()
-        .await
-        .map_err(|e| s3_error(&format!("PUT {location}"), e))?;
-    Ok(location)
+    let body = document.to_string().into_bytes();
+    put_object(s3, bucket, key, body, Some("application/json")).await?;
+    Ok(format!("s3://{bucket}/{key}"))
 }
 
 /// Writes the manifest under the output prefix.
@@ -126,15 +118,10 @@ pub async fn trim_to_limit(
         };
         let location = format!("s3://{}/{key}", output.bucket);
         if kept == 0 {
-            s3.delete_object()
-                .bucket(&output.bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(|e| s3_error(&format!("DELETE {location}"), e))?;
+            delete_object(s3, &output.bucket, &key).await?;
             report.part = None;
         } else {
-            let body = s3
+            let mut body = s3
                 .get_object()
                 .bucket(&output.bucket)
                 .key(&key)
@@ -146,14 +133,8 @@ pub async fn trim_to_limit(
                 .await
                 .map_err(|e| ScanError::Read(format!("GET {location}: {e}")))?
                 .to_vec();
-            let length = first_rows_length(output.format, &body, kept);
-            s3.put_object()
-                .bucket(&output.bucket)
-                .key(&key)
-                .body(ByteStream::from(body[..length].to_vec()))
-                .send()
-                .await
-                .map_err(|e| s3_error(&format!("PUT {location}"), e))?;
+            body.truncate(first_rows_length(output.format, &body, kept));
+            put_object(s3, &output.bucket, &key, body, None).await?;
         }
         report.rows = kept;
     }

@@ -128,3 +128,37 @@ where
         _ => ScanError::S3(failure.to_string()),
     }
 }
+
+/// PUTs `body` as the whole object at `bucket/key`.
+pub(crate) async fn put_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    content_type: Option<&str>,
+) -> Result<(), ScanError> {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .set_content_type(content_type.map(str::to_string))
+        .body(body.into())
+        .send()
+        .await
+        .map_err(|e| s3_error(&format!("PUT s3://{bucket}/{key}"), e))?;
+    Ok(())
+}
+
+/// DELETEs the object at `bucket/key` (one that is not there is no error: S3 answers alike).
+pub(crate) async fn delete_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<(), ScanError> {
+    s3.delete_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| s3_error(&format!("DELETE s3://{bucket}/{key}"), e))?;
+    Ok(())
+}

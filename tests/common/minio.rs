@@ -42,7 +42,8 @@ impl Bucket {
             .unwrap_or_else(|e| panic!("PUT {key}: {e:?}"));
     }
 
-    pub async fn get(&self, key: &str) -> Vec<u8> {
+    /// The object at `key`, or S3's error.
+    pub async fn try_get(&self, key: &str) -> Result<Vec<u8>, String> {
         let object = self
             .s3
             .get_object()
@@ -50,21 +51,17 @@ impl Bucket {
             .key(key)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {key}: {e:?}"));
-        object.body.collect().await.unwrap().to_vec()
+            .map_err(|e| format!("GET {key}: {e:?}"))?;
+        Ok(object.body.collect().await.unwrap().to_vec())
+    }
+
+    pub async fn get(&self, key: &str) -> Vec<u8> {
+        self.try_get(key).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// SHA-256 of the object at `key`, or `None` when there is no such object.
     pub async fn object_sha256(&self, key: &str) -> Option<String> {
-        let object = self
-            .s3
-            .get_object()
-            .bucket(&self.name)
-            .key(key)
-            .send()
-            .await
-            .ok()?;
-        let bytes = object.body.collect().await.unwrap().into_bytes();
+        let bytes = self.try_get(key).await.ok()?;
         Some(hex::encode(sha2::Sha256::digest(&bytes)))
     }
 

@@ -14,6 +14,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition, conditions};
 use kube::{Api, Client, Resource};
+use s3flow::api::Phase;
+use s3flow::api::scan::{S3ParallelScan, S3ParallelScanStatus};
 use serde::de::DeserializeOwned;
 
 const NOT_UP: &str = "the local environment is not running: run `tests/run`, or `tests/cluster/up.sh` \
@@ -114,6 +116,36 @@ where
             api.get_opt(name).await
         ),
     }
+}
+
+/// Waits up to `seconds` until the scan has ended, Succeeded or Failed.
+pub async fn scan_finished(api: &Api<S3ParallelScan>, name: &str, seconds: u64) -> S3ParallelScan {
+    wait(
+        api.clone(),
+        name,
+        |s: Option<&S3ParallelScan>| {
+            s.and_then(|s| s.status.as_ref())
+                .is_some_and(|s| matches!(s.phase, Phase::Succeeded | Phase::Failed))
+        },
+        seconds,
+    )
+    .await
+}
+
+/// Waits until the scan has ended and asserts that it succeeded; its status.
+pub async fn scan_succeeded(
+    api: &Api<S3ParallelScan>,
+    name: &str,
+    seconds: u64,
+) -> S3ParallelScanStatus {
+    let status = scan_finished(api, name, seconds).await.status.unwrap();
+    assert_eq!(
+        status.phase,
+        Phase::Succeeded,
+        "{name}: {:?}",
+        status.conditions
+    );
+    status
 }
 
 /// Installs the CRDs that `s3flow crd` prints, by server-side apply, and waits until they serve.
