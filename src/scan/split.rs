@@ -116,30 +116,56 @@ impl Machine {
         }
     }
 
-    /// Runs `bytes` from `state`.
-    pub fn run(&self, mut state: State, mut bytes: &[u8]) -> State {
-        while !bytes.is_empty() {
-            // Inside a quoted field, jump to the next quote.
-            if state == State::InQuoted {
-                bytes = &bytes[self.skip_quoted(bytes)..];
-                if bytes.is_empty() {
-                    return state;
-                }
-            }
-            let (&byte, rest) = bytes.split_first().expect("not empty");
-            state = self.step(state, byte);
-            bytes = rest;
+    /// Outside quotes only terminators and the quote change the state beyond "after a delimiter"
+    /// or "in a field": the offset of the next such byte.
+    fn next_special(&self, bytes: &[u8]) -> Option<usize> {
+        match self.quote {
+            Some(quote) => memchr::memchr3(quote, b'\n', b'\r', bytes),
+            None => memchr::memchr(b'\n', bytes),
         }
-        state
+    }
+
+    /// Runs `bytes` from `state`.
+    pub fn run(&self, state: State, bytes: &[u8]) -> State {
+        self.advance(state, bytes, false).0
     }
 
     /// Runs `bytes` from `state` until a terminator ends a record: the state there and the offset
     /// just after that byte, or the state at the end and `None`.
-    fn run_to_record_end(&self, mut state: State, bytes: &[u8]) -> (State, Option<usize>) {
-        for (offset, &byte) in bytes.iter().enumerate() {
-            state = self.step(state, byte);
-            if state == State::RecordEnd {
-                return (state, Some(offset + 1));
+    pub fn run_to_record_end(&self, state: State, bytes: &[u8]) -> (State, Option<usize>) {
+        self.advance(state, bytes, true)
+    }
+
+    /// The machine over `bytes`, jumping over the stretches where only the last byte can matter:
+    /// inside quotes up to the next quote, outside quotes up to the next terminator or quote (from
+    /// any unquoted state an ordinary byte or a delimiter leads to the same state whatever came
+    /// before it). With `stop_at_record_end`, stops just after the first record's terminator.
+    fn advance(
+        &self,
+        mut state: State,
+        bytes: &[u8],
+        stop_at_record_end: bool,
+    ) -> (State, Option<usize>) {
+        let mut at = 0;
+        while at < bytes.len() {
+            match state {
+                State::InQuoted => at += self.skip_quoted(&bytes[at..]),
+                State::QuoteInQuoted => {}
+                _ => {
+                    let plain = self.next_special(&bytes[at..]).unwrap_or(bytes.len() - at);
+                    if plain > 0 {
+                        state = self.step(State::InField, bytes[at + plain - 1]);
+                        at += plain;
+                    }
+                }
+            }
+            if at == bytes.len() {
+                break;
+            }
+            state = self.step(state, bytes[at]);
+            at += 1;
+            if stop_at_record_end && state == State::RecordEnd {
+                return (state, Some(at));
             }
         }
         (state, None)
@@ -180,6 +206,43 @@ fn step(dialect: Dialect, state: State, byte: u8) -> State {
         State::QuoteInQuoted if byte == quote => State::InQuoted,
         State::QuoteInQuoted => after_field(byte),
     }
+}
+
+/// For each of `bytes`, the positions in `window` where it occurs, as a bit mask.
+#[inline]
+pub fn byte_masks(window: &[u8; 64], bytes: [u8; 4]) -> [u64; 4] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        let mut masks = [0u64; 4];
+        for (block, sixteen) in window.chunks_exact(16).enumerate() {
+            // SAFETY: SSE2 is part of every x86_64 target, and the load reads the 16 bytes of
+            // `sixteen` (without an alignment requirement).
+            unsafe {
+                let vector = _mm_loadu_si128(sixteen.as_ptr().cast::<__m128i>());
+                for (mask, &byte) in masks.iter_mut().zip(&bytes) {
+                    let equal =
+                        _mm_movemask_epi8(_mm_cmpeq_epi8(vector, _mm_set1_epi8(byte as i8)));
+                    *mask |= u64::from(equal as u16) << (16 * block);
+                }
+            }
+        }
+        masks
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    byte_masks_scalar(window, bytes)
+}
+
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn byte_masks_scalar(window: &[u8; 64], bytes: [u8; 4]) -> [u64; 4] {
+    bytes.map(|byte| {
+        window
+            .iter()
+            .enumerate()
+            .fold(0, |mask, (at, &b)| mask | (u64::from(b == byte) << at))
+    })
 }
 
 /// What a chunk's bytes do to every start state: where each ends, and where each would see the
@@ -257,6 +320,25 @@ impl SplitScanner {
                 merge_lanes(&mut self.lanes);
             }
         }
+    }
+
+    /// How many bytes of the chunk were fed (or skipped).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Whether every start state has met the others and found its first record: from here on the
+    /// scanner follows one trajectory, the one a record reader of the chunk follows too.
+    pub fn settled(&self) -> bool {
+        self.lanes.len() == 1 && self.first_record.iter().all(Option::is_some)
+    }
+
+    /// Skips to `offset`, where a record reader on the settled trajectory just ended a record, so
+    /// that the chunk's bytes are run once, not twice.
+    pub fn skip_to_record_end(&mut self, offset: u64) {
+        debug_assert!(self.settled() && offset >= self.offset);
+        self.lanes[0].0 = State::RecordEnd;
+        self.offset = offset;
     }
 
     /// Where a chunk starting in `state` has its first record, if known yet.
@@ -439,6 +521,37 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn byte_masks_mark_every_occurrence(window in prop::array::uniform32(0u8..8), more in prop::array::uniform32(0u8..8)) {
+            let mut bytes = [0u8; 64];
+            bytes[..32].copy_from_slice(&window);
+            bytes[32..].copy_from_slice(&more);
+            // Small values so that each needle occurs; 7 maps to a byte with the high bit set.
+            let bytes = bytes.map(|b| if b == 7 { 0xE9 } else { b });
+            let needles = [1, 3, 0xE9, 9];
+            prop_assert_eq!(byte_masks(&bytes, needles), byte_masks_scalar(&bytes, needles));
+        }
+
+        #[test]
+        fn jumps_agree_with_single_steps(data in tricky_csv(), start in 0..STATES, json in any::<bool>()) {
+            let machine = Machine::new(if json { Dialect::JsonLines } else { CSV });
+            let start = State::ALL[start];
+            let mut state = start;
+            let mut first_end = None;
+            for (offset, &byte) in data.iter().enumerate() {
+                state = machine.step(state, byte);
+                if state == State::RecordEnd && first_end.is_none() {
+                    first_end = Some(offset + 1);
+                }
+            }
+            prop_assert_eq!(machine.run(start, &data), state);
+            let want = match first_end {
+                Some(at) => (State::RecordEnd, Some(at)),
+                None => (state, None),
+            };
+            prop_assert_eq!(machine.run_to_record_end(start, &data), want);
+        }
+
         #[test]
         fn the_machine_finds_the_records_csv_core_finds(data in tricky_csv()) {
             prop_assert_eq!(machine_record_starts(CSV, &data), csv_crate_record_starts(&data));

@@ -12,7 +12,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
-use super::value::{AggregateKind, Partial, Value, compare, parse_number};
+use super::value::{AggregateKind, Number, Partial, Value, compare, parse_number};
 
 /// A query refused before any chunk runs, with its position when the parser or the compiler
 /// knows it.
@@ -116,6 +116,10 @@ pub struct Query {
 pub trait Record {
     fn field(&self, index: usize) -> Result<Value<'_>, String>;
     fn path(&self, path: &[String]) -> Value<'_>;
+    /// The field as a number when it is a plain decimal (a shortcut; `None` leaves it to `field`).
+    fn plain_number(&self, _index: usize) -> Option<Number> {
+        None
+    }
 }
 
 /// Compiles `sql` for records addressed by `columns`.
@@ -493,7 +497,7 @@ fn value_of(expr: &ast::Expr) -> Result<ast::Value, SqlError> {
 fn literal(node: &impl Spanned, value: &ast::Value) -> Result<Value<'static>, SqlError> {
     Ok(match value {
         ast::Value::Number(text, _) => match parse_number(text) {
-            Some(number) => number,
+            Some(number) => number.into(),
             None => return refuse(node, format!("{text} is not a number")),
         },
         ast::Value::SingleQuotedString(text) => Value::Str(Cow::Owned(text.clone())),
@@ -550,6 +554,77 @@ pub struct Evaluator<'q> {
     /// Per aggregate: its argument when it is a positional column, read as a number without the
     /// general evaluator (and whether it is cast to FLOAT).
     direct: Vec<Option<(usize, bool)>>,
+    /// The WHERE clause when it compares a positional column with a number.
+    comparison: Option<Comparison>,
+}
+
+/// `column op number` (or `number op column`), the column maybe cast to INT or FLOAT: evaluated
+/// without the general evaluator when the field is a plain decimal, with the same functions.
+struct Comparison {
+    column: usize,
+    cast: Option<Cast>,
+    op: BinaryOperator,
+    number: Number,
+    column_first: bool,
+}
+
+impl Comparison {
+    fn of(filter: &Expr) -> Option<Comparison> {
+        let Expr::Compare(left, op, right) = filter else {
+            return None;
+        };
+        let column = |expr: &Expr| match expr {
+            Expr::Column(Column::Index(index)) => Some((*index, None)),
+            Expr::Cast(inner, cast @ (Cast::Int | Cast::Float)) => match inner.as_ref() {
+                Expr::Column(Column::Index(index)) => Some((*index, Some(*cast))),
+                _ => None,
+            },
+            _ => None,
+        };
+        let number = |expr: &Expr| match expr {
+            Expr::Literal(Value::Int(i)) => Some(Number::Int(*i)),
+            Expr::Literal(Value::Float(f)) => Some(Number::Float(*f)),
+            _ => None,
+        };
+        let ((column, cast), number, column_first) = match (column(left), number(right)) {
+            (Some(column), Some(number)) => (column, number, true),
+            _ => (column(right)?, number(left)?, false),
+        };
+        Some(Comparison {
+            column,
+            cast,
+            op: op.clone(),
+            number,
+            column_first,
+        })
+    }
+
+    /// Whether the record matches, when its field is a plain decimal (and casts).
+    fn matches<R: Record>(&self, record: &R) -> Option<bool> {
+        let field = record.plain_number(self.column)?;
+        let value = match self.cast {
+            Some(cast) => cast_number(field, cast)?,
+            None => field,
+        };
+        let ordering = match self.column_first {
+            true => value.compare(self.number),
+            false => self.number.compare(value),
+        };
+        Some(holds(&self.op, ordering) == Some(true))
+    }
+}
+
+/// A comparison's truth from the operands' ordering (unknown when they do not compare).
+fn holds(op: &BinaryOperator, ordering: Option<Ordering>) -> Option<bool> {
+    let o = ordering?;
+    Some(match op {
+        BinaryOperator::Eq => o == Ordering::Equal,
+        BinaryOperator::NotEq => o != Ordering::Equal,
+        BinaryOperator::Lt => o == Ordering::Less,
+        BinaryOperator::LtEq => o != Ordering::Greater,
+        BinaryOperator::Gt => o == Ordering::Greater,
+        _ => o != Ordering::Less,
+    })
 }
 
 impl Query {
@@ -574,46 +649,70 @@ impl Query {
             }
     }
 
-    /// The top-level fields of JSON records the query reads.
-    pub fn json_fields(&self) -> BTreeSet<String> {
-        fn visit(expr: &Expr, fields: &mut BTreeSet<String>) {
+    /// Calls `found` with every column the query reads.
+    fn visit_columns(&self, found: &mut impl FnMut(&Column)) {
+        fn visit(expr: &Expr, found: &mut impl FnMut(&Column)) {
             match expr {
-                Expr::Column(Column::Path(path)) => fields.extend(path.first().cloned()),
-                Expr::Column(Column::Index(_)) | Expr::Literal(_) => {}
+                Expr::Column(column) => found(column),
+                Expr::Literal(_) => {}
                 Expr::Not(e) | Expr::Negate(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => {
-                    visit(e, fields)
+                    visit(e, found)
                 }
-                Expr::Like { expr, .. } => visit(expr, fields),
+                Expr::Like { expr, .. } => visit(expr, found),
                 Expr::And(a, b)
                 | Expr::Or(a, b)
                 | Expr::Compare(a, _, b)
                 | Expr::Arith(a, _, b) => {
-                    visit(a, fields);
-                    visit(b, fields);
+                    visit(a, found);
+                    visit(b, found);
                 }
                 Expr::In(e, list, _) => {
-                    visit(e, fields);
-                    list.iter().for_each(|item| visit(item, fields));
+                    visit(e, found);
+                    list.iter().for_each(|item| visit(item, found));
                 }
                 Expr::Between(e, low, high, _) => {
-                    visit(e, fields);
-                    visit(low, fields);
-                    visit(high, fields);
+                    visit(e, found);
+                    visit(low, found);
+                    visit(high, found);
                 }
             }
         }
-        let mut fields = BTreeSet::new();
         if let Some(filter) = &self.filter {
-            visit(filter, &mut fields);
+            visit(filter, found);
         }
         match &self.selection {
             Selection::All => {}
-            Selection::Rows(rows) => rows.iter().for_each(|(_, e)| visit(e, &mut fields)),
+            Selection::Rows(rows) => rows.iter().for_each(|(_, e)| visit(e, found)),
             Selection::Aggregates(items) => items
                 .iter()
                 .filter_map(|(_, _, argument)| argument.as_ref())
-                .for_each(|e| visit(e, &mut fields)),
+                .for_each(|e| visit(e, found)),
         }
+    }
+
+    /// The top-level fields of JSON records the query reads.
+    pub fn json_fields(&self) -> BTreeSet<String> {
+        let mut fields = BTreeSet::new();
+        self.visit_columns(&mut |column| {
+            if let Column::Path(path) = column {
+                fields.extend(path.first().cloned());
+            }
+        });
+        fields
+    }
+
+    /// How many leading fields of a CSV record the query reads (all of them when it writes whole
+    /// records).
+    pub fn csv_fields_read(&self, writes_rows: bool) -> usize {
+        if writes_rows && self.selection == Selection::All {
+            return usize::MAX;
+        }
+        let mut fields = 0;
+        self.visit_columns(&mut |column| {
+            if let Column::Index(index) = column {
+                fields = fields.max(index + 1);
+            }
+        });
         fields
     }
 
@@ -651,6 +750,7 @@ impl Query {
             partials,
             rows: 0,
             direct,
+            comparison: self.filter.as_ref().and_then(Comparison::of),
         }
     }
 
@@ -691,14 +791,19 @@ impl<'q> Evaluator<'q> {
     }
 
     /// Evaluates one record. An error is bad data (a value that cannot be cast or summed).
+    #[inline]
     pub fn record<'r, R: Record>(&mut self, record: &'r R) -> Result<Outcome<'r>, String> {
         if !self.wants_more() {
             return Ok(Outcome::Skip);
         }
-        if let Some(filter) = &self.query.filter
-            && truth(&eval(filter, record)?)? != Some(true)
-        {
-            return Ok(Outcome::Skip);
+        if let Some(filter) = &self.query.filter {
+            let matches = match self.comparison.as_ref().and_then(|c| c.matches(record)) {
+                Some(matches) => matches,
+                None => truth(&eval(filter, record)?)? == Some(true),
+            };
+            if !matches {
+                return Ok(Outcome::Skip);
+            }
         }
         match &self.query.selection {
             Selection::All => {
@@ -716,26 +821,31 @@ impl<'q> Evaluator<'q> {
             Selection::Aggregates(items) => {
                 // MIN(x), MAX(x) and the like evaluate x once.
                 let mut previous: Option<(&Expr, Value)> = None;
-                let mut previous_number: Option<((usize, bool), Value)> = None;
+                let mut previous_number: Option<((usize, bool), Number)> = None;
                 for (((name, _, argument), partial), direct) in
                     items.iter().zip(&mut self.partials).zip(&self.direct)
                 {
                     // A column of numbers: parsed (once) and added without building values.
                     if let Some(column) = direct {
-                        if let Some((seen, number)) = &previous_number
-                            && seen == column
+                        if let Some((seen, number)) = previous_number
+                            && seen == *column
                         {
                             partial.add_number(number);
                             continue;
                         }
-                        if let Value::Str(text) = record.field(column.0)?
-                            && let Some(number) = super::value::parse_number(&text)
-                        {
+                        let number = match record.plain_number(column.0) {
+                            Some(number) => Some(number),
+                            None => match record.field(column.0)? {
+                                Value::Str(text) => parse_number(&text),
+                                _ => None,
+                            },
+                        };
+                        if let Some(number) = number {
                             let number = match (number, column.1) {
-                                (Value::Int(i), true) => Value::Float(i as f64),
+                                (Number::Int(i), true) => Number::Float(i as f64),
                                 (number, _) => number,
                             };
-                            partial.add_number(&number);
+                            partial.add_number(number);
                             previous_number = Some((*column, number));
                             continue;
                         }
@@ -789,20 +899,8 @@ fn eval<'r, R: Record>(expr: &Expr, record: &'r R) -> Result<Value<'r>, String> 
             (Some(false), Some(false)) => Value::Bool(false),
             _ => Value::Null,
         },
-        Expr::Compare(l, op, r) => {
-            let ordering = compare(&eval(l, record)?, &eval(r, record)?);
-            match ordering {
-                None => Value::Null,
-                Some(o) => Value::Bool(match op {
-                    BinaryOperator::Eq => o == Ordering::Equal,
-                    BinaryOperator::NotEq => o != Ordering::Equal,
-                    BinaryOperator::Lt => o == Ordering::Less,
-                    BinaryOperator::LtEq => o != Ordering::Greater,
-                    BinaryOperator::Gt => o == Ordering::Greater,
-                    _ => o != Ordering::Less,
-                }),
-            }
-        }
+        Expr::Compare(l, op, r) => holds(op, compare(&eval(l, record)?, &eval(r, record)?))
+            .map_or(Value::Null, Value::Bool),
         Expr::Arith(l, op, r) => arith(&eval(l, record)?, *op, &eval(r, record)?)?,
         Expr::Negate(inner) => arith(&Value::Int(0), Arith::Sub, &eval(inner, record)?)?,
         Expr::IsNull(inner, negated) => {
@@ -848,7 +946,15 @@ fn eval<'r, R: Record>(expr: &Expr, record: &'r R) -> Result<Value<'r>, String> 
                 _ => Value::Null,
             }
         }
-        Expr::Cast(inner, cast) => cast_value(eval(inner, record)?, *cast)?,
+        Expr::Cast(inner, cast) => match (inner.as_ref(), cast) {
+            (Expr::Column(Column::Index(index)), Cast::Int | Cast::Float) => {
+                match record.plain_number(*index) {
+                    Some(number) => cast_value(number.into(), *cast)?,
+                    None => cast_value(record.field(*index)?, *cast)?,
+                }
+            }
+            _ => cast_value(eval(inner, record)?, *cast)?,
+        },
     })
 }
 
@@ -859,14 +965,12 @@ fn cast_value(value: Value<'_>, cast: Cast) -> Result<Value<'_>, String> {
     let failed = |value: &Value| format!("cannot cast {} to {cast:?}", value.to_json());
     Ok(match cast {
         Cast::Text => Value::Str(Cow::Owned(value.to_field().into_owned())),
-        Cast::Int => match value.as_number() {
-            Some(Value::Int(i)) => Value::Int(i),
-            Some(Value::Float(f)) if f.abs() < 9.2e18 => Value::Int(f.trunc() as i64),
-            _ => return Err(failed(&value)),
-        },
-        Cast::Float => match value.as_number() {
-            Some(Value::Int(i)) => Value::Float(i as f64),
-            Some(number) => number,
+        Cast::Int | Cast::Float => match value
+            .as_number()
+            .and_then(|number| Number::of(&number))
+            .and_then(|number| cast_number(number, cast))
+        {
+            Some(number) => number.into(),
             None => return Err(failed(&value)),
         },
         Cast::Bool => match &value {
@@ -876,6 +980,16 @@ fn cast_value(value: Value<'_>, cast: Cast) -> Result<Value<'_>, String> {
             _ => return Err(failed(&value)),
         },
     })
+}
+
+/// A number cast to INT (truncated; `None` out of range) or FLOAT.
+fn cast_number(number: Number, cast: Cast) -> Option<Number> {
+    match (cast, number) {
+        (Cast::Float, Number::Int(i)) => Some(Number::Float(i as f64)),
+        (Cast::Int, Number::Float(f)) if f.abs() < 9.2e18 => Some(Number::Int(f.trunc() as i64)),
+        (Cast::Int, Number::Float(_)) => None,
+        _ => Some(number),
+    }
 }
 
 fn arith(l: &Value, op: Arith, r: &Value) -> Result<Value<'static>, String> {
@@ -933,17 +1047,37 @@ mod tests {
         }
     }
 
+    /// A row that offers its plain decimals as numbers, as CSV records do.
+    struct NumericRow(Row);
+
+    impl Record for NumericRow {
+        fn field(&self, index: usize) -> Result<Value<'_>, String> {
+            self.0.field(index)
+        }
+        fn path(&self, path: &[String]) -> Value<'_> {
+            self.0.path(path)
+        }
+        fn plain_number(&self, index: usize) -> Option<Number> {
+            super::super::value::parse_plain_decimal(self.0.0.get(index)?.as_bytes())
+        }
+    }
+
     fn columns() -> Columns {
         Columns::Positional(vec!["id".into(), "name".into(), "fare".into()])
     }
 
+    /// Whether the row matches, the same with and without the plain-number shortcut.
     fn matches(sql_where: &str, row: Vec<&'static str>) -> bool {
         let query = compile(
             &format!("SELECT * FROM S3Object s WHERE {sql_where}"),
             &columns(),
         )
         .unwrap();
-        matches!(query.evaluator().record(&Row(row)).unwrap(), Outcome::Whole)
+        let (plain, numeric) = (Row(row.clone()), NumericRow(Row(row)));
+        let general = matches!(query.evaluator().record(&plain).unwrap(), Outcome::Whole);
+        let shortcut = matches!(query.evaluator().record(&numeric).unwrap(), Outcome::Whole);
+        assert_eq!(general, shortcut, "{sql_where}");
+        general
     }
 
     #[test]
@@ -964,6 +1098,15 @@ mod tests {
             ("\"name\" = 'Ann O''Neil'", true),
             ("name > 5", false),
             ("_4 = 1 OR id = 8", false),
+            ("7 < id", false),
+            ("7 <= id", true),
+            ("id <> 7", false),
+            ("fare > 12.5", false),
+            ("12.5 >= fare", true),
+            ("CAST(fare AS INT) = 12", true),
+            ("CAST(fare AS FLOAT) > 12.49", true),
+            ("CAST(id AS FLOAT) = 7.0", true),
+            ("_4 > 1", false),
         ];
         for (condition, want) in cases {
             assert_eq!(matches(condition, row()), want, "{condition}");

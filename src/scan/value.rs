@@ -21,7 +21,7 @@ impl Value<'_> {
         match self {
             Value::Int(i) => Some(Value::Int(*i)),
             Value::Float(f) => Some(Value::Float(*f)),
-            Value::Str(s) => parse_number(s),
+            Value::Str(s) => parse_number(s).map(Value::from),
             _ => None,
         }
     }
@@ -73,7 +73,11 @@ impl Value<'_> {
 }
 
 /// Parses a decimal integer or a finite floating-point number; `inf` and `nan` are not numbers.
-pub fn parse_number(text: &str) -> Option<Value<'static>> {
+pub fn parse_number(text: &str) -> Option<Number> {
+    parse_plain_decimal(text.as_bytes()).or_else(|| parse_any_number(text))
+}
+
+fn parse_any_number(text: &str) -> Option<Number> {
     let text = text.trim();
     let first = *text.as_bytes().first()?;
     if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
@@ -82,26 +86,106 @@ pub fn parse_number(text: &str) -> Option<Value<'static>> {
     if !text.contains(['.', 'e', 'E'])
         && let Ok(i) = text.parse::<i64>()
     {
-        return Some(Value::Int(i));
+        return Some(Number::Int(i));
     }
     match text.parse::<f64>() {
-        Ok(f) if f.is_finite() => Some(Value::Float(f)),
+        Ok(f) if f.is_finite() => Some(Number::Float(f)),
         _ => None,
     }
+}
+
+/// A number as the hot paths pass it: small and `Copy`, unlike [`Value`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    pub fn of(value: &Value) -> Option<Number> {
+        match value {
+            Value::Int(i) => Some(Number::Int(*i)),
+            Value::Float(f) => Some(Number::Float(*f)),
+            _ => None,
+        }
+    }
+
+    /// Integers compare exactly; an integer with a float as the nearest float.
+    pub fn compare(self, other: Number) -> Option<Ordering> {
+        match (self, other) {
+            (Number::Int(x), Number::Int(y)) => Some(x.cmp(&y)),
+            (Number::Int(x), Number::Float(y)) => (x as f64).partial_cmp(&y),
+            (Number::Float(x), Number::Int(y)) => x.partial_cmp(&(y as f64)),
+            (Number::Float(x), Number::Float(y)) => x.partial_cmp(&y),
+        }
+    }
+}
+
+impl From<Number> for Value<'static> {
+    fn from(number: Number) -> Value<'static> {
+        match number {
+            Number::Int(i) => Value::Int(i),
+            Number::Float(f) => Value::Float(f),
+        }
+    }
+}
+
+impl From<Number> for Scalar {
+    fn from(number: Number) -> Scalar {
+        match number {
+            Number::Int(i) => Scalar::Int(i),
+            Number::Float(f) => Scalar::Float(f),
+        }
+    }
+}
+
+/// Exact powers of ten in f64.
+const POWERS_OF_TEN: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// The common case of [`parse_number`] without its general parsers: `[+-]digits[.digits]` with at
+/// most 15 digits. The float is the exact mantissa divided by an exact power of ten, one correctly
+/// rounded operation (Clinger's fast path, as Rust's own parser takes it). `None` otherwise.
+pub fn parse_plain_decimal(bytes: &[u8]) -> Option<Number> {
+    let (negative, digits) = match bytes.split_first()? {
+        (b'-', rest) => (true, rest),
+        (b'+', rest) => (false, rest),
+        _ => (false, bytes),
+    };
+    if digits.len() > 16 {
+        return None;
+    }
+    let (mut mantissa, mut point) = (0i64, None);
+    for (at, &byte) in digits.iter().enumerate() {
+        let digit = byte.wrapping_sub(b'0');
+        if digit < 10 {
+            mantissa = mantissa * 10 + i64::from(digit);
+        } else if byte == b'.' && point.is_none() {
+            point = Some(at);
+        } else {
+            return None;
+        }
+    }
+    let count = digits.len() - usize::from(point.is_some());
+    if count == 0 || count > 15 {
+        return None;
+    }
+    let signed = if negative { -mantissa } else { mantissa };
+    Some(match point {
+        None => Number::Int(signed),
+        Some(at) => {
+            let value = mantissa as f64 / POWERS_OF_TEN[digits.len() - at - 1];
+            Number::Float(if negative { -value } else { value })
+        }
+    })
 }
 
 fn compare_numbers(a: &Value, b: &Value) -> Option<Ordering> {
-    match (a, b) {
-        (Value::Int(x), Value::Int(y)) => Some(x.cmp(y)),
-        (Value::Int(x), Value::Float(y)) => (*x as f64).partial_cmp(y),
-        (Value::Float(x), Value::Int(y)) => x.partial_cmp(&(*y as f64)),
-        (Value::Float(x), Value::Float(y)) => x.partial_cmp(y),
-        _ => None,
-    }
+    Number::of(a)?.compare(Number::of(b)?)
 }
 
-/// SQL comparison: numbers numerically (a string compared with a number is read as a number),
-/// strings by code point, booleans with booleans; anything else (and NULL) is unknown.
 pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
         (Value::Null, _) | (_, Value::Null) => None,
@@ -414,18 +498,13 @@ impl Partial {
         Ok(())
     }
 
-    /// Adds a number (an `Int` or a `Float`): the fast path of [`Partial::add`].
-    pub fn add_number(&mut self, number: &Value) {
-        let candidate = || match number {
-            Value::Int(i) => Scalar::Int(*i),
-            Value::Float(f) => Scalar::Float(*f),
-            _ => unreachable!("numbers only"),
-        };
+    /// Adds a number: the fast path of [`Partial::add`].
+    pub fn add_number(&mut self, number: Number) {
         match self {
             Partial::Count(n) => *n += 1,
-            Partial::Sum(sum) | Partial::Avg(sum) => sum.add(number),
-            Partial::Min(kept) => keep_scalar(kept, &candidate(), Ordering::Less),
-            Partial::Max(kept) => keep_scalar(kept, &candidate(), Ordering::Greater),
+            Partial::Sum(sum) | Partial::Avg(sum) => sum.add(&number.into()),
+            Partial::Min(kept) => keep_number(kept, number, Ordering::Less),
+            Partial::Max(kept) => keep_number(kept, number, Ordering::Greater),
         }
     }
 
@@ -433,8 +512,10 @@ impl Partial {
         match (self, other) {
             (Partial::Count(a), Partial::Count(b)) => *a += b,
             (Partial::Sum(a), Partial::Sum(b)) | (Partial::Avg(a), Partial::Avg(b)) => a.merge(b),
-            (Partial::Min(a), Partial::Min(Some(b))) => keep_scalar(a, b, Ordering::Less),
-            (Partial::Max(a), Partial::Max(Some(b))) => keep_scalar(a, b, Ordering::Greater),
+            (Partial::Min(a), Partial::Min(Some(b))) => keep_scalar(a, b.clone(), Ordering::Less),
+            (Partial::Max(a), Partial::Max(Some(b))) => {
+                keep_scalar(a, b.clone(), Ordering::Greater)
+            }
             (Partial::Min(_), Partial::Min(None)) | (Partial::Max(_), Partial::Max(None)) => {}
             (this, other) => {
                 panic!("merging {other:?} into {this:?}: partials of different queries")
@@ -456,16 +537,29 @@ impl Partial {
 
 fn keep(kept: &mut Option<Scalar>, value: &Value, wanted: Ordering) {
     if let Some(scalar) = Scalar::of(value) {
-        keep_scalar(kept, &scalar, wanted);
+        keep_scalar(kept, scalar, wanted);
     }
 }
 
-fn keep_scalar(kept: &mut Option<Scalar>, candidate: &Scalar, wanted: Ordering) {
+/// [`keep_scalar`] for a number, compared in place when the kept value is of its kind.
+fn keep_number(kept: &mut Option<Scalar>, number: Number, wanted: Ordering) {
+    let better = match (kept.as_ref(), number) {
+        (None, _) => true,
+        (Some(Scalar::Float(current)), Number::Float(f)) => f.total_cmp(current) == wanted,
+        (Some(Scalar::Int(current)), Number::Int(i)) => i.cmp(current) == wanted,
+        (Some(current), number) => Scalar::from(number).total_cmp(current) == wanted,
+    };
+    if better {
+        *kept = Some(number.into());
+    }
+}
+
+fn keep_scalar(kept: &mut Option<Scalar>, candidate: Scalar, wanted: Ordering) {
     if kept
         .as_ref()
         .is_none_or(|current| candidate.total_cmp(current) == wanted)
     {
-        *kept = Some(candidate.clone());
+        *kept = Some(candidate);
     }
 }
 
@@ -526,10 +620,37 @@ mod tests {
         assert_eq!(compare(&s("x"), &Value::Int(9)), None);
         assert_eq!(compare(&Value::Null, &Value::Int(9)), None);
         assert_eq!(parse_number("inf"), None);
-        assert_eq!(parse_number(" 2.5 "), Some(Value::Float(2.5)));
+        assert_eq!(parse_number(" 2.5 "), Some(Number::Float(2.5)));
     }
 
     proptest! {
+        #[test]
+        fn numbers_aggregate_as_values_do(numbers in prop::collection::vec(
+            prop_oneof![any::<i64>().prop_map(Number::Int), (-1e6f64..1e6).prop_map(Number::Float)],
+            0..20,
+        )) {
+            for kind in [AggregateKind::Min, AggregateKind::Max, AggregateKind::Sum] {
+                let (mut by_value, mut by_number) = (Partial::new(kind), Partial::new(kind));
+                for &number in &numbers {
+                    by_value.add(Some(&number.into())).unwrap();
+                    by_number.add_number(number);
+                }
+                prop_assert_eq!(by_number.result(), by_value.result());
+            }
+        }
+
+        #[test]
+        fn plain_decimals_parse_as_the_general_parsers_do(text in "[+-]?[0-9]{0,17}([.][0-9]{0,17})?") {
+            if let Some(fast) = parse_plain_decimal(text.as_bytes()) {
+                let general = parse_any_number(&text).expect("a number");
+                // Bit-exact, so -0.0 and 0.0 differ.
+                match (&fast, &general) {
+                    (Number::Float(a), Number::Float(b)) => prop_assert_eq!(a.to_bits(), b.to_bits()),
+                    _ => prop_assert_eq!(&fast, &general),
+                }
+            }
+        }
+
         #[test]
         fn merged_partials_equal_one_pass(
             values in prop::collection::vec(prop_oneof![
