@@ -504,7 +504,9 @@ async fn helm_installed_operator_lives_through_failover_upgrade_and_uninstall() 
     scan_succeeds(&scans, "denied", rows, total).await;
 
     // helm upgrade mid-ingest: the stopping leader checkpoints to status and the next one resumes.
-    let (source, body) = slow_source(60).await;
+    // The rollout replaces both pods one at a time, each after a readiness probe: the source is
+    // large enough (about 45 s) that the leader's turn comes before the transfer could finish.
+    let (source, body) = slow_source(150).await;
     ingests
         .create(&PostParams::default(), &ingest("upgrade", &source, &bucket))
         .await
