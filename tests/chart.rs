@@ -3,42 +3,17 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} on PATH: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use std::process::Command;
 
 #[tokio::test]
 async fn chart_lints_renders_and_passes_server_dry_run() {
     let env = common::env().await;
     let ns = common::namespace(&env.client, "chart").await;
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/s3flow");
-    let lint = run("helm", &["lint", "--strict", chart], None);
+    let lint = common::run("helm", &["lint", "--strict", chart], b"");
     assert!(lint.contains("0 chart(s) failed"), "{lint}");
 
-    let rendered = run(
+    let rendered = common::run(
         "helm",
         // CRDs are left out: helm would refuse to adopt the ones other tests installed.
         &[
@@ -51,7 +26,7 @@ async fn chart_lints_renders_and_passes_server_dry_run() {
             "--set",
             "ingest.allowSourceCidrs={10.1.0.0/16,127.0.0.1/32}",
         ],
-        None,
+        b"",
     );
     let kinds: Vec<&str> = rendered
         .lines()
@@ -84,10 +59,10 @@ async fn chart_lints_renders_and_passes_server_dry_run() {
             "{flag} missing from the Deployment:\n{rendered}"
         );
     }
-    let applied = run(
+    let applied = common::run(
         "kubectl",
         &["apply", "--dry-run=server", "-n", &ns, "-f", "-"],
-        Some(&rendered),
+        rendered.as_bytes(),
     );
     assert!(
         applied.contains(&format!(

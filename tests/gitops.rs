@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -21,7 +20,6 @@ use s3flow::api::ingest::S3Ingest;
 use s3flow::api::scan::S3ParallelScan;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
 const MIB: u64 = 1 << 20;
 const ARGOCD_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/s3flow/argocd");
@@ -43,26 +41,20 @@ async fn helper(args: &[&str], obj: &serde_json::Value) -> Verdict {
              tests/cluster/down.sh first)"
         )
     });
-    let mut child = tokio::process::Command::new(&bin)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{bin}: {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(&serde_json::to_vec(obj).unwrap())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "s3flow-gitops {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = common::run(&bin, args, &serde_json::to_vec(obj).unwrap());
+    serde_json::from_str(&out).unwrap()
+}
+
+/// A just-created object: the schema's default status marks it as not yet observed, so kstatus
+/// does not take it for a finished one before the operator's first status write.
+async fn assert_unobserved(fresh: &impl Serialize, kind: &str, observed_generation: Option<i64>) {
+    assert_eq!(observed_generation, Some(0));
+    let (kstatus, argo) = assert_seen(fresh, "InProgress", "Progressing").await;
+    assert_eq!(
+        kstatus.message,
+        format!("{kind} generation is 1, but latest observed generation is 0")
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    assert_eq!(argo.message, "Waiting for the operator");
 }
 
 /// Runs kstatus and the Argo CD check on `obj`, asserts the statuses they give and returns the
@@ -230,15 +222,12 @@ async fn ingest_runs_succeeds_and_stays_done(env: &common::TestEnv, ns: &str, bu
     .await;
     let spec = json!({"spec": ingest_spec(&source.url, bucket, "slow.bin")});
     let fresh = apply(&api, "S3Ingest", "slow", spec.clone()).await;
-    // The schema's default status marks a new object as not yet observed, so kstatus does not take
-    // it for a finished one before the operator's first status write.
-    assert_eq!(fresh.status.as_ref().unwrap().observed_generation, Some(0));
-    let (kstatus, argo) = assert_seen(&fresh, "InProgress", "Progressing").await;
-    assert_eq!(
-        kstatus.message,
-        "S3Ingest generation is 1, but latest observed generation is 0"
-    );
-    assert_eq!(argo.message, "Waiting for the operator");
+    assert_unobserved(
+        &fresh,
+        "S3Ingest",
+        fresh.status.as_ref().unwrap().observed_generation,
+    )
+    .await;
 
     let running = common::wait(
         api.clone(),
@@ -373,13 +362,12 @@ async fn scans_wait_succeed_and_fail(env: &common::TestEnv, ns: &str, bucket: &B
     let waiting = json!({"spec": {"source": {"ingestRef": {"name": "later"}},
         "format": {"csv": {}}, "processor": count}});
     let fresh: S3ParallelScan = apply(&api, "S3ParallelScan", "waiting", waiting).await;
-    assert_eq!(fresh.status.as_ref().unwrap().observed_generation, Some(0));
-    let (kstatus, argo) = assert_seen(&fresh, "InProgress", "Progressing").await;
-    assert_eq!(
-        kstatus.message,
-        "S3ParallelScan generation is 1, but latest observed generation is 0"
-    );
-    assert_eq!(argo.message, "Waiting for the operator");
+    assert_unobserved(
+        &fresh,
+        "S3ParallelScan",
+        fresh.status.as_ref().unwrap().observed_generation,
+    )
+    .await;
     let pending = common::wait(
         api.clone(),
         "waiting",

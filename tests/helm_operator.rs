@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::http_source::{Behaviour, Body, HttpSource, serve};
@@ -26,17 +25,7 @@ use serde_json::json;
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/s3flow");
 
 fn helm(args: &[&str]) -> String {
-    let out = Command::new("helm")
-        .args(args)
-        .output()
-        .expect("helm on PATH");
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::run("helm", args, b"")
 }
 
 /// `helm install`/`upgrade` of release `s3flow` with the values every step here uses: two replicas,
@@ -153,6 +142,23 @@ async fn slow_source(mib: u64) -> (HttpSource, Body) {
     behaviour.throttle = Some(Duration::from_millis(40));
     let body = behaviour.body;
     (serve(behaviour).await, body)
+}
+
+/// An ingest named `name` from a slow source of `mib` MiB, once its first bytes have moved; the
+/// source (kept serving while it lives) and its body.
+async fn ingest_in_flight(
+    ingests: &Api<S3Ingest>,
+    bucket: &Bucket,
+    name: &str,
+    mib: u64,
+) -> (HttpSource, Body) {
+    let (source, body) = slow_source(mib).await;
+    ingests
+        .create(&PostParams::default(), &ingest(name, &source, bucket))
+        .await
+        .unwrap();
+    wait_ingest(ingests, name, 60, |s| s.bytes_transferred.unwrap_or(0) > 0).await;
+    (source, body)
 }
 
 async fn wait_ingest<F>(api: &Api<S3Ingest>, name: &str, seconds: u64, done: F) -> S3Ingest
@@ -407,18 +413,7 @@ async fn helm_installed_operator_lives_through_failover_upgrade_and_uninstall() 
     let standby = standby.unwrap();
 
     // A transfer: the leader's /metrics shows bytes moving; the standby reconciles nothing.
-    let (source, body) = slow_source(64).await;
-    ingests
-        .create(
-            &PostParams::default(),
-            &ingest("failover", &source, &bucket),
-        )
-        .await
-        .unwrap();
-    wait_ingest(&ingests, "failover", 60, |s| {
-        s.bytes_transferred.unwrap_or(0) > 0
-    })
-    .await;
+    let (_source, body) = ingest_in_flight(&ingests, &bucket, "failover", 64).await;
     let bytes = |text: &str| sample(text, "s3flow_ingest_bytes_total");
     let (_, before) = get(leading, "/metrics").await;
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -506,15 +501,7 @@ async fn helm_installed_operator_lives_through_failover_upgrade_and_uninstall() 
     // helm upgrade mid-ingest: the stopping leader checkpoints to status and the next one resumes.
     // The rollout replaces both pods one at a time, each after a readiness probe: the source is
     // large enough (about 45 s) that the leader's turn comes before the transfer could finish.
-    let (source, body) = slow_source(150).await;
-    ingests
-        .create(&PostParams::default(), &ingest("upgrade", &source, &bucket))
-        .await
-        .unwrap();
-    wait_ingest(&ingests, "upgrade", 60, |s| {
-        s.bytes_transferred.unwrap_or(0) > 0
-    })
-    .await;
+    let (_source, body) = ingest_in_flight(&ingests, &bucket, "upgrade", 150).await;
     install("upgrade", &ns, &["--set", "logLevel=debug"]);
     let (note, _) = wait_event(&client, &ns, "upgrade", "Interrupted").await;
     assert!(note.contains("resumes there"), "{note}");
@@ -527,18 +514,7 @@ async fn helm_installed_operator_lives_through_failover_upgrade_and_uninstall() 
 
     // helm uninstall mid-ingest: the operator goes, the CRDs and the resources stay, and the one
     // upload left is the one the ingest's status records (not orphaned).
-    let (source, body) = slow_source(60).await;
-    ingests
-        .create(
-            &PostParams::default(),
-            &ingest("uninstall", &source, &bucket),
-        )
-        .await
-        .unwrap();
-    wait_ingest(&ingests, "uninstall", 60, |s| {
-        s.bytes_transferred.unwrap_or(0) > 0
-    })
-    .await;
+    let (_source, body) = ingest_in_flight(&ingests, &bucket, "uninstall", 60).await;
     let running = operator_pods(&client, &ns).await;
     helm(&[
         "uninstall",

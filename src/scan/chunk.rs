@@ -580,7 +580,7 @@ impl CountLane {
     /// after another terminator). False, and nothing done, when the window has a quote or starts
     /// in a quoted field.
     fn count_window(&mut self, window: &[u8; 64]) -> bool {
-        let [quotes, newlines, returns, _] = byte_masks(window, [self.quote, b'\n', b'\r', 0]);
+        let [quotes, newlines, returns] = byte_masks(window, [self.quote, b'\n', b'\r']);
         if quotes != 0 || matches!(self.state, State::InQuoted | State::QuoteInQuoted) {
             return false;
         }

@@ -210,13 +210,13 @@ fn step(dialect: Dialect, state: State, byte: u8) -> State {
 
 /// For each of `bytes`, the positions in `window` where it occurs, as a bit mask.
 #[inline]
-pub fn byte_masks(window: &[u8; 64], bytes: [u8; 4]) -> [u64; 4] {
+pub fn byte_masks<const N: usize>(window: &[u8; 64], bytes: [u8; N]) -> [u64; N] {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{
             __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
         };
-        let mut masks = [0u64; 4];
+        let mut masks = [0u64; N];
         for (block, sixteen) in window.chunks_exact(16).enumerate() {
             // SAFETY: SSE2 is part of every x86_64 target, and the load reads the 16 bytes of
             // `sixteen` (without an alignment requirement).
@@ -236,7 +236,7 @@ pub fn byte_masks(window: &[u8; 64], bytes: [u8; 4]) -> [u64; 4] {
 }
 
 #[cfg(any(test, not(target_arch = "x86_64")))]
-fn byte_masks_scalar(window: &[u8; 64], bytes: [u8; 4]) -> [u64; 4] {
+fn byte_masks_scalar<const N: usize>(window: &[u8; 64], bytes: [u8; N]) -> [u64; N] {
     bytes.map(|byte| {
         window
             .iter()

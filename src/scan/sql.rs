@@ -835,10 +835,7 @@ impl<'q> Evaluator<'q> {
                         }
                         let number = match record.plain_number(column.0) {
                             Some(number) => Some(number),
-                            None => match record.field(column.0)? {
-                                Value::Str(text) => parse_number(&text),
-                                _ => None,
-                            },
+                            None => record.field(column.0)?.number(),
                         };
                         if let Some(number) = number {
                             let number = match (number, column.1) {
@@ -965,14 +962,12 @@ fn cast_value(value: Value<'_>, cast: Cast) -> Result<Value<'_>, String> {
     let failed = |value: &Value| format!("cannot cast {} to {cast:?}", value.to_json());
     Ok(match cast {
         Cast::Text => Value::Str(Cow::Owned(value.to_field().into_owned())),
-        Cast::Int | Cast::Float => match value
-            .as_number()
-            .and_then(|number| Number::of(&number))
-            .and_then(|number| cast_number(number, cast))
-        {
-            Some(number) => number.into(),
-            None => return Err(failed(&value)),
-        },
+        Cast::Int | Cast::Float => {
+            match value.number().and_then(|number| cast_number(number, cast)) {
+                Some(number) => number.into(),
+                None => return Err(failed(&value)),
+            }
+        }
         Cast::Bool => match &value {
             Value::Bool(b) => Value::Bool(*b),
             Value::Str(s) if s.eq_ignore_ascii_case("true") => Value::Bool(true),

@@ -18,10 +18,15 @@ pub enum Value<'a> {
 impl Value<'_> {
     /// The value as a number: numbers as they are, strings parsed (surrounding spaces ignored).
     pub fn as_number(&self) -> Option<Value<'static>> {
+        self.number().map(Value::from)
+    }
+
+    /// [`Value::as_number`] as a [`Number`].
+    pub fn number(&self) -> Option<Number> {
         match self {
-            Value::Int(i) => Some(Value::Int(*i)),
-            Value::Float(f) => Some(Value::Float(*f)),
-            Value::Str(s) => parse_number(s).map(Value::from),
+            Value::Int(i) => Some(Number::Int(*i)),
+            Value::Float(f) => Some(Number::Float(*f)),
+            Value::Str(s) => parse_number(s),
             _ => None,
         }
     }
@@ -102,14 +107,6 @@ pub enum Number {
 }
 
 impl Number {
-    pub fn of(value: &Value) -> Option<Number> {
-        match value {
-            Value::Int(i) => Some(Number::Int(*i)),
-            Value::Float(f) => Some(Number::Float(*f)),
-            _ => None,
-        }
-    }
-
     /// Integers compare exactly; an integer with a float as the nearest float.
     pub fn compare(self, other: Number) -> Option<Ordering> {
         match (self, other) {
@@ -182,19 +179,12 @@ pub fn parse_plain_decimal(bytes: &[u8]) -> Option<Number> {
     })
 }
 
-fn compare_numbers(a: &Value, b: &Value) -> Option<Ordering> {
-    Number::of(a)?.compare(Number::of(b)?)
-}
-
 pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
         (Value::Null, _) | (_, Value::Null) => None,
         (Value::Str(x), Value::Str(y)) => Some(x.as_ref().cmp(y.as_ref())),
         (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
-        (Value::Str(_), _) | (_, Value::Str(_)) => {
-            compare_numbers(&a.as_number()?, &b.as_number()?)
-        }
-        _ => compare_numbers(a, b),
+        _ => a.number()?.compare(b.number()?),
     }
 }
 
@@ -387,15 +377,14 @@ fn round_partials(partials: &[f64]) -> f64 {
 }
 
 impl ExactSum {
-    pub fn add(&mut self, number: &Value) {
+    pub fn add(&mut self, number: Number) {
         self.count += 1;
         match number {
-            Value::Int(i) => self.integers += i128::from(*i),
-            Value::Float(f) => {
+            Number::Int(i) => self.integers += i128::from(i),
+            Number::Float(f) => {
                 self.has_float = true;
-                add_partial(&mut self.partials, *f);
+                add_partial(&mut self.partials, f);
             }
-            _ => unreachable!("only numbers are summed"),
         }
     }
 
@@ -488,9 +477,9 @@ impl Partial {
             Partial::Count(n) => *n += 1,
             Partial::Sum(sum) | Partial::Avg(sum) => {
                 let number = value
-                    .as_number()
+                    .number()
                     .ok_or_else(|| format!("{} is not a number", value.to_json()))?;
-                sum.add(&number);
+                sum.add(number);
             }
             Partial::Min(kept) => keep(kept, value, Ordering::Less),
             Partial::Max(kept) => keep(kept, value, Ordering::Greater),
@@ -502,7 +491,7 @@ impl Partial {
     pub fn add_number(&mut self, number: Number) {
         match self {
             Partial::Count(n) => *n += 1,
-            Partial::Sum(sum) | Partial::Avg(sum) => sum.add(&number.into()),
+            Partial::Sum(sum) | Partial::Avg(sum) => sum.add(number),
             Partial::Min(kept) => keep_number(kept, number, Ordering::Less),
             Partial::Max(kept) => keep_number(kept, number, Ordering::Greater),
         }
@@ -578,7 +567,7 @@ mod tests {
         ];
         for (values, want) in cases {
             let mut sum = ExactSum::default();
-            values.iter().for_each(|v| sum.add(&Value::Float(*v)));
+            values.iter().for_each(|v| sum.add(Number::Float(*v)));
             assert_eq!(sum.total_float(), *want, "{values:?}");
         }
     }
@@ -586,9 +575,9 @@ mod tests {
     #[test]
     fn integer_sums_stay_integers() {
         let mut sum = ExactSum::default();
-        sum.add(&Value::Int(i64::MAX));
-        sum.add(&Value::Int(1));
-        sum.add(&Value::Int(-2));
+        sum.add(Number::Int(i64::MAX));
+        sum.add(Number::Int(1));
+        sum.add(Number::Int(-2));
         assert_eq!(sum.total(), serde_json::json!(i64::MAX - 1));
         let text = serde_json::to_string(&sum).unwrap();
         assert_eq!(serde_json::from_str::<ExactSum>(&text).unwrap(), sum);

@@ -164,6 +164,28 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
+/// Runs `program` with `stdin` and returns its stdout; panics with its output when it fails.
+pub fn run(program: &str, args: &[&str], stdin: &[u8]) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Merges `patch` into `target`: objects key by key, anything else replaced.
 pub fn json_merge(target: &mut serde_json::Value, patch: serde_json::Value) {
     match (target, patch) {
