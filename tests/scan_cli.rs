@@ -139,6 +139,15 @@ async fn bad_input_fails_with_a_clear_error() {
             ),
             "invalid JSON",
         ),
+        (
+            args(
+                &object,
+                &bucket.endpoint,
+                "SELECT COUNT(*) FROM S3Object",
+                &["--format", "jsonl"],
+            ),
+            "invalid JSON: expected value at line 1 column 1",
+        ),
     ];
     for (args, want) in cases {
         let (code, out, err, _) = common::cli::run("scan", args.clone()).await;

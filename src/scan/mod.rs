@@ -2,6 +2,7 @@
 //! No Kubernetes types: the CLI, the chunk workers and the controller all use it.
 
 pub mod chunk;
+mod json;
 pub mod local;
 pub mod manifest;
 pub mod plan;

@@ -1,0 +1,370 @@
+//! Checks JSON text the way serde_json skips a value it does not keep (`IgnoredAny`): the same
+//! grammar, no UTF-8 check inside strings, no depth limit, but without serde's visitor calls,
+//! and strings and digits taken 8 bytes at a time.
+
+/// True when `text` is exactly one JSON value, with only JSON whitespace around it: exactly when
+/// `serde_json::from_slice::<serde::de::IgnoredAny>(text)` succeeds. `open` is scratch for the
+/// arrays and objects the value is inside of, kept by the caller so that lines do not allocate.
+pub fn is_json_value(text: &[u8], open: &mut Vec<u8>) -> bool {
+    open.clear();
+    let mut at = 0;
+    loop {
+        at = skip_whitespace(text, at);
+        let after = match text.get(at) {
+            Some(b'"') => string_end(text, at + 1),
+            Some(b'-') => number_end(text, at + 1),
+            Some(b'0'..=b'9') => number_end(text, at),
+            Some(b't') => literal_end(text, at, b"true"),
+            Some(b'f') => literal_end(text, at, b"false"),
+            Some(b'n') => literal_end(text, at, b"null"),
+            Some(&bracket @ (b'[' | b'{')) => {
+                let inside = skip_whitespace(text, at + 1);
+                match (bracket, text.get(inside)) {
+                    (b'[', Some(b']')) | (b'{', Some(b'}')) => Some(inside + 1),
+                    (b'[', _) => {
+                        open.push(b'[');
+                        at = inside;
+                        continue;
+                    }
+                    _ => {
+                        open.push(b'{');
+                        match member_value_start(text, inside) {
+                            Some(value) => {
+                                at = value;
+                                continue;
+                            }
+                            None => return false,
+                        }
+                    }
+                }
+            }
+            _ => None,
+        };
+        let Some(mut after) = after else {
+            return false;
+        };
+        // After a value: close the arrays and objects that end here, up to the next value.
+        loop {
+            after = skip_whitespace(text, after);
+            let Some(&bracket) = open.last() else {
+                return after == text.len();
+            };
+            match (bracket, text.get(after)) {
+                (b'[', Some(b',')) => {
+                    at = after + 1;
+                    break;
+                }
+                (b'{', Some(b',')) => match member_value_start(text, after + 1) {
+                    Some(value) => {
+                        at = value;
+                        break;
+                    }
+                    None => return false,
+                },
+                (b'[', Some(b']')) | (b'{', Some(b'}')) => {
+                    open.pop();
+                    after += 1;
+                }
+                _ => return false,
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\t' | b'\r') = text.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// From just inside `{` or after a member's comma: past `"key" :`, where the member's value starts.
+#[inline(always)]
+fn member_value_start(text: &[u8], at: usize) -> Option<usize> {
+    let at = skip_whitespace(text, at);
+    if text.get(at) != Some(&b'"') {
+        return None;
+    }
+    let at = skip_whitespace(text, string_end(text, at + 1)?);
+    (text.get(at) == Some(&b':')).then_some(at + 1)
+}
+
+#[inline(always)]
+fn literal_end(text: &[u8], at: usize, literal: &[u8]) -> Option<usize> {
+    let end = at + literal.len();
+    (text.get(at..end) == Some(literal)).then_some(end)
+}
+
+/// From just after an optional minus sign: past `int [frac] [exp]`.
+#[inline(always)]
+fn number_end(text: &[u8], at: usize) -> Option<usize> {
+    let mut at = match text.get(at) {
+        // A leading zero stands alone.
+        Some(b'0') if !text.get(at + 1).is_some_and(u8::is_ascii_digit) => at + 1,
+        Some(b'1'..=b'9') => digits_end(text, at + 1),
+        _ => return None,
+    };
+    if text.get(at) == Some(&b'.') {
+        let end = digits_end(text, at + 1);
+        if end == at + 1 {
+            return None;
+        }
+        at = end;
+    }
+    if let Some(b'e' | b'E') = text.get(at) {
+        at += 1;
+        if let Some(b'+' | b'-') = text.get(at) {
+            at += 1;
+        }
+        let end = digits_end(text, at);
+        if end == at {
+            return None;
+        }
+        at = end;
+    }
+    Some(at)
+}
+
+/// Past the ASCII digits from `at`, 8 bytes at a time.
+#[inline(always)]
+fn digits_end(text: &[u8], mut at: usize) -> usize {
+    while let Some(word) = text.get(at..at + 8) {
+        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        let others = bytes_below(word, b'0') | bytes_above(word, b'9');
+        if others != 0 {
+            return at + others.trailing_zeros() as usize / 8;
+        }
+        at += 8;
+    }
+    at + text[at.min(text.len())..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count()
+}
+
+const ONES: u64 = u64::from_ne_bytes([1; 8]);
+const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The high bit of the first byte in `word` (little-endian) that is below `bound` (at most 0x80)
+/// is set; bits of later bytes may be set too (borrows), never those of earlier ones.
+#[inline(always)]
+fn bytes_below(word: u64, bound: u8) -> u64 {
+    word.wrapping_sub(ONES * u64::from(bound)) & !word & HIGH_BITS
+}
+
+/// The high bit of every byte in `word` above `bound` is set, and only those (no carries: a
+/// byte's low 7 bits plus `0x7f - bound` stay below 0x100).
+#[inline(always)]
+fn bytes_above(word: u64, bound: u8) -> u64 {
+    ((word & !HIGH_BITS).wrapping_add(ONES * u64::from(0x7f - bound)) | word) & HIGH_BITS
+}
+
+/// As [`bytes_below`], for the bytes equal to `byte`.
+#[inline(always)]
+fn bytes_equal(word: u64, byte: u8) -> u64 {
+    bytes_below(word ^ (ONES * u64::from(byte)), 1)
+}
+
+/// From just after an opening quote: past the closing one. Stops at quotes, backslashes and
+/// control characters, 8 bytes at a time.
+#[inline(always)]
+fn string_end(text: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        if let Some(word) = text.get(at..at + 8) {
+            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            let stops =
+                bytes_equal(word, b'"') | bytes_equal(word, b'\\') | bytes_below(word, 0x20);
+            if stops == 0 {
+                at += 8;
+                continue;
+            }
+            at += stops.trailing_zeros() as usize / 8;
+        } else {
+            at += text
+                .get(at..)?
+                .iter()
+                .take_while(|&&b| b != b'"' && b != b'\\' && b >= 0x20)
+                .count();
+        }
+        match text.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => {
+                at = match text.get(at + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at + 2,
+                    b'u' if text.get(at + 2..at + 6)?.iter().all(u8::is_ascii_hexdigit) => at + 6,
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn serde_accepts(text: &[u8]) -> bool {
+        serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok()
+    }
+
+    fn accepts(text: &[u8]) -> bool {
+        is_json_value(text, &mut Vec::new())
+    }
+
+    #[test]
+    fn accepts_what_serde_json_accepts() {
+        let cases: &[&str] = &[
+            r#"{"id": 1, "vendor": "CMT", "fare": 12.5, "note": "a \"b\" \\ \/ \b\f\n\r\t \u00e9"}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#" { "a" : [ 1 , -0 , 0.5e+3 , 1E-2 , true , false , null , { } , [ ] ] } "#,
+            "\t\r\n\"only a string\"",
+            "0",
+            "-12.0e9",
+            "\"\u{7f} and é, bytes 8 at a time past the stops\"",
+            "{\"\\ud800\": \"lone surrogate escapes are skipped as they are\"}",
+        ];
+        // Deeper than serde_json's recursion limit for the values it keeps.
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        for case in cases.iter().copied().chain([deep.as_str()]) {
+            assert!(serde_accepts(case.as_bytes()), "{case}");
+            assert!(accepts(case.as_bytes()), "{case}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_serde_json_refuses() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b" ",
+            b"{",
+            b"{\"a\"}",
+            b"{\"a\":}",
+            b"{\"a\":1,}",
+            b"{\"a\":1 \"b\":2}",
+            b"{a:1}",
+            b"[1,]",
+            b"[1 2]",
+            b"[1}",
+            b"{\"a\":1]",
+            b"01",
+            b"-",
+            b"1.",
+            b"1.e3",
+            b"1e",
+            b"1e+",
+            b".5",
+            b"+1",
+            b"tru",
+            b"nulll",
+            b"\"unterminated",
+            b"\"bad escape \\x\"",
+            b"\"short unicode \\u12\"",
+            b"\"not hex \\u12g4\"",
+            b"\"tab\tinside\"",
+            b"\"newline\ninside a string of more than eight bytes\"",
+            b"1 2",
+            b"{} x",
+            b"\x0c{}",
+        ];
+        for case in cases {
+            let shown = String::from_utf8_lossy(case);
+            assert!(!serde_accepts(case), "{shown}");
+            assert!(!accepts(case), "{shown}");
+        }
+    }
+
+    /// Text near JSON: values built from the grammar, then bytes replaced, inserted or cut, or a
+    /// bracket swapped for another.
+    fn near_json() -> impl Strategy<Value = Vec<u8>> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("false".to_string()),
+            "-?(0|[1-9][0-9]{0,3})(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,2})?",
+            "\"[a-z é\u{7f}]{0,70}\"",
+            "\"([a-z é\u{1}\u{1f}\t\u{7f}]|\\\\[\"\\\\/bfnrtu]|\\\\u[0-9a-fA-F]{4}){0,20}\"",
+        ];
+        let value = leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec(("[a-z\"\\\\]{0,5}", inner), 0..6).prop_map(|members| {
+                    let members: Vec<String> = members
+                        .into_iter()
+                        .map(|(key, value)| format!("\"{key}\" : {value}"))
+                        .collect();
+                    format!("{{ {} }}", members.join(", "))
+                }),
+            ]
+        });
+        let edit = (
+            any::<prop::sample::Index>(),
+            0u8..5,
+            prop::sample::select(b" \t\r\n\"\\,:[]{}0-.eE+tfnu\x01\x7fa".to_vec()),
+        );
+        (value, prop::collection::vec(edit, 0..3)).prop_map(|(value, edits)| {
+            let mut text = value.into_bytes();
+            for (index, kind, byte) in edits {
+                let at = index.index(text.len() + 1);
+                let brackets: Vec<usize> = (0..text.len())
+                    .filter(|&i| b"[]{}".contains(&text[i]))
+                    .collect();
+                match kind {
+                    4 if !brackets.is_empty() => {
+                        text[brackets[index.index(brackets.len())]] = b"[]{}"[usize::from(byte % 4)]
+                    }
+                    0 if at < text.len() => text[at] = byte,
+                    1 => text.insert(at, byte),
+                    2 => text.truncate(at),
+                    _ if at < text.len() => {
+                        text.remove(at);
+                    }
+                    _ => {}
+                }
+            }
+            text
+        })
+    }
+
+    /// Sequences of JSON tokens in any order: the structure right and wrong in every way.
+    fn token_soup() -> impl Strategy<Value = Vec<u8>> {
+        let token = prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            " ",
+            "\"k\"",
+            "\"a \\\" long string\"",
+            "\"a long string\"",
+            "1",
+            "-0.5e3",
+            "null",
+        ]);
+        prop::collection::vec(token, 0..16).prop_map(|tokens| tokens.concat().into_bytes())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn agrees_with_serde_json(text in near_json()) {
+            prop_assert_eq!(accepts(&text), serde_accepts(&text));
+        }
+
+        #[test]
+        fn agrees_with_serde_json_on_any_structure(text in token_soup()) {
+            prop_assert_eq!(accepts(&text), serde_accepts(&text));
+        }
+
+        #[test]
+        fn agrees_with_serde_json_on_any_bytes(text in prop::collection::vec(any::<u8>(), 0..40)) {
+            prop_assert_eq!(accepts(&text), serde_accepts(&text));
+        }
+    }
+}
