@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::json::is_json_value;
 use super::plan::Layout;
-use super::split::{ChunkSplit, Machine, SplitScanner, State, byte_masks, guess_start};
+use super::split::{ChunkSplit, Machine, SplitScanner, State, byte_masks, guess_start, prefix_xor};
 use super::sql::{Columns, Evaluator, Outcome, Query, Record};
 use super::value::{Number, Partial, Value, parse_plain_decimal};
 use super::{Format, ScanError, delete_object, put_object, s3_error};
@@ -457,8 +457,11 @@ impl Lane {
         match format {
             // Counting needs no fields: the record machine alone finds the records, as csv-core
             // would (the split module's tests hold them equal).
-            Format::Csv { quote, .. } if sink.counts_only => Lane::Count(Box::new(CountLane {
+            Format::Csv {
+                delimiter, quote, ..
+            } if sink.counts_only => Lane::Count(Box::new(CountLane {
                 machine,
+                delimiter,
                 quote,
                 state: State::RecordEnd,
                 position: at,
@@ -540,6 +543,7 @@ impl Lane {
 /// transition to `RecordEnd`, except a last one without a terminator.
 struct CountLane {
     machine: Machine,
+    delimiter: u8,
     quote: u8,
     state: State,
     position: u64,
@@ -576,25 +580,40 @@ impl CountLane {
         self.done
     }
 
-    /// Counts the records that end in 64 bytes without a quote, from bit masks: outside quotes a
+    /// Counts the records that end in 64 bytes from bit masks. Quoted fields are where the count
+    /// of quotes so far is odd (a doubled quote leaves and re-enters), as long as every quote that
+    /// opens one starts a field or follows a quote; otherwise a quote is literal (inside an
+    /// unquoted field) and the machine steps: false, nothing done. Outside quoted fields a
     /// terminator ends a record unless a record has not begun yet (at a record's start, or right
-    /// after another terminator). False, and nothing done, when the window has a quote or starts
-    /// in a quoted field.
+    /// after another terminator).
     fn count_window(&mut self, window: &[u8; 64]) -> bool {
-        let [quotes, newlines, returns] = byte_masks(window, [self.quote, b'\n', b'\r']);
-        if quotes != 0 || matches!(self.state, State::InQuoted | State::QuoteInQuoted) {
+        let [quotes, delimiters, newlines, returns] =
+            byte_masks(window, [self.quote, self.delimiter, b'\n', b'\r']);
+        let terminators = newlines | returns;
+        let carried = if self.state == State::InQuoted { !0 } else { 0 };
+        let inside = prefix_xor(quotes) ^ carried;
+        let opening = quotes & inside;
+        let may_open_first = matches!(
+            self.state,
+            State::RecordEnd | State::BetweenRecords | State::FieldStart | State::QuoteInQuoted
+        );
+        let may_open = ((delimiters | terminators | quotes) << 1) | u64::from(may_open_first);
+        if opening & !may_open != 0 {
             return false;
         }
-        let terminators = newlines | returns;
+        let terminators = terminators & !inside;
         let at_record_start = matches!(self.state, State::RecordEnd | State::BetweenRecords);
         let ends = terminators & !((terminators << 1) | u64::from(at_record_start));
         self.records += u64::from(ends.count_ones());
         if ends != 0 {
             self.record_start = self.position + 64 - u64::from(ends.leading_zeros());
         }
-        self.state = match (terminators >> 63, ends >> 63) {
-            (1, 1) => State::RecordEnd,
-            (1, _) => State::BetweenRecords,
+        self.state = match (inside >> 63, quotes >> 63, terminators >> 63, ends >> 63) {
+            (1, ..) => State::InQuoted,
+            // A quote that closes a quoted field (an opening one would be inside).
+            (_, 1, ..) => State::QuoteInQuoted,
+            (_, _, 1, 1) => State::RecordEnd,
+            (_, _, 1, _) => State::BetweenRecords,
             _ => self.machine.step(State::InField, window[63]),
         };
         true
@@ -1581,6 +1600,83 @@ mod tests {
         static DATA: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
 
+    /// CSV records with quotes in every role: doubled, around delimiters and terminators, literal
+    /// inside unquoted fields and after closing quotes, and quoted fields longer than a window.
+    fn quotes_in_every_role() -> Vec<u8> {
+        let mut data = Vec::new();
+        let long = format!("\"{}\"", "a line,\r\n".repeat(12));
+        let fields = [
+            "\"\"",
+            "\"\"\"\"",
+            "\"a\"\"b\"",
+            "\"x\"y\"z",
+            "\"a\" \"b\"",
+            "q\"",
+            "\"\n\"",
+            "\"\r\n,\"",
+            "\"\"\"x\"\"\"",
+            "\"x\"\",\r\n\"\"\"",
+            "",
+            "plain",
+            long.as_str(),
+        ];
+        let mut seed = 12345u64;
+        for i in 0..600 {
+            let mut record = String::new();
+            for field in 0..1 + i % 3 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                if field > 0 {
+                    record.push(',');
+                }
+                record.push_str(fields[(seed >> 33) as usize % fields.len()]);
+            }
+            record.push_str(["\n", "\r\n", "\r", "\n\n"][(seed >> 40) as usize % 4]);
+            data.extend_from_slice(record.as_bytes());
+        }
+        data
+    }
+
+    /// The counting lane alone, over the whole input at once so that its 64-byte windows run, at
+    /// every alignment of the windows to the records (blank lines in front shift them; the first
+    /// record puts a doubled quote across the first windows' end).
+    #[test]
+    fn counting_windows_count_as_the_csv_crate_at_every_alignment() {
+        let mut records = b"\"x\"\",\r\n\"\"\"\n".to_vec();
+        records.extend(quotes_in_every_role());
+        let want = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(records.as_slice())
+            .records()
+            .count() as u64;
+        for shift in 0..64 {
+            let mut data = vec![b'\n'; shift];
+            data.extend_from_slice(&records);
+            let mut lane = CountLane {
+                machine: Machine::new(
+                    Format::Csv {
+                        delimiter: b',',
+                        quote: b'"',
+                        header: false,
+                    }
+                    .dialect(),
+                ),
+                delimiter: b',',
+                quote: b'"',
+                state: State::RecordEnd,
+                position: 0,
+                record_start: 0,
+                end: data.len() as u64,
+                records: 0,
+                done: false,
+            };
+            lane.feed(&data);
+            lane.finish();
+            assert_eq!(lane.records, want, "shifted by {shift}");
+        }
+    }
+
     #[test]
     fn chunks_count_every_record_once_whatever_the_frames() {
         let mut data = b"a,b\n".to_vec();
@@ -1595,6 +1691,7 @@ mod tests {
             let terminator = ["\n", "\r\n", "\r", "\n\n", "\r\n\r\n"][i % 5];
             data.extend_from_slice(format!("{i},y{terminator}").as_bytes());
         }
+        data.extend_from_slice(&quotes_in_every_role());
         let want = csv::ReaderBuilder::new()
             .from_reader(data.as_slice())
             .records()

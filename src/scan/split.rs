@@ -235,6 +235,16 @@ pub fn byte_masks<const N: usize>(window: &[u8; 64], bytes: [u8; N]) -> [u64; N]
     byte_masks_scalar(window, bytes)
 }
 
+/// Bit i is the XOR of bits 0 to i: with quote positions, where a quoted stretch runs (from its
+/// opening quote up to its closing one, excluded).
+#[inline]
+pub fn prefix_xor(mut bits: u64) -> u64 {
+    for shift in [1, 2, 4, 8, 16, 32] {
+        bits ^= bits << shift;
+    }
+    bits
+}
+
 #[cfg(any(test, not(target_arch = "x86_64")))]
 fn byte_masks_scalar<const N: usize>(window: &[u8; 64], bytes: [u8; N]) -> [u64; N] {
     bytes.map(|byte| {
