@@ -18,7 +18,9 @@ use tokio::sync::mpsc;
 
 use super::json::is_json_value;
 use super::plan::Layout;
-use super::split::{ChunkSplit, Machine, SplitScanner, State, byte_masks, guess_start, prefix_xor};
+use super::split::{
+    ChunkSplit, Machine, SplitScanner, State, byte_masks, guess_start, quoted_stretches,
+};
 use super::sql::{Columns, Evaluator, Outcome, Query, Record};
 use super::value::{Number, Partial, Value, parse_plain_decimal};
 use super::{Format, ScanError, delete_object, put_object, s3_error};
@@ -478,6 +480,7 @@ impl Lane {
                 quote,
                 fields: sink.csv_fields,
                 field_ends: Vec::new(),
+                mask_ends: [0; 64],
                 quoted: csv_core::ReaderBuilder::new()
                     .delimiter(delimiter)
                     .quote(quote)
@@ -591,14 +594,18 @@ impl CountLane {
             byte_masks(window, [self.quote, self.delimiter, b'\n', b'\r']);
         let terminators = newlines | returns;
         let carried = if self.state == State::InQuoted { !0 } else { 0 };
-        let inside = prefix_xor(quotes) ^ carried;
-        let opening = quotes & inside;
         let may_open_first = matches!(
             self.state,
             State::RecordEnd | State::BetweenRecords | State::FieldStart | State::QuoteInQuoted
         );
-        let may_open = ((delimiters | terminators | quotes) << 1) | u64::from(may_open_first);
-        if opening & !may_open != 0 {
+        let (inside, literal) = quoted_stretches(
+            quotes,
+            delimiters,
+            terminators,
+            carried,
+            u64::from(may_open_first),
+        );
+        if literal != 0 {
             return false;
         }
         let terminators = terminators & !inside;
@@ -638,6 +645,9 @@ struct CsvLane {
     /// How many leading fields the query reads.
     fields: usize,
     field_ends: Vec<usize>,
+    /// The field ends found from bit masks (in a window, so at most 64). An array, not a Vec:
+    /// reading a Vec's length right after pushes stalls on store forwarding.
+    mask_ends: [usize; 64],
     /// Parses records with quoted fields among those read.
     quoted: csv_core::Reader,
     out: Vec<u8>,
@@ -690,9 +700,9 @@ impl CsvLane {
                 false => None,
             };
             let (state, ended) = match fast {
-                Some((after, State::RecordEnd)) => (State::RecordEnd, Some(after)),
+                Some((after, State::RecordEnd, _)) => (State::RecordEnd, Some(after)),
                 _ => {
-                    let (from, state) = fast.unwrap_or((0, self.state));
+                    let (from, state, _) = fast.unwrap_or((0, self.state, 0));
                     let (state, ended) = self.machine.run_to_record_end(state, &input[from..]);
                     (state, ended.map(|at| from + at))
                 }
@@ -704,11 +714,11 @@ impl CsvLane {
                 return Ok(false);
             };
             let (line, rest) = input.split_at(at);
-            if fast.is_some() {
+            if let Some((_, _, fields)) = fast {
                 sink.raw(line)?;
                 let record = CsvRecord {
                     data: &line[..at - 1],
-                    ends: &self.field_ends,
+                    ends: &self.mask_ends[..fields],
                     separated: true,
                 };
                 sink.csv(&record, self.record_start)?;
@@ -728,10 +738,11 @@ impl CsvLane {
     }
 
     /// Ends of the fields read of the record at the start of `input`, from bit masks of its first
-    /// 64 bytes, when they lie before its first quote and terminator (so none of them is quoted).
-    /// Then where the record machine resumes and its state there, `RecordEnd` meaning the record
-    /// ended just before. `None` when the masks cannot tell.
-    fn fast_fields(&mut self, input: &[u8]) -> Option<(usize, State)> {
+    /// 64 bytes, when they lie before its first quote and terminator (so none of them is quoted),
+    /// into `mask_ends`. Returns where the record machine resumes and its state there
+    /// (`RecordEnd`: the record ended just before), and how many ends it found. `None` when the
+    /// masks cannot tell.
+    fn fast_fields(&mut self, input: &[u8]) -> Option<(usize, State, usize)> {
         let window: &[u8; 64] = input.get(..64)?.try_into().ok()?;
         let [delimiters, quotes, newlines, returns] =
             byte_masks(window, [self.delimiter, self.quote, b'\n', b'\r']);
@@ -744,25 +755,38 @@ impl CsvLane {
             & 1u64
                 .checked_shl(stop as u32)
                 .map_or(u64::MAX, |bit| bit - 1);
-        self.field_ends.clear();
-        while self.field_ends.len() < self.fields {
+        let mut fields = 0;
+        while fields < self.fields {
             if separators == 0 {
                 if !ends_at_stop {
                     return None;
                 }
-                self.field_ends.push(stop);
+                self.mask_ends[fields] = stop;
+                fields += 1;
                 break;
             }
-            self.field_ends.push(separators.trailing_zeros() as usize);
+            self.mask_ends[fields] = separators.trailing_zeros() as usize;
+            fields += 1;
             separators &= separators - 1;
         }
         if ends_at_stop {
-            return Some((stop + 1, State::RecordEnd));
+            return Some((stop + 1, State::RecordEnd, fields));
         }
-        match self.field_ends.last() {
-            Some(&end) => Some((end + 1, State::FieldStart)),
-            None => Some((0, self.state)),
+        if fields == 0 {
+            return Some((0, self.state, 0));
         }
+        let last = self.mask_ends[fields - 1];
+        // The record's end from the masks too, when it is in the window and its quotes before it
+        // all open or close quoted fields (the field after `last` follows its delimiter).
+        let after = u64::MAX.checked_shl(last as u32 + 1).unwrap_or(0);
+        let (inside, literal) = quoted_stretches(quotes & after, delimiters, terminators, 0, 0);
+        let ends = terminators & after & !inside;
+        let end = ends.trailing_zeros();
+        let before_end = 1u64.checked_shl(end).map_or(u64::MAX, |bit| bit - 1);
+        Some(match ends != 0 && literal & before_end == 0 {
+            true => (end as usize + 1, State::RecordEnd, fields),
+            false => (last + 1, State::FieldStart, fields),
+        })
     }
 
     /// One record, without its terminator.

@@ -235,14 +235,29 @@ pub fn byte_masks<const N: usize>(window: &[u8; 64], bytes: [u8; N]) -> [u64; N]
     byte_masks_scalar(window, bytes)
 }
 
-/// Bit i is the XOR of bits 0 to i: with quote positions, where a quoted stretch runs (from its
-/// opening quote up to its closing one, excluded).
+/// Where quoted fields run in a 64-byte window, from bit masks of its quotes and of the
+/// delimiters and terminators: a bit is set from an opening quote up to its closing one (excluded),
+/// by the parity of the quotes so far (a doubled quote leaves and re-enters). `inside` is all ones
+/// when the window starts in a quoted field, and `may_open` holds the bits where a quote may open
+/// one although no delimiter, terminator or quote comes before it (the window's first byte, after
+/// such a byte). The parity is exact up to the first opening quote that neither starts a field nor
+/// follows a quote: such a quote is literal (inside an unquoted field). Returns the stretches and
+/// those quotes.
 #[inline]
-pub fn prefix_xor(mut bits: u64) -> u64 {
+pub fn quoted_stretches(
+    quotes: u64,
+    delimiters: u64,
+    terminators: u64,
+    inside: u64,
+    may_open: u64,
+) -> (u64, u64) {
+    let mut stretches = quotes;
     for shift in [1, 2, 4, 8, 16, 32] {
-        bits ^= bits << shift;
+        stretches ^= stretches << shift;
     }
-    bits
+    let stretches = stretches ^ inside;
+    let may_open = ((delimiters | terminators | quotes) << 1) | may_open;
+    (stretches, quotes & stretches & !may_open)
 }
 
 #[cfg(any(test, not(target_arch = "x86_64")))]
