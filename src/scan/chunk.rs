@@ -461,17 +461,9 @@ impl Lane {
             // would (the split module's tests hold them equal).
             Format::Csv {
                 delimiter, quote, ..
-            } if sink.counts_only => Lane::Count(Box::new(CountLane {
-                machine,
-                delimiter,
-                quote,
-                state: State::RecordEnd,
-                position: at,
-                record_start: at,
-                end,
-                records: 0,
-                done: false,
-            })),
+            } if sink.counts_only => {
+                Lane::Count(Box::new(CountLane::new(machine, delimiter, quote, at, end)))
+            }
             Format::Csv {
                 delimiter, quote, ..
             } => Lane::Csv(Box::new(CsvLane {
@@ -557,6 +549,21 @@ struct CountLane {
 }
 
 impl CountLane {
+    /// Counts the records that start in `at..end`; `at` is a record's start.
+    fn new(machine: Machine, delimiter: u8, quote: u8, at: u64, end: u64) -> CountLane {
+        CountLane {
+            machine,
+            delimiter,
+            quote,
+            state: State::RecordEnd,
+            position: at,
+            record_start: at,
+            end,
+            records: 0,
+            done: false,
+        }
+    }
+
     /// True once the next record starts at or after the chunk's end.
     fn feed(&mut self, mut input: &[u8]) -> bool {
         while !self.done && !input.is_empty() {
@@ -1677,24 +1684,14 @@ mod tests {
         for shift in 0..64 {
             let mut data = vec![b'\n'; shift];
             data.extend_from_slice(&records);
-            let mut lane = CountLane {
-                machine: Machine::new(
-                    Format::Csv {
-                        delimiter: b',',
-                        quote: b'"',
-                        header: false,
-                    }
-                    .dialect(),
-                ),
+            let dialect = Format::Csv {
                 delimiter: b',',
                 quote: b'"',
-                state: State::RecordEnd,
-                position: 0,
-                record_start: 0,
-                end: data.len() as u64,
-                records: 0,
-                done: false,
-            };
+                header: false,
+            }
+            .dialect();
+            let end = data.len() as u64;
+            let mut lane = CountLane::new(Machine::new(dialect), b',', b'"', 0, end);
             lane.feed(&data);
             lane.finish();
             assert_eq!(lane.records, want, "shifted by {shift}");

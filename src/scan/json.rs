@@ -2,6 +2,8 @@
 //! grammar, no UTF-8 check inside strings, no depth limit, but without serde's visitor calls,
 //! and strings and digits taken 8 bytes at a time.
 
+use super::word::{bytes_below, bytes_equal, non_digits};
+
 /// True when `text` is exactly one JSON value, with only JSON whitespace around it: exactly when
 /// `serde_json::from_slice::<serde::de::IgnoredAny>(text)` succeeds. `open` is scratch for the
 /// arrays and objects the value is inside of, kept by the caller so that lines do not allocate.
@@ -131,7 +133,7 @@ fn number_end(text: &[u8], at: usize) -> Option<usize> {
 fn digits_end(text: &[u8], mut at: usize) -> usize {
     while let Some(word) = text.get(at..at + 8) {
         let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-        let others = bytes_below(word, b'0') | bytes_above(word, b'9');
+        let others = non_digits(word);
         if others != 0 {
             return at + others.trailing_zeros() as usize / 8;
         }
@@ -141,29 +143,6 @@ fn digits_end(text: &[u8], mut at: usize) -> usize {
         .iter()
         .take_while(|b| b.is_ascii_digit())
         .count()
-}
-
-const ONES: u64 = u64::from_ne_bytes([1; 8]);
-const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
-
-/// The high bit of the first byte in `word` (little-endian) that is below `bound` (at most 0x80)
-/// is set; bits of later bytes may be set too (borrows), never those of earlier ones.
-#[inline(always)]
-fn bytes_below(word: u64, bound: u8) -> u64 {
-    word.wrapping_sub(ONES * u64::from(bound)) & !word & HIGH_BITS
-}
-
-/// The high bit of every byte in `word` above `bound` is set, and only those (no carries: a
-/// byte's low 7 bits plus `0x7f - bound` stay below 0x100).
-#[inline(always)]
-fn bytes_above(word: u64, bound: u8) -> u64 {
-    ((word & !HIGH_BITS).wrapping_add(ONES * u64::from(0x7f - bound)) | word) & HIGH_BITS
-}
-
-/// As [`bytes_below`], for the bytes equal to `byte`.
-#[inline(always)]
-fn bytes_equal(word: u64, byte: u8) -> u64 {
-    bytes_below(word ^ (ONES * u64::from(byte)), 1)
 }
 
 /// From just after an opening quote: past the closing one. Stops at quotes, backslashes and

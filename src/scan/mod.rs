@@ -10,6 +10,7 @@ pub mod split;
 pub mod sql;
 pub mod value;
 pub mod verify;
+mod word;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};

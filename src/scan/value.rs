@@ -5,6 +5,8 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use super::word::{bytes_equal, non_digits};
+
 /// A value of a record field or an expression.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value<'a> {
@@ -136,6 +138,8 @@ impl From<Number> for Scalar {
     }
 }
 
+const ASCII_ZEROS: u64 = u64::from_le_bytes([b'0'; 8]);
+
 /// Exact powers of ten in f64 (a static: indexing a const array copied it onto the stack per call).
 static POWERS_OF_TEN: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
@@ -192,7 +196,6 @@ fn long_mantissa(digits: &[u8]) -> Option<(i64, Option<usize>)> {
 /// [`long_mantissa`] for at most 8 bytes, all at once in a u64 (no branch per digit, whose
 /// mispredictions cost more than the digits themselves when lengths vary).
 fn short_mantissa(digits: &[u8]) -> Option<(i64, Option<usize>)> {
-    const ASCII_ZEROS: u64 = u64::from_le_bytes([b'0'; 8]);
     let length = digits.len();
     // The bytes in the low `length` bytes (first byte lowest), zeros above.
     let word = match length {
@@ -209,10 +212,8 @@ fn short_mantissa(digits: &[u8]) -> Option<(i64, Option<usize>)> {
         }
     };
     // Take out the first point, if any: the bytes above it move down one.
-    let points = (word ^ u64::from_le_bytes([b'.'; 8])).wrapping_sub(u64::from_le_bytes([1; 8]))
-        & !(word ^ u64::from_le_bytes([b'.'; 8]))
-        & u64::from_le_bytes([0x80; 8]);
-    let (word, count, fraction_digits) = match points.trailing_zeros() as usize / 8 {
+    let (word, count, fraction_digits) = match bytes_equal(word, b'.').trailing_zeros() as usize / 8
+    {
         at if at < length => {
             let below = (1u64 << (8 * at)) - 1;
             let above = word.checked_shr(8 * (at as u32 + 1)).unwrap_or(0);
@@ -229,10 +230,7 @@ fn short_mantissa(digits: &[u8]) -> Option<(i64, Option<usize>)> {
     }
     // Right-aligned, with ASCII zeros in front: eight digits when the text was all digits.
     let padded = word << (8 * (8 - count)) | ASCII_ZEROS.checked_shr(8 * count as u32).unwrap_or(0);
-    let all_digits = padded & u64::from_le_bytes([0xF0; 8]) == ASCII_ZEROS
-        && padded.wrapping_add(u64::from_le_bytes([6; 8])) & u64::from_le_bytes([0xF0; 8])
-            == ASCII_ZEROS;
-    if !all_digits {
+    if non_digits(padded) != 0 {
         return None;
     }
     Some((eight_digits(padded) as i64, fraction_digits))
@@ -241,12 +239,14 @@ fn short_mantissa(digits: &[u8]) -> Option<(i64, Option<usize>)> {
 /// The value of eight ASCII digits, the first in the lowest byte: each step joins neighbours
 /// (digits into pairs, pairs into fours, fours into the eight) in every lane at once.
 fn eight_digits(word: u64) -> u64 {
-    let digits = word - u64::from_le_bytes([b'0'; 8]);
+    let digits = word - ASCII_ZEROS;
     let pairs = (digits.wrapping_mul(10) + (digits >> 8)) & 0x00FF_00FF_00FF_00FF;
     let fours = (pairs.wrapping_mul(100) + (pairs >> 16)) & 0x0000_FFFF_0000_FFFF;
     (fours.wrapping_mul(10_000) + (fours >> 32)) & 0xFFFF_FFFF
 }
 
+/// SQL comparison: numbers numerically (a string compared with a number is read as a number),
+/// strings by code point, booleans with booleans; anything else (and NULL) is unknown.
 pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
         (Value::Null, _) | (_, Value::Null) => None,
