@@ -5,6 +5,7 @@
 //! fed through a bounded channel, so memory stays a few buffers per chunk whatever its size.
 
 use std::io::{BufRead, Write};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::json::is_json_value;
+use super::json::{is_json_value, visit_json_value};
 use super::plan::Layout;
 use super::split::{
     ChunkSplit, Machine, SplitScanner, State, byte_masks, guess_start, quoted_stretches,
@@ -941,11 +942,97 @@ impl Record for CsvRecord<'_> {
     }
 }
 
-/// A JSON Lines record with only the top-level fields the query reads: `values[i]` is the field
-/// named `names[i]`, when the record has it.
+/// A JSON Lines record with only the top-level fields the query reads, `names[i]` the i-th.
 struct JsonRecord<'a> {
     names: &'a [String],
-    values: &'a [Option<serde_json::Value>],
+    fields: JsonFields<'a>,
+}
+
+enum JsonFields<'a> {
+    /// Each field's value as found by [`find_scalar_fields`] in `text`.
+    Scalars {
+        text: &'a [u8],
+        scalars: &'a [Option<JsonScalar>],
+    },
+    /// Each field's value parsed by serde_json.
+    Parsed(&'a [Option<serde_json::Value>]),
+}
+
+/// A scalar JSON value as serde_json reads it, a string by its span (UTF-8, without escapes).
+#[derive(Clone, Debug)]
+enum JsonScalar {
+    Null,
+    Bool(bool),
+    Number(Number),
+    Text(Range<usize>),
+}
+
+impl JsonScalar {
+    /// The value at `span` of `line` (checked JSON), when it is a string without escapes, a plain
+    /// decimal (as [`parse_plain_decimal`] reads it) or a literal.
+    fn of(line: &[u8], span: Range<usize>) -> Option<JsonScalar> {
+        Some(match line[span.start] {
+            b'"' => {
+                let inner = span.start + 1..span.end - 1;
+                let text = &line[inner.clone()];
+                if text.contains(&b'\\') || std::str::from_utf8(text).is_err() {
+                    return None;
+                }
+                JsonScalar::Text(inner)
+            }
+            b't' => JsonScalar::Bool(true),
+            b'f' => JsonScalar::Bool(false),
+            b'n' => JsonScalar::Null,
+            b'{' | b'[' => return None,
+            first => match parse_plain_decimal(&line[span])? {
+                // serde_json reads `-0` as a float.
+                Number::Int(0) if first == b'-' => JsonScalar::Number(Number::Float(-0.0)),
+                number => JsonScalar::Number(number),
+            },
+        })
+    }
+
+    fn value<'a>(&self, line: &'a [u8]) -> Value<'a> {
+        match self {
+            JsonScalar::Null => Value::Null,
+            JsonScalar::Bool(b) => Value::Bool(*b),
+            JsonScalar::Number(number) => (*number).into(),
+            JsonScalar::Text(span) => Value::Str(
+                std::str::from_utf8(&line[span.clone()])
+                    .expect("checked to be UTF-8")
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// Checks `line` and reads the fields named in `names` (the last of duplicates) into `scalars`,
+/// when it is an object whose fields read are all [`JsonScalar`]s and whose keys are UTF-8 without
+/// escapes (which could hide a name). False leaves the line to [`parse_json_fields`], which also explains a
+/// refusal.
+fn find_scalar_fields(
+    line: &[u8],
+    names: &[String],
+    scalars: &mut [Option<JsonScalar>],
+    open: &mut Vec<u8>,
+) -> bool {
+    scalars.fill(None);
+    if line.first() != Some(&b'{') {
+        return false;
+    }
+    let mut all_read = true;
+    let valid = visit_json_value(line, open, |key, value| {
+        // serde_json refuses keys that are not UTF-8.
+        let plain_key = key.iter().all(|&b| b < 0x80 && b != b'\\')
+            || (!key.contains(&b'\\') && std::str::from_utf8(key).is_ok());
+        if !plain_key {
+            all_read = false;
+        } else if let Some(at) = names.iter().position(|name| name.as_bytes() == key) {
+            scalars[at] = JsonScalar::of(line, value);
+            all_read &= scalars[at].is_some();
+        }
+    });
+    valid && all_read
 }
 
 /// Parses `line` into `values` (one per name in `names`), skipping the other fields unallocated.
@@ -972,13 +1059,21 @@ impl Record for JsonRecord<'_> {
         let Some((first, rest)) = path.split_first() else {
             return Value::Null;
         };
-        let Some(Some(mut value)) = self
-            .names
-            .iter()
-            .position(|name| name == first)
-            .map(|at| self.values[at].as_ref())
-        else {
+        let Some(at) = self.names.iter().position(|name| name == first) else {
             return Value::Null;
+        };
+        let mut value = match &self.fields {
+            JsonFields::Scalars { text, scalars } => {
+                return match (&scalars[at], rest) {
+                    (Some(scalar), []) => scalar.value(text),
+                    // Absent, or a scalar has no fields.
+                    _ => Value::Null,
+                };
+            }
+            JsonFields::Parsed(values) => match &values[at] {
+                Some(value) => value,
+                None => return Value::Null,
+            },
         };
         for name in rest {
             match value.get(name) {
@@ -1077,8 +1172,9 @@ struct Sink<'q> {
     bad_record: Option<BadRecord>,
     /// Top-level JSON fields the query reads, and a record's values of them.
     json_fields: Vec<String>,
+    json_scalars: Vec<Option<JsonScalar>>,
     json_values: Vec<Option<serde_json::Value>>,
-    /// Scratch for checking JSON Lines records that no field is read from.
+    /// Scratch for checking JSON Lines records.
     json_open: Vec<u8>,
     /// The query only counts records: no field is read, nothing is written.
     counts_only: bool,
@@ -1155,6 +1251,7 @@ impl<'q> Sink<'q> {
             file,
             records: 0,
             bad_record: None,
+            json_scalars: vec![None; json_fields.len()],
             json_values: vec![None; json_fields.len()],
             json_fields,
             json_open: Vec::new(),
@@ -1262,18 +1359,31 @@ impl<'q> Sink<'q> {
             }
             let record = JsonRecord {
                 names: &[],
-                values: &[],
+                fields: JsonFields::Parsed(&[]),
             };
             evaluator
                 .record(&record)
                 .map_err(|message| blame.at(offset, message))?;
             return Ok(());
         }
-        parse_json_fields(text, &self.json_fields, &mut self.json_values)
-            .map_err(|message| blame.at(offset, message))?;
+        let fields = if find_scalar_fields(
+            text,
+            &self.json_fields,
+            &mut self.json_scalars,
+            &mut self.json_open,
+        ) {
+            JsonFields::Scalars {
+                text,
+                scalars: &self.json_scalars,
+            }
+        } else {
+            parse_json_fields(text, &self.json_fields, &mut self.json_values)
+                .map_err(|message| blame.at(offset, message))?;
+            JsonFields::Parsed(&self.json_values)
+        };
         let record = JsonRecord {
             names: &self.json_fields,
-            values: &self.json_values,
+            fields,
         };
         let outcome = evaluator
             .record(&record)
@@ -1557,6 +1667,7 @@ async fn upload_part(
 mod tests {
     use super::*;
     use crate::scan::verify::{Verdict, Verifier};
+    use proptest::prelude::*;
     use std::io::Read;
 
     /// Reads `data` in pieces of pseudo-random sizes up to `largest`, as network frames arrive.
@@ -1818,6 +1929,146 @@ mod tests {
                     want,
                     "{sql}: chunk size {chunk_size}, frames up to {largest}"
                 );
+            }
+        }
+    }
+
+    /// Reads `names` from `line` as a query does: by spans when [`find_scalar_fields`] takes the
+    /// line (`Some`), else through serde_json (`None`, and its verdict).
+    fn read_fields(
+        line: &[u8],
+        names: &[String],
+    ) -> (
+        Option<Vec<Value<'static>>>,
+        Result<Vec<Value<'static>>, String>,
+    ) {
+        let read = |record: &JsonRecord| -> Vec<Value<'static>> {
+            names
+                .iter()
+                .map(|name| match record.path(std::slice::from_ref(name)) {
+                    Value::Str(text) => Value::Str(text.into_owned().into()),
+                    Value::Null => Value::Null,
+                    Value::Bool(b) => Value::Bool(b),
+                    Value::Int(i) => Value::Int(i),
+                    Value::Float(f) => Value::Float(f),
+                })
+                .collect()
+        };
+        let mut scalars = vec![None; names.len()];
+        let fast = find_scalar_fields(line, names, &mut scalars, &mut Vec::new()).then(|| {
+            read(&JsonRecord {
+                names,
+                fields: JsonFields::Scalars {
+                    text: line,
+                    scalars: &scalars,
+                },
+            })
+        });
+        let mut values = vec![None; names.len()];
+        let parsed = parse_json_fields(line, names, &mut values).map(|()| {
+            read(&JsonRecord {
+                names,
+                fields: JsonFields::Parsed(&values),
+            })
+        });
+        (fast, parsed)
+    }
+
+    /// Values equal as serde_json reads them, the sign of a zero included.
+    fn same_values(a: &[Value], b: &[Value]) -> bool {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(a, b)| match (a, b) {
+                (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
+                _ => a == b,
+            })
+    }
+
+    #[test]
+    fn scalar_fields_are_read_as_serde_json_reads_them() {
+        let names = ["fare", "note", "id", "missing"].map(String::from);
+        let taken: &[&str] = &[
+            r#"{"id": 0, "vendor": "CMT", "distance": 0.85, "fare": 29.31, "note": "airport"}"#,
+            r#"{"vendor": "a \"quote\" in a field not read", "fare": -0, "id": -0.0}"#,
+            r#"{"fare": 123456789012345, "id": -0.12345678901234, "note": "é"}"#,
+            r#"{"fare": 0, "id": true, "note": false, "other": 1e400}"#,
+            r#"{"fare": 1, "fare": 2.5, "nested": {"fare": 3}, "ids": [1, {"id": 2}]}"#,
+            r#"{}"#,
+        ];
+        for line in taken {
+            let (fast, parsed) = read_fields(line.as_bytes(), &names);
+            let fast = fast.unwrap_or_else(|| panic!("not taken: {line}"));
+            assert!(same_values(&fast, &parsed.unwrap()), "{line}");
+        }
+        let left: &[&[u8]] = &[
+            br#"{"fare": "2\u0035"}"#,
+            br#"{"fare": 1e2}"#,
+            br#"{"fare": 1234567890123456}"#,
+            br#"{"fare": 1e400}"#,
+            br#"{"fare": {"value": 1}}"#,
+            br#"{"id": [1]}"#,
+            br#"{"f\u0061re": 1}"#,
+            br#"{"f\u0061re_not_read": 1}"#,
+            b"{\"note\": \"\xff\"}",
+            b"{\"\xff\": 1}",
+            br#"[{"fare": 1}]"#,
+            br#"{"fare": 1,}"#,
+            br#"{"fare": 1} 2"#,
+        ];
+        for line in left {
+            let (fast, _) = read_fields(line, &names);
+            assert!(fast.is_none(), "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    /// Objects with members named or not, escaped or not, with scalar or nested values, with
+    /// a few bytes edited.
+    fn json_objects() -> impl Strategy<Value = Vec<u8>> {
+        let key = prop::sample::select(vec![
+            "fare",
+            "note",
+            "id",
+            "other",
+            "f\\u0061re",
+            "n\\\"ote",
+        ]);
+        let value = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("false".to_string()),
+            "-?(0|[1-9][0-9]{0,19})(\\.[0-9]{1,18})?([eE][+-]?[0-9]{1,3})?",
+            "\"([a-z é\u{7f}]|\\\\[\"\\\\nu]|\\\\u00[0-9a-f]{2}){0,12}\"",
+            "\\{\"(fare|x)\": [0-9]\\}",
+            "\\[[0-9], \"[a-z]\"\\]",
+        ];
+        let object = prop::collection::vec((key, value), 0..6).prop_map(|members| {
+            let members: Vec<String> = members
+                .iter()
+                .map(|(k, v)| format!("\"{k}\": {v}"))
+                .collect();
+            format!("{{{}}}", members.join(", ")).into_bytes()
+        });
+        let edit = (
+            any::<prop::sample::Index>(),
+            prop::sample::select(b"\"\\,:{}[]0.-e \xff".to_vec()),
+        );
+        (object, prop::collection::vec(edit, 0..2)).prop_map(|(mut text, edits)| {
+            for (at, byte) in edits {
+                let at = at.index(text.len());
+                text[at] = byte;
+            }
+            text
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn scalar_fields_read_as_serde_json_whatever_the_object(line in json_objects()) {
+            let names = ["fare", "note", "id"].map(String::from);
+            let (fast, parsed) = read_fields(&line, &names);
+            if let Some(fast) = fast {
+                let parsed = parsed.map_err(TestCaseError::fail)?;
+                prop_assert!(same_values(&fast, &parsed), "{:?} vs {:?}", fast, parsed);
             }
         }
     }

@@ -2,13 +2,28 @@
 //! grammar, no UTF-8 check inside strings, no depth limit, but without serde's visitor calls,
 //! and strings and digits taken 8 bytes at a time.
 
+use std::ops::Range;
+
 use super::word::{bytes_below, bytes_equal, non_digits};
 
 /// True when `text` is exactly one JSON value, with only JSON whitespace around it: exactly when
 /// `serde_json::from_slice::<serde::de::IgnoredAny>(text)` succeeds. `open` is scratch for the
 /// arrays and objects the value is inside of, kept by the caller so that lines do not allocate.
 pub fn is_json_value(text: &[u8], open: &mut Vec<u8>) -> bool {
+    visit_json_value(text, open, |_, _| {})
+}
+
+/// [`is_json_value`], calling `member(key, value)` for each member of a top-level object, in
+/// order, as it is checked: `key` is the text between the key's quotes (escapes as written),
+/// `value` the span of the member's value in `text`. Members seen before a refusal are reported.
+pub fn visit_json_value(
+    text: &[u8],
+    open: &mut Vec<u8>,
+    mut member: impl FnMut(&[u8], Range<usize>),
+) -> bool {
     open.clear();
+    // The top-level member whose value is being checked: its key and where its value starts.
+    let mut pending: Option<(Range<usize>, usize)> = None;
     let mut at = 0;
     loop {
         at = skip_whitespace(text, at);
@@ -31,7 +46,10 @@ pub fn is_json_value(text: &[u8], open: &mut Vec<u8>) -> bool {
                     _ => {
                         open.push(b'{');
                         match member_value_start(text, inside) {
-                            Some(value) => {
+                            Some((key, value)) => {
+                                if open.len() == 1 {
+                                    pending = Some((key, value));
+                                }
                                 at = value;
                                 continue;
                             }
@@ -47,6 +65,11 @@ pub fn is_json_value(text: &[u8], open: &mut Vec<u8>) -> bool {
         };
         // After a value: close the arrays and objects that end here, up to the next value.
         loop {
+            if open.len() == 1
+                && let Some((key, value)) = pending.take()
+            {
+                member(&text[key], value..after);
+            }
             after = skip_whitespace(text, after);
             let Some(&bracket) = open.last() else {
                 return after == text.len();
@@ -57,7 +80,10 @@ pub fn is_json_value(text: &[u8], open: &mut Vec<u8>) -> bool {
                     break;
                 }
                 (b'{', Some(b',')) => match member_value_start(text, after + 1) {
-                    Some(value) => {
+                    Some((key, value)) => {
+                        if open.len() == 1 {
+                            pending = Some((key, value));
+                        }
                         at = value;
                         break;
                     }
@@ -81,15 +107,18 @@ fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// From just inside `{` or after a member's comma: past `"key" :`, where the member's value starts.
+/// From just inside `{` or after a member's comma: past `"key" :`. The span of the key between
+/// its quotes, and where the member's value starts.
 #[inline(always)]
-fn member_value_start(text: &[u8], at: usize) -> Option<usize> {
+fn member_value_start(text: &[u8], at: usize) -> Option<(Range<usize>, usize)> {
     let at = skip_whitespace(text, at);
     if text.get(at) != Some(&b'"') {
         return None;
     }
-    let at = skip_whitespace(text, string_end(text, at + 1)?);
-    (text.get(at) == Some(&b':')).then_some(at + 1)
+    let key_end = string_end(text, at + 1)?;
+    let colon = skip_whitespace(text, key_end);
+    (text.get(colon) == Some(&b':'))
+        .then(|| (at + 1..key_end - 1, skip_whitespace(text, colon + 1)))
 }
 
 #[inline(always)]
@@ -254,6 +283,47 @@ mod tests {
             assert!(!serde_accepts(case), "{shown}");
             assert!(!accepts(case), "{shown}");
         }
+    }
+
+    /// The members `visit_json_value` reports for `text`, as text, and its verdict.
+    fn members(text: &str) -> (bool, Vec<(String, String)>) {
+        let mut members = Vec::new();
+        let valid = visit_json_value(text.as_bytes(), &mut Vec::new(), |key, value| {
+            members.push((
+                String::from_utf8(key.to_vec()).unwrap(),
+                text[value].to_string(),
+            ))
+        });
+        (valid, members)
+    }
+
+    #[test]
+    fn reports_the_members_of_a_top_level_object_with_their_value_spans() {
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            members(r#" { "a" : [1, {"b": 2}] , "c\"d":"e" ,"f":{ }, "g": 1.5e3,"a":null } "#),
+            (
+                true,
+                pairs(&[
+                    ("a", r#"[1, {"b": 2}]"#),
+                    (r#"c\"d"#, r#""e""#),
+                    ("f", "{ }"),
+                    ("g", "1.5e3"),
+                    ("a", "null")
+                ])
+            )
+        );
+        assert_eq!(members(r#"[{"a": 1}]"#), (true, Vec::new()));
+        assert_eq!(members(r#"{}"#), (true, Vec::new()));
+        // Members checked before a refusal are reported; the one refused is not.
+        assert_eq!(
+            members(r#"{"a": 1, "b": [2}"#),
+            (false, pairs(&[("a", "1")]))
+        );
     }
 
     /// Text near JSON: values built from the grammar, then bytes replaced, inserted or cut, or a
