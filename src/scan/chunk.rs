@@ -1016,7 +1016,9 @@ fn find_scalar_fields(
     scalars: &mut [Option<JsonScalar>],
     open: &mut Vec<u8>,
 ) -> bool {
-    scalars.fill(None);
+    for scalar in scalars.iter_mut() {
+        *scalar = None;
+    }
     if line.first() != Some(&b'{') {
         return false;
     }
@@ -1082,6 +1084,20 @@ impl Record for JsonRecord<'_> {
             }
         }
         Value::from_json(value)
+    }
+
+    fn plain_path_number(&self, path: &[String]) -> Option<Number> {
+        let JsonFields::Scalars { scalars, .. } = &self.fields else {
+            return None;
+        };
+        let [name] = path else {
+            return None;
+        };
+        let at = self.names.iter().position(|known| known == name)?;
+        match scalars[at] {
+            Some(JsonScalar::Number(number)) => Some(number),
+            _ => None,
+        }
     }
 }
 

@@ -120,6 +120,27 @@ pub trait Record {
     fn plain_number(&self, _index: usize) -> Option<Number> {
         None
     }
+    /// The value at `path` as a number when it is a plain one (a shortcut; `None` leaves it to
+    /// `path`).
+    fn plain_path_number(&self, _path: &[String]) -> Option<Number> {
+        None
+    }
+}
+
+impl Column {
+    fn value<'r, R: Record>(&self, record: &'r R) -> Result<Value<'r>, String> {
+        match self {
+            Column::Index(index) => record.field(*index),
+            Column::Path(path) => Ok(record.path(path)),
+        }
+    }
+
+    fn plain_number<R: Record>(&self, record: &R) -> Option<Number> {
+        match self {
+            Column::Index(index) => record.plain_number(*index),
+            Column::Path(path) => record.plain_path_number(path),
+        }
+    }
 }
 
 /// Compiles `sql` for records addressed by `columns`.
@@ -551,32 +572,39 @@ pub struct Evaluator<'q> {
     query: &'q Query,
     pub partials: Vec<Partial>,
     pub rows: u64,
-    /// Per aggregate: its argument when it is a positional column, read as a number without the
-    /// general evaluator (and whether it is cast to FLOAT).
-    direct: Vec<Option<(usize, bool)>>,
-    /// The WHERE clause when it compares a positional column with a number.
-    comparison: Option<Comparison>,
+    /// Per aggregate: its argument when it is a column, read as a number without the general
+    /// evaluator.
+    direct: Vec<Option<DirectColumn<'q>>>,
+    /// The WHERE clause when it compares a column with a number.
+    comparison: Option<Comparison<'q>>,
+}
+
+/// An aggregate's column, maybe cast to FLOAT.
+#[derive(Clone, Copy, PartialEq)]
+struct DirectColumn<'q> {
+    column: &'q Column,
+    float: bool,
 }
 
 /// `column op number` (or `number op column`), the column maybe cast to INT or FLOAT: evaluated
 /// without the general evaluator when the field is a plain decimal, with the same functions.
-struct Comparison {
-    column: usize,
+struct Comparison<'q> {
+    column: &'q Column,
     cast: Option<Cast>,
     op: BinaryOperator,
     number: Number,
     column_first: bool,
 }
 
-impl Comparison {
-    fn of(filter: &Expr) -> Option<Comparison> {
+impl<'q> Comparison<'q> {
+    fn of(filter: &'q Expr) -> Option<Comparison<'q>> {
         let Expr::Compare(left, op, right) = filter else {
             return None;
         };
-        let column = |expr: &Expr| match expr {
-            Expr::Column(Column::Index(index)) => Some((*index, None)),
+        let column = |expr: &'q Expr| match expr {
+            Expr::Column(column) => Some((column, None)),
             Expr::Cast(inner, cast @ (Cast::Int | Cast::Float)) => match inner.as_ref() {
-                Expr::Column(Column::Index(index)) => Some((*index, Some(*cast))),
+                Expr::Column(column) => Some((column, Some(*cast))),
                 _ => None,
             },
             _ => None,
@@ -601,7 +629,7 @@ impl Comparison {
 
     /// Whether the record matches, when its field is a plain decimal (and casts).
     fn matches<R: Record>(&self, record: &R) -> Option<bool> {
-        let field = record.plain_number(self.column)?;
+        let field = self.column.plain_number(record)?;
         let value = match self.cast {
             Some(cast) => cast_number(field, cast)?,
             None => field,
@@ -733,9 +761,15 @@ impl Query {
                 .iter()
                 .map(|(_, kind, argument)| {
                     let direct = match argument {
-                        Some(Expr::Column(Column::Index(i))) => Some((*i, false)),
+                        Some(Expr::Column(column)) => Some(DirectColumn {
+                            column,
+                            float: false,
+                        }),
                         Some(Expr::Cast(inner, Cast::Float)) => match inner.as_ref() {
-                            Expr::Column(Column::Index(i)) => Some((*i, true)),
+                            Expr::Column(column) => Some(DirectColumn {
+                                column,
+                                float: true,
+                            }),
                             _ => None,
                         },
                         _ => None,
@@ -821,7 +855,7 @@ impl<'q> Evaluator<'q> {
             Selection::Aggregates(items) => {
                 // MIN(x), MAX(x) and the like evaluate x once.
                 let mut previous: Option<(&Expr, Value)> = None;
-                let mut previous_number: Option<((usize, bool), Number)> = None;
+                let mut previous_number: Option<(DirectColumn, Number)> = None;
                 for (((name, _, argument), partial), direct) in
                     items.iter().zip(&mut self.partials).zip(&self.direct)
                 {
@@ -833,12 +867,12 @@ impl<'q> Evaluator<'q> {
                             partial.add_number(number);
                             continue;
                         }
-                        let number = match record.plain_number(column.0) {
+                        let number = match column.column.plain_number(record) {
                             Some(number) => Some(number),
-                            None => record.field(column.0)?.number(),
+                            None => column.column.value(record)?.number(),
                         };
                         if let Some(number) = number {
-                            let number = match (number, column.1) {
+                            let number = match (number, column.float) {
                                 (Number::Int(i), true) => Number::Float(i as f64),
                                 (number, _) => number,
                             };
@@ -879,8 +913,7 @@ fn truth(value: &Value) -> Result<Option<bool>, String> {
 
 fn eval<'r, R: Record>(expr: &Expr, record: &'r R) -> Result<Value<'r>, String> {
     Ok(match expr {
-        Expr::Column(Column::Index(index)) => record.field(*index)?,
-        Expr::Column(Column::Path(path)) => record.path(path),
+        Expr::Column(column) => column.value(record)?,
         Expr::Literal(value) => value.clone(),
         Expr::Not(inner) => match truth(&eval(inner, record)?)? {
             Some(b) => Value::Bool(!b),
@@ -944,12 +977,10 @@ fn eval<'r, R: Record>(expr: &Expr, record: &'r R) -> Result<Value<'r>, String> 
             }
         }
         Expr::Cast(inner, cast) => match (inner.as_ref(), cast) {
-            (Expr::Column(Column::Index(index)), Cast::Int | Cast::Float) => {
-                match record.plain_number(*index) {
-                    Some(number) => cast_value(number.into(), *cast)?,
-                    None => cast_value(record.field(*index)?, *cast)?,
-                }
-            }
+            (Expr::Column(column), Cast::Int | Cast::Float) => match column.plain_number(record) {
+                Some(number) => cast_value(number.into(), *cast)?,
+                None => cast_value(column.value(record)?, *cast)?,
+            },
             _ => cast_value(eval(inner, record)?, *cast)?,
         },
     })
