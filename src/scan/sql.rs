@@ -579,11 +579,18 @@ pub struct Evaluator<'q> {
     comparison: Option<Comparison<'q>>,
 }
 
-/// An aggregate's column, maybe cast to FLOAT.
-#[derive(Clone, Copy, PartialEq)]
+/// An aggregate's column, maybe cast to FLOAT. Equal columns of a query share one reference, so
+/// that records compare them by address.
+#[derive(Clone, Copy)]
 struct DirectColumn<'q> {
     column: &'q Column,
     float: bool,
+}
+
+impl PartialEq for DirectColumn<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.column, other.column) && self.float == other.float
+    }
 }
 
 /// `column op number` (or `number op column`), the column maybe cast to INT or FLOAT: evaluated
@@ -779,6 +786,20 @@ impl Query {
                 .unzip(),
             _ => (Vec::new(), Vec::new()),
         };
+        let mut direct: Vec<Option<DirectColumn>> = direct;
+        for at in 0..direct.len() {
+            if let Some(this) = direct[at]
+                && let Some(first) = direct[..at]
+                    .iter()
+                    .flatten()
+                    .find(|d| d.column == this.column)
+            {
+                direct[at] = Some(DirectColumn {
+                    column: first.column,
+                    ..this
+                });
+            }
+        }
         Evaluator {
             query: self,
             partials,
