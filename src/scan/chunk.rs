@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::json::{is_json_value, visit_json_value};
+use super::json::{Scratch, is_json_value, visit_json_value};
 use super::plan::Layout;
 use super::split::{
     ChunkSplit, Machine, SplitScanner, State, byte_masks, guess_start, quoted_stretches,
@@ -1014,7 +1014,7 @@ fn find_scalar_fields(
     line: &[u8],
     names: &[String],
     scalars: &mut [Option<JsonScalar>],
-    open: &mut Vec<u8>,
+    scratch: &mut Scratch,
 ) -> bool {
     for scalar in scalars.iter_mut() {
         *scalar = None;
@@ -1023,7 +1023,7 @@ fn find_scalar_fields(
         return false;
     }
     let mut all_read = true;
-    let valid = visit_json_value(line, open, |key, value| {
+    let valid = visit_json_value(line, scratch, |key, value| {
         // serde_json refuses keys that are not UTF-8.
         let plain_key = key.iter().all(|&b| b < 0x80 && b != b'\\')
             || (!key.contains(&b'\\') && std::str::from_utf8(key).is_ok());
@@ -1203,7 +1203,7 @@ struct Sink<'q> {
     json_scalars: Vec<Option<JsonScalar>>,
     json_values: Vec<Option<serde_json::Value>>,
     /// Scratch for checking JSON Lines records.
-    json_open: Vec<u8>,
+    json_scratch: Scratch,
     /// The query only counts records: no field is read, nothing is written.
     counts_only: bool,
     /// How many leading fields of CSV records are read.
@@ -1282,7 +1282,7 @@ impl<'q> Sink<'q> {
             json_scalars: vec![None; json_fields.len()],
             json_values: vec![None; json_fields.len()],
             json_fields,
-            json_open: Vec::new(),
+            json_scratch: Scratch::default(),
             counts_only,
             csv_fields,
         })
@@ -1374,7 +1374,7 @@ impl<'q> Sink<'q> {
         };
         if !self.reads_fields {
             // The fast check decides; serde_json only explains a refusal.
-            if !is_json_value(text, &mut self.json_open) {
+            if !is_json_value(text, &mut self.json_scratch) {
                 let message = match serde_json::from_slice::<serde::de::IgnoredAny>(text) {
                     Err(e) => format!("invalid JSON: {e}"),
                     Ok(_) => "invalid JSON".to_string(),
@@ -1398,7 +1398,7 @@ impl<'q> Sink<'q> {
             text,
             &self.json_fields,
             &mut self.json_scalars,
-            &mut self.json_open,
+            &mut self.json_scratch,
         ) {
             JsonFields::Scalars {
                 text,
@@ -1983,15 +1983,16 @@ mod tests {
                 .collect()
         };
         let mut scalars = vec![None; names.len()];
-        let fast = find_scalar_fields(line, names, &mut scalars, &mut Vec::new()).then(|| {
-            read(&JsonRecord {
-                names,
-                fields: JsonFields::Scalars {
-                    text: line,
-                    scalars: &scalars,
-                },
-            })
-        });
+        let fast =
+            find_scalar_fields(line, names, &mut scalars, &mut Scratch::default()).then(|| {
+                read(&JsonRecord {
+                    names,
+                    fields: JsonFields::Scalars {
+                        text: line,
+                        scalars: &scalars,
+                    },
+                })
+            });
         let mut values = vec![None; names.len()];
         let parsed = parse_json_fields(line, names, &mut values).map(|()| {
             read(&JsonRecord {

@@ -6,11 +6,33 @@ use std::ops::Range;
 
 use super::word::{bytes_below, bytes_equal, non_digits};
 
+/// What checking one line leaves for the next, kept by the caller so that lines do not allocate:
+/// the arrays and objects a value is inside of, and the member prefixes (`"key": ` with the
+/// whitespace around it) of the last top-level object, by position. Lines of JSON Lines repeat
+/// their keys: a prefix equal to the last line's is taken in one comparison of 16 bytes, not
+/// scanned byte by byte, and the scan of the line's next token need not wait for it.
+#[derive(Default)]
+pub struct Scratch {
+    open: Vec<u8>,
+    prefixes: Vec<Prefix>,
+}
+
+/// A member prefix of at most 16 bytes (`len` 0: none), the key's quotes at its `key` offsets.
+#[derive(Clone, Copy, Default)]
+struct Prefix {
+    bytes: u128,
+    len: u8,
+    key_start: u8,
+    key_end: u8,
+}
+
+/// Top-level members whose prefixes are remembered.
+const PREFIXES: usize = 32;
+
 /// True when `text` is exactly one JSON value, with only JSON whitespace around it: exactly when
-/// `serde_json::from_slice::<serde::de::IgnoredAny>(text)` succeeds. `open` is scratch for the
-/// arrays and objects the value is inside of, kept by the caller so that lines do not allocate.
-pub fn is_json_value(text: &[u8], open: &mut Vec<u8>) -> bool {
-    visit_json_value(text, open, |_, _| {})
+/// `serde_json::from_slice::<serde::de::IgnoredAny>(text)` succeeds.
+pub fn is_json_value(text: &[u8], scratch: &mut Scratch) -> bool {
+    visit_json_value(text, scratch, |_, _| {})
 }
 
 /// [`is_json_value`], calling `member(key, value)` for each member of a top-level object, in
@@ -18,10 +40,13 @@ pub fn is_json_value(text: &[u8], open: &mut Vec<u8>) -> bool {
 /// `value` the span of the member's value in `text`. Members seen before a refusal are reported.
 pub fn visit_json_value(
     text: &[u8],
-    open: &mut Vec<u8>,
+    scratch: &mut Scratch,
     mut member: impl FnMut(&[u8], Range<usize>),
 ) -> bool {
+    let Scratch { open, prefixes } = scratch;
     open.clear();
+    // Top-level members begun.
+    let mut members = 0;
     // The top-level member whose value is being checked: its key and where its value starts.
     let mut pending: Option<(Range<usize>, usize)> = None;
     let mut at = 0;
@@ -45,7 +70,12 @@ pub fn visit_json_value(
                     }
                     _ => {
                         open.push(b'{');
-                        match member_value_start(text, inside) {
+                        let start = if open.len() == 1 {
+                            top_member_start(text, at + 1, prefixes, &mut members)
+                        } else {
+                            member_value_start(text, inside)
+                        };
+                        match start {
                             Some((key, value)) => {
                                 if open.len() == 1 {
                                     pending = Some((key, value));
@@ -79,7 +109,11 @@ pub fn visit_json_value(
                     at = after + 1;
                     break;
                 }
-                (b'{', Some(b',')) => match member_value_start(text, after + 1) {
+                (b'{', Some(b',')) => match if open.len() == 1 {
+                    top_member_start(text, after + 1, prefixes, &mut members)
+                } else {
+                    member_value_start(text, after + 1)
+                } {
                     Some((key, value)) => {
                         if open.len() == 1 {
                             pending = Some((key, value));
@@ -105,6 +139,56 @@ fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
         at += 1;
     }
     at
+}
+
+/// [`member_value_start`] for a member of the top-level object, the `members`-th begun: by the
+/// prefix of the last object's member at that position when the text repeats it, learning the
+/// prefix when it does not.
+#[inline(always)]
+fn top_member_start(
+    text: &[u8],
+    at: usize,
+    prefixes: &mut Vec<Prefix>,
+    members: &mut usize,
+) -> Option<(Range<usize>, usize)> {
+    let index = *members;
+    *members += 1;
+    let word = text
+        .get(at..at + 16)
+        .map(|word| u128::from_le_bytes(word.try_into().expect("16 bytes")));
+    if let (Some(word), Some(prefix)) = (word, prefixes.get(index))
+        && prefix.len > 0
+        && (word ^ prefix.bytes) & low_bytes(prefix.len) == 0
+    {
+        // The same bytes parse the same way, up to the whitespace that may follow them.
+        let key = at + usize::from(prefix.key_start)..at + usize::from(prefix.key_end);
+        return Some((key, skip_whitespace(text, at + usize::from(prefix.len))));
+    }
+    let (key, value) = member_value_start(text, at)?;
+    if let Some(word) = word
+        && index < PREFIXES
+    {
+        if prefixes.len() <= index {
+            prefixes.resize(index + 1, Prefix::default());
+        }
+        let len = value - at;
+        prefixes[index] = match u8::try_from(len) {
+            Ok(len) if len <= 16 => Prefix {
+                bytes: word & low_bytes(len),
+                len,
+                key_start: (key.start - at) as u8,
+                key_end: (key.end - at) as u8,
+            },
+            _ => Prefix::default(),
+        };
+    }
+    Some((key, value))
+}
+
+/// A mask of the low `len` bytes of a u128 (`len` at most 16).
+#[inline(always)]
+fn low_bytes(len: u8) -> u128 {
+    u128::MAX.checked_shr(128 - 8 * u32::from(len)).unwrap_or(0)
 }
 
 /// From just inside `{` or after a member's comma: past `"key" :`. The span of the key between
@@ -219,7 +303,7 @@ mod tests {
     }
 
     fn accepts(text: &[u8]) -> bool {
-        is_json_value(text, &mut Vec::new())
+        is_json_value(text, &mut Scratch::default())
     }
 
     #[test]
@@ -288,7 +372,7 @@ mod tests {
     /// The members `visit_json_value` reports for `text`, as text, and its verdict.
     fn members(text: &str) -> (bool, Vec<(String, String)>) {
         let mut members = Vec::new();
-        let valid = visit_json_value(text.as_bytes(), &mut Vec::new(), |key, value| {
+        let valid = visit_json_value(text.as_bytes(), &mut Scratch::default(), |key, value| {
             members.push((
                 String::from_utf8(key.to_vec()).unwrap(),
                 text[value].to_string(),
@@ -399,8 +483,68 @@ mod tests {
         prop::collection::vec(token, 0..16).prop_map(|tokens| tokens.concat().into_bytes())
     }
 
+    /// Lines of objects whose members come from a few keys, spacings and values, so that
+    /// consecutive lines often repeat a member prefix at the same position, and often nearly do;
+    /// a few bytes edited.
+    fn object_lines() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let key = prop::sample::select(vec![
+            "id",
+            "a",
+            "distance_km",
+            "a_long_key_name",
+            "k\\\"",
+            "é",
+        ]);
+        let space = prop::sample::select(vec!["", " ", "  ", "\t"]);
+        let value = prop::sample::select(vec![
+            "1",
+            "-2.5",
+            "\"text\"",
+            "\"\"",
+            "null",
+            "[1, {}]",
+            "{\"a\": 1}",
+        ]);
+        let member = (space.clone(), key, space.clone(), space.clone(), value)
+            .prop_map(|(s1, k, s2, s3, v)| format!("{s1}\"{k}\"{s2}:{s3}{v}"));
+        let line = (prop::collection::vec(member, 0..6), space)
+            .prop_map(|(members, end)| format!("{{{}{end}}}", members.join(",")).into_bytes());
+        let edit = (
+            any::<prop::sample::Index>(),
+            prop::sample::select(b" \t\"\\,:{}[]1a\x01".to_vec()),
+        );
+        let edited = (line, prop::collection::vec(edit, 0..2)).prop_map(|(mut text, edits)| {
+            for (at, byte) in edits {
+                let at = at.index(text.len());
+                text[at] = byte;
+            }
+            text
+        });
+        prop::collection::vec(edited, 1..8)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
+        /// Remembered prefixes change nothing: line after line, the verdict is serde_json's and
+        /// the members are those reported with nothing remembered.
+        #[test]
+        fn remembered_prefixes_change_no_verdict_and_no_member(lines in object_lines()) {
+            let mut scratch = Scratch::default();
+            for line in lines {
+                let mut remembered = Vec::new();
+                let valid = visit_json_value(&line, &mut scratch, |key, value| {
+                    remembered.push((key.to_vec(), value))
+                });
+                let mut fresh = Vec::new();
+                let valid_fresh = visit_json_value(&line, &mut Scratch::default(), |key, value| {
+                    fresh.push((key.to_vec(), value))
+                });
+                prop_assert_eq!(valid, serde_accepts(&line), "{}", String::from_utf8_lossy(&line));
+                prop_assert_eq!(valid, valid_fresh);
+                prop_assert_eq!(remembered, fresh);
+            }
+        }
+
         #[test]
         fn agrees_with_serde_json(text in near_json()) {
             prop_assert_eq!(accepts(&text), serde_accepts(&text));
