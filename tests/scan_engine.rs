@@ -577,7 +577,8 @@ fn jsonl_recs(data: &[u8]) -> Vec<Rec> {
 
 /// JSON Lines with blank and whitespace-only lines, CRLF, a BOM, no final newline and strings
 /// holding escaped newlines and braces gives, at every chunk size, the record count, exact SUM,
-/// MIN, MAX, nested MAX and filtered COUNT and SUM of a sequential line-by-line parse.
+/// MIN, MAX, nested MAX and filtered COUNT and SUM (by a general WHERE and by a field compared
+/// with a number) of a sequential line-by-line parse.
 #[tokio::test]
 async fn json_lines_results_match_a_sequential_parse_at_every_chunk_size() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
@@ -598,6 +599,12 @@ async fn json_lines_results_match_a_sequential_parse_at_every_chunk_size() {
             filter: |r| {
                 r.fare.is_some_and(|f| f > 50.0) || r.name.as_ref().is_some_and(|n| n.contains('{'))
             },
+        },
+        Check {
+            sql: "SELECT COUNT(*) AS n, SUM(s.fare) AS total, MAX(s.name) AS last \
+                  FROM S3Object s WHERE CAST(s.fare AS FLOAT) > 50",
+            keys: &["n", "total", "last"],
+            filter: |r| r.fare.is_some_and(|f| f > 50.0),
         },
     ];
     let corpus = [

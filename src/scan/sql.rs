@@ -763,30 +763,31 @@ impl Query {
     }
 
     pub fn evaluator(&self) -> Evaluator<'_> {
-        let (partials, direct) = match &self.selection {
-            Selection::Aggregates(items) => items
-                .iter()
-                .map(|(_, kind, argument)| {
-                    let direct = match argument {
-                        Some(Expr::Column(column)) => Some(DirectColumn {
-                            column,
-                            float: false,
-                        }),
-                        Some(Expr::Cast(inner, Cast::Float)) => match inner.as_ref() {
-                            Expr::Column(column) => Some(DirectColumn {
+        let (partials, mut direct): (Vec<Partial>, Vec<Option<DirectColumn>>) =
+            match &self.selection {
+                Selection::Aggregates(items) => items
+                    .iter()
+                    .map(|(_, kind, argument)| {
+                        let direct = match argument {
+                            Some(Expr::Column(column)) => Some(DirectColumn {
                                 column,
-                                float: true,
+                                float: false,
                             }),
+                            Some(Expr::Cast(inner, Cast::Float)) => match inner.as_ref() {
+                                Expr::Column(column) => Some(DirectColumn {
+                                    column,
+                                    float: true,
+                                }),
+                                _ => None,
+                            },
                             _ => None,
-                        },
-                        _ => None,
-                    };
-                    (Partial::new(*kind), direct)
-                })
-                .unzip(),
-            _ => (Vec::new(), Vec::new()),
-        };
-        let mut direct: Vec<Option<DirectColumn>> = direct;
+                        };
+                        (Partial::new(*kind), direct)
+                    })
+                    .unzip(),
+                _ => (Vec::new(), Vec::new()),
+            };
+        // Equal columns take the first one's reference (see `DirectColumn`).
         for at in 0..direct.len() {
             if let Some(this) = direct[at]
                 && let Some(first) = direct[..at]
@@ -1240,5 +1241,84 @@ mod tests {
         assert_eq!(kept, 2);
         let named = compile("SELECT s.a.b FROM S3Object s", &Columns::Named).unwrap();
         assert_eq!(named.output_names().unwrap(), vec!["a.b"]);
+    }
+
+    /// JSON-like top-level fields, offered as plain numbers (as JSON Lines records offer their
+    /// plain decimals) when `plain`.
+    struct Fields {
+        values: Vec<(&'static str, Value<'static>)>,
+        plain: bool,
+    }
+
+    impl Record for Fields {
+        fn field(&self, index: usize) -> Result<Value<'_>, String> {
+            Err(format!("no column _{}", index + 1))
+        }
+        fn path(&self, path: &[String]) -> Value<'_> {
+            let [name] = path else {
+                return Value::Null;
+            };
+            self.values
+                .iter()
+                .rev()
+                .find(|(field, _)| field == name)
+                .map_or(Value::Null, |(_, value)| value.clone())
+        }
+        fn plain_path_number(&self, path: &[String]) -> Option<Number> {
+            match self.path(path) {
+                _ if !self.plain => None,
+                Value::Int(i) => Some(Number::Int(i)),
+                Value::Float(f) => Some(Number::Float(f)),
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn named_fields_read_as_plain_numbers_give_what_their_values_give() {
+        let records: Vec<Vec<(&str, Value)>> = vec![
+            vec![("fare", Value::Float(12.5)), ("n", Value::Int(3))],
+            vec![("fare", Value::Int(51)), ("n", Value::Int(9))],
+            vec![("fare", Value::Str("60.5".into()))],
+            vec![("fare", Value::Null), ("n", Value::Float(4.5))],
+            vec![("n", Value::Int(1))],
+            vec![("fare", Value::Float(-0.0))],
+            vec![("fare", Value::Bool(true))],
+            vec![("fare", Value::Str("cash".into()))],
+        ];
+        let items = "COUNT(*), MIN(s.fare), MAX(s.fare), COUNT(s.fare), MIN(CAST(s.fare AS FLOAT)), \
+                     MAX(s.n), SUM(s.n)";
+        let mut results = Vec::new();
+        for filter in [
+            "",
+            "WHERE s.fare > 12",
+            "WHERE CAST(s.fare AS INT) >= 12",
+            "WHERE 51 = s.fare",
+            "WHERE s.n < 5",
+            "WHERE CAST(s.fare AS FLOAT) <= 0",
+        ] {
+            let sql = format!("SELECT {items} FROM S3Object s {filter}");
+            let query = compile(&sql, &Columns::Named).unwrap();
+            let [general, shortcut] = [false, true].map(|plain| {
+                let mut evaluator = query.evaluator();
+                let errors: Vec<String> = records
+                    .iter()
+                    .filter_map(|values| {
+                        let record = Fields {
+                            values: values.clone(),
+                            plain,
+                        };
+                        evaluator.record(&record).err()
+                    })
+                    .collect();
+                (query.result(&evaluator.partials, 0), errors)
+            });
+            assert_eq!(general, shortcut, "{sql}");
+            results.push(general);
+        }
+        // The cases differ from each other: the filters and values are not all unknown.
+        assert_eq!(results[1].0["COUNT(*)"], 3, "{results:?}");
+        assert_eq!(results[3].0["MAX(s.n)"], 9, "{results:?}");
+        assert_eq!(results[5].0["COUNT(*)"], 1, "{results:?}");
     }
 }
