@@ -2061,10 +2061,7 @@ mod tests {
             "n\\\"ote",
         ]);
         let value = prop_oneof![
-            Just("null".to_string()),
-            Just("true".to_string()),
-            Just("false".to_string()),
-            "-?(0|[1-9][0-9]{0,19})(\\.[0-9]{1,18})?([eE][+-]?[0-9]{1,3})?",
+            crate::scan::json::tests::literals_and_numbers(),
             "\"([a-z é\u{7f}]|\\\\[\"\\\\nu]|\\\\u00[0-9a-f]{2}){0,12}\"",
             "\\{\"(fare|x)\": [0-9]\\}",
             "\\[[0-9], \"[a-z]\"\\]",
