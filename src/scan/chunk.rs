@@ -1008,8 +1008,8 @@ impl JsonScalar {
 
 /// Checks `line` and reads the fields named in `names` (the last of duplicates) into `scalars`,
 /// when it is an object whose fields read are all [`JsonScalar`]s and whose keys are UTF-8 without
-/// escapes (which could hide a name). False leaves the line to [`parse_json_fields`], which also explains a
-/// refusal.
+/// escapes (which could hide a name). False leaves the line to [`parse_json_fields`], which also
+/// explains a refusal.
 fn find_scalar_fields(
     line: &[u8],
     names: &[String],
@@ -1061,6 +1061,14 @@ fn parse_json_fields(
         .map_err(|e| format!("invalid JSON: {e}"))
 }
 
+impl JsonRecord<'_> {
+    fn field_index(&self, name: &str) -> Option<usize> {
+        self.names
+            .iter()
+            .position(|known| same_bytes(known.as_bytes(), name.as_bytes()))
+    }
+}
+
 impl Record for JsonRecord<'_> {
     fn field(&self, index: usize) -> Result<Value<'_>, String> {
         Err(format!("JSON Lines records have no column _{}", index + 1))
@@ -1070,7 +1078,7 @@ impl Record for JsonRecord<'_> {
         let Some((first, rest)) = path.split_first() else {
             return Value::Null;
         };
-        let Some(at) = self.names.iter().position(|name| name == first) else {
+        let Some(at) = self.field_index(first) else {
             return Value::Null;
         };
         let mut value = match &self.fields {
@@ -1102,11 +1110,7 @@ impl Record for JsonRecord<'_> {
         let [name] = path else {
             return None;
         };
-        let at = self
-            .names
-            .iter()
-            .position(|known| same_bytes(known.as_bytes(), name.as_bytes()))?;
-        match scalars[at] {
+        match scalars[self.field_index(name)?] {
             Some(JsonScalar::Number(number)) => Some(number),
             _ => None,
         }

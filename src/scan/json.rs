@@ -73,16 +73,10 @@ pub fn visit_json_value(
                     }
                     _ => {
                         open.push(b'{');
-                        let start = if open.len() == 1 {
-                            top_member_start(text, at + 1, prefixes, &mut members)
-                        } else {
-                            member_value_start(text, inside)
-                        };
-                        match start {
-                            Some((key, value)) => {
-                                if open.len() == 1 {
-                                    pending = Some((key, value));
-                                }
+                        let top = open.len() == 1;
+                        match member_start(text, at + 1, top, prefixes, &mut members, &mut pending)
+                        {
+                            Some(value) => {
                                 at = value;
                                 continue;
                             }
@@ -112,20 +106,16 @@ pub fn visit_json_value(
                     at = after + 1;
                     break;
                 }
-                (b'{', Some(b',')) => match if open.len() == 1 {
-                    top_member_start(text, after + 1, prefixes, &mut members)
-                } else {
-                    member_value_start(text, after + 1)
-                } {
-                    Some((key, value)) => {
-                        if open.len() == 1 {
-                            pending = Some((key, value));
+                (b'{', Some(b',')) => {
+                    let top = open.len() == 1;
+                    match member_start(text, after + 1, top, prefixes, &mut members, &mut pending) {
+                        Some(value) => {
+                            at = value;
+                            break;
                         }
-                        at = value;
-                        break;
+                        None => return false,
                     }
-                    None => return false,
-                },
+                }
                 (b'[', Some(b']')) | (b'{', Some(b'}')) => {
                     open.pop();
                     after += 1;
@@ -142,6 +132,26 @@ fn skip_whitespace(text: &[u8], mut at: usize) -> usize {
         at += 1;
     }
     at
+}
+
+/// From just inside `{` or after a member's comma: where the member's value starts. A member of
+/// the top-level object (`top`) is taken by [`top_member_start`] and kept in `pending`, to be
+/// reported when its value ends.
+#[inline(always)]
+fn member_start(
+    text: &[u8],
+    at: usize,
+    top: bool,
+    prefixes: &mut Vec<Prefix>,
+    members: &mut usize,
+    pending: &mut Option<(Range<usize>, usize)>,
+) -> Option<usize> {
+    if !top {
+        return member_value_start(text, at).map(|(_, value)| value);
+    }
+    let (key, value) = top_member_start(text, at, prefixes, members)?;
+    *pending = Some((key, value));
+    Some(value)
 }
 
 /// [`member_value_start`] for a member of the top-level object, the `members`-th begun: by the
