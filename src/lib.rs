@@ -1,11 +1,14 @@
 //! s3flow: a Kubernetes operator that streams and processes very large S3 objects with bounded memory.
 
+pub mod address;
 pub mod api;
 pub mod controller;
 pub mod ingest;
+pub mod redact;
 pub mod s3;
 pub mod scan;
 pub mod size;
+pub mod worker;
 
 /// Version of this build, as `s3flow version` reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -34,16 +34,55 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ControllerArgs {
-    /// CIDR an S3Ingest source may resolve to although it is loopback or link-local (repeatable;
-    /// cloud metadata addresses stay refused).
-    #[arg(long = "allow-source-cidr", value_name = "CIDR")]
-    allow_source_cidrs: Vec<ipnet::IpNet>,
+    /// CIDR that sources, S3 endpoints and chunk workers may reach although it is loopback,
+    /// link-local, unspecified or this pod's own address (repeatable; cloud metadata addresses
+    /// stay refused whatever it says).
+    #[arg(long = "allow-cidr", alias = "allow-source-cidr", value_name = "CIDR")]
+    allow_cidrs: Vec<ipnet::IpNet>,
+    /// CIDR no source, S3 endpoint or chunk worker may reach, whatever --allow-cidr says (for
+    /// example private ranges or the Service CIDR; repeatable).
+    #[arg(long = "deny-cidr", value_name = "CIDR")]
+    deny_cidrs: Vec<ipnet::IpNet>,
+    /// This pod's own address(es), refused unless --allow-cidr opens them.
+    #[arg(
+        long = "pod-ip",
+        env = "POD_IP",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    pod_ips: Vec<std::net::IpAddr>,
+    /// Namespace whose resources may use the operator's own AWS identity (the default credential
+    /// chain) when they name no credentials Secret (repeatable, or comma-separated; none by
+    /// default: every resource brings its own credentials).
+    #[arg(
+        long = "default-credentials-namespace",
+        value_name = "NAMESPACE",
+        env = "S3FLOW_DEFAULT_CREDENTIALS_NAMESPACES",
+        value_delimiter = ','
+    )]
+    default_credentials_namespaces: Vec<String>,
     /// Ingests streaming at once in this operator.
     #[arg(long, default_value_t = 4)]
     max_concurrent_ingests: usize,
-    /// Seconds without a byte from a source before its read counts as stalled.
+    /// Memory all ingests' part buffers share, such as 512Mi. Default: half of the container's
+    /// memory limit (--memory-limit), else 1Gi.
+    #[arg(long, env = "S3FLOW_INGEST_MEMORY_BUDGET", value_parser = size_arg)]
+    ingest_memory_budget: Option<u64>,
+    /// The container's memory limit in bytes (the chart sets it from the downward API).
+    #[arg(long, env = "S3FLOW_MEMORY_LIMIT")]
+    memory_limit: Option<u64>,
+    /// Seconds without a byte from a source before its read counts as stalled; also the window
+    /// over which --min-source-bytes-per-second is judged.
     #[arg(long, default_value_t = 60)]
     stall_timeout: u64,
+    /// A source sending fewer bytes per second than this while it is waited on fails as
+    /// SourceStalled instead of holding a transfer slot (0: no floor).
+    #[arg(long, default_value_t = 1024)]
+    min_source_bytes_per_second: u64,
+    /// Image pattern a scan's containers may use (`*` matches any run of characters; repeatable).
+    /// None: any image. The operator's own worker image is always allowed.
+    #[arg(long = "allowed-image", value_name = "PATTERN")]
+    allowed_images: Vec<String>,
     /// Seconds between progress updates in an ingest's status.
     #[arg(long, default_value_t = 2)]
     status_interval: u64,
@@ -119,12 +158,26 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         std::env::var("HOSTNAME").unwrap_or_else(|_| "s3flow".into()),
         started ^ u128::from(std::process::id()) << 64
     );
+    let stall_timeout = std::time::Duration::from_secs(args.stall_timeout.max(1));
+    let budget = args
+        .ingest_memory_budget
+        .or(args.memory_limit.map(|limit| limit / 2))
+        .unwrap_or(1 << 30);
     let settings = s3flow::controller::Settings {
-        source_policy: std::sync::Arc::new(s3flow::ingest::AddressPolicy::allowing(
-            args.allow_source_cidrs,
-        )),
+        policy: std::sync::Arc::new(s3flow::address::AddressPolicy {
+            allowed: args.allow_cidrs,
+            denied: args.deny_cidrs,
+            own: args.pod_ips,
+        }),
+        default_credentials_namespaces: args.default_credentials_namespaces,
         max_concurrent_ingests: args.max_concurrent_ingests,
-        stall_timeout: std::time::Duration::from_secs(args.stall_timeout),
+        ingest_memory: s3flow::ingest::MemoryBudget::new(budget),
+        stall_timeout,
+        source_floor: s3flow::ingest::ThroughputFloor {
+            min_bytes_per_second: args.min_source_bytes_per_second,
+            window: stall_timeout,
+        },
+        allowed_images: args.allowed_images,
         status_interval: std::time::Duration::from_secs(args.status_interval.max(1)),
         worker_image: args.worker_image,
         scope: if args.namespaces.is_empty() {
@@ -144,6 +197,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     s3flow::controller::run(client, settings, Some(listener)).await?;
     Ok(())
+}
+
+fn size_arg(text: &str) -> Result<u64, s3flow::size::SizeError> {
+    s3flow::size::parse_size(text)
 }
 
 /// Part buffers are megabytes each and short-lived. glibc raises its mmap threshold after such

@@ -2,12 +2,17 @@
 //! addressing and credentials, with no Kubernetes types.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+
+use crate::address::{AddressPolicy, S3Resolver, UrlRefused};
 
 /// Region used when neither the settings nor the default AWS chain name one.
 pub const FALLBACK_REGION: &str = "us-east-1";
@@ -44,12 +49,43 @@ pub struct S3Settings {
     pub force_path_style: bool,
     /// Static credentials; `None` uses the default AWS chain (environment, IRSA, Pod Identity, ...).
     pub credentials: Option<StaticCredentials>,
+    /// The addresses the client may connect to; `None` (the CLI on the user's own machine): any.
+    pub policy: Option<Arc<AddressPolicy>>,
+}
+
+/// Why no client can be built for the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("endpoint {0:?} is not a URL: {1}")]
+    Invalid(String, url::ParseError),
+    #[error("endpoint {shown}: {1}", shown = crate::redact::text(.0))]
+    Refused(String, UrlRefused),
+}
+
+/// Connect, first-byte and overall limits of every S3 request. A part of up to 5 GiB is sent
+/// before its answer's first byte arrives, which bounds the first-byte wait from below; bodies
+/// read as streams have their own stall timeouts where they are read.
+fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(600))
+        .operation_attempt_timeout(Duration::from_secs(900))
+        .operation_timeout(Duration::from_secs(2700))
+        .build()
 }
 
 /// Builds an S3 client for `settings`. With static credentials, or a region (an endpoint implies
 /// one), nothing of the default chain is consulted: no instance metadata service is ever probed
-/// for what the settings already say.
-pub async fn client(settings: &S3Settings) -> aws_sdk_s3::Client {
+/// for what the settings already say. With a policy, the endpoint and every address the client
+/// resolves pass it.
+pub async fn client(settings: &S3Settings) -> Result<aws_sdk_s3::Client, EndpointError> {
+    if let (Some(endpoint), Some(policy)) = (&settings.endpoint, &settings.policy) {
+        let url = url::Url::parse(endpoint)
+            .map_err(|e| EndpointError::Invalid(crate::redact::text(endpoint).into_owned(), e))?;
+        policy
+            .check_url(&url)
+            .map_err(|refused| EndpointError::Refused(endpoint.clone(), refused))?;
+    }
     let region = settings
         .region
         .clone()
@@ -84,7 +120,17 @@ pub async fn client(settings: &S3Settings) -> aws_sdk_s3::Client {
             aws_sdk_s3::config::Builder::from(&shared).region(region)
         }
     };
+    if let Some(policy) = &settings.policy {
+        use aws_smithy_http_client::tls;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .build_with_resolver(S3Resolver(policy.clone()));
+        builder = builder.http_client(http);
+    }
     builder = builder
+        .timeout_config(timeouts())
         .force_path_style(settings.force_path_style)
         // Throttling, 5xx and dropped connections cost a retry of one request, not the transfer.
         .retry_config(
@@ -95,7 +141,7 @@ pub async fn client(settings: &S3Settings) -> aws_sdk_s3::Client {
     if let Some(endpoint) = &settings.endpoint {
         builder = builder.endpoint_url(endpoint);
     }
-    aws_sdk_s3::Client::from_conf(builder.build())
+    Ok(aws_sdk_s3::Client::from_conf(builder.build()))
 }
 
 #[cfg(test)]
@@ -122,6 +168,51 @@ mod tests {
     }
 }
 
+/// Aborts the multipart upload `upload_id` of `bucket/key` (exactly that one: nothing is listed),
+/// and checks that it is gone: S3 may keep a part whose upload was in flight during an abort, so
+/// the abort is repeated while ListParts still finds the upload. One that is already gone is no
+/// error. The one place s3flow aborts uploads.
+pub async fn abort_upload(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> Result<(), ServiceFailure> {
+    for _ in 0..3 {
+        match s3
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(()),
+            Err(e) => return Err(ServiceFailure::of("aborting the multipart upload", e)),
+        }
+        match s3
+            .list_parts()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .max_parts(1)
+            .send()
+            .await
+        {
+            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(()),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    Err(ServiceFailure {
+        code: "UploadNotAborted".into(),
+        message: format!(
+            "upload {upload_id} of s3://{bucket}/{key} still exists after aborting it"
+        ),
+        forbidden: None,
+    })
+}
+
 /// An S3 request's failure: the service's error code and a message with its context.
 #[derive(Debug)]
 pub struct ServiceFailure {
@@ -129,6 +220,8 @@ pub struct ServiceFailure {
     /// body (HEAD), empty when no answer came.
     pub code: String,
     pub message: String,
+    /// The address policy refused the connection.
+    pub forbidden: Option<crate::address::ForbiddenAddress>,
 }
 
 impl ServiceFailure {
@@ -136,6 +229,7 @@ impl ServiceFailure {
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
+        let forbidden = crate::address::ForbiddenAddress::find(&error);
         // HEAD answers carry no error body: fall back to the status code.
         let status = error.raw_response().map(|r| r.status().as_u16());
         let code = match (error.code(), status) {
@@ -146,19 +240,26 @@ impl ServiceFailure {
             (None, Some(status)) => format!("HTTP {status}"),
             (None, None) => String::new(),
         };
-        let message = format!(
-            "{context}: {}",
-            error.message().map(str::to_string).unwrap_or_else(|| {
-                let mut text = error.to_string();
-                let mut source = std::error::Error::source(&error);
-                while let Some(e) = source {
-                    text = format!("{text}: {e}");
-                    source = e.source();
-                }
-                text
-            })
-        );
-        ServiceFailure { code, message }
+        let message = match &forbidden {
+            Some(forbidden) => format!("{context}: {forbidden}"),
+            None => format!(
+                "{context}: {}",
+                error.message().map(str::to_string).unwrap_or_else(|| {
+                    let mut text = error.to_string();
+                    let mut source = std::error::Error::source(&error);
+                    while let Some(e) = source {
+                        text = format!("{text}: {e}");
+                        source = e.source();
+                    }
+                    text
+                })
+            ),
+        };
+        ServiceFailure {
+            code,
+            message: crate::redact::text(&message).into_owned(),
+            forbidden,
+        }
     }
 
     pub fn is_access_denied(&self) -> bool {

@@ -24,7 +24,15 @@ async fn chart_lints_renders_and_passes_server_dry_run() {
             &ns,
             "--validate",
             "--set",
-            "ingest.allowSourceCidrs={10.1.0.0/16,127.0.0.1/32}",
+            "addressPolicy.allowCidrs={10.1.0.0/16,127.0.0.1/32}",
+            "--set",
+            "addressPolicy.denyCidrs={10.96.0.0/12}",
+            "--set",
+            "defaultCredentials.namespaces={platform}",
+            "--set",
+            "ingest.memoryBudget=256Mi",
+            "--set",
+            "scan.allowedImages={registry.example.com/*}",
         ],
         b"",
     );
@@ -48,8 +56,13 @@ async fn chart_lints_renders_and_passes_server_dry_run() {
     }
     // The values reach the operator's flags.
     for flag in [
-        "- --allow-source-cidr=10.1.0.0/16",
-        "- --allow-source-cidr=127.0.0.1/32",
+        "- --allow-cidr=10.1.0.0/16",
+        "- --allow-cidr=127.0.0.1/32",
+        "- --deny-cidr=10.96.0.0/12",
+        "- --default-credentials-namespace=platform",
+        "- --ingest-memory-budget=256Mi",
+        "- --min-source-bytes-per-second=1024",
+        "- --allowed-image=registry.example.com/*",
         "- --max-concurrent-ingests=4",
         "- --leader-elect",
         "- --http-port=8080",
@@ -161,7 +174,12 @@ fn chart_options_render_and_bad_values_are_refused() {
         ("replicaCount=-1", "replicaCount"),
         ("logFormat=xml", "logFormat"),
         ("metrics.port=70000", "port"),
-        ("ingest.allowSourceCidrs={not-a-cidr}", "allowSourceCidrs"),
+        ("addressPolicy.allowCidrs={not-a-cidr}", "allowCidrs"),
+        ("ingest.memoryBudget=1.5Gi", "memoryBudget"),
+        (
+            "defaultCredentials.namespaces={Not_A_Namespace}",
+            "namespaces",
+        ),
         ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
         ("unknownValue=1", "unknownValue"),
     ] {

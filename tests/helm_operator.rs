@@ -50,7 +50,7 @@ fn install(verb: &str, ns: &str, extra: &[&str]) {
         "--set",
         "leaderElection.leaseDurationSeconds=6",
         "--set",
-        "ingest.allowSourceCidrs={127.0.0.1/32}",
+        "addressPolicy.allowCidrs={127.0.0.1/32}",
         "--set",
         &watch,
     ];

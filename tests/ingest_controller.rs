@@ -153,7 +153,7 @@ async fn ingests_through_the_controller() {
     })
     .await;
     let wrong: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "wrong"},
+        "metadata": {"name": "wrong", "labels": {"s3flow.io/secret-type": "credentials"}},
         "stringData": {"AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": "not-the-secret"},
     }))
     .unwrap();

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use aws_sdk_s3::Client;
 use common::http_source::{Behaviour, Body, HttpSource, serve};
+use s3flow::address::AddressPolicy;
 use s3flow::ingest::{
-    self, AddressPolicy, IngestError, IngestRequest, PartSize, Progress, SourceConfig,
+    self, IngestError, IngestRequest, MemoryBudget, NoLog, PartSize, Progress, SourceConfig,
+    ThroughputFloor,
 };
 use s3flow::s3::{S3Settings, StaticCredentials, client};
 
@@ -26,10 +28,15 @@ fn request(url: &str, bucket: &str, key: &str) -> IngestRequest {
             url: url.to_string(),
             headers: vec![],
             ca_bundle: None,
-            policy: Arc::new(AddressPolicy::allowing(vec![
-                "127.0.0.1/32".parse().unwrap(),
-            ])),
+            policy: Arc::new(AddressPolicy {
+                allowed: vec!["127.0.0.1/32".parse().unwrap()],
+                ..Default::default()
+            }),
             stall_timeout: Duration::from_secs(10),
+            floor: ThroughputFloor {
+                min_bytes_per_second: 1024,
+                window: Duration::from_secs(10),
+            },
         },
         expected_size: None,
         expected_sha256: None,
@@ -43,12 +50,23 @@ fn request(url: &str, bucket: &str, key: &str) -> IngestRequest {
     }
 }
 
+/// The engine as the CLI runs it: memory of its own, nothing recorded.
+async fn ingest_once(
+    s3: &Client,
+    request: &IngestRequest,
+    progress: &tokio::sync::watch::Sender<Progress>,
+    resume: Option<ingest::Resume>,
+) -> Result<ingest::Outcome, IngestError> {
+    let mut memory = MemoryBudget::unlimited().reserve(0).await.unwrap();
+    ingest::ingest(s3, request, progress, resume, &mut memory, &mut NoLog).await
+}
+
 async fn run(
     s3: &Client,
     request: &IngestRequest,
 ) -> (Result<ingest::Outcome, IngestError>, Progress) {
     let (progress, updates) = tokio::sync::watch::channel(Progress::default());
-    let outcome = ingest::ingest(s3, request, &progress, None, |_| async { Ok(()) }).await;
+    let outcome = ingest_once(s3, request, &progress, None).await;
     let last = updates.borrow().clone();
     (outcome, last)
 }
@@ -298,7 +316,8 @@ async fn forbidden_addresses_and_bad_credentials_are_refused() {
         }),
         ..Default::default()
     })
-    .await;
+    .await
+    .unwrap();
     let error = run(&wrong, &request(&source.url, &f.name, "denied"))
         .await
         .0
@@ -311,7 +330,7 @@ async fn forbidden_addresses_and_bad_credentials_are_refused() {
 /// killed process would (no abort), returning where a restart would resume.
 async fn crash_after(s3: &Client, request: &IngestRequest, parts: u32) -> ingest::Resume {
     let (progress, mut updates) = tokio::sync::watch::channel(Progress::default());
-    let engine = ingest::ingest(s3, request, &progress, None, |_| async { Ok(()) });
+    let engine = ingest_once(s3, request, &progress, None);
     tokio::pin!(engine);
     loop {
         tokio::select! {
@@ -349,11 +368,9 @@ async fn a_restart_resumes_from_the_parts_s3_holds() {
         .bytes_served
         .load(std::sync::atomic::Ordering::SeqCst);
     let (progress, _) = tokio::sync::watch::channel(Progress::default());
-    let outcome = ingest::ingest(&f.s3, &req, &progress, Some(resume.clone()), |_| async {
-        Ok(())
-    })
-    .await
-    .unwrap();
+    let outcome = ingest_once(&f.s3, &req, &progress, Some(resume.clone()))
+        .await
+        .unwrap();
     let resumed_at = outcome.resumed_at.expect("resumed, not started over");
     // From the earlier of the hashed end and the first part S3 lacks (parts finish out of order).
     assert!(
@@ -386,7 +403,7 @@ async fn a_restart_resumes_from_the_parts_s3_holds() {
     let mut req = request(&changing.url, &f.name, "restarted-upload");
     req.concurrency = 1;
     let resume = crash_after(&f.s3, &req, 2).await;
-    let outcome = ingest::ingest(&f.s3, &req, &progress, Some(resume), |_| async { Ok(()) })
+    let outcome = ingest_once(&f.s3, &req, &progress, Some(resume))
         .await
         .unwrap();
     assert_eq!(outcome.resumed_at, None);

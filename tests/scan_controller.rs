@@ -408,7 +408,7 @@ async fn bad_input_fails_with_a_reason(env: &common::TestEnv) {
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), &ns);
     secrets
         .create(&PostParams::default(), &serde_json::from_value(json!({
-            "metadata": {"name": "wrong"},
+            "metadata": {"name": "wrong", "labels": {"s3flow.io/secret-type": "credentials"}},
             "stringData": {"AWS_ACCESS_KEY_ID": "nobody", "AWS_SECRET_ACCESS_KEY": "nothing-at-all"},
         })).unwrap())
         .await

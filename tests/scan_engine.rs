@@ -392,6 +392,7 @@ async fn plan(
             format,
             expected_headers: None,
             chunk_size,
+            max_record_size: scan::plan::DEFAULT_MAX_RECORD_SIZE,
         },
     )
     .await
@@ -861,6 +862,7 @@ async fn failures_name_the_cause_and_the_bytes() {
             format: CSV,
             expected_headers: Some(expected.clone()),
             chunk_size: 64,
+            max_record_size: scan::plan::DEFAULT_MAX_RECORD_SIZE,
         },
     )
     .await

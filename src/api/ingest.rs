@@ -5,7 +5,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Phase, S3Connection, SecretRef, bucket_name_rule};
+use super::{
+    Phase, S3Connection, SecretRef, bucket_name_rule, dns_subdomain_rule, http_url_rule, key_rule,
+    size_check,
+};
 
 /// What to copy where: a URL streamed into S3 with bounded memory, parallel parts, resumable after a
 /// restart and verified end to end.
@@ -47,11 +50,15 @@ pub struct S3IngestSpec {
 #[serde(rename_all = "camelCase")]
 pub struct HttpSource {
     /// Absolute http:// or https:// URL of the file. Redirects are followed and checked again.
+    /// Status, Events and logs show it without userinfo and query string.
     #[schemars(length(max = 8192))]
-    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''").message("url must be an absolute http:// or https:// URL with a host"))]
+    #[x_kube(validation = http_url_rule("url"))]
     pub url: String,
     /// Secret whose keys are HTTP header names and values their values (for example `Authorization`),
-    /// sent with every request to the source.
+    /// sent with every request to the source, labelled `s3flow.io/secret-type: source-headers`.
+    /// They follow a redirect only to the same scheme, host and port; headers that frame or pin
+    /// the request (Host, Content-Length, Transfer-Encoding, Connection, TE, Upgrade, Expect,
+    /// Range, If-Range, If-Match, Accept-Encoding) are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers_secret_ref: Option<SecretRef>,
     /// ConfigMap with extra PEM certificates to trust for an https source (for example a private CA).
@@ -69,15 +76,17 @@ pub struct HttpSource {
 }
 
 /// A key of a ConfigMap in the namespace of the resource.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMapKeyRef {
     /// Name of the ConfigMap, in the same namespace as this resource.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = dns_subdomain_rule("name"))]
     pub name: String,
     /// Key holding the PEM bundle. Default `ca.crt`.
     #[serde(default = "default_ca_key")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z0-9]+$')").message("key must be a ConfigMap key: letters, digits, '-', '_' and '.'"))]
     pub key: String,
 }
 
@@ -93,8 +102,9 @@ pub struct S3Destination {
     #[schemars(length(max = 63))]
     #[x_kube(validation = bucket_name_rule("bucket"))]
     pub bucket: String,
-    /// Object key to create.
+    /// Object key to create, at most 1,024 bytes in UTF-8.
     #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = key_rule("key"))]
     pub key: String,
     /// Where the store is and how to authenticate.
     #[serde(flatten)]
@@ -102,10 +112,14 @@ pub struct S3Destination {
     /// Content-Type of the object. Unset: the source's Content-Type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new("!self.matches('[[:cntrl:]]')").message("contentType must not contain control characters"))]
     pub content_type: Option<String>,
-    /// Storage class of the object, for example STANDARD_IA. Unset: the bucket's default.
+    /// Storage class of the object, one of S3's: STANDARD, REDUCED_REDUNDANCY, STANDARD_IA,
+    /// ONEZONE_IA, INTELLIGENT_TIERING, GLACIER, DEEP_ARCHIVE, OUTPOSTS, GLACIER_IR, SNOW,
+    /// EXPRESS_ONEZONE. Unset: the bucket's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self in ['STANDARD', 'REDUCED_REDUNDANCY', 'STANDARD_IA', 'ONEZONE_IA', 'INTELLIGENT_TIERING', 'GLACIER', 'DEEP_ARCHIVE', 'OUTPOSTS', 'GLACIER_IR', 'SNOW', 'EXPRESS_ONEZONE']").message("storageClass must be one of S3's: STANDARD, REDUCED_REDUNDANCY, STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING, GLACIER, DEEP_ARCHIVE, OUTPOSTS, GLACIER_IR, SNOW, EXPRESS_ONEZONE"))]
     pub storage_class: Option<String>,
     /// Replace an object that already exists at the key. Default false: the ingest fails with
     /// ObjectExists instead of overwriting it.
@@ -116,15 +130,18 @@ pub struct S3Destination {
 /// Part size and concurrency of the multipart upload.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(format!("!has(self.partSize) || self.partSize == 'auto' || !self.partSize.matches('{}') || quantity(self.partSize).asApproximateFloat() * double((has(self.concurrency) ? self.concurrency : 4) + 2) <= 68719476736.0", crate::size::SIZE_PATTERN)).message("partSize x (concurrency + 2) is the memory an ingest's part buffers take, and must be at most 64Gi; use a smaller partSize or concurrency"))]
 pub struct TransferSettings {
     /// Size of each uploaded part: `auto` (default; chosen from the source's length, growing for
-    /// sources without one) or a quantity from 5Mi to 5Gi, such as `64Mi`.
+    /// sources without one) or a size from 5Mi to 5Gi, such as `64Mi` (bytes, or a whole number
+    /// with Ki, Mi, Gi, Ti, k, M, G or T).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("self == 'auto' || (isQuantity(self) && quantity(self).isInteger() && quantity(self).compareTo(quantity('5Mi')) >= 0 && quantity(self).compareTo(quantity('5Gi')) <= 0)").message("partSize must be 'auto' or a size from 5Mi to 5Gi, such as 64Mi"))]
+    #[x_kube(validation = Rule::new(format!("self == 'auto' || ({})", size_check("5Mi", "5Gi"))).message("partSize must be 'auto' or a whole number of bytes from 5Mi to 5Gi, with an optional suffix Ki, Mi, Gi, Ti, k, M, G or T, such as 64Mi"))]
     pub part_size: Option<String>,
     /// Parts in flight at once (download and upload), 1 to 64. Memory is bounded by
-    /// partSize x (concurrency + 2). Default 4.
+    /// partSize x (concurrency + 2), at most 64Gi, and waits for the operator's ingest memory
+    /// budget (status Pending, reason Queued). Default 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 64))]
     pub concurrency: Option<i32>,

@@ -4,8 +4,8 @@ pub mod ingest;
 pub mod scan;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 use kube::core::{Message, Rule};
+use kube::{CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -61,21 +61,27 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
 }
 
 /// A Secret in the namespace of the resource that names it.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
-    /// Name of the Secret, in the same namespace as this resource.
+    /// Name of the Secret, in the same namespace as this resource. The operator reads it only when
+    /// it carries the label `s3flow.io/secret-type` saying what it is for.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = dns_subdomain_rule("name"))]
     pub name: String,
 }
 
 /// Where an S3-compatible store is and how to authenticate to it.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Connection {
-    /// Endpoint URL of an S3-compatible store (for example MinIO). Unset: AWS S3 for the region.
+    /// Endpoint URL of an S3-compatible store (for example MinIO): http:// or https:// with a
+    /// host. Unset: AWS S3 for the region. The operator's address policy decides which hosts it
+    /// may reach (never cloud metadata services; loopback and link-local only when the admin
+    /// allows them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
+    #[x_kube(validation = http_url_rule("endpoint"))]
     pub endpoint: Option<String>,
     /// Region to sign requests for. Unset: the default AWS chain's region, else us-east-1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,8 +90,10 @@ pub struct S3Connection {
     /// Address buckets as `endpoint/bucket` instead of `bucket.endpoint` (most S3-compatible stores need this).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_path_style: Option<bool>,
-    /// Secret with `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`.
-    /// Unset: the operator's default AWS credential chain (IRSA, Pod Identity, environment).
+    /// Secret with `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and optionally `AWS_SESSION_TOKEN`,
+    /// labelled `s3flow.io/secret-type: credentials`. Unset: the operator's default AWS credential
+    /// chain (IRSA, Pod Identity, environment), in namespaces whose use of it the cluster admin
+    /// allows; elsewhere the resource fails with CredentialsRequired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
 }
@@ -104,15 +112,72 @@ pub enum Phase {
     Failed,
 }
 
-/// CEL rule for a bucket name that S3 accepts (3 to 63 characters, lowercase letters, digits, dots
-/// and hyphens, starting and ending with a letter or digit, no `..`), naming `field` in its message.
+/// CEL rule for a bucket name that S3 accepts, naming `field` in its message: 3 to 63 lowercase
+/// letters, digits, dots and hyphens; each dot-separated label starts and ends with a letter or
+/// digit; not an IP address; none of S3's reserved prefixes and suffixes.
 pub(crate) fn bucket_name_rule(field: &str) -> Rule {
-    Rule::new("self.matches('^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$') && !self.contains('..')").message(
-        Message::Message(format!(
-            "{field} must be a valid S3 bucket name: 3 to 63 lowercase letters, digits, dots or \
-             hyphens, starting and ending with a letter or digit"
-        )),
+    Rule::new(
+        "self.matches('^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$') && !self.contains('..') \
+         && !self.contains('.-') && !self.contains('-.') \
+         && !self.matches('^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$') \
+         && !self.startsWith('xn--') && !self.startsWith('sthree-') \
+         && !self.startsWith('amzn-s3-demo-') && !self.endsWith('-s3alias') \
+         && !self.endsWith('--ol-s3') && !self.endsWith('.mrap') \
+         && !self.endsWith('--x-s3') && !self.endsWith('--table-s3')",
     )
+    .message(Message::Message(format!(
+        "{field} must be a valid S3 bucket name: 3 to 63 lowercase letters, digits, dots or \
+         hyphens, each dot-separated part starting and ending with a letter or digit, not an IP \
+         address, and without the prefixes xn--, sthree-, amzn-s3-demo- or the suffixes \
+         -s3alias, --ol-s3, .mrap, --x-s3, --table-s3"
+    )))
+}
+
+/// CEL rule for the name of an object in the same namespace (a DNS-1123 subdomain, as Kubernetes
+/// names Secrets, ConfigMaps and custom resources).
+pub(crate) fn dns_subdomain_rule(field: &str) -> Rule {
+    Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message(Message::Message(format!(
+            "{field} must be a Kubernetes object name: lowercase letters, digits, '-' and '.', \
+         starting and ending with a letter or digit"
+        )))
+}
+
+/// CEL rule for an absolute http(s) URL with a host and, if any, a port from 1 to 65535.
+pub(crate) fn http_url_rule(field: &str) -> Rule {
+    Rule::new(
+        "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != '' \
+         && (url(self).getPort() == '' || (url(self).getPort().matches('^[0-9]{1,5}$') \
+         && int(url(self).getPort()) >= 1 && int(url(self).getPort()) <= 65535))",
+    )
+    .message(Message::Message(format!(
+        "{field} must be an absolute http:// or https:// URL with a host (and a port from 1 to 65535, if any)"
+    )))
+}
+
+/// CEL expression: a size as the engine reads it ([`crate::size::SIZE_PATTERN`]) from `min` to
+/// `max` (Kubernetes quantities).
+pub(crate) fn size_check(min: &str, max: &str) -> String {
+    format!(
+        "self.matches('{}') && quantity(self).compareTo(quantity('{min}')) >= 0 \
+         && quantity(self).compareTo(quantity('{max}')) <= 0",
+        crate::size::SIZE_PATTERN
+    )
+}
+
+/// CEL rule for a size from `min` to `max`, naming `field` and `example` in its message.
+pub(crate) fn size_rule(field: &str, min: &str, max: &str, example: &str) -> Rule {
+    Rule::new(size_check(min, max)).message(Message::Message(format!(
+        "{field} must be a whole number of bytes from {min} to {max}, with an optional suffix \
+         Ki, Mi, Gi, Ti, k, M, G or T, such as {example}"
+    )))
+}
+
+/// CEL rule for an object key S3 accepts: at most 1,024 bytes in UTF-8.
+pub(crate) fn key_rule(field: &str) -> Rule {
+    Rule::new("bytes(self).size() <= 1024").message(Message::Message(format!(
+        "{field} must be at most 1024 bytes in UTF-8"
+    )))
 }
 
 /// Schema of a free-form JSON object kept as is by the API server.

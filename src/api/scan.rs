@@ -8,7 +8,10 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Phase, S3Connection, bucket_name_rule, free_form_object};
+use super::{
+    Phase, S3Connection, bucket_name_rule, dns_subdomain_rule, free_form_object, key_rule,
+    size_rule,
+};
 
 /// What to scan and how: one large S3 object (CSV or JSON Lines) split into byte ranges, every record
 /// processed exactly once, the chunks' results merged.
@@ -65,9 +68,10 @@ pub struct ScanSource {
     #[schemars(length(max = 63))]
     #[x_kube(validation = bucket_name_rule("bucket"))]
     pub bucket: Option<String>,
-    /// Key of the object.
+    /// Key of the object, at most 1,024 bytes in UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = key_rule("key"))]
     pub key: Option<String>,
     /// Where the store is and how to authenticate.
     #[serde(flatten)]
@@ -78,10 +82,11 @@ pub struct ScanSource {
 }
 
 /// Names an S3Ingest in the same namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 pub struct IngestRef {
     /// Name of the S3Ingest.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = dns_subdomain_rule("name"))]
     pub name: String,
 }
 
@@ -102,14 +107,17 @@ pub struct RecordFormat {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.expectedHeaders) || self.header").message("expectedHeaders needs header: true"))]
+#[x_kube(validation = Rule::new("self.delimiter != self.quote").message("the CSV delimiter and quote must differ"))]
 pub struct CsvFormat {
-    /// Field delimiter, one character. Default ",".
+    /// Field delimiter, one ASCII character other than CR and LF. Default ",".
     #[serde(default = "default_delimiter")]
     #[schemars(length(min = 1, max = 1))]
+    #[x_kube(validation = one_ascii_byte_rule("delimiter"))]
     pub delimiter: String,
-    /// Quote character, one character. Default `"`.
+    /// Quote character, one ASCII character other than CR and LF. Default `"`.
     #[serde(default = "default_quote")]
     #[schemars(length(min = 1, max = 1))]
+    #[x_kube(validation = one_ascii_byte_rule("quote"))]
     pub quote: String,
     /// Whether the first record is a header row naming the columns. Default true.
     #[serde(default = "default_true")]
@@ -118,6 +126,14 @@ pub struct CsvFormat {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub expected_headers: Option<Vec<String>>,
+}
+
+/// CEL rule: one ASCII character that does not end records.
+fn one_ascii_byte_rule(field: &str) -> kube::core::Rule {
+    kube::core::Rule::new("self.matches('^[\\x00-\\x7f]$') && self != '\\r' && self != '\\n'")
+        .message(kube::core::Message::Message(format!(
+            "{field} must be one ASCII character other than CR and LF"
+        )))
 }
 
 fn default_delimiter() -> String {
@@ -138,12 +154,19 @@ pub struct JsonLinesFormat {}
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Chunking {
-    /// Bytes per chunk, a quantity such as `64Mi` (at least 1). Each record belongs to the chunk in
-    /// which its first byte lies. Default 64Mi.
+    /// Bytes per chunk, such as `64Mi` (bytes, or a whole number with Ki, Mi, Gi, Ti, k, M, G or
+    /// T; at least 1). Each record belongs to the chunk in which its first byte lies. Default 64Mi.
     #[serde(default = "default_chunk_size")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isInteger() && quantity(self).asInteger() >= 1").message("chunkSize must be a whole number of bytes of at least 1, such as 64Mi"))]
+    #[x_kube(validation = size_rule("chunkSize", "1", "1Ti", "64Mi"))]
     pub chunk_size: String,
+    /// Longest record a chunk reads, from 1Ki to 1Gi (same form as chunkSize). A longer one (a
+    /// quote that never closes, say) fails the chunk as BadData naming its offset, instead of
+    /// growing a worker's memory. Default 64Mi.
+    #[serde(default = "default_max_record_size")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = size_rule("maxRecordSize", "1Ki", "1Gi", "64Mi"))]
+    pub max_record_size: String,
     /// Chunk Jobs in flight at once, 1 to 256. Default 8.
     #[serde(default = "default_parallelism")]
     #[schemars(range(min = 1, max = 256))]
@@ -158,6 +181,7 @@ impl Default for Chunking {
     fn default() -> Self {
         Self {
             chunk_size: default_chunk_size(),
+            max_record_size: default_max_record_size(),
             parallelism: default_parallelism(),
             max_retries_per_chunk: default_max_retries(),
         }
@@ -165,6 +189,9 @@ impl Default for Chunking {
 }
 
 fn default_chunk_size() -> String {
+    "64Mi".into()
+}
+fn default_max_record_size() -> String {
     "64Mi".into()
 }
 fn default_parallelism() -> i32 {
@@ -201,8 +228,10 @@ pub struct ScanOutput {
     #[schemars(length(max = 63))]
     #[x_kube(validation = bucket_name_rule("output.bucket"))]
     pub bucket: String,
-    /// Key prefix of the part files and the manifest, such as `results/run-1/`.
-    #[schemars(length(max = 900))]
+    /// Key prefix of the part files and the manifest, such as `results/run-1/`: not empty, and
+    /// ending in `/`, so that it names a folder of this scan's own.
+    #[schemars(length(min = 1, max = 900))]
+    #[x_kube(validation = Rule::new("self.endsWith('/') && !self.startsWith('/')").message("output.prefix must end in '/' (and not start with it), such as results/run-1/, so that it names a folder of its own"))]
     pub prefix: String,
     /// Encoding of the part files. Default: the same as the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -241,7 +270,7 @@ pub struct ContainerSpec {
 }
 
 /// Pod settings of the chunk-worker Jobs.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerTemplate {
     /// Image that runs `s3flow worker`. Default: the operator's own image.
@@ -260,6 +289,7 @@ pub struct WorkerTemplate {
     /// ServiceAccount of the worker pods (for IRSA or Pod Identity). Workers never call the Kubernetes API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = dns_subdomain_rule("serviceAccountName"))]
     pub service_account_name: Option<String>,
 }
 

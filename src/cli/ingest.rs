@@ -8,7 +8,10 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use ipnet::IpNet;
-use s3flow::ingest::{self, AddressPolicy, IngestRequest, PartSize, Progress, SourceConfig};
+use s3flow::address::AddressPolicy;
+use s3flow::ingest::{
+    self, IngestRequest, MemoryBudget, NoLog, PartSize, Progress, SourceConfig, ThroughputFloor,
+};
 use s3flow::size::parse_size;
 
 #[derive(Args)]
@@ -29,8 +32,9 @@ pub struct IngestArgs {
     /// Parts in flight at once; memory stays within part size x (concurrency + 2).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     concurrency: u16,
-    /// CIDR a source may resolve to although it is loopback, link-local or a metadata address.
-    #[arg(long = "allow-source-cidr", value_name = "CIDR")]
+    /// CIDR a source may resolve to although it is loopback or link-local (cloud metadata
+    /// addresses stay refused).
+    #[arg(long = "allow-source-cidr", alias = "allow-cidr", value_name = "CIDR")]
     allow_source_cidrs: Vec<IpNet>,
     /// HTTP header sent to the source, as "Name: value" (repeatable).
     #[arg(long = "header", value_name = "NAME: VALUE")]
@@ -53,9 +57,14 @@ pub struct IngestArgs {
     /// Storage class of the object.
     #[arg(long)]
     storage_class: Option<String>,
-    /// Seconds without a byte from the source before a read counts as stalled.
+    /// Seconds without a byte from the source before a read counts as stalled; also the window
+    /// over which --min-source-bytes-per-second is judged.
     #[arg(long, default_value_t = 60)]
     stall_timeout: u64,
+    /// A source sending fewer bytes per second than this while it is waited on fails
+    /// (SourceStalled; 0: no floor).
+    #[arg(long, default_value_t = 1024)]
+    min_source_bytes_per_second: u64,
 }
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<serde_json::Value> {
@@ -84,8 +93,15 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<serde_json::Value> {
             url: args.url.clone(),
             headers,
             ca_bundle,
-            policy: Arc::new(AddressPolicy::allowing(args.allow_source_cidrs.clone())),
-            stall_timeout: Duration::from_secs(args.stall_timeout),
+            policy: Arc::new(AddressPolicy {
+                allowed: args.allow_source_cidrs.clone(),
+                ..Default::default()
+            }),
+            stall_timeout: Duration::from_secs(args.stall_timeout.max(1)),
+            floor: ThroughputFloor {
+                min_bytes_per_second: args.min_source_bytes_per_second,
+                window: Duration::from_secs(args.stall_timeout.max(1)),
+            },
         },
         expected_size: args.expected_size,
         expected_sha256: args.expected_sha256.map(|s| s.to_ascii_lowercase()),
@@ -97,7 +113,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<serde_json::Value> {
         part_size,
         concurrency: args.concurrency as usize,
     };
-    let s3 = super::s3_client(args.endpoint, args.region).await;
+    let s3 = super::s3_client(args.endpoint, args.region).await?;
 
     let (progress, mut updates) = tokio::sync::watch::channel(Progress::default());
     let bar = ProgressBar::new_spinner();
@@ -107,7 +123,10 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<serde_json::Value> {
         )
         .expect("valid template"),
     );
-    let engine = ingest::ingest(&s3, &request, &progress, None, |_| async { Ok(()) });
+    // One ingest on the user's own machine: its memory is its own, bounded by its settings.
+    let mut memory = MemoryBudget::unlimited().reserve(0).await?;
+    let mut log = NoLog;
+    let engine = ingest::ingest(&s3, &request, &progress, None, &mut memory, &mut log);
     tokio::pin!(engine);
     let outcome = loop {
         tokio::select! {

@@ -5,15 +5,19 @@ pub mod scan;
 pub mod worker;
 
 /// The S3 client of the CLI commands: an `--endpoint` means path-style addressing; credentials
-/// come from the default AWS chain.
-pub async fn s3_client(endpoint: Option<String>, region: Option<String>) -> aws_sdk_s3::Client {
-    s3flow::s3::client(&s3flow::s3::S3Settings {
+/// come from the default AWS chain. The user's own machine: any address may be reached.
+pub async fn s3_client(
+    endpoint: Option<String>,
+    region: Option<String>,
+) -> anyhow::Result<aws_sdk_s3::Client> {
+    Ok(s3flow::s3::client(&s3flow::s3::S3Settings {
         force_path_style: endpoint.is_some(),
         endpoint,
         region,
         credentials: None,
+        policy: None,
     })
-    .await
+    .await?)
 }
 
 /// Splits `s3://bucket/key` into bucket and key.

@@ -46,6 +46,10 @@ pub struct ScanArgs {
     /// Chunks processed at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     parallelism: u16,
+    /// Longest record read (at least 1Ki); a longer one fails the scan as BadData naming its
+    /// offset, instead of growing memory.
+    #[arg(long, default_value = "64Mi")]
+    max_record_size: String,
     /// Write selected rows as part files (and a manifest) under s3://bucket/prefix.
     #[arg(long)]
     output: Option<String>,
@@ -102,9 +106,13 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bool)> {
     if chunk_size == 0 {
         anyhow::bail!("--chunk-size must be at least 1 byte");
     }
+    let max_record_size = parse_size(&args.max_record_size)?;
+    if max_record_size < 1024 {
+        anyhow::bail!("--max-record-size must be at least 1Ki");
+    }
     // Refuse what cannot parse before any request (columns are checked once the header is read).
     compile(&args.sql, &Columns::Named)?;
-    let s3 = super::s3_client(args.endpoint, args.region).await;
+    let s3 = super::s3_client(args.endpoint, args.region).await?;
     let started = Instant::now();
     let layout = plan(
         &s3,
@@ -114,15 +122,12 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bool)> {
             format,
             expected_headers: None,
             chunk_size,
+            max_record_size,
         },
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
-    let columns = match format {
-        Format::Csv { .. } => Columns::Positional(layout.columns.clone()),
-        Format::JsonLines => Columns::Named,
-    };
-    let query = compile(&args.sql, &columns)?;
+    let query = compile(&args.sql, &format.columns(&layout.columns))?;
     if !query.is_aggregate() && output.is_none() && !args.json {
         eprintln!("note: selected rows are counted; add --output s3://bucket/prefix to keep them");
     }

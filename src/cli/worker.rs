@@ -1,13 +1,18 @@
 //! `s3flow worker [fetch]`: one chunk of an S3ParallelScan, inside a chunk Job. Everything comes
-//! from the environment the Job sets; the result leaves as the termination message.
+//! from the environment the Job sets ([`s3flow::worker`]); the result leaves as the termination
+//! message.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use clap::{Args, ValueEnum};
+use s3flow::address::AddressPolicy;
 use s3flow::s3::{S3Settings, client};
-use s3flow::scan::chunk::Work;
-use s3flow::scan::{ChunkReport, ChunkTask, ScanError, manifest, run_chunk};
+use s3flow::scan::{ChunkReport, ChunkTask, ScanError, Work, manifest, run_chunk};
+use s3flow::worker::{
+    ENV_ADDRESS_POLICY, ENV_REPORT_TO, ENV_S3_ENDPOINT, ENV_S3_FORCE_PATH_STYLE, ENV_S3_REGION,
+    ENV_TASK, FailureMessage, PERMANENT_FAILURE_EXIT_CODE,
+};
 
 /// Longest termination message Kubernetes keeps.
 const TERMINATION_MESSAGE_LIMIT: usize = 4096;
@@ -25,20 +30,25 @@ pub struct WorkerArgs {
     #[arg(value_enum, default_value = "run")]
     mode: Mode,
     /// The chunk task as JSON.
-    #[arg(long, env = "S3FLOW_CHUNK_TASK", hide_env_values = true)]
+    #[arg(long, env = ENV_TASK, hide_env_values = true)]
     task: String,
     /// Where the full report is stored as well, s3://bucket/key.
-    #[arg(long, env = "S3FLOW_REPORT_TO")]
+    #[arg(long, env = ENV_REPORT_TO)]
     report_to: Option<String>,
     /// Endpoint of an S3-compatible store.
-    #[arg(long, env = "S3FLOW_S3_ENDPOINT")]
+    #[arg(long, env = ENV_S3_ENDPOINT)]
     endpoint: Option<String>,
     /// Region to sign for.
-    #[arg(long, env = "S3FLOW_S3_REGION")]
+    #[arg(long, env = ENV_S3_REGION)]
     region: Option<String>,
     /// Address buckets as endpoint/bucket.
-    #[arg(long, env = "S3FLOW_S3_FORCE_PATH_STYLE")]
+    #[arg(long, env = ENV_S3_FORCE_PATH_STYLE)]
     force_path_style: bool,
+    /// The addresses this worker may connect to, as the operator's policy says
+    /// (`allow=CIDR,...;deny=CIDR,...;own=IP,...`). Unset: the default policy (no loopback,
+    /// link-local or metadata addresses).
+    #[arg(long, env = ENV_ADDRESS_POLICY)]
+    address_policy: Option<String>,
 }
 
 /// A worker's failure and the exit code that tells the Job whether retrying can help.
@@ -51,13 +61,22 @@ impl WorkerFailure {
         if self.error.is_transient() {
             1
         } else {
-            s3flow::scan::BAD_DATA_EXIT_CODE
+            PERMANENT_FAILURE_EXIT_CODE
         }
     }
 
     pub fn message(&self) -> String {
-        serde_json::json!({"error": self.error.to_string(), "reason": self.error.reason()})
-            .to_string()
+        let message = FailureMessage {
+            reason: self.error.reason().into(),
+            error: s3flow::redact::message(&self.error.to_string()),
+        };
+        serde_json::to_string(&message).unwrap_or_default()
+    }
+}
+
+impl From<ScanError> for WorkerFailure {
+    fn from(error: ScanError) -> Self {
+        WorkerFailure { error }
     }
 }
 
@@ -66,29 +85,34 @@ pub async fn run(args: WorkerArgs) -> Result<serde_json::Value, WorkerFailure> {
         error: ScanError::InvalidScan(message),
     };
     let task: ChunkTask = serde_json::from_str(&args.task)
-        .map_err(|e| invalid(format!("S3FLOW_CHUNK_TASK is not a chunk task: {e}")))?;
+        .map_err(|e| invalid(format!("{ENV_TASK} is not a chunk task: {e}")))?;
     if (args.mode == Mode::Fetch) != matches!(task.work, Work::Fetch { .. }) {
         return Err(invalid(
             "`worker fetch` runs fetch tasks only, `worker` the others".into(),
         ));
     }
+    let policy = match &args.address_policy {
+        Some(text) => AddressPolicy::from_env(text)
+            .map_err(|e| invalid(format!("{ENV_ADDRESS_POLICY}: {e}")))?,
+        None => AddressPolicy::default(),
+    };
     let s3 = client(&S3Settings {
         endpoint: args.endpoint,
         region: args.region,
         force_path_style: args.force_path_style,
         credentials: None,
+        policy: Some(Arc::new(policy)),
     })
-    .await;
-    let report = run_chunk(&s3, &task, Arc::new(AtomicU64::new(0)))
-        .await
-        .map_err(|error| WorkerFailure { error })?;
+    .await
+    .map_err(|e| invalid(e.to_string()))?;
+    let report = run_chunk(&s3, &task, Arc::new(AtomicU64::new(0))).await?;
     // Bad data from a start state that may be a wrong guess goes to the controller to judge.
     if ChunkReport::start_is_certain(&task)
         && let Some(error) = report.bad_data(&task.layout)
     {
-        return Err(WorkerFailure { error });
+        return Err(error.into());
     }
-    let full = serde_json::to_value(&report).expect("reports serialize");
+    let full = serde_json::to_value(&report).map_err(|e| invalid(e.to_string()))?;
     let Some(location) = args.report_to else {
         return Ok(full);
     };
@@ -97,12 +121,10 @@ pub async fn run(args: WorkerArgs) -> Result<serde_json::Value, WorkerFailure> {
         .and_then(|rest| rest.split_once('/'))
         .ok_or_else(|| {
             invalid(format!(
-                "S3FLOW_REPORT_TO {location:?} is not s3://bucket/key"
+                "{ENV_REPORT_TO} {location:?} is not s3://bucket/key"
             ))
         })?;
-    manifest::put(&s3, bucket, key, &full)
-        .await
-        .map_err(|error| WorkerFailure { error })?;
+    manifest::put(&s3, bucket, key, &full).await?;
     if full.to_string().len() < TERMINATION_MESSAGE_LIMIT {
         Ok(full)
     } else {

@@ -19,14 +19,17 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::{
-    Context, Error, InputError, StatusWriter, publish, s3_settings, secret_data, set_phase,
+    Context, Error, InputError, SecretType, StatusWriter, publish, s3_client, secret_data,
+    set_phase,
 };
 use crate::api::Phase;
 use crate::api::ingest::ResumePoint;
 use crate::api::ingest::{S3Ingest, S3IngestStatus};
 use crate::ingest::{
-    self, Checkpoint, IngestRequest, PartSize, Progress, Resume, SourceConfig, abort_upload,
+    self, Checkpoint, Completion, IngestRequest, PartSize, Progress, Reservation, Resume,
+    SourceConfig, UploadLog, abort_upload,
 };
+use crate::redact::Redacted;
 use crate::size::parse_size;
 
 /// Held while an upload may exist that only this operator knows how to clean up.
@@ -55,22 +58,19 @@ impl Transfers {
     /// Waits until every transfer task of this process has ended (after a stop, each writes its
     /// checkpoint first).
     pub async fn stopped(&self) {
-        let tasks: Vec<JoinHandle<()>> = self
-            .running
-            .lock()
-            .expect("lock")
-            .drain()
-            .map(|(_, r)| r.task)
-            .collect();
+        let tasks: Vec<JoinHandle<()>> = self.running().drain().map(|(_, r)| r.task).collect();
         futures::future::join_all(tasks).await;
     }
 
     fn is_running(&self, uid: &str) -> bool {
-        self.running
-            .lock()
-            .expect("lock")
+        self.running()
             .get(uid)
             .is_some_and(|r| !r.task.is_finished())
+    }
+
+    /// The transfers by uid (a panicked holder leaves the map usable).
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -132,11 +132,7 @@ async fn apply(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
     }
     let (cancel, cancelled) = watch::channel(false);
     let task = tokio::spawn(transfer(obj.clone(), ctx.clone(), cancelled));
-    ctx.ingests
-        .running
-        .lock()
-        .expect("lock")
-        .insert(uid, Running { cancel, task });
+    ctx.ingests.running().insert(uid, Running { cancel, task });
     Ok(Action::await_change())
 }
 
@@ -144,7 +140,7 @@ async fn apply(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
 /// left behind, so that deleting the resource never leaves an incomplete upload.
 async fn cleanup(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
     let uid = obj.uid().unwrap_or_default();
-    let running = ctx.ingests.running.lock().expect("lock").remove(&uid);
+    let running = ctx.ingests.running().remove(&uid);
     if let Some(running) = running {
         let _ = running.cancel.send(true);
         let _ = running.task.await;
@@ -159,9 +155,8 @@ async fn cleanup(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error>
         .unwrap_or_default();
     if let (Some(upload_id), false) = (status.upload_id, status.phase == Phase::Succeeded) {
         let dest = &obj.spec.destination;
-        match s3_settings(&ctx, obj.as_ref(), &dest.connection).await {
-            Ok(settings) => {
-                let s3 = crate::s3::client(&settings).await;
+        match s3_client(&ctx, obj.as_ref(), &dest.connection).await {
+            Ok(s3) => {
                 abort_upload(&s3, &dest.bucket, &dest.key, &upload_id)
                     .await
                     .map_err(Error::Cleanup)?;
@@ -180,7 +175,7 @@ async fn cleanup(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error>
 async fn request(ctx: &Context, obj: &S3Ingest) -> Result<IngestRequest, InputError> {
     let spec = &obj.spec;
     let headers = match &spec.source.headers_secret_ref {
-        Some(secret) => secret_data(ctx, obj, &secret.name).await?,
+        Some(secret) => secret_data(ctx, obj, &secret.name, SecretType::SourceHeaders).await?,
         None => vec![],
     };
     let ca_bundle = match &spec.source.ca_bundle_config_map_ref {
@@ -214,8 +209,9 @@ async fn request(ctx: &Context, obj: &S3Ingest) -> Result<IngestRequest, InputEr
             url: spec.source.url.clone(),
             headers,
             ca_bundle,
-            policy: ctx.settings.source_policy.clone(),
+            policy: ctx.settings.policy.clone(),
             stall_timeout: ctx.settings.stall_timeout,
+            floor: ctx.settings.source_floor,
         },
         expected_size: spec.source.expected_size.map(|s| s as u64),
         expected_sha256: spec.source.expected_sha256.clone(),
@@ -297,6 +293,229 @@ impl Counted {
     }
 }
 
+/// What an earlier run left in status: an upload to continue, abort, or recognise as completed.
+struct Earlier {
+    upload_id: Option<String>,
+    resume_point: Option<ResumePoint>,
+    total_bytes: Option<i64>,
+    /// Recorded just before CompleteMultipartUpload (reason Completing).
+    completing: Option<Completion>,
+}
+
+impl Earlier {
+    fn of(status: &S3IngestStatus) -> Earlier {
+        let reason = status.conditions.first().map(|c| c.reason.as_str());
+        let completing = match (reason, &status.checksum, status.total_bytes) {
+            (Some(COMPLETING), Some(sha256), Some(size)) => Some(Completion {
+                etag: status.etag.clone(),
+                sha256: sha256.clone(),
+                size: size.max(0) as u64,
+            }),
+            _ => None,
+        };
+        Earlier {
+            upload_id: status.upload_id.clone(),
+            resume_point: status.resume_point.clone(),
+            total_bytes: status.total_bytes,
+            completing,
+        }
+    }
+}
+
+/// Reason of an ingest between recording its completion and completing its upload.
+const COMPLETING: &str = "Completing";
+
+/// How a transfer ends before it starts streaming.
+enum NotStarted {
+    /// Deleted or stopping: nothing to write.
+    Interrupted,
+    Failed(&'static str, String),
+    /// A restart found the upload already completed into the object.
+    Completed(S3IngestStatus, String),
+}
+
+impl From<InputError> for NotStarted {
+    fn from(e: InputError) -> Self {
+        NotStarted::Failed(e.reason(), e.to_string())
+    }
+}
+
+impl From<ingest::IngestError> for NotStarted {
+    fn from(e: ingest::IngestError) -> Self {
+        NotStarted::Failed(e.reason(), e.to_string())
+    }
+}
+
+/// Waits for the ingest's memory (status Queued while it waits), or for a deletion or a stop.
+async fn reserve_memory(
+    ctx: &Context,
+    request: &IngestRequest,
+    known_length: Option<u64>,
+    writer: &StatusWriter<S3Ingest>,
+    status: &mut S3IngestStatus,
+    generation: Option<i64>,
+    cancelled: &mut watch::Receiver<bool>,
+) -> Result<Reservation, NotStarted> {
+    let budget = &ctx.settings.ingest_memory;
+    let need = request.initial_memory(known_length);
+    let reserve = budget.reserve(need);
+    tokio::pin!(reserve);
+    // At once when it fits now; else say what it waits for.
+    if let Some(reserved) = futures::FutureExt::now_or_never(&mut reserve) {
+        return Ok(reserved.map_err(ingest::IngestError::from)?);
+    }
+    let message = format!(
+        "waiting for {need} bytes of the ingest memory budget ({} of {} bytes in use)",
+        budget.in_use(),
+        budget.total()
+    );
+    set_phase(status, Phase::Pending, "Queued", &message, generation);
+    let _ = writer.write(status).await;
+    tokio::select! {
+        reserved = &mut reserve => Ok(reserved.map_err(ingest::IngestError::from)?),
+        _ = cancelled.changed() => Err(NotStarted::Interrupted),
+        () = ctx.stopped() => Err(NotStarted::Interrupted),
+    }
+}
+
+/// Everything a transfer needs before its engine runs: inputs, memory, a slot, the S3 client,
+/// and what to make of an earlier run's upload.
+async fn prepare(
+    ctx: &Context,
+    obj: &S3Ingest,
+    earlier: Earlier,
+    writer: &StatusWriter<S3Ingest>,
+    status: &mut S3IngestStatus,
+    cancelled: &mut watch::Receiver<bool>,
+) -> Result<Prepared, NotStarted> {
+    let generation = obj.metadata.generation;
+    let request = request(ctx, obj).await?;
+    let s3 = s3_client(ctx, obj, &obj.spec.destination.connection).await?;
+    let (bucket, key) = (&request.bucket, &request.key);
+    // Killed after completing the upload and before writing so: the object is this upload's.
+    if let (Some(upload_id), Some(completion)) = (&earlier.upload_id, &earlier.completing)
+        && let Some((size, etag)) =
+            ingest::completed_earlier(&s3, bucket, key, upload_id, completion).await?
+    {
+        let mut done = status.clone();
+        done.upload_id = None;
+        done.resume_point = None;
+        done.etag = etag;
+        done.total_bytes = Some(size as i64);
+        done.bytes_transferred = Some(size as i64);
+        done.progress = Some("100.0%".into());
+        let message = format!(
+            "copied {size} bytes to s3://{bucket}/{key} (sha256 {}); the upload had completed when the operator restarted",
+            completion.sha256
+        );
+        return Err(NotStarted::Completed(done, message));
+    }
+    let known_length = earlier.total_bytes.map(|t| t.max(0) as u64);
+    let memory = reserve_memory(
+        ctx,
+        &request,
+        known_length,
+        writer,
+        status,
+        generation,
+        cancelled,
+    )
+    .await?;
+    if ctx.ingests.slots.available_permits() == 0 {
+        set_phase(
+            status,
+            Phase::Pending,
+            "Queued",
+            "waiting for a transfer slot",
+            generation,
+        );
+        let _ = writer.write(status).await;
+    }
+    let slot = tokio::select! {
+        slot = ctx.ingests.slots.clone().acquire_owned() => {
+            slot.map_err(|_| NotStarted::Interrupted)?
+        }
+        _ = cancelled.changed() => return Err(NotStarted::Interrupted),
+        () = ctx.stopped() => return Err(NotStarted::Interrupted),
+    };
+    // A previous process's upload: continue it when status says where, else start over cleanly.
+    let resume = match (earlier.upload_id, earlier.resume_point, known_length) {
+        (Some(upload_id), Some(point), Some(total)) => {
+            match Checkpoint::from_hex(point.hashed_bytes.max(0) as u64, &point.sha256_state) {
+                Some(checkpoint) => Some(Resume {
+                    upload_id,
+                    validator: point.source_validator,
+                    total_bytes: total,
+                    checkpoint,
+                }),
+                None => {
+                    abort_upload(&s3, bucket, key, &upload_id).await?;
+                    None
+                }
+            }
+        }
+        (Some(upload_id), _, _) => {
+            abort_upload(&s3, bucket, key, &upload_id).await?;
+            info!(ingest = %obj.name_any(), upload_id, "aborted the upload a previous run left");
+            None
+        }
+        _ => None,
+    };
+    Ok(Prepared {
+        request,
+        s3,
+        resume,
+        memory,
+        _slot: slot,
+    })
+}
+
+struct Prepared {
+    request: IngestRequest,
+    s3: aws_sdk_s3::Client,
+    resume: Option<Resume>,
+    memory: Reservation,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Writes what the engine records to status before it acts on it.
+struct StatusLog {
+    shared: Arc<tokio::sync::Mutex<S3IngestStatus>>,
+    writer: StatusWriter<S3Ingest>,
+    generation: Option<i64>,
+}
+
+impl UploadLog for StatusLog {
+    async fn started(&mut self, upload_id: String) -> Result<(), String> {
+        let mut status = self.shared.lock().await;
+        status.upload_id = Some(upload_id);
+        set_phase(
+            &mut *status,
+            Phase::Running,
+            "Transferring",
+            "streaming the source into S3",
+            self.generation,
+        );
+        self.writer.write(&*status).await.map_err(|e| e.to_string())
+    }
+
+    async fn completing(&mut self, completion: Completion) {
+        let mut status = self.shared.lock().await;
+        status.checksum = Some(completion.sha256);
+        status.etag = completion.etag;
+        status.total_bytes = Some(completion.size as i64);
+        let message = format!("completing the upload of {} bytes", completion.size);
+        set_phase(
+            &mut *status,
+            Phase::Running,
+            COMPLETING,
+            &message,
+            self.generation,
+        );
+        self.writer.write_final(&*status).await;
+    }
+}
+
 /// One ingest, from queueing to its final status.
 async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::Receiver<bool>) {
     let generation = obj.metadata.generation;
@@ -304,63 +523,43 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
     let mut status = obj.status.clone().unwrap_or_default();
     // A previous run's upload stays recorded until it is aborted or continued, so that a deletion
     // or a crash meanwhile still finds it.
-    let leftover = status.upload_id.clone();
-    let resume_point = status.resume_point.clone();
-    let total_bytes = status.total_bytes;
-    set_phase(
-        &mut status,
-        Phase::Pending,
-        "Queued",
-        "waiting for a transfer slot",
-        generation,
-    );
-    let _ = writer.write(&status).await;
-    let _slot = tokio::select! {
-        slot = ctx.ingests.slots.clone().acquire_owned() => slot.expect("never closed"),
-        _ = cancelled.changed() => return,
-        () = ctx.stopped() => return,
-    };
-    let outcome = async {
-        let request = request(&ctx, &obj)
-            .await
-            .map_err(|e| (e.reason(), e.to_string()))?;
-        let settings = s3_settings(&ctx, obj.as_ref(), &obj.spec.destination.connection)
-            .await
-            .map_err(|e| (e.reason(), e.to_string()))?;
-        let s3 = crate::s3::client(&settings).await;
-        // A previous process's upload: continue it when status says where, else start over cleanly.
-        let resume = match (leftover, resume_point, total_bytes) {
-            (Some(upload_id), Some(point), Some(total)) => {
-                match Checkpoint::from_hex(point.hashed_bytes as u64, &point.sha256_state) {
-                    Some(checkpoint) => Some(Resume {
-                        upload_id,
-                        validator: point.source_validator,
-                        total_bytes: total as u64,
-                        checkpoint,
-                    }),
-                    None => {
-                        abort_upload(&s3, &request.bucket, &request.key, &upload_id)
-                            .await
-                            .map_err(|e| (e.reason(), e.to_string()))?;
-                        None
-                    }
-                }
-            }
-            (Some(upload_id), _, _) => {
-                abort_upload(&s3, &request.bucket, &request.key, &upload_id)
-                    .await
-                    .map_err(|e| (e.reason(), e.to_string()))?;
-                info!(ingest = %obj.name_any(), upload_id, "aborted the upload a previous run left");
-                None
-            }
-            _ => None,
-        };
-        Ok((request, s3, resume))
+    let earlier = Earlier::of(&status);
+    if status.phase != Phase::Running {
+        set_phase(
+            &mut status,
+            Phase::Pending,
+            "Queued",
+            "preparing the transfer",
+            generation,
+        );
+        let _ = writer.write(&status).await;
     }
-    .await;
-    let (request, s3, resume) = match outcome {
-        Ok(ready) => ready,
-        Err((reason, message)) => return fail(&ctx, &obj, &writer, status, reason, &message).await,
+    let prepared = prepare(&ctx, &obj, earlier, &writer, &mut status, &mut cancelled).await;
+    let Prepared {
+        request,
+        s3,
+        resume,
+        mut memory,
+        _slot,
+    } = match prepared {
+        Ok(prepared) => prepared,
+        Err(NotStarted::Interrupted) => return forget(&ctx, &obj),
+        Err(NotStarted::Failed(reason, message)) => {
+            return fail(&ctx, &obj, &writer, status, reason, &message).await;
+        }
+        Err(NotStarted::Completed(mut done, message)) => {
+            done.completion_time = Some(Time(Timestamp::now()));
+            set_phase(
+                &mut done,
+                Phase::Succeeded,
+                "Succeeded",
+                &message,
+                generation,
+            );
+            writer.write_final(&done).await;
+            publish(&ctx, obj.as_ref(), EventType::Normal, "Succeeded", &message).await;
+            return forget(&ctx, &obj);
+        }
     };
     if resume.is_none() {
         // Any leftover is aborted by now; a new upload id replaces it once the upload exists.
@@ -372,30 +571,24 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
     status.start_time = Some(Time(Timestamp::now()));
     let (progress, mut updates) = watch::channel(Progress::default());
     let shared = Arc::new(tokio::sync::Mutex::new(status));
-    let record = {
-        let (shared, writer_api, name) = (shared.clone(), writer.api.clone(), writer.name.clone());
-        move |upload_id: String| async move {
-            let mut status = shared.lock().await;
-            status.upload_id = Some(upload_id);
-            set_phase(
-                &mut *status,
-                Phase::Running,
-                "Transferring",
-                "streaming the source into S3",
-                generation,
-            );
-            StatusWriter {
-                api: writer_api,
-                name,
-            }
-            .write(&*status)
-            .await
-            .map_err(|e| e.to_string())
-        }
+    let mut log = StatusLog {
+        shared: shared.clone(),
+        writer: StatusWriter {
+            api: writer.api.clone(),
+            name: writer.name.clone(),
+        },
+        generation,
     };
     let mut counted = Counted::resuming_at(resume.as_ref().map_or(0, |r| r.checkpoint.length));
     // Boxed so that a deletion or a stop can drop it (and its part tasks) first.
-    let mut engine = Box::pin(ingest::ingest(&s3, &request, &progress, resume, record));
+    let mut engine = Box::pin(ingest::ingest(
+        &s3,
+        &request,
+        &progress,
+        resume,
+        &mut memory,
+        &mut log,
+    ));
     let mut ticker = tokio::time::interval(ctx.settings.status_interval);
     let mut stop = std::pin::pin!(ctx.stopped());
     // A deletion or a stop interrupts the engine only once its upload id is recorded (or after
@@ -440,7 +633,7 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
             if let Some(upload_id) = status.upload_id.clone()
                 && let Err(e) = abort_upload(&s3, &request.bucket, &request.key, &upload_id).await
             {
-                warn!(error = %e, upload_id, "aborting a deleted ingest's upload");
+                warn!(error = %Redacted(&e), upload_id, "aborting a deleted ingest's upload");
             }
         }
         // The process stops: the upload stays, and status says where the next process resumes it.
@@ -517,11 +710,12 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
             .await;
         }
     }
-    ctx.ingests
-        .running
-        .lock()
-        .expect("lock")
-        .remove(&obj.uid().unwrap_or_default());
+    forget(&ctx, &obj);
+}
+
+/// This process no longer streams the ingest.
+fn forget(ctx: &Context, obj: &S3Ingest) {
+    ctx.ingests.running().remove(&obj.uid().unwrap_or_default());
 }
 
 async fn fail(
@@ -545,9 +739,5 @@ async fn fail(
     );
     writer.write_final(&status).await;
     publish(ctx, obj, EventType::Warning, reason, message).await;
-    ctx.ingests
-        .running
-        .lock()
-        .expect("lock")
-        .remove(&obj.uid().unwrap_or_default());
+    forget(ctx, obj);
 }

@@ -23,9 +23,11 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::address::{AddressPolicy, UrlRefused};
 use crate::api::{Phase, S3Connection};
-use crate::ingest::AddressPolicy;
-use crate::s3::{S3Settings, StaticCredentials};
+use crate::ingest::{MemoryBudget, ThroughputFloor};
+use crate::redact::{self, Redacted};
+use crate::s3::{EndpointError, S3Settings, StaticCredentials};
 use http::Readiness;
 use leader::{LeaderElection, LostLease};
 use metrics::Metrics;
@@ -46,6 +48,8 @@ pub enum Error {
     Scan(#[source] crate::scan::ScanError),
     #[error("{0} chunk Jobs of a deleted scan still running; waiting for them before cleaning up")]
     JobsRemaining(usize),
+    #[error("the reconcile panicked: {0}")]
+    Panicked(String),
 }
 
 impl Error {
@@ -60,6 +64,7 @@ impl Error {
             Self::Cleanup(_) => "cleanup",
             Self::Scan(_) => "scan_s3",
             Self::JobsRemaining(_) => "jobs_remaining",
+            Self::Panicked(_) => "panic",
         }
     }
 
@@ -127,10 +132,19 @@ pub struct LeaderSettings {
 /// Settings of the operator process (flags and Helm values).
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub source_policy: Arc<AddressPolicy>,
+    /// Where every connection of the operator and its chunk workers may go.
+    pub policy: Arc<AddressPolicy>,
+    /// Namespaces whose resources may use the operator's own AWS identity (the default chain).
+    pub default_credentials_namespaces: Vec<String>,
     /// Ingests streaming at once in this operator.
     pub max_concurrent_ingests: usize,
+    /// Memory all ingests' part buffers share.
+    pub ingest_memory: MemoryBudget,
     pub stall_timeout: Duration,
+    /// A source slower than this fails as SourceStalled.
+    pub source_floor: ThroughputFloor,
+    /// Image patterns (`*` matches any run of characters) a scan's containers may use; empty: any.
+    pub allowed_images: Vec<String>,
     /// How often a running ingest's progress is written to status.
     pub status_interval: Duration,
     /// Image of chunk-worker Jobs unless a scan names one (the operator's own image).
@@ -152,6 +166,8 @@ pub struct Context {
     readiness: Arc<Readiness>,
     /// Turns true when the process is asked to stop (SIGTERM).
     stopping: watch::Receiver<bool>,
+    /// Failed reconciles in a row, by object uid: the backoff of the next requeue.
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Context {
@@ -174,6 +190,7 @@ impl Context {
             metrics,
             readiness,
             stopping,
+            failures: std::sync::Mutex::default(),
         })
     }
 
@@ -224,14 +241,36 @@ impl Context {
     }
 }
 
-/// Requeues a resource whose reconcile failed (counted and reported by `observe`).
+/// Requeues a resource whose reconcile failed (counted and reported by `observe`), sooner the
+/// first time and later each time it fails again in a row: 1 s doubling up to 5 minutes.
 pub fn error_policy<K: Resource<DynamicType = ()>>(
-    _: Arc<K>,
+    obj: Arc<K>,
     error: &Error,
-    _: Arc<Context>,
+    ctx: Arc<Context>,
 ) -> kube::runtime::controller::Action {
-    warn!(error = %error, label = error.metric_label(), kind = %K::kind(&()), "requeueing");
-    kube::runtime::controller::Action::requeue(Duration::from_secs(5))
+    let failures = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let count = failures
+            .entry(obj.meta().uid.clone().unwrap_or_default())
+            .or_default();
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = requeue_delay(failures);
+    warn!(
+        error = %Redacted(error),
+        label = error.metric_label(),
+        kind = %K::kind(&()),
+        name = %obj.meta().name.as_deref().unwrap_or_default(),
+        delay_seconds = delay.as_secs(),
+        "requeueing"
+    );
+    kube::runtime::controller::Action::requeue(delay)
+}
+
+/// The wait before retrying a reconcile that failed `failures` times in a row.
+fn requeue_delay(failures: u32) -> Duration {
+    Duration::from_secs((1u64 << failures.saturating_sub(1).min(9)).min(300))
 }
 
 /// Logs what a controller's run reports as failed (reconciles and watches).
@@ -245,12 +284,14 @@ pub async fn log_failure<K: Resource<DynamicType = ()>>(
     >,
 ) {
     if let Err(e) = result {
-        warn!(error = %e, kind = %K::kind(&()), "reconcile failed");
+        warn!(error = %Redacted(&e), kind = %K::kind(&()), "reconcile failed");
     }
 }
 
 /// Counts and times a reconcile, and makes an API permission denial visible on the resource (an
-/// Event), so that a Role missing a verb shows where users look instead of only in the logs.
+/// Event), so that a Role missing a verb shows where users look instead of only in the logs. A
+/// panic in the reconcile is caught and becomes an error (counted, logged, requeued with backoff):
+/// one object's reconcile never takes the operator down for the others.
 pub async fn observe<K>(
     ctx: &Context,
     controller: &'static str,
@@ -260,8 +301,30 @@ pub async fn observe<K>(
 where
     K: Resource<DynamicType = ()>,
 {
+    use futures::FutureExt;
     let _timer = ctx.metrics.reconcile(controller);
-    let result = reconcile.await;
+    let result = std::panic::AssertUnwindSafe(reconcile)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let message = panic_message(panic.as_ref());
+            error!(
+                panic = %redact::text(&message),
+                controller,
+                name = %obj.meta().name.as_deref().unwrap_or_default(),
+                "a reconcile panicked; requeueing it"
+            );
+            Err(Error::Panicked(message))
+        });
+    match &result {
+        Ok(_) => {
+            ctx.failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(obj.meta().uid.as_deref().unwrap_or_default());
+        }
+        Err(_) => {}
+    }
     if let Err(e) = &result {
         ctx.metrics.reconcile_failed(controller, e.metric_label());
         if let Some(denied) = e.forbidden() {
@@ -271,6 +334,15 @@ where
         }
     }
     result
+}
+
+/// The text a panic carries.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 /// The kstatus conditions for `phase`: `Ready`, `Reconciling` and `Stalled`, keeping each one's
@@ -283,6 +355,8 @@ pub fn conditions(
     generation: Option<i64>,
 ) -> Vec<Condition> {
     let now = Time(Timestamp::now());
+    // Messages quote tenant input (URLs, values, names): redacted and cut.
+    let message = redact::message(message);
     let make = |type_: &str, on: bool| {
         let status = if on { "True" } else { "False" }.to_string();
         let last = previous
@@ -293,7 +367,7 @@ pub fn conditions(
             type_: type_.into(),
             status,
             reason: reason.into(),
-            message: message.into(),
+            message: message.clone(),
             observed_generation: generation,
             last_transition_time: last,
         }
@@ -347,11 +421,44 @@ pub fn set_phase(
     *observed = generation;
 }
 
+/// What a Secret is for, as its `s3flow.io/secret-type` label must say: the operator reads no
+/// Secret that does not say it is meant for the use a resource names it for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretType {
+    /// `credentialsSecretRef`: S3 keys.
+    Credentials,
+    /// `headersSecretRef`: headers for an ingest's source.
+    SourceHeaders,
+}
+
+/// Label of a Secret the operator may read; its value is a [`SecretType`].
+pub const SECRET_TYPE_LABEL: &str = "s3flow.io/secret-type";
+
+impl SecretType {
+    pub fn label(self) -> &'static str {
+        match self {
+            SecretType::Credentials => "credentials",
+            SecretType::SourceHeaders => "source-headers",
+        }
+    }
+}
+
 /// Why the inputs of a resource could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
     #[error("secret {0:?} not found in the resource's namespace")]
     SecretNotFound(String),
+    #[error(
+        "secret {name:?} is not labelled for this use: add the label {SECRET_TYPE_LABEL}={} to it (kubectl label secret {name} {SECRET_TYPE_LABEL}={})",
+        purpose.label(), purpose.label()
+    )]
+    SecretNotLabelled { name: String, purpose: SecretType },
+    #[error(
+        "credentialsSecretRef is required: the cluster admin allows the operator's own AWS identity in other namespaces only"
+    )]
+    CredentialsRequired,
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
     #[error("secret {secret:?} has no key {key}")]
     SecretKeyMissing { secret: String, key: String },
     #[error("configmap {0:?} not found in the resource's namespace")]
@@ -368,6 +475,10 @@ impl InputError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::SecretNotFound(_) => "SecretNotFound",
+            Self::SecretNotLabelled { .. } => "SecretNotLabelled",
+            Self::CredentialsRequired => "CredentialsRequired",
+            Self::Endpoint(EndpointError::Refused(_, UrlRefused::Address(_))) => "ForbiddenAddress",
+            Self::Endpoint(_) => "InvalidEndpoint",
             Self::SecretKeyMissing { .. } => "InvalidSecret",
             Self::ConfigMapNotFound(_) => "ConfigMapNotFound",
             Self::ConfigMapKeyMissing { .. } => "InvalidConfigMap",
@@ -377,11 +488,13 @@ impl InputError {
     }
 }
 
-/// The key-value pairs of Secret `name` in `obj`'s namespace (never logged).
+/// The key-value pairs of Secret `name` in `obj`'s namespace (never logged), when its label says it
+/// is meant for `purpose`.
 pub async fn secret_data(
     ctx: &Context,
     obj: &impl ResourceExt,
     name: &str,
+    purpose: SecretType,
 ) -> Result<Vec<(String, String)>, InputError> {
     let api: Api<Secret> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
@@ -389,6 +502,12 @@ pub async fn secret_data(
         .get_opt(name)
         .await?
         .ok_or_else(|| InputError::SecretNotFound(name.into()))?;
+    if secret.labels().get(SECRET_TYPE_LABEL).map(String::as_str) != Some(purpose.label()) {
+        return Err(InputError::SecretNotLabelled {
+            name: name.into(),
+            purpose,
+        });
+    }
     let mut data: Vec<(String, String)> = secret
         .data
         .unwrap_or_default()
@@ -399,16 +518,27 @@ pub async fn secret_data(
     Ok(data)
 }
 
-/// S3 settings of `connection`, with the credentials of its Secret in `obj`'s namespace.
+/// S3 settings of `connection`, with the credentials of its Secret in `obj`'s namespace, or the
+/// operator's own identity where the admin allows it, under the operator's address policy.
 pub async fn s3_settings(
     ctx: &Context,
     obj: &impl ResourceExt,
     connection: &S3Connection,
 ) -> Result<S3Settings, InputError> {
     let credentials = match &connection.credentials_secret_ref {
-        None => None,
+        None => {
+            let namespace = obj.namespace().unwrap_or_default();
+            if !ctx
+                .settings
+                .default_credentials_namespaces
+                .contains(&namespace)
+            {
+                return Err(InputError::CredentialsRequired);
+            }
+            None
+        }
         Some(secret) => {
-            let data = secret_data(ctx, obj, &secret.name).await?;
+            let data = secret_data(ctx, obj, &secret.name, SecretType::Credentials).await?;
             let get = |key: &str| data.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
             let required = |key: &str| {
                 get(key).ok_or_else(|| InputError::SecretKeyMissing {
@@ -428,7 +558,18 @@ pub async fn s3_settings(
         region: connection.region.clone(),
         force_path_style: connection.force_path_style.unwrap_or(false),
         credentials,
+        policy: Some(ctx.settings.policy.clone()),
     })
+}
+
+/// The S3 client of `connection`, as [`s3_settings`] says.
+pub async fn s3_client(
+    ctx: &Context,
+    obj: &impl ResourceExt,
+    connection: &S3Connection,
+) -> Result<aws_sdk_s3::Client, InputError> {
+    let settings = s3_settings(ctx, obj, connection).await?;
+    Ok(crate::s3::client(&settings).await?)
 }
 
 /// Publishes an Event about `obj` (its note cut to 1,000 characters).
@@ -439,7 +580,7 @@ where
     let event = KubeEvent {
         type_,
         reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
+        note: Some(redact::cut(&redact::text(note), 1000).into_owned()),
         action: K::kind(&()).into_owned(),
         secondary: None,
     };
@@ -549,6 +690,26 @@ pub async fn run(
         election.release().await;
     }
     outcome
+}
+
+/// Helpers of the controllers' unit tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// Merges `patch` into `value`: objects key by key, `null` removes, anything else replaces.
+    pub fn merge(value: &mut serde_json::Value, patch: serde_json::Value) {
+        match (value, patch) {
+            (serde_json::Value::Object(target), serde_json::Value::Object(patch)) => {
+                for (key, new) in patch {
+                    if new.is_null() {
+                        target.remove(&key);
+                    } else {
+                        merge(target.entry(key).or_insert(serde_json::Value::Null), new);
+                    }
+                }
+            }
+            (target, new) => *target = new,
+        }
+    }
 }
 
 async fn stop_signal() {

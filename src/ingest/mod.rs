@@ -3,8 +3,9 @@
 //! computed on the way, and the upload aborted on any failure so no incomplete upload is left.
 //! No Kubernetes types: the controller and the CLI both drive it.
 
+pub mod budget;
 pub mod checksum;
-pub mod guard;
+pub mod floor;
 pub mod plan;
 pub mod source;
 
@@ -24,9 +25,12 @@ use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+pub use budget::{InsufficientMemory, MemoryBudget, Reservation};
 pub use checksum::{Checkpoint, ResumableSha256};
-pub use guard::{AddressPolicy, ForbiddenAddress};
+pub use floor::ThroughputFloor;
 pub use plan::{PartSchedule, PartSize, PlanError};
+
+use crate::address::ForbiddenAddress;
 pub use source::{ResumeAt, SourceConfig, SourceReader};
 
 /// Why an ingest failed. `reason()` is the status condition reason a user sees.
@@ -44,6 +48,8 @@ pub enum IngestError {
     SourceRejected(String),
     #[error("source unavailable: {0}")]
     SourceUnavailable(String),
+    #[error("source too slow: {0}")]
+    SourceStalled(String),
     #[error("the source's TLS certificate is not trusted (add its CA with a CA bundle): {0}")]
     SourceCertificateRejected(String),
     #[error("source changed: {0}")]
@@ -64,6 +70,8 @@ pub enum IngestError {
     S3(String),
     #[error("the upload id could not be recorded, so the upload was aborted: {0}")]
     UploadNotRecorded(String),
+    #[error(transparent)]
+    InsufficientMemory(#[from] InsufficientMemory),
 }
 
 impl IngestError {
@@ -76,6 +84,7 @@ impl IngestError {
             Self::SourceAccessDenied(_) => "SourceAccessDenied",
             Self::SourceRejected(_) => "SourceRejected",
             Self::SourceUnavailable(_) => "SourceUnavailable",
+            Self::SourceStalled(_) => "SourceStalled",
             Self::SourceCertificateRejected(_) => "SourceCertificateRejected",
             Self::SourceChanged(_) => "SourceChanged",
             Self::SizeMismatch(_) => "SizeMismatch",
@@ -87,6 +96,7 @@ impl IngestError {
             Self::AccessDenied(_) => "AccessDenied",
             Self::S3(_) => "S3Error",
             Self::UploadNotRecorded(_) => "UploadNotRecorded",
+            Self::InsufficientMemory(_) => "InsufficientMemory",
         }
     }
 }
@@ -96,7 +106,14 @@ fn s3_error<E>(context: &str, error: SdkError<E, HttpResponse>) -> IngestError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let failure = crate::s3::ServiceFailure::of(context, error);
+    classify(crate::s3::ServiceFailure::of(context, error))
+}
+
+/// The engine's error for a failed S3 request.
+fn classify(failure: crate::s3::ServiceFailure) -> IngestError {
+    if let Some(forbidden) = failure.forbidden {
+        return IngestError::ForbiddenAddress(forbidden);
+    }
     match failure.code.as_str() {
         "NoSuchBucket" => IngestError::BucketNotFound(failure.message),
         _ if failure.is_access_denied() => IngestError::AccessDenied(failure.to_string()),
@@ -127,6 +144,52 @@ pub struct IngestRequest {
     pub overwrite: bool,
     pub part_size: PartSize,
     pub concurrency: usize,
+}
+
+impl IngestRequest {
+    /// Part buffers alive at once: `concurrency` uploading, one filling, one waiting for a slot.
+    pub fn buffers(&self) -> u64 {
+        self.concurrency.max(1) as u64 + 2
+    }
+
+    /// Memory to reserve before the transfer starts, from what is known before the source
+    /// answers (`known_length`: a resumed upload's length). The transfer reserves more if the
+    /// source's length asks for larger parts.
+    pub fn initial_memory(&self, known_length: Option<u64>) -> u64 {
+        PartSchedule::new(self.part_size, known_length.or(self.expected_size))
+            .map_or(0, |schedule| schedule.size(0) * self.buffers())
+    }
+}
+
+/// What the engine records, through its caller, before it acts: a restart reads it back.
+pub trait UploadLog {
+    /// The multipart upload exists: record its id before any part is sent (an error aborts it).
+    fn started(&mut self, upload_id: String) -> impl Future<Output = Result<(), String>> + Send;
+    /// Every part is in: record what the completed object will be before completing it, so that
+    /// a restart after CompleteMultipartUpload recognises the object as this upload's.
+    fn completing(&mut self, completion: Completion) -> impl Future<Output = ()> + Send;
+}
+
+/// A log that records nothing: one run on one machine (the CLI).
+pub struct NoLog;
+
+impl UploadLog for NoLog {
+    async fn started(&mut self, _: String) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn completing(&mut self, _: Completion) {}
+}
+
+/// The object a multipart upload is about to complete into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The ETag S3 gives the completed object (computed from the parts' ETags), when the parts'
+    /// ETags are MD5s (not with SSE-KMS or SSE-C).
+    pub etag: Option<String>,
+    /// SHA-256 of the whole body, lowercase hex.
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// Progress, counted as S3 acknowledges parts (`bytes_committed`) and as the source is read.
@@ -183,22 +246,20 @@ struct Start {
     held: BTreeMap<i32, (CompletedPart, u64)>,
 }
 
-/// Streams the source into `s3://bucket/key`. `record_upload_id` runs once the multipart upload
-/// exists and before any part is sent (the controller writes it to status, so a restart or a deletion
-/// can abort it). With `resume`, an earlier run's upload continues from the parts S3 holds when the
-/// source is unchanged, and is aborted for a clean start otherwise. On any failure the upload is
-/// aborted before the error returns.
-pub async fn ingest<Record, Recorded>(
+/// Streams the source into `s3://bucket/key`. `log.started` runs once the multipart upload exists
+/// and before any part is sent (the controller writes it to status, so a restart or a deletion can
+/// abort it). With `resume`, an earlier run's upload continues from the parts S3 holds when the
+/// source is unchanged, and is aborted for a clean start otherwise. Part buffers stay within
+/// `memory`, which grows (waiting for the budget) when the parts must be larger. On any failure
+/// the upload is aborted before the error returns.
+pub async fn ingest(
     s3: &Client,
     request: &IngestRequest,
     progress: &watch::Sender<Progress>,
     resume: Option<Resume>,
-    record_upload_id: Record,
-) -> Result<Outcome, IngestError>
-where
-    Record: FnOnce(String) -> Recorded,
-    Recorded: Future<Output = Result<(), String>>,
-{
+    memory: &mut Reservation,
+    log: &mut impl UploadLog,
+) -> Result<Outcome, IngestError> {
     let (bucket, key) = (request.bucket.as_str(), request.key.as_str());
     // A refused source fails before anything is asked of S3.
     source::check_source_url(&request.source)?;
@@ -218,7 +279,7 @@ where
         }
     };
     let upload_id = start.upload_id.clone();
-    if let Err(e) = record_upload_id(upload_id.clone()).await {
+    if let Err(e) = log.started(upload_id.clone()).await {
         let _ = abort_upload(s3, bucket, key, &upload_id).await;
         return Err(IngestError::UploadNotRecorded(e));
     }
@@ -229,7 +290,7 @@ where
         upload_id: &upload_id,
     };
     let mut parts = JoinSet::new();
-    let result = transfer(&upload, request, start, progress, &mut parts).await;
+    let result = transfer(&upload, request, start, progress, &mut parts, memory, log).await;
     if result.is_err() {
         // No part may still be on its way when the upload is aborted, or it could outlive the abort.
         parts.abort_all();
@@ -392,6 +453,8 @@ async fn transfer(
     start: Start,
     progress: &watch::Sender<Progress>,
     parts: &mut JoinSet<Result<CompletedPart, IngestError>>,
+    memory: &mut Reservation,
+    log: &mut impl UploadLog,
 ) -> Result<Outcome, IngestError> {
     let Start {
         schedule,
@@ -410,12 +473,18 @@ async fn transfer(
         .map(|(_, (_, size))| *size)
         .sum();
     for number in 1..=first as i32 {
-        completed.push(
-            held.remove(&number)
-                .expect("resume_index starts at the first missing part")
-                .0,
-        );
+        let (part, _) = held.remove(&number).ok_or_else(|| {
+            IngestError::S3(format!("part {number} of the earlier upload is missing"))
+        })?;
+        completed.push(part);
     }
+    // A part S3 holds from the earlier run is reused only when it provably has the bytes read
+    // now: a strong validator pins them, else its ETag must be their MD5.
+    let strong_validator = reader
+        .info
+        .validator
+        .as_deref()
+        .is_some_and(|v| v.starts_with('"'));
     progress.send_modify(|p| {
         p.upload_id = Some(upload.upload_id.to_string());
         p.total_bytes = length;
@@ -427,8 +496,10 @@ async fn transfer(
         p.resumed_at = resumed_at;
     });
     let concurrency = request.concurrency.max(1);
-    // Part buffers alive at once: `concurrency` uploading, one filling, one waiting for a slot.
-    let buffers = Arc::new(Semaphore::new(concurrency + 2));
+    memory
+        .ensure(schedule.size(first) * request.buffers())
+        .await?;
+    let buffers = Arc::new(Semaphore::new(request.buffers() as usize));
     let uploading = Arc::new(Semaphore::new(concurrency));
     let mut carry: Option<Bytes> = None;
     let mut total = schedule.offset(first);
@@ -451,8 +522,15 @@ async fn transfer(
                 }
             },
             None => {
-                let size = schedule.size(index) as usize;
-                let permit = buffers.clone().acquire_owned().await.expect("never closed");
+                let size = schedule.size(index);
+                // Parts of a source without a length grow: so does their memory.
+                memory.ensure(size * request.buffers()).await?;
+                let size = size as usize;
+                let permit = buffers
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| IngestError::S3("part buffers closed".into()))?;
                 let (buffer, ended) = fill(&mut reader, &mut carry, size).await?;
                 // With a known length the last part ends the transfer without waiting for EOF.
                 (buffer, permit, ended || Some(index + 1) == parts_total)
@@ -511,6 +589,7 @@ async fn transfer(
         // S3 holds this part from the earlier run, with the same bytes (the source is unchanged).
         if let Some((part, size)) = held.remove(&number)
             && size == buffer.len() as u64
+            && (strong_validator || part.e_tag() == Some(quoted_md5(&buffer).as_str()))
         {
             completed.push(part);
             progress.send_modify(|p| {
@@ -522,7 +601,7 @@ async fn transfer(
                 .clone()
                 .acquire_owned()
                 .await
-                .expect("never closed");
+                .map_err(|_| IngestError::S3("upload slots closed".into()))?;
             let part = Part {
                 s3: upload.s3.clone(),
                 bucket: upload.bucket.to_string(),
@@ -570,6 +649,12 @@ async fn transfer(
         });
     }
     completed.sort_by_key(|p| p.part_number);
+    log.completing(Completion {
+        etag: multipart_etag(&completed),
+        sha256: sha256.clone(),
+        size: total,
+    })
+    .await;
     let mut complete = upload
         .s3
         .complete_multipart_upload()
@@ -591,26 +676,10 @@ async fn transfer(
         },
         _ => s3_error("completing the multipart upload", e),
     })?;
-    let tag = Tagging::builder()
-        .tag_set(
-            Tag::builder()
-                .key("sha256")
-                .value(&sha256)
-                .build()
-                .expect("key and value set"),
-        )
-        .build()
-        .expect("tag set");
-    let tag_error = upload
-        .s3
-        .put_object_tagging()
-        .bucket(upload.bucket)
-        .key(upload.key)
-        .tagging(tag)
-        .send()
+    let tag_error = tag_sha256(upload.s3, upload.bucket, upload.key, &sha256)
         .await
         .err()
-        .map(|e| s3_error("tagging the object with its sha256", e).to_string());
+        .map(|e| e.to_string());
     Ok(Outcome {
         size: total,
         sha256,
@@ -620,6 +689,97 @@ async fn transfer(
         resumed_at,
         tag_error,
     })
+}
+
+/// Records the body's SHA-256 as the object's `sha256` tag.
+async fn tag_sha256(s3: &Client, bucket: &str, key: &str, sha256: &str) -> Result<(), IngestError> {
+    let tag = Tag::builder()
+        .key("sha256")
+        .value(sha256)
+        .build()
+        .and_then(|tag| Tagging::builder().tag_set(tag).build())
+        .map_err(|e| IngestError::S3(format!("building the sha256 tag: {e}")))?;
+    s3.put_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .tagging(tag)
+        .send()
+        .await
+        .map_err(|e| s3_error("tagging the object with its sha256", e))?;
+    Ok(())
+}
+
+/// `"<hex MD5>"`, the ETag S3 gives a part (or an object) without KMS or customer keys.
+fn quoted_md5(bytes: &[u8]) -> String {
+    use md5::Digest;
+    format!("\"{}\"", hex::encode(md5::Md5::digest(bytes)))
+}
+
+/// The ETag S3 gives a completed multipart upload: the MD5 of the parts' binary MD5s, dash, the
+/// number of parts. `None` when a part's ETag is not an MD5 (SSE-KMS, SSE-C).
+pub fn multipart_etag(parts: &[CompletedPart]) -> Option<String> {
+    use md5::Digest;
+    let mut digests = Vec::with_capacity(parts.len() * 16);
+    for part in parts {
+        let hex = part.e_tag()?.trim_matches('"');
+        let digest = hex::decode(hex).ok().filter(|d| d.len() == 16)?;
+        digests.extend_from_slice(&digest);
+    }
+    Some(format!(
+        "\"{}-{}\"",
+        hex::encode(md5::Md5::digest(&digests)),
+        parts.len()
+    ))
+}
+
+/// Whether an upload that a restart found gone completed into the object now at the key: the
+/// object's ETag is the one recorded before completing, or its `sha256` tag the recorded hash.
+/// Returns the object's size and ETag when it did (tagging it if the tag was not written yet).
+pub async fn completed_earlier(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+    completion: &Completion,
+) -> Result<Option<(u64, Option<String>)>, IngestError> {
+    match s3
+        .list_parts()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(upload_id)
+        .max_parts(1)
+        .send()
+        .await
+    {
+        Ok(_) => return Ok(None),
+        Err(e) if e.code() == Some("NoSuchUpload") => {}
+        Err(e) => return Err(s3_error("listing the parts of the earlier upload", e)),
+    }
+    let head = match s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(head) => head,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => return Ok(None),
+        Err(e) => return Err(s3_error("checking the destination", e)),
+    };
+    let size = head.content_length().unwrap_or_default().max(0) as u64;
+    let etag = head.e_tag().map(str::to_string);
+    if completion.etag.is_some() && etag == completion.etag && size == completion.size {
+        if let Err(e) = tag_sha256(s3, bucket, key, &completion.sha256).await {
+            tracing::warn!(error = %crate::redact::Redacted(&e), "tagging a completed object");
+        }
+        return Ok(Some((size, etag)));
+    }
+    let tags = s3
+        .get_object_tagging()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| s3_error("reading the destination's tags", e))?;
+    let tagged = tags
+        .tag_set()
+        .iter()
+        .any(|tag| tag.key() == "sha256" && tag.value() == completion.sha256);
+    Ok((tagged && size == completion.size).then_some((size, etag)))
 }
 
 /// A part's bytes, with the permit that counts its buffer against the memory bound.
@@ -684,7 +844,9 @@ async fn fetch_ranges(
                 }
             }
             permit = buffers.clone().acquire_owned(), if more => {
-                let permit: OwnedSemaphorePermit = permit.expect("never closed");
+                let Ok(permit) = permit else {
+                    return;
+                };
                 let (source, start, len) = (source.clone(), schedule.offset(next), schedule.size(next));
                 let len = len.min(source.length() - start) as usize;
                 inflight.push_back(async move { source.fetch(start, len).await.map(|bytes| (bytes, permit)) });
@@ -731,40 +893,14 @@ impl Part {
     }
 }
 
-/// Aborts a multipart upload by id, and checks that it is gone: S3 may keep a part whose upload was
-/// in flight during an abort, so the abort is repeated while ListParts still finds the upload.
+/// Aborts a multipart upload by id and checks that it is gone (see [`crate::s3::abort_upload`]).
 pub async fn abort_upload(
     s3: &Client,
     bucket: &str,
     key: &str,
     upload_id: &str,
 ) -> Result<(), IngestError> {
-    for _ in 0..3 {
-        match s3
-            .abort_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(()),
-            Err(e) => return Err(s3_error("aborting the multipart upload", e)),
-        }
-        match s3
-            .list_parts()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(()),
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    Err(IngestError::S3(format!(
-        "upload {upload_id} still exists after aborting it"
-    )))
+    crate::s3::abort_upload(s3, bucket, key, upload_id)
+        .await
+        .map_err(classify)
 }

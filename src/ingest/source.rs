@@ -2,7 +2,7 @@
 //! pinned to the first response's validator (If-Range), so a changed source fails instead of mixing.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -11,7 +11,28 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 
 use super::IngestError;
-use super::guard::{AddressPolicy, ForbiddenAddress, GuardedResolver};
+use super::floor::{FloorMeter, ThroughputFloor};
+use crate::address::{AddressPolicy, ForbiddenAddress, SourceResolver, UrlRefused};
+use crate::redact::url as redact;
+
+/// Headers a Secret may not set: they frame the request, or s3flow sets them itself for ranged,
+/// pinned and uncompressed reads.
+const RESERVED_HEADERS: [&str; 14] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "upgrade",
+    "expect",
+    "range",
+    "if-range",
+    "if-match",
+    "accept-encoding",
+    "keep-alive",
+    "proxy-connection",
+    "trailer",
+];
 
 /// Attempts at reaching the source (first request, and each resume) before the transfer fails.
 const SOURCE_ATTEMPTS: u32 = 5;
@@ -47,6 +68,8 @@ pub struct SourceConfig {
     pub policy: Arc<AddressPolicy>,
     /// A read that waits longer than this for the next bytes fails (and resumes when it can).
     pub stall_timeout: Duration,
+    /// A source slower than this fails as SourceStalled instead of holding a transfer slot.
+    pub floor: ThroughputFloor,
 }
 
 impl std::fmt::Debug for SourceConfig {
@@ -68,6 +91,7 @@ struct Endpoint {
     url: Url,
     headers: HeaderMap,
     validator: Option<String>,
+    floor: ThroughputFloor,
 }
 
 /// The source's bytes in order, resuming after dropped connections when the server allows it.
@@ -75,6 +99,7 @@ pub struct SourceReader {
     endpoint: Arc<Endpoint>,
     pub info: SourceInfo,
     body: BoxStream<'static, reqwest::Result<Bytes>>,
+    meter: FloorMeter,
     /// Bytes handed out so far.
     pub offset: u64,
     /// Requests made after the first one, to resume.
@@ -89,42 +114,23 @@ pub fn check_source_url(config: &SourceConfig) -> Result<(), IngestError> {
 }
 
 fn check_url(url: &Url, policy: &AddressPolicy) -> Result<(), IngestError> {
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(IngestError::InvalidSource(format!(
-            "{url}: only http and https sources are supported"
-        )));
-    }
-    let ip = match url.host() {
-        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-        Some(url::Host::Domain(_)) => None,
-        None => return Err(IngestError::InvalidSource(format!("{url} has no host"))),
-    };
-    match ip.and_then(|ip| policy.refusal(ip).map(|why| (ip, why))) {
-        Some((ip, why)) => Err(IngestError::ForbiddenAddress(ForbiddenAddress {
-            host: url.host_str().unwrap_or_default().to_string(),
-            ip,
-            why,
-        })),
-        None => Ok(()),
-    }
+    policy.check_url(url).map_err(|refused| match refused {
+        UrlRefused::Address(forbidden) => IngestError::ForbiddenAddress(forbidden),
+        other => IngestError::InvalidSource(format!("{}: {other}", redact(url))),
+    })
 }
 
 /// Maps a request failure to the engine's error, finding a refused address among its sources.
+/// reqwest's own text names the URL with its query: it is left out.
 fn request_error(url: &Url, error: reqwest::Error) -> IngestError {
+    let error = error.without_url();
+    if let Some(forbidden) = ForbiddenAddress::find(&error) {
+        return IngestError::ForbiddenAddress(forbidden);
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = source {
-        if let Some(forbidden) = e.downcast_ref::<ForbiddenAddress>() {
-            return IngestError::ForbiddenAddress(forbidden.clone());
-        }
-        match e.downcast_ref::<IngestError>() {
-            Some(IngestError::ForbiddenAddress(forbidden)) => {
-                return IngestError::ForbiddenAddress(forbidden.clone());
-            }
-            Some(IngestError::InvalidSource(message)) => {
-                return IngestError::InvalidSource(message.clone());
-            }
-            _ => {}
+        if let Some(IngestError::InvalidSource(message)) = e.downcast_ref::<IngestError>() {
+            return IngestError::InvalidSource(message.clone());
         }
         source = e.source();
     }
@@ -133,15 +139,6 @@ fn request_error(url: &Url, error: reqwest::Error) -> IngestError {
         return IngestError::SourceCertificateRejected(format!("{}: {text}", redact(url)));
     }
     IngestError::SourceUnavailable(format!("{}: {text}", redact(url)))
-}
-
-/// The URL without its query and credentials, for messages (queries often carry signatures).
-pub fn redact(url: &Url) -> String {
-    let mut shown = url.clone();
-    shown.set_query(None);
-    let _ = shown.set_password(None);
-    let _ = shown.set_username("");
-    shown.to_string()
 }
 
 fn chain(error: &dyn std::error::Error) -> String {
@@ -168,6 +165,11 @@ impl SourceReader {
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 IngestError::InvalidSource(format!("{name:?} is not an HTTP header name"))
             })?;
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                return Err(IngestError::InvalidSource(format!(
+                    "the source headers may not set {name}: s3flow sets it, or it frames the request"
+                )));
+            }
             let mut value = HeaderValue::from_str(value).map_err(|_| {
                 IngestError::InvalidSource(format!("the value of header {name} is not valid"))
             })?;
@@ -179,7 +181,7 @@ impl SourceReader {
         let custom_headers = !headers.is_empty();
         let mut builder = reqwest::Client::builder()
             .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver { policy }))
+            .dns_resolver(Arc::new(SourceResolver(policy)))
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(config.stall_timeout)
             // Compressed transfer would change the bytes and the length the source promised.
@@ -187,12 +189,13 @@ impl SourceReader {
                 if attempt.previous().len() >= 10 {
                     return attempt.error("more than 10 redirects");
                 }
-                // reqwest drops Authorization across hosts, but not other headers from the Secret.
-                let first_host = attempt.previous().first().and_then(|u| u.host_str().map(str::to_string));
-                if custom_headers && attempt.url().host_str().map(str::to_string) != first_host {
+                // reqwest drops Authorization across hosts, but not other headers from the Secret:
+                // they follow a redirect only to the same origin (scheme, host and port).
+                let first = attempt.previous().first().map(origin);
+                if custom_headers && Some(origin(attempt.url())) != first {
                     let to = redact(attempt.url());
                     return attempt.error(IngestError::InvalidSource(format!(
-                        "refusing to send the source's headers along a redirect to another host ({to})"
+                        "refusing to send the source's headers along a redirect to another origin ({to})"
                     )));
                 }
                 match check_url(attempt.url(), &redirect_policy) {
@@ -215,6 +218,7 @@ impl SourceReader {
             url,
             headers,
             validator: at.map(|a| a.validator.clone()),
+            floor: config.floor,
         };
         let response = endpoint.request(at.map(|a| a.offset)).await?;
         if let Some(at) = at {
@@ -251,6 +255,7 @@ impl SourceReader {
             endpoint: Arc::new(endpoint),
             info,
             body: response.bytes_stream().boxed(),
+            meter: FloorMeter::new(config.floor),
             offset: at.map_or(0, |a| a.offset),
             resumes: 0,
         })
@@ -260,7 +265,18 @@ impl SourceReader {
     /// has ranges and a validator; otherwise it fails the transfer.
     pub async fn next(&mut self) -> Result<Option<Bytes>, IngestError> {
         loop {
-            match self.body.next().await {
+            let waiting = Instant::now();
+            let next = self.body.next().await;
+            let brought = match &next {
+                Some(Ok(chunk)) => chunk.len() as u64,
+                _ => 0,
+            };
+            self.meter
+                .record(waiting.elapsed(), brought)
+                .map_err(|stalled| {
+                    IngestError::SourceStalled(format!("{}: {stalled}", redact(&self.endpoint.url)))
+                })?;
+            match next {
                 Some(Ok(chunk)) => {
                     self.offset += chunk.len() as u64;
                     return Ok(Some(chunk));
@@ -408,13 +424,27 @@ impl RangeFetcher {
     pub async fn fetch(&self, start: u64, len: usize) -> Result<Bytes, IngestError> {
         let mut buffer = bytes::BytesMut::with_capacity(len);
         let mut drops = 0;
+        let mut meter = FloorMeter::new(self.endpoint.floor);
         loop {
             let from = start + buffer.len() as u64;
             let end = start + len as u64 - 1;
             let response = self.endpoint.request_range(Some((from, Some(end)))).await?;
             check_content_range(&response, from, Some(self.length))?;
             let mut body = response.bytes_stream();
-            while let Some(chunk) = body.next().await {
+            loop {
+                let waiting = Instant::now();
+                let Some(chunk) = body.next().await else {
+                    break;
+                };
+                let brought = chunk.as_ref().map_or(0, |c| c.len() as u64);
+                meter
+                    .record(waiting.elapsed(), brought)
+                    .map_err(|stalled| {
+                        IngestError::SourceStalled(format!(
+                            "{} at byte {start}: {stalled}",
+                            redact(&self.endpoint.url)
+                        ))
+                    })?;
                 match chunk {
                     Ok(chunk) if buffer.len() + chunk.len() <= len => {
                         buffer.extend_from_slice(&chunk)
@@ -444,6 +474,15 @@ impl RangeFetcher {
             tokio::time::sleep(super::backoff(drops)).await;
         }
     }
+}
+
+/// Scheme, host and port: headers from a Secret go nowhere else.
+fn origin(url: &Url) -> (String, Option<String>, Option<u16>) {
+    (
+        url.scheme().to_string(),
+        url.host_str().map(str::to_string),
+        url.port_or_known_default(),
+    )
 }
 
 fn check_content_range(

@@ -32,6 +32,8 @@ const OVERHANG: u64 = 64 << 10;
 const PART_BUFFER: usize = 8 << 20;
 /// Read buffer of the parsing thread.
 const READ_BUFFER: usize = 256 << 10;
+/// A ranged GET whose body sends nothing for this long is retried (a connection that stalls).
+const BODY_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Encoding of row output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +65,64 @@ impl Output {
     pub fn part_key(&self, index: u32) -> String {
         format!("{}part-{index:05}.{}", self.prefix, self.format.extension())
     }
+
+    /// Where chunk `index` records the multipart upload of its part while it runs.
+    pub fn upload_record_key(&self, index: u32) -> String {
+        format!("{}chunks/{index:05}.upload.json", self.prefix)
+    }
+}
+
+/// A multipart upload a chunk started, recorded before any part is sent: a killed chunk's upload
+/// is then aborted by its exact id, never found by listing a bucket other scans share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadRecord {
+    /// The scan that started it ([`ChunkTask::run`]).
+    pub run: String,
+    pub key: String,
+    pub upload_id: String,
+}
+
+/// Largest upload record read back (a few hundred bytes when genuine).
+const UPLOAD_RECORD_LIMIT: usize = 4 << 10;
+
+/// Aborts the upload chunk `index` of scan `run` recorded, if it recorded one: exactly that upload
+/// of exactly its part key, whatever else the record says. True when there was one.
+pub async fn abort_recorded_upload(
+    s3: &Client,
+    output: &Output,
+    index: u32,
+    run: &str,
+) -> Result<bool, ScanError> {
+    let record_key = output.upload_record_key(index);
+    let location = format!("s3://{}/{record_key}", output.bucket);
+    let body = match s3
+        .get_object()
+        .bucket(&output.bucket)
+        .key(&record_key)
+        .send()
+        .await
+    {
+        Ok(object) => object.body,
+        Err(e) => {
+            return match s3_error(&format!("GET {location}"), e) {
+                ScanError::ObjectNotFound(_) => Ok(false),
+                other => Err(other),
+            };
+        }
+    };
+    let bytes = super::read_limited(body, UPLOAD_RECORD_LIMIT, &location).await?;
+    let record = serde_json::from_slice::<UploadRecord>(&bytes).ok();
+    let ours = record
+        .filter(|r| r.run == run && r.key == output.part_key(index))
+        .map(|r| r.upload_id);
+    if let Some(upload_id) = &ours {
+        crate::s3::abort_upload(s3, &output.bucket, &output.part_key(index), upload_id)
+            .await
+            .map_err(super::classify)?;
+    }
+    delete_object(s3, &output.bucket, &record_key).await?;
+    Ok(ours.is_some())
 }
 
 /// What a chunk does with its records.
@@ -85,6 +145,20 @@ pub struct ChunkTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_state: Option<State>,
     pub work: Work,
+    /// Which scan this chunk belongs to (the scan's uid): recorded with every upload the chunk
+    /// starts, so that only this scan's uploads are ever aborted for it.
+    #[serde(default)]
+    pub run: String,
+}
+
+impl ChunkTask {
+    /// A digest of what every chunk of the scan shares (object version, format, query, output
+    /// and scan): a report carries it, so that a report of another task is recognised.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let shared = serde_json::to_vec(&(&self.layout, &self.work, &self.run)).unwrap_or_default();
+        hex::encode(&sha2::Sha256::digest(&shared)[..8])
+    }
 }
 
 /// What one chunk found. Small enough for a termination message (partials are a few numbers).
@@ -92,6 +166,12 @@ pub struct ChunkTask {
 #[serde(rename_all = "camelCase")]
 pub struct ChunkReport {
     pub index: u32,
+    /// The chunk's byte range `[start, end)`, as its task gave it.
+    #[serde(default)]
+    pub range: [u64; 2],
+    /// The task's [`ChunkTask::fingerprint`].
+    #[serde(default)]
+    pub fingerprint: String,
     /// The start state the chunk ran from.
     pub assumed: State,
     pub split: ChunkSplit,
@@ -181,7 +261,7 @@ pub async fn run_chunk(
     };
     let upload = async {
         match &output {
-            Some(output) => upload_part(s3, output, task.index, parts_rx).await,
+            Some(output) => upload_part(s3, output, task.index, &task.run, parts_rx).await,
             None => Ok(None),
         }
     };
@@ -262,7 +342,10 @@ async fn fetch(
             }
         };
         loop {
-            match body.next().await {
+            let next = tokio::time::timeout(BODY_STALL, body.next())
+                .await
+                .unwrap_or_else(|_| Some(Err(stalled_body())));
+            match next {
                 Some(Ok(bytes)) => {
                     offset += bytes.len() as u64;
                     if tx.send(Ok(bytes)).await.is_err() {
@@ -287,6 +370,15 @@ async fn fetch(
             }
         }
     }
+}
+
+/// The error of a body that sent nothing for [`BODY_STALL`].
+fn stalled_body() -> aws_sdk_s3::primitives::ByteStreamError {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no bytes for {} s", BODY_STALL.as_secs()),
+    )
+    .into()
 }
 
 /// A blocking reader over the fetched bytes.
@@ -457,14 +549,18 @@ enum Lane {
 impl Lane {
     fn new(format: Format, at: u64, end: u64, sink: &Sink) -> Lane {
         let machine = Machine::new(format.dialect());
+        let bounds = Bounds {
+            end,
+            max_record: sink.max_record,
+        };
         match format {
             // Counting needs no fields: the record machine alone finds the records, as csv-core
             // would (the split module's tests hold them equal).
             Format::Csv {
                 delimiter, quote, ..
-            } if sink.counts_only => {
-                Lane::Count(Box::new(CountLane::new(machine, delimiter, quote, at, end)))
-            }
+            } if sink.counts_only => Lane::Count(Box::new(CountLane::new(
+                machine, delimiter, quote, at, bounds,
+            ))),
             Format::Csv {
                 delimiter, quote, ..
             } => Lane::Csv(Box::new(CsvLane {
@@ -484,14 +580,15 @@ impl Lane {
                 state: State::RecordEnd,
                 position: at,
                 record_start: at,
-                end,
+                bounds,
                 done: false,
             })),
             Format::JsonLines => Lane::Lines(LinesLane {
                 line: Vec::new(),
                 position: at,
                 record_start: at,
-                end,
+                bounds,
+                done: false,
             }),
         }
     }
@@ -520,10 +617,16 @@ impl Lane {
             Lane::Count(lane) => {
                 lane.finish();
                 sink.counted(lane.records);
+                if let Some(offset) = lane.too_long {
+                    sink.too_long(offset);
+                }
                 Ok(())
             }
             Lane::Lines(lane) => {
-                if !lane.line.trim_ascii().is_empty() && lane.record_start < lane.end {
+                if !lane.done
+                    && !lane.line.trim_ascii().is_empty()
+                    && lane.record_start < lane.bounds.end
+                {
                     let line = std::mem::take(&mut lane.line);
                     sink.raw(&line)?;
                     sink.raw(b"\n")?;
@@ -532,6 +635,21 @@ impl Lane {
                 Ok(())
             }
         }
+    }
+}
+
+/// Where a lane stops: the chunk's end (its last record may run past it), and the longest
+/// record it reads (a longer one is bad data: it would grow memory without bound).
+#[derive(Clone, Copy)]
+struct Bounds {
+    end: u64,
+    max_record: u64,
+}
+
+impl Bounds {
+    /// Whether a record from `start` that reaches `reach` (its end, or as far as read) is too long.
+    fn too_long(self, start: u64, reach: u64) -> bool {
+        reach.saturating_sub(start) > self.max_record
     }
 }
 
@@ -544,14 +662,16 @@ struct CountLane {
     state: State,
     position: u64,
     record_start: u64,
-    end: u64,
+    bounds: Bounds,
     records: u64,
+    /// Where a record longer than the bound starts; counting stops there.
+    too_long: Option<u64>,
     done: bool,
 }
 
 impl CountLane {
     /// Counts the records that start in `at..end`; `at` is a record's start.
-    fn new(machine: Machine, delimiter: u8, quote: u8, at: u64, end: u64) -> CountLane {
+    fn new(machine: Machine, delimiter: u8, quote: u8, at: u64, bounds: Bounds) -> CountLane {
         CountLane {
             machine,
             delimiter,
@@ -559,18 +679,19 @@ impl CountLane {
             state: State::RecordEnd,
             position: at,
             record_start: at,
-            end,
+            bounds,
             records: 0,
+            too_long: None,
             done: false,
         }
     }
 
-    /// True once the next record starts at or after the chunk's end.
+    /// True once the next record starts at or after the chunk's end (or a record is too long).
     fn feed(&mut self, mut input: &[u8]) -> bool {
         while !self.done && !input.is_empty() {
-            if let Some(window) = input.get(..64)
-                && self.position + 64 < self.end
-                && self.count_window(window.try_into().expect("64 bytes"))
+            if let Some(window) = input.first_chunk::<64>()
+                && self.position + 64 < self.bounds.end
+                && self.count_window(window)
             {
                 self.position += 64;
                 input = &input[64..];
@@ -580,13 +701,26 @@ impl CountLane {
             self.state = state;
             let Some(at) = ended else {
                 self.position += input.len() as u64;
+                self.check_length(self.position);
                 break;
             };
-            self.records += 1;
             self.position += at as u64;
+            if self.check_length(self.position) {
+                break;
+            }
+            self.records += 1;
             self.record_start = self.position;
-            self.done = self.position >= self.end;
+            self.done = self.position >= self.bounds.end;
             input = &input[at..];
+        }
+        self.done
+    }
+
+    /// Stops at the current record when it reaches `reach` and is longer than the bound.
+    fn check_length(&mut self, reach: u64) -> bool {
+        if self.bounds.too_long(self.record_start, reach) {
+            self.too_long = Some(self.record_start);
+            self.done = true;
         }
         self.done
     }
@@ -619,6 +753,14 @@ impl CountLane {
         let terminators = terminators & !inside;
         let at_record_start = matches!(self.state, State::RecordEnd | State::BetweenRecords);
         let ends = terminators & !((terminators << 1) | u64::from(at_record_start));
+        // The record open at the window's start ends at its first end, or reaches past it.
+        let reach = match ends {
+            0 => self.position + 64,
+            _ => self.position + u64::from(ends.trailing_zeros()) + 1,
+        };
+        if self.check_length(reach) {
+            return true;
+        }
         self.records += u64::from(ends.count_ones());
         if ends != 0 {
             self.record_start = self.position + 64 - u64::from(ends.leading_zeros());
@@ -665,7 +807,7 @@ struct CsvLane {
     state: State,
     position: u64,
     record_start: u64,
-    end: u64,
+    bounds: Bounds,
     done: bool,
 }
 
@@ -674,7 +816,7 @@ impl CsvLane {
     fn feed(&mut self, mut input: &[u8], sink: &mut Sink) -> Result<bool, ScanError> {
         if input.is_empty() {
             // A last record without a terminator.
-            if !self.done && !self.pending.is_empty() && self.record_start < self.end {
+            if !self.done && !self.pending.is_empty() && self.record_start < self.bounds.end {
                 let record = std::mem::take(&mut self.pending);
                 sink.raw(&record)?;
                 self.record(&record, sink)?;
@@ -682,7 +824,7 @@ impl CsvLane {
             self.done = true;
         }
         while !self.done {
-            if self.record_start >= self.end {
+            if self.record_start >= self.bounds.end {
                 self.done = true;
                 break;
             }
@@ -716,6 +858,13 @@ impl CsvLane {
                 }
             };
             self.state = state;
+            let reach = self.position + ended.unwrap_or(input.len()) as u64;
+            if self.bounds.too_long(self.record_start, reach) {
+                sink.too_long(self.record_start);
+                self.pending = Vec::new();
+                self.done = true;
+                break;
+            }
             let Some(at) = ended else {
                 self.pending.extend_from_slice(input);
                 self.position += input.len() as u64;
@@ -867,13 +1016,23 @@ struct LinesLane {
     line: Vec<u8>,
     position: u64,
     record_start: u64,
-    end: u64,
+    bounds: Bounds,
+    /// A line was too long: the lane reads no further.
+    done: bool,
 }
 
 impl LinesLane {
     fn feed(&mut self, mut input: &[u8], sink: &mut Sink) -> Result<bool, ScanError> {
-        while self.record_start < self.end {
-            let Some(newline) = memchr::memchr(b'\n', input) else {
+        while !self.done && self.record_start < self.bounds.end {
+            let newline = memchr::memchr(b'\n', input);
+            let reach = self.position + newline.map_or(input.len(), |at| at + 1) as u64;
+            if self.bounds.too_long(self.record_start, reach) {
+                sink.too_long(self.record_start);
+                self.line = Vec::new();
+                self.done = true;
+                break;
+            }
+            let Some(newline) = newline else {
                 self.line.extend_from_slice(input);
                 self.position += input.len() as u64;
                 return Ok(false);
@@ -1179,6 +1338,8 @@ impl<'de> Deserialize<'de> for Key<'de> {
 struct Blame {
     index: u32,
     range: (u64, u64),
+    /// Size of the object.
+    size: u64,
 }
 
 impl Blame {
@@ -1212,6 +1373,10 @@ struct Sink<'q> {
     counts_only: bool,
     /// How many leading fields of CSV records are read.
     csv_fields: usize,
+    /// Longest record read.
+    max_record: u64,
+    /// The task's fingerprint, for the report.
+    fingerprint: String,
 }
 
 impl<'q> Sink<'q> {
@@ -1275,6 +1440,7 @@ impl<'q> Sink<'q> {
             blame: Blame {
                 index: task.index,
                 range: layout.range(task.index),
+                size: layout.size,
             },
             columns: layout.columns.clone(),
             reads_fields,
@@ -1289,7 +1455,22 @@ impl<'q> Sink<'q> {
             json_scratch: Scratch::default(),
             counts_only,
             csv_fields,
+            max_record: layout.max_record_size,
+            fingerprint: task.fingerprint(),
         })
+    }
+
+    /// A record from `offset` is longer than the bound: it is the chunk's bad record.
+    fn too_long(&mut self, offset: u64) {
+        if self.bad_record.is_none() {
+            self.bad_record = Some(BadRecord {
+                offset,
+                message: format!(
+                    "a record longer than maxRecordSize ({} bytes) starts here",
+                    self.max_record
+                ),
+            });
+        }
     }
 
     fn raw(&mut self, bytes: &[u8]) -> Result<(), ScanError> {
@@ -1444,8 +1625,11 @@ impl<'q> Sink<'q> {
         if let Some(writer) = self.rows {
             writer.finish()?;
         }
+        let (start, end) = self.blame.range;
         Ok(ChunkReport {
             index: self.blame.index,
+            range: [start, end.min(self.blame.size)],
+            fingerprint: self.fingerprint,
             assumed,
             split,
             records: self.records,
@@ -1602,11 +1786,13 @@ enum Part {
 const UPLOAD_STOPPED: &str = "the output upload stopped";
 
 /// Uploads a chunk's row output: one PUT when it fits one buffer, else a multipart upload that
-/// is aborted if anything fails. No rows: a part left by an earlier run of the chunk is deleted.
+/// is recorded before its first part and aborted if anything fails (an earlier attempt's recorded
+/// upload is aborted first). No rows: a part left by an earlier run of the chunk is deleted.
 async fn upload_part(
     s3: &Client,
     output: &Output,
     index: u32,
+    run: &str,
     mut parts: mpsc::Receiver<Part>,
 ) -> Result<Option<String>, ScanError> {
     let key = output.part_key(index);
@@ -1628,6 +1814,7 @@ async fn upload_part(
         }
         None => return Ok(None),
     };
+    abort_recorded_upload(s3, output, index, run).await?;
     let upload = s3
         .create_multipart_upload()
         .bucket(&output.bucket)
@@ -1636,6 +1823,28 @@ async fn upload_part(
         .await
         .map_err(|e| s3_error(&format!("starting the upload of {location}"), e))?;
     let upload_id = upload.upload_id().unwrap_or_default().to_string();
+    let record = UploadRecord {
+        run: run.to_string(),
+        key: key.clone(),
+        upload_id: upload_id.clone(),
+    };
+    let recorded = match serde_json::to_vec(&record) {
+        Ok(body) => {
+            put_object(
+                s3,
+                &output.bucket,
+                &output.upload_record_key(index),
+                body,
+                Some("application/json"),
+            )
+            .await
+        }
+        Err(e) => Err(ScanError::InvalidScan(format!("recording the upload: {e}"))),
+    };
+    if let Err(error) = recorded {
+        let _ = crate::s3::abort_upload(s3, &output.bucket, &key, &upload_id).await;
+        return Err(error);
+    }
     let result = async {
         let mut completed = Vec::new();
         let mut next = Some(first);
@@ -1683,15 +1892,16 @@ async fn upload_part(
     }
     .await;
     if let Err(error) = result {
-        let _ = s3
-            .abort_multipart_upload()
-            .bucket(&output.bucket)
-            .key(&key)
-            .upload_id(&upload_id)
-            .send()
-            .await;
+        // Left recorded when the abort fails: the scan's cleanup aborts it from the record.
+        if crate::s3::abort_upload(s3, &output.bucket, &key, &upload_id)
+            .await
+            .is_ok()
+        {
+            let _ = delete_object(s3, &output.bucket, &output.upload_record_key(index)).await;
+        }
         return Err(error);
     }
+    delete_object(s3, &output.bucket, &output.upload_record_key(index)).await?;
     Ok(Some(key))
 }
 
@@ -1739,6 +1949,20 @@ mod tests {
             data_start: header_end,
             chunk_size,
             gzip: false,
+            max_record_size: super::super::plan::DEFAULT_MAX_RECORD_SIZE,
+        }
+    }
+
+    fn task(layout: &Layout, index: u32, state: Option<State>) -> ChunkTask {
+        ChunkTask {
+            layout: layout.clone(),
+            index,
+            start_state: state,
+            work: Work::Query {
+                sql: String::new(),
+                output: None,
+            },
+            run: "test".into(),
         }
     }
 
@@ -1749,15 +1973,7 @@ mod tests {
         state: Option<State>,
         (seed, largest): (u64, u64),
     ) -> ChunkReport {
-        let task = ChunkTask {
-            layout: layout.clone(),
-            index,
-            start_state: state,
-            work: Work::Query {
-                sql: String::new(),
-                output: None,
-            },
-        };
+        let task = task(layout, index, state);
         let (start, _) = layout.range(index);
         let from = start - u64::from(start > layout.data_start);
         let source = Frames {
@@ -1834,7 +2050,11 @@ mod tests {
             }
             .dialect();
             let end = data.len() as u64;
-            let mut lane = CountLane::new(Machine::new(dialect), b',', b'"', 0, end);
+            let bounds = Bounds {
+                end,
+                max_record: u64::MAX,
+            };
+            let mut lane = CountLane::new(Machine::new(dialect), b',', b'"', 0, bounds);
             lane.feed(&data);
             lane.finish();
             assert_eq!(lane.records, want, "shifted by {shift}");
@@ -1888,10 +2108,15 @@ mod tests {
         let mut verifier = Verifier::new(query.empty_partials());
         for index in 0..layout.chunk_count() {
             let chunk_frames = (frames.0 + index as u64, frames.1);
-            let mut report = run(layout, query, index, None, chunk_frames);
-            if let Verdict::RunFrom(state) = verifier.offer(&report) {
-                report = run(layout, query, index, Some(state), chunk_frames);
-                assert_eq!(verifier.offer(&report), Verdict::Accepted);
+            let report = run(layout, query, index, None, chunk_frames);
+            match verifier.offer(&report, &task(layout, index, None)) {
+                Verdict::Accepted => {}
+                Verdict::RunFrom(state) => {
+                    let report = run(layout, query, index, Some(state), chunk_frames);
+                    let task = task(layout, index, Some(state));
+                    assert!(matches!(verifier.offer(&report, &task), Verdict::Accepted));
+                }
+                Verdict::Failed(e) => panic!("chunk {index}: {e}"),
             }
         }
         verifier.finish(layout).unwrap();

@@ -38,6 +38,15 @@ pub struct Counters {
     pub chunks: Arc<AtomicU64>,
 }
 
+/// An id for one run of a scan on this machine, for its chunks' upload records.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("local-{:x}", nanos ^ u128::from(std::process::id()) << 64)
+}
+
 /// Runs every chunk of `layout` with at most `parallelism` at once.
 pub async fn scan(
     s3: &Client,
@@ -48,6 +57,7 @@ pub async fn scan(
     counters: &Counters,
 ) -> Result<ScanSummary, ScanError> {
     let count = layout.chunk_count();
+    let run = run_id();
     let task = |index, start_state| ChunkTask {
         layout: layout.clone(),
         index,
@@ -56,6 +66,7 @@ pub async fn scan(
             sql: sql.to_string(),
             output: output.clone(),
         },
+        run: run.clone(),
     };
     let mut runs = futures::stream::iter(0..count)
         .map(|index| {
@@ -72,14 +83,15 @@ pub async fn scan(
         let report = report?;
         waiting.insert(report.index, report);
         while let Some(mut report) = waiting.remove(&verifier.next) {
+            let mut chunk = task(verifier.next, None);
             loop {
-                match verifier.offer(&report) {
+                match verifier.offer(&report, &chunk) {
                     Verdict::Accepted => break,
-                    Verdict::BadData => return Err(report.bad_data(layout).expect("a bad record")),
+                    Verdict::Failed(error) => return Err(error),
                     Verdict::RunFrom(state) => {
                         reruns += 1;
-                        let task = task(report.index, Some(state));
-                        report = run_chunk(s3, &task, Arc::new(AtomicU64::new(0))).await?;
+                        chunk = task(report.index, Some(state));
+                        report = run_chunk(s3, &chunk, Arc::new(AtomicU64::new(0))).await?;
                     }
                 }
             }

@@ -17,7 +17,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use chunk::{ChunkReport, ChunkTask, Output, OutputFormat, run_chunk};
+pub use chunk::{ChunkReport, ChunkTask, Output, OutputFormat, Work, run_chunk};
 pub use plan::{Layout, PlanRequest, plan};
 pub use split::State;
 pub use verify::Verifier;
@@ -44,6 +44,15 @@ impl Format {
                 delimiter, quote, ..
             } => split::Dialect::Csv { delimiter, quote },
             Format::JsonLines => split::Dialect::JsonLines,
+        }
+    }
+
+    /// How a query names this format's fields: CSV columns by position (and header name),
+    /// JSON Lines fields by name.
+    pub fn columns(self, header: &[String]) -> sql::Columns {
+        match self {
+            Format::Csv { .. } => sql::Columns::Positional(header.to_vec()),
+            Format::JsonLines => sql::Columns::Named,
         }
     }
 
@@ -91,6 +100,10 @@ pub enum ScanError {
     },
     #[error("reading the object: {0}")]
     Read(String),
+    #[error("invalid chunk report of chunk {chunk}: {message}")]
+    InvalidReport { chunk: u32, message: String },
+    #[error("forbidden address: {0}")]
+    ForbiddenAddress(crate::address::ForbiddenAddress),
 }
 
 impl ScanError {
@@ -108,6 +121,8 @@ impl ScanError {
             Self::MalformedRecord { .. } => "MalformedRecord",
             Self::BadData { .. } => "BadData",
             Self::Read(_) => "ReadFailed",
+            Self::InvalidReport { .. } => "InvalidReport",
+            Self::ForbiddenAddress(_) => "ForbiddenAddress",
         }
     }
 
@@ -122,13 +137,42 @@ pub(crate) fn s3_error<E>(context: &str, error: SdkError<E, HttpResponse>) -> Sc
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let failure = crate::s3::ServiceFailure::of(context, error);
+    classify(crate::s3::ServiceFailure::of(context, error))
+}
+
+/// The scan's error for a failed S3 request.
+pub(crate) fn classify(failure: crate::s3::ServiceFailure) -> ScanError {
+    if let Some(forbidden) = failure.forbidden {
+        return ScanError::ForbiddenAddress(forbidden);
+    }
     match failure.code.as_str() {
         "NoSuchKey" | "NotFound" | "NoSuchBucket" => ScanError::ObjectNotFound(failure.to_string()),
         "PreconditionFailed" => ScanError::ObjectChanged(failure.to_string()),
         _ if failure.is_access_denied() => ScanError::AccessDenied(failure.to_string()),
         _ => ScanError::S3(failure.to_string()),
     }
+}
+
+/// Reads a body of at most `limit` bytes (reports and records that any tenant could have made huge).
+pub(crate) async fn read_limited(
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    limit: usize,
+    location: &str,
+) -> Result<Vec<u8>, ScanError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| ScanError::Read(format!("GET {location}: {e}")))?
+    {
+        if bytes.len() + chunk.len() > limit {
+            return Err(ScanError::InvalidScan(format!(
+                "{location} is larger than {limit} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// PUTs `body` as the whole object at `bucket/key`.

@@ -11,8 +11,11 @@ use super::{Format, ScanError, s3_error};
 /// Most chunks one scan may have: keeps status, manifest and Job churn bounded.
 pub const MAX_CHUNKS: u64 = 100_000;
 
-/// Longest header row read before any chunk runs.
-const MAX_HEADER_BYTES: u64 = 1 << 20;
+/// Longest header row a scan takes: every chunk Job carries the column names.
+pub const MAX_HEADER_BYTES: u64 = 64 << 10;
+
+/// Longest record a chunk reads unless the scan says otherwise.
+pub const DEFAULT_MAX_RECORD_SIZE: u64 = 64 << 20;
 
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
@@ -36,6 +39,13 @@ pub struct Layout {
     /// Gzip-compressed: not splittable, one chunk over the decompressed stream.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gzip: bool,
+    /// Longest record a chunk reads; a longer one is bad data (it would grow memory).
+    #[serde(default = "default_max_record_size")]
+    pub max_record_size: u64,
+}
+
+fn default_max_record_size() -> u64 {
+    DEFAULT_MAX_RECORD_SIZE
 }
 
 impl Layout {
@@ -92,14 +102,17 @@ pub fn compact_ranges(indexes: impl IntoIterator<Item = u32>) -> String {
     text
 }
 
-/// The indexes of compact ranges (the inverse of [`compact_ranges`]).
-pub fn expand_ranges(text: &str) -> Result<Vec<u32>, String> {
+/// The indexes below `limit` of compact ranges (the inverse of [`compact_ranges`]); an index at
+/// or past `limit` is an error, so that no text can make the list large.
+pub fn expand_ranges(text: &str, limit: u32) -> Result<Vec<u32>, String> {
     let mut indexes = Vec::new();
     for part in text.split(',').filter(|p| !p.is_empty()) {
         let (first, last) = part.split_once('-').unwrap_or((part, part));
         let parse = |n: &str| {
             n.parse::<u32>()
-                .map_err(|_| format!("bad chunk range {part:?}"))
+                .ok()
+                .filter(|n| *n < limit)
+                .ok_or_else(|| format!("bad chunk range {part:?}"))
         };
         indexes.extend(parse(first)?..=parse(last)?);
     }
@@ -114,6 +127,7 @@ pub struct PlanRequest {
     pub format: Format,
     pub expected_headers: Option<Vec<String>>,
     pub chunk_size: u64,
+    pub max_record_size: u64,
 }
 
 /// Reads the object's size and ETag and its header row, and lays out the chunks. Nothing runs
@@ -196,6 +210,7 @@ pub async fn plan(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
         data_start,
         chunk_size: request.chunk_size,
         gzip,
+        max_record_size: request.max_record_size,
     };
     let chunks = chunk_count(data_start, size, request.chunk_size);
     if !gzip && chunks > MAX_CHUNKS {
@@ -253,7 +268,7 @@ fn header_row(format: Format, text: &[u8], complete: bool) -> Result<(Vec<String
         delimiter, quote, ..
     } = format
     else {
-        unreachable!("only CSV has a header row")
+        return Err("only CSV objects have a header row".into());
     };
     let mut reader = csv_core::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -310,7 +325,7 @@ mod tests {
             (
                 b"a,b",
                 false,
-                Err("the header row is longer than 1048576 bytes"),
+                Err("the header row is longer than 65536 bytes"),
             ),
             (b"", true, Err("the object has no header row")),
         ];
@@ -339,6 +354,7 @@ mod tests {
                 data_start,
                 chunk_size,
                 gzip: false,
+                max_record_size: DEFAULT_MAX_RECORD_SIZE,
             };
             let mut next = data_start;
             for index in 0..layout.chunk_count() {
@@ -361,8 +377,12 @@ mod tests {
         ];
         for (indexes, text) in cases {
             assert_eq!(compact_ranges(indexes.iter().copied()), *text);
-            assert_eq!(expand_ranges(text).unwrap(), *indexes);
+            assert_eq!(expand_ranges(text, 100).unwrap(), *indexes);
         }
-        assert!(expand_ranges("1-x").is_err());
+        assert!(expand_ranges("1-x", 100).is_err());
+        // Nothing past the limit, however the text asks for it.
+        assert!(expand_ranges("0-4294967295", 100).is_err());
+        assert!(expand_ranges("100", 100).is_err());
+        assert_eq!(expand_ranges("99", 100), Ok(vec![99]));
     }
 }

@@ -256,6 +256,35 @@ pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     }
 }
 
+/// Longest text MIN and MAX keep, in bytes: longer values are kept and compared as their first
+/// 4 KiB (cut at a character boundary). Cutting preserves order, so the result is the same for any
+/// chunking, and every partial stays small enough for a chunk report and the scan's status.
+pub const MAX_KEPT_TEXT: usize = 4 << 10;
+
+/// `text` cut to at most [`MAX_KEPT_TEXT`] bytes at a character boundary.
+fn kept_text(text: &str) -> &str {
+    let mut end = text.len().min(MAX_KEPT_TEXT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Most float partials an exact sum holds: non-overlapping doubles span at most 2,098 exponent
+/// bits, 53 at a time.
+const MAX_FLOAT_PARTIALS: usize = 64;
+
+/// A partial from a chunk report that cannot be merged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    #[error("partials of different aggregates ({0} where {1} was expected)")]
+    Kind(&'static str, &'static str),
+    #[error("a {0} partial overflows when merged")]
+    Overflow(&'static str),
+    #[error("a {0} partial is not one a chunk can produce: {1}")]
+    Invalid(&'static str, &'static str),
+}
+
 /// A value kept by MIN and MAX, ordered totally: booleans, then numbers, then strings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Scalar {
@@ -278,7 +307,7 @@ impl Scalar {
             Value::Bool(b) => Scalar::Bool(b),
             Value::Int(i) => Scalar::Int(i),
             Value::Float(f) => Scalar::Float(f),
-            Value::Str(s) => Scalar::Str(s.into_owned()),
+            Value::Str(s) => Scalar::Str(kept_text(&s).to_string()),
         })
     }
 
@@ -456,13 +485,31 @@ impl ExactSum {
         }
     }
 
-    pub fn merge(&mut self, other: &ExactSum) {
-        self.count += other.count;
-        self.integers += other.integers;
+    /// Adds another sum's terms; an error (and nothing merged) when the counts or integers would
+    /// overflow or the other's floats are not a sum's partials.
+    pub fn merge(&mut self, other: &ExactSum) -> Result<(), MergeError> {
+        if other.partials.len() > MAX_FLOAT_PARTIALS {
+            return Err(MergeError::Invalid("sum", "too many float partials"));
+        }
+        if other.partials.iter().any(|f| !f.is_finite()) {
+            return Err(MergeError::Invalid(
+                "sum",
+                "a float partial that is not finite",
+            ));
+        }
+        let (Some(count), Some(integers)) = (
+            self.count.checked_add(other.count),
+            self.integers.checked_add(other.integers),
+        ) else {
+            return Err(MergeError::Overflow("sum"));
+        };
+        self.count = count;
+        self.integers = integers;
         self.has_float |= other.has_float;
         for &partial in &other.partials {
             add_partial(&mut self.partials, partial);
         }
+        Ok(())
     }
 
     fn total_float(&self) -> f64 {
@@ -565,19 +612,44 @@ impl Partial {
         }
     }
 
-    pub fn merge(&mut self, other: &Partial) {
+    /// The aggregate's name, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Partial::Count(_) => "count",
+            Partial::Sum(_) => "sum",
+            Partial::Min(_) => "min",
+            Partial::Max(_) => "max",
+            Partial::Avg(_) => "avg",
+        }
+    }
+
+    /// Merges another chunk's partial of the same aggregate. Partials come from chunk reports,
+    /// which any image can write: another kind, an overflow or a value no chunk produces is an
+    /// error, and nothing is merged then.
+    pub fn merge(&mut self, other: &Partial) -> Result<(), MergeError> {
+        if let Partial::Min(Some(Scalar::Str(text))) | Partial::Max(Some(Scalar::Str(text))) = other
+            && text.len() > MAX_KEPT_TEXT
+        {
+            return Err(MergeError::Invalid(
+                other.kind(),
+                "text longer than MIN and MAX keep",
+            ));
+        }
         match (self, other) {
-            (Partial::Count(a), Partial::Count(b)) => *a += b,
-            (Partial::Sum(a), Partial::Sum(b)) | (Partial::Avg(a), Partial::Avg(b)) => a.merge(b),
+            (Partial::Count(a), Partial::Count(b)) => {
+                *a = a.checked_add(*b).ok_or(MergeError::Overflow("count"))?;
+            }
+            (Partial::Sum(a), Partial::Sum(b)) | (Partial::Avg(a), Partial::Avg(b)) => {
+                a.merge(b)?
+            }
             (Partial::Min(a), Partial::Min(Some(b))) => keep_scalar(a, b.clone(), Ordering::Less),
             (Partial::Max(a), Partial::Max(Some(b))) => {
                 keep_scalar(a, b.clone(), Ordering::Greater)
             }
             (Partial::Min(_), Partial::Min(None)) | (Partial::Max(_), Partial::Max(None)) => {}
-            (this, other) => {
-                panic!("merging {other:?} into {this:?}: partials of different queries")
-            }
+            (this, other) => return Err(MergeError::Kind(other.kind(), this.kind())),
         }
+        Ok(())
     }
 
     pub fn result(&self) -> serde_json::Value {
@@ -735,7 +807,7 @@ mod tests {
                     let mut part = Partial::new(kind);
                     values[pair[0]..pair[1]].iter().for_each(|v| part.add(Some(v)).unwrap());
                     let text = serde_json::to_string(&part).unwrap();
-                    merged.merge(&serde_json::from_str(&text).unwrap());
+                    merged.merge(&serde_json::from_str(&text).unwrap()).unwrap();
                 }
                 prop_assert_eq!(merged.result(), whole.result());
             }

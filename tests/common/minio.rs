@@ -21,7 +21,8 @@ impl Bucket {
             force_path_style: true,
             ..Default::default()
         })
-        .await;
+        .await
+        .unwrap();
         let name = super::unique(prefix);
         s3.create_bucket().bucket(&name).send().await.unwrap();
         Self {
@@ -90,7 +91,7 @@ impl Bucket {
 pub async fn credentials_secret(client: &kube::Client, namespace: &str, name: &str) {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {"s3flow.io/secret-type": "credentials"}},
         "stringData": {
             "AWS_ACCESS_KEY_ID": std::env::var("AWS_ACCESS_KEY_ID").unwrap(),
             "AWS_SECRET_ACCESS_KEY": std::env::var("AWS_SECRET_ACCESS_KEY").unwrap(),

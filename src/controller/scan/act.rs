@@ -1,0 +1,300 @@
+//! Carrying out the scan controller's decisions: status writes, Events, Jobs created and
+//! deleted, the manifest, and on failure or deletion the exact uploads its chunks recorded.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{DeleteParams, PostParams, Preconditions, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use tracing::warn;
+
+use super::decide::{Checkpoint, Decision, NewJob, Next, Running, mark_failed, shown_result};
+use super::jobs::{JobKind, JobTemplate, chunk_file};
+use super::observe::{Io, get_report, owned_jobs, report_key};
+use crate::api::scan::{S3ParallelScan, S3ParallelScanStatus};
+use crate::controller::{Context, Error, StatusWriter, publish};
+use crate::redact::Redacted;
+use crate::scan::chunk::abort_recorded_upload;
+use crate::scan::{ChunkReport, ChunkTask, ScanError, Work, manifest};
+
+/// Performs `decision` for the running scan `state`, in order: outputs, status, Events, Job
+/// deletions, Job creations, then what comes next.
+pub async fn decision(
+    ctx: &Context,
+    scan: &S3ParallelScan,
+    io: &Io,
+    state: &Running,
+    decision: Decision,
+) -> Result<Action, Error> {
+    let (bucket, prefix) = &io.work;
+    for (index, message) in &decision.outputs {
+        manifest::put(
+            &io.s3,
+            bucket,
+            &format!("{prefix}chunks/{index:05}.output.json"),
+            &serde_json::json!({"message": message}),
+        )
+        .await
+        .map_err(Error::Scan)?;
+    }
+    if let Some(status) = &decision.status {
+        StatusWriter::new(ctx, scan).write(status).await?;
+    }
+    for (type_, reason, message) in &decision.events {
+        publish(ctx, scan, type_.clone(), reason, message).await;
+    }
+    for name in &decision.delete {
+        delete_job(ctx, scan, name, None).await?;
+    }
+    let template = JobTemplate {
+        scan,
+        connection: &io.source.connection,
+        default_image: &ctx.settings.worker_image,
+        policy: ctx.settings.policy.to_env(),
+    };
+    for job in &decision.create {
+        let Some(built) = build(&template, io, state, *job) else {
+            continue;
+        };
+        if let Err(refusal) = create_job(ctx, &built).await? {
+            let status = decision
+                .status
+                .clone()
+                .unwrap_or_else(|| state.status.clone());
+            let message = format!("the API server refused Job {}: {refusal}", built.name_any());
+            return fail(ctx, scan, Some(io), status, "JobRefused", &message).await;
+        }
+    }
+    match decision.next {
+        Next::Requeue(after) => Ok(Action::requeue(after)),
+        Next::Fail {
+            status,
+            reason,
+            message,
+        } => fail(ctx, scan, Some(io), *status, &reason, &message).await,
+        Next::WriteManifest { result } => {
+            let status = decision.status.unwrap_or_else(|| state.status.clone());
+            write_manifest(ctx, scan, io, state, status, result).await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        Next::Succeed { status, message } => {
+            StatusWriter::new(ctx, scan).write_final(&*status).await;
+            publish(ctx, scan, EventType::Normal, "Succeeded", &message).await;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// The Job of a decided [`NewJob`] (`None` for a container Job of a scan without that container,
+/// which decide never asks for).
+fn build(template: &JobTemplate, io: &Io, state: &Running, job: NewJob) -> Option<Job> {
+    let task = |index, start_state, work| ChunkTask {
+        layout: state.layout.clone(),
+        index,
+        start_state,
+        work,
+        run: state.run.clone(),
+    };
+    let (bucket, prefix) = &io.work;
+    let scan = template.scan;
+    match job {
+        NewJob::Scan { index, state: from } => {
+            let task = task(index, from, state.work.clone());
+            Some(template.build(JobKind::Scan {
+                task: &task,
+                report_to: format!("s3://{bucket}/{}", report_key(prefix, index)),
+            }))
+        }
+        NewJob::Process { index, state: from } => {
+            let work = Work::Fetch {
+                path: chunk_file(state.layout.format).into(),
+            };
+            let task = task(index, Some(from), work);
+            let container = scan.spec.processor.container.as_ref()?;
+            Some(template.build(JobKind::Process {
+                task: &task,
+                container,
+            }))
+        }
+        NewJob::OnComplete => {
+            let container = scan.spec.on_complete.as_ref()?;
+            Some(template.build(JobKind::OnComplete {
+                container,
+                manifest: state.status.manifest.clone().unwrap_or_default(),
+            }))
+        }
+    }
+}
+
+/// Creates a Job (one that exists already is fine). `Ok(Err(message))` when the API server
+/// refuses it for good (admission, an invalid spec, a quota): the scan fails with that message.
+async fn create_job(ctx: &Context, job: &Job) -> Result<Result<(), String>, Error> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    match api.create(&PostParams::default(), job).await {
+        Ok(_) => Ok(Ok(())),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Ok(())),
+        Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => Ok(Err(e.message)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes the scan's Job `name` (exactly the one with `uid`, when given); one already gone is
+/// fine. Its pods go in the background.
+async fn delete_job(
+    ctx: &Context,
+    scan: &S3ParallelScan,
+    name: &str,
+    uid: Option<String>,
+) -> Result<(), kube::Error> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &scan.namespace().unwrap_or_default());
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes every Job the scan owns (by owner reference), their pods first; the number still
+/// there (being deleted) is returned.
+pub async fn delete_all_jobs(ctx: &Context, scan: &S3ParallelScan) -> Result<usize, kube::Error> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &scan.namespace().unwrap_or_default());
+    let jobs = owned_jobs(ctx, scan).await?;
+    for job in &jobs {
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Foreground),
+            preconditions: Some(Preconditions {
+                uid: job.uid(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&job.name_any(), &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(jobs.len())
+}
+
+/// Aborts the uploads the scan's unaccepted chunks recorded (exact keys and ids of this scan,
+/// read from each chunk's upload record; nothing is listed). Returns how many.
+pub async fn abort_recorded_uploads(
+    io: &Io,
+    run: &str,
+    checkpoint: &Checkpoint,
+) -> Result<usize, ScanError> {
+    let Some(output) = &io.output else {
+        return Ok(0);
+    };
+    let mut aborted = 0;
+    for index in checkpoint.verifier.next..checkpoint.started {
+        if abort_recorded_upload(&io.s3, output, index, run).await? {
+            aborted += 1;
+        }
+    }
+    Ok(aborted)
+}
+
+/// Ends the scan as Failed: its Jobs go, the uploads its chunks recorded are aborted, and the
+/// reason is in the conditions and an Event.
+pub async fn fail(
+    ctx: &Context,
+    scan: &S3ParallelScan,
+    io: Option<&Io>,
+    status: S3ParallelScanStatus,
+    reason: &str,
+    message: &str,
+) -> Result<Action, Error> {
+    delete_all_jobs(ctx, scan).await?;
+    if let (Some(io), Some(checkpoint)) = (io, Checkpoint::of(&status)) {
+        let run = scan.uid().unwrap_or_default();
+        if let Err(e) = abort_recorded_uploads(io, &run, &checkpoint).await {
+            warn!(error = %Redacted(&e), "aborting a failed scan's uploads");
+            publish(
+                ctx,
+                scan,
+                EventType::Warning,
+                "UploadsNotAborted",
+                &e.to_string(),
+            )
+            .await;
+        }
+    }
+    let mut status = status;
+    mark_failed(&mut status, scan.metadata.generation, reason, message);
+    StatusWriter::new(ctx, scan).write_final(&status).await;
+    publish(ctx, scan, EventType::Warning, reason, message).await;
+    Ok(Action::await_change())
+}
+
+/// Every chunk is in: the reports are read back, row output is cut to the LIMIT, the manifest
+/// written, and status records it (and the result) before anything else happens.
+async fn write_manifest(
+    ctx: &Context,
+    scan: &S3ParallelScan,
+    io: &Io,
+    state: &Running,
+    mut status: S3ParallelScanStatus,
+    result: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), Error> {
+    let layout = &state.layout;
+    let (bucket, prefix) = &io.work;
+    let mut reports: Vec<ChunkReport> = futures::stream::iter(0..layout.chunk_count())
+        .map(|index| {
+            let key = report_key(prefix, index);
+            async move { get_report(&io.s3, bucket, &key).await }
+        })
+        .buffered(16)
+        .try_collect()
+        .await
+        .map_err(Error::Scan)?;
+    if let Some(output) = &io.output {
+        manifest::trim_to_limit(&io.s3, output, state.query.limit, &mut reports)
+            .await
+            .map_err(Error::Scan)?;
+    }
+    let mut messages = std::collections::BTreeMap::new();
+    if state.containers {
+        for index in 0..layout.chunk_count() {
+            let key = format!("{prefix}chunks/{index:05}.output.json");
+            if let Ok(body) = io.s3.get_object().bucket(bucket).key(&key).send().await
+                && let Ok(bytes) = crate::scan::read_limited(body.body, 64 << 10, &key).await
+                && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            {
+                messages.insert(index, value["message"].clone());
+            }
+        }
+    }
+    let document = manifest::document(layout, &reports, &result, &|index| {
+        messages.get(&index).cloned()
+    });
+    let key = format!("{prefix}{}", manifest::MANIFEST);
+    let url = manifest::put(&io.s3, bucket, &key, &document)
+        .await
+        .map_err(Error::Scan)?;
+    let mut checkpoint = Checkpoint::of(&status).ok_or_else(|| {
+        Error::Scan(ScanError::InvalidScan(
+            "the scan's checkpoint is unreadable".into(),
+        ))
+    })?;
+    checkpoint.finished = true;
+    status.checkpoint = serde_json::to_value(&checkpoint)
+        .ok()
+        .and_then(|v| v.as_object().cloned());
+    status.manifest = Some(url);
+    status.result = Some(shown_result(&result));
+    StatusWriter::new(ctx, scan).write(&status).await?;
+    Ok(())
+}

@@ -1,0 +1,685 @@
+//! The scan controller's decisions, as pure functions of what was observed: no API call, no S3
+//! request, so every branch is tested from fixtures without a cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::EventType;
+use serde::{Deserialize, Serialize};
+
+use super::jobs::Role;
+use crate::api::Phase;
+use crate::api::scan::{ChunkCounts, S3ParallelScanStatus};
+use crate::controller::set_phase;
+use crate::redact::{STATUS_TEXT_LIMIT, cut};
+use crate::scan::plan::{compact_ranges, expand_ranges};
+use crate::scan::sql::Query;
+use crate::scan::verify::Verdict;
+use crate::scan::{ChunkReport, ChunkTask, Layout, State, Verifier, Work};
+
+/// Most column names shown in `status.header` (the checkpoint keeps them all), by their bytes.
+const HEADER_SHOWN: usize = 4 << 10;
+/// A Job with no pod for this long is looked at for refused pods.
+pub const POD_GRACE: Duration = Duration::from_secs(15);
+
+/// The controller's bookkeeping in status: accepted chunks and processed ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    pub verifier: Verifier,
+    /// Chunks whose container processing finished (container processors only).
+    #[serde(default)]
+    pub processed: String,
+    /// The manifest is written: only the onComplete Job may remain.
+    #[serde(default)]
+    pub finished: bool,
+    /// The header row's column names (`status.header` shows them cut).
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// One past the highest chunk a Job was created for: uploads to abort lie below it.
+    #[serde(default)]
+    pub started: u32,
+}
+
+impl Checkpoint {
+    pub fn new(empty_partials: Vec<crate::scan::value::Partial>, columns: Vec<String>) -> Self {
+        Checkpoint {
+            verifier: Verifier::new(empty_partials),
+            processed: String::new(),
+            finished: false,
+            columns,
+            started: 0,
+        }
+    }
+
+    /// The checkpoint of `status`, if it holds a readable one.
+    pub fn of(status: &S3ParallelScanStatus) -> Option<Checkpoint> {
+        let map = status.checkpoint.clone()?;
+        serde_json::from_value(serde_json::Value::Object(map)).ok()
+    }
+
+    fn store(&self, status: &mut S3ParallelScanStatus) {
+        status.checkpoint = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_object().cloned());
+    }
+}
+
+/// What the lifecycle calls for before anything about the object is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// Finished under the current spec: nothing to do.
+    Settled,
+    /// The spec changed after planning (or after the end): run again from scratch.
+    Restart,
+    /// Jobs of an earlier run are still going away; new ones would reuse their names.
+    ClearOldJobs,
+    Run,
+}
+
+/// Where the scan stands, from its status, its generation and how many Jobs it owns.
+pub fn lifecycle(status: &S3ParallelScanStatus, generation: Option<i64>, jobs: usize) -> Lifecycle {
+    let terminal = matches!(status.phase, Phase::Succeeded | Phase::Failed);
+    let settled = status.observed_generation == generation;
+    match () {
+        _ if terminal && settled => Lifecycle::Settled,
+        _ if terminal || (status.total_chunks.is_some() && !settled) => Lifecycle::Restart,
+        _ if status.total_chunks.is_none() && jobs > 0 => Lifecycle::ClearOldJobs,
+        _ => Lifecycle::Run,
+    }
+}
+
+/// The status of a scan starting again after its spec changed.
+pub fn restarted(generation: Option<i64>) -> S3ParallelScanStatus {
+    let mut status = S3ParallelScanStatus::default();
+    set_phase(
+        &mut status,
+        Phase::Pending,
+        "Restarting",
+        "the spec changed; scanning again",
+        generation,
+    );
+    status
+}
+
+/// How a chunk Job ended, as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Running,
+    Succeeded,
+    /// Failed for good: the reason the worker gave (`BadData`, ...) and its message.
+    Failed {
+        reason: Option<String>,
+        message: String,
+    },
+    /// The API server refused its pods (admission, quota, a missing ServiceAccount).
+    Refused(String),
+}
+
+/// One Job of the scan, as observed: owned by it (by owner reference uid) and not being deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkJob {
+    pub name: String,
+    pub role: Role,
+    pub index: u32,
+    /// The start state of a re-run from the true state.
+    pub state: Option<State>,
+    pub outcome: Outcome,
+}
+
+/// A finished scan Job's report as observe found it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Report {
+    Read(Box<ChunkReport>),
+    /// Neither the termination message nor the stored copy holds a report.
+    Invalid(String),
+}
+
+/// Everything a running scan's decision needs.
+#[derive(Clone, Debug)]
+pub struct Running {
+    pub generation: Option<i64>,
+    pub status: S3ParallelScanStatus,
+    pub layout: Layout,
+    pub query: Query,
+    /// What scan chunks do.
+    pub work: Work,
+    /// The scan's uid.
+    pub run: String,
+    /// A container processor follows each chunk.
+    pub containers: bool,
+    pub has_on_complete: bool,
+    pub parallelism: u32,
+    pub jobs: Vec<ChunkJob>,
+    /// Reports of finished scan Jobs, by Job name.
+    pub reports: BTreeMap<String, Report>,
+    /// What finished container processors said, by chunk.
+    pub outputs: BTreeMap<u32, String>,
+}
+
+/// A Job to create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewJob {
+    Scan { index: u32, state: Option<State> },
+    Process { index: u32, state: State },
+    OnComplete,
+}
+
+/// What to do, in order: store outputs, write status, delete Jobs, create Jobs, then `next`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub outputs: Vec<(u32, String)>,
+    pub status: Option<S3ParallelScanStatus>,
+    pub events: Vec<(EventType, &'static str, String)>,
+    pub delete: Vec<String>,
+    pub create: Vec<NewJob>,
+    pub next: Next,
+}
+
+/// How the reconcile ends.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Next {
+    Requeue(Duration),
+    /// Delete every Job, abort the uploads chunks recorded, write this final status, an Event.
+    Fail {
+        status: Box<S3ParallelScanStatus>,
+        reason: String,
+        message: String,
+    },
+    /// Every chunk is in: write the manifest (trimming rows to LIMIT) and record it.
+    WriteManifest {
+        result: serde_json::Map<String, serde_json::Value>,
+    },
+    /// Done: write this final status and an Event.
+    Succeed {
+        status: Box<S3ParallelScanStatus>,
+        message: String,
+    },
+}
+
+impl Decision {
+    fn next(next: Next) -> Decision {
+        Decision {
+            outputs: vec![],
+            status: None,
+            events: vec![],
+            delete: vec![],
+            create: vec![],
+            next,
+        }
+    }
+}
+
+/// Phase Failed with the reason and message in the conditions; nothing runs any more.
+pub fn mark_failed(
+    status: &mut S3ParallelScanStatus,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+) {
+    set_phase(status, Phase::Failed, reason, message, generation);
+    status.completion_time = Some(Time(Timestamp::now()));
+    if let Some(counts) = &mut status.chunks {
+        counts.running = 0;
+    }
+}
+
+/// The failure of a scan: its status as [`mark_failed`] leaves it.
+pub fn failed(
+    mut status: S3ParallelScanStatus,
+    generation: Option<i64>,
+    reason: &str,
+    message: &str,
+) -> Next {
+    mark_failed(&mut status, generation, reason, message);
+    Next::Fail {
+        status: Box::new(status),
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+/// A scan waiting for its S3Ingest: status says so (once per message), and it looks again soon.
+pub fn waiting(
+    mut status: S3ParallelScanStatus,
+    generation: Option<i64>,
+    message: &str,
+) -> Decision {
+    let said = status
+        .conditions
+        .first()
+        .is_some_and(|c| c.message == message);
+    let mut decision = Decision::next(Next::Requeue(Duration::from_secs(3)));
+    if !said {
+        set_phase(
+            &mut status,
+            Phase::Pending,
+            "WaitingForIngest",
+            message,
+            generation,
+        );
+        decision.status = Some(status);
+    }
+    decision
+}
+
+/// The column names shown in status: whole while they fit [`HEADER_SHOWN`], each cut to
+/// [`STATUS_TEXT_LIMIT`]; the checkpoint and the manifest keep them all.
+pub fn shown_header(columns: &[String]) -> Vec<String> {
+    let mut shown = Vec::new();
+    let mut bytes = 0;
+    for (i, name) in columns.iter().enumerate() {
+        let name = cut(name, STATUS_TEXT_LIMIT);
+        if bytes + name.len() > HEADER_SHOWN {
+            shown.push(format!("… ({} more)", columns.len() - i));
+            break;
+        }
+        bytes += name.len();
+        shown.push(name.into_owned());
+    }
+    shown
+}
+
+/// The result as status shows it: text values cut to [`STATUS_TEXT_LIMIT`] (the manifest has
+/// them whole).
+pub fn shown_result(
+    result: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    result
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                serde_json::Value::String(text) => cut(text, STATUS_TEXT_LIMIT).into_owned().into(),
+                other => other.clone(),
+            };
+            (cut(name, STATUS_TEXT_LIMIT).into_owned(), value)
+        })
+        .collect()
+}
+
+impl Running {
+    fn task(&self, index: u32, start_state: Option<State>, work: Work) -> ChunkTask {
+        ChunkTask {
+            layout: self.layout.clone(),
+            index,
+            start_state,
+            work,
+            run: self.run.clone(),
+        }
+    }
+
+    /// What a chunk's failure is called: bad data when a worker said so.
+    fn failure(&self, failures: &[(u32, Option<String>, String)]) -> (&'static str, String) {
+        let described: Vec<String> = failures
+            .iter()
+            .take(5)
+            .map(|(index, _, detail)| {
+                let (start, end) = self.layout.range(*index);
+                format!(
+                    "chunk {index} (bytes {start}-{}): {detail}",
+                    end.min(self.layout.size)
+                )
+            })
+            .collect();
+        let bad_data = failures
+            .iter()
+            .any(|(_, reason, _)| reason.as_deref() == Some("BadData"));
+        let reason = if bad_data { "BadData" } else { "ChunksFailed" };
+        let message = format!(
+            "{} chunk(s) failed: {}",
+            failures.len(),
+            described.join("; ")
+        );
+        (reason, message)
+    }
+}
+
+/// The status of a scan planned in this reconcile.
+pub fn planned(
+    mut status: S3ParallelScanStatus,
+    generation: Option<i64>,
+    layout: &Layout,
+    checkpoint: &Checkpoint,
+) -> (S3ParallelScanStatus, String) {
+    status.object_size = Some(layout.size as i64);
+    status.etag = Some(layout.etag.clone());
+    status.header = shown_header(&layout.columns);
+    status.data_start = Some(layout.data_start as i64);
+    status.compression = layout.gzip.then(|| "gzip".to_string());
+    status.total_chunks = Some(layout.chunk_count() as i32);
+    status.start_time = Some(Time(Timestamp::now()));
+    checkpoint.store(&mut status);
+    let message = if layout.gzip {
+        "gzip-compressed: not splittable, scanned as one chunk".to_string()
+    } else {
+        format!(
+            "{} chunks of {} bytes",
+            layout.chunk_count(),
+            layout.chunk_size
+        )
+    };
+    set_phase(
+        &mut status,
+        Phase::Running,
+        "Scanning",
+        &message,
+        generation,
+    );
+    (status, message)
+}
+
+/// The next steps of a running scan: fail on a chunk that failed for good, accept finished chunks
+/// in order (re-running one that guessed its start state wrong), record processed chunks, start
+/// the next ones within `parallelism`, and finish once every chunk is in.
+pub fn run(state: &Running, checkpoint: Checkpoint) -> Decision {
+    let mut checkpoint = checkpoint;
+    let total = state.layout.chunk_count();
+    let status = state.status.clone();
+    // A chunk that failed for good (or whose pods are refused) fails the scan.
+    let mut failures: Vec<(u32, Option<String>, String)> = Vec::new();
+    for job in &state.jobs {
+        match &job.outcome {
+            Outcome::Refused(message) => {
+                let message = format!("the pods of Job {} are refused: {message}", job.name);
+                return Decision::next(failed(status, state.generation, "PodsRefused", &message));
+            }
+            Outcome::Failed { reason, message } if job.role != Role::OnComplete => {
+                failures.push((job.index, reason.clone(), message.clone()));
+            }
+            _ => {}
+        }
+    }
+    if !failures.is_empty() {
+        failures.sort();
+        let mut status = status;
+        status.failed_chunks = Some(compact_ranges(failures.iter().map(|(i, ..)| *i)));
+        if let Some(counts) = &mut status.chunks {
+            counts.failed = failures.len() as i32;
+        }
+        let (reason, message) = state.failure(&failures);
+        return Decision::next(failed(status, state.generation, reason, &message));
+    }
+
+    let next_before = checkpoint.verifier.next;
+    let mut delete: Vec<String> = Vec::new();
+    let mut create: Vec<NewJob> = Vec::new();
+    // Scan Jobs of chunks accepted earlier (a restart came between status and deletion).
+    for job in &state.jobs {
+        if job.role == Role::Scan && job.index < next_before {
+            delete.push(job.name.clone());
+        }
+    }
+    let live: Vec<&ChunkJob> = state
+        .jobs
+        .iter()
+        .filter(|job| !(job.role == Role::Scan && job.index < next_before))
+        .collect();
+    let mut by_chunk: BTreeMap<(u32, Role), Vec<&ChunkJob>> = BTreeMap::new();
+    for job in &live {
+        by_chunk.entry((job.index, job.role)).or_default().push(job);
+    }
+
+    // Accept finished scan Jobs in chunk order.
+    while checkpoint.verifier.next < total {
+        let index = checkpoint.verifier.next;
+        let truth = checkpoint.verifier.state;
+        let candidates = by_chunk
+            .get(&(index, Role::Scan))
+            .cloned()
+            .unwrap_or_default();
+        // A re-run from the true state wins over the first, guessing run.
+        let Some(job) = candidates
+            .iter()
+            .find(|j| j.state == Some(truth))
+            .or_else(|| candidates.iter().find(|j| j.state.is_none()))
+        else {
+            break;
+        };
+        if job.outcome != Outcome::Succeeded {
+            break;
+        }
+        let report = match state.reports.get(&job.name) {
+            Some(Report::Read(report)) => report,
+            Some(Report::Invalid(why)) => {
+                let message = format!("chunk {index}: {why}");
+                return Decision::next(failed(status, state.generation, "InvalidReport", &message));
+            }
+            None => break,
+        };
+        let task = state.task(index, job.state, state.work.clone());
+        match checkpoint.verifier.offer(report, &task) {
+            Verdict::Accepted => {
+                if state.containers {
+                    create.push(NewJob::Process {
+                        index,
+                        state: truth,
+                    });
+                }
+                delete.extend(candidates.iter().map(|j| j.name.clone()));
+            }
+            Verdict::RunFrom(from) => {
+                create.push(NewJob::Scan {
+                    index,
+                    state: Some(from),
+                });
+                delete.push(job.name.clone());
+                break;
+            }
+            Verdict::Failed(error) => {
+                let mut status = status;
+                status.failed_chunks = Some(index.to_string());
+                let message = format!("1 chunk(s) failed: {error}");
+                return Decision::next(failed(status, state.generation, error.reason(), &message));
+            }
+        }
+    }
+
+    // Container processing results: recorded, then their Jobs go.
+    let mut processed: BTreeSet<u32> = expand_ranges(&checkpoint.processed, total)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let mut outputs = Vec::new();
+    for job in &live {
+        if job.role == Role::Process && job.outcome == Outcome::Succeeded {
+            if processed.insert(job.index) {
+                let message = state.outputs.get(&job.index).cloned().unwrap_or_default();
+                outputs.push((job.index, message));
+            }
+            delete.push(job.name.clone());
+        }
+    }
+    checkpoint.processed = compact_ranges(processed.iter().copied());
+
+    let all_in =
+        checkpoint.verifier.next == total && (!state.containers || processed.len() as u32 == total);
+    // Start chunks in order, at most `parallelism` Jobs running and a bounded window of finished
+    // ones waiting for their turn to be accepted.
+    let deleting: BTreeSet<&str> = delete.iter().map(String::as_str).collect();
+    let mut running = live
+        .iter()
+        .filter(|j| j.outcome == Outcome::Running && !deleting.contains(j.name.as_str()))
+        .count()
+        + create.len();
+    if !all_in {
+        let window = (state.parallelism as usize * 4).max(16) as u32;
+        let window_end = total.min(checkpoint.verifier.next.saturating_add(window));
+        for index in checkpoint.verifier.next..window_end {
+            if running >= state.parallelism.max(1) as usize {
+                break;
+            }
+            let rerunning = create
+                .iter()
+                .any(|job| matches!(job, NewJob::Scan { index: i, .. } if *i == index));
+            if by_chunk.contains_key(&(index, Role::Scan)) || rerunning {
+                continue;
+            }
+            create.push(NewJob::Scan { index, state: None });
+            running += 1;
+        }
+    }
+    for job in &create {
+        if let NewJob::Scan { index, .. } | NewJob::Process { index, .. } = job {
+            checkpoint.started = checkpoint.started.max(index + 1);
+        }
+    }
+
+    let mut status = status;
+    checkpoint.store(&mut status);
+    counts(
+        &mut status,
+        &checkpoint,
+        &live,
+        &deleting,
+        &create,
+        total,
+        state.containers,
+    );
+    let next = match all_in {
+        true => finishing(state, &checkpoint, &mut status, &mut create),
+        false => Next::Requeue(Duration::from_secs(60)),
+    };
+    Decision {
+        outputs,
+        status: Some(status),
+        events: vec![],
+        delete,
+        create,
+        next,
+    }
+}
+
+/// Once every chunk is in: the manifest, then the onComplete Job, then success.
+fn finishing(
+    state: &Running,
+    checkpoint: &Checkpoint,
+    status: &mut S3ParallelScanStatus,
+    create: &mut Vec<NewJob>,
+) -> Next {
+    let generation = state.generation;
+    if let Err(e) = checkpoint.verifier.finish(&state.layout) {
+        return failed(status.clone(), generation, e.reason(), &e.to_string());
+    }
+    let result = match state.containers {
+        true => [(
+            "chunks".to_string(),
+            serde_json::json!(state.layout.chunk_count()),
+        )]
+        .into_iter()
+        .collect(),
+        false => {
+            let verifier = &checkpoint.verifier;
+            let rows = state
+                .query
+                .limit
+                .map_or(verifier.rows, |limit| verifier.rows.min(limit));
+            state.query.result(&verifier.partials, rows)
+        }
+    };
+    if !checkpoint.finished {
+        return Next::WriteManifest { result };
+    }
+    let on_complete = state
+        .jobs
+        .iter()
+        .find(|j| j.role == Role::OnComplete)
+        .map(|j| &j.outcome);
+    if state.has_on_complete {
+        match on_complete {
+            None => {
+                create.push(NewJob::OnComplete);
+                set_phase(
+                    status,
+                    Phase::Running,
+                    "Completing",
+                    "running the onComplete Job",
+                    generation,
+                );
+                return Next::Requeue(Duration::from_secs(60));
+            }
+            Some(Outcome::Running) => return Next::Requeue(Duration::from_secs(60)),
+            Some(Outcome::Failed { .. } | Outcome::Refused(_)) => {
+                return failed(
+                    status.clone(),
+                    generation,
+                    "OnCompleteFailed",
+                    "the onComplete Job failed; the result and manifest are recorded",
+                );
+            }
+            Some(Outcome::Succeeded) => {}
+        }
+    }
+    let manifest = status.manifest.clone().unwrap_or_default();
+    let message = format!(
+        "{} records in {} chunks; manifest {manifest}",
+        checkpoint.verifier.records,
+        state.layout.chunk_count()
+    );
+    let mut done = status.clone();
+    done.result = Some(shown_result(&result));
+    done.completion_time = Some(Time(Timestamp::now()));
+    set_phase(
+        &mut done,
+        Phase::Succeeded,
+        "Succeeded",
+        &message,
+        generation,
+    );
+    Next::Succeed {
+        status: Box::new(done),
+        message,
+    }
+}
+
+/// Chunk counts, succeeded ranges and totals in status.
+fn counts(
+    status: &mut S3ParallelScanStatus,
+    checkpoint: &Checkpoint,
+    live: &[&ChunkJob],
+    deleting: &BTreeSet<&str>,
+    create: &[NewJob],
+    total: u32,
+    containers: bool,
+) {
+    let verifier = &checkpoint.verifier;
+    let remaining = || live.iter().filter(|j| !deleting.contains(j.name.as_str()));
+    let running = (remaining()
+        .filter(|j| j.outcome == Outcome::Running)
+        .count()
+        + create
+            .iter()
+            .filter(|j| !matches!(j, NewJob::OnComplete))
+            .count()) as i32;
+    // Succeeded: accepted (or, with containers, processed), plus scan Jobs done awaiting their turn.
+    let mut succeeded: BTreeSet<u32> = match containers {
+        true => expand_ranges(&checkpoint.processed, total)
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        false => (0..verifier.next).collect(),
+    };
+    if !containers {
+        succeeded.extend(
+            remaining()
+                .filter(|j| j.role == Role::Scan && j.outcome == Outcome::Succeeded)
+                .map(|j| j.index),
+        );
+    }
+    let succeeded_count = succeeded.len() as i32;
+    status.chunks = Some(ChunkCounts {
+        pending: (total as i32 - succeeded_count - running).max(0),
+        running,
+        succeeded: succeeded_count,
+        failed: 0,
+    });
+    status.succeeded_chunks = Some(compact_ranges(succeeded.iter().copied()));
+    status.progress = Some(format!("{succeeded_count}/{total}"));
+    status.records_processed = Some(verifier.records as i64);
+    status.bytes_scanned = Some(verifier.bytes as i64);
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -1,0 +1,571 @@
+//! What the scan controller reads before it decides: the scan as it is now, the Jobs it owns,
+//! its source and plan, and the reports and messages of finished Jobs.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+
+use super::decide::{Checkpoint, ChunkJob, Outcome, POD_GRACE, Report, Running};
+use super::jobs::{Role, disallowed_image, job_prefix};
+use crate::api::S3Connection;
+use crate::api::ingest::S3Ingest;
+use crate::api::scan::{S3ParallelScan, S3ParallelScanStatus};
+use crate::api::{Phase, scan::OutputFormat as ApiOutputFormat};
+use crate::controller::{Context, Error, s3_client};
+use crate::scan::sql::{Columns, compile};
+use crate::scan::{
+    ChunkReport, Format, Layout, Output, OutputFormat, PlanRequest, ScanError, State, plan,
+};
+use crate::size::parse_size;
+use crate::worker::{FailureMessage, LABEL_CHUNK, LABEL_ROLE, LABEL_SCAN, LABEL_START_STATE};
+
+/// The query of the counting pass before a container processor.
+const COUNT_QUERY: &str = "SELECT COUNT(*) FROM S3Object";
+/// Largest chunk report read back from S3 (a few KiB when genuine).
+const REPORT_LIMIT: usize = 1 << 20;
+
+/// The scan as it is now and the Jobs it owns.
+pub struct Seen {
+    pub scan: S3ParallelScan,
+    /// Jobs owned by this scan (by owner reference uid), not being deleted.
+    pub jobs: Vec<Job>,
+    /// Owned Jobs being deleted.
+    pub deleting: usize,
+}
+
+/// The scan as it is now (the cache may trail this controller's own last status write), or
+/// `None` when it is gone or replaced by another of the same name.
+pub async fn seen(ctx: &Context, obj: &S3ParallelScan) -> Result<Option<Seen>, Error> {
+    let api: Api<S3ParallelScan> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let Some(scan) = api
+        .get_opt(&obj.name_any())
+        .await?
+        .filter(|o| o.uid() == obj.uid())
+    else {
+        return Ok(None);
+    };
+    let (deleting, jobs): (Vec<Job>, Vec<Job>) = owned_jobs(ctx, &scan)
+        .await?
+        .into_iter()
+        .partition(|job| job.metadata.deletion_timestamp.is_some());
+    Ok(Some(Seen {
+        scan,
+        jobs,
+        deleting: deleting.len(),
+    }))
+}
+
+/// The Jobs that carry the scan's label and name it as their controlling owner: a label alone
+/// (which anyone who may create Jobs can set) does not make a Job the scan's.
+pub async fn owned_jobs(ctx: &Context, scan: &S3ParallelScan) -> Result<Vec<Job>, kube::Error> {
+    let api: Api<Job> = Api::namespaced(ctx.client.clone(), &scan.namespace().unwrap_or_default());
+    let uid = scan.uid().unwrap_or_default();
+    let selector = format!("{LABEL_SCAN}={uid}");
+    let mut jobs = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    jobs.retain(|job| {
+        job.owner_references()
+            .iter()
+            .any(|owner| owner.uid == uid && owner.controller == Some(true))
+    });
+    Ok(jobs)
+}
+
+/// The object a scan reads and how to reach it.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub bucket: String,
+    pub key: String,
+    pub connection: S3Connection,
+}
+
+/// Where a running scan's chunks, reports and manifest go.
+pub struct Io {
+    pub s3: aws_sdk_s3::Client,
+    pub source: Source,
+    /// Bucket and prefix of chunk reports, upload records and the manifest.
+    pub work: (String, String),
+    pub output: Option<Output>,
+}
+
+/// What the scan can do now.
+pub enum Observed {
+    /// Its source cannot be read yet (an S3Ingest still running), with why.
+    Waiting(String),
+    /// It cannot run: a reason and a message (inputs, planning, SQL).
+    Refused(&'static str, String),
+    /// It runs: what decide needs, planned in this reconcile when `planned_now`.
+    Running {
+        state: Box<Running>,
+        checkpoint: Checkpoint,
+        planned_now: bool,
+        io: Io,
+    },
+}
+
+impl From<(&'static str, String)> for Observed {
+    fn from((reason, message): (&'static str, String)) -> Self {
+        Observed::Refused(reason, message)
+    }
+}
+
+/// Reads the source, plans (once) and compiles the query, and reads the finished Jobs' reports
+/// and messages. Transient S3 errors are errors (the reconcile is retried); verdicts on the input
+/// are [`Observed::Refused`].
+pub async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Error> {
+    let obj = &seen.scan;
+    if let Some(image) = disallowed_image(obj, &ctx.settings.allowed_images) {
+        return Ok(Observed::Refused(
+            "ImageNotAllowed",
+            format!("image {image:?} is not one the operator's --allowed-image patterns allow"),
+        ));
+    }
+    let source = match source(ctx, obj).await {
+        Ok(source) => source,
+        Err(blocked) => return Ok(blocked),
+    };
+    let s3 = match s3_client(ctx, obj, &source.connection).await {
+        Ok(s3) => s3,
+        Err(e) => return Ok(Observed::Refused(e.reason(), e.to_string())),
+    };
+    let status = obj.status.clone().unwrap_or_default();
+    let recorded = Checkpoint::of(&status).and_then(|c| recorded_layout(obj, &source, &status, &c));
+    let planned_now = recorded.is_none();
+    let layout = match recorded {
+        Some(layout) => layout,
+        None => match plan_scan(obj, &s3, &source).await {
+            Ok(layout) => layout,
+            Err(PlanFailure::Transient(e)) => return Err(Error::Scan(e)),
+            Err(PlanFailure::Refused(reason, message)) => {
+                return Ok(Observed::Refused(reason, message));
+            }
+        },
+    };
+    let containers = obj.spec.processor.container.is_some();
+    let sql = obj
+        .spec
+        .processor
+        .sql
+        .clone()
+        .unwrap_or_else(|| COUNT_QUERY.to_string());
+    let query = match compile(&sql, &columns_of(&layout)) {
+        Ok(query) => query,
+        Err(e) => return Ok(Observed::Refused("InvalidSql", e.to_string())),
+    };
+    let checkpoint = match Checkpoint::of(&status) {
+        Some(checkpoint) if !planned_now => checkpoint,
+        _ => Checkpoint::new(query.empty_partials(), layout.columns.clone()),
+    };
+    let output = output_of(obj);
+    let work = crate::scan::Work::Query {
+        sql,
+        output: if containers { None } else { output.clone() },
+    };
+    let io = Io {
+        work: work_location(obj, &layout),
+        s3,
+        source,
+        output,
+    };
+    let namespace = obj.namespace().unwrap_or_default();
+    let jobs = chunk_jobs(ctx, &seen.jobs).await?;
+    let reports = reports(ctx, &io, &namespace, &jobs, checkpoint.verifier.next).await?;
+    let mut outputs = BTreeMap::new();
+    for job in &jobs {
+        if job.role == Role::Process && job.outcome == Outcome::Succeeded {
+            let message = termination_message(
+                ctx,
+                &namespace,
+                &job.name,
+                Role::Process.reporting_container(),
+            )
+            .await?
+            .unwrap_or_default();
+            outputs.insert(job.index, message);
+        }
+    }
+    let state = Running {
+        generation: obj.metadata.generation,
+        status,
+        layout,
+        query,
+        work,
+        run: obj.uid().unwrap_or_default(),
+        containers,
+        has_on_complete: obj.spec.on_complete.is_some(),
+        parallelism: obj.spec.chunking.parallelism.max(1) as u32,
+        jobs,
+        reports,
+        outputs,
+    };
+    Ok(Observed::Running {
+        state: Box::new(state),
+        checkpoint,
+        planned_now,
+        io,
+    })
+}
+
+/// The scan's source: its own bucket and key, or its S3Ingest's object once that succeeded.
+async fn source(ctx: &Context, obj: &S3ParallelScan) -> Result<Source, Observed> {
+    let spec = &obj.spec.source;
+    let Some(reference) = &spec.ingest_ref else {
+        return Ok(Source {
+            bucket: spec.bucket.clone().unwrap_or_default(),
+            key: spec.key.clone().unwrap_or_default(),
+            connection: spec.connection.clone(),
+        });
+    };
+    let api: Api<S3Ingest> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let ingest = match api.get_opt(&reference.name).await {
+        Ok(Some(ingest)) => ingest,
+        Ok(None) => {
+            return Err(Observed::Waiting(format!(
+                "waiting for S3Ingest {:?}, which does not exist yet",
+                reference.name
+            )));
+        }
+        Err(e) => {
+            return Err(Observed::Waiting(format!(
+                "reading S3Ingest {:?}: {e}",
+                reference.name
+            )));
+        }
+    };
+    match ingest.status.as_ref().map(|s| s.phase) {
+        Some(Phase::Succeeded) => Ok(Source {
+            bucket: ingest.spec.destination.bucket.clone(),
+            key: ingest.spec.destination.key.clone(),
+            connection: ingest.spec.destination.connection.clone(),
+        }),
+        Some(Phase::Failed) => Err(Observed::Refused(
+            "IngestFailed",
+            format!("S3Ingest {:?} failed; nothing to scan", reference.name),
+        )),
+        _ => Err(Observed::Waiting(format!(
+            "waiting for S3Ingest {:?} to succeed",
+            reference.name
+        ))),
+    }
+}
+
+fn format_of(obj: &S3ParallelScan) -> Format {
+    match &obj.spec.format.csv {
+        Some(csv) => Format::Csv {
+            delimiter: csv.delimiter.bytes().next().unwrap_or(b','),
+            quote: csv.quote.bytes().next().unwrap_or(b'"'),
+            header: csv.header,
+        },
+        None => Format::JsonLines,
+    }
+}
+
+fn columns_of(layout: &Layout) -> Columns {
+    layout.format.columns(&layout.columns)
+}
+
+/// The planned layout as status and its checkpoint recorded it.
+fn recorded_layout(
+    obj: &S3ParallelScan,
+    source: &Source,
+    status: &S3ParallelScanStatus,
+    checkpoint: &Checkpoint,
+) -> Option<Layout> {
+    Some(Layout {
+        bucket: source.bucket.clone(),
+        key: source.key.clone(),
+        size: status.object_size? as u64,
+        etag: status.etag.clone()?,
+        format: format_of(obj),
+        columns: checkpoint.columns.clone(),
+        data_start: status.data_start? as u64,
+        chunk_size: parse_size(&obj.spec.chunking.chunk_size).ok()?,
+        gzip: status.compression.as_deref() == Some("gzip"),
+        max_record_size: parse_size(&obj.spec.chunking.max_record_size).ok()?,
+    })
+}
+
+enum PlanFailure {
+    /// S3 hiccups: try again.
+    Transient(ScanError),
+    /// A verdict on the input.
+    Refused(&'static str, String),
+}
+
+async fn plan_scan(
+    obj: &S3ParallelScan,
+    s3: &aws_sdk_s3::Client,
+    source: &Source,
+) -> Result<Layout, PlanFailure> {
+    let chunking = &obj.spec.chunking;
+    let size = |field: &str, text: &str| {
+        parse_size(text).map_err(|e| PlanFailure::Refused("InvalidScan", format!("{field}: {e}")))
+    };
+    let request = PlanRequest {
+        bucket: source.bucket.clone(),
+        key: source.key.clone(),
+        format: format_of(obj),
+        expected_headers: obj
+            .spec
+            .format
+            .csv
+            .as_ref()
+            .and_then(|c| c.expected_headers.clone()),
+        chunk_size: size("chunkSize", &chunking.chunk_size)?,
+        max_record_size: size("maxRecordSize", &chunking.max_record_size)?,
+    };
+    plan(s3, &request)
+        .await
+        .map_err(|e| match e.is_transient() {
+            true => PlanFailure::Transient(e),
+            false => PlanFailure::Refused(e.reason(), e.to_string()),
+        })
+}
+
+/// Row output and chunk reports go under the output prefix, or under a prefix of the source
+/// bucket for scans without output.
+pub fn work_location(obj: &S3ParallelScan, layout: &Layout) -> (String, String) {
+    match &obj.spec.processor.output {
+        Some(output) => (output.bucket.clone(), output.prefix.clone()),
+        None => (
+            layout.bucket.clone(),
+            format!(
+                ".s3flow/scans/{}/{}/",
+                obj.namespace().unwrap_or_default(),
+                job_prefix(obj)
+            ),
+        ),
+    }
+}
+
+/// Where the scan's row output goes, if it writes rows.
+pub fn output_of(obj: &S3ParallelScan) -> Option<Output> {
+    obj.spec.processor.output.as_ref().map(|output| Output {
+        bucket: output.bucket.clone(),
+        prefix: output.prefix.clone(),
+        format: match output.format {
+            Some(ApiOutputFormat::Csv) => OutputFormat::Csv,
+            Some(ApiOutputFormat::JsonLines) => OutputFormat::JsonLines,
+            None => format_of(obj).output_format(),
+        },
+    })
+}
+
+/// Key of chunk `index`'s report under the work prefix.
+pub fn report_key(work_prefix: &str, index: u32) -> String {
+    format!("{work_prefix}chunks/{index:05}.json")
+}
+
+fn label<'a>(job: &'a Job, key: &str) -> Option<&'a str> {
+    job.labels().get(key).map(String::as_str)
+}
+
+/// Complete, failed, or neither.
+fn finished(job: &Job) -> Option<bool> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    let holds = |type_: &str| {
+        conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    match (holds("Complete"), holds("Failed")) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}
+
+/// The scan's Jobs as decide sees them: role, chunk and state from their labels, and how they
+/// ended (a failure's reason and message from its container, refused pods from the Job's
+/// events). Jobs with labels that do not parse are left out.
+async fn chunk_jobs(ctx: &Context, jobs: &[Job]) -> Result<Vec<ChunkJob>, Error> {
+    let mut seen = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (Some(role), Some(index)) = (
+            label(job, LABEL_ROLE).and_then(Role::from_label),
+            label(job, LABEL_CHUNK).and_then(|i| i.parse().ok()),
+        ) else {
+            continue;
+        };
+        let state = label(job, LABEL_START_STATE)
+            .and_then(|code| code.chars().next())
+            .and_then(State::from_code);
+        let name = job.name_any();
+        let outcome = match finished(job) {
+            Some(true) => Outcome::Succeeded,
+            Some(false) => {
+                let namespace = job.namespace().unwrap_or_default();
+                let message =
+                    termination_message(ctx, &namespace, &name, role.reporting_container())
+                        .await?
+                        .unwrap_or_default();
+                match serde_json::from_str::<FailureMessage>(&message) {
+                    Ok(failure) => Outcome::Failed {
+                        reason: Some(failure.reason),
+                        message: failure.error,
+                    },
+                    Err(_) => Outcome::Failed {
+                        reason: None,
+                        message,
+                    },
+                }
+            }
+            None => match refused_pods(ctx, job).await? {
+                Some(message) => Outcome::Refused(message),
+                None => Outcome::Running,
+            },
+        };
+        seen.push(ChunkJob {
+            name,
+            role,
+            index,
+            state,
+            outcome,
+        });
+    }
+    Ok(seen)
+}
+
+/// Why the Job controller cannot create the Job's pods, when it has had none for a while: the API
+/// server's refusal, from the Job's FailedCreate Events.
+async fn refused_pods(ctx: &Context, job: &Job) -> Result<Option<String>, Error> {
+    let status = job.status.clone().unwrap_or_default();
+    let pods =
+        status.active.unwrap_or(0) + status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0);
+    let created = job.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let young =
+        created.is_none_or(|t| Timestamp::now().duration_since(t).unsigned_abs() < POD_GRACE);
+    if pods > 0 || young {
+        return Ok(None);
+    }
+    let events: Api<Event> =
+        Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    let selector = format!(
+        "involvedObject.kind=Job,involvedObject.name={},involvedObject.uid={},reason=FailedCreate",
+        job.name_any(),
+        job.uid().unwrap_or_default()
+    );
+    let list = events
+        .list(&ListParams::default().fields(&selector))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .max_by_key(|e| e.last_timestamp.clone().map(|t| t.0))
+        .and_then(|e| e.message))
+}
+
+/// The termination message of `container` in the named Job's last pod that ran it to the end.
+async fn termination_message(
+    ctx: &Context,
+    namespace: &str,
+    job: &str,
+    container: &str,
+) -> Result<Option<String>, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+        .await?;
+    let mut messages: Vec<(Option<Timestamp>, String)> = list
+        .items
+        .iter()
+        .filter_map(|pod| {
+            let status = pod.status.as_ref()?;
+            let statuses = status
+                .container_statuses
+                .iter()
+                .flatten()
+                .chain(status.init_container_statuses.iter().flatten());
+            let terminated = statuses
+                .filter(|s| s.name == container)
+                .find_map(|s| s.state.as_ref()?.terminated.clone())?;
+            Some((
+                terminated.finished_at.map(|t| t.0),
+                terminated.message.unwrap_or_default(),
+            ))
+        })
+        .collect();
+    messages.sort_by_key(|(finished, _)| *finished);
+    Ok(messages.pop().map(|(_, message)| message))
+}
+
+/// The reports of the finished scan Jobs that can be accepted next: chunk `next` on, up to the
+/// first chunk without a finished scan Job.
+async fn reports(
+    ctx: &Context,
+    io: &Io,
+    namespace: &str,
+    jobs: &[ChunkJob],
+    next: u32,
+) -> Result<BTreeMap<String, Report>, Error> {
+    let mut finished: BTreeMap<u32, Vec<&ChunkJob>> = BTreeMap::new();
+    for job in jobs {
+        if job.role == Role::Scan && job.outcome == Outcome::Succeeded && job.index >= next {
+            finished.entry(job.index).or_default().push(job);
+        }
+    }
+    let mut reports = BTreeMap::new();
+    for (expected, (index, chunk_jobs)) in (next..).zip(finished) {
+        if index != expected {
+            break;
+        }
+        for job in chunk_jobs {
+            let report = read_report(ctx, io, namespace, &job.name, index).await?;
+            reports.insert(job.name.clone(), report);
+        }
+    }
+    Ok(reports)
+}
+
+/// A finished scan Job's report: its termination message, else the copy the worker stored at the
+/// chunk's report key (never where a message says: a message is untrusted). Transient read
+/// errors are errors.
+async fn read_report(
+    ctx: &Context,
+    io: &Io,
+    namespace: &str,
+    job: &str,
+    index: u32,
+) -> Result<Report, Error> {
+    let message =
+        termination_message(ctx, namespace, job, Role::Scan.reporting_container()).await?;
+    if let Some(report) = message.and_then(|m| serde_json::from_str::<ChunkReport>(&m).ok()) {
+        return Ok(Report::Read(Box::new(report)));
+    }
+    let (bucket, prefix) = &io.work;
+    match get_report(&io.s3, bucket, &report_key(prefix, index)).await {
+        Ok(report) => Ok(Report::Read(Box::new(report))),
+        Err(e) if e.is_transient() => Err(Error::Scan(e)),
+        Err(e) => Ok(Report::Invalid(format!(
+            "the Job succeeded without a readable report: {e}"
+        ))),
+    }
+}
+
+/// A chunk report stored in S3, at most [`REPORT_LIMIT`] bytes.
+pub async fn get_report(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<ChunkReport, ScanError> {
+    let location = format!("s3://{bucket}/{key}");
+    let body = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| crate::scan::s3_error(&format!("GET {location}"), e))?
+        .body;
+    let bytes = crate::scan::read_limited(body, REPORT_LIMIT, &location).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ScanError::InvalidScan(format!("{location} is not a chunk report: {e}")))
+}

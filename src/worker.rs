@@ -1,0 +1,59 @@
+//! The contract between the scan controller and `s3flow worker` in a chunk Job: the environment
+//! the Job sets, the labels it carries, the exit codes the Job's failure policy reads and the
+//! failure message the worker leaves. One definition for both sides.
+
+use serde::{Deserialize, Serialize};
+
+/// The chunk task, as JSON ([`crate::scan::ChunkTask`]).
+pub const ENV_TASK: &str = "S3FLOW_CHUNK_TASK";
+/// Where the worker also stores its full report, `s3://bucket/key`.
+pub const ENV_REPORT_TO: &str = "S3FLOW_REPORT_TO";
+/// Where the worker writes its one-line result (the pod's termination message).
+pub const ENV_TERMINATION_MESSAGE_PATH: &str = "S3FLOW_TERMINATION_MESSAGE_PATH";
+/// S3 endpoint, region and path-style addressing of the scanned object's store.
+pub const ENV_S3_ENDPOINT: &str = "S3FLOW_S3_ENDPOINT";
+pub const ENV_S3_REGION: &str = "S3FLOW_S3_REGION";
+pub const ENV_S3_FORCE_PATH_STYLE: &str = "S3FLOW_S3_FORCE_PATH_STYLE";
+/// The operator's address policy ([`crate::address::AddressPolicy::to_env`]).
+pub const ENV_ADDRESS_POLICY: &str = "S3FLOW_ADDRESS_POLICY";
+/// Static credentials, from the scan's credentials Secret.
+pub const CREDENTIAL_KEYS: [(&str, bool); 3] = [
+    ("AWS_ACCESS_KEY_ID", false),
+    ("AWS_SECRET_ACCESS_KEY", false),
+    ("AWS_SESSION_TOKEN", true),
+];
+
+/// What a container processor gets about its chunk.
+pub const ENV_CHUNK_FILE: &str = "S3FLOW_CHUNK_FILE";
+pub const ENV_CHUNK_INDEX: &str = "S3FLOW_CHUNK_INDEX";
+pub const ENV_CHUNK_RANGE: &str = "S3FLOW_CHUNK_RANGE";
+pub const ENV_BUCKET: &str = "S3FLOW_BUCKET";
+pub const ENV_KEY: &str = "S3FLOW_KEY";
+/// What the onComplete container gets: the manifest's `s3://` URL.
+pub const ENV_MANIFEST: &str = "S3FLOW_MANIFEST";
+
+/// Label of every Job of a scan: the scan's uid (a selector; ownership is the owner reference).
+pub const LABEL_SCAN: &str = "s3flow.io/scan-uid";
+/// Label of a chunk Job: its chunk index.
+pub const LABEL_CHUNK: &str = "s3flow.io/chunk";
+/// Label of a Job: its [`Role`](crate::controller::scan) (`scan`, `process`, `on-complete`).
+pub const LABEL_ROLE: &str = "s3flow.io/role";
+/// Label of a chunk Job re-run from its true start state: the state's code.
+pub const LABEL_START_STATE: &str = "s3flow.io/start-state";
+
+/// Container names in chunk Jobs.
+pub const CONTAINER_WORKER: &str = "worker";
+pub const CONTAINER_FETCH: &str = "fetch";
+pub const CONTAINER_PROCESSOR: &str = "processor";
+
+/// Exit code of a worker whose failure retrying cannot fix (bad data, access denied, an invalid
+/// task): the Job's pod failure policy fails the chunk at once. Other failures exit with 1.
+pub const PERMANENT_FAILURE_EXIT_CODE: i32 = 3;
+
+/// The termination message of a worker that failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureMessage {
+    /// The condition reason of the failure (`BadData`, `AccessDenied`, ...).
+    pub reason: String,
+    pub error: String,
+}
