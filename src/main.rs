@@ -68,8 +68,9 @@ struct ControllerArgs {
     /// memory limit (--memory-limit), else 1Gi.
     #[arg(long, env = "S3FLOW_INGEST_MEMORY_BUDGET", value_parser = size_arg)]
     ingest_memory_budget: Option<u64>,
-    /// The container's memory limit in bytes (the chart sets it from the downward API).
-    #[arg(long, env = "S3FLOW_MEMORY_LIMIT")]
+    /// The container's memory limit, in bytes or with a suffix (the chart sets it from the
+    /// downward API).
+    #[arg(long, env = "S3FLOW_MEMORY_LIMIT", value_parser = size_arg)]
     memory_limit: Option<u64>,
     /// Seconds without a byte from a source before its read counts as stalled; also the window
     /// over which --min-source-bytes-per-second is judged.

@@ -115,7 +115,7 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
         .unwrap();
     assert_eq!(
         created.data["spec"]["chunking"],
-        json!({"chunkSize": "64Mi", "parallelism": 8, "maxRetriesPerChunk": 3})
+        json!({"chunkSize": "64Mi", "maxRecordSize": "64Mi", "parallelism": 8, "maxRetriesPerChunk": 3})
     );
     assert_eq!(
         created.data["spec"]["format"]["csv"],
@@ -325,5 +325,294 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
     let explain = kubectl(&["explain", "s3ingest.spec.transfer.partSize"]);
     assert!(explain.contains("Size of each uploaded part"), "{explain}");
 
+    common::delete_namespace(client, &ns).await;
+}
+
+/// Specs the engine would refuse later, or that could aim the operator at what a tenant should
+/// not reach, are refused by the API server itself, each with a message naming what to fix.
+#[tokio::test]
+async fn the_api_server_refuses_what_the_operator_would_refuse_later() {
+    let env = common::env().await;
+    let client = &env.client;
+    common::install_crds(client).await;
+    let ns = common::namespace(client, "admission").await;
+    let ingest = valid_ingest("bad");
+    let scan = valid_scan("bad");
+    let output = |prefix: &str| json!({"bucket": "out-bucket", "prefix": prefix});
+    let long_key = "é".repeat(600);
+    let mut cases: Vec<(String, Value, &str)> = Vec::new();
+    let mut case = |what: &str, value: Value, expected: &'static str| {
+        cases.push((what.to_string(), value, expected));
+    };
+    for (url, expected) in [
+        (
+            "https://example.com:0/f",
+            "the port of url must be from 1 to 65535",
+        ),
+        (
+            "https://example.com:65536/f",
+            "the port of url must be from 1 to 65535",
+        ),
+        (
+            "http://example.com:99999",
+            "the port of url must be from 1 to 65535",
+        ),
+    ] {
+        case(
+            url,
+            with(ingest.clone(), "spec.source.url", json!(url)),
+            expected,
+        );
+    }
+    for (endpoint, expected) in [
+        (
+            "ftp://minio:9000",
+            "endpoint must be an absolute http:// or https:// URL with a host",
+        ),
+        (
+            "minio:9000",
+            "endpoint must be an absolute http:// or https:// URL with a host",
+        ),
+        (
+            "http://",
+            "endpoint must be an absolute http:// or https:// URL with a host",
+        ),
+        (
+            "http://minio:0",
+            "the port of endpoint must be from 1 to 65535",
+        ),
+        (
+            "http://minio:123456/",
+            "the port of endpoint must be from 1 to 65535",
+        ),
+    ] {
+        case(
+            endpoint,
+            with(ingest.clone(), "spec.destination.endpoint", json!(endpoint)),
+            expected,
+        );
+        case(
+            endpoint,
+            with(scan.clone(), "spec.source.endpoint", json!(endpoint)),
+            expected,
+        );
+    }
+    for bucket in [
+        "192.168.1.10",
+        "xn--bucket",
+        "sthree-bucket",
+        "amzn-s3-demo-bucket",
+        "bucket-s3alias",
+        "bucket--ol-s3",
+        "bucket.mrap",
+        "bucket--x-s3",
+        "a.-b",
+        "a-.b",
+    ] {
+        case(
+            bucket,
+            with(ingest.clone(), "spec.destination.bucket", json!(bucket)),
+            "bucket must be a valid S3 bucket name",
+        );
+        case(
+            bucket,
+            with(scan.clone(), "spec.processor.output", output("out/")),
+            "",
+        );
+    }
+    case(
+        "a key of 1,200 bytes in 600 characters",
+        with(ingest.clone(), "spec.destination.key", json!(long_key)),
+        "key must be at most 1024 bytes in UTF-8",
+    );
+    case(
+        "a scan key of 1,200 bytes",
+        with(scan.clone(), "spec.source.key", json!(long_key)),
+        "key must be at most 1024 bytes in UTF-8",
+    );
+    for size in ["+64Mi", "6e6", "1.5Ki", "64MiB", "64m", " 64Mi"] {
+        case(
+            size,
+            with(scan.clone(), "spec.chunking.chunkSize", json!(size)),
+            "chunkSize must be a whole number of bytes of at least 1",
+        );
+        case(
+            size,
+            with(ingest.clone(), "spec.transfer.partSize", json!(size)),
+            "partSize must be 'auto' or a size from 5Mi to 5Gi",
+        );
+        case(
+            size,
+            with(scan.clone(), "spec.chunking.maxRecordSize", json!(size)),
+            "maxRecordSize must be a whole number of bytes of at least 1Ki",
+        );
+    }
+    case(
+        "a record bound under 1Ki",
+        with(scan.clone(), "spec.chunking.maxRecordSize", json!("100")),
+        "maxRecordSize must be a whole number of bytes of at least 1Ki and at most 1Gi",
+    );
+    case(
+        "5Gi parts 64 at a time",
+        with(
+            ingest.clone(),
+            "spec.transfer",
+            json!({"partSize": "5Gi", "concurrency": 64}),
+        ),
+        "partSize x (concurrency + 2) is the memory an ingest's part buffers take, and must be at most 64Gi",
+    );
+    case(
+        "2Gi parts at the default concurrency",
+        with(
+            ingest.clone(),
+            "spec.transfer",
+            json!({"partSize": "5Gi", "concurrency": 11}),
+        ),
+        "must be at most 64Gi",
+    );
+    for content_type in ["text/plain\nX-Injected: 1", "text/plain\u{7}"] {
+        case(
+            "contentType with a control character",
+            with(
+                ingest.clone(),
+                "spec.destination.contentType",
+                json!(content_type),
+            ),
+            "contentType must not contain control characters",
+        );
+    }
+    case(
+        "a storage class S3 does not have",
+        with(
+            ingest.clone(),
+            "spec.destination.storageClass",
+            json!("CHEAP"),
+        ),
+        "storageClass must be one of S3's",
+    );
+    for name in ["Bad_Name", "-secret", "secret-", "a..b"] {
+        case(
+            name,
+            with(
+                ingest.clone(),
+                "spec.destination.credentialsSecretRef",
+                json!({"name": name}),
+            ),
+            "name must be a Kubernetes object name",
+        );
+        case(
+            name,
+            with(
+                ingest.clone(),
+                "spec.source.headersSecretRef",
+                json!({"name": name}),
+            ),
+            "name must be a Kubernetes object name",
+        );
+        case(
+            name,
+            with(
+                ingest.clone(),
+                "spec.source.caBundleConfigMapRef",
+                json!({"name": name}),
+            ),
+            "name must be a Kubernetes object name",
+        );
+        case(
+            name,
+            with(
+                with(
+                    scan.clone(),
+                    "spec.source",
+                    json!({"ingestRef": {"name": name}}),
+                ),
+                "spec.source.bucket",
+                Value::Null,
+            ),
+            "name must be a Kubernetes object name",
+        );
+        case(
+            name,
+            with(
+                scan.clone(),
+                "spec.worker",
+                json!({"serviceAccountName": name}),
+            ),
+            "serviceAccountName must be a Kubernetes object name",
+        );
+    }
+    for (csv, expected) in [
+        (
+            json!({"delimiter": "é"}),
+            "delimiter must be one ASCII character other than CR and LF",
+        ),
+        (
+            json!({"delimiter": "\n"}),
+            "delimiter must be one ASCII character other than CR and LF",
+        ),
+        (
+            json!({"quote": "\r"}),
+            "quote must be one ASCII character other than CR and LF",
+        ),
+        (
+            json!({"delimiter": "\"", "quote": "\""}),
+            "the CSV delimiter and quote must differ",
+        ),
+        (json!({"delimiter": ";;"}), "spec.format.csv.delimiter"),
+    ] {
+        case(
+            "CSV dialect",
+            with(scan.clone(), "spec.format.csv", csv),
+            expected,
+        );
+    }
+    for prefix in ["", "out/run1", "/out/"] {
+        case(
+            prefix,
+            with(scan.clone(), "spec.processor.output", output(prefix)),
+            "spec.processor.output.prefix",
+        );
+    }
+    for (what, value, expected) in &cases {
+        // Bucket names are checked on the scan's output too (only with a bad bucket).
+        let value = match (
+            value["kind"].as_str(),
+            value["spec"]["processor"]["output"]["prefix"].as_str(),
+        ) {
+            (Some("S3ParallelScan"), Some("out/")) => {
+                with(value.clone(), "spec.processor.output.bucket", json!(what))
+            }
+            _ => value.clone(),
+        };
+        let expected = if expected.is_empty() {
+            "output.bucket must be a valid S3 bucket name"
+        } else {
+            expected
+        };
+        let message = refusal(client, &ns, value).await;
+        assert!(
+            message.contains(expected),
+            "{what}: expected {expected:?} in {message:?}"
+        );
+    }
+
+    // The engine and the API server read sizes alike: what one accepts, the other does.
+    for size in [
+        "1", "64", "64Mi", "1Gi", "5M", "2k", "7Ti", "0", "+1", "1e3", "1E3", "0.5Ki", "1.0",
+        "64mi", "64MiB", "Mi", "", "1 Ki", "0x40", "١٢",
+    ] {
+        let engine =
+            s3flow::size::parse_size(size).is_ok_and(|bytes| (1..=1 << 40).contains(&bytes));
+        let created = api(client, &ns, "S3ParallelScan")
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &object(with(scan.clone(), "spec.chunking.chunkSize", json!(size))),
+            )
+            .await;
+        assert_eq!(created.is_ok(), engine, "chunkSize {size:?}: {created:?}");
+    }
     common::delete_namespace(client, &ns).await;
 }

@@ -77,7 +77,7 @@ async fn bad_input_fails_with_a_clear_message() {
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             base_args(&missing.url, "s3://bucket/key", &env.s3_endpoint),
-            "which sources may not reach",
+            "which s3flow may not connect to",
         ),
         (
             [

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Phase, S3Connection, SecretRef, bucket_name_rule, dns_subdomain_rule, http_url_rule, key_rule,
-    size_check,
+    port_rule, size_check,
 };
 
 /// What to copy where: a URL streamed into S3 with bounded memory, parallel parts, resumable after a
@@ -52,7 +52,7 @@ pub struct HttpSource {
     /// Absolute http:// or https:// URL of the file. Redirects are followed and checked again.
     /// Status, Events and logs show it without userinfo and query string.
     #[schemars(length(max = 8192))]
-    #[x_kube(validation = http_url_rule("url"))]
+    #[x_kube(validation = http_url_rule("url"), validation = port_rule("url"))]
     pub url: String,
     /// Secret whose keys are HTTP header names and values their values (for example `Authorization`),
     /// sent with every request to the source, labelled `s3flow.io/secret-type: source-headers`.
@@ -137,7 +137,7 @@ pub struct TransferSettings {
     /// with Ki, Mi, Gi, Ti, k, M, G or T).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(format!("self == 'auto' || ({})", size_check("5Mi", "5Gi"))).message("partSize must be 'auto' or a whole number of bytes from 5Mi to 5Gi, with an optional suffix Ki, Mi, Gi, Ti, k, M, G or T, such as 64Mi"))]
+    #[x_kube(validation = Rule::new(format!("self == 'auto' || ({})", size_check("5Mi", "5Gi"))).message("partSize must be 'auto' or a size from 5Mi to 5Gi: a whole number of bytes with an optional suffix Ki, Mi, Gi, Ti, k, M, G or T, such as 64Mi"))]
     pub part_size: Option<String>,
     /// Parts in flight at once (download and upload), 1 to 64. Memory is bounded by
     /// partSize x (concurrency + 2), at most 64Gi, and waits for the operator's ingest memory

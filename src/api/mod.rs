@@ -81,7 +81,7 @@ pub struct S3Connection {
     /// allows them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = http_url_rule("endpoint"))]
+    #[x_kube(validation = http_url_rule("endpoint"), validation = port_rule("endpoint"))]
     pub endpoint: Option<String>,
     /// Region to sign requests for. Unset: the default AWS chain's region, else us-east-1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,15 +143,24 @@ pub(crate) fn dns_subdomain_rule(field: &str) -> Rule {
         )))
 }
 
-/// CEL rule for an absolute http(s) URL with a host and, if any, a port from 1 to 65535.
+/// CEL rule for an absolute http(s) URL with a host.
 pub(crate) fn http_url_rule(field: &str) -> Rule {
     Rule::new(
-        "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != '' \
-         && (url(self).getPort() == '' || (url(self).getPort().matches('^[0-9]{1,5}$') \
-         && int(url(self).getPort()) >= 1 && int(url(self).getPort()) <= 65535))",
+        "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",
     )
     .message(Message::Message(format!(
-        "{field} must be an absolute http:// or https:// URL with a host (and a port from 1 to 65535, if any)"
+        "{field} must be an absolute http:// or https:// URL with a host"
+    )))
+}
+
+/// CEL rule for a URL's port, if it has one: 1 to 65535 (a regular expression, which the API
+/// server's cost budget allows where parsing the URL again would not).
+pub(crate) fn port_rule(field: &str) -> Rule {
+    Rule::new(
+        "!self.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*:0*(6553[6-9]|655[4-9][0-9]|65[6-9][0-9]{2}|6[6-9][0-9]{3}|[7-9][0-9]{4}|[1-9][0-9]{5,})?([/?#].*)?$')",
+    )
+    .message(Message::Message(format!(
+        "the port of {field} must be from 1 to 65535"
     )))
 }
 
@@ -168,8 +177,8 @@ pub(crate) fn size_check(min: &str, max: &str) -> String {
 /// CEL rule for a size from `min` to `max`, naming `field` and `example` in its message.
 pub(crate) fn size_rule(field: &str, min: &str, max: &str, example: &str) -> Rule {
     Rule::new(size_check(min, max)).message(Message::Message(format!(
-        "{field} must be a whole number of bytes from {min} to {max}, with an optional suffix \
-         Ki, Mi, Gi, Ti, k, M, G or T, such as {example}"
+        "{field} must be a whole number of bytes of at least {min} and at most {max}, with an \
+         optional suffix Ki, Mi, Gi, Ti, k, M, G or T, such as {example}"
     )))
 }
 

@@ -130,13 +130,15 @@ fn build(template: &JobTemplate, io: &Io, state: &Running, job: NewJob) -> Optio
 }
 
 /// Creates a Job (one that exists already is fine). `Ok(Err(message))` when the API server
-/// refuses it for good (admission, an invalid spec, a quota): the scan fails with that message.
+/// refuses it as invalid (what the scan's worker settings make of it): the scan fails with that
+/// message. A 403 is an error like any other: the operator's own permissions (an Event says so)
+/// or an admission webhook may change, and the reconcile retries.
 async fn create_job(ctx: &Context, job: &Job) -> Result<Result<(), String>, Error> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
     match api.create(&PostParams::default(), job).await {
         Ok(_) => Ok(Ok(())),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(Ok(())),
-        Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => Ok(Err(e.message)),
+        Err(kube::Error::Api(e)) if matches!(e.code, 400 | 422) => Ok(Err(e.message)),
         Err(e) => Err(e.into()),
     }
 }
