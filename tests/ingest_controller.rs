@@ -73,6 +73,8 @@ async fn ingests_through_the_controller() {
             &env,
             "ingest-controller-test",
             &[
+                "--namespace",
+                &ns,
                 "--allow-source-cidr",
                 "127.0.0.1/32",
                 "--status-interval",
@@ -327,5 +329,191 @@ async fn ingests_through_the_controller() {
     );
     let copied = api.get("copied").await.unwrap();
     assert_eq!(copied.status.unwrap().phase, Phase::Succeeded);
+    common::delete_namespace(&client, &ns).await;
+}
+
+/// Ten ingests whose part buffers together need far more than the operator's memory budget: they
+/// wait in Pending (Queued) and complete one after the other, never more at once than the budget
+/// holds, and the operator's peak memory stays within the budget plus a constant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingests_wait_for_the_memory_budget() {
+    let env = common::env().await;
+    let client = env.client.clone();
+    common::install_crds(&client).await;
+    let ns = common::namespace(&client, "budget").await;
+    common::minio::credentials_secret(&client, &ns, "minio").await;
+    let store = common::minio::Bucket::create(&env, "budget").await;
+    const BUDGET: u64 = 48 * MIB;
+    // Tests of this file run at once: each operator watches its own namespace only.
+    let controller = Controller::start(
+        &env,
+        "ingest-budget-test",
+        &[
+            "--namespace",
+            &ns,
+            "--allow-cidr",
+            "127.0.0.1/32",
+            "--status-interval",
+            "1",
+            "--max-concurrent-ingests",
+            "10",
+            "--ingest-memory-budget",
+            "48Mi",
+        ],
+    );
+    let api: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
+    let len = 24 * MIB;
+    let source = serve(Behaviour {
+        throttle: Some(Duration::from_millis(2)),
+        ..Behaviour::new(len)
+    })
+    .await;
+    // 5 MiB parts, 2 in flight: 20 MiB of buffers each, so two fit in 48 MiB and ten never do.
+    let names: Vec<String> = (0..10).map(|i| format!("queued-{i}")).collect();
+    for name in &names {
+        api.create(
+            &PostParams::default(),
+            &ingest(name, &source.url, &store.name, &env.s3_endpoint, json!({})),
+        )
+        .await
+        .unwrap();
+    }
+    let (mut most_running, mut saw_queued) = (0, false);
+    loop {
+        let all = api.list(&Default::default()).await.unwrap().items;
+        let phases: Vec<Phase> = all
+            .iter()
+            .map(|i| phase(Some(i)).unwrap_or_default())
+            .collect();
+        let running = phases.iter().filter(|p| **p == Phase::Running).count();
+        most_running = most_running.max(running);
+        saw_queued |= all.iter().any(|i| {
+            i.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.reason == "Queued" && c.message.contains("of the ingest memory budget")
+                })
+            })
+        });
+        if phases
+            .iter()
+            .all(|p| matches!(p, Phase::Succeeded | Phase::Failed))
+        {
+            assert!(
+                phases.iter().all(|p| *p == Phase::Succeeded),
+                "{:?}",
+                all.iter().map(|i| &i.status).collect::<Vec<_>>()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(saw_queued, "no ingest waited for the budget");
+    assert!(
+        most_running <= 2,
+        "{most_running} ingests ran at once within a budget for two"
+    );
+    let expected = Body { len, seed: 1 }.sha256();
+    for name in &names {
+        assert_eq!(
+            store.object_sha256(name).await,
+            Some(expected.clone()),
+            "{name}"
+        );
+    }
+    store.assert_no_uploads_left().await;
+    let peak = controller.peak_rss();
+    eprintln!(
+        "ten ingests of 24 MiB under a 48 MiB budget: operator peak RSS {} MiB",
+        peak >> 20
+    );
+    // Ten at once would take 200 MiB of buffers alone.
+    assert!(
+        peak < BUDGET + 48 * MIB,
+        "operator peak RSS {} MiB exceeds the budget (48 MiB) plus 48 MiB",
+        peak >> 20
+    );
+    common::delete_namespace(&client, &ns).await;
+}
+
+/// The operator killed after S3 completed the upload and before the status said so: the next
+/// operator recognises the object as the one it completed and ends the ingest Succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_completion_and_status_ends_succeeded() {
+    let env = common::env().await;
+    let client = env.client.clone();
+    common::install_crds(&client).await;
+    let ns = common::namespace(&client, "complete").await;
+    common::minio::credentials_secret(&client, &ns, "minio").await;
+    let store = common::minio::Bucket::create(&env, "complete").await;
+    let minio = env.s3_endpoint.trim_start_matches("http://").to_string();
+    let proxy = common::proxy::Proxy::start(&minio).await;
+    // CompleteMultipartUpload goes through to MinIO; its answer never comes back.
+    proxy.hold(|head| {
+        head.starts_with("POST ") && head.contains("uploadId=") && !head.contains("partNumber=")
+    });
+    let args = [
+        "--namespace",
+        &ns,
+        "--allow-cidr",
+        "127.0.0.1/32",
+        "--status-interval",
+        "1",
+    ];
+    let mut first = Controller::start(&env, "ingest-complete-first", &args);
+    let api: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
+    let len = 12 * MIB + 3;
+    let source = serve(Behaviour::new(len)).await;
+    api.create(
+        &PostParams::default(),
+        &ingest(
+            "completed",
+            &source.url,
+            &store.name,
+            &proxy.url(),
+            json!({}),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut exists = false;
+    for _ in 0..600 {
+        if store.object_sha256("completed").await.is_some() {
+            exists = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(exists, "the upload never completed");
+    first.kill();
+    let before = api.get("completed").await.unwrap().status.unwrap();
+    assert_eq!(before.phase, Phase::Running, "{:?}", before.conditions);
+    assert_eq!(before.conditions[0].reason, "Completing");
+    assert!(before.upload_id.is_some());
+
+    proxy.heal();
+    let _second = Controller::start(&env, "ingest-complete-second", &args);
+    let done = common::wait(
+        api.clone(),
+        "completed",
+        |o: Option<&S3Ingest>| matches!(phase(o), Some(Phase::Succeeded | Phase::Failed)),
+        60,
+    )
+    .await;
+    let status = done.status.clone().unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
+    let expected = Body { len, seed: 1 }.sha256();
+    assert_eq!(status.checksum.as_deref(), Some(expected.as_str()));
+    assert_eq!(status.upload_id, None);
+    assert!(
+        condition(&done, "Ready")
+            .message
+            .contains("the upload had completed when the operator restarted"),
+        "{:?}",
+        status.conditions
+    );
+    assert_eq!(store.object_sha256("completed").await, Some(expected));
+    // Only the one request was held: CompleteMultipartUpload.
+    assert_eq!(proxy.held.load(Ordering::SeqCst), 1);
+    store.assert_no_uploads_left().await;
     common::delete_namespace(&client, &ns).await;
 }

@@ -8,11 +8,12 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 
 /// The operator, running until dropped; its output goes to `logs/<log>.log` of the environment.
-pub struct Controller(Child);
+pub struct Controller(Child, std::path::PathBuf);
 
 impl Controller {
     pub fn start(env: &super::TestEnv, log: &str, args: &[&str]) -> Self {
-        let log = std::fs::File::create(env.env_dir.join(format!("logs/{log}.log"))).unwrap();
+        let path = env.env_dir.join(format!("logs/{log}.log"));
+        let log = std::fs::File::create(&path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_s3flow"))
             .arg("controller")
             // Several operators run at once: each serves its endpoints on a free loopback port.
@@ -23,7 +24,38 @@ impl Controller {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        Self(child)
+        Self(child, path)
+    }
+
+    /// Whether the process still runs (it never exited, so it never restarted).
+    pub fn is_running(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Everything the operator logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+
+    /// The process's peak resident memory so far, in bytes (VmHWM).
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
+    }
+
+    /// Stops the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -54,6 +54,13 @@ pub struct Behaviour {
     pub status: Option<u16>,
     /// Pause after every 64 KiB written, to keep a transfer in flight for a while.
     pub throttle: Option<std::time::Duration>,
+    /// Send the body one byte at a time with this pause between bytes (a source that never stops
+    /// and never gets anywhere).
+    pub trickle: Option<std::time::Duration>,
+    /// Answer every request with a 302 to this URL.
+    pub redirect_to: Option<String>,
+    /// Validate with Last-Modified only (no ETag): a weak validator.
+    pub last_modified_only: bool,
 }
 
 impl Behaviour {
@@ -66,6 +73,9 @@ impl Behaviour {
             changed_body: None,
             status: None,
             throttle: None,
+            trickle: None,
+            redirect_to: None,
+            last_modified_only: false,
         }
     }
 }
@@ -76,6 +86,8 @@ pub struct HttpSource {
     pub requests: Arc<AtomicU64>,
     /// Body bytes written, over all requests.
     pub bytes_served: Arc<AtomicU64>,
+    /// The head of every request received, as sent.
+    pub heads: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 pub async fn serve(behaviour: Behaviour) -> HttpSource {
@@ -83,20 +95,27 @@ pub async fn serve(behaviour: Behaviour) -> HttpSource {
     let url = format!("http://{}/data.bin", listener.local_addr().unwrap());
     let requests = Arc::new(AtomicU64::new(0));
     let bytes_served = Arc::new(AtomicU64::new(0));
-    let (counter, served) = (requests.clone(), bytes_served.clone());
+    let heads: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (counter, served, seen) = (requests.clone(), bytes_served.clone(), heads.clone());
     tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else {
                 return;
             };
-            let (behaviour, served, counter) = (behaviour.clone(), served.clone(), counter.clone());
-            tokio::spawn(async move { handle(socket, &behaviour, &counter, &served).await });
+            let (behaviour, served, counter, seen) = (
+                behaviour.clone(),
+                served.clone(),
+                counter.clone(),
+                seen.clone(),
+            );
+            tokio::spawn(async move { handle(socket, &behaviour, &counter, &served, &seen).await });
         }
     });
     HttpSource {
         url,
         requests,
         bytes_served,
+        heads,
     }
 }
 
@@ -244,6 +263,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     behaviour: &Behaviour,
     counter: &AtomicU64,
     served: &AtomicU64,
+    seen: &std::sync::Mutex<Vec<String>>,
 ) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -254,6 +274,8 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         head.push(byte[0]);
     }
     let number = counter.fetch_add(1, Ordering::SeqCst);
+    let raw = String::from_utf8_lossy(&head).into_owned();
+    seen.lock().unwrap().push(raw);
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     let header = |name: &str| {
         head.lines().find_map(|l| {
@@ -285,14 +307,28 @@ async fn respond<S: AsyncWrite + Unpin>(
             format!("HTTP/1.1 {status} Nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return socket.write_all(head.as_bytes()).await;
     }
+    if let Some(location) = &behaviour.redirect_to {
+        let head = format!(
+            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        return socket.write_all(head.as_bytes()).await;
+    }
     let (body, etag) = match (&behaviour.changed_body, number) {
         (Some(changed), n) if n > 0 => (*changed, "\"v2\""),
         _ => (behaviour.body, "\"v1\""),
     };
+    let validator = match behaviour.last_modified_only {
+        true => "Wed, 02 Dec 2026 10:00:00 GMT",
+        false => etag,
+    };
     // "bytes=start-" or "bytes=start-end" (inclusive), honoured only when If-Range still matches.
     let requested = range
         .filter(|_| behaviour.ranges)
-        .filter(|_| if_range.as_deref().is_none_or(|v| v == etag))
+        .filter(|_| {
+            if_range
+                .as_deref()
+                .is_none_or(|v| v.eq_ignore_ascii_case(validator))
+        })
         .and_then(|r| {
             let (start, end) = r.strip_prefix("bytes=")?.split_once('-')?;
             let start = start.parse::<u64>().ok()?;
@@ -312,8 +348,12 @@ async fn respond<S: AsyncWrite + Unpin>(
         ),
         None => "HTTP/1.1 200 OK\r\n".to_string(),
     };
+    let validator_header = match behaviour.last_modified_only {
+        true => format!("Last-Modified: {validator}"),
+        false => format!("ETag: {etag}"),
+    };
     head.push_str(&format!(
-        "ETag: {etag}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n"
+        "{validator_header}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n"
     ));
     if behaviour.ranges {
         head.push_str("Accept-Ranges: bytes\r\n");
@@ -329,12 +369,17 @@ async fn respond<S: AsyncWrite + Unpin>(
         _ => stop,
     };
     let mut offset = start;
+    let step = if behaviour.trickle.is_some() {
+        1
+    } else {
+        64 * 1024
+    };
     while offset < stop {
-        let end = (offset + 64 * 1024).min(stop);
+        let end = (offset + step).min(stop);
         socket.write_all(&body.bytes(offset, end)).await?;
         served.fetch_add(end - offset, Ordering::SeqCst);
         offset = end;
-        if let Some(pause) = behaviour.throttle {
+        if let Some(pause) = behaviour.throttle.or(behaviour.trickle) {
             tokio::time::sleep(pause).await;
         }
     }

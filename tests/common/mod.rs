@@ -6,6 +6,7 @@ pub mod cli;
 pub mod controller;
 pub mod http_source;
 pub mod minio;
+pub mod proxy;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -395,7 +395,8 @@ impl PodRun {
             let env = container_env(pod, c, &mut objects, &base, HOST_IP)
                 .await
                 .with_context(|| format!("container {}", c.name))?;
-            let argv = argv(c, &self.node.s3flow_binary, &env)?;
+            let images = self.node.state_dir.join("images");
+            let argv = argv(c, &self.node.s3flow_binary, &images, &env)?;
             let cdir = self.dir.join("containers").join(&c.name);
             std::fs::create_dir_all(&cdir)?;
             let termination_log = cdir.join("termination-log");

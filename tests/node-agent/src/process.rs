@@ -18,6 +18,13 @@ pub struct Bind {
 }
 
 /// Whether `image` is s3flow's own image: its repository's last path component is `s3flow`.
+/// An image's name without registry, tag or digest: `registry/team/tool:1` is `tool`.
+fn image_name(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or_default();
+    let last = without_digest.rsplit('/').next().unwrap_or_default();
+    last.split(':').next().unwrap_or_default()
+}
+
 pub fn is_s3flow_image(image: &str) -> bool {
     let without_digest = image.split('@').next().unwrap_or_default();
     let last = without_digest.rsplit('/').next().unwrap_or_default();
@@ -26,13 +33,24 @@ pub fn is_s3flow_image(image: &str) -> bool {
 
 /// The argv of a container. The s3flow image runs the binary under test (its entrypoint); any other
 /// image runs its command as given, since the node agent has no image metadata to find an entrypoint.
+/// An image's own programs live in `<images>/<name>/bin` (the name without registry, tag or digest):
+/// a command found there is that image's, as a container's PATH would find it.
 pub fn argv(
     container: &Container,
     s3flow_binary: &Path,
+    images: &Path,
     env: &BTreeMap<String, String>,
 ) -> Result<Vec<String>> {
     let mut argv = container.command.clone().unwrap_or_default();
-    if is_s3flow_image(&container.image.clone().unwrap_or_default()) {
+    let image = container.image.clone().unwrap_or_default();
+    let own = images.join(image_name(&image)).join("bin");
+    if let Some(first) = argv.first_mut()
+        && !is_s3flow_image(&image)
+        && own.join(first.as_str()).is_file()
+    {
+        *first = own.join(first.as_str()).display().to_string();
+    }
+    if is_s3flow_image(&image) {
         let binary = s3flow_binary.display().to_string();
         match argv.first() {
             None => argv.push(binary),
@@ -189,7 +207,10 @@ mod tests {
             args: Some(args.into_iter().map(String::from).collect()),
             ..Default::default()
         };
-        let run = |c: &Container| argv(c, bin, &env).unwrap();
+        let images = std::env::temp_dir().join(format!("images-{}", std::process::id()));
+        std::fs::create_dir_all(images.join("forger/bin")).unwrap();
+        std::fs::write(images.join("forger/bin/s3flow"), "#!/bin/sh\n").unwrap();
+        let run = |c: &Container| argv(c, bin, &images, &env).unwrap();
         assert_eq!(
             run(&container("s3flow:1", None, vec!["version"])),
             ["/build/s3flow", "version"]
@@ -210,6 +231,23 @@ mod tests {
             )),
             ["sh", "-c", "exit 1"]
         );
-        assert!(argv(&container("busybox", None, vec![]), bin, &env).is_err());
+        assert!(argv(&container("busybox", None, vec![]), bin, &images, &env).is_err());
+        // An image's own program is found in its bin directory, as a container's PATH would.
+        assert_eq!(
+            run(&container(
+                "registry.test/forger:2",
+                Some(vec!["s3flow"]),
+                vec!["worker"]
+            )),
+            [
+                images.join("forger/bin/s3flow").display().to_string(),
+                "worker".into()
+            ]
+        );
+        assert_eq!(
+            run(&container("other:1", Some(vec!["s3flow"]), vec![])),
+            ["s3flow"]
+        );
+        std::fs::remove_dir_all(&images).unwrap();
     }
 }
