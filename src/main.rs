@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator: reconcile S3Ingest and S3ParallelScan resources.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Process one chunk of an S3ParallelScan (run inside chunk Jobs).
     Worker(Box<cli::worker::WorkerArgs>),
     /// Stream a URL into S3 on this machine.
@@ -239,7 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Version => s3flow::version_json(),
         Command::Ingest(args) => cli::ingest::run(*args).await?,
-        Command::Controller(args) => return run_controller(args).await,
+        Command::Controller(args) => return run_controller(*args).await,
         Command::Scan(args) => {
             let (summary, json) = cli::scan::run(*args).await?;
             if !json {

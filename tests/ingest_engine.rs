@@ -437,3 +437,45 @@ async fn https_sources_are_trusted_through_a_ca_bundle_only() {
     assert_eq!(f.object_sha256("untrusted").await, None);
     f.assert_no_uploads_left().await;
 }
+
+/// A resumed upload re-reads its parts from the resume point; a part S3 already holds is kept
+/// only when its ETag is the MD5 of the bytes read again (a Last-Modified validator does not pin
+/// bytes): a part with other bytes is sent again, and the object is the source's.
+#[tokio::test]
+async fn a_held_part_is_reused_only_when_its_bytes_match() {
+    let f = fixture().await;
+    let len = 8 * PART + 77;
+    let source = serve(Behaviour {
+        throttle: Some(Duration::from_millis(2)),
+        last_modified_only: true,
+        ..Behaviour::new(len)
+    })
+    .await;
+    let req = request(&source.url, &f.name, "weak-validator");
+    let resume = crash_after(&f.s3, &req, 3).await;
+    assert!(
+        !resume.validator.starts_with('"'),
+        "a Last-Modified validator: {}",
+        resume.validator
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The last part, as S3 holds it, has the right size and the wrong bytes.
+    f.s3.upload_part()
+        .bucket(&f.name)
+        .key("weak-validator")
+        .upload_id(&resume.upload_id)
+        .part_number(9)
+        .body(vec![b'!'; 77].into())
+        .send()
+        .await
+        .unwrap();
+    let (progress, _) = tokio::sync::watch::channel(Progress::default());
+    let outcome = ingest_once(&f.s3, &req, &progress, Some(resume))
+        .await
+        .unwrap();
+    assert!(outcome.resumed_at.is_some(), "resumed, not started over");
+    let expected = Body { len, seed: 1 }.sha256();
+    assert_eq!(outcome.sha256, expected);
+    assert_eq!(f.object_sha256("weak-validator").await, Some(expected));
+    f.assert_no_uploads_left().await;
+}

@@ -238,3 +238,76 @@ async fn peak_memory_stays_bounded() {
     );
     bucket.assert_no_uploads_left().await;
 }
+
+/// A record that never ends (a quote that never closes, a JSON line as long as the object) fails
+/// as bad data naming its offset once it is longer than --max-record-size, with memory bounded by
+/// that size, whatever the query: before the bound, MAX of such a field held the whole object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_longer_than_the_bound_fail_in_bounded_memory() {
+    let env = common::env().await;
+    let bucket = Bucket::create(&env, "scan-long").await;
+    const BOUND: usize = 16 * MIB;
+    let mut unclosed = b"a,b\n1,\"".to_vec();
+    unclosed.resize(unclosed.len() + 64 * MIB, b'x');
+    unclosed.extend_from_slice(b"\n2,3\n");
+    bucket.put("unclosed.csv", unclosed).await;
+    let mut line = b"{\"a\": \"".to_vec();
+    line.resize(line.len() + 48 * MIB, b'y');
+    line.extend_from_slice(b"\"}\n{\"a\": \"z\"}\n");
+    bucket.put("long.jsonl", line).await;
+    let cases = [
+        (
+            "unclosed.csv",
+            "csv",
+            "SELECT COUNT(*) FROM S3Object",
+            "at byte 4",
+        ),
+        (
+            "unclosed.csv",
+            "csv",
+            "SELECT MAX(s.b) FROM S3Object s",
+            "at byte 4",
+        ),
+        (
+            "unclosed.csv",
+            "csv",
+            "SELECT s.b FROM S3Object s",
+            "at byte 4",
+        ),
+        (
+            "long.jsonl",
+            "jsonl",
+            "SELECT MAX(s.a) FROM S3Object s",
+            "at byte 0",
+        ),
+    ];
+    for (key, format, sql, offset) in cases {
+        let object = format!("s3://{}/{key}", bucket.name);
+        let extra = [
+            "--format",
+            format,
+            "--max-record-size",
+            "16Mi",
+            "--chunk-size",
+            "32Mi",
+            "--parallelism",
+            "2",
+        ];
+        let (code, out, err, peak) =
+            common::cli::run("scan", args(&object, &bucket.endpoint, sql, &extra)).await;
+        assert_ne!(code, 0, "{sql}: {out}");
+        assert!(
+            err.contains("a record longer than maxRecordSize (16777216 bytes) starts here")
+                && err.contains(offset)
+                && err.contains("(BadData)"),
+            "{sql}: {err}"
+        );
+        eprintln!("{key} {sql}: peak RSS {} MiB", peak >> 20);
+        // Two chunks at once, each holding at most one record of the bound, plus the process.
+        assert!(
+            (peak as usize) < 2 * BOUND + 96 * MIB,
+            "{sql}: peak RSS {} MiB",
+            peak >> 20
+        );
+    }
+}

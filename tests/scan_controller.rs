@@ -99,31 +99,26 @@ async fn jobs_of(client: &Client, ns: &str) -> Vec<Job> {
     api.list(&ListParams::default()).await.unwrap().items
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn scans_in_the_cluster() {
+/// A namespace of its own for one scenario, and an operator that watches only it (the scenarios
+/// of this file run at once).
+async fn scenario(prefix: &str) -> (common::TestEnv, String, Controller) {
     let env = common::env().await;
     common::install_crds(&env.client).await;
-    let _controller = Controller::start(
+    let ns = common::namespace(&env.client, prefix).await;
+    let controller = Controller::start(
         &env,
-        "scan-controller-test",
-        &["--allow-source-cidr", "127.0.0.1/32"],
+        &format!("scan-controller-{prefix}"),
+        &["--namespace", &ns, "--allow-cidr", "127.0.0.1/32"],
     );
-    tokio::join!(
-        sql_scan_with_output(&env),
-        killed_worker_is_retried(&env),
-        bad_data_fails_with_its_range(&env),
-        header_mismatch_fails_before_any_job(&env),
-        bad_input_fails_with_a_reason(&env),
-        container_processor_and_on_complete(&env),
-        waits_for_its_ingest(&env),
-    );
-    thousand_chunks_keep_status_small(&env).await;
+    (env, ns, controller)
 }
 
 /// Aggregates and row output through chunk Jobs: the merged result equals a sequential parse,
 /// the parts hold exactly the selected rows, the manifest lists every chunk, and no Job remains.
-async fn sql_scan_with_output(env: &common::TestEnv) {
-    let ns = common::namespace(&env.client, "scan-sql").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_scan_with_output() {
+    let (env, ns, _controller) = scenario("scan-sql").await;
+    let env = &env;
     credentials_secret(&env.client, &ns, "minio").await;
     let bucket = Bucket::create(env, "scan-sql").await;
     let data = tricky_csv(1500);
@@ -219,8 +214,10 @@ async fn sql_scan_with_output(env: &common::TestEnv) {
 
 /// A worker process killed while it runs fails its pod; the Job controller runs the chunk again
 /// and the result stays exact.
-async fn killed_worker_is_retried(env: &common::TestEnv) {
-    let ns = common::namespace(&env.client, "scan-kill").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_is_retried() {
+    let (env, ns, _controller) = scenario("scan-kill").await;
+    let env = &env;
     credentials_secret(&env.client, &ns, "minio").await;
     let bucket = Bucket::create(env, "scan-kill").await;
     let mut data = b"n,v\n".to_vec();
@@ -310,8 +307,10 @@ async fn killed_worker_is_retried(env: &common::TestEnv) {
 }
 
 /// A value SUM cannot add fails its chunk at once (no retries) and the scan names the range.
-async fn bad_data_fails_with_its_range(env: &common::TestEnv) {
-    let ns = common::namespace(&env.client, "scan-bad").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_data_fails_with_its_range() {
+    let (env, ns, _controller) = scenario("scan-bad").await;
+    let env = &env;
     credentials_secret(&env.client, &ns, "minio").await;
     let bucket = Bucket::create(env, "scan-bad").await;
     let mut data = b"k,v\n".to_vec();
@@ -363,8 +362,10 @@ async fn bad_data_fails_with_its_range(env: &common::TestEnv) {
 }
 
 /// expectedHeaders that do not match fail the scan before any Job exists.
-async fn header_mismatch_fails_before_any_job(env: &common::TestEnv) {
-    let ns = common::namespace(&env.client, "scan-header").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_mismatch_fails_before_any_job() {
+    let (env, ns, _controller) = scenario("scan-header").await;
+    let env = &env;
     credentials_secret(&env.client, &ns, "minio").await;
     let bucket = Bucket::create(env, "scan-header").await;
     bucket.put("h.csv", tricky_csv(100)).await;
@@ -402,8 +403,10 @@ async fn header_mismatch_fails_before_any_job(env: &common::TestEnv) {
 
 /// A missing object, wrong credentials and invalid SQL each fail with a reason and an Event;
 /// a chunk size of 0 is refused by the API server.
-async fn bad_input_fails_with_a_reason(env: &common::TestEnv) {
-    let ns = common::namespace(&env.client, "scan-input").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_with_a_reason() {
+    let (env, ns, _controller) = scenario("scan-input").await;
+    let env = &env;
     credentials_secret(&env.client, &ns, "minio").await;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), &ns);
     secrets
@@ -477,8 +480,10 @@ async fn bad_input_fails_with_a_reason(env: &common::TestEnv) {
 
 /// A container processor gets exactly its chunk's records (after the header row) in a file; its
 /// termination messages land in the manifest, and the onComplete Job gets the manifest's location.
-async fn container_processor_and_on_complete(env: &common::TestEnv) {
-    let ns = common::namespace(&env.client, "scan-container").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_processor_and_on_complete() {
+    let (env, ns, _controller) = scenario("scan-container").await;
+    let env = &env;
     credentials_secret(&env.client, &ns, "minio").await;
     let bucket = Bucket::create(env, "scan-container").await;
     let data = tricky_csv(800);
@@ -548,8 +553,10 @@ async fn serve_bytes(body: Vec<u8>) -> String {
 }
 
 /// A scan with ingestRef waits while the S3Ingest does not exist or runs, then scans its object.
-async fn waits_for_its_ingest(env: &common::TestEnv) {
-    let ns = common::namespace(&env.client, "scan-ref").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_its_ingest() {
+    let (env, ns, _controller) = scenario("scan-ref").await;
+    let env = &env;
     credentials_secret(&env.client, &ns, "minio").await;
     let bucket = Bucket::create(env, "scan-ref").await;
     let data = tricky_csv(600);
@@ -602,8 +609,10 @@ async fn waits_for_its_ingest(env: &common::TestEnv) {
 }
 
 /// 1,000 chunk Jobs: the scan succeeds with the exact count and its status stays under 64 KiB.
-async fn thousand_chunks_keep_status_small(env: &common::TestEnv) {
-    let ns = common::namespace(&env.client, "scan-many").await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_chunks_keep_status_small() {
+    let (env, ns, _controller) = scenario("scan-many").await;
+    let env = &env;
     credentials_secret(&env.client, &ns, "minio").await;
     let bucket = Bucket::create(env, "scan-many").await;
     let mut data = b"a\n".to_vec();
@@ -667,5 +676,109 @@ async fn thousand_chunks_keep_status_small(env: &common::TestEnv) {
         "1,000 chunk Jobs: {:.1} s, largest status {largest} bytes",
         started.elapsed().as_secs_f64()
     );
+    common::delete_namespace(&env.client, &ns).await;
+}
+
+/// Kills every running worker of `ns` (SIGKILL, as a node would), returning how many.
+fn kill_workers(env: &common::TestEnv, pods: &[Pod]) -> usize {
+    let mut killed = 0;
+    for pod in pods {
+        let pid_file = env.env_dir.join(format!(
+            "node/pods/{}/containers/worker/pid",
+            pod.uid().unwrap_or_default()
+        ));
+        if let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: a signal to this environment's own worker process.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+    }
+    killed
+}
+
+/// Row output uploads in flight when a worker is killed, or when the scan is deleted, are aborted
+/// by the ids the chunks recorded: another upload at the same key, started by someone else, stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
+    let (env, ns, _controller) = scenario("scan-uploads").await;
+    let env = &env;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let bucket = Bucket::create(env, "scan-uploads").await;
+    let mut data = b"n,text\n".to_vec();
+    let mut rows = 0u64;
+    while data.len() < 40 << 20 {
+        data.extend_from_slice(format!("{rows},{}\n", "x".repeat(90)).as_bytes());
+        rows += 1;
+    }
+    bucket.put("rows.csv", data).await;
+    // Someone else's upload at exactly the key of the scan's first part.
+    let foreign = bucket
+        .s3
+        .create_multipart_upload()
+        .bucket(&bucket.name)
+        .key("out/part-00000.csv")
+        .send()
+        .await
+        .unwrap()
+        .upload_id
+        .unwrap();
+    let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &ns);
+    let spec = |prefix: &str| {
+        json!({
+            "chunking": {"chunkSize": "20Mi", "parallelism": 2, "maxRetriesPerChunk": 3},
+            "processor": {"sql": "SELECT * FROM S3Object",
+                "output": {"bucket": bucket.name, "prefix": prefix}},
+        })
+    };
+    api.create(
+        &PostParams::default(),
+        &scan("killed", &bucket, "rows.csv", spec("out/")),
+    )
+    .await
+    .unwrap();
+    // Once a chunk's multipart upload exists, its worker dies mid-upload.
+    let mut killed = 0;
+    for _ in 0..600 {
+        if bucket.uploads().await.len() > 1 {
+            killed = kill_workers(env, &pods.list(&ListParams::default()).await.unwrap().items);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(killed > 0, "no worker was seen uploading");
+    let status = common::scan_succeeded(&api, "killed", 180).await;
+    assert_eq!(status.result.unwrap()["rows"], json!(rows));
+    assert_eq!(
+        bucket.uploads().await,
+        vec![foreign.clone()],
+        "the killed chunks' uploads are aborted, someone else's stays"
+    );
+
+    // Deleted mid-upload: its chunks' uploads go, someone else's stays.
+    api.create(
+        &PostParams::default(),
+        &scan("deleted", &bucket, "rows.csv", spec("del/")),
+    )
+    .await
+    .unwrap();
+    for _ in 0..600 {
+        if bucket.uploads().await.len() > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        bucket.uploads().await.len() > 1,
+        "no upload was seen in flight"
+    );
+    let uid = api.get("deleted").await.unwrap().uid().unwrap();
+    api.delete("deleted", &Default::default()).await.unwrap();
+    common::wait_deleted(api.clone(), "deleted", &uid, 120).await;
+    assert_eq!(bucket.uploads().await, vec![foreign]);
     common::delete_namespace(&env.client, &ns).await;
 }

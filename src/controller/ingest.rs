@@ -331,7 +331,7 @@ enum NotStarted {
     Interrupted,
     Failed(&'static str, String),
     /// A restart found the upload already completed into the object.
-    Completed(S3IngestStatus, String),
+    Completed(Box<S3IngestStatus>, String),
 }
 
 impl From<InputError> for NotStarted {
@@ -408,7 +408,7 @@ async fn prepare(
             "copied {size} bytes to s3://{bucket}/{key} (sha256 {}); the upload had completed when the operator restarted",
             completion.sha256
         );
-        return Err(NotStarted::Completed(done, message));
+        return Err(NotStarted::Completed(Box::new(done), message));
     }
     let known_length = earlier.total_bytes.map(|t| t.max(0) as u64);
     let memory = reserve_memory(
@@ -550,7 +550,7 @@ async fn transfer(obj: Arc<S3Ingest>, ctx: Arc<Context>, mut cancelled: watch::R
         Err(NotStarted::Completed(mut done, message)) => {
             done.completion_time = Some(Time(Timestamp::now()));
             set_phase(
-                &mut done,
+                &mut *done,
                 Phase::Succeeded,
                 "Succeeded",
                 &message,

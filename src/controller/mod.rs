@@ -301,29 +301,21 @@ pub async fn observe<K>(
 where
     K: Resource<DynamicType = ()>,
 {
-    use futures::FutureExt;
     let _timer = ctx.metrics.reconcile(controller);
-    let result = std::panic::AssertUnwindSafe(reconcile)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|panic| {
-            let message = panic_message(panic.as_ref());
-            error!(
-                panic = %redact::text(&message),
-                controller,
-                name = %obj.meta().name.as_deref().unwrap_or_default(),
-                "a reconcile panicked; requeueing it"
-            );
-            Err(Error::Panicked(message))
-        });
-    match &result {
-        Ok(_) => {
-            ctx.failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(obj.meta().uid.as_deref().unwrap_or_default());
-        }
-        Err(_) => {}
+    let result = panics_as_errors(reconcile).await;
+    if let Err(Error::Panicked(message)) = &result {
+        error!(
+            panic = %redact::text(message),
+            controller,
+            name = %obj.meta().name.as_deref().unwrap_or_default(),
+            "a reconcile panicked; requeueing it"
+        );
+    }
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(obj.meta().uid.as_deref().unwrap_or_default());
     }
     if let Err(e) = &result {
         ctx.metrics.reconcile_failed(controller, e.metric_label());
@@ -334,6 +326,17 @@ where
         }
     }
     result
+}
+
+/// Runs `reconcile`, turning a panic in it into [`Error::Panicked`].
+async fn panics_as_errors(
+    reconcile: impl Future<Output = Result<kube::runtime::controller::Action, Error>>,
+) -> Result<kube::runtime::controller::Action, Error> {
+    use futures::FutureExt;
+    std::panic::AssertUnwindSafe(reconcile)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(Error::Panicked(panic_message(panic.as_ref()))))
 }
 
 /// The text a panic carries.
@@ -690,6 +693,47 @@ pub async fn run(
         election.release().await;
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_becomes_an_error_with_its_message() {
+        let panicking = async { panic!("a tenant's input was missing") };
+        let error = panics_as_errors(panicking).await.unwrap_err();
+        assert_eq!(error.metric_label(), "panic");
+        assert!(
+            error.to_string().contains("a tenant's input was missing"),
+            "{error}"
+        );
+        let fine = async { Ok(kube::runtime::controller::Action::await_change()) };
+        assert!(panics_as_errors(fine).await.is_ok());
+    }
+
+    #[test]
+    fn failures_in_a_row_back_off_to_five_minutes() {
+        let delays: Vec<u64> = [1, 2, 3, 9, 10, 50]
+            .into_iter()
+            .map(|n| requeue_delay(n).as_secs())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 256, 300, 300]);
+    }
+
+    #[test]
+    fn condition_messages_are_redacted_and_cut() {
+        let long = format!(
+            "GET https://h/x?X-Amz-Signature=SECRET failed: {}",
+            "y".repeat(5000)
+        );
+        let conditions = conditions(&[], Phase::Failed, "SourceUnavailable", &long, Some(1));
+        for condition in &conditions {
+            assert!(!condition.message.contains("SECRET"));
+            assert!(condition.message.len() <= crate::redact::STATUS_TEXT_LIMIT);
+            assert!(condition.message.starts_with("GET https://h/x failed"));
+        }
+    }
 }
 
 /// Helpers of the controllers' unit tests.

@@ -698,6 +698,72 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn merges_refuse_other_kinds_and_overflows_and_change_nothing() {
+        let mut count = Partial::Count(u64::MAX - 1);
+        assert_eq!(count.merge(&Partial::Count(1)), Ok(()));
+        assert_eq!(
+            count.merge(&Partial::Count(1)),
+            Err(MergeError::Overflow("count"))
+        );
+        assert_eq!(count, Partial::Count(u64::MAX));
+        assert_eq!(
+            count.merge(&Partial::Min(None)),
+            Err(MergeError::Kind("min", "count"))
+        );
+        let mut sum = Partial::Sum(ExactSum::default());
+        let huge = ExactSum {
+            count: 1,
+            integers: i128::MAX,
+            ..Default::default()
+        };
+        assert_eq!(sum.merge(&Partial::Sum(huge.clone())), Ok(()));
+        assert_eq!(
+            sum.merge(&Partial::Sum(huge)),
+            Err(MergeError::Overflow("sum"))
+        );
+        let nan = ExactSum {
+            count: 1,
+            partials: vec![f64::NAN],
+            has_float: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            sum.merge(&Partial::Sum(nan)),
+            Err(MergeError::Invalid("sum", _))
+        ));
+        let many = ExactSum {
+            count: 1,
+            partials: vec![1.0; MAX_FLOAT_PARTIALS + 1],
+            has_float: true,
+            ..Default::default()
+        };
+        assert!(sum.merge(&Partial::Sum(many)).is_err());
+        let long = Partial::Max(Some(Scalar::Str("x".repeat(MAX_KEPT_TEXT + 1))));
+        assert!(Partial::Max(None).merge(&long).is_err());
+    }
+
+    #[test]
+    fn min_and_max_keep_text_cut_and_compare_it_cut() {
+        let mut max = Partial::Max(None);
+        let long = format!("{}b", "a".repeat(MAX_KEPT_TEXT));
+        max.add(Some(&Value::Str(long.as_str().into()))).unwrap();
+        let kept = max.result();
+        assert_eq!(kept.as_str().unwrap().len(), MAX_KEPT_TEXT);
+        // Equal in their first 4 KiB: the same kept value, whichever came first.
+        let other = format!("{}c", "a".repeat(MAX_KEPT_TEXT));
+        max.add(Some(&Value::Str(other.as_str().into()))).unwrap();
+        assert_eq!(max.result(), kept);
+        // A multi-byte character across the cut is cut before it.
+        let mut min = Partial::Min(None);
+        let text = format!("{}é", "a".repeat(MAX_KEPT_TEXT - 1));
+        min.add(Some(&Value::Str(text.as_str().into()))).unwrap();
+        assert_eq!(min.result().as_str().unwrap().len(), MAX_KEPT_TEXT - 1);
+        // What a chunk keeps, another merge accepts.
+        let mut merged = Partial::Max(None);
+        assert_eq!(merged.merge(&max), Ok(()));
+    }
+
+    #[test]
     fn exact_sums_match_fsum() {
         let cases: &[(&[f64], f64)] = &[
             (&[0.1; 10], 1.0),

@@ -202,3 +202,230 @@ impl Verifier {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::chunk::{BadRecord, Work};
+    use crate::scan::split::{ChunkSplit, STATES};
+    use crate::scan::{Format, Output, OutputFormat};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn task(index: u32) -> ChunkTask {
+        ChunkTask {
+            layout: Layout {
+                bucket: "b".into(),
+                key: "k.csv".into(),
+                size: 104,
+                etag: "\"e\"".into(),
+                format: Format::Csv {
+                    delimiter: b',',
+                    quote: b'"',
+                    header: true,
+                },
+                columns: vec!["a".into(), "b".into()],
+                data_start: 4,
+                chunk_size: 10,
+                gzip: false,
+                max_record_size: 1 << 20,
+            },
+            index,
+            start_state: None,
+            work: Work::Query {
+                sql: "SELECT COUNT(*), SUM(a), MIN(b) FROM S3Object".into(),
+                output: Some(Output {
+                    bucket: "out".into(),
+                    prefix: "run/".into(),
+                    format: OutputFormat::Csv,
+                }),
+            },
+            run: "uid".into(),
+        }
+    }
+
+    fn partials() -> Vec<Partial> {
+        let mut sum = crate::scan::value::ExactSum::default();
+        sum.add(crate::scan::value::Number::Int(5));
+        vec![Partial::Count(2), Partial::Sum(sum), Partial::Min(None)]
+    }
+
+    fn genuine(index: u32) -> ChunkReport {
+        let task = task(index);
+        let (start, end) = task.layout.range(index);
+        let mut first_record = [None; STATES];
+        first_record[State::RecordEnd as usize] = Some(0);
+        ChunkReport {
+            index,
+            range: [start, end],
+            fingerprint: task.fingerprint(),
+            assumed: State::RecordEnd,
+            split: ChunkSplit {
+                end: [State::RecordEnd; STATES],
+                first_record,
+            },
+            records: 2,
+            bytes: end - start,
+            rows: 0,
+            partials: partials(),
+            part: Some(format!("run/part-{index:05}.csv")),
+            bad_record: None,
+        }
+    }
+
+    #[test]
+    fn a_genuine_report_is_merged() {
+        let mut verifier = Verifier::new(partials());
+        assert!(matches!(
+            verifier.offer(&genuine(0), &task(0)),
+            Verdict::Accepted
+        ));
+        assert!(matches!(
+            verifier.offer(&genuine(1), &task(1)),
+            Verdict::Accepted
+        ));
+        assert_eq!((verifier.next, verifier.records), (2, 4));
+        // Offered out of turn: refused, nothing changes.
+        let before = verifier.clone();
+        assert!(matches!(
+            verifier.offer(&genuine(5), &task(5)),
+            Verdict::Failed(_)
+        ));
+        assert_eq!(verifier, before);
+    }
+
+    #[test]
+    fn a_bad_record_outside_the_chunk_is_refused() {
+        let mut report = genuine(0);
+        report.bad_record = Some(BadRecord {
+            offset: 3,
+            message: "x".into(),
+        });
+        assert!(check_report(&report, &task(0)).is_err());
+        report.bad_record = Some(BadRecord {
+            offset: 4,
+            message: "x".into(),
+        });
+        assert_eq!(check_report(&report, &task(0)), Ok(()));
+    }
+
+    /// Any JSON value, to a few levels deep.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[a-zA-Z0-9\"\\\\ ]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z]{1,8}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Every path to a value inside `value`.
+    fn paths(value: &Value, at: Vec<String>, out: &mut Vec<Vec<String>>) {
+        out.push(at.clone());
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let mut next = at.clone();
+                    next.push(key.clone());
+                    paths(child, next, out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    let mut next = at.clone();
+                    next.push(i.to_string());
+                    paths(child, next, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn replace(value: &mut Value, path: &[String], new: Value) {
+        match path.split_first() {
+            None => *value = new,
+            Some((first, rest)) => {
+                let child = match value {
+                    Value::Object(map) => map.get_mut(first),
+                    Value::Array(items) => {
+                        first.parse::<usize>().ok().and_then(|i| items.get_mut(i))
+                    }
+                    _ => None,
+                };
+                if let Some(child) = child {
+                    replace(child, rest, new);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any JSON that reads as a report, however it came to be, is judged without a panic; a
+        /// report that differs from the genuine one in what the task fixes is never merged.
+        #[test]
+        fn no_report_panics_the_verifier_and_none_that_mismatches_is_merged(
+            pick in any::<prop::sample::Index>(),
+            new in json_value(),
+        ) {
+            let genuine_value = serde_json::to_value(genuine(1)).unwrap();
+            let mut all = Vec::new();
+            paths(&genuine_value, vec![], &mut all);
+            let path = pick.get(&all).clone();
+            let mut forged = genuine_value.clone();
+            replace(&mut forged, &path, new);
+            if let Ok(report) = serde_json::from_value::<ChunkReport>(forged) {
+                let mut verifier = Verifier::new(partials());
+                prop_assert!(matches!(verifier.offer(&genuine(0), &task(0)), Verdict::Accepted));
+                let before = verifier.clone();
+                let verdict = verifier.offer(&report, &task(1));
+                let fixed = report.index != 1
+                    || report.range != genuine(1).range
+                    || report.fingerprint != genuine(1).fingerprint
+                    || report.bytes != genuine(1).bytes
+                    || report.part.as_ref().is_some_and(|p| Some(p) != genuine(1).part.as_ref())
+                    || report.partials.len() != 3
+                    || report
+                        .partials
+                        .iter()
+                        .zip(partials())
+                        .any(|(a, b)| a.kind() != b.kind());
+                if fixed {
+                    prop_assert!(!matches!(verdict, Verdict::Accepted), "{report:?}");
+                }
+                if !matches!(verdict, Verdict::Accepted) {
+                    prop_assert_eq!(verifier, before, "a refused report changed the verifier");
+                }
+            }
+        }
+
+        /// Partials read from any JSON merge or are refused, never panic, and a refused merge
+        /// changes nothing.
+        #[test]
+        fn any_partials_merge_or_are_refused(
+            tag in prop_oneof![Just("count"), Just("sum"), Just("min"), Just("max"), Just("avg")],
+            inner in json_value(),
+            kind in 0usize..3,
+        ) {
+            let mut value = serde_json::Map::new();
+            value.insert(tag.to_string(), inner);
+            if let Ok(partial) = serde_json::from_value::<Partial>(Value::Object(value)) {
+                let mut merged = partials()[kind].clone();
+                let before = merged.clone();
+                if merged.merge(&partial).is_err() {
+                    prop_assert_eq!(merged, before);
+                }
+            }
+        }
+    }
+}

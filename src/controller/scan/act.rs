@@ -44,7 +44,7 @@ pub async fn decision(
         StatusWriter::new(ctx, scan).write(status).await?;
     }
     for (type_, reason, message) in &decision.events {
-        publish(ctx, scan, type_.clone(), reason, message).await;
+        publish(ctx, scan, *type_, reason, message).await;
     }
     for name in &decision.delete {
         delete_job(ctx, scan, name, None).await?;

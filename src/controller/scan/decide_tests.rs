@@ -397,7 +397,6 @@ fn a_wrong_guess_runs_again_from_the_true_state() {
     assert_eq!(checkpoint_of(&decision).verifier.next, 1);
 
     // The re-run finished: it wins over the guess, and is accepted.
-    let mut state = state;
     state.jobs.clear();
     state.reports.clear();
     let rerun = report(&state, 1, Some(State::InQuoted), 2);
@@ -411,9 +410,12 @@ fn a_wrong_guess_runs_again_from_the_true_state() {
     assert_eq!(decision.delete, vec![name(1, Some(State::InQuoted))]);
 }
 
+/// A way to forge a report, named.
+type Forgery = (&'static str, fn(&mut ChunkReport));
+
 #[test]
 fn reports_that_do_not_answer_their_task_fail_the_scan_as_invalid() {
-    let forgeries: Vec<(&str, fn(&mut ChunkReport))> = vec![
+    let forgeries: Vec<Forgery> = vec![
         ("index", |r| r.index = 1),
         ("range", |r| r.range = [0, 1_000_000]),
         ("fingerprint", |r| r.fingerprint = "0000000000000000".into()),

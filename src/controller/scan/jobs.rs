@@ -413,8 +413,13 @@ fn glob(pattern: &str, text: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
-/// The first image of `scan` that `patterns` do not allow (the default worker image always is).
-pub fn disallowed_image(scan: &S3ParallelScan, patterns: &[String]) -> Option<String> {
+/// The first image of `scan` that `patterns` do not allow (the operator's own worker image,
+/// `default_image`, always is).
+pub fn disallowed_image(
+    scan: &S3ParallelScan,
+    patterns: &[String],
+    default_image: &str,
+) -> Option<String> {
     let spec = &scan.spec;
     spec.worker
         .as_ref()
@@ -422,7 +427,7 @@ pub fn disallowed_image(scan: &S3ParallelScan, patterns: &[String]) -> Option<St
         .into_iter()
         .chain(spec.processor.container.as_ref().map(|c| c.image.clone()))
         .chain(spec.on_complete.as_ref().map(|c| c.image.clone()))
-        .find(|image| !image_allowed(image, patterns))
+        .find(|image| image != default_image && !image_allowed(image, patterns))
 }
 
 #[cfg(test)]
@@ -647,9 +652,13 @@ mod tests {
             "onComplete": {"image": "busybox", "command": ["true"]},
         }));
         assert_eq!(
-            disallowed_image(&obj, &patterns).as_deref(),
+            disallowed_image(&obj, &patterns, "own/s3flow:1").as_deref(),
             Some("busybox")
         );
-        assert_eq!(disallowed_image(&obj, &[]), None);
+        assert_eq!(disallowed_image(&obj, &[], "own/s3flow:1"), None);
+        // The operator's own worker image is allowed whatever the patterns say.
+        let own = scan(json!({"worker": {"image": "own/s3flow:1"}}));
+        let strict = vec!["registry.example/*".to_string()];
+        assert_eq!(disallowed_image(&own, &strict, "own/s3flow:1"), None);
     }
 }

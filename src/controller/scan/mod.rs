@@ -105,13 +105,13 @@ async fn apply(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Er
         Observed::Refused(reason, message) => {
             act::fail(&ctx, scan, None, status, reason, &message).await
         }
-        Observed::Running {
-            state,
-            checkpoint,
-            planned_now,
-            io,
-        } => {
-            let mut state = *state;
+        Observed::Running(ready) => {
+            let observe::Ready {
+                mut state,
+                checkpoint,
+                planned_now,
+                io,
+            } = *ready;
             if planned_now {
                 let (status, message) =
                     decide::planned(state.status.clone(), generation, &state.layout, &checkpoint);

@@ -101,13 +101,16 @@ pub enum Observed {
     Waiting(String),
     /// It cannot run: a reason and a message (inputs, planning, SQL).
     Refused(&'static str, String),
-    /// It runs: what decide needs, planned in this reconcile when `planned_now`.
-    Running {
-        state: Box<Running>,
-        checkpoint: Checkpoint,
-        planned_now: bool,
-        io: Io,
-    },
+    /// It runs.
+    Running(Box<Ready>),
+}
+
+/// A scan that runs: what decide needs, planned in this reconcile when `planned_now`.
+pub struct Ready {
+    pub state: Running,
+    pub checkpoint: Checkpoint,
+    pub planned_now: bool,
+    pub io: Io,
 }
 
 impl From<(&'static str, String)> for Observed {
@@ -121,7 +124,8 @@ impl From<(&'static str, String)> for Observed {
 /// are [`Observed::Refused`].
 pub async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Error> {
     let obj = &seen.scan;
-    if let Some(image) = disallowed_image(obj, &ctx.settings.allowed_images) {
+    let settings = &ctx.settings;
+    if let Some(image) = disallowed_image(obj, &settings.allowed_images, &settings.worker_image) {
         return Ok(Observed::Refused(
             "ImageNotAllowed",
             format!("image {image:?} is not one the operator's --allowed-image patterns allow"),
@@ -205,12 +209,12 @@ pub async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Error> {
         reports,
         outputs,
     };
-    Ok(Observed::Running {
-        state: Box::new(state),
+    Ok(Observed::Running(Box::new(Ready {
+        state,
         checkpoint,
         planned_now,
         io,
-    })
+    })))
 }
 
 /// The scan's source: its own bucket and key, or its S3Ingest's object once that succeeded.
