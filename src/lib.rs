@@ -1,5 +1,8 @@
 //! s3flow: a Kubernetes operator that streams and processes very large S3 objects with bounded memory.
 
+// `pub` is the library's API (the CLI and the tests use it); what is internal says pub(crate).
+#![warn(unreachable_pub)]
+
 pub mod address;
 pub mod api;
 pub mod controller;
@@ -7,6 +10,7 @@ pub mod ingest;
 pub mod redact;
 pub mod s3;
 pub mod scan;
+pub mod shutdown;
 pub mod size;
 pub mod worker;
 

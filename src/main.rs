@@ -1,3 +1,6 @@
+// Items of the CLI modules are the binary's own: pub(crate) at most.
+#![warn(unreachable_pub)]
+
 mod cli;
 
 use std::path::PathBuf;

@@ -92,7 +92,7 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
     for file in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
         let path = file.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in yaml_serde::Deserializer::from_str(&text) {
             let value: Value = serde::Deserialize::deserialize(doc).unwrap();
             let kind = value["kind"].as_str().unwrap();
             let (group, version) = value["apiVersion"]

@@ -199,7 +199,7 @@ fn readme_snippet_is_the_script() {
         .nth(1)
         .and_then(|rest| rest.split("```").next())
         .expect("a yaml block in the README");
-    let config_map: serde_json::Value = serde_yaml::from_str(block).unwrap();
+    let config_map: serde_json::Value = yaml_serde::from_str(block).unwrap();
     for kind in ["S3Ingest", "S3ParallelScan"] {
         assert_eq!(
             config_map["data"][format!("resource.customizations.health.s3flow.io_{kind}")],

@@ -30,8 +30,8 @@ fn helm(args: &[&str]) -> String {
 
 /// `helm install`/`upgrade` of release `s3flow` with the values every step here uses: two replicas,
 /// each serving on its own pod address (pods share this machine's network), a short Lease, and
-/// permissions bound in the test's namespace only.
-fn install(verb: &str, ns: &str, extra: &[&str]) {
+/// permissions bound in the test's namespace only. Returns what helm printed (NOTES.txt).
+fn install(verb: &str, ns: &str, extra: &[&str]) -> String {
     // Only this namespace: operators of other tests may be watching theirs.
     let watch = format!("watchNamespaces={{{ns}}}");
     let mut args = vec![
@@ -55,7 +55,7 @@ fn install(verb: &str, ns: &str, extra: &[&str]) {
         &watch,
     ];
     args.extend_from_slice(extra);
-    helm(&args);
+    helm(&args)
 }
 
 /// The operator's running pods.
@@ -328,7 +328,7 @@ async fn example_pipeline_succeeds(
     ))
     .unwrap();
     let mut names = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for doc in yaml_serde::Deserializer::from_str(&text) {
         let mut value: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
         names.push(value["metadata"]["name"].as_str().unwrap().to_string());
         if value["kind"] == "S3Ingest" {
@@ -394,7 +394,20 @@ async fn helm_installed_operator_lives_through_failover_upgrade_and_uninstall() 
     let scans: Api<S3ParallelScan> = Api::namespaced(client.clone(), &ns);
 
     // Install: CRDs from the chart's crds/ (other tests may have applied the same ones already).
-    install("install", &ns, &[]);
+    let notes = install("install", &ns, &[]);
+    // The notes show the shipped example itself and how to label the Secret it names.
+    assert!(
+        notes.contains("kubectl label secret s3-credentials s3flow.io/secret-type=credentials"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("    kind: S3ParallelScan") && notes.contains("ingestRef:"),
+        "{notes}"
+    );
+    assert!(
+        !notes.contains("https://raw.githubusercontent.com"),
+        "{notes}"
+    );
     let pods = operator_pods(&client, &ns).await;
     assert_eq!(pods.len(), 2, "two replicas running");
     for pod in &pods {

@@ -8,7 +8,7 @@ mod common;
 use common::controller::{Controller, assert_event};
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::http_source::{Behaviour, Body, serve};
 use kube::Api;
@@ -379,6 +379,7 @@ async fn ingests_wait_for_the_memory_budget() {
         .unwrap();
     }
     let (mut most_running, mut saw_queued) = (0, false);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let all = api.list(&Default::default()).await.unwrap().items;
         let phases: Vec<Phase> = all
@@ -405,6 +406,11 @@ async fn ingests_wait_for_the_memory_budget() {
             );
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "not all ingests ended in 5 minutes: {:?}",
+            all.iter().map(|i| &i.status).collect::<Vec<_>>()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(saw_queued, "no ingest waited for the budget");

@@ -332,9 +332,12 @@ async fn crash_after(s3: &Client, request: &IngestRequest, parts: u32) -> ingest
     let (progress, mut updates) = tokio::sync::watch::channel(Progress::default());
     let engine = ingest_once(s3, request, &progress, None);
     tokio::pin!(engine);
+    let deadline = tokio::time::sleep(Duration::from_secs(120));
+    tokio::pin!(deadline);
     loop {
         tokio::select! {
             outcome = &mut engine => panic!("finished before the crash: {outcome:?}"),
+            () = &mut deadline => panic!("{parts} parts not committed in 2 minutes"),
             Ok(()) = updates.changed() => {
                 let p = updates.borrow_and_update().clone();
                 if p.parts_committed >= parts && p.checkpoint.is_some_and(|c| c.length > 0) {

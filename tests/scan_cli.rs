@@ -311,3 +311,60 @@ async fn records_longer_than_the_bound_fail_in_bounded_memory() {
         );
     }
 }
+
+/// Ctrl-C (SIGINT) while chunks upload their rows: the scan stops with a clear error, every chunk
+/// aborts its multipart upload before the process exits, and no upload is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_scans_leave_no_upload() {
+    let env = common::env().await;
+    let bucket = Bucket::create(&env, "scan-cli-stop").await;
+    let mut data = b"n,text\n".to_vec();
+    for n in 0.. {
+        if data.len() >= 96 * MIB {
+            break;
+        }
+        data.extend_from_slice(format!("{n},{}\n", "y".repeat(100)).as_bytes());
+    }
+    bucket.put("rows.csv", data).await;
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_s3flow"))
+        .arg("scan")
+        .args(args(
+            &format!("s3://{}/rows.csv", bucket.name),
+            &bucket.endpoint,
+            "SELECT * FROM S3Object",
+            &[
+                "--chunk-size",
+                "32Mi",
+                "--output",
+                &format!("s3://{}/out/", bucket.name),
+            ],
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut recorded = false;
+    for _ in 0..1000 {
+        if !bucket.uploads().await.is_empty() {
+            for index in 0..3 {
+                let record = format!("out/chunks/{index:05}.upload.json");
+                recorded |= bucket.try_get(&record).await.is_ok();
+            }
+        }
+        if recorded {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(recorded, "no chunk was seen uploading its rows");
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+    bucket.assert_no_uploads_left().await;
+}

@@ -741,10 +741,14 @@ async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
     )
     .await
     .unwrap();
-    // Once a chunk's multipart upload exists, its worker dies mid-upload.
+    // Once a chunk has recorded its multipart upload, its worker dies mid-upload. (A SIGKILL
+    // between CreateMultipartUpload's answer and the record leaves an upload only a lifecycle
+    // rule removes: the README says so.)
     let mut killed = 0;
     for _ in 0..600 {
-        if bucket.uploads().await.len() > 1 {
+        if bucket.try_get("out/chunks/00000.upload.json").await.is_ok()
+            || bucket.try_get("out/chunks/00001.upload.json").await.is_ok()
+        {
             killed = kill_workers(env, &pods.list(&ListParams::default()).await.unwrap().items);
             break;
         }
@@ -759,7 +763,8 @@ async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
         "the killed chunks' uploads are aborted, someone else's stays"
     );
 
-    // Deleted mid-upload: its chunks' uploads go, someone else's stays.
+    // Deleted mid-upload: its workers, stopped by SIGTERM, abort their uploads (recorded or not
+    // yet), and the cleanup aborts the recorded ones; someone else's stays.
     api.create(
         &PostParams::default(),
         &scan("deleted", &bucket, "rows.csv", spec("del/")),

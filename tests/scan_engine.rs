@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use s3flow::scan::local::{self, Counters, ScanSummary};
 use s3flow::scan::sql::{self, Columns};
-use s3flow::scan::{self, Format, Layout, Output, OutputFormat, PlanRequest, ScanError};
+use s3flow::scan::{self, Format, Layout, Output, OutputFormat, PlanRequest, ScanError, Stop};
 use serde_json::{Map, Value as Json};
 
 const CSV: Format = Format::Csv {
@@ -417,7 +417,7 @@ async fn run(
         layout,
         (&query, sql),
         output,
-        PARALLELISM,
+        (PARALLELISM, Stop::never()),
         &Counters::default(),
     )
     .await

@@ -1,5 +1,8 @@
 //! `S3Ingest`: stream one HTTP(S) URL into one S3 object by multipart upload.
 
+// The KubeSchema derive copies each type into a private module of its own.
+#![allow(unreachable_pub)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

@@ -1,7 +1,11 @@
 //! `S3ParallelScan`: process one large S3 object in parallel, one chunk-worker Job per byte range.
 
+// The KubeSchema derive copies each type into a private module of its own.
+#![allow(unreachable_pub)]
+
 use std::collections::BTreeMap;
 
+pub use crate::scan::OutputFormat;
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -236,16 +240,6 @@ pub struct ScanOutput {
     /// Encoding of the part files. Default: the same as the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<OutputFormat>,
-}
-
-/// Encoding of output part files.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum OutputFormat {
-    /// CSV with a header row.
-    Csv,
-    /// One JSON object per line.
-    JsonLines,
 }
 
 /// A container to run: image, command and environment.

@@ -12,14 +12,15 @@ use s3flow::address::AddressPolicy;
 use s3flow::ingest::{
     self, IngestRequest, MemoryBudget, NoLog, PartSize, Progress, SourceConfig, ThroughputFloor,
 };
+use s3flow::s3::S3Url;
 use s3flow::size::parse_size;
 
 #[derive(Args)]
-pub struct IngestArgs {
+pub(crate) struct IngestArgs {
     /// The http:// or https:// URL to copy.
     url: String,
     /// The destination, s3://bucket/key.
-    destination: String,
+    destination: S3Url,
     /// Endpoint of an S3-compatible store (path-style addressing is then used).
     #[arg(long)]
     endpoint: Option<String>,
@@ -67,8 +68,9 @@ pub struct IngestArgs {
     min_source_bytes_per_second: u64,
 }
 
-pub async fn run(args: IngestArgs) -> anyhow::Result<serde_json::Value> {
-    let (bucket, key) = super::parse_s3_url(&args.destination)?;
+/// The engine's request the arguments ask for.
+fn request(args: IngestArgs) -> anyhow::Result<IngestRequest> {
+    let S3Url { bucket, key } = args.destination;
     let part_size = match args.part_size.as_str() {
         "auto" => PartSize::Auto,
         text => PartSize::Fixed(parse_size(text)?),
@@ -113,8 +115,13 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<serde_json::Value> {
         part_size,
         concurrency: args.concurrency as usize,
     };
-    let s3 = super::s3_client(args.endpoint, args.region).await?;
+    Ok(request)
+}
 
+pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<serde_json::Value> {
+    let (endpoint, region) = (args.endpoint.clone(), args.region.clone());
+    let request = request(args)?;
+    let s3 = super::s3_client(endpoint, region).await?;
     let (progress, mut updates) = tokio::sync::watch::channel(Progress::default());
     let bar = ProgressBar::new_spinner();
     bar.set_style(

@@ -1,12 +1,15 @@
 //! `s3flow scan s3://bucket/key --sql ...`: the scan engine on one machine, chunks as local tasks.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use s3flow::scan::local::{Counters, scan};
+use s3flow::s3::S3Url;
+use s3flow::scan::local::{Counters, ScanSummary, scan};
 use s3flow::scan::sql::{Columns, compile};
-use s3flow::scan::{Format, Output, OutputFormat, PlanRequest, plan};
+use s3flow::scan::{Format, Layout, Output, OutputFormat, PlanRequest, Stop, plan};
+use s3flow::shutdown;
 use s3flow::size::parse_size;
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -16,9 +19,9 @@ enum FormatArg {
 }
 
 #[derive(Args)]
-pub struct ScanArgs {
+pub(crate) struct ScanArgs {
     /// The object to scan, s3://bucket/key.
-    object: String,
+    object: S3Url,
     /// The query: SELECT * | columns | aggregates FROM S3Object s [WHERE ...] [LIMIT n].
     #[arg(long)]
     sql: String,
@@ -51,8 +54,8 @@ pub struct ScanArgs {
     #[arg(long, default_value = "64Mi")]
     max_record_size: String,
     /// Write selected rows as part files (and a manifest) under s3://bucket/prefix.
-    #[arg(long)]
-    output: Option<String>,
+    #[arg(long, value_parser = S3Url::prefix)]
+    output: Option<S3Url>,
     /// Format of the output parts (default: the object's).
     #[arg(long, value_enum)]
     output_format: Option<FormatArg>,
@@ -68,9 +71,8 @@ fn byte(c: char, what: &str) -> anyhow::Result<u8> {
         .ok_or_else(|| anyhow::anyhow!("--{what} must be one ASCII character, not {c:?}"))
 }
 
-/// Runs the scan; returns the JSON summary and whether to print it as JSON.
-pub async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bool)> {
-    let (bucket, key) = super::parse_s3_url(&args.object)?;
+/// The planning request and row output the arguments ask for, checked before any request.
+fn request(args: &ScanArgs) -> anyhow::Result<(PlanRequest, Option<Output>)> {
     let format = match args.format {
         FormatArg::Csv => Format::Csv {
             delimiter: byte(args.delimiter, "delimiter")?,
@@ -79,29 +81,15 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bool)> {
         },
         FormatArg::Jsonl => Format::JsonLines,
     };
-    let output = match &args.output {
-        Some(url) => {
-            let rest = url.strip_prefix("s3://").ok_or_else(|| {
-                anyhow::anyhow!("--output {url:?} is not an s3://bucket/prefix URL")
-            })?;
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let prefix = if prefix.is_empty() || prefix.ends_with('/') {
-                prefix.to_string()
-            } else {
-                format!("{prefix}/")
-            };
-            Some(Output {
-                bucket: bucket.to_string(),
-                prefix,
-                format: match args.output_format {
-                    Some(FormatArg::Csv) => OutputFormat::Csv,
-                    Some(FormatArg::Jsonl) => OutputFormat::JsonLines,
-                    None => format.output_format(),
-                },
-            })
-        }
-        None => None,
-    };
+    let output = args.output.clone().map(|prefix| Output {
+        bucket: prefix.bucket,
+        prefix: prefix.key,
+        format: match args.output_format {
+            Some(FormatArg::Csv) => OutputFormat::Csv,
+            Some(FormatArg::Jsonl) => OutputFormat::JsonLines,
+            None => format.output_format(),
+        },
+    });
     let chunk_size = parse_size(&args.chunk_size)?;
     if chunk_size == 0 {
         anyhow::bail!("--chunk-size must be at least 1 byte");
@@ -112,26 +100,59 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bool)> {
     }
     // Refuse what cannot parse before any request (columns are checked once the header is read).
     compile(&args.sql, &Columns::Named)?;
-    let s3 = super::s3_client(args.endpoint, args.region).await?;
+    let request = PlanRequest {
+        bucket: args.object.bucket.clone(),
+        key: args.object.key.clone(),
+        format,
+        expected_headers: None,
+        chunk_size,
+        max_record_size,
+    };
+    Ok((request, output))
+}
+
+/// Runs the scan; returns the JSON summary and whether to print it as JSON.
+pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bool)> {
+    let (request, output) = request(&args)?;
+    let s3 = super::s3_client(args.endpoint.clone(), args.region.clone()).await?;
     let started = Instant::now();
-    let layout = plan(
-        &s3,
-        &PlanRequest {
-            bucket,
-            key,
-            format,
-            expected_headers: None,
-            chunk_size,
-            max_record_size,
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
-    let query = compile(&args.sql, &format.columns(&layout.columns))?;
+    let layout = plan(&s3, &request)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
+    let query = compile(&args.sql, &layout.sql_columns())?;
     if !query.is_aggregate() && output.is_none() && !args.json {
         eprintln!("note: selected rows are counted; add --output s3://bucket/prefix to keep them");
     }
     let counters = Counters::default();
+    let parallelism = args.parallelism as usize;
+    let engine = scan(
+        &s3,
+        &layout,
+        (&query, &args.sql),
+        output,
+        (parallelism, Stop::on(shutdown::on_signal()?)),
+        &counters,
+    );
+    let summary = with_progress_bar(&layout, &counters, engine)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut value = serde_json::to_value(&summary)?;
+    value["object"] = format!("s3://{}/{}", layout.bucket, layout.key).into();
+    value["size"] = layout.size.into();
+    value["seconds"] = ((seconds * 1000.0).round() / 1000.0).into();
+    if !args.json {
+        print_summary(&layout, &summary, seconds);
+    }
+    Ok((value, args.json))
+}
+
+/// Runs `engine` under a progress bar of bytes and chunks.
+async fn with_progress_bar<T>(
+    layout: &Layout,
+    counters: &Counters,
+    engine: impl Future<Output = T>,
+) -> T {
     let bar = ProgressBar::new(layout.size.saturating_sub(layout.data_start));
     bar.set_style(
         ProgressStyle::with_template(
@@ -140,56 +161,35 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bool)> {
         .expect("valid template"),
     );
     let total_chunks = layout.chunk_count();
-    let engine = scan(
-        &s3,
-        &layout,
-        (&query, &args.sql),
-        output,
-        args.parallelism as usize,
-        &counters,
-    );
     tokio::pin!(engine);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let summary = loop {
+    let done = loop {
         tokio::select! {
-            summary = &mut engine => break summary,
+            done = &mut engine => break done,
             _ = tick.tick() => {
-                bar.set_position(counters.bytes.load(std::sync::atomic::Ordering::Relaxed));
-                bar.set_message(format!(
-                    "{}/{total_chunks} chunks",
-                    counters.chunks.load(std::sync::atomic::Ordering::Relaxed)
-                ));
+                bar.set_position(counters.bytes.load(Ordering::Relaxed));
+                let chunks = counters.chunks.load(Ordering::Relaxed);
+                bar.set_message(format!("{chunks}/{total_chunks} chunks"));
             }
         }
     };
     bar.finish_and_clear();
-    let summary = summary.map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
-    let seconds = started.elapsed().as_secs_f64();
-    let mut value = serde_json::to_value(&summary)?;
-    value["object"] = format!("s3://{}/{}", layout.bucket, layout.key).into();
-    value["size"] = layout.size.into();
-    value["seconds"] = ((seconds * 1000.0).round() / 1000.0).into();
-    if !args.json {
-        eprintln!(
-            "s3://{}/{}: {} records in {} chunks{}, {} bytes in {:.1} s",
-            layout.bucket,
-            layout.key,
-            summary.records,
-            summary.chunks,
-            if summary.reruns > 0 {
-                format!(" ({} re-run)", summary.reruns)
-            } else {
-                String::new()
-            },
-            summary.bytes,
-            seconds,
-        );
-        for (name, value) in &summary.result {
-            println!("{name}\t{value}");
-        }
-        if let Some(manifest) = &summary.manifest {
-            println!("manifest\t{manifest}");
-        }
+    done
+}
+
+fn print_summary(layout: &Layout, summary: &ScanSummary, seconds: f64) {
+    let reruns = match summary.reruns {
+        0 => String::new(),
+        n => format!(" ({n} re-run)"),
+    };
+    eprintln!(
+        "s3://{}/{}: {} records in {} chunks{reruns}, {} bytes in {seconds:.1} s",
+        layout.bucket, layout.key, summary.records, summary.chunks, summary.bytes,
+    );
+    for (name, value) in &summary.result {
+        println!("{name}\t{value}");
     }
-    Ok((value, args.json))
+    if let Some(manifest) = &summary.manifest {
+        println!("manifest\t{manifest}");
+    }
 }

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use s3flow::address::AddressPolicy;
-use s3flow::s3::{S3Settings, client};
-use s3flow::scan::{ChunkReport, ChunkTask, ScanError, Work, manifest, run_chunk};
+use s3flow::s3::{S3Settings, S3Url, client};
+use s3flow::scan::{ChunkReport, ChunkTask, ScanError, Stop, Work, manifest, run_chunk};
 use s3flow::worker::{
     ENV_ADDRESS_POLICY, ENV_REPORT_TO, ENV_S3_ENDPOINT, ENV_S3_FORCE_PATH_STYLE, ENV_S3_REGION,
     ENV_TASK, FailureMessage, PERMANENT_FAILURE_EXIT_CODE,
@@ -26,7 +27,7 @@ enum Mode {
 }
 
 #[derive(Args)]
-pub struct WorkerArgs {
+pub(crate) struct WorkerArgs {
     #[arg(value_enum, default_value = "run")]
     mode: Mode,
     /// The chunk task as JSON.
@@ -52,12 +53,12 @@ pub struct WorkerArgs {
 }
 
 /// A worker's failure and the exit code that tells the Job whether retrying can help.
-pub struct WorkerFailure {
+pub(crate) struct WorkerFailure {
     pub error: ScanError,
 }
 
 impl WorkerFailure {
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         if self.error.is_transient() {
             1
         } else {
@@ -65,7 +66,7 @@ impl WorkerFailure {
         }
     }
 
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         let message = FailureMessage {
             reason: self.error.reason().into(),
             error: s3flow::redact::message(&self.error.to_string()),
@@ -80,7 +81,7 @@ impl From<ScanError> for WorkerFailure {
     }
 }
 
-pub async fn run(args: WorkerArgs) -> Result<serde_json::Value, WorkerFailure> {
+pub(crate) async fn run(args: WorkerArgs) -> Result<serde_json::Value, WorkerFailure> {
     let invalid = |message: String| WorkerFailure {
         error: ScanError::InvalidScan(message),
     };
@@ -96,6 +97,9 @@ pub async fn run(args: WorkerArgs) -> Result<serde_json::Value, WorkerFailure> {
             .map_err(|e| invalid(format!("{ENV_ADDRESS_POLICY}: {e}")))?,
         None => AddressPolicy::default(),
     };
+    // Before any upload starts: a SIGTERM (the pod deleted) must find the chunk able to abort it.
+    let stopping = s3flow::shutdown::on_signal()
+        .map_err(|e| invalid(format!("installing the signal handlers: {e}")))?;
     let s3 = client(&S3Settings {
         endpoint: args.endpoint,
         region: args.region,
@@ -105,7 +109,7 @@ pub async fn run(args: WorkerArgs) -> Result<serde_json::Value, WorkerFailure> {
     })
     .await
     .map_err(|e| invalid(e.to_string()))?;
-    let report = run_chunk(&s3, &task, Arc::new(AtomicU64::new(0))).await?;
+    let report = run_until_stopped(&s3, &task, Stop::on(stopping)).await?;
     // Bad data from a start state that may be a wrong guess goes to the controller to judge.
     if ChunkReport::start_is_certain(&task)
         && let Some(error) = report.bad_data(&task.layout)
@@ -116,18 +120,42 @@ pub async fn run(args: WorkerArgs) -> Result<serde_json::Value, WorkerFailure> {
     let Some(location) = args.report_to else {
         return Ok(full);
     };
-    let (bucket, key) = location
-        .strip_prefix("s3://")
-        .and_then(|rest| rest.split_once('/'))
-        .ok_or_else(|| {
-            invalid(format!(
-                "{ENV_REPORT_TO} {location:?} is not s3://bucket/key"
-            ))
-        })?;
-    manifest::put(&s3, bucket, key, &full).await?;
+    let report_at =
+        S3Url::object(&location).map_err(|e| invalid(format!("{ENV_REPORT_TO}: {e}")))?;
+    manifest::put(&s3, &report_at.bucket, &report_at.key, &full).await?;
     if full.to_string().len() < TERMINATION_MESSAGE_LIMIT {
         Ok(full)
     } else {
         Ok(serde_json::json!({"index": report.index, "reportAt": location}))
+    }
+}
+
+/// How long a stopped chunk that writes rows gets to abort its upload.
+const ABORT_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the chunk until it ends or a stop comes: a chunk writing rows then aborts its upload
+/// (within [`ABORT_GRACE`]); one that does not has nothing to leave behind and ends at once.
+async fn run_until_stopped(
+    s3: &aws_sdk_s3::Client,
+    task: &ChunkTask,
+    mut stop: Stop,
+) -> Result<ChunkReport, ScanError> {
+    let writes_rows = matches!(
+        &task.work,
+        Work::Query {
+            output: Some(_),
+            ..
+        }
+    );
+    let chunk = run_chunk(s3, task, Arc::new(AtomicU64::new(0)), stop.clone());
+    tokio::pin!(chunk);
+    tokio::select! {
+        report = &mut chunk => report,
+        () = stop.requested() => {
+            if writes_rows {
+                let _ = tokio::time::timeout(ABORT_GRACE, &mut chunk).await;
+            }
+            Err(ScanError::Stopped)
+        }
     }
 }

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use thiserror::Error;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{error, warn};
 
 use crate::address::{AddressPolicy, UrlRefused};
 use crate::api::{Phase, S3Connection};
@@ -593,6 +593,7 @@ where
 }
 
 /// Writes the whole status by server-side apply, as the one manager that owns it.
+#[derive(Clone)]
 pub struct StatusWriter<K> {
     pub api: Api<K>,
     pub name: String,
@@ -636,7 +637,7 @@ where
                 Ok(()) => return,
                 Err(e) => {
                     warn!(error = %e, attempt, "writing the final status");
-                    tokio::time::sleep(crate::ingest::backoff(attempt)).await;
+                    tokio::time::sleep(crate::s3::backoff(attempt)).await;
                 }
             }
         }
@@ -650,12 +651,8 @@ pub async fn run(
     settings: Settings,
     listener: Option<tokio::net::TcpListener>,
 ) -> Result<(), LostLease> {
-    let (stop, stopping) = watch::channel(false);
-    tokio::spawn(async move {
-        stop_signal().await;
-        info!("asked to stop: checkpointing work in flight");
-        let _ = stop.send(true);
-    });
+    let stopping =
+        crate::shutdown::on_signal().expect("installing the SIGTERM and SIGINT handlers");
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
     if let Some(listener) = listener {
@@ -740,7 +737,7 @@ mod tests {
 #[cfg(test)]
 pub(crate) mod tests_support {
     /// Merges `patch` into `value`: objects key by key, `null` removes, anything else replaces.
-    pub fn merge(value: &mut serde_json::Value, patch: serde_json::Value) {
+    pub(crate) fn merge(value: &mut serde_json::Value, patch: serde_json::Value) {
         match (value, patch) {
             (serde_json::Value::Object(target), serde_json::Value::Object(patch)) => {
                 for (key, new) in patch {
@@ -753,16 +750,6 @@ pub(crate) mod tests_support {
             }
             (target, new) => *target = new,
         }
-    }
-}
-
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }
 

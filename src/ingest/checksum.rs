@@ -21,12 +21,12 @@ pub struct ResumableSha256 {
 
 /// A saved state: the hash of the first `length` bytes, before finalization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Checkpoint {
+pub struct HashState {
     pub length: u64,
     pub state: [u32; 8],
 }
 
-impl Checkpoint {
+impl HashState {
     /// The state as 64 hex digits, for status.
     pub fn state_hex(&self) -> String {
         self.state.iter().map(|w| format!("{w:08x}")).collect()
@@ -55,7 +55,7 @@ impl Default for ResumableSha256 {
 }
 
 impl ResumableSha256 {
-    pub fn resume(checkpoint: Checkpoint) -> Self {
+    pub fn resume(checkpoint: HashState) -> Self {
         Self {
             state: checkpoint.state,
             length: checkpoint.length,
@@ -81,8 +81,8 @@ impl ResumableSha256 {
     }
 
     /// The state after the bytes so far, when they end on a block boundary.
-    pub fn checkpoint(&self) -> Option<Checkpoint> {
-        self.pending.is_empty().then_some(Checkpoint {
+    pub fn checkpoint(&self) -> Option<HashState> {
+        self.pending.is_empty().then_some(HashState {
             length: self.length,
             state: self.state,
         })
@@ -146,7 +146,7 @@ mod tests {
         let mut first = ResumableSha256::default();
         first.update(&bytes[..3 * 4096]);
         let saved = first.checkpoint().unwrap();
-        let restored = Checkpoint::from_hex(saved.length, &saved.state_hex()).unwrap();
+        let restored = HashState::from_hex(saved.length, &saved.state_hex()).unwrap();
         assert_eq!(restored, saved);
         let mut resumed = ResumableSha256::resume(restored);
         resumed.update(&bytes[3 * 4096..]);
@@ -154,6 +154,6 @@ mod tests {
         let mut unaligned = ResumableSha256::default();
         unaligned.update(&bytes[..100]);
         assert_eq!(unaligned.checkpoint(), None);
-        assert_eq!(Checkpoint::from_hex(100, &saved.state_hex()), None);
+        assert_eq!(HashState::from_hex(100, &saved.state_hex()), None);
     }
 }

@@ -128,17 +128,30 @@ fn request_error(url: &Url, error: reqwest::Error) -> IngestError {
         return IngestError::ForbiddenAddress(forbidden);
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    let mut certificate_rejected = false;
     while let Some(e) = source {
         if let Some(IngestError::InvalidSource(message)) = e.downcast_ref::<IngestError>() {
             return IngestError::InvalidSource(message.clone());
         }
+        certificate_rejected |= matches!(tls_error(e), Some(rustls::Error::InvalidCertificate(_)));
         source = e.source();
     }
     let text = chain(&error);
-    if text.contains("invalid peer certificate") || text.contains("certificate verify failed") {
+    if certificate_rejected {
         return IngestError::SourceCertificateRejected(format!("{}: {text}", redact(url)));
     }
     IngestError::SourceUnavailable(format!("{}: {text}", redact(url)))
+}
+
+/// The TLS error `e` is, or carries: rustls errors reach reqwest inside `io::Error`s (nested),
+/// whose `source()` skips the error they wrap.
+fn tls_error<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        e = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
 }
 
 fn chain(error: &dyn std::error::Error) -> String {
@@ -152,67 +165,110 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The source's headers, from its Secret: valid, and none s3flow sets or that frames a request.
+fn source_headers(config: &SourceConfig) -> Result<HeaderMap, IngestError> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &config.headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            IngestError::InvalidSource(format!("{name:?} is not an HTTP header name"))
+        })?;
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(IngestError::InvalidSource(format!(
+                "the source headers may not set {name}: s3flow sets it, or it frames the request"
+            )));
+        }
+        let mut value = HeaderValue::from_str(value).map_err(|_| {
+            IngestError::InvalidSource(format!("the value of header {name} is not valid"))
+        })?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    Ok(headers)
+}
+
+/// An HTTP client that dials only addresses the policy allows (redirects included), trusts the
+/// CA bundle, and with custom headers follows redirects only within the first origin.
+fn http_client(
+    config: &SourceConfig,
+    custom_headers: bool,
+) -> Result<reqwest::Client, IngestError> {
+    let policy = config.policy.clone();
+    let redirect_policy = policy.clone();
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .dns_resolver(Arc::new(SourceResolver(policy)))
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(config.stall_timeout)
+        .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 10 {
+                return attempt.error("more than 10 redirects");
+            }
+            // reqwest drops Authorization across hosts, but not other headers from the Secret:
+            // they follow a redirect only to the same origin (scheme, host and port).
+            let first = attempt.previous().first().map(origin);
+            if custom_headers && Some(origin(attempt.url())) != first {
+                let to = redact(attempt.url());
+                return attempt.error(IngestError::InvalidSource(format!(
+                    "refusing to send the source's headers along a redirect to another origin ({to})"
+                )));
+            }
+            match check_url(attempt.url(), &redirect_policy) {
+                Ok(()) => attempt.follow(),
+                Err(e) => attempt.error(e),
+            }
+        }));
+    if let Some(pem) = &config.ca_bundle {
+        for cert in reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| IngestError::InvalidSource(format!("the CA bundle is not PEM: {e}")))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| IngestError::InvalidSource(format!("HTTP client: {e}")))
+}
+
+/// What the first answer says of the source; when resuming, what the earlier transfer recorded
+/// (the 206 for the pinned validator proves it is the same source).
+fn source_info(response: &reqwest::Response, at: Option<&ResumeAt>) -> SourceInfo {
+    let get = |name: header::HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    match at {
+        Some(at) => SourceInfo {
+            length: Some(at.length),
+            ranges: true,
+            validator: Some(at.validator.clone()),
+            content_type: get(header::CONTENT_TYPE),
+        },
+        None => SourceInfo {
+            length: response
+                .content_length()
+                .filter(|_| response.headers().contains_key(header::CONTENT_LENGTH)),
+            ranges: get(header::ACCEPT_RANGES).is_some_and(|v| v.eq_ignore_ascii_case("bytes")),
+            validator: get(header::ETAG)
+                .filter(|e| !e.starts_with("W/"))
+                .or_else(|| get(header::LAST_MODIFIED)),
+            content_type: get(header::CONTENT_TYPE),
+        },
+    }
+}
+
 impl SourceReader {
-    /// Sends the first GET and checks its answer.
-    /// Opens the source from its start, or from `at` when resuming an earlier transfer.
+    /// Opens the source from its start, or from `at` when resuming an earlier transfer: sends the
+    /// first GET and checks its answer.
     pub async fn open(config: &SourceConfig, at: Option<&ResumeAt>) -> Result<Self, IngestError> {
         let url = Url::parse(&config.url).map_err(|e| {
             IngestError::InvalidSource(format!("{:?} is not a URL: {e}", config.url))
         })?;
         check_url(&url, &config.policy)?;
-        let mut headers = HeaderMap::new();
-        for (name, value) in &config.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                IngestError::InvalidSource(format!("{name:?} is not an HTTP header name"))
-            })?;
-            if RESERVED_HEADERS.contains(&name.as_str()) {
-                return Err(IngestError::InvalidSource(format!(
-                    "the source headers may not set {name}: s3flow sets it, or it frames the request"
-                )));
-            }
-            let mut value = HeaderValue::from_str(value).map_err(|_| {
-                IngestError::InvalidSource(format!("the value of header {name} is not valid"))
-            })?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        let policy = config.policy.clone();
-        let redirect_policy = policy.clone();
-        let custom_headers = !headers.is_empty();
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .dns_resolver(Arc::new(SourceResolver(policy)))
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(config.stall_timeout)
-            // Compressed transfer would change the bytes and the length the source promised.
-            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() >= 10 {
-                    return attempt.error("more than 10 redirects");
-                }
-                // reqwest drops Authorization across hosts, but not other headers from the Secret:
-                // they follow a redirect only to the same origin (scheme, host and port).
-                let first = attempt.previous().first().map(origin);
-                if custom_headers && Some(origin(attempt.url())) != first {
-                    let to = redact(attempt.url());
-                    return attempt.error(IngestError::InvalidSource(format!(
-                        "refusing to send the source's headers along a redirect to another origin ({to})"
-                    )));
-                }
-                match check_url(attempt.url(), &redirect_policy) {
-                    Ok(()) => attempt.follow(),
-                    Err(e) => attempt.error(e),
-                }
-            }));
-        if let Some(pem) = &config.ca_bundle {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| IngestError::InvalidSource(format!("the CA bundle is not PEM: {e}")))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let client = builder
-            .build()
-            .map_err(|e| IngestError::InvalidSource(format!("HTTP client: {e}")))?;
+        let headers = source_headers(config)?;
+        let client = http_client(config, !headers.is_empty())?;
         let mut endpoint = Endpoint {
             client,
             url,
@@ -224,32 +280,7 @@ impl SourceReader {
         if let Some(at) = at {
             check_content_range(&response, at.offset, Some(at.length))?;
         }
-        let get = |name: header::HeaderName| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let info = match at {
-            // A 206 for the validator we pinned: the source is the one the earlier transfer read.
-            Some(at) => SourceInfo {
-                length: Some(at.length),
-                ranges: true,
-                validator: Some(at.validator.clone()),
-                content_type: get(header::CONTENT_TYPE),
-            },
-            None => SourceInfo {
-                length: response
-                    .content_length()
-                    .filter(|_| response.headers().contains_key(header::CONTENT_LENGTH)),
-                ranges: get(header::ACCEPT_RANGES).is_some_and(|v| v.eq_ignore_ascii_case("bytes")),
-                validator: get(header::ETAG)
-                    .filter(|e| !e.starts_with("W/"))
-                    .or_else(|| get(header::LAST_MODIFIED)),
-                content_type: get(header::CONTENT_TYPE),
-            },
-        };
+        let info = source_info(&response, at);
         endpoint.validator = info.validator.clone();
         Ok(Self {
             endpoint: Arc::new(endpoint),
@@ -298,7 +329,7 @@ impl SourceReader {
                         )));
                     }
                     self.resumes += 1;
-                    tokio::time::sleep(super::backoff(self.resumes)).await;
+                    tokio::time::sleep(crate::s3::backoff(self.resumes)).await;
                     let response = self.endpoint.request(Some(self.offset)).await?;
                     check_content_range(&response, self.offset, self.info.length)?;
                     self.body = response.bytes_stream().boxed();
@@ -380,7 +411,7 @@ impl Endpoint {
             if attempt >= SOURCE_ATTEMPTS {
                 return Err(IngestError::SourceUnavailable(failure));
             }
-            tokio::time::sleep(super::backoff(attempt)).await;
+            tokio::time::sleep(crate::s3::backoff(attempt)).await;
         }
     }
 }
@@ -471,7 +502,7 @@ impl RangeFetcher {
                     redact(&self.endpoint.url)
                 )));
             }
-            tokio::time::sleep(super::backoff(drops)).await;
+            tokio::time::sleep(crate::s3::backoff(drops)).await;
         }
     }
 }

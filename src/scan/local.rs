@@ -7,8 +7,9 @@ use std::sync::atomic::AtomicU64;
 use aws_sdk_s3::Client;
 use futures::StreamExt;
 use serde::Serialize;
+use tokio::sync::watch;
 
-use super::chunk::{ChunkReport, ChunkTask, Output, Work, run_chunk};
+use super::chunk::{ChunkReport, ChunkTask, Output, Stop, Work, run_chunk};
 use super::plan::Layout;
 use super::sql::Query;
 use super::verify::{Verdict, Verifier};
@@ -47,13 +48,15 @@ fn run_id() -> String {
     format!("local-{:x}", nanos ^ u128::from(std::process::id()) << 64)
 }
 
-/// Runs every chunk of `layout` with at most `parallelism` at once.
+/// Runs every chunk of `layout` with at most `parallelism` at once. A failure or a `stop` halts
+/// the scan: no chunk starts any more, and those running end (a chunk writing rows aborts its
+/// upload) before it returns, so that no upload is left behind.
 pub async fn scan(
     s3: &Client,
     layout: &Layout,
     (query, sql): (&Query, &str),
     output: Option<Output>,
-    parallelism: usize,
+    (parallelism, stop): (usize, Stop),
     counters: &Counters,
 ) -> Result<ScanSummary, ScanError> {
     let count = layout.chunk_count();
@@ -68,53 +71,122 @@ pub async fn scan(
         },
         run: run.clone(),
     };
+    let (halt, halted) = watch::channel(false);
+    let halted = Stop::on(halted);
     let mut runs = futures::stream::iter(0..count)
         .map(|index| {
             let task = task(index, None);
-            let progress = counters.bytes.clone();
-            async move { run_chunk(s3, &task, progress).await }
+            let (progress, halted) = (counters.bytes.clone(), halted.clone());
+            async move {
+                if halted.is_requested() {
+                    return Err(ScanError::Stopped);
+                }
+                run_chunk(s3, &task, progress, halted).await
+            }
         })
         .buffer_unordered(parallelism.max(1));
-    let mut verifier = Verifier::new(query.empty_partials());
+    let mut merged = Merged {
+        verifier: Verifier::new(query.empty_partials()),
+        accepted: Vec::with_capacity(count as usize),
+        reruns: 0,
+    };
     let mut waiting = BTreeMap::new();
-    let mut accepted: Vec<ChunkReport> = Vec::with_capacity(count as usize);
-    let mut reruns = 0;
-    while let Some(report) = runs.next().await {
-        let report = report?;
+    // Offers the chunks in order as they come in; a wrong start state guess runs a chunk again.
+    let merge = async |report: ChunkReport| -> Result<(), ScanError> {
         waiting.insert(report.index, report);
-        while let Some(mut report) = waiting.remove(&verifier.next) {
-            let mut chunk = task(verifier.next, None);
+        while let Some(mut report) = waiting.remove(&merged.verifier.next) {
+            let mut chunk = task(merged.verifier.next, None);
             loop {
-                match verifier.offer(&report, &chunk) {
+                match merged.verifier.offer(&report, &chunk) {
                     Verdict::Accepted => break,
                     Verdict::Failed(error) => return Err(error),
                     Verdict::RunFrom(state) => {
-                        reruns += 1;
+                        merged.reruns += 1;
                         chunk = task(report.index, Some(state));
-                        report = run_chunk(s3, &chunk, Arc::new(AtomicU64::new(0))).await?;
+                        let progress = Arc::new(AtomicU64::new(0));
+                        report = run_chunk(s3, &chunk, progress, halted.clone()).await?;
                     }
                 }
             }
             counters
                 .chunks
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            accepted.push(report);
+            merged.accepted.push(report);
+        }
+        Ok(())
+    };
+    drain(&mut runs, merge, stop, halt).await?;
+    summarize(s3, (layout, query), output.as_ref(), &run, merged).await
+}
+
+/// Hands the chunks' reports to `merge` until every chunk has ended. The first failure, or a
+/// `stop`, halts the chunks (`halt`), and is returned once those still running have ended.
+async fn drain(
+    runs: &mut (impl futures::Stream<Item = Result<ChunkReport, ScanError>> + Unpin),
+    mut merge: impl AsyncFnMut(ChunkReport) -> Result<(), ScanError>,
+    mut stop: Stop,
+    halt: watch::Sender<bool>,
+) -> Result<(), ScanError> {
+    let mut failure = None;
+    loop {
+        let offered = tokio::select! {
+            report = runs.next() => match report {
+                // Halted: the chunks still running end, their reports unread.
+                Some(_) if failure.is_some() => continue,
+                Some(Ok(report)) => merge(report).await,
+                Some(Err(error)) => Err(error),
+                None => break,
+            },
+            () = stop.requested(), if failure.is_none() => Err(ScanError::Stopped),
+        };
+        if let Err(error) = offered {
+            failure = Some(error);
+            let _ = halt.send(true);
         }
     }
+    failure.map_or(Ok(()), Err)
+}
+
+/// The chunks' reports, accepted in chunk order.
+struct Merged {
+    verifier: Verifier,
+    accepted: Vec<ChunkReport>,
+    reruns: u32,
+}
+
+/// Checks that the accepted chunks cover the object, writes the manifest (with row output), and
+/// sums the scan up.
+async fn summarize(
+    s3: &Client,
+    (layout, query): (&Layout, &Query),
+    output: Option<&Output>,
+    run: &str,
+    merged: Merged,
+) -> Result<ScanSummary, ScanError> {
+    let Merged {
+        verifier,
+        accepted,
+        reruns,
+    } = merged;
     verifier.finish(layout)?;
-    let rows = query
-        .limit
-        .map_or(verifier.rows, |limit| verifier.rows.min(limit));
-    let result = query.result(&verifier.partials, rows);
-    let manifest = match &output {
+    let (rows, result) = verifier.result(query);
+    let manifest = match output {
         Some(output) => {
-            manifest::trim_to_limit(s3, output, query.limit, &mut accepted).await?;
-            Some(manifest::write(s3, output, layout, &accepted, &result).await?)
+            let finish = manifest::Finish {
+                layout,
+                output: Some(output),
+                limit: query.limit,
+                run,
+                result: &result,
+                extra: &|_| None,
+            };
+            let at = (output.bucket.as_str(), output.prefix.as_str());
+            Some(finish.write(s3, at, accepted).await?)
         }
         None => None,
     };
     Ok(ScanSummary {
-        chunks: count,
+        chunks: layout.chunk_count(),
         records: verifier.records,
         bytes: verifier.bytes,
         rows,

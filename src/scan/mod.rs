@@ -17,13 +17,10 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use chunk::{ChunkReport, ChunkTask, Output, OutputFormat, Work, run_chunk};
+pub use chunk::{ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, Stop, Work, run_chunk};
 pub use plan::{Layout, PlanRequest, plan};
 pub use split::State;
 pub use verify::Verifier;
-
-/// Exit code of a chunk worker that met bad data: the chunk fails at once, without retries.
-pub const BAD_DATA_EXIT_CODE: i32 = 3;
 
 /// Record encoding of the scanned object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,11 +96,33 @@ pub enum ScanError {
         message: String,
     },
     #[error("reading the object: {0}")]
-    Read(String),
+    Read(#[source] crate::s3::ReadFailure),
+    #[error("decoding the object: {0}")]
+    Decode(#[source] std::io::Error),
+    #[error("writing {what}: {source}")]
+    Write {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serialising {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The row output's upload stopped (its own error says why).
+    #[error("the row output stopped")]
+    OutputClosed,
+    #[error("the chunk's parser stopped: {0}")]
+    Parser(#[source] tokio::task::JoinError),
     #[error("invalid chunk report of chunk {chunk}: {message}")]
     InvalidReport { chunk: u32, message: String },
     #[error("forbidden address: {0}")]
     ForbiddenAddress(crate::address::ForbiddenAddress),
+    /// Asked to stop (SIGTERM, SIGINT) before the chunk ended; its row upload was aborted.
+    #[error("stopped before the chunk ended")]
+    Stopped,
 }
 
 impl ScanError {
@@ -121,14 +140,28 @@ impl ScanError {
             Self::MalformedRecord { .. } => "MalformedRecord",
             Self::BadData { .. } => "BadData",
             Self::Read(_) => "ReadFailed",
+            Self::Decode(_) => "InvalidObject",
+            Self::Write { .. } => "WriteFailed",
+            Self::Serialize { .. } => "SerializeFailed",
+            Self::OutputClosed => "OutputClosed",
+            Self::Parser(_) => "ParserFailed",
             Self::InvalidReport { .. } => "InvalidReport",
             Self::ForbiddenAddress(_) => "ForbiddenAddress",
+            Self::Stopped => "Stopped",
         }
     }
 
     /// Whether running again can help (S3 hiccups), as opposed to a verdict on the input.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::S3(_) | Self::Read(_))
+        matches!(
+            self,
+            Self::S3(_)
+                | Self::Read(_)
+                | Self::Write { .. }
+                | Self::OutputClosed
+                | Self::Parser(_)
+                | Self::Stopped
+        )
     }
 }
 
@@ -153,26 +186,15 @@ pub(crate) fn classify(failure: crate::s3::ServiceFailure) -> ScanError {
     }
 }
 
-/// Reads a body of at most `limit` bytes (reports and records that any tenant could have made huge).
-pub(crate) async fn read_limited(
-    mut body: aws_sdk_s3::primitives::ByteStream,
-    limit: usize,
-    location: &str,
-) -> Result<Vec<u8>, ScanError> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body
-        .try_next()
-        .await
-        .map_err(|e| ScanError::Read(format!("GET {location}: {e}")))?
-    {
-        if bytes.len() + chunk.len() > limit {
-            return Err(ScanError::InvalidScan(format!(
-                "{location} is larger than {limit} bytes"
-            )));
-        }
-        bytes.extend_from_slice(&chunk);
+/// The scan's error for a failed read: S3's refusals by their code, a body that kept breaking
+/// off as a read failure, an object too large for what reads it as invalid.
+pub(crate) fn read_failure(failure: crate::s3::ReadFailure) -> ScanError {
+    use crate::s3::ReadFailure;
+    match failure {
+        ReadFailure::Request(refused) => classify(refused),
+        ReadFailure::TooLarge { .. } => ScanError::InvalidScan(failure.to_string()),
+        broken @ ReadFailure::Broken { .. } => ScanError::Read(broken),
     }
-    Ok(bytes)
 }
 
 /// PUTs `body` as the whole object at `bucket/key`.

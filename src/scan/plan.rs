@@ -6,7 +6,8 @@ use std::io::Read;
 use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
 
-use super::{Format, ScanError, s3_error};
+use super::{Format, ScanError, read_failure, s3_error};
+use crate::s3::RangeStream;
 
 /// Most chunks one scan may have: keeps status, manifest and Job churn bounded.
 pub const MAX_CHUNKS: u64 = 100_000;
@@ -49,6 +50,11 @@ fn default_max_record_size() -> u64 {
 }
 
 impl Layout {
+    /// The columns a query of this object may name.
+    pub fn sql_columns(&self) -> crate::scan::sql::Columns {
+        self.format.columns(&self.columns)
+    }
+
     pub fn chunk_count(&self) -> u32 {
         if self.gzip {
             1
@@ -133,23 +139,7 @@ pub struct PlanRequest {
 /// Reads the object's size and ETag and its header row, and lays out the chunks. Nothing runs
 /// when the header is not the expected one.
 pub async fn plan(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanError> {
-    if request.chunk_size == 0 {
-        return Err(ScanError::InvalidScan(
-            "chunk size must be at least 1 byte".into(),
-        ));
-    }
-    if let Format::Csv {
-        delimiter, quote, ..
-    } = request.format
-        && (delimiter == quote
-            || [delimiter, quote]
-                .iter()
-                .any(|b| matches!(b, b'\r' | b'\n')))
-    {
-        return Err(ScanError::InvalidScan(
-            "the CSV delimiter and quote must differ and be neither CR nor LF".into(),
-        ));
-    }
+    check_request(request)?;
     let location = format!("s3://{}/{}", request.bucket, request.key);
     let head = s3
         .head_object()
@@ -173,16 +163,9 @@ pub async fn plan(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
             "{location} is {kind}-compressed; only gzip is read (as one chunk)"
         )));
     }
-    let (text, complete) = if gzip {
-        let mut decoded = Vec::new();
-        let limit = flate2::bufread::MultiGzDecoder::new(prefix.as_slice())
-            .take(MAX_HEADER_BYTES)
-            .read_to_end(&mut decoded);
-        // A prefix of a gzip stream ends in a truncated-stream error: what decoded is the start.
-        let complete = limit.is_ok() && size <= MAX_HEADER_BYTES;
-        (decoded, complete)
-    } else {
-        (prefix, size <= MAX_HEADER_BYTES)
+    let (text, complete) = match gzip {
+        true => gunzip_start(&prefix, size),
+        false => (prefix, size <= MAX_HEADER_BYTES),
     };
     let bom = if text.starts_with(UTF8_BOM) { 3 } else { 0 };
     let (columns, data_start) = match request.format {
@@ -222,6 +205,39 @@ pub async fn plan(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
     Ok(layout)
 }
 
+fn check_request(request: &PlanRequest) -> Result<(), ScanError> {
+    if request.chunk_size == 0 {
+        return Err(ScanError::InvalidScan(
+            "chunk size must be at least 1 byte".into(),
+        ));
+    }
+    if let Format::Csv {
+        delimiter, quote, ..
+    } = request.format
+        && (delimiter == quote
+            || [delimiter, quote]
+                .iter()
+                .any(|b| matches!(b, b'\r' | b'\n')))
+    {
+        return Err(ScanError::InvalidScan(
+            "the CSV delimiter and quote must differ and be neither CR nor LF".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The start of a gzip object's text (at most the header limit) from its first bytes, and
+/// whether that is all of it.
+fn gunzip_start(prefix: &[u8], size: u64) -> (Vec<u8>, bool) {
+    let mut decoded = Vec::new();
+    let read = flate2::bufread::MultiGzDecoder::new(prefix)
+        .take(MAX_HEADER_BYTES)
+        .read_to_end(&mut decoded);
+    // A prefix of a gzip stream ends in a truncated-stream error: what decoded is the start.
+    let complete = read.is_ok() && size <= MAX_HEADER_BYTES;
+    (decoded, complete)
+}
+
 async fn read_prefix(
     s3: &Client,
     request: &PlanRequest,
@@ -231,22 +247,11 @@ async fn read_prefix(
     if length == 0 {
         return Ok(Vec::new());
     }
-    let location = format!("s3://{}/{}", request.bucket, request.key);
-    let object = s3
-        .get_object()
-        .bucket(&request.bucket)
-        .key(&request.key)
-        .range(format!("bytes=0-{}", length - 1))
-        .if_match(etag)
-        .send()
+    let range = (0, length);
+    RangeStream::new(s3, &request.bucket, &request.key, Some(etag), range)
+        .collect(length as usize)
         .await
-        .map_err(|e| s3_error(&format!("GET {location}"), e))?;
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|e| ScanError::Read(format!("GET {location}: {e}")))?;
-    Ok(bytes.to_vec())
+        .map_err(read_failure)
 }
 
 fn other_compression(prefix: &[u8]) -> Option<&'static str> {

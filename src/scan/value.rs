@@ -366,7 +366,7 @@ pub struct ExactSum {
 mod float_bits {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub trait Bits: Sized {
+    pub(super) trait Bits: Sized {
         type Repr: Serialize + for<'de> Deserialize<'de>;
         fn to_repr(&self) -> Self::Repr;
         fn from_repr(repr: Self::Repr) -> Self;
@@ -392,11 +392,16 @@ mod float_bits {
         }
     }
 
-    pub fn serialize<T: Bits, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<T: Bits, S: Serializer>(
+        value: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         value.to_repr().serialize(serializer)
     }
 
-    pub fn deserialize<'de, T: Bits, D: Deserializer<'de>>(deserializer: D) -> Result<T, D::Error> {
+    pub(super) fn deserialize<'de, T: Bits, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<T, D::Error> {
         T::Repr::deserialize(deserializer).map(T::from_repr)
     }
 }
@@ -404,14 +409,16 @@ mod float_bits {
 mod i128_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(value: &i128, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(value: &i128, serializer: S) -> Result<S::Ok, S::Error> {
         match i64::try_from(*value) {
             Ok(small) => serializer.serialize_i64(small),
             Err(_) => serializer.serialize_str(&value.to_string()),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i128, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<i128, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Text {

@@ -9,6 +9,7 @@ use super::ScanError;
 use super::chunk::{ChunkReport, ChunkTask, Work};
 use super::plan::Layout;
 use super::split::{State, is_complete_end};
+use super::sql::Query;
 use super::value::Partial;
 
 /// Accepts chunk reports in index order: a report counts only when the chunk ran from its true
@@ -185,6 +186,12 @@ impl Verifier {
         self.partials = partials;
         self.next += 1;
         Verdict::Accepted
+    }
+
+    /// The query's rows (cut to its LIMIT) and result over the chunks accepted so far.
+    pub fn result(&self, query: &Query) -> (u64, serde_json::Map<String, serde_json::Value>) {
+        let rows = query.limit.map_or(self.rows, |limit| self.rows.min(limit));
+        (rows, query.result(&self.partials, rows))
     }
 
     /// After the last chunk: an object that ends inside a quoted field is malformed.

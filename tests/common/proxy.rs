@@ -1,6 +1,7 @@
 //! A TCP proxy on 127.0.0.1 in front of a server of the tests (MinIO, an HTTP source), that can
 //! fail in the ways networks do: reset connections at a random byte of the answer, or hold the
-//! answer to one chosen request forever (its request delivered, its response never).
+//! answer to one chosen request forever (its request delivered, its response never). Which
+//! connections reset is counted, not drawn, so that every run sees its resets.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,8 +15,9 @@ type Matcher = Box<dyn Fn(&str) -> bool + Send + Sync>;
 /// How the proxy treats connections from now on.
 #[derive(Default)]
 struct Faults {
-    /// Reset this share of connections (0 to 1) after a random number of answer bytes.
-    reset_share: f64,
+    /// Reset every n-th answer (the first included) that reaches its connection's random byte
+    /// within the first 256 KiB; 0: none.
+    reset_every: u64,
     /// Of a held request's connection, no answer byte goes back.
     hold: Option<Matcher>,
 }
@@ -36,9 +38,14 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let faults: Arc<Mutex<Faults>> = Arc::default();
-        let (resets, held) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (resets, held): (Arc<AtomicU64>, Arc<AtomicU64>) = Default::default();
         let upstream = upstream.to_string();
-        let shared = (faults.clone(), resets.clone(), held.clone());
+        let counters = Counters {
+            resets: resets.clone(),
+            held: held.clone(),
+            reached: Arc::default(),
+        };
+        let shared = faults.clone();
         tokio::spawn(async move {
             let mut seed = 0x9e37_79b9_7f4a_7c15u64;
             loop {
@@ -48,11 +55,11 @@ impl Proxy {
                 seed = seed
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
-                let (faults, resets, held) = (shared.0.clone(), shared.1.clone(), shared.2.clone());
+                let (faults, counters) = (shared.clone(), counters.clone());
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(&upstream).await {
-                        relay(client, server, seed, faults, resets, held).await;
+                        relay(client, server, seed, faults, counters).await;
                     }
                 });
             }
@@ -70,9 +77,10 @@ impl Proxy {
         format!("http://{}", self.address)
     }
 
-    /// Resets `share` of the connections opened from now on at a random byte of their answer.
-    pub fn reset_share(&self, share: f64) {
-        self.faults.lock().unwrap().reset_share = share;
+    /// Of the connections opened from now on, resets every `n`-th one whose answer reaches a random
+    /// byte within its first 256 KiB (the first such one included).
+    pub fn reset_every(&self, n: u64) {
+        self.faults.lock().unwrap().reset_every = n;
     }
 
     /// Holds the answer of every request whose head (request line and headers) `matches`.
@@ -126,20 +134,27 @@ impl Framing {
     }
 }
 
+/// What the connections of one proxy count together.
+#[derive(Clone)]
+struct Counters {
+    resets: Arc<AtomicU64>,
+    held: Arc<AtomicU64>,
+    /// Answers that reached their connection's reset byte.
+    reached: Arc<AtomicU64>,
+}
+
 async fn relay(
     client: TcpStream,
     server: TcpStream,
     seed: u64,
     faults: Arc<Mutex<Faults>>,
-    resets: Arc<AtomicU64>,
-    held: Arc<AtomicU64>,
+    counters: Counters,
 ) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let reset_share = faults.lock().unwrap().reset_share;
-    // The answer byte at which this connection is reset, if it is.
-    let reset_at = ((seed >> 11) as f64 / (1u64 << 53) as f64) < reset_share;
-    let reset_at = reset_at.then_some((seed >> 20) % (4 << 20));
+    let reset_every = faults.lock().unwrap().reset_every;
+    // The answer byte at which this connection may be reset.
+    let mut reset_at = (reset_every > 0).then_some((seed >> 20) % (256 << 10));
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let holding = Arc::new(AtomicBool::new(false));
@@ -161,7 +176,7 @@ async fn relay(
                         && hold(&head)
                     {
                         holding.store(true, Ordering::SeqCst);
-                        held.fetch_add(1, Ordering::SeqCst);
+                        counters.held.fetch_add(1, Ordering::SeqCst);
                     }
                 }
                 if server_write.write_all(&buffer[..n]).await.is_err() {
@@ -189,11 +204,18 @@ async fn relay(
             if let Some(at) = reset_at
                 && sent + chunk.len() as u64 > at
             {
-                chunk = &chunk[..(at - sent) as usize];
-                let _ = client_write.write_all(chunk).await;
-                resets.fetch_add(1, Ordering::SeqCst);
-                // The client sees the answer end mid-way, as when a connection breaks.
-                return;
+                reset_at = None;
+                if counters
+                    .reached
+                    .fetch_add(1, Ordering::SeqCst)
+                    .is_multiple_of(reset_every)
+                {
+                    chunk = &chunk[..(at - sent) as usize];
+                    let _ = client_write.write_all(chunk).await;
+                    counters.resets.fetch_add(1, Ordering::SeqCst);
+                    // The client sees the answer end mid-way, as when a connection breaks.
+                    return;
+                }
             }
             if client_write.write_all(chunk).await.is_err() {
                 return;

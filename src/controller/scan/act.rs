@@ -11,18 +11,21 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
-use super::decide::{Checkpoint, Decision, NewJob, Next, Running, mark_failed, shown_result};
+use super::decide::{Bookkeeping, Decision, NewJob, Next, Running, mark_failed, shown_result};
 use super::jobs::{JobKind, JobTemplate, chunk_file};
 use super::observe::{Io, get_report, owned_jobs, report_key};
 use crate::api::scan::{S3ParallelScan, S3ParallelScanStatus};
 use crate::controller::{Context, Error, StatusWriter, publish};
 use crate::redact::Redacted;
 use crate::scan::chunk::abort_recorded_upload;
-use crate::scan::{ChunkReport, ChunkTask, ScanError, Work, manifest};
+use crate::scan::{ChunkObject, ChunkReport, ChunkTask, ScanError, Work, manifest};
+
+/// Largest stored container output read back (its termination message: 4 KiB when genuine).
+const OUTPUT_LIMIT: usize = 64 << 10;
 
 /// Performs `decision` for the running scan `state`, in order: outputs, status, Events, Job
 /// deletions, Job creations, then what comes next.
-pub async fn decision(
+pub(super) async fn decision(
     ctx: &Context,
     scan: &S3ParallelScan,
     io: &Io,
@@ -34,7 +37,7 @@ pub async fn decision(
         manifest::put(
             &io.s3,
             bucket,
-            &format!("{prefix}chunks/{index:05}.output.json"),
+            &ChunkObject::ProcessorOutput.key(prefix, *index),
             &serde_json::json!({"message": message}),
         )
         .await
@@ -169,7 +172,10 @@ async fn delete_job(
 
 /// Deletes every Job the scan owns (by owner reference), their pods first; the number still
 /// there (being deleted) is returned.
-pub async fn delete_all_jobs(ctx: &Context, scan: &S3ParallelScan) -> Result<usize, kube::Error> {
+pub(super) async fn delete_all_jobs(
+    ctx: &Context,
+    scan: &S3ParallelScan,
+) -> Result<usize, kube::Error> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &scan.namespace().unwrap_or_default());
     let jobs = owned_jobs(ctx, scan).await?;
     for job in &jobs {
@@ -192,16 +198,19 @@ pub async fn delete_all_jobs(ctx: &Context, scan: &S3ParallelScan) -> Result<usi
 
 /// Aborts the uploads the scan's unaccepted chunks recorded (exact keys and ids of this scan,
 /// read from each chunk's upload record; nothing is listed). Returns how many.
-pub async fn abort_recorded_uploads(
+pub(super) async fn abort_recorded_uploads(
     io: &Io,
     run: &str,
-    checkpoint: &Checkpoint,
+    checkpoint: &Bookkeeping,
 ) -> Result<usize, ScanError> {
     let Some(output) = &io.output else {
         return Ok(0);
     };
     let mut aborted = 0;
-    for index in checkpoint.verifier.next..checkpoint.started {
+    // Once every chunk is in, the LIMIT may be cutting a part of any chunk.
+    let all_in = checkpoint.verifier.next >= checkpoint.started && !checkpoint.finished;
+    let first = if all_in { 0 } else { checkpoint.verifier.next };
+    for index in first..checkpoint.started {
         if abort_recorded_upload(&io.s3, output, index, run).await? {
             aborted += 1;
         }
@@ -211,7 +220,7 @@ pub async fn abort_recorded_uploads(
 
 /// Ends the scan as Failed: its Jobs go, the uploads its chunks recorded are aborted, and the
 /// reason is in the conditions and an Event.
-pub async fn fail(
+pub(super) async fn fail(
     ctx: &Context,
     scan: &S3ParallelScan,
     io: Option<&Io>,
@@ -220,7 +229,7 @@ pub async fn fail(
     message: &str,
 ) -> Result<Action, Error> {
     delete_all_jobs(ctx, scan).await?;
-    if let (Some(io), Some(checkpoint)) = (io, Checkpoint::of(&status)) {
+    if let (Some(io), Some(checkpoint)) = (io, Bookkeeping::of(&status)) {
         let run = scan.uid().unwrap_or_default();
         if let Err(e) = abort_recorded_uploads(io, &run, &checkpoint).await {
             warn!(error = %Redacted(&e), "aborting a failed scan's uploads");
@@ -253,7 +262,7 @@ async fn write_manifest(
 ) -> Result<(), Error> {
     let layout = &state.layout;
     let (bucket, prefix) = &io.work;
-    let mut reports: Vec<ChunkReport> = futures::stream::iter(0..layout.chunk_count())
+    let reports: Vec<ChunkReport> = futures::stream::iter(0..layout.chunk_count())
         .map(|index| {
             let key = report_key(prefix, index);
             async move { get_report(&io.s3, bucket, &key).await }
@@ -262,31 +271,30 @@ async fn write_manifest(
         .try_collect()
         .await
         .map_err(Error::Scan)?;
-    if let Some(output) = &io.output {
-        manifest::trim_to_limit(&io.s3, output, state.query.limit, &mut reports)
-            .await
-            .map_err(Error::Scan)?;
-    }
     let mut messages = std::collections::BTreeMap::new();
     if state.containers {
         for index in 0..layout.chunk_count() {
-            let key = format!("{prefix}chunks/{index:05}.output.json");
-            if let Ok(body) = io.s3.get_object().bucket(bucket).key(&key).send().await
-                && let Ok(bytes) = crate::scan::read_limited(body.body, 64 << 10, &key).await
+            let key = ChunkObject::ProcessorOutput.key(prefix, index);
+            if let Ok(bytes) = crate::s3::read_object(&io.s3, bucket, &key, OUTPUT_LIMIT).await
                 && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes)
             {
                 messages.insert(index, value["message"].clone());
             }
         }
     }
-    let document = manifest::document(layout, &reports, &result, &|index| {
-        messages.get(&index).cloned()
-    });
-    let key = format!("{prefix}{}", manifest::MANIFEST);
-    let url = manifest::put(&io.s3, bucket, &key, &document)
+    let finish = manifest::Finish {
+        layout,
+        output: io.output.as_ref(),
+        limit: state.query.limit,
+        run: &state.run,
+        result: &result,
+        extra: &|index| messages.get(&index).cloned(),
+    };
+    let url = finish
+        .write(&io.s3, (bucket, prefix), reports)
         .await
         .map_err(Error::Scan)?;
-    let mut checkpoint = Checkpoint::of(&status).ok_or_else(|| {
+    let mut checkpoint = Bookkeeping::of(&status).ok_or_else(|| {
         Error::Scan(ScanError::InvalidScan(
             "the scan's checkpoint is unreadable".into(),
         ))

@@ -22,12 +22,12 @@ use crate::scan::{ChunkReport, ChunkTask, Layout, State, Verifier, Work};
 /// Most column names shown in `status.header` (the checkpoint keeps them all), by their bytes.
 const HEADER_SHOWN: usize = 4 << 10;
 /// A Job with no pod for this long is looked at for refused pods.
-pub const POD_GRACE: Duration = Duration::from_secs(15);
+pub(super) const POD_GRACE: Duration = Duration::from_secs(15);
 
 /// The controller's bookkeeping in status: accepted chunks and processed ones.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Checkpoint {
+pub(super) struct Bookkeeping {
     pub verifier: Verifier,
     /// Chunks whose container processing finished (container processors only).
     #[serde(default)]
@@ -43,9 +43,12 @@ pub struct Checkpoint {
     pub started: u32,
 }
 
-impl Checkpoint {
-    pub fn new(empty_partials: Vec<crate::scan::value::Partial>, columns: Vec<String>) -> Self {
-        Checkpoint {
+impl Bookkeeping {
+    pub(super) fn new(
+        empty_partials: Vec<crate::scan::value::Partial>,
+        columns: Vec<String>,
+    ) -> Self {
+        Bookkeeping {
             verifier: Verifier::new(empty_partials),
             processed: String::new(),
             finished: false,
@@ -55,7 +58,7 @@ impl Checkpoint {
     }
 
     /// The checkpoint of `status`, if it holds a readable one.
-    pub fn of(status: &S3ParallelScanStatus) -> Option<Checkpoint> {
+    pub(super) fn of(status: &S3ParallelScanStatus) -> Option<Bookkeeping> {
         let map = status.checkpoint.clone()?;
         serde_json::from_value(serde_json::Value::Object(map)).ok()
     }
@@ -69,7 +72,7 @@ impl Checkpoint {
 
 /// What the lifecycle calls for before anything about the object is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lifecycle {
+pub(super) enum Lifecycle {
     /// Finished under the current spec: nothing to do.
     Settled,
     /// The spec changed after planning (or after the end): run again from scratch.
@@ -80,7 +83,11 @@ pub enum Lifecycle {
 }
 
 /// Where the scan stands, from its status, its generation and how many Jobs it owns.
-pub fn lifecycle(status: &S3ParallelScanStatus, generation: Option<i64>, jobs: usize) -> Lifecycle {
+pub(super) fn lifecycle(
+    status: &S3ParallelScanStatus,
+    generation: Option<i64>,
+    jobs: usize,
+) -> Lifecycle {
     let terminal = matches!(status.phase, Phase::Succeeded | Phase::Failed);
     let settled = status.observed_generation == generation;
     match () {
@@ -92,7 +99,7 @@ pub fn lifecycle(status: &S3ParallelScanStatus, generation: Option<i64>, jobs: u
 }
 
 /// The status of a scan starting again after its spec changed.
-pub fn restarted(generation: Option<i64>) -> S3ParallelScanStatus {
+pub(super) fn restarted(generation: Option<i64>) -> S3ParallelScanStatus {
     let mut status = S3ParallelScanStatus::default();
     set_phase(
         &mut status,
@@ -106,7 +113,7 @@ pub fn restarted(generation: Option<i64>) -> S3ParallelScanStatus {
 
 /// How a chunk Job ended, as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(super) enum Outcome {
     Running,
     Succeeded,
     /// Failed for good: the reason the worker gave (`BadData`, ...) and its message.
@@ -120,7 +127,7 @@ pub enum Outcome {
 
 /// One Job of the scan, as observed: owned by it (by owner reference uid) and not being deleted.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChunkJob {
+pub(super) struct ChunkJob {
     pub name: String,
     pub role: Role,
     pub index: u32,
@@ -131,7 +138,7 @@ pub struct ChunkJob {
 
 /// A finished scan Job's report as observe found it.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Report {
+pub(super) enum Report {
     Read(Box<ChunkReport>),
     /// Neither the termination message nor the stored copy holds a report.
     Invalid(String),
@@ -139,7 +146,7 @@ pub enum Report {
 
 /// Everything a running scan's decision needs.
 #[derive(Clone, Debug)]
-pub struct Running {
+pub(super) struct Running {
     pub generation: Option<i64>,
     pub status: S3ParallelScanStatus,
     pub layout: Layout,
@@ -161,7 +168,7 @@ pub struct Running {
 
 /// A Job to create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NewJob {
+pub(super) enum NewJob {
     Scan { index: u32, state: Option<State> },
     Process { index: u32, state: State },
     OnComplete,
@@ -169,7 +176,7 @@ pub enum NewJob {
 
 /// What to do, in order: store outputs, write status, delete Jobs, create Jobs, then `next`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Decision {
+pub(super) struct Decision {
     pub outputs: Vec<(u32, String)>,
     pub status: Option<S3ParallelScanStatus>,
     pub events: Vec<(EventType, &'static str, String)>,
@@ -180,7 +187,7 @@ pub struct Decision {
 
 /// How the reconcile ends.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Next {
+pub(super) enum Next {
     Requeue(Duration),
     /// Delete every Job, abort the uploads chunks recorded, write this final status, an Event.
     Fail {
@@ -213,7 +220,7 @@ impl Decision {
 }
 
 /// Phase Failed with the reason and message in the conditions; nothing runs any more.
-pub fn mark_failed(
+pub(super) fn mark_failed(
     status: &mut S3ParallelScanStatus,
     generation: Option<i64>,
     reason: &str,
@@ -227,7 +234,7 @@ pub fn mark_failed(
 }
 
 /// The failure of a scan: its status as [`mark_failed`] leaves it.
-pub fn failed(
+pub(super) fn failed(
     mut status: S3ParallelScanStatus,
     generation: Option<i64>,
     reason: &str,
@@ -242,7 +249,7 @@ pub fn failed(
 }
 
 /// A scan waiting for its S3Ingest: status says so (once per message), and it looks again soon.
-pub fn waiting(
+pub(super) fn waiting(
     mut status: S3ParallelScanStatus,
     generation: Option<i64>,
     message: &str,
@@ -267,7 +274,7 @@ pub fn waiting(
 
 /// The column names shown in status: whole while they fit [`HEADER_SHOWN`], each cut to
 /// [`STATUS_TEXT_LIMIT`]; the checkpoint and the manifest keep them all.
-pub fn shown_header(columns: &[String]) -> Vec<String> {
+pub(super) fn shown_header(columns: &[String]) -> Vec<String> {
     let mut shown = Vec::new();
     let mut bytes = 0;
     for (i, name) in columns.iter().enumerate() {
@@ -284,7 +291,7 @@ pub fn shown_header(columns: &[String]) -> Vec<String> {
 
 /// The result as status shows it: text values cut to [`STATUS_TEXT_LIMIT`] (the manifest has
 /// them whole).
-pub fn shown_result(
+pub(super) fn shown_result(
     result: &serde_json::Map<String, serde_json::Value>,
 ) -> serde_json::Map<String, serde_json::Value> {
     result
@@ -337,11 +344,11 @@ impl Running {
 }
 
 /// The status of a scan planned in this reconcile.
-pub fn planned(
+pub(super) fn planned(
     mut status: S3ParallelScanStatus,
     generation: Option<i64>,
     layout: &Layout,
-    checkpoint: &Checkpoint,
+    checkpoint: &Bookkeeping,
 ) -> (S3ParallelScanStatus, String) {
     status.object_size = Some(layout.size as i64);
     status.etag = Some(layout.etag.clone());
@@ -373,17 +380,88 @@ pub fn planned(
 /// The next steps of a running scan: fail on a chunk that failed for good, accept finished chunks
 /// in order (re-running one that guessed its start state wrong), record processed chunks, start
 /// the next ones within `parallelism`, and finish once every chunk is in.
-pub fn run(state: &Running, checkpoint: Checkpoint) -> Decision {
+pub(super) fn run(state: &Running, checkpoint: Bookkeeping) -> Decision {
     let mut checkpoint = checkpoint;
     let total = state.layout.chunk_count();
-    let status = state.status.clone();
-    // A chunk that failed for good (or whose pods are refused) fails the scan.
+    if let Some(failed) = failed_chunks(state) {
+        return Decision::next(failed);
+    }
+    let mut steps = Steps::default();
+    // Scan Jobs of chunks accepted earlier (a restart came between status and deletion) go.
+    let accepted_before =
+        |job: &&ChunkJob| job.role == Role::Scan && job.index < checkpoint.verifier.next;
+    steps.delete = state
+        .jobs
+        .iter()
+        .filter(accepted_before)
+        .map(|j| j.name.clone())
+        .collect();
+    let live: Vec<&ChunkJob> = state.jobs.iter().filter(|j| !accepted_before(j)).collect();
+    let mut by_chunk: BTreeMap<(u32, Role), Vec<&ChunkJob>> = BTreeMap::new();
+    for job in &live {
+        by_chunk.entry((job.index, job.role)).or_default().push(job);
+    }
+    if let Err(failed) = accept(state, &mut checkpoint, &by_chunk, &mut steps) {
+        return Decision::next(failed);
+    }
+    let processed = record_processed(state, &live, &mut checkpoint, &mut steps);
+    let all_in = checkpoint.verifier.next == total && (!state.containers || processed == total);
+    let deleting: BTreeSet<&str> = steps.delete.iter().map(String::as_str).collect();
+    if !all_in {
+        let running = live
+            .iter()
+            .filter(|j| j.outcome == Outcome::Running && !deleting.contains(j.name.as_str()))
+            .count();
+        start_next(state, &checkpoint, &by_chunk, running, &mut steps.create);
+    }
+    for job in &steps.create {
+        if let NewJob::Scan { index, .. } | NewJob::Process { index, .. } = job {
+            checkpoint.started = checkpoint.started.max(index + 1);
+        }
+    }
+    let mut status = state.status.clone();
+    checkpoint.store(&mut status);
+    let seen = Seen {
+        live: &live,
+        deleting: &deleting,
+        create: &steps.create,
+    };
+    counts(&mut status, &checkpoint, &seen, total, state.containers);
+    let next = match all_in {
+        true => finishing(state, &checkpoint, &mut status, &mut steps.create),
+        false => Next::Requeue(Duration::from_secs(60)),
+    };
+    Decision {
+        outputs: steps.outputs,
+        status: Some(status),
+        events: vec![],
+        delete: steps.delete,
+        create: steps.create,
+        next,
+    }
+}
+
+/// What one decision about a running scan does to its Jobs and its processors' outputs.
+#[derive(Default)]
+struct Steps {
+    delete: Vec<String>,
+    create: Vec<NewJob>,
+    outputs: Vec<(u32, String)>,
+}
+
+/// A chunk that failed for good (or whose pods are refused) fails the scan.
+fn failed_chunks(state: &Running) -> Option<Next> {
     let mut failures: Vec<(u32, Option<String>, String)> = Vec::new();
     for job in &state.jobs {
         match &job.outcome {
             Outcome::Refused(message) => {
                 let message = format!("the pods of Job {} are refused: {message}", job.name);
-                return Decision::next(failed(status, state.generation, "PodsRefused", &message));
+                return Some(failed(
+                    state.status.clone(),
+                    state.generation,
+                    "PodsRefused",
+                    &message,
+                ));
             }
             Outcome::Failed { reason, message } if job.role != Role::OnComplete => {
                 failures.push((job.index, reason.clone(), message.clone()));
@@ -391,38 +469,33 @@ pub fn run(state: &Running, checkpoint: Checkpoint) -> Decision {
             _ => {}
         }
     }
-    if !failures.is_empty() {
-        failures.sort();
-        let mut status = status;
-        status.failed_chunks = Some(compact_ranges(failures.iter().map(|(i, ..)| *i)));
-        if let Some(counts) = &mut status.chunks {
-            counts.failed = failures.len() as i32;
-        }
-        let (reason, message) = state.failure(&failures);
-        return Decision::next(failed(status, state.generation, reason, &message));
+    if failures.is_empty() {
+        return None;
     }
+    failures.sort();
+    let mut status = state.status.clone();
+    status.failed_chunks = Some(compact_ranges(failures.iter().map(|(i, ..)| *i)));
+    if let Some(counts) = &mut status.chunks {
+        counts.failed = failures.len() as i32;
+    }
+    let (reason, message) = state.failure(&failures);
+    Some(failed(status, state.generation, reason, &message))
+}
 
-    let next_before = checkpoint.verifier.next;
-    let mut delete: Vec<String> = Vec::new();
-    let mut create: Vec<NewJob> = Vec::new();
-    // Scan Jobs of chunks accepted earlier (a restart came between status and deletion).
-    for job in &state.jobs {
-        if job.role == Role::Scan && job.index < next_before {
-            delete.push(job.name.clone());
-        }
-    }
-    let live: Vec<&ChunkJob> = state
-        .jobs
-        .iter()
-        .filter(|job| !(job.role == Role::Scan && job.index < next_before))
-        .collect();
-    let mut by_chunk: BTreeMap<(u32, Role), Vec<&ChunkJob>> = BTreeMap::new();
-    for job in &live {
-        by_chunk.entry((job.index, job.role)).or_default().push(job);
-    }
-
-    // Accept finished scan Jobs in chunk order.
-    while checkpoint.verifier.next < total {
+/// Accepts finished scan Jobs in chunk order, until one is not finished or guessed its start
+/// state wrong (it runs again from the true one). A report that fails its chunk fails the scan.
+fn accept(
+    state: &Running,
+    checkpoint: &mut Bookkeeping,
+    by_chunk: &BTreeMap<(u32, Role), Vec<&ChunkJob>>,
+    steps: &mut Steps,
+) -> Result<(), Next> {
+    let fail = |index: u32, reason: &str, message: &str| {
+        let mut status = state.status.clone();
+        status.failed_chunks = Some(index.to_string());
+        failed(status, state.generation, reason, message)
+    };
+    while checkpoint.verifier.next < state.layout.chunk_count() {
         let index = checkpoint.verifier.next;
         let truth = checkpoint.verifier.state;
         let candidates = by_chunk
@@ -435,126 +508,106 @@ pub fn run(state: &Running, checkpoint: Checkpoint) -> Decision {
             .find(|j| j.state == Some(truth))
             .or_else(|| candidates.iter().find(|j| j.state.is_none()))
         else {
-            break;
+            return Ok(());
         };
-        if job.outcome != Outcome::Succeeded {
-            break;
-        }
-        let report = match state.reports.get(&job.name) {
-            Some(Report::Read(report)) => report,
-            Some(Report::Invalid(why)) => {
-                let message = format!("chunk {index}: {why}");
-                return Decision::next(failed(status, state.generation, "InvalidReport", &message));
+        let report = match (&job.outcome, state.reports.get(&job.name)) {
+            (Outcome::Succeeded, Some(Report::Read(report))) => report,
+            (Outcome::Succeeded, Some(Report::Invalid(why))) => {
+                return Err(fail(
+                    index,
+                    "InvalidReport",
+                    &format!("chunk {index}: {why}"),
+                ));
             }
-            None => break,
+            _ => return Ok(()),
         };
         let task = state.task(index, job.state, state.work.clone());
         match checkpoint.verifier.offer(report, &task) {
             Verdict::Accepted => {
                 if state.containers {
-                    create.push(NewJob::Process {
+                    steps.create.push(NewJob::Process {
                         index,
                         state: truth,
                     });
                 }
-                delete.extend(candidates.iter().map(|j| j.name.clone()));
+                steps
+                    .delete
+                    .extend(candidates.iter().map(|j| j.name.clone()));
             }
             Verdict::RunFrom(from) => {
-                create.push(NewJob::Scan {
+                steps.create.push(NewJob::Scan {
                     index,
                     state: Some(from),
                 });
-                delete.push(job.name.clone());
-                break;
+                steps.delete.push(job.name.clone());
+                return Ok(());
             }
             Verdict::Failed(error) => {
-                let mut status = status;
-                status.failed_chunks = Some(index.to_string());
                 let message = format!("1 chunk(s) failed: {error}");
-                return Decision::next(failed(status, state.generation, error.reason(), &message));
+                return Err(fail(index, error.reason(), &message));
             }
         }
     }
+    Ok(())
+}
 
-    // Container processing results: recorded, then their Jobs go.
+/// Records finished container processors (their Jobs go); returns how many chunks are processed.
+fn record_processed(
+    state: &Running,
+    live: &[&ChunkJob],
+    checkpoint: &mut Bookkeeping,
+    steps: &mut Steps,
+) -> u32 {
+    let total = state.layout.chunk_count();
     let mut processed: BTreeSet<u32> = expand_ranges(&checkpoint.processed, total)
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let mut outputs = Vec::new();
-    for job in &live {
+    for job in live {
         if job.role == Role::Process && job.outcome == Outcome::Succeeded {
             if processed.insert(job.index) {
                 let message = state.outputs.get(&job.index).cloned().unwrap_or_default();
-                outputs.push((job.index, message));
+                steps.outputs.push((job.index, message));
             }
-            delete.push(job.name.clone());
+            steps.delete.push(job.name.clone());
         }
     }
     checkpoint.processed = compact_ranges(processed.iter().copied());
+    processed.len() as u32
+}
 
-    let all_in =
-        checkpoint.verifier.next == total && (!state.containers || processed.len() as u32 == total);
-    // Start chunks in order, at most `parallelism` Jobs running and a bounded window of finished
-    // ones waiting for their turn to be accepted.
-    let deleting: BTreeSet<&str> = delete.iter().map(String::as_str).collect();
-    let mut running = live
-        .iter()
-        .filter(|j| j.outcome == Outcome::Running && !deleting.contains(j.name.as_str()))
-        .count()
-        + create.len();
-    if !all_in {
-        let window = (state.parallelism as usize * 4).max(16) as u32;
-        let window_end = total.min(checkpoint.verifier.next.saturating_add(window));
-        for index in checkpoint.verifier.next..window_end {
-            if running >= state.parallelism.max(1) as usize {
-                break;
-            }
-            let rerunning = create
-                .iter()
-                .any(|job| matches!(job, NewJob::Scan { index: i, .. } if *i == index));
-            if by_chunk.contains_key(&(index, Role::Scan)) || rerunning {
-                continue;
-            }
-            create.push(NewJob::Scan { index, state: None });
-            running += 1;
+/// Starts chunks in order, at most `parallelism` Jobs running (`running` are) and a bounded
+/// window of finished ones waiting for their turn to be accepted.
+fn start_next(
+    state: &Running,
+    checkpoint: &Bookkeeping,
+    by_chunk: &BTreeMap<(u32, Role), Vec<&ChunkJob>>,
+    running: usize,
+    create: &mut Vec<NewJob>,
+) {
+    let mut running = running + create.len();
+    let next = checkpoint.verifier.next;
+    let window = (state.parallelism as usize * 4).max(16) as u32;
+    let window_end = state.layout.chunk_count().min(next.saturating_add(window));
+    for index in next..window_end {
+        if running >= state.parallelism.max(1) as usize {
+            break;
         }
-    }
-    for job in &create {
-        if let NewJob::Scan { index, .. } | NewJob::Process { index, .. } = job {
-            checkpoint.started = checkpoint.started.max(index + 1);
+        let rerunning = create
+            .iter()
+            .any(|job| matches!(job, NewJob::Scan { index: i, .. } if *i == index));
+        if by_chunk.contains_key(&(index, Role::Scan)) || rerunning {
+            continue;
         }
-    }
-
-    let mut status = status;
-    checkpoint.store(&mut status);
-    counts(
-        &mut status,
-        &checkpoint,
-        &live,
-        &deleting,
-        &create,
-        total,
-        state.containers,
-    );
-    let next = match all_in {
-        true => finishing(state, &checkpoint, &mut status, &mut create),
-        false => Next::Requeue(Duration::from_secs(60)),
-    };
-    Decision {
-        outputs,
-        status: Some(status),
-        events: vec![],
-        delete,
-        create,
-        next,
+        create.push(NewJob::Scan { index, state: None });
+        running += 1;
     }
 }
 
 /// Once every chunk is in: the manifest, then the onComplete Job, then success.
 fn finishing(
     state: &Running,
-    checkpoint: &Checkpoint,
+    checkpoint: &Bookkeeping,
     status: &mut S3ParallelScanStatus,
     create: &mut Vec<NewJob>,
 ) -> Next {
@@ -569,14 +622,7 @@ fn finishing(
         )]
         .into_iter()
         .collect(),
-        false => {
-            let verifier = &checkpoint.verifier;
-            let rows = state
-                .query
-                .limit
-                .map_or(verifier.rows, |limit| verifier.rows.min(limit));
-            state.query.result(&verifier.partials, rows)
-        }
+        false => checkpoint.verifier.result(&state.query).1,
     };
     if !checkpoint.finished {
         return Next::WriteManifest { result };
@@ -634,15 +680,25 @@ fn finishing(
 }
 
 /// Chunk counts, succeeded ranges and totals in status.
+/// The Jobs a decision saw, and what it does to them.
+struct Seen<'a> {
+    live: &'a [&'a ChunkJob],
+    deleting: &'a BTreeSet<&'a str>,
+    create: &'a [NewJob],
+}
+
 fn counts(
     status: &mut S3ParallelScanStatus,
-    checkpoint: &Checkpoint,
-    live: &[&ChunkJob],
-    deleting: &BTreeSet<&str>,
-    create: &[NewJob],
+    checkpoint: &Bookkeeping,
+    seen: &Seen,
     total: u32,
     containers: bool,
 ) {
+    let Seen {
+        live,
+        deleting,
+        create,
+    } = seen;
     let verifier = &checkpoint.verifier;
     let remaining = || live.iter().filter(|j| !deleting.contains(j.name.as_str()));
     let running = (remaining()

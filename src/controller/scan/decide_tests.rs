@@ -29,10 +29,10 @@ fn layout(chunks: u32, format: Format) -> Layout {
 }
 
 /// A running scan of `chunks` chunks, planned, with no Job yet.
-fn running(sql: &str, chunks: u32, format: Format) -> (Running, Checkpoint) {
+fn running(sql: &str, chunks: u32, format: Format) -> (Running, Bookkeeping) {
     let layout = layout(chunks, format);
-    let query = crate::scan::sql::compile(sql, &format.columns(&layout.columns)).unwrap();
-    let checkpoint = Checkpoint::new(query.empty_partials(), layout.columns.clone());
+    let query = crate::scan::sql::compile(sql, &layout.sql_columns()).unwrap();
+    let checkpoint = Bookkeeping::new(query.empty_partials(), layout.columns.clone());
     let (status, _) = planned(
         S3ParallelScanStatus::default(),
         Some(1),
@@ -59,7 +59,7 @@ fn running(sql: &str, chunks: u32, format: Format) -> (Running, Checkpoint) {
     (state, checkpoint)
 }
 
-fn count(chunks: u32) -> (Running, Checkpoint) {
+fn count(chunks: u32) -> (Running, Bookkeeping) {
     running("SELECT COUNT(*) FROM S3Object", chunks, Format::JsonLines)
 }
 
@@ -145,8 +145,8 @@ fn written(decision: &Decision) -> &S3ParallelScanStatus {
     decision.status.as_ref().expect("a status write")
 }
 
-fn checkpoint_of(decision: &Decision) -> Checkpoint {
-    Checkpoint::of(written(decision)).expect("a checkpoint in status")
+fn checkpoint_of(decision: &Decision) -> Bookkeeping {
+    Bookkeeping::of(written(decision)).expect("a checkpoint in status")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -292,14 +292,14 @@ fn status_shows_long_headers_and_values_cut_the_checkpoint_keeps_them() {
     assert_eq!(shown["n"], 3);
     let mut layout = layout(1, CSV);
     layout.columns = vec![long.clone()];
-    let checkpoint = Checkpoint::new(vec![], layout.columns.clone());
+    let checkpoint = Bookkeeping::new(vec![], layout.columns.clone());
     let (status, _) = planned(
         S3ParallelScanStatus::default(),
         Some(1),
         &layout,
         &checkpoint,
     );
-    assert_eq!(Checkpoint::of(&status).unwrap().columns, vec![long]);
+    assert_eq!(Bookkeeping::of(&status).unwrap().columns, vec![long]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -587,7 +587,7 @@ fn refused_pods_fail_the_scan_with_the_api_servers_reason() {
 // ---------------------------------------------------------------------------------------------
 // Container processors
 
-fn containers(chunks: u32) -> (Running, Checkpoint) {
+fn containers(chunks: u32) -> (Running, Bookkeeping) {
     let (mut state, checkpoint) = count(chunks);
     state.containers = true;
     (state, checkpoint)
@@ -630,7 +630,7 @@ fn processed_chunks_are_recorded_with_their_output_then_finish() {
 // ---------------------------------------------------------------------------------------------
 // Finishing
 
-fn all_accepted(sql: &str) -> (Running, Checkpoint) {
+fn all_accepted(sql: &str) -> (Running, Bookkeeping) {
     let (mut state, mut checkpoint) = running(sql, 2, Format::JsonLines);
     for index in 0..2 {
         let r = report(&state, index, None, 2);

@@ -227,67 +227,78 @@ impl JobTemplate<'_> {
         }
     }
 
-    /// The Job of `kind`, named deterministically and owned by the scan.
-    pub fn build(&self, kind: JobKind) -> Job {
-        let chunk_mount = || VolumeMount {
-            name: "chunk".into(),
-            mount_path: CHUNK_DIR.into(),
-            ..Default::default()
-        };
-        let (role, index, state, init, containers, volumes) = match kind {
+    /// What runs in the pod of a Job of `kind`.
+    fn content(&self, kind: JobKind) -> PodContent {
+        match kind {
             JobKind::Scan { task, report_to } => {
                 let extra = vec![env(ENV_REPORT_TO, report_to)];
                 let worker = self.worker(CONTAINER_WORKER, &[CONTAINER_WORKER], task, extra);
-                (
-                    Role::Scan,
-                    task.index,
-                    task.start_state,
-                    vec![],
-                    vec![worker],
-                    vec![],
-                )
+                PodContent {
+                    role: Role::Scan,
+                    index: task.index,
+                    state: task.start_state,
+                    init: vec![],
+                    containers: vec![worker],
+                    volumes: vec![],
+                }
             }
-            JobKind::Process { task, container } => {
-                let mut fetch =
-                    self.worker(CONTAINER_FETCH, &[CONTAINER_WORKER, "fetch"], task, vec![]);
-                fetch.volume_mounts = Some(vec![chunk_mount()]);
-                let (start, end) = task.layout.range(task.index);
-                let vars = vec![
-                    env(ENV_CHUNK_FILE, chunk_file(task.layout.format)),
-                    env(ENV_CHUNK_INDEX, task.index.to_string()),
-                    env(
-                        ENV_CHUNK_RANGE,
-                        format!("{start}-{}", end.min(task.layout.size)),
-                    ),
-                    env(ENV_BUCKET, task.layout.bucket.clone()),
-                    env(ENV_KEY, task.layout.key.clone()),
-                ];
-                let volume = Volume {
-                    name: "chunk".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                };
-                let user = Self::user(container, vars, vec![chunk_mount()]);
-                (
-                    Role::Process,
-                    task.index,
-                    None,
-                    vec![fetch],
-                    vec![user],
-                    vec![volume],
-                )
-            }
+            JobKind::Process { task, container } => self.process(task, container),
             JobKind::OnComplete {
                 container,
                 manifest,
             } => {
                 let mut vars = self.store_env();
                 vars.push(env(ENV_MANIFEST, manifest));
-                let user = Self::user(container, vars, vec![]);
-                (Role::OnComplete, 0, None, vec![], vec![user], vec![])
+                PodContent {
+                    role: Role::OnComplete,
+                    index: 0,
+                    state: None,
+                    init: vec![],
+                    containers: vec![Self::user(container, vars, vec![])],
+                    volumes: vec![],
+                }
             }
+        }
+    }
+
+    /// A chunk's processing: the worker fetches the chunk into a shared volume, then the user's
+    /// container reads it.
+    fn process(&self, task: &ChunkTask, container: &ContainerSpec) -> PodContent {
+        let chunk_mount = || VolumeMount {
+            name: "chunk".into(),
+            mount_path: CHUNK_DIR.into(),
+            ..Default::default()
         };
+        let mut fetch = self.worker(CONTAINER_FETCH, &[CONTAINER_WORKER, "fetch"], task, vec![]);
+        fetch.volume_mounts = Some(vec![chunk_mount()]);
+        let layout = &task.layout;
+        let (start, end) = layout.range(task.index);
+        let vars = vec![
+            env(ENV_CHUNK_FILE, chunk_file(layout.format)),
+            env(ENV_CHUNK_INDEX, task.index.to_string()),
+            env(ENV_CHUNK_RANGE, format!("{start}-{}", end.min(layout.size))),
+            env(ENV_BUCKET, layout.bucket.clone()),
+            env(ENV_KEY, layout.key.clone()),
+        ];
+        PodContent {
+            role: Role::Process,
+            index: task.index,
+            state: None,
+            init: vec![fetch],
+            containers: vec![Self::user(container, vars, vec![chunk_mount()])],
+            volumes: vec![Volume {
+                name: "chunk".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// The Job of `kind`, named deterministically and owned by the scan.
+    pub fn build(&self, kind: JobKind) -> Job {
+        let content = self.content(kind);
         let scan = self.scan;
+        let (role, index, state) = (content.role, content.index, content.state);
         let mut labels = BTreeMap::from([
             (LABEL_SCAN.to_string(), scan.uid().unwrap_or_default()),
             (LABEL_ROLE.to_string(), role.label().to_string()),
@@ -296,7 +307,6 @@ impl JobTemplate<'_> {
         if let Some(state) = state {
             labels.insert(LABEL_START_STATE.into(), state.code().to_string());
         }
-        let worker = scan.spec.worker.clone().unwrap_or_default();
         Job {
             metadata: ObjectMeta {
                 name: Some(job_name(scan, role, index, state)),
@@ -316,34 +326,57 @@ impl JobTemplate<'_> {
                         labels: Some(labels),
                         ..Default::default()
                     }),
-                    spec: Some(PodSpec {
-                        restart_policy: Some("Never".into()),
-                        automount_service_account_token: Some(false),
-                        service_account_name: worker.service_account_name,
-                        node_selector: (!worker.node_selector.is_empty())
-                            .then_some(worker.node_selector),
-                        tolerations: (!worker.tolerations.is_empty()).then_some(worker.tolerations),
-                        security_context: Some(PodSecurityContext {
-                            run_as_non_root: Some(true),
-                            run_as_user: Some(RUN_AS),
-                            run_as_group: Some(RUN_AS),
-                            seccomp_profile: Some(SeccompProfile {
-                                type_: "RuntimeDefault".into(),
-                                localhost_profile: None,
-                            }),
-                            ..Default::default()
-                        }),
-                        init_containers: (!init.is_empty()).then_some(init),
-                        containers,
-                        volumes: (!volumes.is_empty()).then_some(volumes),
-                        ..Default::default()
-                    }),
+                    spec: Some(self.pod_spec(content)),
                 },
                 ..Default::default()
             }),
             status: None,
         }
     }
+
+    /// A pod that runs `content` once, as a non-root user with no API access, placed as the
+    /// scan's worker settings say.
+    fn pod_spec(&self, content: PodContent) -> PodSpec {
+        let worker = self.scan.spec.worker.clone().unwrap_or_default();
+        let PodContent {
+            init,
+            containers,
+            volumes,
+            ..
+        } = content;
+        PodSpec {
+            restart_policy: Some("Never".into()),
+            automount_service_account_token: Some(false),
+            service_account_name: worker.service_account_name,
+            node_selector: (!worker.node_selector.is_empty()).then_some(worker.node_selector),
+            tolerations: (!worker.tolerations.is_empty()).then_some(worker.tolerations),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS),
+                run_as_group: Some(RUN_AS),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            }),
+            init_containers: (!init.is_empty()).then_some(init),
+            containers,
+            volumes: (!volumes.is_empty()).then_some(volumes),
+            ..Default::default()
+        }
+    }
+}
+
+/// What runs in a Job's pod, and which chunk Job it is.
+struct PodContent {
+    role: Role,
+    index: u32,
+    /// The start state of a re-run from the true state.
+    state: Option<State>,
+    init: Vec<Container>,
+    containers: Vec<Container>,
+    volumes: Vec<Volume>,
 }
 
 /// The scan as the controlling owner: the Job goes with it.

@@ -28,7 +28,7 @@ use super::{Context, Error, StatusWriter, publish, s3_client};
 use crate::api::Phase;
 use crate::api::scan::S3ParallelScan;
 use crate::worker::LABEL_SCAN;
-use decide::{Checkpoint, Lifecycle};
+use decide::{Bookkeeping, Lifecycle};
 use observe::{Io, Observed};
 
 /// Held while chunk workers may leave incomplete uploads behind.
@@ -133,7 +133,7 @@ async fn cleanup(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, 
         return Err(Error::JobsRemaining(remaining));
     }
     let status = obj.status.clone().unwrap_or_default();
-    let Some(checkpoint) = Checkpoint::of(&status) else {
+    let Some(checkpoint) = Bookkeeping::of(&status) else {
         return Ok(Action::await_change());
     };
     let Some(output) = &obj.spec.processor.output else {

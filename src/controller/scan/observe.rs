@@ -9,16 +9,16 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
-use super::decide::{Checkpoint, ChunkJob, Outcome, POD_GRACE, Report, Running};
+use super::decide::{Bookkeeping, ChunkJob, Outcome, POD_GRACE, Report, Running};
 use super::jobs::{Role, disallowed_image, job_prefix};
+use crate::api::Phase;
 use crate::api::S3Connection;
 use crate::api::ingest::S3Ingest;
 use crate::api::scan::{S3ParallelScan, S3ParallelScanStatus};
-use crate::api::{Phase, scan::OutputFormat as ApiOutputFormat};
 use crate::controller::{Context, Error, s3_client};
-use crate::scan::sql::{Columns, compile};
+use crate::scan::sql::compile;
 use crate::scan::{
-    ChunkReport, Format, Layout, Output, OutputFormat, PlanRequest, ScanError, State, plan,
+    ChunkObject, ChunkReport, Format, Layout, Output, PlanRequest, ScanError, State, plan,
 };
 use crate::size::parse_size;
 use crate::worker::{FailureMessage, LABEL_CHUNK, LABEL_ROLE, LABEL_SCAN, LABEL_START_STATE};
@@ -29,7 +29,7 @@ const COUNT_QUERY: &str = "SELECT COUNT(*) FROM S3Object";
 const REPORT_LIMIT: usize = 1 << 20;
 
 /// The scan as it is now and the Jobs it owns.
-pub struct Seen {
+pub(super) struct Seen {
     pub scan: S3ParallelScan,
     /// Jobs owned by this scan (by owner reference uid), not being deleted.
     pub jobs: Vec<Job>,
@@ -39,7 +39,7 @@ pub struct Seen {
 
 /// The scan as it is now (the cache may trail this controller's own last status write), or
 /// `None` when it is gone or replaced by another of the same name.
-pub async fn seen(ctx: &Context, obj: &S3ParallelScan) -> Result<Option<Seen>, Error> {
+pub(super) async fn seen(ctx: &Context, obj: &S3ParallelScan) -> Result<Option<Seen>, Error> {
     let api: Api<S3ParallelScan> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let Some(scan) = api
@@ -62,7 +62,10 @@ pub async fn seen(ctx: &Context, obj: &S3ParallelScan) -> Result<Option<Seen>, E
 
 /// The Jobs that carry the scan's label and name it as their controlling owner: a label alone
 /// (which anyone who may create Jobs can set) does not make a Job the scan's.
-pub async fn owned_jobs(ctx: &Context, scan: &S3ParallelScan) -> Result<Vec<Job>, kube::Error> {
+pub(super) async fn owned_jobs(
+    ctx: &Context,
+    scan: &S3ParallelScan,
+) -> Result<Vec<Job>, kube::Error> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &scan.namespace().unwrap_or_default());
     let uid = scan.uid().unwrap_or_default();
     let selector = format!("{LABEL_SCAN}={uid}");
@@ -80,14 +83,14 @@ pub async fn owned_jobs(ctx: &Context, scan: &S3ParallelScan) -> Result<Vec<Job>
 
 /// The object a scan reads and how to reach it.
 #[derive(Clone, Debug)]
-pub struct Source {
+pub(super) struct Source {
     pub bucket: String,
     pub key: String,
     pub connection: S3Connection,
 }
 
 /// Where a running scan's chunks, reports and manifest go.
-pub struct Io {
+pub(super) struct Io {
     pub s3: aws_sdk_s3::Client,
     pub source: Source,
     /// Bucket and prefix of chunk reports, upload records and the manifest.
@@ -96,7 +99,7 @@ pub struct Io {
 }
 
 /// What the scan can do now.
-pub enum Observed {
+pub(super) enum Observed {
     /// Its source cannot be read yet (an S3Ingest still running), with why.
     Waiting(String),
     /// It cannot run: a reason and a message (inputs, planning, SQL).
@@ -106,9 +109,9 @@ pub enum Observed {
 }
 
 /// A scan that runs: what decide needs, planned in this reconcile when `planned_now`.
-pub struct Ready {
+pub(super) struct Ready {
     pub state: Running,
-    pub checkpoint: Checkpoint,
+    pub checkpoint: Bookkeeping,
     pub planned_now: bool,
     pub io: Io,
 }
@@ -122,7 +125,7 @@ impl From<(&'static str, String)> for Observed {
 /// Reads the source, plans (once) and compiles the query, and reads the finished Jobs' reports
 /// and messages. Transient S3 errors are errors (the reconcile is retried); verdicts on the input
 /// are [`Observed::Refused`].
-pub async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Error> {
+pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Error> {
     let obj = &seen.scan;
     let settings = &ctx.settings;
     if let Some(image) = disallowed_image(obj, &settings.allowed_images, &settings.worker_image) {
@@ -140,7 +143,8 @@ pub async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Error> {
         Err(e) => return Ok(Observed::Refused(e.reason(), e.to_string())),
     };
     let status = obj.status.clone().unwrap_or_default();
-    let recorded = Checkpoint::of(&status).and_then(|c| recorded_layout(obj, &source, &status, &c));
+    let recorded =
+        Bookkeeping::of(&status).and_then(|c| recorded_layout(obj, &source, &status, &c));
     let planned_now = recorded.is_none();
     let layout = match recorded {
         Some(layout) => layout,
@@ -153,19 +157,13 @@ pub async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Error> {
         },
     };
     let containers = obj.spec.processor.container.is_some();
-    let sql = obj
-        .spec
-        .processor
-        .sql
-        .clone()
-        .unwrap_or_else(|| COUNT_QUERY.to_string());
-    let query = match compile(&sql, &columns_of(&layout)) {
-        Ok(query) => query,
-        Err(e) => return Ok(Observed::Refused("InvalidSql", e.to_string())),
+    let (sql, query) = match query_of(obj, &layout) {
+        Ok(compiled) => compiled,
+        Err(refused) => return Ok(refused),
     };
-    let checkpoint = match Checkpoint::of(&status) {
+    let checkpoint = match Bookkeeping::of(&status) {
         Some(checkpoint) if !planned_now => checkpoint,
-        _ => Checkpoint::new(query.empty_partials(), layout.columns.clone()),
+        _ => Bookkeeping::new(query.empty_partials(), layout.columns.clone()),
     };
     let output = output_of(obj);
     let work = crate::scan::Work::Query {
@@ -181,20 +179,7 @@ pub async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Error> {
     let namespace = obj.namespace().unwrap_or_default();
     let jobs = chunk_jobs(ctx, &seen.jobs).await?;
     let reports = reports(ctx, &io, &namespace, &jobs, checkpoint.verifier.next).await?;
-    let mut outputs = BTreeMap::new();
-    for job in &jobs {
-        if job.role == Role::Process && job.outcome == Outcome::Succeeded {
-            let message = termination_message(
-                ctx,
-                &namespace,
-                &job.name,
-                Role::Process.reporting_container(),
-            )
-            .await?
-            .unwrap_or_default();
-            outputs.insert(job.index, message);
-        }
-    }
+    let outputs = processor_outputs(ctx, &namespace, &jobs).await?;
     let state = Running {
         generation: obj.metadata.generation,
         status,
@@ -215,6 +200,39 @@ pub async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Error> {
         planned_now,
         io,
     })))
+}
+
+/// The scan's SQL (COUNT(*) when it has none) and its compiled query.
+fn query_of(
+    obj: &S3ParallelScan,
+    layout: &Layout,
+) -> Result<(String, crate::scan::sql::Query), Observed> {
+    let sql = obj
+        .spec
+        .processor
+        .sql
+        .clone()
+        .unwrap_or_else(|| COUNT_QUERY.to_string());
+    let query = compile(&sql, &layout.sql_columns())
+        .map_err(|e| Observed::Refused("InvalidSql", e.to_string()))?;
+    Ok((sql, query))
+}
+
+/// What the finished container processors said, by chunk.
+async fn processor_outputs(
+    ctx: &Context,
+    namespace: &str,
+    jobs: &[ChunkJob],
+) -> Result<BTreeMap<u32, String>, Error> {
+    let mut outputs = BTreeMap::new();
+    for job in jobs {
+        if job.role == Role::Process && job.outcome == Outcome::Succeeded {
+            let container = Role::Process.reporting_container();
+            let message = termination_message(ctx, namespace, &job.name, container).await?;
+            outputs.insert(job.index, message.unwrap_or_default());
+        }
+    }
+    Ok(outputs)
 }
 
 /// The scan's source: its own bucket and key, or its S3Ingest's object once that succeeded.
@@ -272,16 +290,12 @@ fn format_of(obj: &S3ParallelScan) -> Format {
     }
 }
 
-fn columns_of(layout: &Layout) -> Columns {
-    layout.format.columns(&layout.columns)
-}
-
 /// The planned layout as status and its checkpoint recorded it.
 fn recorded_layout(
     obj: &S3ParallelScan,
     source: &Source,
     status: &S3ParallelScanStatus,
-    checkpoint: &Checkpoint,
+    checkpoint: &Bookkeeping,
 ) -> Option<Layout> {
     Some(Layout {
         bucket: source.bucket.clone(),
@@ -336,7 +350,7 @@ async fn plan_scan(
 
 /// Row output and chunk reports go under the output prefix, or under a prefix of the source
 /// bucket for scans without output.
-pub fn work_location(obj: &S3ParallelScan, layout: &Layout) -> (String, String) {
+pub(super) fn work_location(obj: &S3ParallelScan, layout: &Layout) -> (String, String) {
     match &obj.spec.processor.output {
         Some(output) => (output.bucket.clone(), output.prefix.clone()),
         None => (
@@ -351,21 +365,19 @@ pub fn work_location(obj: &S3ParallelScan, layout: &Layout) -> (String, String) 
 }
 
 /// Where the scan's row output goes, if it writes rows.
-pub fn output_of(obj: &S3ParallelScan) -> Option<Output> {
+pub(super) fn output_of(obj: &S3ParallelScan) -> Option<Output> {
     obj.spec.processor.output.as_ref().map(|output| Output {
         bucket: output.bucket.clone(),
         prefix: output.prefix.clone(),
-        format: match output.format {
-            Some(ApiOutputFormat::Csv) => OutputFormat::Csv,
-            Some(ApiOutputFormat::JsonLines) => OutputFormat::JsonLines,
-            None => format_of(obj).output_format(),
-        },
+        format: output
+            .format
+            .unwrap_or_else(|| format_of(obj).output_format()),
     })
 }
 
 /// Key of chunk `index`'s report under the work prefix.
-pub fn report_key(work_prefix: &str, index: u32) -> String {
-    format!("{work_prefix}chunks/{index:05}.json")
+pub(super) fn report_key(work_prefix: &str, index: u32) -> String {
+    ChunkObject::Report.key(work_prefix, index)
 }
 
 fn label<'a>(job: &'a Job, key: &str) -> Option<&'a str> {
@@ -555,21 +567,15 @@ async fn read_report(
 }
 
 /// A chunk report stored in S3, at most [`REPORT_LIMIT`] bytes.
-pub async fn get_report(
+pub(super) async fn get_report(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
 ) -> Result<ChunkReport, ScanError> {
     let location = format!("s3://{bucket}/{key}");
-    let body = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
+    let bytes = crate::s3::read_object(s3, bucket, key, REPORT_LIMIT)
         .await
-        .map_err(|e| crate::scan::s3_error(&format!("GET {location}"), e))?
-        .body;
-    let bytes = crate::scan::read_limited(body, REPORT_LIMIT, &location).await?;
+        .map_err(crate::scan::read_failure)?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ScanError::InvalidScan(format!("{location} is not a chunk report: {e}")))
 }

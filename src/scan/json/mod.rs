@@ -2,6 +2,8 @@
 //! grammar, no UTF-8 check inside strings, no depth limit, but without serde's visitor calls,
 //! and strings and digits taken 8 bytes at a time.
 
+pub(crate) mod fields;
+
 use std::ops::Range;
 
 use super::word::{bytes_below, bytes_equal, non_digits};
@@ -12,7 +14,7 @@ use super::word::{bytes_below, bytes_equal, non_digits};
 /// their keys: a prefix equal to the last line's is taken in one comparison of 16 bytes, not
 /// scanned byte by byte, and the scan of the line's next token need not wait for it.
 #[derive(Default)]
-pub struct Scratch {
+pub(super) struct Scratch {
     open: Vec<u8>,
     prefixes: Vec<Prefix>,
 }
@@ -34,14 +36,17 @@ const PREFIXES: usize = 32;
 // Not inlined: inside the record loop, the scan's position went through the stack (registers
 // spilled), and each token waited on a store and a load (10% more CPU for a count).
 #[inline(never)]
-pub fn is_json_value(text: &[u8], scratch: &mut Scratch) -> bool {
+pub(super) fn is_json_value(text: &[u8], scratch: &mut Scratch) -> bool {
     visit_json_value(text, scratch, |_, _| {})
 }
 
 /// [`is_json_value`], calling `member(key, value)` for each member of a top-level object, in
 /// order, as it is checked: `key` is the text between the key's quotes (escapes as written),
 /// `value` the span of the member's value in `text`. Members seen before a refusal are reported.
-pub fn visit_json_value(
+///
+/// One loop over the bytes with its state in locals: it runs for every record of a JSON Lines
+/// scan, and splitting it would pass that state through calls on the hot path.
+pub(super) fn visit_json_value(
     text: &[u8],
     scratch: &mut Scratch,
     mut member: impl FnMut(&[u8], Range<usize>),

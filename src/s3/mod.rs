@@ -1,16 +1,29 @@
-//! S3 client setup shared by the engines, the controller and the CLI: endpoint, region, path-style
-//! addressing and credentials, with no Kubernetes types.
+//! The S3 layer shared by the engines, the controller and the CLI, with no Kubernetes types: client
+//! setup (endpoint, region, path-style addressing, credentials, the address policy, timeouts and
+//! retries), error classification, multipart uploads, resumable reads and `s3://` URLs.
+
+mod error;
+mod multipart;
+mod read;
+mod retry;
+mod url;
+
+pub use error::ServiceFailure;
+pub use multipart::{
+    HeldPart, MultipartWriter, NewObject, abort_upload, multipart_etag, quoted_md5,
+};
+pub use read::{RangeStream, ReadFailure, object_version, read_object};
+pub use retry::backoff;
+pub use url::{S3Url, S3UrlError};
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
-use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{Credentials, Region};
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use crate::address::{AddressPolicy, S3Resolver, UrlRefused};
 
@@ -57,7 +70,7 @@ pub struct S3Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
     #[error("endpoint {0:?} is not a URL: {1}")]
-    Invalid(String, url::ParseError),
+    Invalid(String, ::url::ParseError),
     #[error("endpoint {shown}: {1}", shown = crate::redact::text(.0))]
     Refused(String, UrlRefused),
 }
@@ -80,7 +93,7 @@ fn timeouts() -> TimeoutConfig {
 /// resolves pass it.
 pub async fn client(settings: &S3Settings) -> Result<aws_sdk_s3::Client, EndpointError> {
     if let (Some(endpoint), Some(policy)) = (&settings.endpoint, &settings.policy) {
-        let url = url::Url::parse(endpoint)
+        let url = ::url::Url::parse(endpoint)
             .map_err(|e| EndpointError::Invalid(crate::redact::text(endpoint).into_owned(), e))?;
         policy
             .check_url(&url)
@@ -165,117 +178,5 @@ mod tests {
         assert!(shown.contains("AKIDEXAMPLE"));
         assert!(!shown.contains("wJalrXUtnFEMI"));
         assert!(!shown.contains("FwoGZXIvYXdzE"));
-    }
-}
-
-/// Aborts the multipart upload `upload_id` of `bucket/key` (exactly that one: nothing is listed),
-/// and checks that it is gone: S3 may keep a part whose upload was in flight during an abort, so
-/// the abort is repeated while ListParts still finds the upload. One that is already gone is no
-/// error. The one place s3flow aborts uploads.
-pub async fn abort_upload(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    upload_id: &str,
-) -> Result<(), ServiceFailure> {
-    for _ in 0..3 {
-        match s3
-            .abort_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(()),
-            Err(e) => return Err(ServiceFailure::of("aborting the multipart upload", e)),
-        }
-        match s3
-            .list_parts()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .max_parts(1)
-            .send()
-            .await
-        {
-            Err(e) if e.code() == Some("NoSuchUpload") => return Ok(()),
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    Err(ServiceFailure {
-        code: "UploadNotAborted".into(),
-        message: format!(
-            "upload {upload_id} of s3://{bucket}/{key} still exists after aborting it"
-        ),
-        forbidden: None,
-    })
-}
-
-/// An S3 request's failure: the service's error code and a message with its context.
-#[derive(Debug)]
-pub struct ServiceFailure {
-    /// S3's error code (`NoSuchKey`, `AccessDenied`, ...), `HTTP <status>` when the answer had no
-    /// body (HEAD), empty when no answer came.
-    pub code: String,
-    pub message: String,
-    /// The address policy refused the connection.
-    pub forbidden: Option<crate::address::ForbiddenAddress>,
-}
-
-impl ServiceFailure {
-    pub fn of<E>(context: &str, error: SdkError<E, HttpResponse>) -> ServiceFailure
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-    {
-        let forbidden = crate::address::ForbiddenAddress::find(&error);
-        // HEAD answers carry no error body: fall back to the status code.
-        let status = error.raw_response().map(|r| r.status().as_u16());
-        let code = match (error.code(), status) {
-            (Some(code), _) => code.to_string(),
-            (None, Some(403)) => "AccessDenied".to_string(),
-            (None, Some(404)) => "NotFound".to_string(),
-            (None, Some(412)) => "PreconditionFailed".to_string(),
-            (None, Some(status)) => format!("HTTP {status}"),
-            (None, None) => String::new(),
-        };
-        let message = match &forbidden {
-            Some(forbidden) => format!("{context}: {forbidden}"),
-            None => format!(
-                "{context}: {}",
-                error.message().map(str::to_string).unwrap_or_else(|| {
-                    let mut text = error.to_string();
-                    let mut source = std::error::Error::source(&error);
-                    while let Some(e) = source {
-                        text = format!("{text}: {e}");
-                        source = e.source();
-                    }
-                    text
-                })
-            ),
-        };
-        ServiceFailure {
-            code,
-            message: crate::redact::text(&message).into_owned(),
-            forbidden,
-        }
-    }
-
-    pub fn is_access_denied(&self) -> bool {
-        matches!(
-            self.code.as_str(),
-            "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AllAccessDisabled"
-        )
-    }
-}
-
-impl fmt::Display for ServiceFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.code.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{} ({})", self.message, self.code)
-        }
     }
 }

@@ -1,0 +1,189 @@
+//! Reading objects: byte ranges of one version (pinned with If-Match) that resume from the next
+//! byte when a connection drops mid-body or stalls, and small whole objects (reports, records)
+//! read with a size bound.
+
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+use super::{ServiceFailure, backoff};
+
+/// Drops and stalls a range read survives before it fails.
+const ATTEMPTS: u32 = 5;
+/// A body that sends nothing for this long counts as dropped.
+const BODY_STALL: Duration = Duration::from_secs(60);
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadFailure {
+    /// S3 refused the request (or never answered): its failure, to classify by code.
+    #[error(transparent)]
+    Request(ServiceFailure),
+    /// The body kept breaking off.
+    #[error("{context} at byte {offset}: {source}")]
+    Broken {
+        context: String,
+        offset: u64,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The object is larger than the caller takes.
+    #[error("{context} is larger than {limit} bytes")]
+    TooLarge { context: String, limit: usize },
+}
+
+/// The bytes `[start, end)` of an object, as they arrive.
+pub struct RangeStream {
+    s3: Client,
+    bucket: String,
+    key: String,
+    /// The version every request must find (If-Match).
+    etag: Option<String>,
+    next: u64,
+    end: u64,
+    body: Option<ByteStream>,
+    failures: u32,
+}
+
+impl RangeStream {
+    pub fn new(
+        s3: &Client,
+        bucket: &str,
+        key: &str,
+        etag: Option<&str>,
+        (start, end): (u64, u64),
+    ) -> RangeStream {
+        RangeStream {
+            s3: s3.clone(),
+            bucket: bucket.into(),
+            key: key.into(),
+            etag: etag.map(String::from),
+            next: start,
+            end,
+            body: None,
+            failures: 0,
+        }
+    }
+
+    fn context(&self) -> String {
+        format!("GET s3://{}/{}", self.bucket, self.key)
+    }
+
+    /// The next bytes of the range, `None` after its end. A broken or stalled body is resumed
+    /// from the next byte with the same If-Match.
+    pub async fn next(&mut self) -> Option<Result<Bytes, ReadFailure>> {
+        while self.next < self.end {
+            let Some(body) = &mut self.body else {
+                match self.request().await {
+                    Ok(body) => self.body = Some(body),
+                    Err(e) => return Some(Err(e)),
+                }
+                continue;
+            };
+            let broke: Box<dyn std::error::Error + Send + Sync> =
+                match tokio::time::timeout(BODY_STALL, body.next()).await {
+                    Ok(Some(Ok(bytes))) => {
+                        self.next += bytes.len() as u64;
+                        self.failures = 0;
+                        return Some(Ok(bytes));
+                    }
+                    Ok(Some(Err(e))) => Box::new(e),
+                    Ok(None) => "the body ended before the range did".into(),
+                    Err(_) => format!("no bytes for {} s", BODY_STALL.as_secs()).into(),
+                };
+            self.body = None;
+            self.failures += 1;
+            if self.failures >= ATTEMPTS {
+                return Some(Err(ReadFailure::Broken {
+                    context: self.context(),
+                    offset: self.next,
+                    source: broke,
+                }));
+            }
+            tokio::time::sleep(backoff(self.failures)).await;
+        }
+        None
+    }
+
+    /// A GET of what is left of the range; transient refusals are tried again.
+    async fn request(&mut self) -> Result<ByteStream, ReadFailure> {
+        let range = format!("bytes={}-{}", self.next, self.end - 1);
+        loop {
+            let sent = self
+                .s3
+                .get_object()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .range(&range)
+                .set_if_match(self.etag.clone())
+                .send()
+                .await;
+            let failure = match sent {
+                Ok(object) => return Ok(object.body),
+                Err(e) => ServiceFailure::of(&format!("{} {range}", self.context()), e),
+            };
+            self.failures += 1;
+            if !failure.is_transient() || self.failures >= ATTEMPTS {
+                return Err(ReadFailure::Request(failure));
+            }
+            tokio::time::sleep(backoff(self.failures)).await;
+        }
+    }
+
+    /// All of the range, at most `limit` bytes.
+    pub async fn collect(mut self, limit: usize) -> Result<Vec<u8>, ReadFailure> {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = self.next().await {
+            let chunk = chunk?;
+            if bytes.len() + chunk.len() > limit {
+                return Err(ReadFailure::TooLarge {
+                    context: self.context(),
+                    limit,
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+}
+
+/// An object's size and ETag (the version a [`RangeStream`] pins).
+pub async fn object_version(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<(u64, Option<String>), ReadFailure> {
+    let head = s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| {
+            ReadFailure::Request(ServiceFailure::of(&format!("HEAD s3://{bucket}/{key}"), e))
+        })?;
+    let size = u64::try_from(head.content_length().unwrap_or_default()).unwrap_or_default();
+    Ok((size, head.e_tag))
+}
+
+/// A whole object of at most `limit` bytes (a report, a record, an upload record): its size
+/// from a HEAD, then its bytes as one resumable range of that version.
+pub async fn read_object(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+    limit: usize,
+) -> Result<Vec<u8>, ReadFailure> {
+    let (size, etag) = object_version(s3, bucket, key).await?;
+    if size > limit as u64 {
+        return Err(ReadFailure::TooLarge {
+            context: format!("s3://{bucket}/{key}"),
+            limit,
+        });
+    }
+    RangeStream::new(s3, bucket, key, etag.as_deref(), (0, size))
+        .collect(limit)
+        .await
+}

@@ -1,0 +1,137 @@
+//! One chunk: read its byte range (and past its end to finish its last record), find its records
+//! from its start state, and run the query on them or write them to a local file.
+//!
+//! Reading is async (`fetch`: ranged GETs pinned to the object's ETag); parsing runs on a blocking
+//! thread (`parse`, `extract`, `record`, `sink`) fed through a bounded channel, so memory stays a
+//! few buffers per chunk whatever its size; row output goes up while parsing goes on (`rows`,
+//! `upload`). `task` holds what a chunk is given and what it reports.
+
+mod extract;
+mod fetch;
+mod parse;
+mod record;
+mod rows;
+mod sink;
+mod task;
+mod upload;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use aws_sdk_s3::Client;
+use tokio::sync::{mpsc, watch};
+
+pub use task::{
+    BadRecord, ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, UploadRecord, Work,
+};
+pub use upload::abort_recorded_upload;
+pub(crate) use upload::cut_part;
+
+use super::{Format, ScanError};
+use fetch::{ChannelReader, fetch};
+use parse::parse_chunk;
+use rows::RowBatch;
+use upload::upload_part;
+
+/// Asks running chunks to stop: a chunk writing rows then aborts its upload and returns
+/// [`ScanError::Stopped`], so that a stopped process leaves no upload behind.
+#[derive(Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Stops once `stopping` holds `true`.
+    pub fn on(stopping: watch::Receiver<bool>) -> Self {
+        Self(stopping)
+    }
+
+    /// A stop that never comes.
+    pub fn never() -> Self {
+        Self(watch::channel(false).1)
+    }
+
+    pub fn is_requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once a stop is asked for (never, when no one can ask any more).
+    pub async fn requested(&mut self) {
+        if self.0.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Runs one chunk. `progress` counts the chunk's bytes as they are read.
+pub async fn run_chunk(
+    s3: &Client,
+    task: &ChunkTask,
+    progress: Arc<AtomicU64>,
+    stop: Stop,
+) -> Result<ChunkReport, ScanError> {
+    let layout = &task.layout;
+    let (start, end) = layout.range(task.index);
+    let query = match &task.work {
+        Work::Query { sql, output } => {
+            let query = super::sql::compile(sql, &layout.sql_columns())?;
+            if let Some(output) = output
+                && query.output_names().is_none()
+                && layout.format == Format::JsonLines
+                && output.format == OutputFormat::Csv
+            {
+                return Err(ScanError::InvalidScan(
+                    "SELECT * of JSON Lines is written as JSON Lines; name the columns for CSV output".into(),
+                ));
+            }
+            Some(query)
+        }
+        Work::Fetch { .. } => None,
+    };
+    // The byte before the chunk tells its likely start state.
+    let read_from = if layout.gzip {
+        0
+    } else {
+        start - u64::from(start > layout.data_start)
+    };
+    let (bytes_tx, bytes_rx) = mpsc::channel(8);
+    let fetch = fetch(s3.clone(), layout.clone(), read_from, end, bytes_tx);
+    let (parts_tx, parts_rx) = mpsc::channel::<RowBatch>(1);
+    let output = match &task.work {
+        Work::Query {
+            output: Some(output),
+            ..
+        } => Some(output.clone()),
+        _ => None,
+    };
+    let upload = async {
+        match &output {
+            Some(output) => upload_part(s3, output, (task.index, &task.run), parts_rx, stop).await,
+            None => Ok(None),
+        }
+    };
+    let writes_rows = output.is_some();
+    let parse = {
+        let task = task.clone();
+        tokio::task::spawn_blocking(move || {
+            let source = ChannelReader::new(bytes_rx);
+            let parts = writes_rows.then_some(parts_tx);
+            parse_chunk(&task, query.as_ref(), source, parts, &progress)
+        })
+    };
+    let fetching = tokio::spawn(fetch);
+    let (parsed, uploaded) = tokio::join!(parse, upload);
+    // The parser stops reading once its last record is complete: the fetch ends with it.
+    fetching.abort();
+    let parsed = parsed.map_err(ScanError::Parser)?;
+    match (parsed, uploaded) {
+        // The parser stopped because the upload did: the upload's error is the cause.
+        (Err(ScanError::OutputClosed), Err(upload)) => Err(upload),
+        (parsed, uploaded) => {
+            let mut report = parsed?;
+            report.part = uploaded?;
+            Ok(report)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

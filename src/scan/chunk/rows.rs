@@ -1,0 +1,141 @@
+//! Row output: selected rows serialised as CSV or JSON Lines into part buffers, handed to the
+//! uploader one buffer at a time.
+
+use tokio::sync::mpsc;
+
+use super::task::OutputFormat;
+use crate::scan::ScanError;
+use crate::scan::value::Value;
+
+/// Row output is uploaded in parts of this size.
+pub(super) const PART_BUFFER: usize = 8 << 20;
+
+/// Serializes rows into part buffers handed to the uploader.
+pub(super) struct RowWriter {
+    pub(super) format: OutputFormat,
+    pub(super) names: Vec<String>,
+    pub(super) csv: csv::Writer<Vec<u8>>,
+    pub(super) lines: Vec<u8>,
+    pub(super) header_written: bool,
+    pub(super) parts: mpsc::Sender<RowBatch>,
+}
+
+pub(super) fn csv_buffer() -> csv::Writer<Vec<u8>> {
+    // Records may have fewer or more fields than the header, as the reader accepts them.
+    csv::WriterBuilder::new()
+        .flexible(true)
+        .from_writer(Vec::with_capacity(PART_BUFFER))
+}
+
+impl RowWriter {
+    pub(super) fn new(
+        format: OutputFormat,
+        names: Vec<String>,
+        parts: mpsc::Sender<RowBatch>,
+    ) -> RowWriter {
+        RowWriter {
+            format,
+            names,
+            csv: csv_buffer(),
+            lines: Vec::new(),
+            header_written: false,
+            parts,
+        }
+    }
+
+    pub(super) fn csv_bytes<'a>(
+        &mut self,
+        fields: impl Iterator<Item = &'a [u8]> + Clone,
+    ) -> Result<(), ScanError> {
+        if !self.header_written {
+            self.header_written = true;
+            if self.names.is_empty() {
+                self.names = (1..=fields.clone().count())
+                    .map(|i| format!("_{i}"))
+                    .collect();
+            }
+            self.csv
+                .write_record(&self.names)
+                .map_err(serialise("rows"))?;
+        }
+        self.csv.write_record(fields).map_err(serialise("rows"))?;
+        if self.csv.get_ref().len() >= PART_BUFFER {
+            let full = std::mem::replace(&mut self.csv, csv_buffer());
+            self.send(full.into_inner().map_err(serialise("rows"))?)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn values(&mut self, values: &[Value]) -> Result<(), ScanError> {
+        match self.format {
+            OutputFormat::Csv => {
+                let texts: Vec<_> = values.iter().map(Value::to_field).collect();
+                self.csv_bytes(texts.iter().map(|t| t.as_bytes()))
+            }
+            OutputFormat::JsonLines => {
+                let object: serde_json::Map<_, _> = self
+                    .names
+                    .iter()
+                    .cloned()
+                    .zip(values.iter().map(Value::to_json))
+                    .collect();
+                self.json(&object)
+            }
+        }
+    }
+
+    pub(super) fn json(
+        &mut self,
+        object: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ScanError> {
+        let line = serde_json::to_vec(object).map_err(serialise("a JSON row"))?;
+        self.line(&line)
+    }
+
+    /// A JSON Lines row as it is (`line` without its newline).
+    pub(super) fn line(&mut self, line: &[u8]) -> Result<(), ScanError> {
+        self.lines.extend_from_slice(line);
+        self.lines.push(b'\n');
+        if self.lines.len() >= PART_BUFFER {
+            let full = std::mem::take(&mut self.lines);
+            self.send(full)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn send(&self, buffer: Vec<u8>) -> Result<(), ScanError> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        self.parts
+            .blocking_send(RowBatch::Rows(buffer))
+            .map_err(|_| ScanError::OutputClosed)
+    }
+
+    pub(super) fn finish(mut self) -> Result<(), ScanError> {
+        let lines = std::mem::take(&mut self.lines);
+        self.send(lines)?;
+        let csv = std::mem::replace(&mut self.csv, csv::Writer::from_writer(Vec::new()));
+        self.send(csv.into_inner().map_err(serialise("rows"))?)?;
+        self.parts
+            .blocking_send(RowBatch::End)
+            .map_err(|_| ScanError::OutputClosed)
+    }
+}
+
+/// What the parser hands the uploader: rows, then the end (without it the rows are incomplete).
+pub(super) enum RowBatch {
+    Rows(Vec<u8>),
+    End,
+}
+
+/// A serialisation failure of `what`.
+pub(super) fn serialise<E>(what: &'static str) -> impl FnOnce(E) -> ScanError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |source| ScanError::Serialize {
+        what,
+        source: Box::new(source),
+    }
+}

@@ -1,0 +1,177 @@
+//! What a chunk is given and what it reports: the task a worker needs (and nothing else), the
+//! report it leaves, and where its row output and upload records go.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::scan::plan::Layout;
+use crate::scan::split::{ChunkSplit, State};
+use crate::scan::value::Partial;
+use crate::scan::{Format, ScanError};
+
+/// Encoding of output part files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OutputFormat {
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per line.
+    JsonLines,
+}
+
+impl OutputFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Csv => "csv",
+            OutputFormat::JsonLines => "jsonl",
+        }
+    }
+}
+
+/// Where row output goes: one part object per chunk under `prefix`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Output {
+    pub bucket: String,
+    pub prefix: String,
+    pub format: OutputFormat,
+}
+
+impl Output {
+    pub fn part_key(&self, index: u32) -> String {
+        format!("{}part-{index:05}.{}", self.prefix, self.format.extension())
+    }
+
+    /// Where chunk `index` records the multipart upload of its part while it runs.
+    pub fn upload_record_key(&self, index: u32) -> String {
+        ChunkObject::UploadRecord.key(&self.prefix, index)
+    }
+}
+
+/// What a chunk leaves under a prefix (`<prefix>chunks/<index>.<suffix>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkObject {
+    /// Its report, under the scan's work prefix.
+    Report,
+    /// Its container processor's output message, under the scan's work prefix.
+    ProcessorOutput,
+    /// The multipart upload of its part, under the output prefix.
+    UploadRecord,
+}
+
+impl ChunkObject {
+    pub fn key(self, prefix: &str, index: u32) -> String {
+        let suffix = match self {
+            ChunkObject::Report => "json",
+            ChunkObject::ProcessorOutput => "output.json",
+            ChunkObject::UploadRecord => "upload.json",
+        };
+        format!("{prefix}chunks/{index:05}.{suffix}")
+    }
+}
+
+/// A multipart upload a chunk started, recorded before any part is sent: a killed chunk's upload
+/// is then aborted by its exact id, never found by listing a bucket other scans share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadRecord {
+    /// The scan that started it ([`ChunkTask::run`]).
+    pub run: String,
+    pub key: String,
+    pub upload_id: String,
+}
+
+/// What a chunk does with its records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Work {
+    /// Run an SQL query; rows go to `output` when set.
+    Query { sql: String, output: Option<Output> },
+    /// Write the chunk's records, after the header row, to a local file.
+    Fetch { path: PathBuf },
+}
+
+/// Everything one chunk needs: a worker needs nothing else (and no Kubernetes API).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkTask {
+    pub layout: Layout,
+    pub index: u32,
+    /// The chunk's true start state when known; otherwise it is guessed and checked afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_state: Option<State>,
+    pub work: Work,
+    /// Which scan this chunk belongs to (the scan's uid): recorded with every upload the chunk
+    /// starts, so that only this scan's uploads are ever aborted for it.
+    #[serde(default)]
+    pub run: String,
+}
+
+impl ChunkTask {
+    /// A digest of what every chunk of the scan shares (object version, format, query, output
+    /// and scan): a report carries it, so that a report of another task is recognised.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let shared = serde_json::to_vec(&(&self.layout, &self.work, &self.run)).unwrap_or_default();
+        hex::encode(&sha2::Sha256::digest(&shared)[..8])
+    }
+}
+
+/// What one chunk found. Small enough for a termination message (partials are a few numbers).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkReport {
+    pub index: u32,
+    /// The chunk's byte range `[start, end)`, as its task gave it.
+    #[serde(default)]
+    pub range: [u64; 2],
+    /// The task's [`ChunkTask::fingerprint`].
+    #[serde(default)]
+    pub fingerprint: String,
+    /// The start state the chunk ran from.
+    pub assumed: State,
+    pub split: ChunkSplit,
+    pub records: u64,
+    pub bytes: u64,
+    pub rows: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partials: Vec<Partial>,
+    /// Key of the row output part, when rows were written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
+    /// The first record the query could not process. It fails the scan only once the chunk's
+    /// start state is confirmed: a wrong guess reads garbage records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bad_record: Option<BadRecord>,
+}
+
+/// A record the query could not process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRecord {
+    pub offset: u64,
+    pub message: String,
+}
+
+impl ChunkReport {
+    /// Whether the chunk's start state could not have been guessed wrong.
+    pub fn start_is_certain(task: &ChunkTask) -> bool {
+        task.start_state.is_some()
+            || task.index == 0
+            || task.layout.gzip
+            || task.layout.format == Format::JsonLines
+    }
+
+    /// The bad record as the scan's error.
+    pub fn bad_data(&self, layout: &Layout) -> Option<ScanError> {
+        let bad = self.bad_record.as_ref()?;
+        let (start, end) = layout.range(self.index);
+        Some(ScanError::BadData {
+            chunk: self.index,
+            start,
+            end: end.min(layout.size),
+            offset: bad.offset,
+            message: bad.message.clone(),
+        })
+    }
+}
