@@ -189,6 +189,15 @@ pub(super) fn succeeded(
         "copied {} bytes in {} parts to s3://{bucket}/{key} (sha256 {}){resumed}",
         outcome.size, outcome.parts, outcome.sha256
     );
+    success(status, message, generation)
+}
+
+/// `status` as Succeeded with `message`, and the message for its Event.
+fn success(
+    mut status: S3IngestStatus,
+    message: String,
+    generation: Option<i64>,
+) -> (S3IngestStatus, String) {
     set_phase(
         &mut status,
         Phase::Succeeded,
@@ -211,14 +220,7 @@ pub(super) fn completed_before_restart(
     let message = format!(
         "copied {size} bytes to s3://{bucket}/{key} (sha256 {sha256}); the upload had completed when the operator restarted"
     );
-    set_phase(
-        &mut status,
-        Phase::Succeeded,
-        "Succeeded",
-        &message,
-        generation,
-    );
-    (status, message)
+    success(status, message, generation)
 }
 
 /// The status of an ingest this process stops streaming (SIGTERM): the upload stays, and status
