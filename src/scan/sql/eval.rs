@@ -492,11 +492,11 @@ fn arith(l: &Value, op: Arith, r: &Value) -> Result<Value<'static>, String> {
         return Ok(Value::Null);
     }
     let number = |v: &Value| {
-        v.as_number()
+        v.number()
             .ok_or_else(|| format!("{} is not a number", v.to_json()))
     };
     let (l, r) = (number(l)?, number(r)?);
-    if let (Value::Int(a), Value::Int(b)) = (&l, &r) {
+    if let (Number::Int(a), Number::Int(b)) = (&l, &r) {
         let exact = match op {
             Arith::Add => a.checked_add(*b),
             Arith::Sub => a.checked_sub(*b),
@@ -509,12 +509,11 @@ fn arith(l: &Value, op: Arith, r: &Value) -> Result<Value<'static>, String> {
             return Ok(Value::Int(exact));
         }
     }
-    let float = |v: &Value| match v {
-        Value::Int(i) => *i as f64,
-        Value::Float(f) => *f,
-        _ => unreachable!("numbers only"),
+    let float = |n: Number| match n {
+        Number::Int(i) => i as f64,
+        Number::Float(f) => f,
     };
-    let (a, b) = (float(&l), float(&r));
+    let (a, b) = (float(l), float(r));
     Ok(Value::Float(match op {
         Arith::Add => a + b,
         Arith::Sub => a - b,
