@@ -23,3 +23,31 @@ pub fn on_signal() -> std::io::Result<watch::Receiver<bool>> {
     });
     Ok(stopping)
 }
+
+/// Asks running work to stop: an ingest or a chunk writing rows then aborts its multipart upload,
+/// so that a stopped process leaves no upload behind.
+#[derive(Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Stops once `stopping` holds `true`.
+    pub fn on(stopping: watch::Receiver<bool>) -> Self {
+        Self(stopping)
+    }
+
+    /// A stop that never comes.
+    pub fn never() -> Self {
+        Self(watch::channel(false).1)
+    }
+
+    pub fn is_requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once a stop is asked for (never, when no one can ask any more).
+    pub async fn requested(&mut self) {
+        if self.0.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! `s3flow ingest` as a user runs it: peak memory stays within part size x (concurrency + 2) plus a
-//! small constant for a multi-GiB object, and bad input ends with a clear error and a non-zero exit.
+//! small constant for a multi-GiB object, bad input ends with a clear error and a non-zero exit, and
+//! Ctrl-C leaves no upload behind.
 
 mod common;
 
@@ -113,4 +114,50 @@ async fn bad_input_fails_with_a_clear_message() {
         );
         assert!(out.is_empty(), "{args:?} printed a result: {out}");
     }
+}
+
+/// Ctrl-C (SIGINT) mid-copy: the command stops with a clear error, aborts its multipart upload,
+/// and leaves neither an upload nor an object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_ingests_leave_no_upload() {
+    let env = common::env().await;
+    let bucket = common::minio::Bucket::create(&env, "ingest-stop").await;
+    let source = serve(Behaviour {
+        throttle: Some(std::time::Duration::from_millis(5)),
+        ..Behaviour::new(64 * MIB)
+    })
+    .await;
+    let mut args = base_args(
+        &source.url,
+        &format!("s3://{}/copy", bucket.name),
+        &env.s3_endpoint,
+    );
+    args.extend(["--allow-source-cidr", "127.0.0.1/32", "--part-size", "5Mi"].map(String::from));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_s3flow"))
+        .arg("ingest")
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut uploading = false;
+    for _ in 0..500 {
+        uploading = !bucket.uploads().await.is_empty();
+        if uploading {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(uploading, "no upload was seen in flight");
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+    bucket.assert_no_uploads_left().await;
+    assert_eq!(bucket.object_sha256("copy").await, None);
 }

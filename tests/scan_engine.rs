@@ -12,7 +12,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use s3flow::scan::local::{self, Counters, ScanSummary};
 use s3flow::scan::sql::{self, Columns};
-use s3flow::scan::{self, Format, Layout, Output, OutputFormat, PlanRequest, ScanError, Stop};
+use s3flow::scan::{self, Format, Layout, Output, OutputFormat, PlanRequest, ScanError};
+use s3flow::shutdown::Stop;
 use serde_json::{Map, Value as Json};
 
 const CSV: Format = Format::Csv {

@@ -13,6 +13,7 @@ use s3flow::ingest::{
     self, IngestRequest, MemoryBudget, NoLog, PartSize, Progress, SourceConfig, ThroughputFloor,
 };
 use s3flow::s3::S3Url;
+use s3flow::shutdown::{self, Stop};
 use s3flow::size::parse_size;
 
 #[derive(Args)]
@@ -133,22 +134,38 @@ pub(crate) async fn run(args: IngestArgs) -> anyhow::Result<serde_json::Value> {
     // One ingest on the user's own machine: its memory is its own, bounded by its settings.
     let mut memory = MemoryBudget::unlimited().reserve(0).await?;
     let mut log = NoLog;
-    let engine = ingest::ingest(&s3, &request, &progress, None, &mut memory, &mut log);
-    tokio::pin!(engine);
-    let outcome = loop {
-        tokio::select! {
-            outcome = &mut engine => break outcome,
-            Ok(()) = updates.changed() => {
-                let p = updates.borrow_and_update().clone();
-                if let Some(total) = p.total_bytes {
-                    bar.set_length(total);
+    let mut stop = Stop::on(shutdown::on_signal()?);
+    // In a scope of its own: on a stop, the engine and its part uploads are dropped before the
+    // upload is aborted.
+    let outcome = {
+        let engine = ingest::ingest(&s3, &request, &progress, None, &mut memory, &mut log);
+        tokio::pin!(engine);
+        loop {
+            tokio::select! {
+                outcome = &mut engine => break Some(outcome),
+                () = stop.requested() => break None,
+                Ok(()) = updates.changed() => {
+                    let p = updates.borrow_and_update().clone();
+                    if let Some(total) = p.total_bytes {
+                        bar.set_length(total);
+                    }
+                    bar.set_position(p.bytes_committed);
+                    bar.set_message(format!("{} parts", p.parts_committed));
                 }
-                bar.set_position(p.bytes_committed);
-                bar.set_message(format!("{} parts", p.parts_committed));
             }
         }
     };
     bar.finish_and_clear();
+    let Some(outcome) = outcome else {
+        // Stopped (Ctrl-C, SIGTERM): the upload goes too.
+        let upload_id = progress.borrow().upload_id.clone();
+        if let Some(upload_id) = upload_id {
+            ingest::abort_upload(&s3, &request.bucket, &request.key, &upload_id)
+                .await
+                .with_context(|| format!("stopped; aborting upload {upload_id}"))?;
+        }
+        anyhow::bail!("stopped before the copy ended; its upload was aborted");
+    };
     let outcome = outcome.map_err(|e| anyhow::anyhow!("{} ({})", e, e.reason()))?;
     if let Some(warning) = &outcome.tag_error {
         eprintln!("warning: {warning}");

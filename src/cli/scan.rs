@@ -8,8 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use s3flow::s3::S3Url;
 use s3flow::scan::local::{Counters, ScanSummary, scan};
 use s3flow::scan::sql::{Columns, compile};
-use s3flow::scan::{Format, Layout, Output, OutputFormat, PlanRequest, Stop, plan};
-use s3flow::shutdown;
+use s3flow::scan::{Format, Layout, Output, OutputFormat, PlanRequest, plan};
+use s3flow::shutdown::{self, Stop};
 use s3flow::size::parse_size;
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use s3flow::address::AddressPolicy;
 use s3flow::s3::{S3Settings, S3Url, client};
-use s3flow::scan::{ChunkReport, ChunkTask, ScanError, Stop, Work, manifest, run_chunk};
+use s3flow::scan::{ChunkReport, ChunkTask, ScanError, Work, manifest, run_chunk};
+use s3flow::shutdown::Stop;
 use s3flow::worker::{
     ENV_ADDRESS_POLICY, ENV_REPORT_TO, ENV_S3_ENDPOINT, ENV_S3_FORCE_PATH_STYLE, ENV_S3_REGION,
     ENV_TASK, FailureMessage, PERMANENT_FAILURE_EXIT_CODE,

@@ -9,11 +9,12 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use super::chunk::{ChunkReport, ChunkTask, Output, Stop, Work, run_chunk};
+use super::chunk::{ChunkReport, ChunkTask, Output, Work, run_chunk};
 use super::plan::Layout;
 use super::sql::Query;
 use super::verify::{Verdict, Verifier};
 use super::{ScanError, manifest};
+use crate::shutdown::Stop;
 
 /// The merged outcome of a scan.
 #[derive(Clone, Debug, Serialize)]

@@ -17,7 +17,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use chunk::{ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, Stop, Work, run_chunk};
+pub use chunk::{ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, Work, run_chunk};
 pub use plan::{Layout, PlanRequest, plan};
 pub use split::State;
 pub use verify::Verifier;

@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use aws_sdk_s3::Client;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+
+use crate::shutdown::Stop;
 
 pub use task::{
     BadRecord, ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, UploadRecord, Work,
@@ -32,34 +34,6 @@ use fetch::{ChannelReader, fetch};
 use parse::parse_chunk;
 use rows::RowBatch;
 use upload::upload_part;
-
-/// Asks running chunks to stop: a chunk writing rows then aborts its upload and returns
-/// [`ScanError::Stopped`], so that a stopped process leaves no upload behind.
-#[derive(Clone)]
-pub struct Stop(watch::Receiver<bool>);
-
-impl Stop {
-    /// Stops once `stopping` holds `true`.
-    pub fn on(stopping: watch::Receiver<bool>) -> Self {
-        Self(stopping)
-    }
-
-    /// A stop that never comes.
-    pub fn never() -> Self {
-        Self(watch::channel(false).1)
-    }
-
-    pub fn is_requested(&self) -> bool {
-        *self.0.borrow()
-    }
-
-    /// Resolves once a stop is asked for (never, when no one can ask any more).
-    pub async fn requested(&mut self) {
-        if self.0.wait_for(|stop| *stop).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
 
 /// Runs one chunk. `progress` counts the chunk's bytes as they are read.
 pub async fn run_chunk(

@@ -7,11 +7,11 @@ use aws_sdk_s3::types::CompletedPart;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::Stop;
 use super::rows::RowBatch;
 use super::task::{Output, UploadRecord};
 use crate::s3::{MultipartWriter, NewObject, RangeStream, read_object};
 use crate::scan::{ScanError, classify, delete_object, put_object, read_failure};
+use crate::shutdown::Stop;
 
 /// Largest upload record read back (a few hundred bytes when genuine).
 const UPLOAD_RECORD_LIMIT: usize = 4 << 10;
