@@ -133,13 +133,7 @@ async fn interrupted_ingests_leave_no_upload() {
         &env.s3_endpoint,
     );
     args.extend(["--allow-source-cidr", "127.0.0.1/32", "--part-size", "5Mi"].map(String::from));
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_s3flow"))
-        .arg("ingest")
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::cli::spawn("ingest", &args);
     let mut uploading = false;
     for _ in 0..500 {
         uploading = !bucket.uploads().await.is_empty();
@@ -149,15 +143,7 @@ async fn interrupted_ingests_leave_no_upload() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(uploading, "no upload was seen in flight");
-    // SAFETY: a signal to the child this test started.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains("stopped"), "{stderr}");
+    common::cli::interrupt(child).await;
     bucket.assert_no_uploads_left().await;
     assert_eq!(bucket.object_sha256("copy").await, None);
 }

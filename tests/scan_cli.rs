@@ -326,9 +326,9 @@ async fn interrupted_scans_leave_no_upload() {
         data.extend_from_slice(format!("{n},{}\n", "y".repeat(100)).as_bytes());
     }
     bucket.put("rows.csv", data).await;
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_s3flow"))
-        .arg("scan")
-        .args(args(
+    let child = common::cli::spawn(
+        "scan",
+        &args(
             &format!("s3://{}/rows.csv", bucket.name),
             &bucket.endpoint,
             "SELECT * FROM S3Object",
@@ -338,11 +338,8 @@ async fn interrupted_scans_leave_no_upload() {
                 "--output",
                 &format!("s3://{}/out/", bucket.name),
             ],
-        ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        ),
+    );
     let mut recorded = false;
     for _ in 0..1000 {
         if !bucket.uploads().await.is_empty() {
@@ -357,14 +354,6 @@ async fn interrupted_scans_leave_no_upload() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(recorded, "no chunk was seen uploading its rows");
-    // SAFETY: a signal to the child this test started.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(stderr.contains("stopped"), "{stderr}");
+    common::cli::interrupt(child).await;
     bucket.assert_no_uploads_left().await;
 }

@@ -48,3 +48,27 @@ pub async fn run(subcommand: &'static str, args: Vec<String>) -> (i32, String, S
     .await
     .unwrap()
 }
+
+/// Starts `s3flow SUBCOMMAND ARGS...` with its output captured, to be stopped by [`interrupt`].
+pub fn spawn(subcommand: &str, args: &[String]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_s3flow"))
+        .arg(subcommand)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends `child` SIGINT (Ctrl-C) and asserts that it ends with a failure saying it stopped.
+pub async fn interrupt(child: std::process::Child) {
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+}
