@@ -6,7 +6,8 @@ use tokio::sync::watch;
 use tracing::info;
 
 /// `true` from the first SIGTERM or SIGINT on. The handlers are in place when this returns, so
-/// that no signal kills the process before its work could stop cleanly.
+/// that no signal kills the process before its work could stop cleanly. A second signal ends the
+/// process at once (exit 130), as a second Ctrl-C does elsewhere.
 pub fn on_signal() -> std::io::Result<watch::Receiver<bool>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -18,8 +19,13 @@ pub fn on_signal() -> std::io::Result<watch::Receiver<bool>> {
         }
         info!("asked to stop");
         let _ = stop.send(true);
-        // Open until no one listens, so that every receiver keeps reading `true`.
-        stop.closed().await;
+        // `stop` lives on meanwhile, so that every receiver keeps reading `true`.
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!("asked again: stopping now");
+        std::process::exit(130);
     });
     Ok(stopping)
 }
