@@ -399,20 +399,15 @@ async fn plan(
     .await
 }
 
-fn columns(layout: &Layout) -> Columns {
-    match layout.format {
-        Format::Csv { .. } => Columns::Positional(layout.columns.clone()),
-        Format::JsonLines => Columns::Named,
-    }
-}
-
 async fn run(
     bucket: &Bucket,
     layout: &Layout,
     sql: &str,
     output: Option<Output>,
 ) -> Result<ScanSummary, ScanError> {
-    let query = sql::compile(sql, &columns(layout)).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let query = layout
+        .compile(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     local::scan(
         &bucket.s3,
         layout,

@@ -44,7 +44,7 @@ pub struct S3ParallelScanSpec {
     /// The object to scan. Immutable: create a new S3ParallelScan for another object.
     #[x_kube(validation = Rule::new("self == oldSelf").message("source is immutable; create a new S3ParallelScan to scan another object"))]
     pub source: ScanSource,
-    /// How the object's records are encoded: exactly one of `csv` or `jsonLines`.
+    /// How the object's records are encoded: exactly one of `csv`, `jsonLines` or `parquet`.
     pub format: RecordFormat,
     /// How the object is split and how many chunks run at once.
     #[serde(default)]
@@ -94,10 +94,10 @@ pub struct IngestRef {
     pub name: String,
 }
 
-/// Record encoding of the object: exactly one of `csv` or `jsonLines`.
+/// Record encoding of the object: exactly one of `csv`, `jsonLines` or `parquet`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.csv) != has(self.jsonLines)").message("format needs exactly one of csv or jsonLines"))]
+#[x_kube(validation = Rule::new("[has(self.csv), has(self.jsonLines), has(self.parquet)].filter(f, f).size() == 1").message("format needs exactly one of csv, jsonLines or parquet"))]
 pub struct RecordFormat {
     /// Comma-separated values (RFC 4180 quoting; quoted fields may hold delimiters and newlines).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,7 +105,16 @@ pub struct RecordFormat {
     /// One JSON document per line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub json_lines: Option<JsonLinesFormat>,
+    /// Apache Parquet: chunks are runs of whole row groups (a row group goes to the chunk whose
+    /// byte range holds its midpoint); only the columns the query reads are fetched, and row
+    /// groups whose statistics rule out the WHERE clause are skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet: Option<ParquetFormat>,
 }
+
+/// Parquet has no settings: the footer describes the file.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ParquetFormat {}
 
 /// CSV dialect of the object.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]

@@ -8,14 +8,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 use s3flow::s3::S3Url;
 use s3flow::scan::local::{Counters, ScanSummary, scan};
 use s3flow::scan::sql::{Columns, compile};
+use s3flow::scan::plan::{DetectedFormat, detect_format};
 use s3flow::scan::{Format, Layout, Output, OutputFormat, PlanRequest, plan};
 use s3flow::shutdown::{self, Stop};
 use s3flow::size::parse_size;
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum FormatArg {
+    /// Parquet when the object starts with PAR1, else by its name's extension, else CSV.
+    Auto,
     Csv,
     Jsonl,
+    Parquet,
 }
 
 #[derive(Args)]
@@ -26,7 +30,7 @@ pub(crate) struct ScanArgs {
     #[arg(long)]
     sql: String,
     /// Format of the object.
-    #[arg(long, value_enum, default_value = "csv")]
+    #[arg(long, value_enum, default_value = "auto")]
     format: FormatArg,
     /// CSV: the object has no header row (columns are _1, _2, ...).
     #[arg(long)]
@@ -56,12 +60,18 @@ pub(crate) struct ScanArgs {
     /// Write selected rows as part files (and a manifest) under s3://bucket/prefix.
     #[arg(long, value_parser = S3Url::prefix)]
     output: Option<S3Url>,
-    /// Format of the output parts (default: the object's).
+    /// Format of the output parts (default: the object's; CSV for Parquet).
     #[arg(long, value_enum)]
-    output_format: Option<FormatArg>,
+    output_format: Option<OutputArg>,
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputArg {
+    Csv,
+    Jsonl,
 }
 
 fn byte(c: char, what: &str) -> anyhow::Result<u8> {
@@ -71,22 +81,27 @@ fn byte(c: char, what: &str) -> anyhow::Result<u8> {
         .ok_or_else(|| anyhow::anyhow!("--{what} must be one ASCII character, not {c:?}"))
 }
 
-/// The planning request and row output the arguments ask for, checked before any request.
-fn request(args: &ScanArgs) -> anyhow::Result<(PlanRequest, Option<Output>)> {
-    let format = match args.format {
-        FormatArg::Csv => Format::Csv {
+/// The planning request and row output the arguments ask for, checked before any request but
+/// the one that detects an `auto` format (`detected`).
+fn request(
+    args: &ScanArgs,
+    detected: DetectedFormat,
+) -> anyhow::Result<(PlanRequest, Option<Output>)> {
+    let format = match detected {
+        DetectedFormat::Csv => Format::Csv {
             delimiter: byte(args.delimiter, "delimiter")?,
             quote: byte(args.quote, "quote")?,
             header: !args.no_header,
         },
-        FormatArg::Jsonl => Format::JsonLines,
+        DetectedFormat::JsonLines => Format::JsonLines,
+        DetectedFormat::Parquet => Format::Parquet,
     };
     let output = args.output.clone().map(|prefix| Output {
         bucket: prefix.bucket,
         prefix: prefix.key,
         format: match args.output_format {
-            Some(FormatArg::Csv) => OutputFormat::Csv,
-            Some(FormatArg::Jsonl) => OutputFormat::JsonLines,
+            Some(OutputArg::Csv) => OutputFormat::Csv,
+            Some(OutputArg::Jsonl) => OutputFormat::JsonLines,
             None => format.output_format(),
         },
     });
@@ -113,13 +128,25 @@ fn request(args: &ScanArgs) -> anyhow::Result<(PlanRequest, Option<Output>)> {
 
 /// Runs the scan; returns the JSON summary and whether to print it as JSON.
 pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bool)> {
-    let (request, output) = request(&args)?;
+    // Everything but the format is checked before the first request.
+    request(&args, DetectedFormat::Csv)?;
     let s3 = super::s3_client(args.endpoint.clone(), args.region.clone()).await?;
+    let detected = match args.format {
+        FormatArg::Auto => detect_format(&s3, &args.object.bucket, &args.object.key)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?,
+        FormatArg::Csv => DetectedFormat::Csv,
+        FormatArg::Jsonl => DetectedFormat::JsonLines,
+        FormatArg::Parquet => DetectedFormat::Parquet,
+    };
+    let (request, output) = request(&args, detected)?;
     let started = Instant::now();
     let layout = plan(&s3, &request)
         .await
         .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
-    let query = compile(&args.sql, &layout.sql_columns())?;
+    let query = layout
+        .compile(&args.sql)
+        .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
     if !query.is_aggregate() && output.is_none() && !args.json {
         eprintln!("note: selected rows are counted; add --output s3://bucket/prefix to keep them");
     }
@@ -186,6 +213,12 @@ fn print_summary(layout: &Layout, summary: &ScanSummary, seconds: f64) {
         "s3://{}/{}: {} records in {} chunks{reruns}, {} bytes in {seconds:.1} s",
         layout.bucket, layout.key, summary.records, summary.chunks, summary.bytes,
     );
+    if let Some(groups) = &summary.row_groups {
+        eprintln!(
+            "row groups: {} of {} skipped by their statistics ({} bytes); {} bytes fetched",
+            groups.skipped, groups.total, groups.skipped_bytes, groups.fetched_bytes
+        );
+    }
     for (name, value) in &summary.result {
         println!("{name}\t{value}");
     }

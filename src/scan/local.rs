@@ -29,6 +29,19 @@ pub struct ScanSummary {
     pub result: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
+    /// Parquet: the file's row groups, those skipped by their statistics, and bytes fetched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row_groups: Option<RowGroupsSummary>,
+}
+
+/// What a Parquet scan read of the file's row groups.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RowGroupsSummary {
+    pub total: u32,
+    pub skipped: u64,
+    pub skipped_bytes: u64,
+    pub fetched_bytes: u64,
 }
 
 /// Live counts of a running scan.
@@ -194,5 +207,11 @@ async fn summarize(
         reruns,
         result,
         manifest,
+        row_groups: layout.parquet.as_ref().map(|parquet| RowGroupsSummary {
+            total: parquet.row_groups,
+            skipped: verifier.row_groups.skipped,
+            skipped_bytes: verifier.row_groups.skipped_bytes,
+            fetched_bytes: verifier.row_groups.fetched_bytes,
+        }),
     })
 }

@@ -5,6 +5,7 @@ pub mod chunk;
 mod json;
 pub mod local;
 pub mod manifest;
+pub mod parquet;
 pub mod plan;
 pub mod split;
 pub mod sql;
@@ -17,7 +18,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use chunk::{ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, Work, run_chunk};
+pub use chunk::{
+    ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, RowGroupsRead, Work, run_chunk,
+};
 pub use plan::{Layout, PlanRequest, plan};
 pub use split::State;
 pub use verify::Verifier;
@@ -32,30 +35,35 @@ pub enum Format {
         header: bool,
     },
     JsonLines,
+    /// Apache Parquet: chunks are runs of row groups.
+    Parquet,
 }
 
 impl Format {
+    /// How records are split from bytes (Parquet is never split by bytes; JSON Lines' rule
+    /// stands in for it).
     pub fn dialect(self) -> split::Dialect {
         match self {
             Format::Csv {
                 delimiter, quote, ..
             } => split::Dialect::Csv { delimiter, quote },
-            Format::JsonLines => split::Dialect::JsonLines,
+            Format::JsonLines | Format::Parquet => split::Dialect::JsonLines,
         }
     }
 
     /// How a query names this format's fields: CSV columns by position (and header name),
-    /// JSON Lines fields by name.
+    /// JSON Lines fields and Parquet columns by name (and dotted path).
     pub fn columns(self, header: &[String]) -> sql::Columns {
         match self {
             Format::Csv { .. } => sql::Columns::Positional(header.to_vec()),
-            Format::JsonLines => sql::Columns::Named,
+            Format::JsonLines | Format::Parquet => sql::Columns::Named,
         }
     }
 
+    /// The output format when the scan names none: the object's own, CSV for Parquet.
     pub fn output_format(self) -> OutputFormat {
         match self {
-            Format::Csv { .. } => OutputFormat::Csv,
+            Format::Csv { .. } | Format::Parquet => OutputFormat::Csv,
             Format::JsonLines => OutputFormat::JsonLines,
         }
     }
@@ -80,6 +88,9 @@ pub enum ScanError {
     InvalidScan(String),
     #[error("unsupported object: {0}")]
     Unsupported(String),
+    /// The object is not of the format the scan names, or its structure is broken.
+    #[error("invalid object: {0}")]
+    InvalidObject(String),
     #[error("malformed record in chunk {chunk} (bytes {start}-{end}): {message}")]
     MalformedRecord {
         chunk: u32,
@@ -137,6 +148,7 @@ impl ScanError {
             Self::HeaderMismatch(_) => "HeaderMismatch",
             Self::InvalidScan(_) => "InvalidScan",
             Self::Unsupported(_) => "UnsupportedObject",
+            Self::InvalidObject(_) => "InvalidObject",
             Self::MalformedRecord { .. } => "MalformedRecord",
             Self::BadData { .. } => "BadData",
             Self::Read(_) => "ReadFailed",

@@ -6,6 +6,7 @@ use std::io::Read;
 use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
 
+use super::parquet::{self, MAGIC, ParquetLayout};
 use super::{Format, ScanError, read_failure, s3_error};
 use crate::s3::RangeStream;
 
@@ -43,6 +44,9 @@ pub struct Layout {
     /// Longest record a chunk reads; a longer one is bad data (it would grow memory).
     #[serde(default = "default_max_record_size")]
     pub max_record_size: u64,
+    /// A Parquet object's row groups and chunks (`columns` are its columns then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet: Option<ParquetLayout>,
 }
 
 fn default_max_record_size() -> u64 {
@@ -55,22 +59,76 @@ impl Layout {
         self.format.columns(&self.columns)
     }
 
+    /// Compiles `sql` against this object's columns: for Parquet, every column it names must
+    /// exist and be of a type a query can use.
+    pub fn compile(&self, sql: &str) -> Result<crate::scan::sql::Query, ScanError> {
+        let query = crate::scan::sql::compile(sql, &self.sql_columns())?;
+        if let Some(parquet) = &self.parquet {
+            for path in query.paths() {
+                check_parquet_column(&self.columns, &parquet.types, &path)?;
+            }
+        }
+        Ok(query)
+    }
+
     pub fn chunk_count(&self) -> u32 {
-        if self.gzip {
-            1
-        } else {
-            chunk_count(self.data_start, self.size, self.chunk_size) as u32
+        match &self.parquet {
+            Some(parquet) => parquet.chunk_starts.len() as u32,
+            None if self.gzip => 1,
+            None => chunk_count(self.data_start, self.size, self.chunk_size) as u32,
         }
     }
 
-    /// Byte range `[start, end)` of chunk `index` (of the decompressed stream when gzipped).
+    /// Byte range `[start, end)` of chunk `index` (of the decompressed stream when gzipped; all
+    /// the row groups of a Parquet object, whose chunks are [`Layout::row_groups`]).
     pub fn range(&self, index: u32) -> (u64, u64) {
+        if let Some(parquet) = &self.parquet {
+            return (self.data_start, parquet.data_end(self.size));
+        }
         if self.gzip {
             return (self.data_start, u64::MAX);
         }
         let start = self.data_start + u64::from(index) * self.chunk_size;
         (start, (start + self.chunk_size).min(self.size))
     }
+}
+
+/// Refuses a path a Parquet query cannot read: no such column, or one inside a list or map.
+fn check_parquet_column(columns: &[String], types: &[String], path: &[String]) -> Result<(), ScanError> {
+    let name = path.join(".");
+    let refuse = |message: String| Err(ScanError::InvalidSql(crate::scan::sql::SqlError { message }));
+    if columns.contains(&name) {
+        return match columns.iter().zip(types).find(|(c, _)| **c == name) {
+            Some((_, kind)) if is_nested(kind) => refuse(format!(
+                "column `{name}` is {kind}: lists and maps cannot be used in a query"
+            )),
+            _ => Ok(()),
+        };
+    }
+    // A struct as a whole (its fields follow with a dot), or a path into a list or map.
+    if columns.iter().any(|c| c.starts_with(&format!("{name}."))) {
+        return Ok(());
+    }
+    if let Some((column, kind)) = columns
+        .iter()
+        .zip(types)
+        .find(|(c, _)| name.starts_with(&format!("{c}.")))
+    {
+        return refuse(format!(
+            "column `{column}` is {kind}: `{name}` cannot reach into it"
+        ));
+    }
+    let mut known: Vec<&str> = columns.iter().map(String::as_str).take(20).collect();
+    if columns.len() > known.len() {
+        known.push("...");
+    }
+    refuse(format!("no column `{name}`; the object's columns are {}", known.join(", ")))
+}
+
+fn is_nested(kind: &str) -> bool {
+    ["List", "LargeList", "FixedSizeList", "Map", "ListView", "LargeListView"]
+        .iter()
+        .any(|nested| kind.starts_with(&format!("{nested}(")))
 }
 
 /// Number of `chunk_size` ranges covering `[data_start, size)`.
@@ -125,6 +183,44 @@ pub fn expand_ranges(text: &str, limit: u32) -> Result<Vec<u32>, String> {
     Ok(indexes)
 }
 
+/// The format `auto` takes an object for: Parquet when it starts with `PAR1`, else by its name's
+/// extension (a `.gz` ending set aside), else CSV.
+pub async fn detect_format(s3: &Client, bucket: &str, key: &str) -> Result<DetectedFormat, ScanError> {
+    let (size, etag) = crate::s3::object_version(s3, bucket, key)
+        .await
+        .map_err(read_failure)?;
+    if size >= MAGIC.len() as u64 {
+        let range = (0, MAGIC.len() as u64);
+        let start = RangeStream::new(s3, bucket, key, etag.as_deref(), range)
+            .collect(MAGIC.len())
+            .await
+            .map_err(read_failure)?;
+        if start == MAGIC {
+            return Ok(DetectedFormat::Parquet);
+        }
+    }
+    Ok(format_by_name(key))
+}
+
+/// Formats `auto` can find.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DetectedFormat {
+    Csv,
+    JsonLines,
+    Parquet,
+}
+
+/// The format an object's name suggests (CSV when it suggests none).
+pub fn format_by_name(key: &str) -> DetectedFormat {
+    let name = key.to_ascii_lowercase();
+    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    match name.rsplit_once('.').map(|(_, extension)| extension) {
+        Some("parquet" | "pq") => DetectedFormat::Parquet,
+        Some("jsonl" | "ndjson" | "json") => DetectedFormat::JsonLines,
+        _ => DetectedFormat::Csv,
+    }
+}
+
 /// What to plan.
 #[derive(Clone, Debug)]
 pub struct PlanRequest {
@@ -153,7 +249,15 @@ pub async fn plan(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
         .e_tag()
         .ok_or_else(|| ScanError::S3(format!("HEAD {location} returned no ETag")))?
         .to_string();
+    if request.format == Format::Parquet {
+        return plan_parquet(s3, request, etag, size).await;
+    }
     let prefix = read_prefix(s3, request, &etag, size.min(MAX_HEADER_BYTES)).await?;
+    if prefix.starts_with(MAGIC) && std::str::from_utf8(&prefix).is_err() {
+        return Err(ScanError::InvalidObject(format!(
+            "{location} is a Parquet file (it starts with PAR1): scan it with the parquet format"
+        )));
+    }
     let gzip = prefix.starts_with(&[0x1f, 0x8b])
         || head
             .content_encoding()
@@ -194,6 +298,7 @@ pub async fn plan(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
         chunk_size: request.chunk_size,
         gzip,
         max_record_size: request.max_record_size,
+        parquet: None,
     };
     let chunks = chunk_count(data_start, size, request.chunk_size);
     if !gzip && chunks > MAX_CHUNKS {
@@ -203,6 +308,37 @@ pub async fn plan(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
         )));
     }
     Ok(layout)
+}
+
+async fn plan_parquet(
+    s3: &Client,
+    request: &PlanRequest,
+    etag: String,
+    size: u64,
+) -> Result<Layout, ScanError> {
+    let object = (request.bucket.as_str(), request.key.as_str());
+    let (columns, parquet) = parquet::plan(s3, object, (&etag, size), request.chunk_size).await?;
+    if let Some(expected) = &request.expected_headers
+        && *expected != columns
+    {
+        return Err(ScanError::HeaderMismatch(format!(
+            "s3://{}/{} has columns {columns:?}, expected {expected:?}",
+            request.bucket, request.key
+        )));
+    }
+    Ok(Layout {
+        bucket: request.bucket.clone(),
+        key: request.key.clone(),
+        size,
+        etag,
+        format: Format::Parquet,
+        columns,
+        data_start: MAGIC.len() as u64,
+        chunk_size: request.chunk_size,
+        gzip: false,
+        max_record_size: request.max_record_size,
+        parquet: Some(parquet),
+    })
 }
 
 fn check_request(request: &PlanRequest) -> Result<(), ScanError> {
@@ -360,6 +496,7 @@ mod tests {
                 chunk_size,
                 gzip: false,
                 max_record_size: DEFAULT_MAX_RECORD_SIZE,
+                parquet: None,
             };
             let mut next = data_start;
             for index in 0..layout.chunk_count() {
@@ -369,6 +506,45 @@ mod tests {
                 next = end;
             }
             assert_eq!(next, size.max(data_start));
+        }
+    }
+
+    #[test]
+    fn formats_by_name() {
+        let cases = [
+            ("trips.parquet", DetectedFormat::Parquet),
+            ("a/b/part-0.PQ", DetectedFormat::Parquet),
+            ("events.jsonl.gz", DetectedFormat::JsonLines),
+            ("events.ndjson", DetectedFormat::JsonLines),
+            ("data.csv", DetectedFormat::Csv),
+            ("data", DetectedFormat::Csv),
+            ("dir.parquet/data.txt", DetectedFormat::Csv),
+        ];
+        for (key, want) in cases {
+            assert_eq!(format_by_name(key), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn parquet_columns_a_query_can_name() {
+        let columns: Vec<String> = ["id", "s.a.b", "tags", "when"].map(String::from).to_vec();
+        let types: Vec<String> = ["Int64", "Utf8", "List(Utf8)", "Date32"].map(String::from).to_vec();
+        let check = |path: &str| {
+            let path: Vec<String> = path.split('.').map(String::from).collect();
+            check_parquet_column(&columns, &types, &path).map_err(|e| e.to_string())
+        };
+        assert_eq!(check("id"), Ok(()));
+        assert_eq!(check("s.a.b"), Ok(()));
+        assert_eq!(check("s.a"), Ok(()));
+        assert_eq!(check("s"), Ok(()));
+        let refused = [
+            ("tags", "column `tags` is List(Utf8): lists and maps cannot be used in a query"),
+            ("tags.x", "column `tags` is List(Utf8): `tags.x` cannot reach into it"),
+            ("nope", "no column `nope`; the object's columns are id, s.a.b, tags, when"),
+            ("s.c", "no column `s.c`; the object's columns are id, s.a.b, tags, when"),
+        ];
+        for (path, want) in refused {
+            assert_eq!(check(path), Err(want.to_string()), "{path}");
         }
     }
 

@@ -28,6 +28,33 @@ pub struct Verifier {
     pub bytes: u64,
     pub rows: u64,
     pub partials: Vec<Partial>,
+    /// Parquet: row groups skipped by their statistics, their bytes, and the bytes fetched.
+    #[serde(default, skip_serializing_if = "RowGroupTotals::is_empty")]
+    pub row_groups: RowGroupTotals,
+}
+
+/// Totals of Parquet chunks' [`crate::scan::RowGroupsRead`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RowGroupTotals {
+    pub skipped: u64,
+    pub skipped_bytes: u64,
+    pub fetched_bytes: u64,
+}
+
+impl RowGroupTotals {
+    fn is_empty(&self) -> bool {
+        *self == RowGroupTotals::default()
+    }
+
+    /// These totals with one more chunk's; `None` on overflow.
+    fn add(&self, read: &crate::scan::RowGroupsRead) -> Option<RowGroupTotals> {
+        Some(RowGroupTotals {
+            skipped: self.skipped.checked_add(u64::from(read.skipped))?,
+            skipped_bytes: self.skipped_bytes.checked_add(read.skipped_bytes)?,
+            fetched_bytes: self.fetched_bytes.checked_add(read.fetched_bytes)?,
+        })
+    }
 }
 
 /// What to do with a chunk's report: the same for the CLI's local run and the controller.
@@ -71,8 +98,9 @@ pub fn check_report(report: &ChunkReport, task: &ChunkTask) -> Result<(), String
             report.assumed.code()
         ));
     }
+    check_row_groups(report, task)?;
     let length = end.saturating_sub(start);
-    if !layout.gzip && report.bytes != length {
+    if !layout.gzip && layout.parquet.is_none() && report.bytes != length {
         return Err(format!(
             "the report read {} bytes of a {length}-byte chunk",
             report.bytes
@@ -116,6 +144,31 @@ pub fn check_report(report: &ChunkReport, task: &ChunkTask) -> Result<(), String
     Ok(())
 }
 
+/// A Parquet chunk reports exactly its row groups, and skips no more of them than it has.
+fn check_row_groups(report: &ChunkReport, task: &ChunkTask) -> Result<(), String> {
+    let planned = task.layout.parquet.as_ref();
+    match (planned.and_then(|p| p.row_groups(task.index)), &report.row_groups) {
+        (None, None) if planned.is_none() => Ok(()),
+        (Some(groups), Some(read)) => {
+            if (read.first, read.end) != (groups.start, groups.end) {
+                return Err(format!(
+                    "the report covers row groups {}-{}, the chunk is row groups {}-{}",
+                    read.first, read.end, groups.start, groups.end
+                ));
+            }
+            if read.skipped > groups.end - groups.start {
+                return Err(format!(
+                    "the report skips {} of {} row groups",
+                    read.skipped,
+                    groups.end - groups.start
+                ));
+            }
+            Ok(())
+        }
+        _ => Err("the report's row groups do not match the object's".into()),
+    }
+}
+
 impl Verifier {
     pub fn new(empty_partials: Vec<Partial>) -> Verifier {
         Verifier {
@@ -126,6 +179,7 @@ impl Verifier {
             bytes: 0,
             rows: 0,
             partials: empty_partials,
+            row_groups: RowGroupTotals::default(),
         }
     }
 
@@ -178,11 +232,19 @@ impl Verifier {
         ) else {
             return invalid("the report's counts overflow the scan's totals".into());
         };
+        let row_groups = match &report.row_groups {
+            Some(read) => match self.row_groups.add(read) {
+                Some(totals) => totals,
+                None => return invalid("the report's counts overflow the scan's totals".into()),
+            },
+            None => self.row_groups.clone(),
+        };
         if first(self.state).is_some() {
             self.last_with_record = Some(report.index);
         }
         self.state = report.split.end[self.state as usize];
         (self.records, self.bytes, self.rows) = (records, bytes, rows);
+        self.row_groups = row_groups;
         self.partials = partials;
         self.next += 1;
         Verdict::Accepted
@@ -236,6 +298,7 @@ mod tests {
                 chunk_size: 10,
                 gzip: false,
                 max_record_size: 1 << 20,
+                parquet: None,
             },
             index,
             start_state: None,
@@ -277,6 +340,7 @@ mod tests {
             partials: partials(),
             part: Some(format!("run/part-{index:05}.csv")),
             bad_record: None,
+            row_groups: None,
         }
     }
 

@@ -41,19 +41,23 @@ pub(super) struct Bookkeeping {
     /// One past the highest chunk a Job was created for: uploads to abort lie below it.
     #[serde(default)]
     pub started: u32,
+    /// A Parquet object's row groups and chunks, as planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet: Option<crate::scan::parquet::ParquetLayout>,
 }
 
 impl Bookkeeping {
     pub(super) fn new(
         empty_partials: Vec<crate::scan::value::Partial>,
-        columns: Vec<String>,
+        layout: &Layout,
     ) -> Self {
         Bookkeeping {
             verifier: Verifier::new(empty_partials),
             processed: String::new(),
             finished: false,
-            columns,
+            columns: layout.columns.clone(),
             started: 0,
+            parquet: layout.parquet.clone(),
         }
     }
 

@@ -25,6 +25,7 @@ fn layout(chunks: u32, format: Format) -> Layout {
         chunk_size: CHUNK,
         gzip: false,
         max_record_size: 1 << 20,
+        parquet: None,
     }
 }
 
@@ -32,7 +33,7 @@ fn layout(chunks: u32, format: Format) -> Layout {
 fn running(sql: &str, chunks: u32, format: Format) -> (Running, Bookkeeping) {
     let layout = layout(chunks, format);
     let query = crate::scan::sql::compile(sql, &layout.sql_columns()).unwrap();
-    let checkpoint = Bookkeeping::new(query.empty_partials(), layout.columns.clone());
+    let checkpoint = Bookkeeping::new(query.empty_partials(), &layout);
     let (status, _) = planned(
         S3ParallelScanStatus::default(),
         Some(1),
@@ -113,6 +114,7 @@ fn report(state: &Running, index: u32, assumed: Option<State>, records: u64) -> 
         partials,
         part: None,
         bad_record: None,
+        row_groups: None,
     }
 }
 
@@ -292,7 +294,7 @@ fn status_shows_long_headers_and_values_cut_the_checkpoint_keeps_them() {
     assert_eq!(shown["n"], 3);
     let mut layout = layout(1, CSV);
     layout.columns = vec![long.clone()];
-    let checkpoint = Bookkeeping::new(vec![], layout.columns.clone());
+    let checkpoint = Bookkeeping::new(vec![], &layout);
     let (status, _) = planned(
         S3ParallelScanStatus::default(),
         Some(1),

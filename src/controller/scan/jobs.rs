@@ -94,6 +94,7 @@ pub fn chunk_file(format: Format) -> String {
     let extension = match format {
         Format::Csv { .. } => "csv",
         Format::JsonLines => "jsonl",
+        Format::Parquet => "parquet",
     };
     format!("{CHUNK_DIR}/records.{extension}")
 }
@@ -500,6 +501,7 @@ mod tests {
                 chunk_size: 10,
                 gzip: false,
                 max_record_size: 1 << 20,
+                parquet: None,
             },
             index,
             start_state: state,

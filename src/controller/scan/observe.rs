@@ -16,7 +16,6 @@ use crate::api::S3Connection;
 use crate::api::ingest::S3Ingest;
 use crate::api::scan::{S3ParallelScan, S3ParallelScanStatus};
 use crate::controller::{Context, Error, s3_client};
-use crate::scan::sql::compile;
 use crate::scan::{
     ChunkObject, ChunkReport, Format, Layout, Output, PlanRequest, ScanError, State, plan,
 };
@@ -163,7 +162,7 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
     };
     let checkpoint = match Bookkeeping::of(&status) {
         Some(checkpoint) if !planned_now => checkpoint,
-        _ => Bookkeeping::new(query.empty_partials(), layout.columns.clone()),
+        _ => Bookkeeping::new(query.empty_partials(), &layout),
     };
     let output = output_of(obj);
     let work = crate::scan::Work::Query {
@@ -213,8 +212,9 @@ fn query_of(
         .sql
         .clone()
         .unwrap_or_else(|| COUNT_QUERY.to_string());
-    let query = compile(&sql, &layout.sql_columns())
-        .map_err(|e| Observed::Refused("InvalidSql", e.to_string()))?;
+    let query = layout
+        .compile(&sql)
+        .map_err(|e| Observed::Refused(e.reason(), e.to_string()))?;
     Ok((sql, query))
 }
 
@@ -280,13 +280,14 @@ async fn source(ctx: &Context, obj: &S3ParallelScan) -> Result<Source, Observed>
 }
 
 fn format_of(obj: &S3ParallelScan) -> Format {
-    match &obj.spec.format.csv {
-        Some(csv) => Format::Csv {
+    match (&obj.spec.format.csv, &obj.spec.format.parquet) {
+        (Some(csv), _) => Format::Csv {
             delimiter: csv.delimiter.bytes().next().unwrap_or(b','),
             quote: csv.quote.bytes().next().unwrap_or(b'"'),
             header: csv.header,
         },
-        None => Format::JsonLines,
+        (None, Some(_)) => Format::Parquet,
+        (None, None) => Format::JsonLines,
     }
 }
 
@@ -308,6 +309,7 @@ fn recorded_layout(
         chunk_size: parse_size(&obj.spec.chunking.chunk_size).ok()?,
         gzip: status.compression.as_deref() == Some("gzip"),
         max_record_size: parse_size(&obj.spec.chunking.max_record_size).ok()?,
+        parquet: checkpoint.parquet.clone(),
     })
 }
 

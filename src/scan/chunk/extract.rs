@@ -53,7 +53,8 @@ impl Extractor {
                 bounds,
                 done: false,
             })),
-            Format::JsonLines => Extractor::Lines(LinesExtractor {
+            // Parquet chunks never get here: they are read column by column (`columnar`).
+            Format::JsonLines | Format::Parquet => Extractor::Lines(LinesExtractor {
                 line: Vec::new(),
                 position: at,
                 record_start: at,

@@ -6,6 +6,7 @@
 //! few buffers per chunk whatever its size; row output goes up while parsing goes on (`rows`,
 //! `upload`). `task` holds what a chunk is given and what it reports.
 
+mod columnar;
 mod extract;
 mod fetch;
 mod parse;
@@ -24,7 +25,8 @@ use tokio::sync::mpsc;
 use crate::shutdown::Stop;
 
 pub use task::{
-    BadRecord, ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, UploadRecord, Work,
+    BadRecord, ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, RowGroupsRead,
+    UploadRecord, Work,
 };
 pub use upload::abort_recorded_upload;
 pub(crate) use upload::cut_part;
@@ -46,7 +48,7 @@ pub async fn run_chunk(
     let (start, end) = layout.range(task.index);
     let query = match &task.work {
         Work::Query { sql, output } => {
-            let query = super::sql::compile(sql, &layout.sql_columns())?;
+            let query = layout.compile(sql)?;
             if let Some(output) = output
                 && query.output_names().is_none()
                 && layout.format == Format::JsonLines
@@ -60,6 +62,9 @@ pub async fn run_chunk(
         }
         Work::Fetch { .. } => None,
     };
+    if layout.parquet.is_some() {
+        return columnar::run_parquet_chunk(s3, task, query, progress, stop).await;
+    }
     // The byte before the chunk tells its likely start state.
     let read_from = if layout.gzip {
         0

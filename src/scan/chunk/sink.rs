@@ -300,6 +300,7 @@ impl<'q> Sink<'q> {
             partials,
             part: None,
             bad_record: self.bad_record,
+            row_groups: None,
         })
     }
 }

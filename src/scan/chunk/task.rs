@@ -144,6 +144,23 @@ pub struct ChunkReport {
     /// start state is confirmed: a wrong guess reads garbage records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bad_record: Option<BadRecord>,
+    /// A Parquet chunk's row groups and what of them it read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_groups: Option<RowGroupsRead>,
+}
+
+/// What a Parquet chunk read of its row groups.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RowGroupsRead {
+    /// The chunk's row groups `[first, end)`.
+    pub first: u32,
+    pub end: u32,
+    /// Row groups whose statistics ruled the query out, not read, and their bytes.
+    pub skipped: u32,
+    pub skipped_bytes: u64,
+    /// Bytes fetched from S3: only the columns the query reads, of the row groups not skipped.
+    pub fetched_bytes: u64,
 }
 
 /// A record the query could not process.
@@ -159,7 +176,7 @@ impl ChunkReport {
         task.start_state.is_some()
             || task.index == 0
             || task.layout.gzip
-            || task.layout.format == Format::JsonLines
+            || matches!(task.layout.format, Format::JsonLines | Format::Parquet)
     }
 
     /// The bad record as the scan's error.

@@ -52,6 +52,7 @@ fn layout(data: &[u8], chunk_size: u64, columns: &[&str]) -> Layout {
         chunk_size,
         gzip: false,
         max_record_size: super::super::plan::DEFAULT_MAX_RECORD_SIZE,
+        parquet: None,
     }
 }
 

@@ -132,7 +132,7 @@ impl Query {
     }
 
     /// Calls `found` with every column the query reads.
-    fn visit_columns(&self, found: &mut impl FnMut(&Column)) {
+    pub(super) fn visit_columns(&self, found: &mut impl FnMut(&Column)) {
         fn visit(expr: &Expr, found: &mut impl FnMut(&Column)) {
             match expr {
                 Expr::Column(column) => found(column),

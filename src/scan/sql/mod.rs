@@ -566,7 +566,9 @@ fn like_matches(text: &[char], pattern: &[LikeToken]) -> bool {
 }
 
 mod eval;
+mod prune;
 pub use eval::{Evaluator, Outcome};
+pub use prune::{Bounds, ColumnBounds, FooterAggregate};
 
 #[cfg(test)]
 mod tests;

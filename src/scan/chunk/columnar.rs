@@ -1,0 +1,582 @@
+//! One chunk of a Parquet object: its row groups, less those whose statistics rule out the query,
+//! read column by column through arrow-rs over s3flow's own S3 reads, and the query run on their
+//! rows; aggregates that statistics answer are answered without reading any row. A fetch writes
+//! the chunk's row groups as a Parquet file of their own.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt64Array};
+use aws_sdk_s3::Client;
+use futures::StreamExt;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder};
+use tokio::sync::mpsc;
+
+use super::rows::{RowBatch, RowWriter};
+use super::task::{BadRecord, ChunkReport, ChunkTask, RowGroupsRead, Work};
+use super::upload::upload_part;
+use crate::scan::parquet::{
+    ArrowRow, Resolved, S3Source, arrow_metadata, read_footer, row_group_span, scan_error,
+    value_at,
+};
+use crate::scan::split::{ChunkSplit, STATES, State};
+use crate::scan::sql::{Bounds, ColumnBounds, Outcome, Query};
+use crate::scan::value::{AggregateKind, Partial, Value};
+use crate::scan::{Layout, ScanError};
+use crate::shutdown::Stop;
+
+/// Rows per decoded batch: a few MiB of values for typical columns.
+const BATCH_ROWS: usize = 8192;
+
+/// Runs one chunk of a Parquet object.
+pub(super) async fn run_parquet_chunk(
+    s3: &Client,
+    task: &ChunkTask,
+    query: Option<Query>,
+    progress: Arc<AtomicU64>,
+    stop: Stop,
+) -> Result<ChunkReport, ScanError> {
+    let layout = &task.layout;
+    let location = format!("s3://{}/{}", layout.bucket, layout.key);
+    let planned = layout
+        .parquet
+        .as_ref()
+        .ok_or_else(|| ScanError::InvalidScan("the task has no Parquet layout".into()))?;
+    let groups = planned.row_groups(task.index).ok_or_else(|| {
+        ScanError::InvalidScan(format!("the scan has no chunk {}", task.index))
+    })?;
+    let (metadata, _) =
+        read_footer(s3, (&layout.bucket, &layout.key), &layout.etag, layout.size).await?;
+    if metadata.num_row_groups() != planned.row_groups as usize {
+        return Err(ScanError::ObjectChanged(format!(
+            "{location} has {} row groups, {} when planned",
+            metadata.num_row_groups(),
+            planned.row_groups
+        )));
+    }
+    let arrow = arrow_metadata(metadata.clone(), &location)?;
+    let source = S3Source {
+        s3: s3.clone(),
+        bucket: layout.bucket.clone(),
+        key: layout.key.clone(),
+        etag: layout.etag.clone(),
+        metadata,
+        fetched: Arc::new(AtomicU64::new(0)),
+    };
+    let chunk = ChunkGroups::new(&arrow, groups);
+    match (&task.work, query) {
+        (Work::Fetch { path }, _) => {
+            let rows = write_chunk_file(source.clone(), &arrow, &chunk, path, &stop).await?;
+            progress.fetch_add(chunk.bytes, Ordering::Relaxed);
+            let read = chunk.read(0, 0, &source);
+            Ok(report(task, &chunk, read, (rows, 0, Vec::new()), None))
+        }
+        (Work::Query { output, .. }, Some(query)) => {
+            let output = output.clone();
+            let run = QueryRun {
+                task,
+                query: &query,
+                arrow: &arrow,
+                chunk: &chunk,
+                source,
+                progress,
+            };
+            run.run(s3, output, stop).await
+        }
+        (Work::Query { .. }, None) => Err(ScanError::InvalidScan("a query task without a query".into())),
+    }
+}
+
+/// A chunk's row groups, their rows and bytes.
+struct ChunkGroups {
+    groups: Range<u32>,
+    /// Rows and byte spans of each of the chunk's row groups.
+    rows: Vec<u64>,
+    spans: Vec<(u64, u64)>,
+    total_rows: u64,
+    /// Compressed bytes of the chunk's row groups.
+    bytes: u64,
+}
+
+impl ChunkGroups {
+    fn new(arrow: &ArrowReaderMetadata, groups: Range<u32>) -> ChunkGroups {
+        let all = arrow.metadata().row_groups();
+        let of_chunk = &all[groups.start as usize..(groups.end as usize).min(all.len())];
+        let rows: Vec<u64> = of_chunk.iter().map(|g| g.num_rows().max(0) as u64).collect();
+        let spans: Vec<_> = of_chunk.iter().map(row_group_span).collect();
+        ChunkGroups {
+            total_rows: rows.iter().sum(),
+            bytes: spans.iter().map(|(s, e)| e.saturating_sub(*s)).sum(),
+            groups,
+            rows,
+            spans,
+        }
+    }
+
+    fn indexes(&self) -> Vec<usize> {
+        (self.groups.start as usize..self.groups.end as usize).collect()
+    }
+
+    fn read(&self, skipped: u32, skipped_bytes: u64, source: &S3Source) -> RowGroupsRead {
+        RowGroupsRead {
+            first: self.groups.start,
+            end: self.groups.end,
+            skipped,
+            skipped_bytes,
+            fetched_bytes: source.fetched.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The chunk's report: every row of its row groups is a record, its bytes are theirs.
+fn report(
+    task: &ChunkTask,
+    chunk: &ChunkGroups,
+    read: RowGroupsRead,
+    (records, rows, partials): (u64, u64, Vec<Partial>),
+    bad_record: Option<BadRecord>,
+) -> ChunkReport {
+    let (start, end) = task.layout.range(task.index);
+    ChunkReport {
+        index: task.index,
+        range: [start, end.min(task.layout.size)],
+        fingerprint: task.fingerprint(),
+        assumed: State::RecordEnd,
+        split: ChunkSplit {
+            end: [State::RecordEnd; STATES],
+            first_record: [Some(0); STATES],
+        },
+        records,
+        bytes: chunk.bytes,
+        rows,
+        partials,
+        part: None,
+        bad_record,
+        row_groups: Some(read),
+    }
+}
+
+/// Row-group statistics of the columns a query reads, for the chunk's row groups.
+struct GroupStats {
+    columns: Vec<ColumnStats>,
+    /// Rows of the row group the bounds are asked of, and its position in the chunk.
+    rows: Vec<u64>,
+    at: usize,
+}
+
+struct ColumnStats {
+    path: Vec<String>,
+    mins: Option<ArrayRef>,
+    maxes: Option<ArrayRef>,
+    nulls: Option<UInt64Array>,
+}
+
+impl GroupStats {
+    /// Statistics of top-level columns (nested fields have none here: never pruned by).
+    fn new(arrow: &ArrowReaderMetadata, paths: &[Vec<String>], chunk: &ChunkGroups) -> GroupStats {
+        let metadata = arrow.metadata();
+        let groups = &metadata.row_groups()[chunk.groups.start as usize..chunk.groups.end as usize];
+        let columns = paths
+            .iter()
+            .filter_map(|path| {
+                let [name] = path.as_slice() else {
+                    return None;
+                };
+                let converter = StatisticsConverter::try_new(
+                    name,
+                    arrow.schema(),
+                    metadata.file_metadata().schema_descr(),
+                )
+                .ok()?;
+                let exact = |flags: parquet::errors::Result<arrow_array::BooleanArray>| {
+                    flags.is_ok_and(|f| f.nulls().is_none() && f.true_count() == f.len())
+                };
+                let min_exact = exact(converter.row_group_is_min_value_exact(groups));
+                let max_exact = exact(converter.row_group_is_max_value_exact(groups));
+                Some(ColumnStats {
+                    path: path.clone(),
+                    mins: converter.row_group_mins(groups).ok().filter(|_| min_exact),
+                    maxes: converter.row_group_maxes(groups).ok().filter(|_| max_exact),
+                    nulls: converter.row_group_null_counts(groups).ok(),
+                })
+            })
+            .collect();
+        GroupStats {
+            columns,
+            rows: chunk.rows.clone(),
+            at: 0,
+        }
+    }
+}
+
+impl Bounds for GroupStats {
+    fn bounds(&self, path: &[String]) -> Option<ColumnBounds<'_>> {
+        let column = self.columns.iter().find(|c| c.path == path)?;
+        fn known(array: &Option<ArrayRef>, at: usize) -> Option<Value<'_>> {
+            array
+                .as_ref()
+                .map(|a| value_at(a.as_ref(), at))
+                .filter(|v| *v != Value::Null && !matches!(v, Value::Float(f) if f.is_nan()))
+        }
+        let nulls = column
+            .nulls
+            .as_ref()
+            .filter(|n| self.at < n.len() && n.is_valid(self.at))
+            .map(|n| n.value(self.at));
+        Some(ColumnBounds {
+            min: known(&column.mins, self.at),
+            max: known(&column.maxes, self.at),
+            nulls,
+            rows: self.rows.get(self.at).copied().unwrap_or(0),
+        })
+    }
+}
+
+/// A query over one chunk's row groups.
+struct QueryRun<'a> {
+    task: &'a ChunkTask,
+    query: &'a Query,
+    arrow: &'a ArrowReaderMetadata,
+    chunk: &'a ChunkGroups,
+    source: S3Source,
+    progress: Arc<AtomicU64>,
+}
+
+impl QueryRun<'_> {
+    async fn run(
+        self,
+        s3: &Client,
+        output: Option<crate::scan::Output>,
+        stop: Stop,
+    ) -> Result<ChunkReport, ScanError> {
+        let paths = self.query.paths();
+        let mut stats = GroupStats::new(self.arrow, &paths, self.chunk);
+        if output.is_none()
+            && let Some(partials) = footer_answer(self.query, &mut stats)
+        {
+            self.progress.fetch_add(self.chunk.bytes, Ordering::Relaxed);
+            let read = self.chunk.read(0, 0, &self.source);
+            let counts = (self.chunk.total_rows, 0, partials);
+            return Ok(report(self.task, self.chunk, read, counts, None));
+        }
+        let mut kept = Vec::new();
+        let (mut skipped, mut skipped_bytes) = (0u32, 0u64);
+        for (at, index) in self.chunk.indexes().into_iter().enumerate() {
+            stats.at = at;
+            if self.query.may_match(&stats) {
+                kept.push(index);
+            } else {
+                skipped += 1;
+                let (start, end) = self.chunk.spans[at];
+                skipped_bytes += end.saturating_sub(start);
+            }
+        }
+        self.progress.fetch_add(skipped_bytes, Ordering::Relaxed);
+        let writes_all = output.is_some() && self.query.output_names().is_none();
+        let mask = projection(self.arrow, &paths, writes_all);
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.source.clone(),
+            self.arrow.clone(),
+        )
+        .with_row_groups(kept)
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| scan_error(e, &self.location()))?;
+        let (parts_tx, parts_rx) = mpsc::channel::<RowBatch>(1);
+        let upload_stop = stop.clone();
+        let upload_to = output.clone();
+        let upload = async move {
+            match &upload_to {
+                Some(output) => {
+                    let chunk = (self.task.index, self.task.run.as_str());
+                    upload_part(s3, output, chunk, parts_rx, upload_stop).await
+                }
+                None => Ok(None),
+            }
+        };
+        let rows = output.as_ref().map(|output| {
+            let names = self
+                .query
+                .output_names()
+                .unwrap_or_else(|| self.task.layout.columns.clone());
+            RowWriter::new(output.format, names, parts_tx)
+        });
+        let evaluation = Evaluation {
+            query: self.query.clone(),
+            rows,
+            paths,
+            whole: writes_all.then(|| leaf_paths(&self.task.layout)),
+            stop,
+            progress: self.progress.clone(),
+            bytes_per_row: self.chunk.bytes as f64 / self.chunk.total_rows.max(1) as f64,
+            location: self.location(),
+            first_offset: self.chunk.spans.first().map_or(0, |(start, _)| *start),
+        };
+        let evaluate = async {
+            tokio::task::spawn_blocking(move || evaluation.run(stream))
+                .await
+                .map_err(ScanError::Parser)?
+        };
+        let (evaluated, uploaded) = tokio::join!(evaluate, upload);
+        let (evaluated, part) = match (evaluated, uploaded) {
+            // The query stopped because the upload did: the upload's error is the cause.
+            (Err(ScanError::OutputClosed), Err(upload)) => return Err(upload),
+            (evaluated, uploaded) => (evaluated?, uploaded?),
+        };
+        let read = self.chunk.read(skipped, skipped_bytes, &self.source);
+        let counts = (self.chunk.total_rows, evaluated.rows, evaluated.partials);
+        let mut report = report(self.task, self.chunk, read, counts, evaluated.bad);
+        report.part = part;
+        Ok(report)
+    }
+
+    fn location(&self) -> String {
+        format!("s3://{}/{}", self.task.layout.bucket, self.task.layout.key)
+    }
+}
+
+/// COUNT(*), COUNT, MIN and MAX from row-group statistics, when every row group of the chunk has
+/// them (exact, numeric for MIN and MAX); `None` when any aggregate needs the rows.
+fn footer_answer(query: &Query, stats: &mut GroupStats) -> Option<Vec<Partial>> {
+    let items = query.footer_aggregates()?;
+    let mut partials = query.empty_partials();
+    for ((kind, path), partial) in items.iter().zip(partials.iter_mut()) {
+        for at in 0..stats.rows.len() {
+            stats.at = at;
+            let rows = stats.rows[at];
+            let bounds = match path {
+                Some(path) => Some(stats.bounds(path)?),
+                None => None,
+            };
+            match (kind, bounds, &mut *partial) {
+                (AggregateKind::CountAll, _, Partial::Count(n)) => *n = n.saturating_add(rows),
+                (AggregateKind::Count, Some(b), Partial::Count(n)) => {
+                    *n = n.saturating_add(rows.saturating_sub(b.nulls?))
+                }
+                (AggregateKind::Min | AggregateKind::Max, Some(b), partial) => {
+                    if b.nulls == Some(rows) {
+                        continue;
+                    }
+                    let value = match kind {
+                        AggregateKind::Min => b.min?,
+                        _ => b.max?,
+                    };
+                    if !matches!(value, Value::Int(_) | Value::Float(_)) {
+                        return None;
+                    }
+                    partial.add(Some(&value)).ok()?;
+                }
+                _ => return None,
+            }
+        }
+    }
+    Some(partials)
+}
+
+/// The columns to fetch: the top-level columns holding the query's paths, or all of them.
+fn projection(arrow: &ArrowReaderMetadata, paths: &[Vec<String>], all: bool) -> ProjectionMask {
+    if all {
+        return ProjectionMask::all();
+    }
+    let fields = arrow.schema().fields();
+    let roots = fields.iter().enumerate().filter_map(|(index, field)| {
+        paths
+            .iter()
+            .any(|p| p.first() == Some(field.name()))
+            .then_some(index)
+    });
+    ProjectionMask::roots(arrow.metadata().file_metadata().schema_descr(), roots)
+}
+
+/// Every column of the layout as a path (struct fields by their dotted names).
+fn leaf_paths(layout: &Layout) -> Vec<Vec<String>> {
+    layout
+        .columns
+        .iter()
+        .map(|c| c.split('.').map(str::to_string).collect())
+        .collect()
+}
+
+/// Writes the chunk's row groups, all columns, as a Parquet file of their own (row group for row
+/// group) at `path`; returns its rows.
+async fn write_chunk_file(
+    source: S3Source,
+    arrow: &ArrowReaderMetadata,
+    chunk: &ChunkGroups,
+    path: &std::path::Path,
+    stop: &Stop,
+) -> Result<u64, ScanError> {
+    let location = format!("s3://{}/{}", source.bucket, source.key);
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(source, arrow.clone())
+        .with_row_groups(chunk.indexes())
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .map_err(|e| scan_error(e, &location))?;
+    let schema = arrow.schema().clone();
+    let group_rows = chunk.rows.clone();
+    let (path, stop) = (path.to_path_buf(), stop.clone());
+    tokio::task::spawn_blocking(move || {
+        copy_row_groups(stream, schema, &group_rows, &path, &stop, &location)
+    })
+    .await
+    .map_err(ScanError::Parser)?
+}
+
+fn copy_row_groups(
+    mut stream: ParquetRecordBatchStream<S3Source>,
+    schema: arrow_schema::SchemaRef,
+    group_rows: &[u64],
+    path: &std::path::Path,
+    stop: &Stop,
+    location: &str,
+) -> Result<u64, ScanError> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+    let write_error = |e: parquet::errors::ParquetError| ScanError::Write {
+        what: "the chunk file".into(),
+        source: std::io::Error::other(e),
+    };
+    let file = std::fs::File::create(path).map_err(super::sink::file_error)?;
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(None)
+        .build();
+    let mut writer = ArrowWriter::try_new(file, schema, Some(properties)).map_err(write_error)?;
+    let runtime = tokio::runtime::Handle::current();
+    let mut ends = group_rows.iter().scan(0u64, |sum, rows| {
+        *sum += rows;
+        Some(*sum)
+    });
+    let mut group_end = ends.next();
+    let mut written = 0u64;
+    while let Some(batch) = runtime.block_on(stream.next()) {
+        if stop.is_requested() {
+            return Err(ScanError::Stopped);
+        }
+        let batch = batch.map_err(|e| scan_error(e, location))?;
+        writer.write(&batch).map_err(write_error)?;
+        written += batch.num_rows() as u64;
+        // Batches never span row groups: one ends exactly where a batch does.
+        while group_end.is_some_and(|end| end <= written) {
+            writer.flush().map_err(write_error)?;
+            group_end = ends.next();
+        }
+    }
+    writer.close().map_err(write_error)?;
+    Ok(written)
+}
+
+/// What a chunk's query found.
+struct Evaluated {
+    rows: u64,
+    partials: Vec<Partial>,
+    bad: Option<BadRecord>,
+}
+
+/// The query over decoded batches, on a blocking thread (decoding and evaluating are CPU work,
+/// and rows are handed to the uploader by blocking sends).
+struct Evaluation {
+    query: Query,
+    rows: Option<RowWriter>,
+    paths: Vec<Vec<String>>,
+    /// Every column, for rows written whole (`SELECT *`).
+    whole: Option<Vec<Vec<String>>>,
+    stop: Stop,
+    progress: Arc<AtomicU64>,
+    bytes_per_row: f64,
+    location: String,
+    /// Where the chunk's first row group starts (bad records are placed there).
+    first_offset: u64,
+}
+
+impl Evaluation {
+    fn run(self, mut stream: ParquetRecordBatchStream<S3Source>) -> Result<Evaluated, ScanError> {
+        let Evaluation {
+            query,
+            mut rows,
+            paths,
+            whole,
+            stop,
+            progress,
+            bytes_per_row,
+            location,
+            first_offset,
+        } = self;
+        let runtime = tokio::runtime::Handle::current();
+        let mut evaluator = query.evaluator();
+        let mut bad = None;
+        let mut seen = 0u64;
+        while let Some(batch) = runtime.block_on(stream.next()) {
+            if stop.is_requested() {
+                return Err(ScanError::Stopped);
+            }
+            let batch = batch.map_err(|e| scan_error(e, &location))?;
+            let count = batch.num_rows() as u64;
+            progress.fetch_add((count as f64 * bytes_per_row) as u64, Ordering::Relaxed);
+            let columns = resolve(&batch, &paths);
+            let whole = resolve(&batch, whole.as_deref().unwrap_or_default());
+            let found = (0..batch.num_rows()).try_for_each(|row| {
+                let record = ArrowRow {
+                    columns: &columns,
+                    row,
+                };
+                let outcome = evaluator.record(&record).map_err(RowFailure::Bad)?;
+                let written = match (outcome, &mut rows) {
+                    (Outcome::Whole, Some(rows)) => {
+                        let values: Vec<Value> = whole.iter().map(|c| c.value(row)).collect();
+                        rows.values(&values)
+                    }
+                    (Outcome::Row(values), Some(rows)) => rows.values(&values),
+                    _ => Ok(()),
+                };
+                written.map_err(RowFailure::Scan)
+            });
+            match found {
+                Ok(()) => {}
+                Err(RowFailure::Scan(e)) => return Err(e),
+                Err(RowFailure::Bad(message)) => {
+                    bad = Some(BadRecord {
+                        offset: first_offset,
+                        message: format!(
+                            "in rows {seen}-{} of the chunk: {message}",
+                            seen + count
+                        ),
+                    });
+                    break;
+                }
+            }
+            seen += count;
+            if !query.is_aggregate() && !evaluator.wants_more() {
+                break;
+            }
+        }
+        if let Some(rows) = rows {
+            rows.finish()?;
+        }
+        Ok(Evaluated {
+            rows: evaluator.rows,
+            partials: evaluator.partials,
+            bad,
+        })
+    }
+}
+
+/// Why a row stopped the query: a value it cannot process (bad data), or the output.
+enum RowFailure {
+    Bad(String),
+    Scan(ScanError),
+}
+
+/// The paths found in `batch`.
+fn resolve<'b>(batch: &'b RecordBatch, paths: &'b [Vec<String>]) -> Vec<Resolved<'b>> {
+    paths
+        .iter()
+        .filter_map(|path| Resolved::find(batch, path))
+        .collect()
+}
