@@ -27,6 +27,8 @@ pub const CREDENTIAL_KEYS: [(&str, bool); 3] = [
 pub const ENV_CHUNK_FILE: &str = "S3FLOW_CHUNK_FILE";
 pub const ENV_CHUNK_INDEX: &str = "S3FLOW_CHUNK_INDEX";
 pub const ENV_CHUNK_RANGE: &str = "S3FLOW_CHUNK_RANGE";
+/// A Parquet chunk's row groups in the object, such as `4-7` (the file's row groups 0-3).
+pub const ENV_CHUNK_ROW_GROUPS: &str = "S3FLOW_CHUNK_ROW_GROUPS";
 pub const ENV_BUCKET: &str = "S3FLOW_BUCKET";
 pub const ENV_KEY: &str = "S3FLOW_KEY";
 /// What the onComplete container gets: the manifest's `s3://` URL.

@@ -224,7 +224,12 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
         (
             "no format",
             with(scan.clone(), "spec.format.csv", Value::Null),
-            "format needs exactly one of csv or jsonLines",
+            "format needs exactly one of csv, jsonLines or parquet",
+        ),
+        (
+            "csv and parquet",
+            with(scan.clone(), "spec.format.parquet", json!({})),
+            "format needs exactly one of csv, jsonLines or parquet",
         ),
         (
             "expected headers without a header row",

@@ -314,7 +314,7 @@ pub struct S3ParallelScanStatus {
     /// ETag of the object; every ranged read requires it, so a changed object fails the scan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
-    /// Column names from the header row.
+    /// Column names from the header row (of a Parquet object: its columns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub header: Vec<String>,
     /// Offset of the first record: after a byte-order mark and the header row.
@@ -344,6 +344,9 @@ pub struct S3ParallelScanStatus {
     /// Bytes read by succeeded chunks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_scanned: Option<i64>,
+    /// Parquet: the file's row groups, and what succeeded chunks skipped and fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_groups: Option<RowGroupCounts>,
     /// Merged result of all chunks (for SQL aggregates, one entry per select item).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
@@ -365,6 +368,20 @@ pub struct S3ParallelScanStatus {
     /// Ready, Reconciling and Stalled, in the kstatus convention.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Row groups of a Parquet object, and what the scan read of them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RowGroupCounts {
+    /// Row groups of the file.
+    pub total: i64,
+    /// Row groups whose statistics ruled the query out: never read.
+    pub skipped: i64,
+    /// Bytes of the skipped row groups.
+    pub skipped_bytes: i64,
+    /// Bytes fetched from S3: only the columns the query reads, of the row groups not skipped.
+    pub fetched_bytes: i64,
 }
 
 /// Chunks by state.

@@ -32,6 +32,15 @@ pub fn document(
                 "rows": report.rows,
                 "part": report.part,
             });
+            if let Some(read) = &report.row_groups {
+                entry["rowGroups"] = serde_json::json!({
+                    "first": read.first,
+                    "end": read.end,
+                    "skipped": read.skipped,
+                    "skippedBytes": read.skipped_bytes,
+                    "fetchedBytes": read.fetched_bytes,
+                });
+            }
             if let Some(extra) = extra(report.index) {
                 entry["output"] = extra;
             }
@@ -53,6 +62,7 @@ pub fn document(
         "records": reports.iter().map(|r| r.records).sum::<u64>(),
         "rows": reports.iter().map(|r| r.rows).sum::<u64>(),
         "result": result,
+        "rowGroups": layout.parquet.as_ref().map(|p| p.row_groups),
         "chunks": chunks,
     })
 }

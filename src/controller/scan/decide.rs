@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::jobs::Role;
 use crate::api::Phase;
-use crate::api::scan::{ChunkCounts, S3ParallelScanStatus};
+use crate::api::scan::{ChunkCounts, RowGroupCounts, S3ParallelScanStatus};
 use crate::controller::set_phase;
 use crate::redact::{STATUS_TEXT_LIMIT, cut};
 use crate::scan::plan::{compact_ranges, expand_ranges};
@@ -362,7 +362,14 @@ pub(super) fn planned(
     status.total_chunks = Some(layout.chunk_count() as i32);
     status.start_time = Some(Time(Timestamp::now()));
     checkpoint.store(&mut status);
-    let message = if layout.gzip {
+    let message = if let Some(parquet) = &layout.parquet {
+        format!(
+            "{} chunks of the {} row groups, about {} bytes each",
+            layout.chunk_count(),
+            parquet.row_groups,
+            layout.chunk_size
+        )
+    } else if layout.gzip {
         "gzip-compressed: not splittable, scanned as one chunk".to_string()
     } else {
         format!(
@@ -738,6 +745,12 @@ fn counts(
     status.progress = Some(format!("{succeeded_count}/{total}"));
     status.records_processed = Some(verifier.records as i64);
     status.bytes_scanned = Some(verifier.bytes as i64);
+    status.row_groups = checkpoint.parquet.as_ref().map(|parquet| RowGroupCounts {
+        total: i64::from(parquet.row_groups),
+        skipped: verifier.row_groups.skipped as i64,
+        skipped_bytes: verifier.row_groups.skipped_bytes as i64,
+        fetched_bytes: verifier.row_groups.fetched_bytes as i64,
+    });
 }
 
 #[cfg(test)]
