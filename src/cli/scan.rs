@@ -72,6 +72,8 @@ pub(crate) struct ScanArgs {
 enum OutputArg {
     Csv,
     Jsonl,
+    /// Parquet of the selected columns (Parquet objects only).
+    Parquet,
 }
 
 fn byte(c: char, what: &str) -> anyhow::Result<u8> {
@@ -102,6 +104,7 @@ fn request(
         format: match args.output_format {
             Some(OutputArg::Csv) => OutputFormat::Csv,
             Some(OutputArg::Jsonl) => OutputFormat::JsonLines,
+            Some(OutputArg::Parquet) => OutputFormat::Parquet,
             None => format.output_format(),
         },
     });

@@ -3,7 +3,7 @@
 
 use aws_sdk_s3::Client;
 
-use super::chunk::cut_part;
+use super::chunk::{cut_parquet_part, cut_part};
 use super::chunk::{ChunkReport, Output, OutputFormat};
 use super::plan::Layout;
 use super::{ScanError, delete_object, put_object, read_failure};
@@ -141,6 +141,8 @@ async fn trim_to_limit(
         if kept == 0 {
             delete_object(s3, &output.bucket, &key).await?;
             report.part = None;
+        } else if output.format == OutputFormat::Parquet {
+            cut_parquet_part(s3, output, (report.index, run), kept).await?;
         } else {
             let (etag, length) = first_rows_length(s3, output, &key, kept).await?;
             cut_part(s3, output, (report.index, run), etag.as_deref(), length).await?;

@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt64Array};
 use aws_sdk_s3::Client;
 use futures::StreamExt;
@@ -16,15 +17,16 @@ use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder};
 use tokio::sync::mpsc;
 
-use super::rows::{RowBatch, RowWriter};
-use super::task::{BadRecord, ChunkReport, ChunkTask, RowGroupsRead, Work};
+use super::parquet_rows::{ParquetRows, selected_rows};
+use super::rows::{RowBatch, RowWriter, TextFormat};
+use super::task::{BadRecord, ChunkReport, ChunkTask, OutputFormat, RowGroupsRead, Work};
 use super::upload::upload_part;
 use crate::scan::parquet::{
     ArrowRow, Resolved, S3Source, arrow_metadata, read_footer, row_group_span, scan_error,
     value_at,
 };
 use crate::scan::split::{ChunkSplit, STATES, State};
-use crate::scan::sql::{Bounds, ColumnBounds, Outcome, Query};
+use crate::scan::sql::{Bounds, ColumnBounds, Evaluator, Outcome, Query};
 use crate::scan::value::{AggregateKind, Partial, Value};
 use crate::scan::{Layout, ScanError};
 use crate::shutdown::Stop;
@@ -299,18 +301,17 @@ impl QueryRun<'_> {
                 None => Ok(None),
             }
         };
-        let rows = output.as_ref().map(|output| {
-            let names = self
-                .query
-                .output_names()
-                .unwrap_or_else(|| self.task.layout.columns.clone());
-            RowWriter::new(output.format, names, parts_tx)
-        });
+        let rows = match &output {
+            Some(output) => Some(self.row_sink(output.format, parts_tx)?),
+            None => None,
+        };
         let evaluation = Evaluation {
             query: self.query.clone(),
-            rows,
-            paths,
-            whole: writes_all.then(|| leaf_paths(&self.task.layout)),
+            work: BatchWork {
+                rows,
+                paths,
+                whole: writes_all.then(|| leaf_paths(&self.task.layout)),
+            },
             stop,
             progress: self.progress.clone(),
             bytes_per_row: self.chunk.bytes as f64 / self.chunk.total_rows.max(1) as f64,
@@ -337,6 +338,50 @@ impl QueryRun<'_> {
 
     fn location(&self) -> String {
         format!("s3://{}/{}", self.task.layout.bucket, self.task.layout.key)
+    }
+
+    /// Where selected rows go: text rows, or Parquet of the selected columns.
+    fn row_sink(
+        &self,
+        format: OutputFormat,
+        parts: mpsc::Sender<RowBatch>,
+    ) -> Result<RowSink, ScanError> {
+        if format != OutputFormat::Parquet {
+            let names = self
+                .query
+                .output_names()
+                .unwrap_or_else(|| self.task.layout.columns.clone());
+            return Ok(RowSink::Text(RowWriter::new(TextFormat::of(format)?, names, parts)));
+        }
+        let columns = self.query.plain_columns().ok_or_else(|| {
+            ScanError::InvalidScan(
+                "Parquet output takes columns only (computed values need csv or jsonLines output)"
+                    .into(),
+            )
+        })?;
+        Ok(RowSink::Parquet {
+            part: ParquetRows::new(parts),
+            columns: (!columns.is_empty()).then_some(columns),
+        })
+    }
+}
+
+/// Where a query's selected rows go.
+enum RowSink {
+    Text(RowWriter),
+    /// The selected columns (`None`: all of them, as the file has them).
+    Parquet {
+        part: ParquetRows,
+        columns: Option<Vec<(String, Vec<String>)>>,
+    },
+}
+
+impl RowSink {
+    fn finish(self) -> Result<(), ScanError> {
+        match self {
+            RowSink::Text(rows) => rows.finish(),
+            RowSink::Parquet { part, .. } => part.finish(),
+        }
     }
 }
 
@@ -483,10 +528,7 @@ struct Evaluated {
 /// and rows are handed to the uploader by blocking sends).
 struct Evaluation {
     query: Query,
-    rows: Option<RowWriter>,
-    paths: Vec<Vec<String>>,
-    /// Every column, for rows written whole (`SELECT *`).
-    whole: Option<Vec<Vec<String>>>,
+    work: BatchWork,
     stop: Stop,
     progress: Arc<AtomicU64>,
     bytes_per_row: f64,
@@ -499,9 +541,7 @@ impl Evaluation {
     fn run(self, mut stream: ParquetRecordBatchStream<S3Source>) -> Result<Evaluated, ScanError> {
         let Evaluation {
             query,
-            mut rows,
-            paths,
-            whole,
+            mut work,
             stop,
             progress,
             bytes_per_row,
@@ -519,34 +559,14 @@ impl Evaluation {
             let batch = batch.map_err(|e| scan_error(e, &location))?;
             let count = batch.num_rows() as u64;
             progress.fetch_add((count as f64 * bytes_per_row) as u64, Ordering::Relaxed);
-            let columns = resolve(&batch, &paths);
-            let whole = resolve(&batch, whole.as_deref().unwrap_or_default());
-            let found = (0..batch.num_rows()).try_for_each(|row| {
-                let record = ArrowRow {
-                    columns: &columns,
-                    row,
-                };
-                let outcome = evaluator.record(&record).map_err(RowFailure::Bad)?;
-                let written = match (outcome, &mut rows) {
-                    (Outcome::Whole, Some(rows)) => {
-                        let values: Vec<Value> = whole.iter().map(|c| c.value(row)).collect();
-                        rows.values(&values)
-                    }
-                    (Outcome::Row(values), Some(rows)) => rows.values(&values),
-                    _ => Ok(()),
-                };
-                written.map_err(RowFailure::Scan)
-            });
-            match found {
+            match work.batch(&batch, &mut evaluator) {
                 Ok(()) => {}
                 Err(RowFailure::Scan(e)) => return Err(e),
                 Err(RowFailure::Bad(message)) => {
+                    let rows = format!("rows {seen}-{}", seen + count);
                     bad = Some(BadRecord {
                         offset: first_offset,
-                        message: format!(
-                            "in rows {seen}-{} of the chunk: {message}",
-                            seen + count
-                        ),
+                        message: format!("in {rows} of the chunk: {message}"),
                     });
                     break;
                 }
@@ -556,7 +576,7 @@ impl Evaluation {
                 break;
             }
         }
-        if let Some(rows) = rows {
+        if let Some(rows) = work.rows {
             rows.finish()?;
         }
         Ok(Evaluated {
@@ -565,6 +585,76 @@ impl Evaluation {
             bad,
         })
     }
+}
+
+/// What the query does with each batch.
+struct BatchWork {
+    rows: Option<RowSink>,
+    paths: Vec<Vec<String>>,
+    /// Every column, for text rows written whole (`SELECT *`).
+    whole: Option<Vec<Vec<String>>>,
+}
+
+impl BatchWork {
+    /// Runs the query on every row of `batch` and writes the rows it selects.
+    fn batch(&mut self, batch: &RecordBatch, evaluator: &mut Evaluator) -> Result<(), RowFailure> {
+        let columns = resolve(batch, &self.paths);
+        let whole = resolve(batch, self.whole.as_deref().unwrap_or_default());
+        let mut keep = Vec::new();
+        for row in 0..batch.num_rows() {
+            let record = ArrowRow {
+                columns: &columns,
+                row,
+            };
+            let outcome = evaluator.record(&record).map_err(RowFailure::Bad)?;
+            let written = match (outcome, &mut self.rows) {
+                (Outcome::Whole, Some(RowSink::Text(rows))) => {
+                    let values: Vec<Value> = whole.iter().map(|c| c.value(row)).collect();
+                    rows.values(&values)
+                }
+                (Outcome::Row(values), Some(RowSink::Text(rows))) => rows.values(&values),
+                (outcome, Some(RowSink::Parquet { .. })) => {
+                    keep.push(matches!(outcome, Outcome::Whole | Outcome::Row(_)));
+                    Ok(())
+                }
+                _ => Ok(()),
+            };
+            written.map_err(RowFailure::Scan)?;
+        }
+        if let Some(RowSink::Parquet { part, columns }) = &mut self.rows {
+            let selected = match columns {
+                Some(columns) => Some(column_arrays(batch, columns).map_err(RowFailure::Scan)?),
+                None => None,
+            };
+            let rows = selected_rows(batch, keep, selected.as_deref()).map_err(RowFailure::Scan)?;
+            part.write(&rows).map_err(RowFailure::Scan)?;
+        }
+        Ok(())
+    }
+}
+
+/// The arrays of `columns` (output name, path) in `batch`.
+fn column_arrays(
+    batch: &RecordBatch,
+    columns: &[(String, Vec<String>)],
+) -> Result<Vec<(String, ArrayRef)>, ScanError> {
+    columns
+        .iter()
+        .map(|(name, path)| {
+            let (first, rest) = path.split_first().unzip();
+            let mut array = first.and_then(|f| batch.column_by_name(f)).cloned();
+            for field in rest.unwrap_or_default() {
+                array = array
+                    .as_ref()
+                    .and_then(|a| a.as_struct_opt())
+                    .and_then(|s| s.column_by_name(field))
+                    .cloned();
+            }
+            array
+                .map(|array| (name.clone(), array))
+                .ok_or_else(|| ScanError::InvalidScan(format!("no column `{}`", path.join("."))))
+        })
+        .collect()
 }
 
 /// Why a row stopped the query: a value it cannot process (bad data), or the output.

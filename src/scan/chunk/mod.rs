@@ -9,6 +9,7 @@
 mod columnar;
 mod extract;
 mod fetch;
+mod parquet_rows;
 mod parse;
 mod record;
 mod rows;
@@ -29,6 +30,7 @@ pub use task::{
     UploadRecord, Work,
 };
 pub use upload::abort_recorded_upload;
+pub(crate) use parquet_rows::cut_parquet_part;
 pub(crate) use upload::cut_part;
 
 use super::{Format, ScanError};
@@ -64,6 +66,13 @@ pub async fn run_chunk(
     };
     if layout.parquet.is_some() {
         return columnar::run_parquet_chunk(s3, task, query, progress, stop).await;
+    }
+    if let Work::Query {
+        output: Some(output),
+        ..
+    } = &task.work
+    {
+        rows::TextFormat::of(output.format)?;
     }
     // The byte before the chunk tells its likely start state.
     let read_from = if layout.gzip {

@@ -10,9 +10,31 @@ use crate::scan::value::Value;
 /// Row output is uploaded in parts of this size.
 pub(super) const PART_BUFFER: usize = 8 << 20;
 
+/// The text encodings of row output (Parquet output is `parquet_rows`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum TextFormat {
+    Csv,
+    JsonLines,
+}
+
+impl TextFormat {
+    /// The text encoding of `format`; Parquet output is written column by column, from Parquet
+    /// objects only.
+    pub(super) fn of(format: OutputFormat) -> Result<TextFormat, ScanError> {
+        match format {
+            OutputFormat::Csv => Ok(TextFormat::Csv),
+            OutputFormat::JsonLines => Ok(TextFormat::JsonLines),
+            OutputFormat::Parquet => Err(ScanError::InvalidScan(
+                "Parquet output is written from Parquet objects; choose csv or jsonLines output"
+                    .into(),
+            )),
+        }
+    }
+}
+
 /// Serializes rows into part buffers handed to the uploader.
 pub(super) struct RowWriter {
-    pub(super) format: OutputFormat,
+    pub(super) format: TextFormat,
     pub(super) names: Vec<String>,
     pub(super) csv: csv::Writer<Vec<u8>>,
     pub(super) lines: Vec<u8>,
@@ -29,7 +51,7 @@ pub(super) fn csv_buffer() -> csv::Writer<Vec<u8>> {
 
 impl RowWriter {
     pub(super) fn new(
-        format: OutputFormat,
+        format: TextFormat,
         names: Vec<String>,
         parts: mpsc::Sender<RowBatch>,
     ) -> RowWriter {
@@ -68,11 +90,11 @@ impl RowWriter {
 
     pub(super) fn values(&mut self, values: &[Value]) -> Result<(), ScanError> {
         match self.format {
-            OutputFormat::Csv => {
+            TextFormat::Csv => {
                 let texts: Vec<_> = values.iter().map(Value::to_field).collect();
                 self.csv_bytes(texts.iter().map(|t| t.as_bytes()))
             }
-            OutputFormat::JsonLines => {
+            TextFormat::JsonLines => {
                 let object: serde_json::Map<_, _> = self
                     .names
                     .iter()

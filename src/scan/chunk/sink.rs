@@ -6,8 +6,8 @@ use std::io::Write;
 use tokio::sync::mpsc;
 
 use super::record::{CsvRecord, JsonFields, JsonRecord};
-use super::rows::{RowBatch, RowWriter};
-use super::task::{BadRecord, ChunkReport, ChunkTask, OutputFormat, Work};
+use super::rows::{RowBatch, RowWriter, TextFormat};
+use super::task::{BadRecord, ChunkReport, ChunkTask, Work};
 use crate::scan::ScanError;
 use crate::scan::json::fields::{JsonScalar, find_scalar_fields, parse_json_fields};
 use crate::scan::json::{Scratch, is_json_value};
@@ -76,7 +76,7 @@ impl<'q> Sink<'q> {
             Work::Query {
                 output: Some(output),
                 ..
-            } => Some(output.format),
+            } => Some(TextFormat::of(output.format)?),
             _ => None,
         };
         let rows = match (parts, output_format, query) {
@@ -197,8 +197,8 @@ impl<'q> Sink<'q> {
             Outcome::Whole => {
                 let fields = (0..record.ends.len()).map(|i| record.bytes(i).unwrap_or_default());
                 match rows.format {
-                    OutputFormat::Csv => rows.csv_bytes(fields),
-                    OutputFormat::JsonLines => {
+                    TextFormat::Csv => rows.csv_bytes(fields),
+                    TextFormat::JsonLines => {
                         let object = csv_object(&self.columns, fields)
                             .map_err(|message| blame.at(offset, message))?;
                         rows.json(&object)

@@ -18,6 +18,9 @@ pub enum OutputFormat {
     Csv,
     /// One JSON object per line.
     JsonLines,
+    /// Apache Parquet (zstd), the selected columns in the object's own types: for Parquet objects,
+    /// and queries that select columns (no computed values).
+    Parquet,
 }
 
 impl OutputFormat {
@@ -25,6 +28,7 @@ impl OutputFormat {
         match self {
             OutputFormat::Csv => "csv",
             OutputFormat::JsonLines => "jsonl",
+            OutputFormat::Parquet => "parquet",
         }
     }
 }

@@ -74,6 +74,22 @@ impl Query {
         paths
     }
 
+    /// The output columns of a row query as `(name, column path)` when every select item is a
+    /// column (`Some(empty)` for SELECT *), `None` when some item is computed.
+    pub fn plain_columns(&self) -> Option<Vec<(String, Vec<String>)>> {
+        match &self.selection {
+            Selection::All => Some(Vec::new()),
+            Selection::Rows(items) => items
+                .iter()
+                .map(|(name, expr)| match expr {
+                    Expr::Column(Column::Path(path)) => Some((name.clone(), path.clone())),
+                    _ => None,
+                })
+                .collect(),
+            Selection::Aggregates(_) => None,
+        }
+    }
+
     /// Whether a group of rows with these statistics can hold a row the filter keeps.
     pub fn may_match(&self, bounds: &impl Bounds) -> bool {
         self.filter
@@ -257,6 +273,16 @@ mod tests {
         assert_eq!(answered("SELECT SUM(x) FROM S3Object"), None);
         assert_eq!(answered("SELECT MIN(x + 1) FROM S3Object"), None);
         assert_eq!(answered("SELECT x FROM S3Object"), None);
+        let plain = |sql: &str| compile(sql, &Columns::Named).unwrap().plain_columns();
+        assert_eq!(plain("SELECT * FROM S3Object"), Some(vec![]));
+        assert_eq!(
+            plain("SELECT x AS a, s.t FROM S3Object"),
+            Some(vec![
+                ("a".to_string(), vec!["x".to_string()]),
+                ("s.t".to_string(), vec!["s".to_string(), "t".to_string()])
+            ])
+        );
+        assert_eq!(plain("SELECT x + 1 FROM S3Object"), None);
         let query = compile("SELECT x, s.t FROM S3Object WHERE y > 1 AND x < 2", &Columns::Named)
             .unwrap();
         let paths: Vec<String> = query.paths().iter().map(|p| p.join(".")).collect();
