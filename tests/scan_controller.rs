@@ -233,7 +233,26 @@ async fn killed_worker_is_retried() {
     })))
     .await
     .unwrap();
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), &ns);
+    let killed = kill_a_running_worker(env, &ns).await;
+    let status = common::scan_succeeded(&api, "kill", 180).await;
+    assert_job_made_a_second_pod(env, &ns, &killed).await;
+    let result = serde_json::Value::Object(status.result.unwrap());
+    assert_eq!(
+        result["COUNT(*)"],
+        json!(rows),
+        "after killing a pod of {killed}"
+    );
+    assert_eq!(
+        result["SUM(CAST(v AS INT))"],
+        json!((0..rows).map(|i| i % 1000).sum::<u64>())
+    );
+    common::delete_namespace(&env.client, &ns).await;
+}
+
+/// Kills a chunk worker mid-chunk: waits for a running pod's worker to start (the node agent
+/// writes its pid), freezes and kills it. Returns the name of its Job.
+async fn kill_a_running_worker(env: &common::TestEnv, ns: &str) -> String {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), ns);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut killed = None;
     while killed.is_none() && Instant::now() < deadline {
@@ -270,10 +289,12 @@ async fn killed_worker_is_retried() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let killed = killed.expect("a worker pod was seen running");
-    let status = common::scan_succeeded(&api, "kill", 180).await;
-    // The Job controller made a second pod for the killed one's chunk (its Events outlive the Job).
-    let events: Api<Event> = Api::namespaced(env.client.clone(), &ns);
+    killed.expect("a worker pod was seen running")
+}
+
+/// The Job controller made a second pod for the killed one's chunk (its Events outlive the Job).
+async fn assert_job_made_a_second_pod(env: &common::TestEnv, ns: &str, killed: &str) {
+    let events: Api<Event> = Api::namespaced(env.client.clone(), ns);
     let mut created = 0;
     for _ in 0..50 {
         created = events
@@ -283,9 +304,7 @@ async fn killed_worker_is_retried() {
             .items
             .into_iter()
             .filter(|e| e.reason.as_deref() == Some("SuccessfulCreate"))
-            .filter(|e| {
-                e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(killed.as_str())
-            })
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(killed))
             .count();
         if created >= 2 {
             break;
@@ -293,17 +312,6 @@ async fn killed_worker_is_retried() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(created >= 2, "Job {killed} created {created} pod(s)");
-    let result = serde_json::Value::Object(status.result.unwrap());
-    assert_eq!(
-        result["COUNT(*)"],
-        json!(rows),
-        "after killing a pod of {killed}"
-    );
-    assert_eq!(
-        result["SUM(CAST(v AS INT))"],
-        json!((0..rows).map(|i| i % 1000).sum::<u64>())
-    );
-    common::delete_namespace(&env.client, &ns).await;
 }
 
 /// A value SUM cannot add fails its chunk at once (no retries) and the scan names the range.
@@ -785,5 +793,147 @@ async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
     api.delete("deleted", &Default::default()).await.unwrap();
     common::wait_deleted(api.clone(), "deleted", &uid, 120).await;
     assert_eq!(bucket.uploads().await, vec![foreign]);
+    common::delete_namespace(&env.client, &ns).await;
+}
+
+/// A Parquet file written by pyarrow: `rows` rows of `n` (0, 1, ...) and `v` (`n % 1000`) in row
+/// groups of `group_rows` rows.
+fn pyarrow_file(rows: u64, group_rows: u64) -> Vec<u8> {
+    let path = std::env::temp_dir().join(common::unique("scan-parquet"));
+    let script = format!(
+        "import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq\n\
+         n = pa.array(range({rows}), pa.int64())\n\
+         pq.write_table(pa.table({{'n': n, 'v': pc.remainder(n, 1000)}}), '{}', row_group_size={group_rows}, compression='zstd')\n",
+        path.display()
+    );
+    let status = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success(), "pyarrow wrote the file");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    bytes
+}
+
+/// A Parquet scan through chunk Jobs (row groups split across them), one worker killed
+/// mid-chunk: the result is exact, status and manifest account for every row group once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_scan_survives_a_killed_worker() {
+    let (env, ns, _controller) = scenario("scan-parquet-kill").await;
+    let env = &env;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let bucket = Bucket::create(env, "scan-parquet-kill").await;
+    let rows = 3_000_000u64;
+    bucket.put("big.parquet", pyarrow_file(rows, 100_000)).await;
+    let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &scan(
+            "pq",
+            &bucket,
+            "big.parquet",
+            json!({
+                "format": {"csv": null, "parquet": {}},
+                "chunking": {"chunkSize": "1Mi", "parallelism": 2, "maxRetriesPerChunk": 3},
+                "processor": {"sql": "SELECT COUNT(*), SUM(v), MAX(n) FROM S3Object WHERE n >= 0"},
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let killed = kill_a_running_worker(env, &ns).await;
+    let status = common::scan_succeeded(&api, "pq", 240).await;
+    assert_job_made_a_second_pod(env, &ns, &killed).await;
+    let result = serde_json::Value::Object(status.result.clone().unwrap());
+    assert_eq!(
+        result["COUNT(*)"],
+        json!(rows),
+        "after killing a pod of {killed}"
+    );
+    assert_eq!(
+        result["SUM(v)"],
+        json!((0..rows).map(|i| i % 1000).sum::<u64>())
+    );
+    assert_eq!(result["MAX(n)"], json!(rows - 1));
+    let groups = status.row_groups.clone().expect("status shows row groups");
+    assert_eq!((groups.total, groups.skipped), (30, 0));
+    let chunks = status.total_chunks.unwrap();
+    assert!(
+        chunks > 2 && chunks <= 30,
+        "{chunks} chunks of 30 row groups"
+    );
+    let manifest_url = status.manifest.unwrap();
+    let key = manifest_url
+        .strip_prefix(&format!("s3://{}/", bucket.name))
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&bucket.get(key).await).unwrap();
+    let mut next = 0;
+    for chunk in manifest["chunks"].as_array().unwrap() {
+        assert_eq!(chunk["rowGroups"]["first"], json!(next), "{chunk}");
+        next = chunk["rowGroups"]["end"].as_u64().unwrap();
+        assert_eq!(
+            chunk["records"].as_u64().unwrap(),
+            (chunk["rowGroups"]["end"].as_u64().unwrap()
+                - chunk["rowGroups"]["first"].as_u64().unwrap())
+                * 100_000
+        );
+    }
+    assert_eq!(next, 30, "every row group in exactly one chunk");
+    common::delete_namespace(&env.client, &ns).await;
+}
+
+/// A container processor gets its chunk's row groups as a Parquet file of their own, which
+/// pyarrow reads: its rows and row groups are the chunk's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_chunks_reach_container_processors_as_files() {
+    let (env, ns, _controller) = scenario("scan-parquet-container").await;
+    let env = &env;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let bucket = Bucket::create(env, "scan-parquet-container").await;
+    let rows = 50_000u64;
+    bucket.put("p.parquet", pyarrow_file(rows, 7_000)).await;
+    let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    let read_chunk = "import os, pyarrow.parquet as pq; f = pq.ParquetFile(os.environ['S3FLOW_CHUNK_FILE']); \
+        t = f.read(); assert t.column_names == ['n', 'v'], t.column_names; \
+        assert all(v == n % 1000 for n, v in zip(t['n'].to_pylist(), t['v'].to_pylist())); \
+        open('/dev/termination-log', 'w').write('%d %d %s' % (t.num_rows, f.metadata.num_row_groups, os.environ['S3FLOW_CHUNK_ROW_GROUPS']))";
+    api.create(&PostParams::default(), &scan("pqc", &bucket, "p.parquet", json!({
+        "format": {"csv": null, "parquet": {}},
+        "chunking": {"chunkSize": "40Ki", "parallelism": 3},
+        "processor": {"container": {"image": "python:3", "command": ["python3", "-c", read_chunk]}},
+    })))
+    .await
+    .unwrap();
+    let status = common::scan_succeeded(&api, "pqc", 180).await;
+    let manifest_url = status.manifest.unwrap();
+    let key = manifest_url
+        .strip_prefix(&format!("s3://{}/", bucket.name))
+        .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&bucket.get(key).await).unwrap();
+    let chunks = manifest["chunks"].as_array().unwrap();
+    assert!(chunks.len() > 1, "{} chunks", chunks.len());
+    let mut total = 0;
+    for chunk in chunks {
+        let message = chunk["output"].as_str().unwrap_or_default();
+        let parts: Vec<&str> = message.split(' ').collect();
+        let [seen_rows, seen_groups, env_groups] = parts[..] else {
+            panic!("chunk output {chunk}");
+        };
+        let (first, end) = (
+            chunk["rowGroups"]["first"].as_u64().unwrap(),
+            chunk["rowGroups"]["end"].as_u64().unwrap(),
+        );
+        assert_eq!(seen_rows, chunk["records"].to_string(), "{chunk}");
+        assert_eq!(seen_groups.parse::<u64>().unwrap(), end - first, "{chunk}");
+        let named = if end - first == 1 {
+            first.to_string()
+        } else {
+            format!("{first}-{}", end - 1)
+        };
+        assert_eq!(env_groups, named, "{chunk}");
+        total += seen_rows.parse::<u64>().unwrap();
+    }
+    assert_eq!(total, rows);
     common::delete_namespace(&env.client, &ns).await;
 }

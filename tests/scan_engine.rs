@@ -405,9 +405,7 @@ async fn run(
     sql: &str,
     output: Option<Output>,
 ) -> Result<ScanSummary, ScanError> {
-    let query = layout
-        .compile(sql)
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let query = layout.compile(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     local::scan(
         &bucket.s3,
         layout,

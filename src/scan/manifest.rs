@@ -3,8 +3,8 @@
 
 use aws_sdk_s3::Client;
 
-use super::chunk::{cut_parquet_part, cut_part};
 use super::chunk::{ChunkReport, Output, OutputFormat};
+use super::chunk::{cut_parquet_part, cut_part};
 use super::plan::Layout;
 use super::{ScanError, delete_object, put_object, read_failure};
 use crate::s3::{RangeStream, object_version};

@@ -94,9 +94,17 @@ impl Layout {
 }
 
 /// Refuses a path a Parquet query cannot read: no such column, or one inside a list or map.
-fn check_parquet_column(columns: &[String], types: &[String], path: &[String]) -> Result<(), ScanError> {
+fn check_parquet_column(
+    columns: &[String],
+    types: &[String],
+    path: &[String],
+) -> Result<(), ScanError> {
     let name = path.join(".");
-    let refuse = |message: String| Err(ScanError::InvalidSql(crate::scan::sql::SqlError { message }));
+    let refuse = |message: String| {
+        Err(ScanError::InvalidSql(crate::scan::sql::SqlError {
+            message,
+        }))
+    };
     if columns.contains(&name) {
         return match columns.iter().zip(types).find(|(c, _)| **c == name) {
             Some((_, kind)) if is_nested(kind) => refuse(format!(
@@ -122,13 +130,23 @@ fn check_parquet_column(columns: &[String], types: &[String], path: &[String]) -
     if columns.len() > known.len() {
         known.push("...");
     }
-    refuse(format!("no column `{name}`; the object's columns are {}", known.join(", ")))
+    refuse(format!(
+        "no column `{name}`; the object's columns are {}",
+        known.join(", ")
+    ))
 }
 
 fn is_nested(kind: &str) -> bool {
-    ["List", "LargeList", "FixedSizeList", "Map", "ListView", "LargeListView"]
-        .iter()
-        .any(|nested| kind.starts_with(&format!("{nested}(")))
+    [
+        "List",
+        "LargeList",
+        "FixedSizeList",
+        "Map",
+        "ListView",
+        "LargeListView",
+    ]
+    .iter()
+    .any(|nested| kind.starts_with(&format!("{nested}(")))
 }
 
 /// Number of `chunk_size` ranges covering `[data_start, size)`.
@@ -185,7 +203,11 @@ pub fn expand_ranges(text: &str, limit: u32) -> Result<Vec<u32>, String> {
 
 /// The format `auto` takes an object for: Parquet when it starts with `PAR1`, else by its name's
 /// extension (a `.gz` ending set aside), else CSV.
-pub async fn detect_format(s3: &Client, bucket: &str, key: &str) -> Result<DetectedFormat, ScanError> {
+pub async fn detect_format(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<DetectedFormat, ScanError> {
     let (size, etag) = crate::s3::object_version(s3, bucket, key)
         .await
         .map_err(read_failure)?;
@@ -528,7 +550,9 @@ mod tests {
     #[test]
     fn parquet_columns_a_query_can_name() {
         let columns: Vec<String> = ["id", "s.a.b", "tags", "when"].map(String::from).to_vec();
-        let types: Vec<String> = ["Int64", "Utf8", "List(Utf8)", "Date32"].map(String::from).to_vec();
+        let types: Vec<String> = ["Int64", "Utf8", "List(Utf8)", "Date32"]
+            .map(String::from)
+            .to_vec();
         let check = |path: &str| {
             let path: Vec<String> = path.split('.').map(String::from).collect();
             check_parquet_column(&columns, &types, &path).map_err(|e| e.to_string())
@@ -538,10 +562,22 @@ mod tests {
         assert_eq!(check("s.a"), Ok(()));
         assert_eq!(check("s"), Ok(()));
         let refused = [
-            ("tags", "column `tags` is List(Utf8): lists and maps cannot be used in a query"),
-            ("tags.x", "column `tags` is List(Utf8): `tags.x` cannot reach into it"),
-            ("nope", "no column `nope`; the object's columns are id, s.a.b, tags, when"),
-            ("s.c", "no column `s.c`; the object's columns are id, s.a.b, tags, when"),
+            (
+                "tags",
+                "column `tags` is List(Utf8): lists and maps cannot be used in a query",
+            ),
+            (
+                "tags.x",
+                "column `tags` is List(Utf8): `tags.x` cannot reach into it",
+            ),
+            (
+                "nope",
+                "no column `nope`; the object's columns are id, s.a.b, tags, when",
+            ),
+            (
+                "s.c",
+                "no column `s.c`; the object's columns are id, s.a.b, tags, when",
+            ),
         ];
         for (path, want) in refused {
             assert_eq!(check(path), Err(want.to_string()), "{path}");

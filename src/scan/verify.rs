@@ -147,7 +147,10 @@ pub fn check_report(report: &ChunkReport, task: &ChunkTask) -> Result<(), String
 /// A Parquet chunk reports exactly its row groups, and skips no more of them than it has.
 fn check_row_groups(report: &ChunkReport, task: &ChunkTask) -> Result<(), String> {
     let planned = task.layout.parquet.as_ref();
-    match (planned.and_then(|p| p.row_groups(task.index)), &report.row_groups) {
+    match (
+        planned.and_then(|p| p.row_groups(task.index)),
+        &report.row_groups,
+    ) {
         (None, None) if planned.is_none() => Ok(()),
         (Some(groups), Some(read)) => {
             if (read.first, read.end) != (groups.start, groups.end) {

@@ -47,10 +47,7 @@ pub(super) struct Bookkeeping {
 }
 
 impl Bookkeeping {
-    pub(super) fn new(
-        empty_partials: Vec<crate::scan::value::Partial>,
-        layout: &Layout,
-    ) -> Self {
+    pub(super) fn new(empty_partials: Vec<crate::scan::value::Partial>, layout: &Layout) -> Self {
         Bookkeeping {
             verifier: Verifier::new(empty_partials),
             processed: String::new(),

@@ -23,8 +23,8 @@ use crate::scan::plan::compact_ranges;
 use crate::scan::{ChunkTask, Format, State};
 use crate::worker::{
     CONTAINER_FETCH, CONTAINER_PROCESSOR, CONTAINER_WORKER, CREDENTIAL_KEYS, ENV_ADDRESS_POLICY,
-    ENV_BUCKET, ENV_CHUNK_FILE, ENV_CHUNK_INDEX, ENV_CHUNK_RANGE, ENV_CHUNK_ROW_GROUPS, ENV_KEY, ENV_MANIFEST,
-    ENV_REPORT_TO, ENV_S3_ENDPOINT, ENV_S3_FORCE_PATH_STYLE, ENV_S3_REGION, ENV_TASK,
+    ENV_BUCKET, ENV_CHUNK_FILE, ENV_CHUNK_INDEX, ENV_CHUNK_RANGE, ENV_CHUNK_ROW_GROUPS, ENV_KEY,
+    ENV_MANIFEST, ENV_REPORT_TO, ENV_S3_ENDPOINT, ENV_S3_FORCE_PATH_STYLE, ENV_S3_REGION, ENV_TASK,
     ENV_TERMINATION_MESSAGE_PATH, LABEL_CHUNK, LABEL_ROLE, LABEL_SCAN, LABEL_START_STATE,
     PERMANENT_FAILURE_EXIT_CODE,
 };
@@ -283,7 +283,11 @@ impl JobTemplate<'_> {
             env(ENV_KEY, layout.key.clone()),
         ];
         // A Parquet chunk is whole row groups: its file holds them, as row groups of its own.
-        if let Some(groups) = layout.parquet.as_ref().and_then(|p| p.row_groups(task.index)) {
+        if let Some(groups) = layout
+            .parquet
+            .as_ref()
+            .and_then(|p| p.row_groups(task.index))
+        {
             vars.push(env(ENV_CHUNK_ROW_GROUPS, compact_ranges(groups)));
         }
         PodContent {

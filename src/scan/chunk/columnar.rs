@@ -8,26 +8,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::cast::AsArray;
-use arrow_array::{Array, ArrayRef, RecordBatch, UInt64Array};
+use arrow_array::{ArrayRef, RecordBatch};
 use aws_sdk_s3::Client;
 use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
-use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder};
 use tokio::sync::mpsc;
 
 use super::parquet_rows::{ParquetRows, selected_rows};
 use super::rows::{RowBatch, RowWriter, TextFormat};
+use super::stats::{GroupStats, footer_answer, page_selection, with_page_index};
 use super::task::{BadRecord, ChunkReport, ChunkTask, OutputFormat, RowGroupsRead, Work};
 use super::upload::upload_part;
 use crate::scan::parquet::{
     ArrowRow, Resolved, S3Source, arrow_metadata, read_footer, row_group_span, scan_error,
-    value_at,
 };
 use crate::scan::split::{ChunkSplit, STATES, State};
-use crate::scan::sql::{Bounds, ColumnBounds, Evaluator, Outcome, Query};
-use crate::scan::value::{AggregateKind, Partial, Value};
+use crate::scan::sql::{Evaluator, Outcome, Query};
+use crate::scan::value::{Partial, Value};
 use crate::scan::{Layout, ScanError};
 use crate::shutdown::Stop;
 
@@ -48,9 +47,9 @@ pub(super) async fn run_parquet_chunk(
         .parquet
         .as_ref()
         .ok_or_else(|| ScanError::InvalidScan("the task has no Parquet layout".into()))?;
-    let groups = planned.row_groups(task.index).ok_or_else(|| {
-        ScanError::InvalidScan(format!("the scan has no chunk {}", task.index))
-    })?;
+    let groups = planned
+        .row_groups(task.index)
+        .ok_or_else(|| ScanError::InvalidScan(format!("the scan has no chunk {}", task.index)))?;
     let (metadata, _) =
         read_footer(s3, (&layout.bucket, &layout.key), &layout.etag, layout.size).await?;
     if metadata.num_row_groups() != planned.row_groups as usize {
@@ -60,8 +59,7 @@ pub(super) async fn run_parquet_chunk(
             planned.row_groups
         )));
     }
-    let arrow = arrow_metadata(metadata.clone(), &location)?;
-    let source = S3Source {
+    let mut source = S3Source {
         s3: s3.clone(),
         bucket: layout.bucket.clone(),
         key: layout.key.clone(),
@@ -69,6 +67,11 @@ pub(super) async fn run_parquet_chunk(
         metadata,
         fetched: Arc::new(AtomicU64::new(0)),
     };
+    if query.as_ref().is_some_and(Query::has_filter) {
+        let metadata = source.metadata.clone();
+        source.metadata = with_page_index(&mut source, metadata, &location).await?;
+    }
+    let arrow = arrow_metadata(source.metadata.clone(), &location)?;
     let chunk = ChunkGroups::new(&arrow, groups);
     match (&task.work, query) {
         (Work::Fetch { path }, _) => {
@@ -89,17 +92,19 @@ pub(super) async fn run_parquet_chunk(
             };
             run.run(s3, output, stop).await
         }
-        (Work::Query { .. }, None) => Err(ScanError::InvalidScan("a query task without a query".into())),
+        (Work::Query { .. }, None) => Err(ScanError::InvalidScan(
+            "a query task without a query".into(),
+        )),
     }
 }
 
 /// A chunk's row groups, their rows and bytes.
-struct ChunkGroups {
-    groups: Range<u32>,
+pub(super) struct ChunkGroups {
+    pub(super) groups: Range<u32>,
     /// Rows and byte spans of each of the chunk's row groups.
-    rows: Vec<u64>,
-    spans: Vec<(u64, u64)>,
-    total_rows: u64,
+    pub(super) rows: Vec<u64>,
+    pub(super) spans: Vec<(u64, u64)>,
+    pub(super) total_rows: u64,
     /// Compressed bytes of the chunk's row groups.
     bytes: u64,
 }
@@ -108,7 +113,10 @@ impl ChunkGroups {
     fn new(arrow: &ArrowReaderMetadata, groups: Range<u32>) -> ChunkGroups {
         let all = arrow.metadata().row_groups();
         let of_chunk = &all[groups.start as usize..(groups.end as usize).min(all.len())];
-        let rows: Vec<u64> = of_chunk.iter().map(|g| g.num_rows().max(0) as u64).collect();
+        let rows: Vec<u64> = of_chunk
+            .iter()
+            .map(|g| g.num_rows().max(0) as u64)
+            .collect();
         let spans: Vec<_> = of_chunk.iter().map(row_group_span).collect();
         ChunkGroups {
             total_rows: rows.iter().sum(),
@@ -162,82 +170,6 @@ fn report(
     }
 }
 
-/// Row-group statistics of the columns a query reads, for the chunk's row groups.
-struct GroupStats {
-    columns: Vec<ColumnStats>,
-    /// Rows of the row group the bounds are asked of, and its position in the chunk.
-    rows: Vec<u64>,
-    at: usize,
-}
-
-struct ColumnStats {
-    path: Vec<String>,
-    mins: Option<ArrayRef>,
-    maxes: Option<ArrayRef>,
-    nulls: Option<UInt64Array>,
-}
-
-impl GroupStats {
-    /// Statistics of top-level columns (nested fields have none here: never pruned by).
-    fn new(arrow: &ArrowReaderMetadata, paths: &[Vec<String>], chunk: &ChunkGroups) -> GroupStats {
-        let metadata = arrow.metadata();
-        let groups = &metadata.row_groups()[chunk.groups.start as usize..chunk.groups.end as usize];
-        let columns = paths
-            .iter()
-            .filter_map(|path| {
-                let [name] = path.as_slice() else {
-                    return None;
-                };
-                let converter = StatisticsConverter::try_new(
-                    name,
-                    arrow.schema(),
-                    metadata.file_metadata().schema_descr(),
-                )
-                .ok()?;
-                let exact = |flags: parquet::errors::Result<arrow_array::BooleanArray>| {
-                    flags.is_ok_and(|f| f.nulls().is_none() && f.true_count() == f.len())
-                };
-                let min_exact = exact(converter.row_group_is_min_value_exact(groups));
-                let max_exact = exact(converter.row_group_is_max_value_exact(groups));
-                Some(ColumnStats {
-                    path: path.clone(),
-                    mins: converter.row_group_mins(groups).ok().filter(|_| min_exact),
-                    maxes: converter.row_group_maxes(groups).ok().filter(|_| max_exact),
-                    nulls: converter.row_group_null_counts(groups).ok(),
-                })
-            })
-            .collect();
-        GroupStats {
-            columns,
-            rows: chunk.rows.clone(),
-            at: 0,
-        }
-    }
-}
-
-impl Bounds for GroupStats {
-    fn bounds(&self, path: &[String]) -> Option<ColumnBounds<'_>> {
-        let column = self.columns.iter().find(|c| c.path == path)?;
-        fn known(array: &Option<ArrayRef>, at: usize) -> Option<Value<'_>> {
-            array
-                .as_ref()
-                .map(|a| value_at(a.as_ref(), at))
-                .filter(|v| *v != Value::Null && !matches!(v, Value::Float(f) if f.is_nan()))
-        }
-        let nulls = column
-            .nulls
-            .as_ref()
-            .filter(|n| self.at < n.len() && n.is_valid(self.at))
-            .map(|n| n.value(self.at));
-        Some(ColumnBounds {
-            min: known(&column.mins, self.at),
-            max: known(&column.maxes, self.at),
-            nulls,
-            rows: self.rows.get(self.at).copied().unwrap_or(0),
-        })
-    }
-}
-
 /// A query over one chunk's row groups.
 struct QueryRun<'a> {
     task: &'a ChunkTask,
@@ -280,15 +212,20 @@ impl QueryRun<'_> {
         self.progress.fetch_add(skipped_bytes, Ordering::Relaxed);
         let writes_all = output.is_some() && self.query.output_names().is_none();
         let mask = projection(self.arrow, &paths, writes_all);
-        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+        let pages = page_selection(self.arrow, self.query, &paths, &kept);
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
             self.source.clone(),
             self.arrow.clone(),
         )
         .with_row_groups(kept)
         .with_projection(mask)
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(|e| scan_error(e, &self.location()))?;
+        .with_batch_size(BATCH_ROWS);
+        if let Some(pages) = pages {
+            builder = builder.with_row_selection(pages);
+        }
+        let stream = builder
+            .build()
+            .map_err(|e| scan_error(e, &self.location()))?;
         let (parts_tx, parts_rx) = mpsc::channel::<RowBatch>(1);
         let upload_stop = stop.clone();
         let upload_to = output.clone();
@@ -351,7 +288,11 @@ impl QueryRun<'_> {
                 .query
                 .output_names()
                 .unwrap_or_else(|| self.task.layout.columns.clone());
-            return Ok(RowSink::Text(RowWriter::new(TextFormat::of(format)?, names, parts)));
+            return Ok(RowSink::Text(RowWriter::new(
+                TextFormat::of(format)?,
+                names,
+                parts,
+            )));
         }
         let columns = self.query.plain_columns().ok_or_else(|| {
             ScanError::InvalidScan(
@@ -383,44 +324,6 @@ impl RowSink {
             RowSink::Parquet { part, .. } => part.finish(),
         }
     }
-}
-
-/// COUNT(*), COUNT, MIN and MAX from row-group statistics, when every row group of the chunk has
-/// them (exact, numeric for MIN and MAX); `None` when any aggregate needs the rows.
-fn footer_answer(query: &Query, stats: &mut GroupStats) -> Option<Vec<Partial>> {
-    let items = query.footer_aggregates()?;
-    let mut partials = query.empty_partials();
-    for ((kind, path), partial) in items.iter().zip(partials.iter_mut()) {
-        for at in 0..stats.rows.len() {
-            stats.at = at;
-            let rows = stats.rows[at];
-            let bounds = match path {
-                Some(path) => Some(stats.bounds(path)?),
-                None => None,
-            };
-            match (kind, bounds, &mut *partial) {
-                (AggregateKind::CountAll, _, Partial::Count(n)) => *n = n.saturating_add(rows),
-                (AggregateKind::Count, Some(b), Partial::Count(n)) => {
-                    *n = n.saturating_add(rows.saturating_sub(b.nulls?))
-                }
-                (AggregateKind::Min | AggregateKind::Max, Some(b), partial) => {
-                    if b.nulls == Some(rows) {
-                        continue;
-                    }
-                    let value = match kind {
-                        AggregateKind::Min => b.min?,
-                        _ => b.max?,
-                    };
-                    if !matches!(value, Value::Int(_) | Value::Float(_)) {
-                        return None;
-                    }
-                    partial.add(Some(&value)).ok()?;
-                }
-                _ => return None,
-            }
-        }
-    }
-    Some(partials)
 }
 
 /// The columns to fetch: the top-level columns holding the query's paths, or all of them.

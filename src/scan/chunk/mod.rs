@@ -14,6 +14,7 @@ mod parse;
 mod record;
 mod rows;
 mod sink;
+mod stats;
 mod task;
 mod upload;
 
@@ -25,12 +26,12 @@ use tokio::sync::mpsc;
 
 use crate::shutdown::Stop;
 
+pub(crate) use parquet_rows::cut_parquet_part;
 pub use task::{
     BadRecord, ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, RowGroupsRead,
     UploadRecord, Work,
 };
 pub use upload::abort_recorded_upload;
-pub(crate) use parquet_rows::cut_parquet_part;
 pub(crate) use upload::cut_part;
 
 use super::{Format, ScanError};

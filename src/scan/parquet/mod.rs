@@ -271,7 +271,10 @@ pub(crate) async fn plan(
 mod starts_bitmap {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(starts: &[u32], serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        starts: &[u32],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         let bits = starts.last().map_or(0, |last| *last as usize / 8 + 1);
         let mut bytes = vec![0u8; bits];
         for start in starts {
@@ -316,7 +319,11 @@ mod tests {
             (&[(4, 5), (5, 500), (500, 501)], 10, &[0, 1, 2]),
         ];
         for (spans, chunk_size, want) in cases {
-            assert_eq!(chunk_starts(spans, *chunk_size), *want, "{spans:?} / {chunk_size}");
+            assert_eq!(
+                chunk_starts(spans, *chunk_size),
+                *want,
+                "{spans:?} / {chunk_size}"
+            );
         }
     }
 
@@ -383,6 +390,9 @@ mod tests {
         assert_eq!(looks_like(b"{\"a\":1}\n"), "JSON text");
         assert_eq!(looks_like(b"a,b\n1,2\n"), "text (such as CSV)");
         assert_eq!(looks_like(&[0x1f, 0x8b, 8]), "gzip");
-        assert_eq!(looks_like(&[0xff, 0xfe, 0x00, 0x81]), "binary data of another format");
+        assert_eq!(
+            looks_like(&[0xff, 0xfe, 0x00, 0x81]),
+            "binary data of another format"
+        );
     }
 }

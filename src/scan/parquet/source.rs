@@ -161,9 +161,14 @@ mod tests {
             // Empty ranges need no GET.
             (&[(5, 5)], &[]),
         ];
-        let ranges = |spans: Spans| -> Vec<Range<u64>> { spans.iter().map(|(s, e)| *s..*e).collect() };
+        let ranges =
+            |spans: Spans| -> Vec<Range<u64>> { spans.iter().map(|(s, e)| *s..*e).collect() };
         for (given, want) in cases {
-            assert_eq!(coalesce(&ranges(given), 100, 100), ranges(want), "{given:?}");
+            assert_eq!(
+                coalesce(&ranges(given), 100, 100),
+                ranges(want),
+                "{given:?}"
+            );
         }
     }
 

@@ -156,14 +156,20 @@ pub(crate) fn json_at(array: &dyn Array, row: usize) -> serde_json::Value {
         DataType::List(_) => match array.as_list_opt::<i32>() {
             Some(a) => {
                 let offsets = a.value_offsets();
-                list(a.values().as_ref(), offsets[row] as usize..offsets[row + 1] as usize)
+                list(
+                    a.values().as_ref(),
+                    offsets[row] as usize..offsets[row + 1] as usize,
+                )
             }
             None => Json::Null,
         },
         DataType::LargeList(_) => match array.as_list_opt::<i64>() {
             Some(a) => {
                 let offsets = a.value_offsets();
-                list(a.values().as_ref(), offsets[row] as usize..offsets[row + 1] as usize)
+                list(
+                    a.values().as_ref(),
+                    offsets[row] as usize..offsets[row + 1] as usize,
+                )
             }
             None => Json::Null,
         },
@@ -234,7 +240,11 @@ fn timestamp(ticks: i64, unit: TimeUnit, zoned: bool) -> String {
     let days = seconds.div_euclid(86_400);
     let mut text = date(days);
     text.push('T');
-    text.push_str(&clock(seconds.rem_euclid(86_400), ticks.rem_euclid(per), digits));
+    text.push_str(&clock(
+        seconds.rem_euclid(86_400),
+        ticks.rem_euclid(per),
+        digits,
+    ));
     if zoned {
         text.push('Z');
     }
@@ -243,11 +253,19 @@ fn timestamp(ticks: i64, unit: TimeUnit, zoned: bool) -> String {
 
 fn time_of_day(ticks: i64, unit: TimeUnit) -> String {
     let (per, digits) = per_second(unit);
-    clock(ticks.div_euclid(per).rem_euclid(86_400), ticks.rem_euclid(per), digits)
+    clock(
+        ticks.div_euclid(per).rem_euclid(86_400),
+        ticks.rem_euclid(per),
+        digits,
+    )
 }
 
 fn clock(second_of_day: i64, fraction: i64, digits: usize) -> String {
-    let (h, m, s) = (second_of_day / 3600, second_of_day / 60 % 60, second_of_day % 60);
+    let (h, m, s) = (
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60,
+    );
     match digits {
         0 => format!("{h:02}:{m:02}:{s:02}"),
         _ => format!("{h:02}:{m:02}:{s:02}.{fraction:0digits$}"),
@@ -317,14 +335,32 @@ mod tests {
         assert_eq!(date(11_016), "2000-02-29");
         let cases = [
             (0, TimeUnit::Second, false, "1970-01-01T00:00:00"),
-            (1_704_067_200_123, TimeUnit::Millisecond, true, "2024-01-01T00:00:00.123Z"),
-            (-1, TimeUnit::Microsecond, false, "1969-12-31T23:59:59.999999"),
-            (86_399_000_000_001, TimeUnit::Nanosecond, false, "1970-01-01T23:59:59.000000001"),
+            (
+                1_704_067_200_123,
+                TimeUnit::Millisecond,
+                true,
+                "2024-01-01T00:00:00.123Z",
+            ),
+            (
+                -1,
+                TimeUnit::Microsecond,
+                false,
+                "1969-12-31T23:59:59.999999",
+            ),
+            (
+                86_399_000_000_001,
+                TimeUnit::Nanosecond,
+                false,
+                "1970-01-01T23:59:59.000000001",
+            ),
         ];
         for (ticks, unit, zoned, want) in cases {
             assert_eq!(timestamp(ticks, unit, zoned), want);
         }
-        assert_eq!(time_of_day(3_723_004, TimeUnit::Millisecond), "01:02:03.004");
+        assert_eq!(
+            time_of_day(3_723_004, TimeUnit::Millisecond),
+            "01:02:03.004"
+        );
     }
 
     #[test]
@@ -344,7 +380,9 @@ mod tests {
             .unwrap();
         assert_eq!(value_at(&money, 0), Value::Float(123.45));
         assert_eq!(value_at(&money, 1), Value::Float(-0.05));
-        let whole = Decimal128Array::from(vec![7]).with_precision_and_scale(5, 0).unwrap();
+        let whole = Decimal128Array::from(vec![7])
+            .with_precision_and_scale(5, 0)
+            .unwrap();
         assert_eq!(value_at(&whole, 0), Value::Int(7));
         let texts = StringArray::from(vec!["é"]);
         assert_eq!(value_at(&texts, 0), Value::Str("é".into()));

@@ -90,6 +90,10 @@ impl Query {
         }
     }
 
+    pub fn has_filter(&self) -> bool {
+        self.filter.is_some()
+    }
+
     /// Whether a group of rows with these statistics can hold a row the filter keeps.
     pub fn may_match(&self, bounds: &impl Bounds) -> bool {
         self.filter
@@ -141,14 +145,15 @@ fn may_hold(expr: &Expr, bounds: &impl Bounds) -> bool {
                 _ => true,
             }
         }
-        Expr::Between(inner, low, high, false) => match (column(inner), literal(low), literal(high))
-        {
-            (Some(c), Some(low), Some(high)) => {
-                c.may_compare(&BinaryOperator::GtEq, &low)
-                    && c.may_compare(&BinaryOperator::LtEq, &high)
+        Expr::Between(inner, low, high, false) => {
+            match (column(inner), literal(low), literal(high)) {
+                (Some(c), Some(low), Some(high)) => {
+                    c.may_compare(&BinaryOperator::GtEq, &low)
+                        && c.may_compare(&BinaryOperator::LtEq, &high)
+                }
+                _ => true,
             }
-            _ => true,
-        },
+        }
         Expr::In(inner, list, false) => match column(inner) {
             Some(c) => list.iter().any(|item| match literal(item) {
                 Some(v) => c.may_compare(&BinaryOperator::Eq, &v),
@@ -252,8 +257,11 @@ mod tests {
             ("x = 'abc'", true),
         ];
         for (filter, want) in cases {
-            let query = compile(&format!("SELECT * FROM S3Object WHERE {filter}"), &Columns::Named)
-                .unwrap();
+            let query = compile(
+                &format!("SELECT * FROM S3Object WHERE {filter}"),
+                &Columns::Named,
+            )
+            .unwrap();
             assert_eq!(query.may_match(&stats), want, "{filter}");
         }
         let all = compile("SELECT * FROM S3Object", &Columns::Named).unwrap();
@@ -268,7 +276,10 @@ mod tests {
                 .footer_aggregates()
                 .map(|items| items.len())
         };
-        assert_eq!(answered("SELECT COUNT(*), MIN(x), MAX(s.t), COUNT(y) FROM S3Object"), Some(4));
+        assert_eq!(
+            answered("SELECT COUNT(*), MIN(x), MAX(s.t), COUNT(y) FROM S3Object"),
+            Some(4)
+        );
         assert_eq!(answered("SELECT COUNT(*) FROM S3Object WHERE x > 1"), None);
         assert_eq!(answered("SELECT SUM(x) FROM S3Object"), None);
         assert_eq!(answered("SELECT MIN(x + 1) FROM S3Object"), None);
@@ -283,8 +294,11 @@ mod tests {
             ])
         );
         assert_eq!(plain("SELECT x + 1 FROM S3Object"), None);
-        let query = compile("SELECT x, s.t FROM S3Object WHERE y > 1 AND x < 2", &Columns::Named)
-            .unwrap();
+        let query = compile(
+            "SELECT x, s.t FROM S3Object WHERE y > 1 AND x < 2",
+            &Columns::Named,
+        )
+        .unwrap();
         let paths: Vec<String> = query.paths().iter().map(|p| p.join(".")).collect();
         assert_eq!(paths, ["y", "x", "s.t"]);
     }

@@ -1,0 +1,270 @@
+//! What statistics tell of a Parquet chunk before its rows are read: row groups (and, with a
+//! page index, pages) whose minimum, maximum and null count rule the query out, and aggregates
+//! they answer outright. Statistics go through the same value conversion as rows, so they agree
+//! with evaluation.
+
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, UInt64Array};
+use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection, RowSelector};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+
+use super::columnar::ChunkGroups;
+use crate::scan::ScanError;
+use crate::scan::parquet::{S3Source, scan_error, value_at};
+use crate::scan::sql::{Bounds, ColumnBounds, Query};
+use crate::scan::value::{AggregateKind, Partial, Value};
+
+/// Row-group statistics of the columns a query reads, for the chunk's row groups.
+pub(super) struct GroupStats {
+    columns: Vec<ColumnStats>,
+    /// Rows of the row group the bounds are asked of, and its position in the chunk.
+    rows: Vec<u64>,
+    pub(super) at: usize,
+}
+
+struct ColumnStats {
+    path: Vec<String>,
+    mins: Option<ArrayRef>,
+    maxes: Option<ArrayRef>,
+    nulls: Option<UInt64Array>,
+}
+
+impl GroupStats {
+    /// Statistics of top-level columns (nested fields have none here: never pruned by).
+    pub(super) fn new(
+        arrow: &ArrowReaderMetadata,
+        paths: &[Vec<String>],
+        chunk: &ChunkGroups,
+    ) -> GroupStats {
+        let metadata = arrow.metadata();
+        let groups = &metadata.row_groups()[chunk.groups.start as usize..chunk.groups.end as usize];
+        let columns = paths
+            .iter()
+            .filter_map(|path| {
+                let [name] = path.as_slice() else {
+                    return None;
+                };
+                let converter = StatisticsConverter::try_new(
+                    name,
+                    arrow.schema(),
+                    metadata.file_metadata().schema_descr(),
+                )
+                .ok()?;
+                let exact = |flags: parquet::errors::Result<arrow_array::BooleanArray>| {
+                    flags.is_ok_and(|f| f.nulls().is_none() && f.true_count() == f.len())
+                };
+                let min_exact = exact(converter.row_group_is_min_value_exact(groups));
+                let max_exact = exact(converter.row_group_is_max_value_exact(groups));
+                Some(ColumnStats {
+                    path: path.clone(),
+                    mins: converter.row_group_mins(groups).ok().filter(|_| min_exact),
+                    maxes: converter.row_group_maxes(groups).ok().filter(|_| max_exact),
+                    nulls: converter.row_group_null_counts(groups).ok(),
+                })
+            })
+            .collect();
+        GroupStats {
+            columns,
+            rows: chunk.rows.clone(),
+            at: 0,
+        }
+    }
+}
+
+impl Bounds for GroupStats {
+    fn bounds(&self, path: &[String]) -> Option<ColumnBounds<'_>> {
+        let column = self.columns.iter().find(|c| c.path == path)?;
+        let nulls = column
+            .nulls
+            .as_ref()
+            .filter(|n| self.at < n.len() && n.is_valid(self.at))
+            .map(|n| n.value(self.at));
+        Some(ColumnBounds {
+            min: column
+                .mins
+                .as_ref()
+                .and_then(|a| known(a.as_ref(), self.at)),
+            max: column
+                .maxes
+                .as_ref()
+                .and_then(|a| known(a.as_ref(), self.at)),
+            nulls,
+            rows: self.rows.get(self.at).copied().unwrap_or(0),
+        })
+    }
+}
+
+/// A statistic: `None` when unknown (null, or NaN, which orders nothing).
+fn known(array: &dyn Array, at: usize) -> Option<Value<'_>> {
+    Some(value_at(array, at))
+        .filter(|v| *v != Value::Null && !matches!(v, Value::Float(f) if f.is_nan()))
+}
+
+/// COUNT(*), COUNT, MIN and MAX from row-group statistics, when every row group of the chunk has
+/// them (exact, numeric for MIN and MAX); `None` when any aggregate needs the rows.
+pub(super) fn footer_answer(query: &Query, stats: &mut GroupStats) -> Option<Vec<Partial>> {
+    let items = query.footer_aggregates()?;
+    let mut partials = query.empty_partials();
+    for ((kind, path), partial) in items.iter().zip(partials.iter_mut()) {
+        for at in 0..stats.rows.len() {
+            stats.at = at;
+            let rows = stats.rows[at];
+            let bounds = match path {
+                Some(path) => Some(stats.bounds(path)?),
+                None => None,
+            };
+            match (kind, bounds, &mut *partial) {
+                (AggregateKind::CountAll, _, Partial::Count(n)) => *n = n.saturating_add(rows),
+                (AggregateKind::Count, Some(b), Partial::Count(n)) => {
+                    *n = n.saturating_add(rows.saturating_sub(b.nulls?))
+                }
+                (AggregateKind::Min | AggregateKind::Max, Some(b), partial) => {
+                    if b.nulls == Some(rows) {
+                        continue;
+                    }
+                    let value = match kind {
+                        AggregateKind::Min => b.min?,
+                        _ => b.max?,
+                    };
+                    if !matches!(value, Value::Int(_) | Value::Float(_)) {
+                        return None;
+                    }
+                    partial.add(Some(&value)).ok()?;
+                }
+                _ => return None,
+            }
+        }
+    }
+    Some(partials)
+}
+
+/// The footer with its page index, when the file has one for the columns the filter reads (one
+/// more ranged GET); the footer as it is otherwise.
+pub(super) async fn with_page_index(
+    source: &mut S3Source,
+    metadata: Arc<ParquetMetaData>,
+    location: &str,
+) -> Result<Arc<ParquetMetaData>, ScanError> {
+    let indexed = metadata
+        .row_groups()
+        .iter()
+        .flat_map(|g| g.columns())
+        .any(|c| c.column_index_range().is_some() && c.offset_index_range().is_some());
+    if !indexed || metadata.page_index().is_some() {
+        return Ok(metadata);
+    }
+    let mut reader = ParquetMetaDataReader::new_with_metadata((*metadata).clone())
+        .with_page_index_policy(PageIndexPolicy::Optional);
+    reader
+        .load_page_index(&mut *source)
+        .await
+        .map_err(|e| scan_error(e, location))?;
+    let loaded = reader.finish().map_err(|e| scan_error(e, location))?;
+    Ok(Arc::new(loaded))
+}
+
+/// One column's pages in one row group: where each starts (in rows) and its statistics.
+struct ColumnPages {
+    path: Vec<String>,
+    starts: Vec<u64>,
+    rows: Vec<u64>,
+    mins: ArrayRef,
+    maxes: ArrayRef,
+    nulls: UInt64Array,
+}
+
+/// Statistics of the page of each column that holds one run of rows.
+struct PageBounds<'a> {
+    columns: &'a [ColumnPages],
+    /// The run's first row (in the row group).
+    row: u64,
+}
+
+impl Bounds for PageBounds<'_> {
+    fn bounds(&self, path: &[String]) -> Option<ColumnBounds<'_>> {
+        let column = self.columns.iter().find(|c| c.path == path)?;
+        let page = column.starts.partition_point(|start| *start <= self.row);
+        let page = page.checked_sub(1)?;
+        Some(ColumnBounds {
+            min: known(column.mins.as_ref(), page),
+            max: known(column.maxes.as_ref(), page),
+            nulls: (page < column.nulls.len() && column.nulls.is_valid(page))
+                .then(|| column.nulls.value(page)),
+            rows: column.rows.get(page).copied().unwrap_or(0),
+        })
+    }
+}
+
+/// The rows of `kept` row groups (in order) that pages' statistics do not rule out: `None` when
+/// the file has no page index for the filter's columns.
+pub(super) fn page_selection(
+    arrow: &ArrowReaderMetadata,
+    query: &Query,
+    paths: &[Vec<String>],
+    kept: &[usize],
+) -> Option<RowSelection> {
+    let metadata = arrow.metadata();
+    let index = metadata.page_index()?;
+    let mut selectors = Vec::new();
+    let mut pruned_any = false;
+    for &group in kept {
+        let rows = metadata.row_group(group).num_rows().max(0) as u64;
+        let columns: Vec<ColumnPages> = paths
+            .iter()
+            .filter_map(|path| {
+                let [name] = path.as_slice() else {
+                    return None;
+                };
+                let converter = StatisticsConverter::try_new(
+                    name,
+                    arrow.schema(),
+                    metadata.file_metadata().schema_descr(),
+                )
+                .ok()?;
+                let one = [group];
+                let counts = converter
+                    .data_page_row_counts(index.as_ref(), metadata.row_groups(), &one)
+                    .ok()??;
+                let rows: Vec<u64> = counts.values().iter().copied().collect();
+                let starts = rows
+                    .iter()
+                    .scan(0u64, |at, n| {
+                        let start = *at;
+                        *at += n;
+                        Some(start)
+                    })
+                    .collect();
+                Some(ColumnPages {
+                    path: path.clone(),
+                    starts,
+                    mins: converter.data_page_mins(index.as_ref(), &one).ok()?,
+                    maxes: converter.data_page_maxes(index.as_ref(), &one).ok()?,
+                    nulls: converter.data_page_null_counts(index.as_ref(), &one).ok()?,
+                    rows,
+                })
+            })
+            .collect();
+        let mut cuts: Vec<u64> = columns.iter().flat_map(|c| c.starts.clone()).collect();
+        cuts.push(0);
+        cuts.retain(|cut| *cut < rows);
+        cuts.sort_unstable();
+        cuts.dedup();
+        for (at, &start) in cuts.iter().enumerate() {
+            let end = cuts.get(at + 1).copied().unwrap_or(rows);
+            let run = (end - start) as usize;
+            let bounds = PageBounds {
+                columns: &columns,
+                row: start,
+            };
+            if query.may_match(&bounds) {
+                selectors.push(RowSelector::select(run));
+            } else {
+                pruned_any = true;
+                selectors.push(RowSelector::skip(run));
+            }
+        }
+    }
+    pruned_any.then(|| RowSelection::from(selectors))
+}
