@@ -350,14 +350,6 @@ async fn scan_ok(bucket: &Bucket, key: &str, sql: &str, extra: &[&str]) -> Json 
         .unwrap_or_else(|e| panic!("{key}: {sql} {extra:?}: {e}"))
 }
 
-/// Stderr of a scan that must fail.
-async fn scan_fails(bucket: &Bucket, key: &str, sql: &str, extra: &[&str]) -> String {
-    match scan(bucket, key, sql, extra).await {
-        Ok(summary) => panic!("{key}: {sql} {extra:?} succeeded: {summary}"),
-        Err(err) => err,
-    }
-}
-
 fn chunk_bytes(size: &str) -> u64 {
     s3flow::size::parse_size(size).unwrap()
 }

@@ -1,0 +1,70 @@
+"""The Parquet peers of the scan benchmark over S3 (MinIO): Polars' scan_parquet and DuckDB's
+read_parquet (httpfs, loaded from the duckdb-ext-httpfs package). Queries: count, minmax (of
+fare_amount), filter (fare_amount > 95, written back to S3 as CSV), day (trips and fares of one
+day, on the sorted pickup time). Prints one JSON object of the answer.
+Usage: parquet_peers.py polars|duckdb ENDPOINT BUCKET KEY QUERY [OUT_KEY]"""
+import datetime
+import json
+import os
+import sys
+
+tool, endpoint, bucket, key, query = sys.argv[1:6]
+url = f"s3://{bucket}/{key}"
+day = (datetime.datetime(2024, 1, 15), datetime.datetime(2024, 1, 16))
+
+
+def polars():
+    import polars as pl
+
+    options = {
+        "aws_endpoint_url": endpoint,
+        "aws_access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "aws_region": "us-east-1",
+        "aws_allow_http": "true",
+    }
+    frame = pl.scan_parquet(url, storage_options=options)
+    fare = pl.col("fare_amount")
+    if query == "count":
+        return {"records": frame.select(pl.len()).collect().item()}
+    if query == "minmax":
+        row = frame.select(fare.min().alias("min"), fare.max().alias("max")).collect().row(0)
+        return {"min": row[0], "max": row[1]}
+    if query == "day":
+        when = pl.col("tpep_pickup_datetime")
+        row = frame.filter((when >= day[0]) & (when < day[1])).select(pl.len(), fare.sum()).collect().row(0)
+        return {"trips": row[0], "fares": row[1]}
+    out = f"s3://{bucket}/{sys.argv[6]}"
+    frame.filter(fare > 95).select("trip_id", "fare_amount").sink_csv(out, storage_options=options)
+    return {"rows": pl.scan_csv(out, storage_options=options).select(pl.len()).collect().item()}
+
+
+def duckdb():
+    import duckdb
+    import duckdb_ext
+
+    db = duckdb.connect()
+    extension = os.path.join(list(duckdb_ext.__path__)[0], "extensions", f"v{duckdb.__version__}",
+                             "linux_amd64", "httpfs.duckdb_extension")
+    db.execute(f"LOAD '{extension}'")
+    host = endpoint.split("://", 1)[1]
+    db.execute(f"""CREATE SECRET (TYPE s3, KEY_ID '{os.environ["AWS_ACCESS_KEY_ID"]}',
+        SECRET '{os.environ["AWS_SECRET_ACCESS_KEY"]}', ENDPOINT '{host}', URL_STYLE 'path',
+        USE_SSL false, REGION 'us-east-1')""")
+    source = f"read_parquet('{url}')"
+    if query == "count":
+        return {"records": db.execute(f"SELECT COUNT(*) FROM {source}").fetchone()[0]}
+    if query == "minmax":
+        low, high = db.execute(f"SELECT MIN(fare_amount), MAX(fare_amount) FROM {source}").fetchone()
+        return {"min": low, "max": high}
+    if query == "day":
+        trips, fares = db.execute(
+            f"SELECT COUNT(*), SUM(fare_amount) FROM {source} WHERE tpep_pickup_datetime >= ? "
+            "AND tpep_pickup_datetime < ?", list(day)).fetchone()
+        return {"trips": trips, "fares": fares}
+    out = f"s3://{bucket}/{sys.argv[6]}"
+    db.execute(f"COPY (SELECT trip_id, fare_amount FROM {source} WHERE fare_amount > 95) TO '{out}' (FORMAT csv)")
+    return {"rows": db.execute(f"SELECT COUNT(*) FROM read_csv('{out}')").fetchone()[0]}
+
+
+print(json.dumps(polars() if tool == "polars" else duckdb()))
