@@ -383,6 +383,89 @@ mod tests {
         assert_eq!(check_report(&report, &task(0)), Ok(()));
     }
 
+    /// Chunk `index` of a Parquet object of 10 row groups in chunks starting at 0, 3 and 7.
+    fn parquet_task(index: u32) -> ChunkTask {
+        let mut task = task(index);
+        task.layout.format = Format::Parquet;
+        task.layout.parquet = Some(crate::scan::parquet::ParquetLayout {
+            metadata_length: 20,
+            row_groups: 10,
+            rows: 1000,
+            chunk_starts: vec![0, 3, 7],
+            types: vec!["Int64".into(), "Utf8".into()],
+        });
+        task.work = Work::Query {
+            sql: "SELECT COUNT(*) FROM S3Object".into(),
+            output: None,
+        };
+        task
+    }
+
+    fn parquet_report(index: u32) -> ChunkReport {
+        let task = parquet_task(index);
+        let groups = task
+            .layout
+            .parquet
+            .as_ref()
+            .unwrap()
+            .row_groups(index)
+            .unwrap();
+        ChunkReport {
+            fingerprint: task.fingerprint(),
+            range: [4, 104 - 8 - 20],
+            bytes: 33,
+            partials: vec![Partial::Count(100)],
+            part: None,
+            row_groups: Some(crate::scan::RowGroupsRead {
+                first: groups.start,
+                end: groups.end,
+                skipped: 1,
+                skipped_bytes: 10,
+                fetched_bytes: 5,
+            }),
+            ..genuine(index)
+        }
+    }
+
+    #[test]
+    fn parquet_reports_answer_for_exactly_their_row_groups() {
+        let mut verifier = Verifier::new(vec![Partial::Count(0)]);
+        for index in 0..3 {
+            let verdict = verifier.offer(&parquet_report(index), &parquet_task(index));
+            assert!(matches!(verdict, Verdict::Accepted), "{verdict:?}");
+        }
+        assert_eq!(verifier.row_groups.skipped, 3);
+        assert_eq!(verifier.row_groups.fetched_bytes, 15);
+        assert_eq!(verifier.finish(&parquet_task(0).layout).ok(), Some(()));
+        let refused = |change: &dyn Fn(&mut ChunkReport)| {
+            let mut report = parquet_report(1);
+            change(&mut report);
+            check_report(&report, &parquet_task(1)).unwrap_err()
+        };
+        let read = |first, end, skipped| crate::scan::RowGroupsRead {
+            first,
+            end,
+            skipped,
+            ..Default::default()
+        };
+        assert_eq!(
+            refused(&|r| r.row_groups = Some(read(3, 8, 0))),
+            "the report covers row groups 3-8, the chunk is row groups 3-7"
+        );
+        assert_eq!(
+            refused(&|r| r.row_groups = Some(read(3, 7, 5))),
+            "the report skips 5 of 4 row groups"
+        );
+        assert_eq!(
+            refused(&|r| r.row_groups = None),
+            "the report's row groups do not match the object's"
+        );
+        // A text chunk's report may not claim row groups.
+        let mut text = genuine(0);
+        text.row_groups = Some(read(0, 1, 0));
+        assert!(check_report(&text, &task(0)).is_err());
+    }
+
     /// Any JSON value, to a few levels deep.
     fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![

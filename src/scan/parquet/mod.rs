@@ -33,14 +33,17 @@ const TAIL: u64 = 8;
 /// Bytes of the object's end read first: most footers fit, so planning is one GET.
 const FOOTER_GUESS: u64 = 256 << 10;
 
-/// Largest footer read: the footer is held in memory by the planner and every chunk.
-pub const MAX_FOOTER_BYTES: u64 = 64 << 20;
+/// Largest footer read: the footer is held in memory, decoded, by the planner (in the operator)
+/// and every chunk.
+pub const MAX_FOOTER_BYTES: u64 = 16 << 20;
 
 /// Most row groups one scan takes: the chunk assignment travels in every chunk's task.
 pub const MAX_ROW_GROUPS: usize = 20_000;
 
-/// Most columns (leaves of nested structs counted) a scanned file may have.
+/// Most columns (leaves of nested structs counted) a scanned file may have, and most bytes of
+/// their names and types: every chunk's task carries them.
 pub const MAX_COLUMNS: usize = 4_096;
+pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
 
 /// What the chunks of a Parquet scan share beyond the object's version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,7 +62,8 @@ pub struct ParquetLayout {
 }
 
 impl ParquetLayout {
-    /// Row groups `[first, end)` of chunk `index`.
+    /// Row groups `[first, end)` of chunk `index` (`None` past the last chunk, or when the
+    /// layout does not describe the file's row groups).
     pub fn row_groups(&self, index: u32) -> Option<Range<u32>> {
         let first = *self.chunk_starts.get(index as usize)?;
         let end = self
@@ -67,7 +71,7 @@ impl ParquetLayout {
             .get(index as usize + 1)
             .copied()
             .unwrap_or(self.row_groups);
-        Some(first..end)
+        (first < end && end <= self.row_groups).then_some(first..end)
     }
 
     /// Where row group data ends: the footer follows.
@@ -140,9 +144,21 @@ pub async fn read_footer(
         end = whole;
     }
     let footer = &end[end.len() - needed as usize..end.len() - TAIL as usize];
-    let metadata = ParquetMetaDataReader::decode_metadata(footer).map_err(|e| {
-        ScanError::InvalidObject(format!("{location} has a footer that does not decode: {e}"))
-    })?;
+    // The footer is the object's own bytes: a decoder panic is an invalid object, not a crash.
+    let decoded = std::panic::catch_unwind(|| ParquetMetaDataReader::decode_metadata(footer));
+    let metadata = match decoded {
+        Ok(Ok(metadata)) => metadata,
+        Ok(Err(e)) => {
+            return Err(ScanError::InvalidObject(format!(
+                "{location} has a footer that does not decode: {e}"
+            )));
+        }
+        Err(_) => {
+            return Err(ScanError::InvalidObject(format!(
+                "{location} has a footer that does not decode"
+            )));
+        }
+    };
     Ok((Arc::new(metadata), metadata_length))
 }
 
@@ -249,9 +265,10 @@ pub(crate) async fn plan(
         .fold(0u64, u64::saturating_add);
     let arrow = arrow_metadata(metadata.clone(), &location)?;
     let columns = columns_of(&arrow);
-    if columns.len() > MAX_COLUMNS {
+    let schema_bytes: usize = columns.iter().map(|(n, t)| n.len() + t.len()).sum();
+    if columns.len() > MAX_COLUMNS || schema_bytes > MAX_SCHEMA_BYTES {
         return Err(ScanError::InvalidScan(format!(
-            "{location} has {} columns; at most {MAX_COLUMNS} are scanned",
+            "{location} has {} columns ({schema_bytes} bytes of names and types); at most {MAX_COLUMNS} columns and {MAX_SCHEMA_BYTES} bytes are scanned",
             columns.len()
         )));
     }
