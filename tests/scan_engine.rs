@@ -703,6 +703,7 @@ async fn read_output(
                     })
                     .collect()
             }
+            OutputFormat::Parquet => panic!("{what}: text objects are written as text"),
         };
         assert_eq!(
             chunk["rows"].as_u64(),
