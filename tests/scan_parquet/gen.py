@@ -264,6 +264,21 @@ def write(directory):
         pq.write_table(table, path, row_group_size=4000, write_statistics=stats, compression="snappy")
         files[name] = describe(path)
 
+    # Names that are no plain identifiers: a dot in a top-level name, a space, upper case.
+    names = pa.table({
+        "a.b": pa.array([1, None, 3, 4, 5, 6], pa.int64()),
+        "my col": pa.array(["p", "q", None, "s", "t", "u"], pa.string()),
+        "Upper": pa.array([1.5, 2.5, 3.5, None, 5.5, 6.5], pa.float64()),
+        "st": pa.StructArray.from_arrays(
+            [pa.array([10, 20, 30, 40, None, 60], pa.int32())], names=["c"],
+            mask=pa.array([False, False, True, False, False, False]),
+        ),
+        "z": pa.array(range(6), pa.int64()),
+    })
+    path = f"{directory}/names.parquet"
+    pq.write_table(names, path, row_group_size=2)
+    files["names"] = describe(path)
+
     edge = edge_table()
     for name, stats in [("edge", True), ("edge-nostats", False)]:
         path = f"{directory}/{name}.parquet"
@@ -338,10 +353,21 @@ def engine_scalar(array, scalar):
 # Helpers the test's Python filter expressions use (SQL semantics: NULL compares unknown, and a
 # filter keeps the rows where it is TRUE).
 T = None  # the flattened table of the current file
+ORIGINAL = None  # the same, structs unflattened
 
 
 def c(name):
     return T.column(name).combine_chunks()
+
+
+def struct(path):
+    """A struct column or a struct inside one (`st.a`), null where it or a parent is null."""
+    first, *rest = path.split(".")
+    array = ORIGINAL.column(first).combine_chunks()
+    for name in rest:
+        fields = array.flatten()  # the parent's nulls applied
+        array = fields[[f.name for f in array.type].index(name)]
+    return array
 
 
 def text(name):
@@ -458,9 +484,10 @@ def ruled_out(path, column, op, literals):
 
 
 def expect(request):
-    global T
+    global T, ORIGINAL
     path = request["file"]
-    table = flatten(pq.read_table(path))
+    ORIGINAL = pq.read_table(path)
+    table = flatten(ORIGINAL)
     answers = []
     for query in request["queries"]:
         if "ruled_out" in query:

@@ -7,6 +7,7 @@
 //! rule of Spark and parquet-java), and windows without a row group are no chunk, so every row
 //! group is read exactly once at any chunk size.
 
+mod prefilter;
 mod source;
 mod values;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::{ScanError, read_failure};
 use crate::s3::RangeStream;
 
+pub(crate) use prefilter::prefilter;
 pub(crate) use source::{S3Source, scan_error};
 pub(crate) use values::{ArrowRow, Resolved, value_at};
 

@@ -206,7 +206,7 @@ pub(crate) fn json_at(array: &dyn Array, row: usize) -> serde_json::Value {
 }
 
 /// `YYYY-MM-DD` of a day count since 1970-01-01 (proleptic Gregorian; H. Hinnant's algorithm).
-fn date(days: i64) -> String {
+pub(super) fn date(days: i64) -> String {
     let (year, month, day) = civil(days);
     format!("{year:04}-{month:02}-{day:02}")
 }
@@ -234,7 +234,7 @@ fn per_second(unit: TimeUnit) -> (i64, usize) {
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]` (`Z` appended for a zoned timestamp, which Parquet stores in
 /// UTC), with as many fraction digits as the unit has.
-fn timestamp(ticks: i64, unit: TimeUnit, zoned: bool) -> String {
+pub(super) fn timestamp(ticks: i64, unit: TimeUnit, zoned: bool) -> String {
     let (per, digits) = per_second(unit);
     let seconds = ticks.div_euclid(per);
     let days = seconds.div_euclid(86_400);

@@ -308,6 +308,21 @@ impl<'q> Evaluator<'q> {
                 return Ok(Outcome::Skip);
             }
         }
+        self.select(record)
+    }
+
+    /// Evaluates one record the filter is known to keep (a columnar pre-filter proved it).
+    #[inline]
+    pub fn matched_record<'r, R: Record>(&mut self, record: &'r R) -> Result<Outcome<'r>, String> {
+        if !self.wants_more() {
+            return Ok(Outcome::Skip);
+        }
+        self.select(record)
+    }
+
+    /// The selection of a record the filter keeps.
+    #[inline]
+    fn select<'r, R: Record>(&mut self, record: &'r R) -> Result<Outcome<'r>, String> {
         match &self.query.selection {
             Selection::All => {
                 self.rows += 1;

@@ -568,7 +568,7 @@ fn like_matches(text: &[char], pattern: &[LikeToken]) -> bool {
 mod eval;
 mod prune;
 pub use eval::{Evaluator, Outcome};
-pub use prune::{Bounds, ColumnBounds, FooterAggregate};
+pub use prune::{Bounds, ColumnBounds, ColumnComparison, FooterAggregate};
 
 #[cfg(test)]
 mod tests;

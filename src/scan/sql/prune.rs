@@ -57,6 +57,14 @@ pub trait Bounds {
     fn bounds(&self, path: &[String]) -> Option<ColumnBounds<'_>>;
 }
 
+/// `column op literal`, one conjunct of a WHERE clause, for columnar pre-filters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnComparison {
+    pub path: Vec<String>,
+    pub op: BinaryOperator,
+    pub literal: Value<'static>,
+}
+
 /// An aggregate answered from statistics: its kind and the column it reads (none for COUNT(*)).
 pub type FooterAggregate<'q> = (AggregateKind, Option<&'q [String]>);
 
@@ -92,6 +100,17 @@ impl Query {
 
     pub fn has_filter(&self) -> bool {
         self.filter.is_some()
+    }
+
+    /// The WHERE clause's conjuncts that compare a column with a literal (`BETWEEN` as two), and
+    /// whether they are all of it (then rows they keep need no other check).
+    pub fn column_comparisons(&self) -> (Vec<ColumnComparison>, bool) {
+        let mut found = Vec::new();
+        let all = self
+            .filter
+            .as_ref()
+            .is_some_and(|filter| conjuncts(filter, &mut found));
+        (found, all)
     }
 
     /// Whether a group of rows with these statistics can hold a row the filter keeps.
@@ -171,6 +190,46 @@ fn may_hold(expr: &Expr, bounds: &impl Bounds) -> bool {
         },
         _ => true,
     }
+}
+
+/// Adds `expr`'s column comparisons to `found`; true when `expr` is made of them alone.
+fn conjuncts(expr: &Expr, found: &mut Vec<ColumnComparison>) -> bool {
+    let comparison = |column: &Expr, op: BinaryOperator, literal: &Expr| match (column, literal) {
+        (Expr::Column(Column::Path(path)), Expr::Literal(value)) => Some(ColumnComparison {
+            path: path.clone(),
+            op,
+            literal: value.clone(),
+        }),
+        _ => None,
+    };
+    let comparable = |op: &BinaryOperator| {
+        matches!(
+            op,
+            BinaryOperator::Eq
+                | BinaryOperator::NotEq
+                | BinaryOperator::Lt
+                | BinaryOperator::LtEq
+                | BinaryOperator::Gt
+                | BinaryOperator::GtEq
+        )
+    };
+    let parts = match expr {
+        Expr::And(a, b) => {
+            let left = conjuncts(a, found);
+            return conjuncts(b, found) && left;
+        }
+        Expr::Compare(left, op, right) if comparable(op) => {
+            vec![comparison(left, op.clone(), right).or_else(|| comparison(right, flipped(op), left))]
+        }
+        Expr::Between(inner, low, high, false) => vec![
+            comparison(inner, BinaryOperator::GtEq, low),
+            comparison(inner, BinaryOperator::LtEq, high),
+        ],
+        _ => return false,
+    };
+    let whole = parts.iter().all(Option::is_some);
+    found.extend(parts.into_iter().flatten());
+    whole
 }
 
 /// `op` with its operands swapped (`5 < x` is `x > 5`).
