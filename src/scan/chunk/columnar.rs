@@ -22,10 +22,11 @@ use super::stats::{GroupStats, footer_answer, page_selection, with_page_index};
 use super::task::{BadRecord, ChunkReport, ChunkTask, OutputFormat, RowGroupsRead, Work};
 use super::upload::upload_part;
 use crate::scan::parquet::{
-    ArrowRow, Resolved, S3Source, arrow_metadata, read_footer, row_group_span, scan_error,
+    ArrowRow, Resolved, S3Source, arrow_metadata, prefilter, read_footer, row_group_span,
+    scan_error,
 };
 use crate::scan::split::{ChunkSplit, STATES, State};
-use crate::scan::sql::{Evaluator, Outcome, Query};
+use crate::scan::sql::{ColumnComparison, Evaluator, Outcome, Query};
 use crate::scan::value::{Partial, Value};
 use crate::scan::{Layout, ScanError};
 use crate::shutdown::Stop;
@@ -246,6 +247,7 @@ impl QueryRun<'_> {
             query: self.query.clone(),
             work: BatchWork {
                 rows,
+                comparisons: self.query.column_comparisons(),
                 paths,
                 whole: writes_all.then(|| leaf_paths(&self.task.layout)),
             },
@@ -494,6 +496,9 @@ impl Evaluation {
 struct BatchWork {
     rows: Option<RowSink>,
     paths: Vec<Vec<String>>,
+    /// The WHERE clause's column comparisons, run over whole columns first, and whether they are
+    /// all of it.
+    comparisons: (Vec<ColumnComparison>, bool),
     /// Every column, for text rows written whole (`SELECT *`).
     whole: Option<Vec<Vec<String>>>,
 }
@@ -503,13 +508,20 @@ impl BatchWork {
     fn batch(&mut self, batch: &RecordBatch, evaluator: &mut Evaluator) -> Result<(), RowFailure> {
         let columns = resolve(batch, &self.paths);
         let whole = resolve(batch, self.whole.as_deref().unwrap_or_default());
+        let (comparisons, whole_filter) = &self.comparisons;
+        let kept = prefilter(batch, comparisons);
         let mut keep = Vec::new();
         for row in 0..batch.num_rows() {
             let record = ArrowRow {
                 columns: &columns,
                 row,
             };
-            let outcome = evaluator.record(&record).map_err(RowFailure::Bad)?;
+            let outcome = match &kept {
+                Some(kept) if !kept.rows[row] => Ok(Outcome::Skip),
+                Some(kept) if kept.certain && *whole_filter => evaluator.matched_record(&record),
+                _ => evaluator.record(&record),
+            }
+            .map_err(RowFailure::Bad)?;
             let written = match (outcome, &mut self.rows) {
                 (Outcome::Whole, Some(RowSink::Text(rows))) => {
                     let values: Vec<Value> = whole.iter().map(|c| c.value(row)).collect();

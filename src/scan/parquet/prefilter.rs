@@ -102,7 +102,9 @@ fn compare_array(array: &dyn Array, op: &BinaryOperator, literal: &Value) -> Opt
             let format = |ticks| timestamp(ticks, *unit, zoned);
             let domain = ticks_domain(*unit);
             return match unit {
-                TimeUnit::Second => as_text::<TimestampSecondType>(array, op, literal, &format, domain),
+                TimeUnit::Second => {
+                    as_text::<TimestampSecondType>(array, op, literal, &format, domain)
+                }
                 TimeUnit::Millisecond => {
                     as_text::<TimestampMillisecondType>(array, op, literal, &format, domain)
                 }
@@ -342,7 +344,10 @@ mod tests {
     fn conjuncts_combine_and_uncovered_ones_make_it_uncertain() {
         let batch = RecordBatch::try_from_iter([
             ("x", Arc::new(Int64Array::from(vec![1, 5, 9])) as ArrayRef),
-            ("s", Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef),
+            (
+                "s",
+                Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef,
+            ),
         ])
         .unwrap();
         let comparison = |name: &str, op, literal| ColumnComparison {
@@ -368,6 +373,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!((kept.rows, kept.certain), (vec![false, true, true], false));
-        assert!(prefilter(&batch, &[comparison("y", BinaryOperator::Eq, Value::Int(1))]).is_none());
+        assert!(
+            prefilter(
+                &batch,
+                &[comparison("y", BinaryOperator::Eq, Value::Int(1))]
+            )
+            .is_none()
+        );
     }
 }

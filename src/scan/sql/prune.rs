@@ -219,7 +219,10 @@ fn conjuncts(expr: &Expr, found: &mut Vec<ColumnComparison>) -> bool {
             return conjuncts(b, found) && left;
         }
         Expr::Compare(left, op, right) if comparable(op) => {
-            vec![comparison(left, op.clone(), right).or_else(|| comparison(right, flipped(op), left))]
+            vec![
+                comparison(left, op.clone(), right)
+                    .or_else(|| comparison(right, flipped(op), left)),
+            ]
         }
         Expr::Between(inner, low, high, false) => vec![
             comparison(inner, BinaryOperator::GtEq, low),
