@@ -256,6 +256,25 @@ pub fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     }
 }
 
+/// [`compare`] for values that carry their types (Parquet): text compares with text only, never
+/// read as a number.
+pub fn compare_typed(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Str(_), Value::Str(_)) => compare(a, b),
+        (Value::Str(_), _) | (_, Value::Str(_)) => None,
+        _ => compare(a, b),
+    }
+}
+
+/// [`compare_typed`] when `typed`, else [`compare`].
+pub fn compare_as(typed: bool, a: &Value, b: &Value) -> Option<Ordering> {
+    if typed {
+        compare_typed(a, b)
+    } else {
+        compare(a, b)
+    }
+}
+
 /// Longest text MIN and MAX keep, in bytes: longer values are kept and compared as their first
 /// 4 KiB (cut at a character boundary). Cutting preserves order, so the result is the same for any
 /// chunking, and every partial stays small enough for a chunk report and the scan's status.
@@ -300,9 +319,13 @@ pub enum Scalar {
 
 impl Scalar {
     /// Strings that read as numbers are kept as numbers, so MIN and MAX of a CSV column of
-    /// numbers compare them as numbers.
-    fn of(value: &Value) -> Option<Scalar> {
-        Some(match value.as_number().unwrap_or_else(|| value.clone()) {
+    /// numbers compare them as numbers (unless values are `typed`: text stays text).
+    fn of(value: &Value, typed: bool) -> Option<Scalar> {
+        let value = match typed {
+            true => value.clone(),
+            false => value.as_number().unwrap_or_else(|| value.clone()),
+        };
+        Some(match value {
             Value::Null => return None,
             Value::Bool(b) => Scalar::Bool(b),
             Value::Int(i) => Scalar::Int(i),
@@ -586,25 +609,35 @@ impl Partial {
 
     /// Adds one value (`None` for COUNT(*)). An error names a value SUM or AVG cannot add.
     pub fn add(&mut self, value: Option<&Value>) -> Result<(), String> {
+        self.add_as(value, false)
+    }
+
+    /// [`Partial::add`]; values that carry their types (`typed`: Parquet) are absent only when
+    /// NULL, and text is never read as a number.
+    pub fn add_as(&mut self, value: Option<&Value>, typed: bool) -> Result<(), String> {
         let Some(value) = value else {
             if let Partial::Count(n) = self {
                 *n += 1;
             }
             return Ok(());
         };
-        if value.is_absent() {
+        if (typed && *value == Value::Null) || (!typed && value.is_absent()) {
             return Ok(());
         }
         match self {
             Partial::Count(n) => *n += 1,
             Partial::Sum(sum) | Partial::Avg(sum) => {
-                let number = value
-                    .number()
-                    .ok_or_else(|| format!("{} is not a number", value.to_json()))?;
+                let number = match (typed, value) {
+                    (true, Value::Int(i)) => Some(Number::Int(*i)),
+                    (true, Value::Float(f)) => Some(Number::Float(*f)),
+                    (true, _) => None,
+                    (false, value) => value.number(),
+                }
+                .ok_or_else(|| format!("{} is not a number", value.to_json()))?;
                 sum.add(number);
             }
-            Partial::Min(kept) => keep(kept, value, Ordering::Less),
-            Partial::Max(kept) => keep(kept, value, Ordering::Greater),
+            Partial::Min(kept) => keep(kept, value, typed, Ordering::Less),
+            Partial::Max(kept) => keep(kept, value, typed, Ordering::Greater),
         }
         Ok(())
     }
@@ -671,8 +704,8 @@ impl Partial {
     }
 }
 
-fn keep(kept: &mut Option<Scalar>, value: &Value, wanted: Ordering) {
-    if let Some(scalar) = Scalar::of(value) {
+fn keep(kept: &mut Option<Scalar>, value: &Value, typed: bool, wanted: Ordering) {
+    if let Some(scalar) = Scalar::of(value, typed) {
         keep_scalar(kept, scalar, wanted);
     }
 }

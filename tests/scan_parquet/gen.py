@@ -404,17 +404,6 @@ def as_int64(x):
     return pc.cast(x, pa.int64())
 
 
-def as_number(x):
-    """Text read as a number (NULL when it is not one), as a string compared with a number is."""
-    def number(v):
-        try:
-            return float(v)
-        except (TypeError, ValueError):
-            return None
-    return pa.array([number(v) if v is not None and v.strip() == v and v != "" else None
-                     for v in x.to_pylist()], pa.float64())
-
-
 def rem(x, k):
     return pa.array([None if v is None else int(math.fmod(v, k)) for v in x.to_pylist()], pa.int64())
 

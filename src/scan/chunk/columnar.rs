@@ -4,8 +4,8 @@
 //! the chunk's row groups as a Parquet file of their own.
 
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, RecordBatch};
@@ -14,6 +14,7 @@ use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder};
+use parquet::file::metadata::ParquetMetaData;
 use tokio::sync::mpsc;
 
 use super::parquet_rows::{ParquetRows, selected_rows};
@@ -22,8 +23,8 @@ use super::stats::{GroupStats, footer_answer, page_selection, with_page_index};
 use super::task::{BadRecord, ChunkReport, ChunkTask, OutputFormat, RowGroupsRead, Work};
 use super::upload::upload_part;
 use crate::scan::parquet::{
-    ArrowRow, Resolved, S3Source, arrow_metadata, prefilter, read_footer, row_group_span,
-    scan_error,
+    ArrowRow, Resolved, S3Source, arrow_metadata, columns_of, prefilter, read_footer,
+    row_group_span, scan_error,
 };
 use crate::scan::split::{ChunkSplit, STATES, State};
 use crate::scan::sql::{ColumnComparison, Evaluator, Outcome, Query};
@@ -51,8 +52,7 @@ pub(super) async fn run_parquet_chunk(
     let groups = planned
         .row_groups(task.index)
         .ok_or_else(|| ScanError::InvalidScan(format!("the scan has no chunk {}", task.index)))?;
-    let (metadata, _) =
-        read_footer(s3, (&layout.bucket, &layout.key), &layout.etag, layout.size).await?;
+    let metadata = chunk_footer(s3, layout).await?;
     if metadata.num_row_groups() != planned.row_groups as usize {
         return Err(ScanError::ObjectChanged(format!(
             "{location} has {} row groups, {} when planned",
@@ -97,6 +97,34 @@ pub(super) async fn run_parquet_chunk(
             "a query task without a query".into(),
         )),
     }
+}
+
+/// The footer of the layout's object version: read once per process, so that a local scan's
+/// chunks share it (a chunk Job reads it once anyway). Only chunks use it: one process scans for
+/// one user, never for several (the operator plans with `read_footer` itself).
+async fn chunk_footer(s3: &Client, layout: &Layout) -> Result<Arc<ParquetMetaData>, ScanError> {
+    type Version = (String, String, String, u64);
+    static LAST: Mutex<Option<(Version, Arc<ParquetMetaData>)>> = Mutex::new(None);
+    let version = (
+        layout.bucket.clone(),
+        layout.key.clone(),
+        layout.etag.clone(),
+        layout.size,
+    );
+    let cached = LAST.lock().ok().and_then(|last| {
+        last.as_ref()
+            .filter(|(read, _)| *read == version)
+            .map(|(_, metadata)| metadata.clone())
+    });
+    if let Some(metadata) = cached {
+        return Ok(metadata);
+    }
+    let (metadata, _) =
+        read_footer(s3, (&layout.bucket, &layout.key), &layout.etag, layout.size).await?;
+    if let Ok(mut last) = LAST.lock() {
+        *last = Some((version, metadata.clone()));
+    }
+    Ok(metadata)
 }
 
 /// A chunk's row groups, their rows and bytes.
@@ -249,7 +277,12 @@ impl QueryRun<'_> {
                 rows,
                 comparisons: self.query.column_comparisons(),
                 paths,
-                whole: writes_all.then(|| leaf_paths(&self.task.layout)),
+                whole: writes_all.then(|| {
+                    columns_of(self.arrow)
+                        .into_iter()
+                        .map(|(path, _)| path)
+                        .collect()
+                }),
             },
             stop,
             progress: self.progress.clone(),
@@ -341,15 +374,6 @@ fn projection(arrow: &ArrowReaderMetadata, paths: &[Vec<String>], all: bool) -> 
             .then_some(index)
     });
     ProjectionMask::roots(arrow.metadata().file_metadata().schema_descr(), roots)
-}
-
-/// Every column of the layout as a path (struct fields by their dotted names).
-fn leaf_paths(layout: &Layout) -> Vec<Vec<String>> {
-    layout
-        .columns
-        .iter()
-        .map(|c| c.split('.').map(str::to_string).collect())
-        .collect()
 }
 
 /// Writes the chunk's row groups, all columns, as a Parquet file of their own (row group for row

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, UInt64Array};
+use arrow_array::{Array, ArrayRef, BooleanArray, UInt64Array};
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection, RowSelector};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
@@ -29,6 +29,9 @@ struct ColumnStats {
     mins: Option<ArrayRef>,
     maxes: Option<ArrayRef>,
     nulls: Option<UInt64Array>,
+    /// Per row group, whether its minimum and maximum are exact (not truncated).
+    min_exact: Option<BooleanArray>,
+    max_exact: Option<BooleanArray>,
 }
 
 impl GroupStats {
@@ -52,16 +55,13 @@ impl GroupStats {
                     metadata.file_metadata().schema_descr(),
                 )
                 .ok()?;
-                let exact = |flags: parquet::errors::Result<arrow_array::BooleanArray>| {
-                    flags.is_ok_and(|f| f.nulls().is_none() && f.true_count() == f.len())
-                };
-                let min_exact = exact(converter.row_group_is_min_value_exact(groups));
-                let max_exact = exact(converter.row_group_is_max_value_exact(groups));
                 Some(ColumnStats {
                     path: path.clone(),
-                    mins: converter.row_group_mins(groups).ok().filter(|_| min_exact),
-                    maxes: converter.row_group_maxes(groups).ok().filter(|_| max_exact),
+                    mins: converter.row_group_mins(groups).ok(),
+                    maxes: converter.row_group_maxes(groups).ok(),
                     nulls: converter.row_group_null_counts(groups).ok(),
+                    min_exact: converter.row_group_is_min_value_exact(groups).ok(),
+                    max_exact: converter.row_group_is_max_value_exact(groups).ok(),
                 })
             })
             .collect();
@@ -81,18 +81,30 @@ impl Bounds for GroupStats {
             .as_ref()
             .filter(|n| self.at < n.len() && n.is_valid(self.at))
             .map(|n| n.value(self.at));
+        let exact = |flags: &Option<BooleanArray>| {
+            flags
+                .as_ref()
+                .is_some_and(|f| self.at < f.len() && f.is_valid(self.at) && f.value(self.at))
+        };
+        let (min_exact, max_exact) = (exact(&column.min_exact), exact(&column.max_exact));
         Some(ColumnBounds {
             min: column
                 .mins
                 .as_ref()
+                .filter(|_| min_exact)
                 .and_then(|a| known(a.as_ref(), self.at)),
             max: column
                 .maxes
                 .as_ref()
+                .filter(|_| max_exact)
                 .and_then(|a| known(a.as_ref(), self.at)),
             nulls,
             rows: self.rows.get(self.at).copied().unwrap_or(0),
         })
+    }
+
+    fn typed(&self) -> bool {
+        true
     }
 }
 
@@ -194,6 +206,10 @@ impl Bounds for PageBounds<'_> {
                 .then(|| column.nulls.value(page)),
             rows: column.rows.get(page).copied().unwrap_or(0),
         })
+    }
+
+    fn typed(&self) -> bool {
+        true
     }
 }
 

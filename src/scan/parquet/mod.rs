@@ -207,24 +207,22 @@ pub fn looks_like(bytes: &[u8]) -> &'static str {
     }
 }
 
-/// The columns a query may name, each with its type: struct fields flattened to dotted paths;
-/// lists, maps and other nested values are one column each.
-pub fn columns_of(metadata: &ArrowReaderMetadata) -> Vec<(String, String)> {
-    fn add(prefix: &str, field: &arrow_schema::Field, out: &mut Vec<(String, String)>) {
-        let name = match prefix {
-            "" => field.name().clone(),
-            _ => format!("{prefix}.{}", field.name()),
-        };
+/// The columns a query may name, each as its path and type: struct fields flattened; lists,
+/// maps and other nested values are one column each.
+pub fn columns_of(metadata: &ArrowReaderMetadata) -> Vec<(Vec<String>, String)> {
+    fn add(path: &[String], field: &arrow_schema::Field, out: &mut Vec<(Vec<String>, String)>) {
+        let mut path = path.to_vec();
+        path.push(field.name().clone());
         match field.data_type() {
             arrow_schema::DataType::Struct(children) => {
-                children.iter().for_each(|child| add(&name, child, out))
+                children.iter().for_each(|child| add(&path, child, out))
             }
-            other => out.push((name, other.to_string())),
+            other => out.push((path, other.to_string())),
         }
     }
     let mut columns = Vec::new();
     for field in metadata.schema().fields() {
-        add("", field, &mut columns);
+        add(&[], field, &mut columns);
     }
     columns
 }
@@ -267,6 +265,10 @@ pub(crate) async fn plan(
         .fold(0u64, u64::saturating_add);
     let arrow = arrow_metadata(metadata.clone(), &location)?;
     let columns = columns_of(&arrow);
+    let columns: Vec<(String, String)> = columns
+        .into_iter()
+        .map(|(path, kind)| (path.join("."), kind))
+        .collect();
     let schema_bytes: usize = columns.iter().map(|(n, t)| n.len() + t.len()).sum();
     if columns.len() > MAX_COLUMNS || schema_bytes > MAX_SCHEMA_BYTES {
         return Err(ScanError::InvalidScan(format!(

@@ -73,9 +73,14 @@ fn holds(op: &BinaryOperator, ordering: Ordering) -> bool {
     }
 }
 
-/// `value op literal` for every row of `array`, when its type is one decided here.
+/// `value op literal` for every row of `array`, when its type is one decided here. Values are
+/// typed: text compares with text only.
 fn compare_array(array: &dyn Array, op: &BinaryOperator, literal: &Value) -> Option<Kept> {
-    let number = literal.number();
+    let number = match literal {
+        Value::Int(i) => Some(Number::Int(*i)),
+        Value::Float(f) => Some(Number::Float(*f)),
+        _ => None,
+    };
     let text = match literal {
         Value::Str(text) => Some(text.as_ref()),
         _ => None,
@@ -91,9 +96,13 @@ fn compare_array(array: &dyn Array, op: &BinaryOperator, literal: &Value) -> Opt
         DataType::Float32 => numbers::<Float32Type>(array, op, number)?,
         DataType::Float64 => numbers::<Float64Type>(array, op, number)?,
         DataType::Utf8 => {
-            let (strings, text) = (array.as_string_opt::<i32>()?, text?);
+            let strings = array.as_string_opt::<i32>()?;
             (0..array.len())
-                .map(|i| strings.is_valid(i) && holds(op, strings.value(i).cmp(text)))
+                .map(|i| {
+                    text.is_some_and(|text| {
+                        strings.is_valid(i) && holds(op, strings.value(i).cmp(text))
+                    })
+                })
                 .collect()
         }
         DataType::Date32 => return as_text::<Date32Type>(array, op, literal, &date, DAYS),
@@ -125,7 +134,7 @@ fn compare_array(array: &dyn Array, op: &BinaryOperator, literal: &Value) -> Opt
 }
 
 /// Numbers against a literal, as [`Number::compare`] orders them (a literal that is no number
-/// keeps no row, as evaluation's comparison is then unknown).
+/// keeps no row: typed comparison of a number with anything else is unknown).
 fn numbers<T: ArrowPrimitiveType>(
     array: &dyn Array,
     op: &BinaryOperator,
@@ -269,7 +278,7 @@ mod tests {
 
     use super::*;
     use crate::scan::parquet::values::value_at;
-    use crate::scan::value::compare;
+    use crate::scan::value::compare_typed;
 
     const OPS: [BinaryOperator; 6] = [
         BinaryOperator::Eq,
@@ -288,7 +297,7 @@ mod tests {
             };
             for row in 0..array.len() {
                 let value = value_at(array.as_ref(), row);
-                let evaluated = compare(&value, &literal).is_some_and(|o| holds(&op, o));
+                let evaluated = compare_typed(&value, &literal).is_some_and(|o| holds(&op, o));
                 if kept.certain {
                     assert_eq!(kept.rows[row], evaluated, "{value:?} {op} {literal:?}");
                 } else {

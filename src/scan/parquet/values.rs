@@ -45,9 +45,9 @@ pub(crate) fn value_at(array: &dyn Array, row: usize) -> Value<'_> {
         DataType::UInt16 => int::<UInt16Type>(array, row).map_or(unknown, Value::Int),
         DataType::UInt32 => int::<UInt32Type>(array, row).map_or(unknown, Value::Int),
         DataType::UInt64 => match array.as_primitive_opt::<UInt64Type>() {
-            // Past i64 an unsigned integer stays exact as text (it compares as a number).
+            // Past i64, an unsigned integer is the nearest double.
             Some(a) => i64::try_from(a.value(row))
-                .map_or_else(|_| text(a.value(row).to_string()), Value::Int),
+                .map_or_else(|_| Value::Float(a.value(row) as f64), Value::Int),
             None => unknown,
         },
         DataType::Float16 => array
@@ -321,6 +321,10 @@ impl Record for ArrowRow<'_, '_> {
             .find(|c| c.path == path)
             .map_or(Value::Null, |c| c.value(self.row))
     }
+
+    fn typed(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
@@ -374,7 +378,7 @@ mod tests {
         assert_eq!(value_at(&ints, 1), Value::Null);
         assert_eq!(value_at(&ints, 2), Value::Null);
         let big = UInt64Array::from(vec![u64::MAX]);
-        assert_eq!(value_at(&big, 0), Value::Str("18446744073709551615".into()));
+        assert_eq!(value_at(&big, 0), Value::Float(18446744073709551615.0));
         let money = Decimal128Array::from(vec![12345, -5])
             .with_precision_and_scale(10, 2)
             .unwrap();

@@ -353,7 +353,7 @@ impl<'q> Evaluator<'q> {
                         }
                         let number = match column.column.plain_number(record) {
                             Some(number) => Some(number),
-                            None => column.column.value(record)?.number(),
+                            None => typed_number(column.column.value(record)?, record.typed()),
                         };
                         if let Some(number) = number {
                             let number = match (number, column.float) {
@@ -368,6 +368,7 @@ impl<'q> Evaluator<'q> {
                     let value = match (argument, &previous) {
                         (Some(a), Some((p, value))) if a == *p => Some(value.clone()),
                         // Numeric text is read as a number once, not once per aggregate.
+                        (Some(a), _) if record.typed() => Some(eval(a, record)?),
                         (Some(a), _) => {
                             let value = eval(a, record)?;
                             Some(value.as_number().unwrap_or(value))
@@ -375,7 +376,7 @@ impl<'q> Evaluator<'q> {
                         (None, _) => None,
                     };
                     partial
-                        .add(value.as_ref())
+                        .add_as(value.as_ref(), record.typed())
                         .map_err(|e| format!("{name}: {e}"))?;
                     if let (Some(a), Some(value)) = (argument, value) {
                         previous = Some((a, value));
@@ -384,6 +385,16 @@ impl<'q> Evaluator<'q> {
                 Ok(Outcome::Aggregated)
             }
         }
+    }
+}
+
+/// A value as a number: numbers as they are; text read as one unless values are typed.
+fn typed_number(value: Value, typed: bool) -> Option<Number> {
+    match (value, typed) {
+        (Value::Int(i), _) => Some(Number::Int(i)),
+        (Value::Float(f), _) => Some(Number::Float(f)),
+        (value, false) => value.number(),
+        (_, true) => None,
     }
 }
 
@@ -413,8 +424,10 @@ fn eval<'r, R: Record>(expr: &Expr, record: &'r R) -> Result<Value<'r>, String> 
             (Some(false), Some(false)) => Value::Bool(false),
             _ => Value::Null,
         },
-        Expr::Compare(l, op, r) => holds(op, compare(&eval(l, record)?, &eval(r, record)?))
-            .map_or(Value::Null, Value::Bool),
+        Expr::Compare(l, op, r) => {
+            let (l, r) = (eval(l, record)?, eval(r, record)?);
+            holds(op, compare_as(record.typed(), &l, &r)).map_or(Value::Null, Value::Bool)
+        }
         Expr::Arith(l, op, r) => arith(&eval(l, record)?, *op, &eval(r, record)?)?,
         Expr::Negate(inner) => arith(&Value::Int(0), Arith::Sub, &eval(inner, record)?)?,
         Expr::IsNull(inner, negated) => {
@@ -436,7 +449,7 @@ fn eval<'r, R: Record>(expr: &Expr, record: &'r R) -> Result<Value<'r>, String> 
             let value = eval(inner, record)?;
             let mut unknown = false;
             for item in list {
-                match compare(&value, &eval(item, record)?) {
+                match compare_as(record.typed(), &value, &eval(item, record)?) {
                     Some(Ordering::Equal) => return Ok(Value::Bool(!negated)),
                     None => unknown = true,
                     Some(_) => {}
@@ -451,8 +464,8 @@ fn eval<'r, R: Record>(expr: &Expr, record: &'r R) -> Result<Value<'r>, String> 
         Expr::Between(inner, low, high, negated) => {
             let value = eval(inner, record)?;
             match (
-                compare(&value, &eval(low, record)?),
-                compare(&value, &eval(high, record)?),
+                compare_as(record.typed(), &value, &eval(low, record)?),
+                compare_as(record.typed(), &value, &eval(high, record)?),
             ) {
                 (Some(lo), Some(hi)) => {
                     Value::Bool((lo != Ordering::Less && hi != Ordering::Greater) != *negated)

@@ -12,7 +12,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
 
-use super::value::{AggregateKind, Number, Partial, Value, compare, parse_number};
+use super::value::{AggregateKind, Number, Partial, Value, compare_as, parse_number};
 
 /// A query refused before any chunk runs, with its position when the parser or the compiler
 /// knows it.
@@ -124,6 +124,12 @@ pub trait Record {
     /// `path`).
     fn plain_path_number(&self, _path: &[String]) -> Option<Number> {
         None
+    }
+    /// Whether values carry their types (Parquet): text compares with text only and is never
+    /// read as a number, and only NULL is absent. Text formats' values are text that may be read
+    /// as numbers.
+    fn typed(&self) -> bool {
+        false
     }
 }
 
@@ -391,7 +397,12 @@ impl Compiler<'_> {
             E::UnaryOp {
                 op: UnaryOperator::Minus,
                 expr: inner,
-            } => Expr::Negate(boxed(inner)?),
+            } => match self.expr(inner)? {
+                // A negative number is a literal (statistics prune by it).
+                Expr::Literal(Value::Int(i)) if i != i64::MIN => Expr::Literal(Value::Int(-i)),
+                Expr::Literal(Value::Float(f)) => Expr::Literal(Value::Float(-f)),
+                other => Expr::Negate(Box::new(other)),
+            },
             E::UnaryOp {
                 op: UnaryOperator::Plus,
                 expr: inner,

@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use sqlparser::ast::BinaryOperator;
 
 use super::{Column, Expr, Query, Selection};
-use crate::scan::value::{AggregateKind, Value, compare};
+use crate::scan::value::{AggregateKind, Value, compare_as};
 
 /// What statistics tell of one column over a group of rows.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,15 +28,19 @@ impl ColumnBounds<'_> {
         self.nulls == Some(self.rows)
     }
 
-    /// Whether some non-null value `v` of the column can satisfy `v op literal`.
-    fn may_compare(&self, op: &BinaryOperator, literal: &Value) -> bool {
+    /// Whether some non-null value `v` of the column can satisfy `v op literal` (values compared
+    /// as [`compare_as`] does for `typed`).
+    fn may_compare(&self, op: &BinaryOperator, literal: &Value, typed: bool) -> bool {
         if self.all_null() || *literal == Value::Null {
             return false;
         }
         let (Some(min), Some(max)) = (&self.min, &self.max) else {
             return true;
         };
-        let (low, high) = match (compare(min, literal), compare(max, literal)) {
+        let (low, high) = match (
+            compare_as(typed, min, literal),
+            compare_as(typed, max, literal),
+        ) {
             (Some(low), Some(high)) => (low, high),
             _ => return true,
         };
@@ -55,6 +59,10 @@ impl ColumnBounds<'_> {
 /// Statistics of a group of rows, by column path (`None`: nothing is known of it).
 pub trait Bounds {
     fn bounds(&self, path: &[String]) -> Option<ColumnBounds<'_>>;
+    /// Whether the values are typed, as [`super::Record::typed`].
+    fn typed(&self) -> bool {
+        false
+    }
 }
 
 /// `column op literal`, one conjunct of a WHERE clause, for columnar pre-filters.
@@ -145,6 +153,7 @@ impl Query {
 
 /// Whether `expr` can be true for some row of a group with `bounds`.
 fn may_hold(expr: &Expr, bounds: &impl Bounds) -> bool {
+    let typed = bounds.typed();
     let column = |expr: &Expr| match expr {
         Expr::Column(Column::Path(path)) => bounds.bounds(path),
         _ => None,
@@ -159,23 +168,23 @@ fn may_hold(expr: &Expr, bounds: &impl Bounds) -> bool {
         Expr::Literal(value) => !matches!(value, Value::Bool(false) | Value::Null),
         Expr::Compare(left, op, right) => {
             match (column(left), literal(right), literal(left), column(right)) {
-                (Some(c), Some(v), _, _) => c.may_compare(op, &v),
-                (_, _, Some(v), Some(c)) => c.may_compare(&flipped(op), &v),
+                (Some(c), Some(v), _, _) => c.may_compare(op, &v, typed),
+                (_, _, Some(v), Some(c)) => c.may_compare(&flipped(op), &v, typed),
                 _ => true,
             }
         }
         Expr::Between(inner, low, high, false) => {
             match (column(inner), literal(low), literal(high)) {
                 (Some(c), Some(low), Some(high)) => {
-                    c.may_compare(&BinaryOperator::GtEq, &low)
-                        && c.may_compare(&BinaryOperator::LtEq, &high)
+                    c.may_compare(&BinaryOperator::GtEq, &low, typed)
+                        && c.may_compare(&BinaryOperator::LtEq, &high, typed)
                 }
                 _ => true,
             }
         }
         Expr::In(inner, list, false) => match column(inner) {
             Some(c) => list.iter().any(|item| match literal(item) {
-                Some(v) => c.may_compare(&BinaryOperator::Eq, &v),
+                Some(v) => c.may_compare(&BinaryOperator::Eq, &v, typed),
                 None => true,
             }),
             None => true,
