@@ -226,35 +226,10 @@ impl QueryRun<'_> {
             let counts = (self.chunk.total_rows, 0, partials);
             return Ok(report(self.task, self.chunk, read, counts, None));
         }
-        let mut kept = Vec::new();
-        let (mut skipped, mut skipped_bytes) = (0u32, 0u64);
-        for (at, index) in self.chunk.indexes().into_iter().enumerate() {
-            stats.at = at;
-            if self.query.may_match(&stats) {
-                kept.push(index);
-            } else {
-                skipped += 1;
-                let (start, end) = self.chunk.spans[at];
-                skipped_bytes += end.saturating_sub(start);
-            }
-        }
+        let (kept, skipped, skipped_bytes) = self.prune(&mut stats);
         self.progress.fetch_add(skipped_bytes, Ordering::Relaxed);
         let writes_all = output.is_some() && self.query.output_names().is_none();
-        let mask = projection(self.arrow, &paths, writes_all);
-        let pages = page_selection(self.arrow, self.query, &paths, &kept);
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            self.source.clone(),
-            self.arrow.clone(),
-        )
-        .with_row_groups(kept)
-        .with_projection(mask)
-        .with_batch_size(BATCH_ROWS);
-        if let Some(pages) = pages {
-            builder = builder.with_row_selection(pages);
-        }
-        let stream = builder
-            .build()
-            .map_err(|e| scan_error(e, &self.location()))?;
+        let stream = self.stream(kept, &paths, writes_all)?;
         let (parts_tx, parts_rx) = mpsc::channel::<RowBatch>(1);
         let upload_stop = stop.clone();
         let upload_to = output.clone();
@@ -310,6 +285,45 @@ impl QueryRun<'_> {
 
     fn location(&self) -> String {
         format!("s3://{}/{}", self.task.layout.bucket, self.task.layout.key)
+    }
+
+    /// The chunk's row groups statistics do not rule out; how many they do, and their bytes.
+    fn prune(&self, stats: &mut GroupStats) -> (Vec<usize>, u32, u64) {
+        let mut kept = Vec::new();
+        let (mut skipped, mut skipped_bytes) = (0u32, 0u64);
+        for (at, index) in self.chunk.indexes().into_iter().enumerate() {
+            stats.at = at;
+            if self.query.may_match(&*stats) {
+                kept.push(index);
+            } else {
+                skipped += 1;
+                let (start, end) = self.chunk.spans[at];
+                skipped_bytes += end.saturating_sub(start);
+            }
+        }
+        (kept, skipped, skipped_bytes)
+    }
+
+    /// The decoded batches of the `kept` row groups: the columns of `paths` (all of them when
+    /// rows are written whole), the pages a page index does not rule out.
+    fn stream(
+        &self,
+        kept: Vec<usize>,
+        paths: &[Vec<String>],
+        all_columns: bool,
+    ) -> Result<ParquetRecordBatchStream<S3Source>, ScanError> {
+        let pages = page_selection(self.arrow, self.query, paths, &kept);
+        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            self.source.clone(),
+            self.arrow.clone(),
+        )
+        .with_row_groups(kept)
+        .with_projection(projection(self.arrow, paths, all_columns))
+        .with_batch_size(BATCH_ROWS);
+        if let Some(pages) = pages {
+            builder = builder.with_row_selection(pages);
+        }
+        builder.build().map_err(|e| scan_error(e, &self.location()))
     }
 
     /// Where selected rows go: text rows, or Parquet of the selected columns.

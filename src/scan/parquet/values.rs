@@ -19,24 +19,45 @@ use arrow_schema::{DataType, TimeUnit};
 use crate::scan::sql::Record;
 use crate::scan::value::Value;
 
-/// The value of row `row` of `array` (which must be longer than `row`).
+/// The value of row `row` of `array` (NULL past its end).
 pub(crate) fn value_at(array: &dyn Array, row: usize) -> Value<'_> {
     if row >= array.len() || array.is_null(row) {
         return Value::Null;
     }
-    fn int<T: ArrowPrimitiveType>(array: &dyn Array, row: usize) -> Option<i64>
-    where
-        T::Native: TryInto<i64>,
-    {
-        array.as_primitive_opt::<T>()?.value(row).try_into().ok()
-    }
-    let text = |text: String| Value::Str(Cow::Owned(text));
-    let unknown = Value::Null;
-    match array.data_type() {
+    let data_type = array.data_type();
+    match data_type {
         DataType::Null => Value::Null,
         DataType::Boolean => array
             .as_boolean_opt()
-            .map_or(unknown, |a| Value::Bool(a.value(row))),
+            .map_or(Value::Null, |a| Value::Bool(a.value(row))),
+        _ if data_type.is_numeric() => number_at(array, row),
+        DataType::Date32
+        | DataType::Date64
+        | DataType::Timestamp(..)
+        | DataType::Time32(_)
+        | DataType::Time64(_) => time_at(array, row),
+        DataType::Dictionary(..) => match array.as_any_dictionary_opt() {
+            Some(dictionary) => match value_at(dictionary.keys(), row) {
+                Value::Int(key) if key >= 0 => value_at(dictionary.values().as_ref(), key as usize),
+                _ => Value::Null,
+            },
+            None => Value::Null,
+        },
+        _ => text_at(array, row),
+    }
+}
+
+fn int<T: ArrowPrimitiveType>(array: &dyn Array, row: usize) -> Option<i64>
+where
+    T::Native: TryInto<i64>,
+{
+    array.as_primitive_opt::<T>()?.value(row).try_into().ok()
+}
+
+/// A number of any width (a non-null row).
+fn number_at(array: &dyn Array, row: usize) -> Value<'_> {
+    let unknown = Value::Null;
+    match array.data_type() {
         DataType::Int8 => int::<Int8Type>(array, row).map_or(unknown, Value::Int),
         DataType::Int16 => int::<Int16Type>(array, row).map_or(unknown, Value::Int),
         DataType::Int32 => int::<Int32Type>(array, row).map_or(unknown, Value::Int),
@@ -63,27 +84,15 @@ pub(crate) fn value_at(array: &dyn Array, row: usize) -> Value<'_> {
         DataType::Decimal64(..) => decimal::<Decimal64Type>(array, row),
         DataType::Decimal128(..) => decimal::<Decimal128Type>(array, row),
         DataType::Decimal256(..) => decimal::<Decimal256Type>(array, row),
-        DataType::Utf8 => array
-            .as_string_opt::<i32>()
-            .map_or(unknown, |a| Value::Str(Cow::Borrowed(a.value(row)))),
-        DataType::LargeUtf8 => array
-            .as_string_opt::<i64>()
-            .map_or(unknown, |a| Value::Str(Cow::Borrowed(a.value(row)))),
-        DataType::Utf8View => array
-            .as_string_view_opt()
-            .map_or(unknown, |a| Value::Str(Cow::Borrowed(a.value(row)))),
-        DataType::Binary => array
-            .as_binary_opt::<i32>()
-            .map_or(unknown, |a| utf8(a.value(row))),
-        DataType::LargeBinary => array
-            .as_binary_opt::<i64>()
-            .map_or(unknown, |a| utf8(a.value(row))),
-        DataType::BinaryView => array
-            .as_binary_view_opt()
-            .map_or(unknown, |a| utf8(a.value(row))),
-        DataType::FixedSizeBinary(_) => array
-            .as_fixed_size_binary_opt()
-            .map_or(unknown, |a| utf8(a.value(row))),
+        _ => unknown,
+    }
+}
+
+/// A date, time or timestamp as its ISO 8601 text (a non-null row).
+fn time_at(array: &dyn Array, row: usize) -> Value<'_> {
+    let text = |text: String| Value::Str(Cow::Owned(text));
+    let unknown = Value::Null;
+    match array.data_type() {
         DataType::Date32 => int::<Date32Type>(array, row).map_or(unknown, |d| text(date(d))),
         DataType::Date64 => int::<Date64Type>(array, row)
             .map_or(unknown, |ms| text(date(ms.div_euclid(86_400_000)))),
@@ -105,14 +114,36 @@ pub(crate) fn value_at(array: &dyn Array, row: usize) -> Value<'_> {
             };
             ticks.map_or(unknown, |t| text(time_of_day(t, *unit)))
         }
-        DataType::Dictionary(..) => match array.as_any_dictionary_opt() {
-            Some(dictionary) => match value_at(dictionary.keys(), row) {
-                Value::Int(key) if key >= 0 => value_at(dictionary.values().as_ref(), key as usize),
-                _ => unknown,
-            },
-            None => unknown,
-        },
-        _ => text(json_at(array, row).to_string()),
+        _ => unknown,
+    }
+}
+
+/// Strings and binary as UTF-8 text; nested values as JSON text (a non-null row).
+fn text_at(array: &dyn Array, row: usize) -> Value<'_> {
+    let unknown = Value::Null;
+    match array.data_type() {
+        DataType::Utf8 => array
+            .as_string_opt::<i32>()
+            .map_or(unknown, |a| Value::Str(Cow::Borrowed(a.value(row)))),
+        DataType::LargeUtf8 => array
+            .as_string_opt::<i64>()
+            .map_or(unknown, |a| Value::Str(Cow::Borrowed(a.value(row)))),
+        DataType::Utf8View => array
+            .as_string_view_opt()
+            .map_or(unknown, |a| Value::Str(Cow::Borrowed(a.value(row)))),
+        DataType::Binary => array
+            .as_binary_opt::<i32>()
+            .map_or(unknown, |a| utf8(a.value(row))),
+        DataType::LargeBinary => array
+            .as_binary_opt::<i64>()
+            .map_or(unknown, |a| utf8(a.value(row))),
+        DataType::BinaryView => array
+            .as_binary_view_opt()
+            .map_or(unknown, |a| utf8(a.value(row))),
+        DataType::FixedSizeBinary(_) => array
+            .as_fixed_size_binary_opt()
+            .map_or(unknown, |a| utf8(a.value(row))),
+        _ => Value::Str(Cow::Owned(json_at(array, row).to_string())),
     }
 }
 
