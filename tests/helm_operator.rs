@@ -205,7 +205,7 @@ async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, String, S
 }
 
 async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> (String, String) {
-    for _ in 0..150 {
+    for _ in 0..300 {
         if let Some((_, note, instance)) = events(client, ns, name)
             .await
             .into_iter()
@@ -513,8 +513,9 @@ async fn helm_installed_operator_lives_through_failover_upgrade_and_uninstall() 
 
     // helm upgrade mid-ingest: the stopping leader checkpoints to status and the next one resumes.
     // The rollout replaces both pods one at a time, each after a readiness probe: the source is
-    // large enough (about 45 s) that the leader's turn comes before the transfer could finish.
-    let (_source, body) = ingest_in_flight(&ingests, &bucket, "upgrade", 150).await;
+    // large enough (about 75 s) that the leader's turn comes before the transfer could finish,
+    // even when the rollout is slow on a loaded machine.
+    let (_source, body) = ingest_in_flight(&ingests, &bucket, "upgrade", 250).await;
     install("upgrade", &ns, &["--set", "logLevel=debug"]);
     let (note, _) = wait_event(&client, &ns, "upgrade", "Interrupted").await;
     assert!(note.contains("resumes there"), "{note}");
