@@ -67,6 +67,19 @@ impl Value<'_> {
         }
     }
 
+    /// Appends [`Value::to_field`]'s text to `out` (without allocating for numbers).
+    pub fn write_field(&self, out: &mut String) {
+        use std::fmt::Write;
+        // Writing to a String cannot fail.
+        let _ = match self {
+            Value::Null => Ok(()),
+            Value::Bool(b) => write!(out, "{b}"),
+            Value::Int(i) => write!(out, "{i}"),
+            Value::Float(f) => write!(out, "{f}"),
+            Value::Str(s) => out.write_str(s),
+        };
+    }
+
     /// Text of the value in a CSV field.
     pub fn to_field(&self) -> Cow<'_, str> {
         match self {

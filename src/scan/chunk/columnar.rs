@@ -548,16 +548,24 @@ impl BatchWork {
         let whole = resolve(batch, self.whole.as_deref().unwrap_or_default());
         let (comparisons, whole_filter) = &self.comparisons;
         let kept = prefilter(batch, comparisons);
-        let mut keep = Vec::new();
-        for row in 0..batch.num_rows() {
+        let certain = kept.as_ref().is_some_and(|k| k.certain) && *whole_filter;
+        // Rows the pre-filter keeps (every row without one); the others are never evaluated.
+        let candidates: Vec<usize> = match &kept {
+            Some(kept) => (0..batch.num_rows())
+                .filter(|&row| kept.rows[row])
+                .collect(),
+            None => (0..batch.num_rows()).collect(),
+        };
+        let writes_parquet = matches!(self.rows, Some(RowSink::Parquet { .. }));
+        let mut keep = vec![false; if writes_parquet { batch.num_rows() } else { 0 }];
+        for row in candidates {
             let record = ArrowRow {
                 columns: &columns,
                 row,
             };
-            let outcome = match &kept {
-                Some(kept) if !kept.rows[row] => Ok(Outcome::Skip),
-                Some(kept) if kept.certain && *whole_filter => evaluator.matched_record(&record),
-                _ => evaluator.record(&record),
+            let outcome = match certain {
+                true => evaluator.matched_record(&record),
+                false => evaluator.record(&record),
             }
             .map_err(RowFailure::Bad)?;
             let written = match (outcome, &mut self.rows) {
@@ -567,7 +575,7 @@ impl BatchWork {
                 }
                 (Outcome::Row(values), Some(RowSink::Text(rows))) => rows.values(&values),
                 (outcome, Some(RowSink::Parquet { .. })) => {
-                    keep.push(matches!(outcome, Outcome::Whole | Outcome::Row(_)));
+                    keep[row] = matches!(outcome, Outcome::Whole | Outcome::Row(_));
                     Ok(())
                 }
                 _ => Ok(()),

@@ -40,6 +40,10 @@ pub(super) struct RowWriter {
     pub(super) lines: Vec<u8>,
     pub(super) header_written: bool,
     pub(super) parts: mpsc::Sender<RowBatch>,
+    /// A row's fields as text, one after the other, and where each ends (reused: no allocation
+    /// per field).
+    fields: String,
+    field_ends: Vec<usize>,
 }
 
 pub(super) fn csv_buffer() -> csv::Writer<Vec<u8>> {
@@ -62,6 +66,8 @@ impl RowWriter {
             lines: Vec::new(),
             header_written: false,
             parts,
+            fields: String::new(),
+            field_ends: Vec::new(),
         }
     }
 
@@ -91,8 +97,21 @@ impl RowWriter {
     pub(super) fn values(&mut self, values: &[Value]) -> Result<(), ScanError> {
         match self.format {
             TextFormat::Csv => {
-                let texts: Vec<_> = values.iter().map(Value::to_field).collect();
-                self.csv_bytes(texts.iter().map(|t| t.as_bytes()))
+                let mut fields = std::mem::take(&mut self.fields);
+                let mut ends = std::mem::take(&mut self.field_ends);
+                fields.clear();
+                ends.clear();
+                for value in values {
+                    value.write_field(&mut fields);
+                    ends.push(fields.len());
+                }
+                let starts = std::iter::once(0).chain(ends.iter().copied());
+                let slices = starts
+                    .zip(ends.iter())
+                    .map(|(start, &end)| &fields.as_bytes()[start..end]);
+                let written = self.csv_bytes(slices);
+                (self.fields, self.field_ends) = (fields, ends);
+                written
             }
             TextFormat::JsonLines => {
                 let object: serde_json::Map<_, _> = self

@@ -133,8 +133,9 @@ fn compare_array(array: &dyn Array, op: &BinaryOperator, literal: &Value) -> Opt
     })
 }
 
-/// Numbers against a literal, as [`Number::compare`] orders them (a literal that is no number
-/// keeps no row: typed comparison of a number with anything else is unknown).
+/// Numbers against a literal, as [`Number::compare`] orders them: integers with an integer
+/// exactly, anything else as doubles (a literal that is no number keeps no row: typed comparison
+/// of a number with anything else is unknown).
 fn numbers<T: ArrowPrimitiveType>(
     array: &dyn Array,
     op: &BinaryOperator,
@@ -144,31 +145,55 @@ where
     T::Native: AsNumber,
 {
     let values = array.as_primitive_opt::<T>()?;
-    let Some(literal) = literal else {
-        return Some(vec![false; array.len()]);
+    let raw = values.values();
+    let mut rows = match (literal, T::Native::INTEGER) {
+        (None, _) => return Some(vec![false; array.len()]),
+        (Some(Number::Int(literal)), true) => {
+            compare_all(raw.iter().map(|v| v.as_f64_or_i64().1), literal, op)
+        }
+        (Some(Number::Int(literal)), false) => {
+            compare_all(raw.iter().map(|v| v.as_f64_or_i64().0), literal as f64, op)
+        }
+        (Some(Number::Float(literal)), _) => {
+            compare_all(raw.iter().map(|v| v.as_f64_or_i64().0), literal, op)
+        }
     };
-    Some(
-        values
-            .iter()
-            .map(|value| {
-                value
-                    .and_then(|v| v.as_number().compare(literal))
-                    .is_some_and(|ordering| holds(op, ordering))
-            })
-            .collect(),
-    )
+    if let Some(nulls) = values.nulls() {
+        for (row, keep) in rows.iter_mut().enumerate() {
+            *keep &= nulls.is_valid(row);
+        }
+    }
+    Some(rows)
 }
 
-/// Native values that are SQL numbers.
+/// `value op literal` for each value, the operator chosen once (NaN satisfies none, `<>` too).
+fn compare_all<X: PartialOrd + Copy>(
+    values: impl Iterator<Item = X>,
+    literal: X,
+    op: &BinaryOperator,
+) -> Vec<bool> {
+    match op {
+        BinaryOperator::Eq => values.map(|x| x == literal).collect(),
+        BinaryOperator::NotEq => values.map(|x| x < literal || x > literal).collect(),
+        BinaryOperator::Lt => values.map(|x| x < literal).collect(),
+        BinaryOperator::LtEq => values.map(|x| x <= literal).collect(),
+        BinaryOperator::Gt => values.map(|x| x > literal).collect(),
+        _ => values.map(|x| x >= literal).collect(),
+    }
+}
+
+/// Native values that are SQL numbers: as a double and, for integers, exactly.
 trait AsNumber: Copy {
-    fn as_number(self) -> Number;
+    const INTEGER: bool;
+    fn as_f64_or_i64(self) -> (f64, i64);
 }
 
 macro_rules! integers_as_numbers {
     ($($t:ty),*) => {$(
         impl AsNumber for $t {
-            fn as_number(self) -> Number {
-                Number::Int(i64::from(self))
+            const INTEGER: bool = true;
+            fn as_f64_or_i64(self) -> (f64, i64) {
+                (i64::from(self) as f64, i64::from(self))
             }
         }
     )*};
@@ -176,14 +201,16 @@ macro_rules! integers_as_numbers {
 integers_as_numbers!(i8, i16, i32, i64, u8, u16, u32);
 
 impl AsNumber for f32 {
-    fn as_number(self) -> Number {
-        Number::Float(f64::from(self))
+    const INTEGER: bool = false;
+    fn as_f64_or_i64(self) -> (f64, i64) {
+        (f64::from(self), 0)
     }
 }
 
 impl AsNumber for f64 {
-    fn as_number(self) -> Number {
-        Number::Float(self)
+    const INTEGER: bool = false;
+    fn as_f64_or_i64(self) -> (f64, i64) {
+        (self, 0)
     }
 }
 
