@@ -174,7 +174,12 @@ fn compare_all<X: PartialOrd + Copy>(
 ) -> Vec<bool> {
     match op {
         BinaryOperator::Eq => values.map(|x| x == literal).collect(),
-        BinaryOperator::NotEq => values.map(|x| x < literal || x > literal).collect(),
+        BinaryOperator::NotEq => values
+            .map(|x| {
+                x.partial_cmp(&literal)
+                    .is_some_and(|o| o != Ordering::Equal)
+            })
+            .collect(),
         BinaryOperator::Lt => values.map(|x| x < literal).collect(),
         BinaryOperator::LtEq => values.map(|x| x <= literal).collect(),
         BinaryOperator::Gt => values.map(|x| x > literal).collect(),
