@@ -712,19 +712,7 @@ async fn read_output(
         );
         rows.extend(part_rows);
     }
-    let listed = bucket
-        .s3
-        .list_objects_v2()
-        .bucket(&bucket.name)
-        .prefix(&output.prefix)
-        .send()
-        .await
-        .unwrap();
-    let listed: BTreeSet<String> = listed
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_string))
-        .collect();
+    let listed = bucket.keys(&output.prefix).await;
     assert_eq!(
         listed, keys,
         "{what}: the prefix holds exactly the manifest and its parts"

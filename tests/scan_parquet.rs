@@ -791,19 +791,7 @@ async fn read_rows(
         );
         rows.extend(part_rows);
     }
-    let listed = bucket
-        .s3
-        .list_objects_v2()
-        .bucket(&bucket.name)
-        .prefix(prefix)
-        .send()
-        .await
-        .unwrap();
-    let listed: BTreeSet<String> = listed
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_string))
-        .collect();
+    let listed = bucket.keys(prefix).await;
     m.equal(&format!("{what}: objects under the prefix"), listed, keys);
     rows
 }
@@ -1621,22 +1609,14 @@ async fn broken_or_mistyped_objects_fail_with_invalid_object() {
                 err.contains(want),
             );
         }
-        let left = bucket
-            .s3
-            .list_objects_v2()
-            .bucket(&bucket.name)
-            .prefix(&prefix)
-            .send()
-            .await
-            .unwrap();
-        let left: Vec<&str> = left.contents().iter().filter_map(|o| o.key()).collect();
+        let left = bucket.keys(&prefix).await;
         if *key == "corrupt.parquet" {
             // Found while reading rows: parts of chunks that ended may stay, but no manifest
             // claims the output complete.
             let manifest = format!("{prefix}manifest.json");
             m.check(
                 &format!("{key}: a failed scan wrote {manifest}"),
-                !left.contains(&manifest.as_str()),
+                !left.contains(&manifest),
             );
         } else {
             m.check(
@@ -1709,15 +1689,7 @@ async fn queries_on_missing_list_or_map_columns_fail_with_invalid_sql() {
             );
         }
     }
-    let left = bucket
-        .s3
-        .list_objects_v2()
-        .bucket(&bucket.name)
-        .prefix("out/")
-        .send()
-        .await
-        .unwrap();
-    m.equal("objects under out/", left.contents().len(), 0);
+    m.equal("objects under out/", bucket.keys("out/").await.len(), 0);
     bucket.assert_no_uploads_left().await;
     m.assert_none("queries_on_missing_list_or_map_columns_fail_with_invalid_sql");
 }

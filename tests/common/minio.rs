@@ -43,6 +43,23 @@ impl Bucket {
             .unwrap_or_else(|e| panic!("PUT {key}: {e:?}"));
     }
 
+    /// The keys under `prefix` (one listing page: at most 1,000).
+    pub async fn keys(&self, prefix: &str) -> std::collections::BTreeSet<String> {
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.name)
+            .prefix(prefix)
+            .send()
+            .await
+            .unwrap();
+        listed
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect()
+    }
+
     /// The object at `key`, or S3's error.
     pub async fn try_get(&self, key: &str) -> Result<Vec<u8>, String> {
         let object = self

@@ -46,15 +46,7 @@ impl GroupStats {
         let columns = paths
             .iter()
             .filter_map(|path| {
-                let [name] = path.as_slice() else {
-                    return None;
-                };
-                let converter = StatisticsConverter::try_new(
-                    name,
-                    arrow.schema(),
-                    metadata.file_metadata().schema_descr(),
-                )
-                .ok()?;
+                let converter = converter(arrow, path)?;
                 Some(ColumnStats {
                     path: path.clone(),
                     mins: converter.row_group_mins(groups).ok(),
@@ -106,6 +98,23 @@ impl Bounds for GroupStats {
     fn typed(&self) -> bool {
         true
     }
+}
+
+/// Statistics of the top-level column `path` (nested fields have none here: never pruned by).
+fn converter<'a>(
+    arrow: &'a ArrowReaderMetadata,
+    path: &[String],
+) -> Option<StatisticsConverter<'a>> {
+    let [name] = path else {
+        return None;
+    };
+    let metadata = arrow.metadata();
+    StatisticsConverter::try_new(
+        name,
+        arrow.schema(),
+        metadata.file_metadata().schema_descr(),
+    )
+    .ok()
 }
 
 /// A statistic: `None` when unknown (null, or NaN, which orders nothing).
@@ -230,15 +239,7 @@ pub(super) fn page_selection(
         let columns: Vec<ColumnPages> = paths
             .iter()
             .filter_map(|path| {
-                let [name] = path.as_slice() else {
-                    return None;
-                };
-                let converter = StatisticsConverter::try_new(
-                    name,
-                    arrow.schema(),
-                    metadata.file_metadata().schema_descr(),
-                )
-                .ok()?;
+                let converter = converter(arrow, path)?;
                 let one = [group];
                 let counts = converter
                     .data_page_row_counts(index.as_ref(), metadata.row_groups(), &one)

@@ -184,26 +184,8 @@ pub(crate) fn json_at(array: &dyn Array, row: usize) -> serde_json::Value {
             ),
             None => Json::Null,
         },
-        DataType::List(_) => match array.as_list_opt::<i32>() {
-            Some(a) => {
-                let offsets = a.value_offsets();
-                list(
-                    a.values().as_ref(),
-                    offsets[row] as usize..offsets[row + 1] as usize,
-                )
-            }
-            None => Json::Null,
-        },
-        DataType::LargeList(_) => match array.as_list_opt::<i64>() {
-            Some(a) => {
-                let offsets = a.value_offsets();
-                list(
-                    a.values().as_ref(),
-                    offsets[row] as usize..offsets[row + 1] as usize,
-                )
-            }
-            None => Json::Null,
-        },
+        DataType::List(_) => list_json::<i32>(array, row),
+        DataType::LargeList(_) => list_json::<i64>(array, row),
         DataType::FixedSizeList(_, size) => match array.as_fixed_size_list_opt() {
             Some(a) => {
                 let size = (*size).max(0) as usize;
@@ -233,6 +215,22 @@ pub(crate) fn json_at(array: &dyn Array, row: usize) -> serde_json::Value {
         | DataType::Duration(_)
         | DataType::Interval(_) => Json::String(format!("<{}>", array.data_type())),
         _ => value_at(array, row).to_json(),
+    }
+}
+
+/// Row `row` of a list array as a JSON array.
+fn list_json<O: arrow_array::OffsetSizeTrait>(array: &dyn Array, row: usize) -> serde_json::Value {
+    match array.as_list_opt::<O>() {
+        Some(a) => {
+            let offsets = a.value_offsets();
+            let (start, end) = (offsets[row].as_usize(), offsets[row + 1].as_usize());
+            serde_json::Value::Array(
+                (start..end)
+                    .map(|i| json_at(a.values().as_ref(), i))
+                    .collect(),
+            )
+        }
+        None => serde_json::Value::Null,
     }
 }
 
