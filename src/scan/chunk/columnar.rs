@@ -28,7 +28,7 @@ use crate::scan::parquet::{
 };
 use crate::scan::split::{ChunkSplit, STATES, State};
 use crate::scan::sql::{ColumnComparison, Evaluator, Outcome, Query};
-use crate::scan::value::{Partial, Value};
+use crate::scan::value::Partial;
 use crate::scan::{Layout, ScanError};
 use crate::shutdown::Stop;
 
@@ -251,6 +251,11 @@ impl QueryRun<'_> {
             work: BatchWork {
                 rows,
                 comparisons: self.query.column_comparisons(),
+                plain: self
+                    .query
+                    .plain_columns()
+                    .filter(|columns| !columns.is_empty())
+                    .map(|columns| columns.into_iter().map(|(_, path)| path).collect()),
                 paths,
                 whole: writes_all.then(|| {
                     columns_of(self.arrow)
@@ -539,6 +544,8 @@ struct BatchWork {
     comparisons: (Vec<ColumnComparison>, bool),
     /// Every column, for text rows written whole (`SELECT *`).
     whole: Option<Vec<Vec<String>>>,
+    /// The selected columns of a query that selects columns (none for `SELECT *`).
+    plain: Option<Vec<Vec<String>>>,
 }
 
 impl BatchWork {
@@ -556,6 +563,23 @@ impl BatchWork {
                 .collect(),
             None => (0..batch.num_rows()).collect(),
         };
+        let selected = self.plain.as_deref().map(|plain| resolve(batch, plain));
+        let all_found = selected.as_ref().map(Vec::len) == self.plain.as_ref().map(Vec::len);
+        if let (true, true, Some(selected), Some(RowSink::Text(rows))) =
+            (certain, all_found, &selected, &mut self.rows)
+        {
+            // The filter is decided and the selection is columns: rows go out straight from the
+            // arrays, with no SQL evaluation.
+            for row in candidates {
+                if !evaluator.wants_more() {
+                    break;
+                }
+                evaluator.rows += 1;
+                rows.values(selected.iter().map(|c| c.value(row)))
+                    .map_err(RowFailure::Scan)?;
+            }
+            return Ok(());
+        }
         let writes_parquet = matches!(self.rows, Some(RowSink::Parquet { .. }));
         let mut keep = vec![false; if writes_parquet { batch.num_rows() } else { 0 }];
         for row in candidates {
@@ -570,10 +594,9 @@ impl BatchWork {
             .map_err(RowFailure::Bad)?;
             let written = match (outcome, &mut self.rows) {
                 (Outcome::Whole, Some(RowSink::Text(rows))) => {
-                    let values: Vec<Value> = whole.iter().map(|c| c.value(row)).collect();
-                    rows.values(&values)
+                    rows.values(whole.iter().map(|c| c.value(row)))
                 }
-                (Outcome::Row(values), Some(RowSink::Text(rows))) => rows.values(&values),
+                (Outcome::Row(values), Some(RowSink::Text(rows))) => rows.values(values),
                 (outcome, Some(RowSink::Parquet { .. })) => {
                     keep[row] = matches!(outcome, Outcome::Whole | Outcome::Row(_));
                     Ok(())

@@ -94,7 +94,11 @@ impl RowWriter {
         Ok(())
     }
 
-    pub(super) fn values(&mut self, values: &[Value]) -> Result<(), ScanError> {
+    /// One row of `values`, in the order of the output's names.
+    pub(super) fn values<'v>(
+        &mut self,
+        values: impl IntoIterator<Item = Value<'v>>,
+    ) -> Result<(), ScanError> {
         match self.format {
             TextFormat::Csv => {
                 let mut fields = std::mem::take(&mut self.fields);
@@ -118,7 +122,7 @@ impl RowWriter {
                     .names
                     .iter()
                     .cloned()
-                    .zip(values.iter().map(Value::to_json))
+                    .zip(values.into_iter().map(|v| v.to_json()))
                     .collect();
                 self.json(&object)
             }

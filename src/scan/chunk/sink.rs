@@ -205,7 +205,7 @@ impl<'q> Sink<'q> {
                     }
                 }
             }
-            Outcome::Row(values) => rows.values(&values),
+            Outcome::Row(values) => rows.values(values),
             Outcome::Skip | Outcome::Aggregated => Ok(()),
         }
     }
@@ -266,7 +266,7 @@ impl<'q> Sink<'q> {
             .map_err(|message| blame.at(offset, message))?;
         match (outcome, &mut self.rows) {
             (Outcome::Whole, Some(rows)) => rows.line(text),
-            (Outcome::Row(values), Some(rows)) => rows.values(&values),
+            (Outcome::Row(values), Some(rows)) => rows.values(values),
             _ => Ok(()),
         }
     }
