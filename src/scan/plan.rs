@@ -412,17 +412,25 @@ async fn read_prefix(
         .map_err(read_failure)
 }
 
-fn other_compression(prefix: &[u8]) -> Option<&'static str> {
-    const MAGIC: &[(&[u8], &str)] = &[
+/// The format bytes start with, when their first bytes (a magic number) say.
+pub(crate) fn magic_kind(bytes: &[u8]) -> Option<&'static str> {
+    const MAGIC_KINDS: &[(&[u8], &str)] = &[
+        (MAGIC, "Parquet"),
+        (&[0x1f, 0x8b], "gzip"),
         (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
         (b"BZh", "bzip2"),
         (&[0xfd, b'7', b'z', b'X', b'Z', 0], "xz"),
         (&[b'P', b'K', 3, 4], "zip"),
     ];
-    MAGIC
+    MAGIC_KINDS
         .iter()
-        .find(|(magic, _)| prefix.starts_with(magic))
+        .find(|(magic, _)| bytes.starts_with(magic))
         .map(|(_, kind)| *kind)
+}
+
+/// A compression text formats are not read through (gzip is; Parquet is checked before).
+fn other_compression(prefix: &[u8]) -> Option<&'static str> {
+    magic_kind(prefix).filter(|kind| !matches!(*kind, "gzip" | "Parquet"))
 }
 
 /// The header row's fields and its length including the terminator byte that ends it.

@@ -73,7 +73,7 @@ impl ParquetRows {
         }
     }
 
-    /// Writes the rows of `batch` where `keep` holds, as columns `names` of `columns`.
+    /// Writes `batch`'s rows (the first batch starts the part, with its schema).
     pub(super) fn write(&mut self, batch: &RecordBatch) -> Result<(), ScanError> {
         if batch.num_rows() == 0 {
             return Ok(());

@@ -188,14 +188,7 @@ fn footer_length(end: &[u8], size: u64) -> Result<u64, String> {
 
 /// What bytes look like, for messages about an object of the wrong format.
 pub fn looks_like(bytes: &[u8]) -> &'static str {
-    const MAGIC_KINDS: &[(&[u8], &str)] = &[
-        (MAGIC, "Parquet"),
-        (&[0x1f, 0x8b], "gzip"),
-        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
-        (b"BZh", "bzip2"),
-        (&[b'P', b'K', 3, 4], "zip"),
-    ];
-    if let Some((_, kind)) = MAGIC_KINDS.iter().find(|(m, _)| bytes.starts_with(m)) {
+    if let Some(kind) = super::plan::magic_kind(bytes) {
         return kind;
     }
     let text = bytes.trim_ascii_start();

@@ -16,7 +16,7 @@ use arrow_schema::{DataType, TimeUnit};
 use sqlparser::ast::BinaryOperator;
 
 use super::values::{date, timestamp};
-use crate::scan::sql::ColumnComparison;
+use crate::scan::sql::{ColumnComparison, holds};
 use crate::scan::value::{Number, Value};
 
 /// Which rows of a batch the conjuncts keep, and whether that is certain for every kept row
@@ -61,18 +61,6 @@ pub(crate) fn prefilter(batch: &RecordBatch, comparisons: &[ColumnComparison]) -
     })
 }
 
-/// Whether an ordering satisfies `op`.
-fn holds(op: &BinaryOperator, ordering: Ordering) -> bool {
-    match op {
-        BinaryOperator::Eq => ordering == Ordering::Equal,
-        BinaryOperator::NotEq => ordering != Ordering::Equal,
-        BinaryOperator::Lt => ordering == Ordering::Less,
-        BinaryOperator::LtEq => ordering != Ordering::Greater,
-        BinaryOperator::Gt => ordering == Ordering::Greater,
-        _ => ordering != Ordering::Less,
-    }
-}
-
 /// `value op literal` for every row of `array`, when its type is one decided here. Values are
 /// typed: text compares with text only.
 fn compare_array(array: &dyn Array, op: &BinaryOperator, literal: &Value) -> Option<Kept> {
@@ -100,7 +88,8 @@ fn compare_array(array: &dyn Array, op: &BinaryOperator, literal: &Value) -> Opt
             (0..array.len())
                 .map(|i| {
                     text.is_some_and(|text| {
-                        strings.is_valid(i) && holds(op, strings.value(i).cmp(text))
+                        strings.is_valid(i)
+                            && holds(op, Some(strings.value(i).cmp(text))) == Some(true)
                     })
                 })
                 .collect()
@@ -293,7 +282,7 @@ where
             } else {
                 Ordering::Greater
             };
-            holds(op, ordering)
+            holds(op, Some(ordering)) == Some(true)
         })
         .collect();
     Some(Kept { rows, certain })
@@ -329,7 +318,7 @@ mod tests {
             };
             for row in 0..array.len() {
                 let value = value_at(array.as_ref(), row);
-                let evaluated = compare_typed(&value, &literal).is_some_and(|o| holds(&op, o));
+                let evaluated = holds(&op, compare_typed(&value, &literal)) == Some(true);
                 if kept.certain {
                     assert_eq!(kept.rows[row], evaluated, "{value:?} {op} {literal:?}");
                 } else {

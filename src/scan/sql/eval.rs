@@ -97,7 +97,7 @@ impl<'q> Comparison<'q> {
 }
 
 /// A comparison's truth from the operands' ordering (unknown when they do not compare).
-fn holds(op: &BinaryOperator, ordering: Option<Ordering>) -> Option<bool> {
+pub(crate) fn holds(op: &BinaryOperator, ordering: Option<Ordering>) -> Option<bool> {
     let o = ordering?;
     Some(match op {
         BinaryOperator::Eq => o == Ordering::Equal,

@@ -578,6 +578,7 @@ fn like_matches(text: &[char], pattern: &[LikeToken]) -> bool {
 
 mod eval;
 mod prune;
+pub(crate) use eval::holds;
 pub use eval::{Evaluator, Outcome};
 pub use prune::{Bounds, ColumnBounds, ColumnComparison, FooterAggregate};
 
