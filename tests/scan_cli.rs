@@ -357,3 +357,104 @@ async fn interrupted_scans_leave_no_upload() {
     common::cli::interrupt(child).await;
     bucket.assert_no_uploads_left().await;
 }
+
+/// A row query without `--output` prints its rows on stdout as CSV with a header, in object order
+/// and SELECT order, at any chunk size: quoted fields keep their bytes (CR and LF included),
+/// LIMIT cuts exactly, and the summary goes to stderr. Aggregates come in SELECT order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_queries_print_their_rows_on_stdout() {
+    let env = common::env().await;
+    let bucket = Bucket::create(&env, "scan-cli-rows").await;
+    let mut data = b"id,text,amount\r\n".to_vec();
+    // (field in the object, the same field in the output): quoted where CSV needs it.
+    let texts = [
+        ("plain", "plain"),
+        ("\"Once upon \r\na time\"", "\"Once upon \r\na time\""),
+        ("\"a, \"\"b\"\"\"", "\"a, \"\"b\"\"\""),
+        ("\"x\ry\"", "\"x\ry\""),
+        ("\"plain\"", "plain"),
+        ("", ""),
+    ];
+    let mut want = vec!["amount,id,text".to_string()];
+    for i in 0..300 {
+        let (text, written) = texts[i % texts.len()];
+        data.extend_from_slice(format!("{i},{text},{}\r\n", i * 2).as_bytes());
+        want.push(format!("{},{i},{written}", i * 2));
+    }
+    bucket.put("t.csv", data).await;
+    let object = format!("s3://{}/t.csv", bucket.name);
+    let sql = "SELECT amount, id, text FROM S3Object";
+    for size in ["1", "37", "1Ki", "64Mi"] {
+        let (code, out, err, _) = common::cli::run(
+            "scan",
+            args(&object, &bucket.endpoint, sql, &["--chunk-size", size]),
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, want.join("\n") + "\n", "chunk size {size}");
+        assert!(err.contains("300 rows"), "{err}");
+    }
+    let limited = "SELECT amount, id, text FROM S3Object WHERE id >= 10 LIMIT 7";
+    let (code, out, err, _) = common::cli::run(
+        "scan",
+        args(&object, &bucket.endpoint, limited, &["--chunk-size", "50"]),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let mut first = vec![want[0].clone()];
+    first.extend(want[11..18].iter().cloned());
+    assert_eq!(out, first.join("\n") + "\n");
+    // Aggregates, named or not, in SELECT order.
+    let sql = "SELECT SUM(amount) AS total, COUNT(*) AS n, MIN(id) FROM S3Object";
+    let (code, out, err, _) =
+        common::cli::run("scan", args(&object, &bucket.endpoint, sql, &[])).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "total\t89700\nn\t300\nMIN(id)\t0\n");
+}
+
+/// NaN and the infinities in CSV and JSON Lines, in the spellings writers use, follow the SQL
+/// engines: NaN equals NaN and sorts above every number, MIN, MAX and SUM see them, a WHERE
+/// comparison keeps NaN for `>`; results print them as PostgreSQL does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nan_and_infinities_in_text_follow_sql_order() {
+    let env = common::env().await;
+    let bucket = Bucket::create(&env, "scan-cli-nan").await;
+    let values = ["1.5", "NaN", "-inf", "7", "Infinity", "nan", "-2", ""];
+    let csv: String = std::iter::once("x\n".to_string())
+        .chain(values.iter().map(|v| format!("{v}\n")))
+        .collect();
+    bucket.put("n.csv", csv.into_bytes()).await;
+    let jsonl: String = values
+        .iter()
+        .map(|v| match v.parse::<f64>() {
+            Ok(f) if f.is_finite() => format!("{{\"x\":{v}}}\n"),
+            _ if v.is_empty() => "{\"x\":null}\n".to_string(),
+            _ => format!("{{\"x\":\"{v}\"}}\n"),
+        })
+        .collect();
+    bucket.put("n.jsonl", jsonl.into_bytes()).await;
+    let sql = "SELECT COUNT(x) AS c, MIN(x) AS lo, MAX(x) AS hi, SUM(CAST(x AS FLOAT)) AS total \
+               FROM S3Object";
+    let above = "SELECT COUNT(*) AS n FROM S3Object WHERE CAST(x AS FLOAT) > 100";
+    for key in ["n.csv", "n.jsonl"] {
+        let object = format!("s3://{}/{key}", bucket.name);
+        for size in ["1", "64Mi"] {
+            let extra = ["--chunk-size", size, "--json"];
+            let (code, out, err, _) =
+                common::cli::run("scan", args(&object, &bucket.endpoint, sql, &extra)).await;
+            assert_eq!(code, 0, "{key}: {err}");
+            let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(
+                summary["result"],
+                serde_json::json!({"c": 7, "lo": "-Infinity", "hi": "NaN", "total": "NaN"}),
+                "{key} at {size}"
+            );
+            let (code, out, err, _) =
+                common::cli::run("scan", args(&object, &bucket.endpoint, above, &extra)).await;
+            assert_eq!(code, 0, "{key}: {err}");
+            let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+            // Infinity, NaN and nan are above 100.
+            assert_eq!(summary["result"]["n"], 3, "{key} at {size}");
+        }
+    }
+}

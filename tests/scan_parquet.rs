@@ -114,6 +114,27 @@ fn pyarrow(file: &File, queries: &[Json]) -> Vec<Json> {
     answers
 }
 
+/// A JSON row with nested objects (structs) flattened to dotted paths, as pyarrow's answers name
+/// struct fields.
+fn flattened(row: Json) -> serde_json::Map<String, Json> {
+    fn add(prefix: Option<&str>, value: Json, out: &mut serde_json::Map<String, Json>) {
+        match (prefix, value) {
+            (prefix, Json::Object(fields)) if prefix.is_none() || !fields.is_empty() => {
+                for (name, value) in fields {
+                    let path = prefix.map_or(name.clone(), |p| format!("{p}.{name}"));
+                    add(Some(&path), value, out);
+                }
+            }
+            (prefix, value) => {
+                out.insert(prefix.unwrap_or_default().to_string(), value);
+            }
+        }
+    }
+    let mut out = serde_json::Map::new();
+    add(None, row, &mut out);
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // Queries
 
@@ -190,8 +211,11 @@ const TEXTS: &[&str] = &[
     "ts_ns_tz", "st.a.c",
 ];
 /// Top-level columns whose statistics can answer COUNT, MIN and MAX.
+/// Numeric columns whose MIN and MAX statistics answer: integers and decimals. A float column's
+/// greatest value may be NaN, which statistics leave out; pyarrow writes no `nan_count` to prove
+/// there is none, so floats are read.
 const FOOTER_NUMBERS: &[&str] = &[
-    "id", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64", "dec", "dec0",
+    "id", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "dec", "dec0",
 ];
 const TOP_LEVEL_SCALARS: &[&str] = &[
     "id", "i8", "i16", "i32", "i64", "u8", "u16", "u32", "u64", "f32", "f64", "dec", "dec0", "str",
@@ -766,19 +790,33 @@ async fn read_rows(
         } else {
             let mut part_rows = Vec::new();
             for line in body.split(|b| *b == b'\n').filter(|line| !line.is_empty()) {
-                let object = parse_json(std::str::from_utf8(line).unwrap());
-                let object = object.as_object().unwrap();
+                // Structs are nested objects in JSON Lines: compared by their fields' paths.
+                let object = flattened(parse_json(std::str::from_utf8(line).unwrap()));
+                // A null struct is `null` itself: its fields are null.
+                let value_of = |name: &str| {
+                    let mut path = name;
+                    loop {
+                        if let Some(value) = object.get(path) {
+                            return (path == name || value.is_null()).then(|| value.clone());
+                        }
+                        path = path.rsplit_once('.')?.0;
+                    }
+                };
                 let keys: BTreeSet<&String> = object.keys().collect();
-                m.equal(
-                    &format!("{what}: {part} row keys"),
-                    keys,
-                    names.iter().collect(),
-                );
-                let missing = || Json::String("<no such key>".into());
+                let named: BTreeSet<&String> = object
+                    .keys()
+                    .filter(|k| {
+                        names
+                            .iter()
+                            .any(|n| n == *k || n.starts_with(&format!("{k}.")))
+                    })
+                    .collect();
+                m.equal(&format!("{what}: {part} row keys"), keys, named);
+                let missing = Json::String("<no such key>".into());
                 part_rows.push(
                     names
                         .iter()
-                        .map(|n| object.get(n).cloned().unwrap_or_else(missing))
+                        .map(|n| value_of(n).unwrap_or_else(|| missing.clone()))
                         .collect(),
                 );
             }
@@ -1039,7 +1077,8 @@ async fn a_thousand_row_groups_are_read_once_at_any_chunk_size() {
         ("min", &["id", "v", "name"]),
         ("max", &["id", "v", "name"]),
     ]);
-    let footer = aggregates(&[("min", &["id", "v"]), ("max", &["id", "v"])]);
+    // `v` holds floats: statistics cannot prove it holds no NaN, so it is not in the footer's.
+    let footer = aggregates(&[("min", &["id"]), ("max", &["id"])]);
     let filters = [
         ("", ""),
         ("id BETWEEN 1500 AND 1502", "between(c('id'), 1500, 1502)"),

@@ -351,6 +351,10 @@ pub struct S3ParallelScanStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
     pub result: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The names of `result`'s entries in the order of the SELECT list (Kubernetes keeps an
+    /// object's keys sorted by name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub result_columns: Vec<String>,
     /// s3:// URL of the manifest: chunks, byte ranges, record counts, output parts, source ETag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,

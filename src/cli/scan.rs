@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use s3flow::s3::S3Url;
-use s3flow::scan::local::{Counters, ScanSummary, scan};
+use s3flow::scan::local::{Counters, ScanSummary, print_rows, scan};
 use s3flow::scan::plan::{DetectedFormat, detect_format};
 use s3flow::scan::sql::{Columns, compile};
 use s3flow::scan::{Format, Layout, Output, OutputFormat, PlanRequest, plan};
@@ -150,29 +150,44 @@ pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bo
     let query = layout
         .compile(&args.sql)
         .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
-    if !query.is_aggregate() && output.is_none() && !args.json {
-        eprintln!("note: selected rows are counted; add --output s3://bucket/prefix to keep them");
-    }
     let counters = Counters::default();
-    let parallelism = args.parallelism as usize;
-    let engine = scan(
-        &s3,
-        &layout,
-        (&query, &args.sql),
-        output,
-        (parallelism, Stop::on(shutdown::on_signal()?)),
-        &counters,
-    );
-    let summary = with_progress_bar(&layout, &counters, engine)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
+    let parallelism = (args.parallelism as usize, Stop::on(shutdown::on_signal()?));
+    // Rows of a row query go to stdout unless they are kept in S3 or a summary is asked for.
+    let prints_rows = !query.is_aggregate() && output.is_none() && !args.json;
+    let summary = if prints_rows {
+        // Buffered: rows come in buffers of many rows, not line by line.
+        let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+        let engine = print_rows(
+            &s3,
+            &layout,
+            (&query, &args.sql),
+            parallelism,
+            &counters,
+            &mut stdout,
+        );
+        let printed = with_progress_bar(&layout, &counters, engine).await;
+        use std::io::Write;
+        stdout.flush()?;
+        printed
+    } else {
+        let engine = scan(
+            &s3,
+            &layout,
+            (&query, &args.sql),
+            output,
+            parallelism,
+            &counters,
+        );
+        with_progress_bar(&layout, &counters, engine).await
+    }
+    .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
     let seconds = started.elapsed().as_secs_f64();
     let mut value = serde_json::to_value(&summary)?;
     value["object"] = format!("s3://{}/{}", layout.bucket, layout.key).into();
     value["size"] = layout.size.into();
     value["seconds"] = ((seconds * 1000.0).round() / 1000.0).into();
     if !args.json {
-        print_summary(&layout, &summary, seconds);
+        print_summary(&layout, &summary, seconds, !prints_rows);
     }
     Ok((value, args.json))
 }
@@ -207,7 +222,9 @@ async fn with_progress_bar<T>(
     done
 }
 
-fn print_summary(layout: &Layout, summary: &ScanSummary, seconds: f64) {
+/// The summary on stderr; the result on stdout as a table of name and value (`result_out`:
+/// stdout holds no rows).
+fn print_summary(layout: &Layout, summary: &ScanSummary, seconds: f64, result_out: bool) {
     let reruns = match summary.reruns {
         0 => String::new(),
         n => format!(" ({n} re-run)"),
@@ -221,6 +238,10 @@ fn print_summary(layout: &Layout, summary: &ScanSummary, seconds: f64) {
             "row groups: {} of {} skipped by their statistics ({} bytes); {} bytes fetched",
             groups.skipped, groups.total, groups.skipped_bytes, groups.fetched_bytes
         );
+    }
+    if !result_out {
+        eprintln!("{} rows", summary.rows);
+        return;
     }
     for (name, value) in &summary.result {
         println!("{name}\t{value}");

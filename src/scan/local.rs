@@ -7,10 +7,14 @@ use std::sync::atomic::AtomicU64;
 use aws_sdk_s3::Client;
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use super::chunk::{ChunkReport, ChunkTask, Output, Work, run_chunk};
+use super::chunk::{
+    ChunkReport, ChunkTask, LocalRows, Output, OutputFormat, RowBatch, Work, run_chunk,
+    run_chunk_to,
+};
 use super::plan::Layout;
+use super::split::State;
 use super::sql::Query;
 use super::verify::{Verdict, Verifier};
 use super::{ScanError, manifest};
@@ -159,6 +163,263 @@ async fn drain(
         }
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// Where [`print_rows`] writes: CSV rows (JSON Lines for `SELECT *` of JSON Lines, as the
+/// records are), in object order.
+pub trait RowOutput: Send {
+    fn write_rows(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+impl<W: std::io::Write + Send> RowOutput for W {
+    fn write_rows(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_all(bytes)
+    }
+}
+
+/// Runs a row query with at most `parallelism` chunks at once and writes its rows to `out` in
+/// object order: a header row (when the columns have names), then each chunk's rows as they come,
+/// while the chunks after it run. A CSV chunk's rows are written only when it read from its true
+/// start state (known once the chunks before it are in); one that guessed wrong is run again from
+/// it. Memory stays a few row buffers per chunk running: a chunk waits while its rows are not
+/// written yet.
+pub async fn print_rows(
+    s3: &Client,
+    layout: &Layout,
+    (query, sql): (&Query, &str),
+    (parallelism, stop): (usize, Stop),
+    counters: &Counters,
+    out: &mut dyn RowOutput,
+) -> Result<ScanSummary, ScanError> {
+    let written = |e: std::io::Error| ScanError::Write {
+        what: "rows".into(),
+        source: e,
+    };
+    let format = match (layout.format, query.output_names()) {
+        (super::Format::JsonLines, None) => OutputFormat::JsonLines,
+        _ => OutputFormat::Csv,
+    };
+    let names = query
+        .output_names()
+        .unwrap_or_else(|| layout.columns.clone());
+    if format == OutputFormat::Csv && !names.is_empty() {
+        let mut header = csv::WriterBuilder::new().from_writer(Vec::new());
+        header.write_record(&names).map_err(|e| written(e.into()))?;
+        let header = header.into_inner().map_err(|e| written(e.into_error()))?;
+        out.write_rows(&header).map_err(written)?;
+    }
+    let count = layout.chunk_count();
+    let run = run_id();
+    let task = |index, start_state| ChunkTask {
+        layout: layout.clone(),
+        index,
+        start_state,
+        work: Work::Query {
+            sql: sql.to_string(),
+            output: None,
+        },
+        run: run.clone(),
+    };
+    let (halt, halted) = watch::channel(false);
+    let halted = Stop::on(halted);
+    // Chunks start in order, each with a channel of its own; at most `parallelism` run.
+    let permits = Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
+    let (started_tx, mut started) = mpsc::channel(parallelism.max(1));
+    let starter = {
+        let (s3, halted, progress) = (s3.clone(), halted.clone(), counters.bytes.clone());
+        let tasks: Vec<ChunkTask> = (0..count).map(|index| task(index, None)).collect();
+        tokio::spawn(async move {
+            for task in tasks {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let (rows_tx, rows_rx) = mpsc::channel(2);
+                let local = LocalRows {
+                    format,
+                    to: rows_tx,
+                };
+                let (s3, halted, progress) = (s3.clone(), halted.clone(), progress.clone());
+                let running = tokio::spawn(async move {
+                    let _permit = permit;
+                    run_chunk_to(&s3, &task, progress, halted, Some(local)).await
+                });
+                if started_tx.send((rows_rx, running)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut verifier = Verifier::new(query.empty_partials());
+    let mut stop = stop;
+    let mut reruns = 0;
+    // Rows LIMIT still lets through: each chunk stops at LIMIT rows of its own.
+    let mut wanted = Wanted {
+        format,
+        left: query.limit,
+    };
+    let outcome: Result<(), ScanError> = async {
+        for index in 0..count {
+            if wanted.left == Some(0) {
+                break;
+            }
+            let (rows, running) = tokio::select! {
+                started = started.recv() => started.ok_or(ScanError::Stopped)?,
+                () = stop.requested() => return Err(ScanError::Stopped),
+            };
+            let mut chunk = task(index, None);
+            let report = match forward(rows, verifier.state, out, &mut wanted).await? {
+                Forwarded::All => running.await.map_err(ScanError::Parser)??,
+                Forwarded::WrongStart => {
+                    // Its rows were not written: it runs again from its true start, alone.
+                    running.abort();
+                    reruns += 1;
+                    chunk = task(index, Some(verifier.state));
+                    let (rows_tx, rows_rx) = mpsc::channel(2);
+                    let local = LocalRows {
+                        format,
+                        to: rows_tx,
+                    };
+                    let progress = Arc::new(AtomicU64::new(0));
+                    let again = run_chunk_to(s3, &chunk, progress, halted.clone(), Some(local));
+                    let forwarding = forward(rows_rx, verifier.state, out, &mut wanted);
+                    let (report, forwarded) = tokio::join!(again, forwarding);
+                    match forwarded? {
+                        Forwarded::All => report?,
+                        Forwarded::WrongStart => {
+                            return Err(ScanError::InvalidReport {
+                                chunk: index,
+                                message: "it did not run from the start state it was given".into(),
+                            });
+                        }
+                    }
+                }
+            };
+            match verifier.offer(&report, &chunk) {
+                Verdict::Accepted => {}
+                Verdict::Failed(error) => return Err(error),
+                Verdict::RunFrom(_) => {
+                    return Err(ScanError::InvalidReport {
+                        chunk: index,
+                        message: "its rows were written from a start state found wrong".into(),
+                    });
+                }
+            }
+            counters
+                .chunks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+    .await;
+    // Whatever ended the scan, no chunk goes on.
+    let _ = halt.send(true);
+    starter.abort();
+    outcome?;
+    let (rows, result) = match wanted.left {
+        // LIMIT reached: the chunks after are not read.
+        Some(0) => {
+            let rows = query.limit.unwrap_or(0);
+            (
+                rows,
+                [("rows".to_string(), rows.into())].into_iter().collect(),
+            )
+        }
+        _ => {
+            verifier.finish(layout)?;
+            verifier.result(query)
+        }
+    };
+    Ok(ScanSummary {
+        chunks: count,
+        records: verifier.records,
+        bytes: verifier.bytes,
+        rows,
+        reruns,
+        result,
+        manifest: None,
+        row_groups: layout.parquet.as_ref().map(|parquet| RowGroupsSummary {
+            total: parquet.row_groups,
+            skipped: verifier.row_groups.skipped,
+            skipped_bytes: verifier.row_groups.skipped_bytes,
+            fetched_bytes: verifier.row_groups.fetched_bytes,
+        }),
+    })
+}
+
+/// How a chunk's rows went to the output.
+enum Forwarded {
+    /// All of them, to its end.
+    All,
+    /// None: it read from a start state other than `true_start`.
+    WrongStart,
+}
+
+/// How many more rows LIMIT lets through, and their encoding (to find where rows end).
+struct Wanted {
+    format: OutputFormat,
+    left: Option<u64>,
+}
+
+impl Wanted {
+    /// The first bytes of `rows` that LIMIT lets through, counted off.
+    fn take<'r>(&mut self, rows: &'r [u8]) -> &'r [u8] {
+        let Some(left) = self.left.as_mut() else {
+            return rows;
+        };
+        let (mut at, mut reader) = (0, csv_core::Reader::new());
+        let mut scratch = [0u8; 1 << 12];
+        let mut ends = [0usize; 64];
+        while *left > 0 && at < rows.len() {
+            let end = match self.format {
+                OutputFormat::Csv => {
+                    // Our own CSV: its records end where csv-core says (quoted newlines too).
+                    let mut record = at;
+                    loop {
+                        let (result, read, _, _) =
+                            reader.read_record(&rows[record..], &mut scratch, &mut ends);
+                        record += read;
+                        match result {
+                            csv_core::ReadRecordResult::OutputFull
+                            | csv_core::ReadRecordResult::OutputEndsFull => continue,
+                            _ => break,
+                        }
+                    }
+                    record
+                }
+                _ => memchr::memchr(b'\n', &rows[at..]).map_or(rows.len(), |i| at + i + 1),
+            };
+            at = end;
+            *left -= 1;
+        }
+        &rows[..at]
+    }
+}
+
+/// Writes a chunk's rows to `out` as they come (as many as LIMIT still lets through), unless it
+/// says it read from a start state other than `true_start`.
+async fn forward(
+    mut rows: mpsc::Receiver<RowBatch>,
+    true_start: State,
+    out: &mut dyn RowOutput,
+    wanted: &mut Wanted,
+) -> Result<Forwarded, ScanError> {
+    loop {
+        match rows.recv().await {
+            Some(RowBatch::Start(state)) if state != true_start => {
+                return Ok(Forwarded::WrongStart);
+            }
+            Some(RowBatch::Start(_)) => {}
+            Some(RowBatch::Rows(bytes)) => {
+                let kept = wanted.take(&bytes);
+                out.write_rows(kept).map_err(|source| ScanError::Write {
+                    what: "rows".into(),
+                    source,
+                })?;
+            }
+            // The end, or the chunk stopped (its own error says why).
+            Some(RowBatch::End) | None => return Ok(Forwarded::All),
+        }
+    }
 }
 
 /// The chunks' reports, accepted in chunk order.

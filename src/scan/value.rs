@@ -47,9 +47,7 @@ impl Value<'_> {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => (*b).into(),
             Value::Int(i) => (*i).into(),
-            Value::Float(f) => serde_json::Number::from_f64(*f)
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::Null),
+            Value::Float(f) => float_json(*f),
             Value::Str(s) => serde_json::Value::String(s.to_string()),
         }
     }
@@ -75,7 +73,10 @@ impl Value<'_> {
             Value::Null => Ok(()),
             Value::Bool(b) => write!(out, "{b}"),
             Value::Int(i) => write!(out, "{i}"),
-            Value::Float(f) => write!(out, "{f}"),
+            Value::Float(f) => match non_finite_text(*f) {
+                Some(text) => out.write_str(text),
+                None => write!(out, "{f}"),
+            },
             Value::Str(s) => out.write_str(s),
         };
     }
@@ -86,13 +87,39 @@ impl Value<'_> {
             Value::Null => Cow::Borrowed(""),
             Value::Bool(b) => Cow::Owned(b.to_string()),
             Value::Int(i) => Cow::Owned(i.to_string()),
-            Value::Float(f) => Cow::Owned(f.to_string()),
+            Value::Float(f) => match non_finite_text(*f) {
+                Some(text) => Cow::Borrowed(text),
+                None => Cow::Owned(f.to_string()),
+            },
             Value::Str(s) => Cow::Borrowed(s),
         }
     }
 }
 
-/// Parses a decimal integer or a finite floating-point number; `inf` and `nan` are not numbers.
+/// How NaN and the infinities are written, in CSV fields and (as JSON strings) in JSON: as
+/// PostgreSQL writes them (`NaN`, `Infinity`, `-Infinity`); `None` for a finite number.
+pub fn non_finite_text(f: f64) -> Option<&'static str> {
+    match f {
+        _ if f.is_nan() => Some("NaN"),
+        f64::INFINITY => Some("Infinity"),
+        f64::NEG_INFINITY => Some("-Infinity"),
+        _ => None,
+    }
+}
+
+/// A float as JSON: a number, or for NaN and the infinities (which JSON numbers cannot be) the
+/// string PostgreSQL's `to_json` gives them.
+pub fn float_json(f: f64) -> serde_json::Value {
+    match non_finite_text(f) {
+        Some(text) => text.into(),
+        None => serde_json::Number::from_f64(f).map_or(serde_json::Value::Null, Into::into),
+    }
+}
+
+/// Parses a decimal integer or a floating-point number. NaN and the infinities are numbers in
+/// the spellings their writers use (`NaN`, `nan`, `NAN`, `inf`, `Inf`, `INF`, `Infinity`,
+/// `infinity`, `INFINITY`, with an optional sign), and only those: text such as `Nan` or `Info`
+/// stays text.
 pub fn parse_number(text: &str) -> Option<Number> {
     parse_plain_decimal(text.as_bytes()).or_else(|| parse_any_number(text))
 }
@@ -101,7 +128,7 @@ fn parse_any_number(text: &str) -> Option<Number> {
     let text = text.trim();
     let first = *text.as_bytes().first()?;
     if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
-        return None;
+        return non_finite_number(text);
     }
     if !text.contains(['.', 'e', 'E'])
         && let Ok(i) = text.parse::<i64>()
@@ -110,7 +137,29 @@ fn parse_any_number(text: &str) -> Option<Number> {
     }
     match text.parse::<f64>() {
         Ok(f) if f.is_finite() => Some(Number::Float(f)),
-        _ => None,
+        // A decimal beyond the doubles (1e999) is infinite; `inf` and `nan` after a sign are
+        // checked for their spelling.
+        Ok(f) if f.is_infinite() && text.bytes().any(|b| b.is_ascii_digit()) => {
+            Some(Number::Float(f))
+        }
+        _ => non_finite_number(text),
+    }
+}
+
+/// NaN or an infinity, in one of the spellings [`parse_number`] names.
+fn non_finite_number(text: &str) -> Option<Number> {
+    let (sign, word) = match text.as_bytes().first()? {
+        b'-' => (-1.0, &text[1..]),
+        b'+' => (1.0, &text[1..]),
+        _ => (1.0, text),
+    };
+    let infinite = ["inf", "Inf", "INF", "infinity", "Infinity", "INFINITY"];
+    if ["nan", "NaN", "NAN"].contains(&word) {
+        Some(Number::Float(f64::NAN))
+    } else if infinite.contains(&word) {
+        Some(Number::Float(sign * f64::INFINITY))
+    } else {
+        None
     }
 }
 
@@ -122,14 +171,36 @@ pub enum Number {
 }
 
 impl Number {
-    /// Integers compare exactly; an integer with a float as the nearest float.
+    /// Integers compare exactly; an integer with a float as the nearest float; floats in SQL
+    /// order ([`sql_float_order`]). Always known: numbers are totally ordered.
     pub fn compare(self, other: Number) -> Option<Ordering> {
-        match (self, other) {
-            (Number::Int(x), Number::Int(y)) => Some(x.cmp(&y)),
-            (Number::Int(x), Number::Float(y)) => (x as f64).partial_cmp(&y),
-            (Number::Float(x), Number::Int(y)) => x.partial_cmp(&(y as f64)),
-            (Number::Float(x), Number::Float(y)) => x.partial_cmp(&y),
-        }
+        Some(match (self, other) {
+            (Number::Int(x), Number::Int(y)) => x.cmp(&y),
+            (Number::Int(x), Number::Float(y)) => sql_float_order(x as f64, y),
+            (Number::Float(x), Number::Int(y)) => sql_float_order(x, y as f64),
+            (Number::Float(x), Number::Float(y)) => sql_float_order(x, y),
+        })
+    }
+}
+
+/// Floats in the order of PostgreSQL, DuckDB and Spark: NaN equals NaN and sorts above every
+/// number (+Infinity included); -0.0 equals 0.0.
+pub fn sql_float_order(x: f64, y: f64) -> Ordering {
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        // Neither is NaN: the partial order is total.
+        (false, false) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+    }
+}
+
+/// The order MIN and MAX keep floats in: [`sql_float_order`], with -0.0 before 0.0 so that
+/// which zero is kept does not depend on the order values came in.
+fn kept_float_order(x: f64, y: f64) -> Ordering {
+    match sql_float_order(x, y) {
+        Ordering::Equal if !x.is_nan() => x.total_cmp(&y),
+        order => order,
     }
 }
 
@@ -360,9 +431,9 @@ impl Scalar {
             (Scalar::Bool(a), Scalar::Bool(b)) => a.cmp(b),
             (Scalar::Str(a), Scalar::Str(b)) => a.cmp(b),
             (Scalar::Int(a), Scalar::Int(b)) => a.cmp(b),
-            (Scalar::Int(a), Scalar::Float(b)) => (*a as f64).total_cmp(b),
-            (Scalar::Float(a), Scalar::Int(b)) => a.total_cmp(&(*b as f64)),
-            (Scalar::Float(a), Scalar::Float(b)) => a.total_cmp(b),
+            (Scalar::Int(a), Scalar::Float(b)) => kept_float_order(*a as f64, *b),
+            (Scalar::Float(a), Scalar::Int(b)) => kept_float_order(*a, *b as f64),
+            (Scalar::Float(a), Scalar::Float(b)) => kept_float_order(*a, *b),
             _ => self.rank().cmp(&other.rank()),
         }
     }
@@ -371,7 +442,7 @@ impl Scalar {
         match self {
             Scalar::Bool(b) => (*b).into(),
             Scalar::Int(i) => (*i).into(),
-            Scalar::Float(f) => Value::Float(*f).to_json(),
+            Scalar::Float(f) => float_json(*f),
             Scalar::Str(s) => s.clone().into(),
         }
     }
@@ -395,6 +466,14 @@ pub struct ExactSum {
     pub partials: Vec<f64>,
     #[serde(rename = "x", default, skip_serializing_if = "std::ops::Not::not")]
     pub has_float: bool,
+    /// Non-finite terms, which the partials cannot hold: they decide the sum as IEEE addition
+    /// does (NaN, or +Infinity and -Infinity together, make NaN; else the infinity).
+    #[serde(rename = "nan", default, skip_serializing_if = "std::ops::Not::not")]
+    pub nan: bool,
+    #[serde(rename = "pinf", default, skip_serializing_if = "std::ops::Not::not")]
+    pub positive_infinity: bool,
+    #[serde(rename = "ninf", default, skip_serializing_if = "std::ops::Not::not")]
+    pub negative_infinity: bool,
 }
 
 /// Floats travel as their bit patterns: JSON number parsing is not guaranteed to round-trip the
@@ -523,8 +602,39 @@ impl ExactSum {
             Number::Int(i) => self.integers += i128::from(i),
             Number::Float(f) => {
                 self.has_float = true;
-                add_partial(&mut self.partials, f);
+                match f {
+                    _ if f.is_nan() => self.nan = true,
+                    f64::INFINITY => self.positive_infinity = true,
+                    f64::NEG_INFINITY => self.negative_infinity = true,
+                    _ => self.add_finite(f),
+                }
             }
+        }
+    }
+
+    /// Adds a finite term to the partials. A sum past the doubles' range is the infinity of its
+    /// sign, as sequential IEEE addition would give.
+    fn add_finite(&mut self, f: f64) {
+        add_partial(&mut self.partials, f);
+        if let Some(&top) = self.partials.last()
+            && !top.is_finite()
+        {
+            self.partials.clear();
+            match top {
+                f64::INFINITY => self.positive_infinity = true,
+                f64::NEG_INFINITY => self.negative_infinity = true,
+                _ => self.nan = true,
+            }
+        }
+    }
+
+    /// The sum when a non-finite term decides it.
+    fn non_finite(&self) -> Option<f64> {
+        match (self.nan, self.positive_infinity, self.negative_infinity) {
+            (true, _, _) | (_, true, true) => Some(f64::NAN),
+            (false, true, false) => Some(f64::INFINITY),
+            (false, false, true) => Some(f64::NEG_INFINITY),
+            (false, false, false) => None,
         }
     }
 
@@ -549,13 +659,19 @@ impl ExactSum {
         self.count = count;
         self.integers = integers;
         self.has_float |= other.has_float;
+        self.nan |= other.nan;
+        self.positive_infinity |= other.positive_infinity;
+        self.negative_infinity |= other.negative_infinity;
         for &partial in &other.partials {
-            add_partial(&mut self.partials, partial);
+            self.add_finite(partial);
         }
         Ok(())
     }
 
     fn total_float(&self) -> f64 {
+        if let Some(decided) = self.non_finite() {
+            return decided;
+        }
         let mut partials = self.partials.clone();
         let high = self.integers as f64;
         add_partial(&mut partials, high);
@@ -572,14 +688,14 @@ impl ExactSum {
         {
             return small.into();
         }
-        Value::Float(self.total_float()).to_json()
+        float_json(self.total_float())
     }
 
     pub fn mean(&self) -> serde_json::Value {
         if self.count == 0 {
             return serde_json::Value::Null;
         }
-        Value::Float(self.total_float() / self.count as f64).to_json()
+        float_json(self.total_float() / self.count as f64)
     }
 }
 
@@ -727,7 +843,7 @@ fn keep(kept: &mut Option<Scalar>, value: &Value, typed: bool, wanted: Ordering)
 fn keep_number(kept: &mut Option<Scalar>, number: Number, wanted: Ordering) {
     let better = match (kept.as_ref(), number) {
         (None, _) => true,
-        (Some(Scalar::Float(current)), Number::Float(f)) => f.total_cmp(current) == wanted,
+        (Some(Scalar::Float(current)), Number::Float(f)) => kept_float_order(f, *current) == wanted,
         (Some(Scalar::Int(current)), Number::Int(i)) => i.cmp(current) == wanted,
         (Some(current), number) => Scalar::from(number).total_cmp(current) == wanted,
     };
@@ -867,8 +983,111 @@ mod tests {
         assert_eq!(compare(&s("10"), &s("9")), Some(Ordering::Less));
         assert_eq!(compare(&s("x"), &Value::Int(9)), None);
         assert_eq!(compare(&Value::Null, &Value::Int(9)), None);
-        assert_eq!(parse_number("inf"), None);
         assert_eq!(parse_number(" 2.5 "), Some(Number::Float(2.5)));
+    }
+
+    #[test]
+    fn nan_and_infinities_in_their_writers_spellings_are_numbers() {
+        let float = |text: &str| match parse_number(text) {
+            Some(Number::Float(f)) => Some(f),
+            _ => None,
+        };
+        for text in ["NaN", "nan", "NAN", "-nan", "+NaN"] {
+            assert!(float(text).is_some_and(f64::is_nan), "{text}");
+        }
+        for (text, want) in [
+            ("inf", f64::INFINITY),
+            ("Infinity", f64::INFINITY),
+            ("+INF", f64::INFINITY),
+            ("-infinity", f64::NEG_INFINITY),
+            ("-Inf", f64::NEG_INFINITY),
+            ("1e999", f64::INFINITY),
+            ("-1e999", f64::NEG_INFINITY),
+        ] {
+            assert_eq!(float(text), Some(want), "{text}");
+        }
+        // Names and words stay text.
+        for text in ["Nan", "nAn", "Info", "infinite", "n", "-", "in f"] {
+            assert_eq!(parse_number(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn nan_equals_nan_and_sorts_above_every_number() {
+        use Ordering::*;
+        let nan = f64::NAN;
+        let cases = [
+            (nan, nan, Equal),
+            (nan, f64::INFINITY, Greater),
+            (f64::INFINITY, nan, Less),
+            (f64::NEG_INFINITY, -1e308, Less),
+            (-0.0, 0.0, Equal),
+            (-nan, 1.0, Greater),
+        ];
+        for (x, y, want) in cases {
+            assert_eq!(sql_float_order(x, y), want, "{x} {y}");
+        }
+        assert_eq!(
+            Number::Int(i64::MAX).compare(Number::Float(nan)),
+            Some(Less)
+        );
+        let v = |f: f64| Value::Float(f);
+        assert_eq!(compare(&v(nan), &v(nan)), Some(Equal));
+        assert_eq!(compare(&Value::Str("NaN".into()), &v(1.0)), Some(Greater));
+        assert_eq!(
+            compare(&Value::Str("-Infinity".into()), &Value::Int(-5)),
+            Some(Less)
+        );
+    }
+
+    #[test]
+    fn aggregates_of_nan_and_infinities() {
+        let values = |fs: &[f64]| fs.iter().map(|f| Value::Float(*f)).collect::<Vec<_>>();
+        let run = |kind, fs: &[f64]| {
+            let mut partial = Partial::new(kind);
+            for value in values(fs) {
+                partial.add_as(Some(&value), true).unwrap();
+            }
+            partial.result()
+        };
+        let (nan, inf) = (f64::NAN, f64::INFINITY);
+        use AggregateKind::*;
+        use serde_json::json;
+        // (kind, values, result)
+        let cases: &[(AggregateKind, &[f64], serde_json::Value)] = &[
+            (Min, &[1.0, nan, -5.0], json!(-5.0)),
+            (Max, &[1.0, nan, -5.0], json!("NaN")),
+            (Min, &[nan, nan], json!("NaN")),
+            (Max, &[-inf, 3.0], json!(3.0)),
+            (Min, &[-inf, 3.0, nan], json!("-Infinity")),
+            (Max, &[inf, 3.0], json!("Infinity")),
+            (Sum, &[1.0, nan, 2.0], json!("NaN")),
+            (Sum, &[1.0, inf, 2.0], json!("Infinity")),
+            (Sum, &[inf, -inf], json!("NaN")),
+            (Avg, &[-inf, 7.0], json!("-Infinity")),
+            (Sum, &[f64::MAX, f64::MAX], json!("Infinity")),
+            (Count, &[nan, inf], json!(2)),
+        ];
+        for (kind, fs, want) in cases {
+            assert_eq!(run(*kind, fs), *want, "{kind:?} {fs:?}");
+        }
+        // Merged from chunks in any grouping: the same.
+        for kind in [Min, Max, Sum, Avg] {
+            let whole = run(kind, &[2.0, nan, -inf, inf, 0.5]);
+            let mut merged = Partial::new(kind);
+            for part in [&[2.0, nan][..], &[-inf][..], &[inf, 0.5][..]] {
+                let mut partial = Partial::new(kind);
+                for value in values(part) {
+                    partial.add_as(Some(&value), true).unwrap();
+                }
+                let text = serde_json::to_string(&partial).unwrap();
+                merged.merge(&serde_json::from_str(&text).unwrap()).unwrap();
+            }
+            assert_eq!(merged.result(), whole, "{kind:?}");
+        }
+        // Rows write them as PostgreSQL does.
+        assert_eq!(Value::Float(nan).to_field(), "NaN");
+        assert_eq!(Value::Float(-inf).to_json(), json!("-Infinity"));
     }
 
     proptest! {

@@ -431,6 +431,10 @@ def aggregate(table, kind, column):
         assert abs(check - total) <= 1e-9 * max(1.0, math.fsum(abs(v) for v in values)), (check, total)
         return total if kind == "sum" else total / len(valid)
     if kind in ("min", "max"):
+        # SQL order: NaN above every number (pyarrow's min_max leaves NaN out).
+        if pa.types.is_floating(t) and any(math.isnan(v) for v in valid.to_pylist()):
+            if kind == "max" or all(math.isnan(v) for v in valid.to_pylist()):
+                return "NaN"
         return engine_scalar(array, pc.min_max(array)[kind])
     raise ValueError(kind)
 

@@ -11,7 +11,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
-use super::decide::{Bookkeeping, Decision, NewJob, Next, Running, mark_failed, shown_result};
+use super::decide::{Bookkeeping, Decision, NewJob, Next, Running, mark_failed, show_result};
 use super::jobs::{JobKind, JobTemplate, chunk_file};
 use super::observe::{Io, get_report, owned_jobs, report_key};
 use crate::api::scan::{S3ParallelScan, S3ParallelScanStatus};
@@ -304,7 +304,7 @@ async fn write_manifest(
         .ok()
         .and_then(|v| v.as_object().cloned());
     status.manifest = Some(url);
-    status.result = Some(shown_result(&result));
+    show_result(&mut status, &result);
     StatusWriter::new(ctx, scan).write(&status).await?;
     Ok(())
 }

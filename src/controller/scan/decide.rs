@@ -290,6 +290,16 @@ pub(super) fn shown_header(columns: &[String]) -> Vec<String> {
     shown
 }
 
+/// Puts the result in status, as [`shown_result`] shows it, with its names in SELECT order.
+pub(super) fn show_result(
+    status: &mut S3ParallelScanStatus,
+    result: &serde_json::Map<String, serde_json::Value>,
+) {
+    let shown = shown_result(result);
+    status.result_columns = shown.keys().cloned().collect();
+    status.result = Some(shown);
+}
+
 /// The result as status shows it: text values cut to [`STATUS_TEXT_LIMIT`] (the manifest has
 /// them whole).
 pub(super) fn shown_result(
@@ -672,7 +682,7 @@ fn finishing(
         state.layout.chunk_count()
     );
     let mut done = status.clone();
-    done.result = Some(shown_result(&result));
+    show_result(&mut done, &result);
     done.completion_time = Some(Time(Timestamp::now()));
     set_phase(
         &mut done,

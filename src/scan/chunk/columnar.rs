@@ -17,6 +17,7 @@ use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchS
 use parquet::file::metadata::ParquetMetaData;
 use tokio::sync::mpsc;
 
+use super::LocalRows;
 use super::parquet_rows::{ParquetRows, selected_rows};
 use super::rows::{RowBatch, RowWriter, TextFormat};
 use super::stats::{GroupStats, footer_answer, page_selection, with_page_index};
@@ -42,6 +43,7 @@ pub(super) async fn run_parquet_chunk(
     query: Option<Query>,
     progress: Arc<AtomicU64>,
     stop: Stop,
+    local: Option<LocalRows>,
 ) -> Result<ChunkReport, ScanError> {
     let layout = &task.layout;
     let location = format!("s3://{}/{}", layout.bucket, layout.key);
@@ -91,7 +93,7 @@ pub(super) async fn run_parquet_chunk(
                 source,
                 progress,
             };
-            run.run(s3, output, stop).await
+            run.run(s3, output, stop, local).await
         }
         (Work::Query { .. }, None) => Err(ScanError::InvalidScan(
             "a query task without a query".into(),
@@ -215,10 +217,18 @@ impl QueryRun<'_> {
         s3: &Client,
         output: Option<crate::scan::Output>,
         stop: Stop,
+        local: Option<LocalRows>,
     ) -> Result<ChunkReport, ScanError> {
         let paths = self.query.paths();
         let mut stats = GroupStats::new(self.arrow, &paths, self.chunk);
-        if output.is_none()
+        let (parts_tx, parts_rx) = mpsc::channel::<RowBatch>(1);
+        // Rows go to the task's output, else to a local one, else nowhere.
+        let rows_to = match (&output, local) {
+            (Some(output), _) => Some((output.format, true, parts_tx)),
+            (None, Some(local)) => Some((local.format, false, local.to)),
+            (None, None) => None,
+        };
+        if rows_to.is_none()
             && let Some(partials) = footer_answer(self.query, &mut stats)
         {
             self.progress.fetch_add(self.chunk.bytes, Ordering::Relaxed);
@@ -228,9 +238,11 @@ impl QueryRun<'_> {
         }
         let (kept, skipped, skipped_bytes) = self.prune(&mut stats);
         self.progress.fetch_add(skipped_bytes, Ordering::Relaxed);
-        let writes_all = output.is_some() && self.query.output_names().is_none();
+        let writes_all = rows_to.is_some() && self.query.output_names().is_none();
+        let output_json = rows_to
+            .as_ref()
+            .is_some_and(|(format, ..)| *format == OutputFormat::JsonLines);
         let stream = self.stream(kept, &paths, writes_all)?;
-        let (parts_tx, parts_rx) = mpsc::channel::<RowBatch>(1);
         let upload_stop = stop.clone();
         let upload_to = output.clone();
         let upload = async move {
@@ -242,8 +254,8 @@ impl QueryRun<'_> {
                 None => Ok(None),
             }
         };
-        let rows = match &output {
-            Some(output) => Some(self.row_sink(output.format, parts_tx)?),
+        let rows = match rows_to {
+            Some((format, header, parts)) => Some(self.row_sink(format, header, parts)?),
             None => None,
         };
         let evaluation = Evaluation {
@@ -257,12 +269,7 @@ impl QueryRun<'_> {
                     .filter(|columns| !columns.is_empty())
                     .map(|columns| columns.into_iter().map(|(_, path)| path).collect()),
                 paths,
-                whole: writes_all.then(|| {
-                    columns_of(self.arrow)
-                        .into_iter()
-                        .map(|(path, _)| path)
-                        .collect()
-                }),
+                whole: writes_all.then(|| whole_columns(self.arrow, output_json)),
             },
             stop,
             progress: self.progress.clone(),
@@ -335,16 +342,21 @@ impl QueryRun<'_> {
     fn row_sink(
         &self,
         format: OutputFormat,
+        header: bool,
         parts: mpsc::Sender<RowBatch>,
     ) -> Result<RowSink, ScanError> {
         if format != OutputFormat::Parquet {
-            let names = self
-                .query
-                .output_names()
-                .unwrap_or_else(|| self.task.layout.columns.clone());
+            let json = format == OutputFormat::JsonLines;
+            let names = self.query.output_names().unwrap_or_else(|| {
+                whole_columns(self.arrow, json)
+                    .into_iter()
+                    .map(|path| path.join("."))
+                    .collect()
+            });
             return Ok(RowSink::Text(RowWriter::new(
                 TextFormat::of(format)?,
                 names,
+                header,
                 parts,
             )));
         }
@@ -377,6 +389,23 @@ impl RowSink {
             RowSink::Text(rows) => rows.finish(),
             RowSink::Parquet { part, .. } => part.finish(),
         }
+    }
+}
+
+/// The columns `SELECT *` writes: for JSON Lines the top-level columns, nested values as JSON;
+/// for CSV every struct field as a column of its own (lists and maps as JSON text).
+fn whole_columns(arrow: &ArrowReaderMetadata, json: bool) -> Vec<Vec<String>> {
+    match json {
+        true => arrow
+            .schema()
+            .fields()
+            .iter()
+            .map(|field| vec![field.name().clone()])
+            .collect(),
+        false => columns_of(arrow)
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect(),
     }
 }
 
@@ -575,8 +604,7 @@ impl BatchWork {
                     break;
                 }
                 evaluator.rows += 1;
-                rows.values(selected.iter().map(|c| c.value(row)))
-                    .map_err(RowFailure::Scan)?;
+                write_columns(rows, selected, row).map_err(RowFailure::Scan)?;
             }
             return Ok(());
         }
@@ -593,8 +621,10 @@ impl BatchWork {
             }
             .map_err(RowFailure::Bad)?;
             let written = match (outcome, &mut self.rows) {
-                (Outcome::Whole, Some(RowSink::Text(rows))) => {
-                    rows.values(whole.iter().map(|c| c.value(row)))
+                (Outcome::Whole, Some(RowSink::Text(rows))) => write_columns(rows, &whole, row),
+                // Columns go out as the file has them (nested values nested, in JSON).
+                (Outcome::Row(_), Some(RowSink::Text(rows))) if all_found && selected.is_some() => {
+                    write_columns(rows, selected.as_deref().unwrap_or_default(), row)
                 }
                 (Outcome::Row(values), Some(RowSink::Text(rows))) => rows.values(values),
                 (outcome, Some(RowSink::Parquet { .. })) => {
@@ -614,6 +644,15 @@ impl BatchWork {
             part.write(&rows).map_err(RowFailure::Scan)?;
         }
         Ok(())
+    }
+}
+
+/// Row `row` of `columns` as a text row: values in CSV (nested ones as JSON text), JSON values
+/// in JSON Lines (structs, lists and maps nested).
+fn write_columns(rows: &mut RowWriter, columns: &[Resolved], row: usize) -> Result<(), ScanError> {
+    match rows.format {
+        TextFormat::Csv => rows.values(columns.iter().map(|c| c.value(row))),
+        TextFormat::JsonLines => rows.json_values(columns.iter().map(|c| c.json(row))),
     }
 }
 

@@ -37,8 +37,17 @@ pub(crate) use upload::cut_part;
 use super::{Format, ScanError};
 use fetch::{ChannelReader, fetch};
 use parse::parse_chunk;
-use rows::RowBatch;
+pub use rows::RowBatch;
+use rows::TextFormat;
+use sink::RowsTo;
 use upload::upload_part;
+
+/// A chunk's selected rows streamed to the caller instead of an output in S3: CSV or JSON Lines
+/// without a header row, in [`RowBatch`]es (its start state first, for CSV).
+pub struct LocalRows {
+    pub format: OutputFormat,
+    pub to: mpsc::Sender<RowBatch>,
+}
 
 /// Runs one chunk. `progress` counts the chunk's bytes as they are read.
 pub async fn run_chunk(
@@ -46,6 +55,17 @@ pub async fn run_chunk(
     task: &ChunkTask,
     progress: Arc<AtomicU64>,
     stop: Stop,
+) -> Result<ChunkReport, ScanError> {
+    run_chunk_to(s3, task, progress, stop, None).await
+}
+
+/// [`run_chunk`], its selected rows streamed to `local` when the task has no output of its own.
+pub async fn run_chunk_to(
+    s3: &Client,
+    task: &ChunkTask,
+    progress: Arc<AtomicU64>,
+    stop: Stop,
+    local: Option<LocalRows>,
 ) -> Result<ChunkReport, ScanError> {
     let layout = &task.layout;
     let (start, end) = layout.range(task.index);
@@ -66,14 +86,7 @@ pub async fn run_chunk(
         Work::Fetch { .. } => None,
     };
     if layout.parquet.is_some() {
-        return columnar::run_parquet_chunk(s3, task, query, progress, stop).await;
-    }
-    if let Work::Query {
-        output: Some(output),
-        ..
-    } = &task.work
-    {
-        rows::TextFormat::of(output.format)?;
+        return columnar::run_parquet_chunk(s3, task, query, progress, stop, local).await;
     }
     // The byte before the chunk tells its likely start state.
     let read_from = if layout.gzip {
@@ -91,19 +104,30 @@ pub async fn run_chunk(
         } => Some(output.clone()),
         _ => None,
     };
+    let rows_to = match (&output, local) {
+        (Some(output), _) => Some(RowsTo {
+            format: TextFormat::of(output.format)?,
+            header: true,
+            parts: parts_tx,
+        }),
+        (None, Some(local)) => Some(RowsTo {
+            format: TextFormat::of(local.format)?,
+            header: false,
+            parts: local.to,
+        }),
+        (None, None) => None,
+    };
     let upload = async {
         match &output {
             Some(output) => upload_part(s3, output, (task.index, &task.run), parts_rx, stop).await,
             None => Ok(None),
         }
     };
-    let writes_rows = output.is_some();
     let parse = {
         let task = task.clone();
         tokio::task::spawn_blocking(move || {
             let source = ChannelReader::new(bytes_rx);
-            let parts = writes_rows.then_some(parts_tx);
-            parse_chunk(&task, query.as_ref(), source, parts, &progress)
+            parse_chunk(&task, query.as_ref(), source, rows_to, &progress)
         })
     };
     let fetching = tokio::spawn(fetch);

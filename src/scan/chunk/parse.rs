@@ -4,12 +4,9 @@
 use std::io::BufRead;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::mpsc;
-
 use super::extract::Extractor;
 use super::fetch::read_error;
-use super::rows::RowBatch;
-use super::sink::Sink;
+use super::sink::{RowsTo, Sink};
 use super::task::{ChunkReport, ChunkTask};
 use crate::scan::ScanError;
 use crate::scan::split::{Machine, SplitScanner, State, guess_start};
@@ -24,7 +21,7 @@ pub(super) fn parse_chunk(
     task: &ChunkTask,
     query: Option<&Query>,
     source: impl BufRead + 'static,
-    batches: Option<mpsc::Sender<RowBatch>>,
+    rows_to: Option<RowsTo>,
     progress: &AtomicU64,
 ) -> Result<ChunkReport, ScanError> {
     let layout = &task.layout;
@@ -40,7 +37,7 @@ pub(super) fn parse_chunk(
     let mut parse = ChunkParse {
         machine: Machine::new(layout.format.dialect()),
         split: SplitScanner::new(end - start),
-        sink: Sink::new(task, query, batches)?,
+        sink: Sink::new(task, query, rows_to)?,
         extractor: None,
         format: layout.format,
         range: (start, end),
@@ -69,7 +66,9 @@ pub(super) fn parse_chunk(
                 data = &data[1..];
                 position += 1;
             }
-            assumed = assumed.or_else(|| Some(guess_start(&parse.machine, before)));
+            let state = assumed.unwrap_or_else(|| guess_start(&parse.machine, before));
+            assumed = Some(state);
+            parse.sink.start(state)?;
         }
         let state = match assumed {
             Some(state) if !data.is_empty() => state,

@@ -5,6 +5,7 @@ use tokio::sync::mpsc;
 
 use super::task::OutputFormat;
 use crate::scan::ScanError;
+use crate::scan::split::State;
 use crate::scan::value::Value;
 
 /// Row output is uploaded in parts of this size.
@@ -54,9 +55,12 @@ pub(super) fn csv_buffer() -> csv::Writer<Vec<u8>> {
 }
 
 impl RowWriter {
+    /// Rows in `format` with the column `names`; a CSV part starts with a header row when
+    /// `header` (rows streamed to one local output leave the header to it).
     pub(super) fn new(
         format: TextFormat,
         names: Vec<String>,
+        header: bool,
         parts: mpsc::Sender<RowBatch>,
     ) -> RowWriter {
         RowWriter {
@@ -64,7 +68,7 @@ impl RowWriter {
             names,
             csv: csv_buffer(),
             lines: Vec::new(),
-            header_written: false,
+            header_written: !header,
             parts,
             fields: String::new(),
             field_ends: Vec::new(),
@@ -117,16 +121,17 @@ impl RowWriter {
                 (self.fields, self.field_ends) = (fields, ends);
                 written
             }
-            TextFormat::JsonLines => {
-                let object: serde_json::Map<_, _> = self
-                    .names
-                    .iter()
-                    .cloned()
-                    .zip(values.into_iter().map(|v| v.to_json()))
-                    .collect();
-                self.json(&object)
-            }
+            TextFormat::JsonLines => self.json_values(values.into_iter().map(|v| v.to_json())),
         }
+    }
+
+    /// One JSON Lines row of `values`, in the order of the output's names.
+    pub(super) fn json_values(
+        &mut self,
+        values: impl IntoIterator<Item = serde_json::Value>,
+    ) -> Result<(), ScanError> {
+        let object: serde_json::Map<_, _> = self.names.iter().cloned().zip(values).collect();
+        self.json(&object)
     }
 
     pub(super) fn json(
@@ -146,6 +151,13 @@ impl RowWriter {
             self.send(full)?;
         }
         Ok(())
+    }
+
+    /// Says which start state the chunk's records are read from, before any of its rows.
+    pub(super) fn start(&self, state: State) -> Result<(), ScanError> {
+        self.parts
+            .blocking_send(RowBatch::Start(state))
+            .map_err(|_| ScanError::OutputClosed)
     }
 
     pub(super) fn send(&self, buffer: Vec<u8>) -> Result<(), ScanError> {
@@ -168,8 +180,11 @@ impl RowWriter {
     }
 }
 
-/// What the parser hands the uploader: rows, then the end (without it the rows are incomplete).
-pub(super) enum RowBatch {
+/// What a chunk hands the uploader (or a local output): the start state its records are read
+/// from (CSV; before any row), rows, then the end (without it the rows are incomplete).
+#[derive(Debug)]
+pub enum RowBatch {
+    Start(State),
     Rows(Vec<u8>),
     End,
 }

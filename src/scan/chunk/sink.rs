@@ -35,6 +35,14 @@ impl Blame {
     }
 }
 
+/// Where a chunk's selected rows go: their encoding, whether a CSV part starts with a header,
+/// and the channel to the uploader (or to a local output).
+pub(super) struct RowsTo {
+    pub(super) format: TextFormat,
+    pub(super) header: bool,
+    pub(super) parts: mpsc::Sender<RowBatch>,
+}
+
 /// Where a chunk's records go: the query and its row output, or the fetched file.
 pub(super) struct Sink<'q> {
     pub(super) blame: Blame,
@@ -65,27 +73,21 @@ impl<'q> Sink<'q> {
     pub(super) fn new(
         task: &ChunkTask,
         query: Option<&'q Query>,
-        parts: Option<mpsc::Sender<RowBatch>>,
+        rows_to: Option<RowsTo>,
     ) -> Result<Sink<'q>, ScanError> {
         let layout = &task.layout;
         let file = match &task.work {
             Work::Fetch { path } => Some(chunk_file(path, &layout.columns)?),
             Work::Query { .. } => None,
         };
-        let output_format = match &task.work {
-            Work::Query {
-                output: Some(output),
-                ..
-            } => Some(TextFormat::of(output.format)?),
-            _ => None,
-        };
-        let rows = match (parts, output_format, query) {
-            (Some(parts), Some(format), Some(query)) => Some(RowWriter::new(
-                format,
+        let rows = match (rows_to, query) {
+            (Some(to), Some(query)) => Some(RowWriter::new(
+                to.format,
                 query
                     .output_names()
                     .unwrap_or_else(|| layout.columns.clone()),
-                parts,
+                to.header,
+                to.parts,
             )),
             _ => None,
         };
@@ -122,6 +124,14 @@ impl<'q> Sink<'q> {
             max_record: layout.max_record_size,
             fingerprint: task.fingerprint(),
         })
+    }
+
+    /// The chunk's records are read from `state`: said to the row output before any row.
+    pub(super) fn start(&self, state: State) -> Result<(), ScanError> {
+        match &self.rows {
+            Some(rows) => rows.start(state),
+            None => Ok(()),
+        }
     }
 
     /// A record from `offset` is longer than the bound: it is the chunk's bad record.

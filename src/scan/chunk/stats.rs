@@ -32,6 +32,10 @@ struct ColumnStats {
     /// Per row group, whether its minimum and maximum are exact (not truncated).
     min_exact: Option<BooleanArray>,
     max_exact: Option<BooleanArray>,
+    /// Float columns: per row group, whether the file proves it holds no NaN (a `nan_count` of
+    /// 0). Statistics leave NaN out, and NaN sorts above every number: without that proof the
+    /// greatest value may be NaN. `None` for columns of other types, which hold no NaN.
+    nan_free: Option<Vec<bool>>,
 }
 
 impl GroupStats {
@@ -47,6 +51,19 @@ impl GroupStats {
             .iter()
             .filter_map(|path| {
                 let converter = converter(arrow, path)?;
+                let nan_free = is_float(arrow, path).then(|| {
+                    groups
+                        .iter()
+                        .map(|group| {
+                            let nans = converter
+                                .parquet_column_index()
+                                .and_then(|column| group.columns().get(column))
+                                .and_then(|column| column.statistics())
+                                .and_then(|stats| stats.nan_count_opt());
+                            nans == Some(0)
+                        })
+                        .collect()
+                });
                 Some(ColumnStats {
                     path: path.clone(),
                     mins: converter.row_group_mins(groups).ok(),
@@ -54,6 +71,7 @@ impl GroupStats {
                     nulls: converter.row_group_null_counts(groups).ok(),
                     min_exact: converter.row_group_is_min_value_exact(groups).ok(),
                     max_exact: converter.row_group_is_max_value_exact(groups).ok(),
+                    nan_free,
                 })
             })
             .collect();
@@ -89,7 +107,11 @@ impl Bounds for GroupStats {
                 .maxes
                 .as_ref()
                 .filter(|_| max_exact)
-                .and_then(|a| known(a.as_ref(), self.at)),
+                .and_then(|a| known(a.as_ref(), self.at))
+                .map(|max| match &column.nan_free {
+                    Some(flags) if !flags.get(self.at).copied().unwrap_or(false) => nan_bound(),
+                    _ => max,
+                }),
             nulls,
             rows: self.rows.get(self.at).copied().unwrap_or(0),
         })
@@ -117,14 +139,32 @@ fn converter<'a>(
     .ok()
 }
 
-/// A statistic: `None` when unknown (null, or NaN, which orders nothing).
+/// Whether the top-level column `path` holds floats (which may be NaN).
+fn is_float(arrow: &ArrowReaderMetadata, path: &[String]) -> bool {
+    let [name] = path else {
+        return false;
+    };
+    arrow
+        .schema()
+        .field_with_name(name)
+        .is_ok_and(|field| field.data_type().is_floating())
+}
+
+/// The greatest bound of a float column that may hold NaN: NaN itself, above every number.
+fn nan_bound() -> Value<'static> {
+    Value::Float(f64::NAN)
+}
+
+/// A statistic: `None` when unknown (null, or NaN, which writers of the format's older rules
+/// put there and which then bounds nothing).
 fn known(array: &dyn Array, at: usize) -> Option<Value<'_>> {
     Some(value_at(array, at))
         .filter(|v| *v != Value::Null && !matches!(v, Value::Float(f) if f.is_nan()))
 }
 
 /// COUNT(*), COUNT, MIN and MAX from row-group statistics, when every row group of the chunk has
-/// them (exact, numeric for MIN and MAX); `None` when any aggregate needs the rows.
+/// them (exact, numeric for MIN and MAX; for the MAX of floats, only where the file proves there
+/// is no NaN); `None` when any aggregate needs the rows.
 pub(super) fn footer_answer(query: &Query, stats: &mut GroupStats) -> Option<Vec<Partial>> {
     let items = query.footer_aggregates()?;
     let mut partials = query.empty_partials();
@@ -149,7 +189,10 @@ pub(super) fn footer_answer(query: &Query, stats: &mut GroupStats) -> Option<Vec
                         AggregateKind::Min => b.min?,
                         _ => b.max?,
                     };
-                    if !matches!(value, Value::Int(_) | Value::Float(_)) {
+                    // A NaN bound says NaN may be there, not that it is: the pages tell.
+                    if !matches!(value, Value::Int(_) | Value::Float(_))
+                        || matches!(value, Value::Float(f) if f.is_nan())
+                    {
                         return None;
                     }
                     partial.add(Some(&value)).ok()?;
@@ -189,6 +232,9 @@ pub(super) async fn with_page_index(
 /// One column's pages in one row group: where each starts (in rows) and its statistics.
 struct ColumnPages {
     path: Vec<String>,
+    /// The column holds floats: pages' statistics leave NaN out, so a page's greatest value may
+    /// be NaN (page indexes do not say whether it holds any).
+    float: bool,
     starts: Vec<u64>,
     rows: Vec<u64>,
     mins: ArrayRef,
@@ -210,7 +256,10 @@ impl Bounds for PageBounds<'_> {
         let page = page.checked_sub(1)?;
         Some(ColumnBounds {
             min: known(column.mins.as_ref(), page),
-            max: known(column.maxes.as_ref(), page),
+            max: known(column.maxes.as_ref(), page).map(|max| match column.float {
+                true => nan_bound(),
+                false => max,
+            }),
             nulls: (page < column.nulls.len() && column.nulls.is_valid(page))
                 .then(|| column.nulls.value(page)),
             rows: column.rows.get(page).copied().unwrap_or(0),
@@ -255,6 +304,7 @@ pub(super) fn page_selection(
                     .collect();
                 Some(ColumnPages {
                     path: path.clone(),
+                    float: is_float(arrow, path),
                     starts,
                     mins: converter.data_page_mins(index.as_ref(), &one).ok()?,
                     maxes: converter.data_page_maxes(index.as_ref(), &one).ok()?,

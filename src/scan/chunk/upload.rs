@@ -59,18 +59,18 @@ pub(super) async fn upload_part(
     stop: Stop,
 ) -> Result<Option<String>, ScanError> {
     let key = output.part_key(index);
-    let first = match batches.recv().await {
-        Some(RowBatch::Rows(rows)) => rows,
-        Some(RowBatch::End) => {
+    let first = match next_rows(&mut batches).await {
+        Some(Some(rows)) => rows,
+        Some(None) => {
             delete_object(s3, &output.bucket, &key).await?;
             return Ok(None);
         }
         // The parser failed: nothing is written; its error is the chunk's.
         None => return Ok(None),
     };
-    let second = match batches.recv().await {
-        Some(RowBatch::Rows(rows)) => rows,
-        Some(RowBatch::End) => {
+    let second = match next_rows(&mut batches).await {
+        Some(Some(rows)) => rows,
+        Some(None) => {
             put_object(s3, &output.bucket, &key, first, None).await?;
             return Ok(Some(key));
         }
@@ -80,6 +80,18 @@ pub(super) async fn upload_part(
         async |writer: &MultipartWriter| send_parts(writer, [first, second], &mut batches).await;
     recorded_upload(s3, output, (index, run), parts, stop).await?;
     Ok(Some(key))
+}
+
+/// The next rows of a chunk's output (`Some(None)` at its end, `None` when it stopped short);
+/// its start state is no matter to a part.
+async fn next_rows(batches: &mut mpsc::Receiver<RowBatch>) -> Option<Option<Vec<u8>>> {
+    loop {
+        match batches.recv().await? {
+            RowBatch::Start(_) => continue,
+            RowBatch::Rows(rows) => return Some(Some(rows)),
+            RowBatch::End => return Some(None),
+        }
+    }
 }
 
 /// Largest part cut by reading its kept bytes; a longer prefix is copied inside S3.
@@ -189,13 +201,13 @@ async fn send_parts(
         completed.push(part.map_err(classify)?);
     }
     loop {
-        match batches.recv().await {
-            Some(RowBatch::Rows(buffer)) => {
+        match next_rows(batches).await {
+            Some(Some(buffer)) => {
                 let number = completed.len() as i32 + 1;
                 let part = writer.upload_part(number, Bytes::from(buffer)).await;
                 completed.push(part.map_err(classify)?);
             }
-            Some(RowBatch::End) => return Ok(completed),
+            Some(None) => return Ok(completed),
             None => return Err(ScanError::OutputClosed),
         }
     }

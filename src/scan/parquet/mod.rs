@@ -7,6 +7,7 @@
 //! rule of Spark and parquet-java), and windows without a row group are no chunk, so every row
 //! group is read exactly once at any chunk size.
 
+pub mod footer;
 mod prefilter;
 mod source;
 mod values;
@@ -14,9 +15,13 @@ mod values;
 use std::ops::Range;
 use std::sync::Arc;
 
+use arrow_schema::{DataType, Schema, TimeUnit};
 use aws_sdk_s3::Client;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData};
+use parquet::basic::Type as PhysicalType;
+use parquet::file::metadata::{
+    FileMetaData, ParquetMetaData, ParquetMetaDataBuilder, ParquetMetaDataReader, RowGroupMetaData,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{ScanError, read_failure};
@@ -146,8 +151,26 @@ pub async fn read_footer(
         end = whole;
     }
     let footer = &end[end.len() - needed as usize..end.len() - TAIL as usize];
+    // Measured before it is decoded: the decoder's memory and recursion follow what it declares.
+    let (declared, footer) = footer::vet(footer).map_err(|why| {
+        ScanError::InvalidObject(format!(
+            "{location} has a footer that does not decode: {why}"
+        ))
+    })?;
+    if declared.row_groups > MAX_ROW_GROUPS {
+        return Err(ScanError::InvalidScan(format!(
+            "{location} has {} row groups; at most {MAX_ROW_GROUPS} are scanned",
+            declared.row_groups
+        )));
+    }
+    if declared.columns > MAX_COLUMNS {
+        return Err(ScanError::InvalidScan(format!(
+            "{location} has {} columns; at most {MAX_COLUMNS} are scanned",
+            declared.columns
+        )));
+    }
     // The footer is the object's own bytes: a decoder panic is an invalid object, not a crash.
-    let decoded = std::panic::catch_unwind(|| ParquetMetaDataReader::decode_metadata(footer));
+    let decoded = std::panic::catch_unwind(|| ParquetMetaDataReader::decode_metadata(&footer));
     let metadata = match decoded {
         Ok(Ok(metadata)) => metadata,
         Ok(Err(e)) => {
@@ -161,7 +184,35 @@ pub async fn read_footer(
             )));
         }
     };
-    Ok((Arc::new(metadata), metadata_length))
+    Ok((Arc::new(with_rows_of_row_groups(metadata)), metadata_length))
+}
+
+/// The footer with the file's row count set to its row groups' when the two disagree: some
+/// writers leave it 0 (parquet-testing's `repeated_no_annotation.parquet`), and arrow-rs sizes its
+/// batches by it, reading no row of a file that says it has none. Readers such as pyarrow and
+/// DuckDB go by the row groups too.
+fn with_rows_of_row_groups(metadata: ParquetMetaData) -> ParquetMetaData {
+    let rows = metadata
+        .row_groups()
+        .iter()
+        .map(|group| group.num_rows().max(0))
+        .fold(0i64, i64::saturating_add);
+    let file = metadata.file_metadata();
+    if file.num_rows() == rows {
+        return metadata;
+    }
+    let counted = FileMetaData::new(
+        file.version(),
+        rows,
+        file.created_by().map(str::to_string),
+        file.key_value_metadata().cloned(),
+        file.schema_descr_ptr(),
+        file.column_orders().cloned(),
+    );
+    let row_groups = metadata.into_builder().take_row_groups();
+    ParquetMetaDataBuilder::new(counted)
+        .set_row_groups(row_groups)
+        .build()
 }
 
 /// The footer's length from the object's last bytes `end` (of an object of `size` bytes).
@@ -220,14 +271,46 @@ pub fn columns_of(metadata: &ArrowReaderMetadata) -> Vec<(Vec<String>, String)> 
     columns
 }
 
-/// The Arrow view of a footer (the schema pyarrow stored, when it did).
+/// The Arrow view of a footer (the schema pyarrow stored, when it did). INT96 timestamps (Spark,
+/// Impala, Hive) are read in microseconds, the precision their writers have: in nanoseconds,
+/// as arrow-rs reads them by default, dates past 2262 wrap around.
 pub fn arrow_metadata(
     metadata: Arc<ParquetMetaData>,
     location: &str,
 ) -> Result<ArrowReaderMetadata, ScanError> {
-    ArrowReaderMetadata::try_new(metadata, ArrowReaderOptions::new()).map_err(|e| {
-        ScanError::InvalidObject(format!("{location}: its schema cannot be read: {e}"))
-    })
+    let read = |options| {
+        ArrowReaderMetadata::try_new(metadata.clone(), options).map_err(|e| {
+            ScanError::InvalidObject(format!("{location}: its schema cannot be read: {e}"))
+        })
+    };
+    let inferred = read(ArrowReaderOptions::new())?;
+    let int96: Vec<&str> = metadata
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .filter(|c| c.physical_type() == PhysicalType::INT96 && c.path().parts().len() == 1)
+        .map(|c| c.name())
+        .collect();
+    if int96.is_empty() {
+        return Ok(inferred);
+    }
+    let fields: Vec<_> = inferred
+        .schema()
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Timestamp(_, zone) if int96.contains(&field.name().as_str()) => Arc::new(
+                field
+                    .as_ref()
+                    .clone()
+                    .with_data_type(DataType::Timestamp(TimeUnit::Microsecond, zone.clone())),
+            ),
+            _ => field.clone(),
+        })
+        .collect();
+    let schema = Schema::new_with_metadata(fields, inferred.schema().metadata().clone());
+    read(ArrowReaderOptions::new().with_schema(Arc::new(schema)))
 }
 
 /// Plans a Parquet object: the footer, the columns, and the row groups of every chunk.

@@ -155,24 +155,22 @@ where
     Some(rows)
 }
 
-/// `value op literal` for each value, the operator chosen once (NaN satisfies none, `<>` too).
+/// `value op literal` for each value, the operator chosen once, in SQL order: a NaN value is
+/// greater than any literal (literals are never NaN), so `>`, `>=` and `<>` keep it and the others
+/// do not; the negated forms say exactly that without a branch.
 fn compare_all<X: PartialOrd + Copy>(
     values: impl Iterator<Item = X>,
     literal: X,
     op: &BinaryOperator,
 ) -> Vec<bool> {
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     match op {
         BinaryOperator::Eq => values.map(|x| x == literal).collect(),
-        BinaryOperator::NotEq => values
-            .map(|x| {
-                x.partial_cmp(&literal)
-                    .is_some_and(|o| o != Ordering::Equal)
-            })
-            .collect(),
+        BinaryOperator::NotEq => values.map(|x| x != literal).collect(),
         BinaryOperator::Lt => values.map(|x| x < literal).collect(),
         BinaryOperator::LtEq => values.map(|x| x <= literal).collect(),
-        BinaryOperator::Gt => values.map(|x| x > literal).collect(),
-        _ => values.map(|x| x >= literal).collect(),
+        BinaryOperator::Gt => values.map(|x| !(x <= literal)).collect(),
+        _ => values.map(|x| !(x < literal)).collect(),
     }
 }
 

@@ -328,6 +328,14 @@ impl<'b> Resolved<'b> {
             _ => Value::Null,
         }
     }
+
+    /// The value at `row` as JSON, nested values nested.
+    pub(crate) fn json(&self, row: usize) -> serde_json::Value {
+        match self.chain.split_last() {
+            Some((leaf, parents)) if !parents.iter().any(|p| p.is_null(row)) => json_at(*leaf, row),
+            _ => serde_json::Value::Null,
+        }
+    }
 }
 
 /// Row `row` of a batch, its columns found by path.
