@@ -149,8 +149,50 @@ impl Column {
     }
 }
 
-/// Compiles `sql` for records addressed by `columns`.
+/// Longest query compiled, in bytes: the CRD admits as much, and the CLI and workers the same.
+pub const MAX_SQL_BYTES: usize = 64 << 10;
+
+/// Deepest expression compiled: nested operators, parentheses and calls. Evaluation recurses
+/// once per level; real queries nest a few levels.
+pub const MAX_EXPRESSION_DEPTH: usize = 256;
+
+/// Stack of the thread a query is parsed on. The parser builds a chain such as `1+1+...+1` as
+/// deep as it is long (it parses equal precedence in a loop), and such a tree is dropped, shown
+/// and measured by recursion: within [`MAX_SQL_BYTES`] it is at most about 32,000 levels, which
+/// fits here with room to spare. Only pages touched are memory.
+const PARSE_STACK: usize = 256 << 20;
+
+/// Compiles `sql` for records addressed by `columns`. The query is parsed and compiled on a
+/// thread with a large stack of its own, so no query can overflow the caller's (an overflow
+/// aborts the process: the operator serves every tenant); an expression deeper than
+/// [`MAX_EXPRESSION_DEPTH`] is refused.
 pub fn compile(sql: &str, columns: &Columns) -> Result<Query, SqlError> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(SqlError {
+            message: format!(
+                "the query is {} bytes; at most {MAX_SQL_BYTES} are compiled",
+                sql.len()
+            ),
+        });
+    }
+    let (sql, columns) = (sql.to_string(), columns.clone());
+    let compiling = std::thread::Builder::new()
+        .name("sql-compile".into())
+        .stack_size(PARSE_STACK)
+        .spawn(move || compile_here(&sql, &columns));
+    let failed = |why: &str| SqlError {
+        message: format!("the query could not be compiled: {why}"),
+    };
+    match compiling {
+        Ok(thread) => thread
+            .join()
+            .unwrap_or_else(|_| Err(failed("the compiler stopped"))),
+        Err(e) => Err(failed(&e.to_string())),
+    }
+}
+
+/// [`compile`] on the calling thread.
+fn compile_here(sql: &str, columns: &Columns) -> Result<Query, SqlError> {
     let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|error| SqlError {
         message: format!(
             "invalid SQL: {}",
@@ -179,7 +221,11 @@ pub fn compile(sql: &str, columns: &Columns) -> Result<Query, SqlError> {
         );
     }
     let alias = from_alias(select)?;
-    let compiler = Compiler { columns, alias };
+    let compiler = Compiler {
+        columns,
+        alias,
+        depth: std::cell::Cell::new(0),
+    };
     let filter = select
         .selection
         .as_ref()
@@ -231,6 +277,8 @@ fn from_alias(select: &ast::Select) -> Result<Option<String>, SqlError> {
 struct Compiler<'a> {
     columns: &'a Columns,
     alias: Option<String>,
+    /// How deep the expression being compiled nests at this point.
+    depth: std::cell::Cell<usize>,
 }
 
 impl Compiler<'_> {
@@ -380,9 +428,26 @@ impl Compiler<'_> {
         }
     }
 
+    /// [`Compiler::expr_here`] one level deeper, refused past [`MAX_EXPRESSION_DEPTH`].
+    fn expr(&self, expr: &ast::Expr) -> Result<Expr, SqlError> {
+        let depth = self.depth.get() + 1;
+        if depth > MAX_EXPRESSION_DEPTH {
+            return Err(SqlError {
+                message: format!(
+                    "the expression nests more than {MAX_EXPRESSION_DEPTH} levels deep \
+                     (operators, parentheses and calls); at most {MAX_EXPRESSION_DEPTH}"
+                ),
+            });
+        }
+        self.depth.set(depth);
+        let compiled = self.expr_here(expr);
+        self.depth.set(depth - 1);
+        compiled
+    }
+
     /// One arm per SQL expression form, each a line or a call: one match reads better than the
     /// same dispatch spread over helpers.
-    fn expr(&self, expr: &ast::Expr) -> Result<Expr, SqlError> {
+    fn expr_here(&self, expr: &ast::Expr) -> Result<Expr, SqlError> {
         use ast::Expr as E;
         let boxed = |e: &ast::Expr| self.expr(e).map(Box::new);
         Ok(match expr {
@@ -563,17 +628,40 @@ fn like_pattern(text: &str, escape: Option<char>) -> Vec<LikeToken> {
     tokens
 }
 
+/// Whether `text` matches `pattern`, without recursion and in time proportional to their
+/// lengths' product at worst: on a mismatch after a `%`, the match resumes one character later
+/// from that `%` (the classic wildcard matcher: only the last `%` needs revisiting).
 fn like_matches(text: &[char], pattern: &[LikeToken]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((LikeToken::Any, rest)) => {
-            (0..=text.len()).any(|skip| like_matches(&text[skip..], rest))
-        }
-        Some((LikeToken::One, rest)) => !text.is_empty() && like_matches(&text[1..], rest),
-        Some((LikeToken::Char(c), rest)) => {
-            text.first() == Some(c) && like_matches(&text[1..], rest)
+    let (mut t, mut p) = (0, 0);
+    // The last `%` seen, and where in the text its match resumes.
+    let mut resume: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(LikeToken::Any) => {
+                resume = Some((p, t));
+                p += 1;
+            }
+            Some(LikeToken::One) => {
+                t += 1;
+                p += 1;
+            }
+            Some(LikeToken::Char(c)) if *c == text[t] => {
+                t += 1;
+                p += 1;
+            }
+            _ => match resume {
+                Some((any, from)) => {
+                    p = any + 1;
+                    t = from + 1;
+                    resume = Some((any, from + 1));
+                }
+                None => return false,
+            },
         }
     }
+    pattern[p.min(pattern.len())..]
+        .iter()
+        .all(|token| *token == LikeToken::Any)
 }
 
 mod eval;

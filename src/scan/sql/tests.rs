@@ -240,3 +240,88 @@ fn named_fields_read_as_plain_numbers_give_what_their_values_give() {
     assert_eq!(results[3].0["MAX(s.n)"], 9, "{results:?}");
     assert_eq!(results[5].0["COUNT(*)"], 1, "{results:?}");
 }
+
+/// Runs `work` on a thread with the 2 MiB stack of a tokio worker (the operator's reconciles).
+fn on_small_stack<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(work)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn expressions_are_bounded_in_depth_and_queries_in_length() {
+    let chain = |terms: usize| {
+        format!(
+            "SELECT COUNT(*) FROM S3Object s WHERE 1{} > 0",
+            "+1".repeat(terms - 1)
+        )
+    };
+    // At the bound (the comparison and the chain's additions): compiled and evaluated.
+    let at_bound = chain(MAX_EXPRESSION_DEPTH - 1);
+    let counted = on_small_stack(move || {
+        let query = compile(&at_bound, &columns()).map_err(|e| e.message)?;
+        let mut evaluator = query.evaluator();
+        let record = Fields {
+            values: vec![],
+            plain: false,
+        };
+        evaluator.record(&record).map_err(|e| e.to_string())?;
+        Ok::<_, String>(query.result(&evaluator.partials, 0)["COUNT(*)"].clone())
+    });
+    assert_eq!(counted, Ok(serde_json::json!(1)));
+    // Past it, by one and by 30,000 terms (60 KiB, which the CRD admits): refused, no overflow.
+    for terms in [MAX_EXPRESSION_DEPTH, 30_000] {
+        let sql = chain(terms);
+        assert!(sql.len() <= MAX_SQL_BYTES);
+        let refused = on_small_stack(move || compile(&sql, &columns()).map(|_| ()));
+        let message = refused.unwrap_err().message;
+        assert!(message.contains("nests more than 256 levels"), "{message}");
+    }
+    // Deep nesting of another shape: parentheses, NOT, a call's argument.
+    for sql in [
+        format!("SELECT * FROM S3Object WHERE {}1 = 1", "NOT ".repeat(20_000)),
+        format!("SELECT SUM({}1) FROM S3Object", "-".repeat(20_000)),
+        format!("SELECT * FROM S3Object WHERE {}1{}", "(".repeat(300), ")".repeat(300)),
+    ] {
+        let refused = on_small_stack(move || compile(&sql, &columns()).map(|_| ()));
+        assert!(refused.is_err());
+    }
+    let long = format!("SELECT * FROM S3Object WHERE s.a = '{}'", "x".repeat(MAX_SQL_BYTES));
+    let message = compile(&long, &columns()).unwrap_err().message;
+    assert!(message.contains("at most 65536"), "{message}");
+}
+
+#[test]
+fn like_takes_time_in_proportion_to_its_inputs() {
+    let text: Vec<char> = "a".repeat(5_000).chars().collect();
+    let pattern = like_pattern(&format!("{}b", "%a".repeat(200)), None);
+    let started = std::time::Instant::now();
+    assert!(!like_matches(&text, &pattern));
+    // Backtracking would take longer than the universe; this is milliseconds.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let cases = [
+        ("abc", "a%c", true),
+        ("abc", "a_c", true),
+        ("abc", "%", true),
+        ("", "%", true),
+        ("", "_", false),
+        ("abcabc", "%bc", true),
+        ("abcab", "%bc", false),
+        ("a%b", "a\\%b", true),
+        ("axb", "a\\%b", false),
+        ("mississippi", "m%issip%", true),
+        ("mississippi", "m%iss%ppi", true),
+        ("mississippi", "m%isp%", false),
+    ];
+    for (text, pattern, want) in cases {
+        let chars: Vec<char> = text.chars().collect();
+        assert_eq!(
+            like_matches(&chars, &like_pattern(pattern, Some('\\'))),
+            want,
+            "{text} LIKE {pattern}"
+        );
+    }
+}
