@@ -75,12 +75,12 @@ struct ControllerArgs {
     /// downward API).
     #[arg(long, env = "S3FLOW_MEMORY_LIMIT", value_parser = size_arg)]
     memory_limit: Option<u64>,
-    /// Seconds without a byte from a source before its read counts as stalled; also the window
-    /// over which --min-source-bytes-per-second is judged.
+    /// Seconds without a byte from a source or an S3 endpoint before its read counts as stalled;
+    /// also the window over which --min-source-bytes-per-second is judged.
     #[arg(long, default_value_t = 60)]
     stall_timeout: u64,
-    /// A source sending fewer bytes per second than this while it is waited on fails as
-    /// SourceStalled instead of holding a transfer slot (0: no floor).
+    /// A source or an S3 endpoint sending fewer bytes per second than this while it is waited on
+    /// fails as SourceStalled instead of holding a transfer slot or a reconcile (0: no floor).
     #[arg(long, default_value_t = 1024)]
     min_source_bytes_per_second: u64,
     /// Image pattern a scan's containers may use (`*` matches any run of characters; repeatable).
@@ -163,6 +163,13 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         started ^ u128::from(std::process::id()) << 64
     );
     let stall_timeout = std::time::Duration::from_secs(args.stall_timeout.max(1));
+    let floor = s3flow::floor::ThroughputFloor {
+        min_bytes_per_second: args.min_source_bytes_per_second,
+        window: stall_timeout,
+    };
+    // S3 endpoints are held to the same floor as ingest sources: planning reads run in the
+    // operator, for any endpoint a spec names.
+    s3flow::s3::set_read_floor(floor);
     let budget = args
         .ingest_memory_budget
         .or(args.memory_limit.map(|limit| limit / 2))
@@ -177,10 +184,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         max_concurrent_ingests: args.max_concurrent_ingests,
         ingest_memory: s3flow::ingest::MemoryBudget::new(budget),
         stall_timeout,
-        source_floor: s3flow::ingest::ThroughputFloor {
-            min_bytes_per_second: args.min_source_bytes_per_second,
-            window: stall_timeout,
-        },
+        source_floor: floor,
         allowed_images: args.allowed_images,
         status_interval: std::time::Duration::from_secs(args.status_interval.max(1)),
         worker_image: args.worker_image,

@@ -769,6 +769,7 @@ async fn row_output_holds_every_matching_row_once_in_object_order() {
                         limit.map_or("all".into(), |l| l.to_string())
                     ),
                     format,
+                    scope: String::new(),
                 };
                 let query = match limit {
                     Some(limit) => format!("{sql} LIMIT {limit}"),
@@ -1112,6 +1113,7 @@ async fn check_random_csv(
         bucket: bucket.name.clone(),
         prefix: format!("{key}-out/"),
         format: OutputFormat::JsonLines,
+        scope: String::new(),
     };
     let summary = run(
         bucket,
@@ -1216,6 +1218,7 @@ async fn select_star_to_csv_keeps_ragged_records() {
         bucket: bucket.name.clone(),
         prefix: "ragged/".into(),
         format: OutputFormat::Csv,
+        scope: String::new(),
     };
     let summary = run(
         &bucket,

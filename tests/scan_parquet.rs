@@ -1830,6 +1830,7 @@ async fn a_file_replaced_after_planning_fails_with_object_changed() {
                 bucket: bucket.name.clone(),
                 prefix,
                 format: OutputFormat::Csv,
+                scope: String::new(),
             });
             let result = local::scan(
                 &bucket.s3,

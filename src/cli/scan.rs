@@ -66,6 +66,14 @@ pub(crate) struct ScanArgs {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Seconds without a byte from S3 before a read counts as stalled; also the window over which
+    /// --min-bytes-per-second is judged.
+    #[arg(long, default_value_t = 60)]
+    stall_timeout: u64,
+    /// An object read slower than this many bytes per second of waiting fails as SourceStalled
+    /// (0: no floor).
+    #[arg(long, default_value_t = 1024)]
+    min_bytes_per_second: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -107,6 +115,7 @@ fn request(
             Some(OutputArg::Parquet) => OutputFormat::Parquet,
             None => format.output_format(),
         },
+        scope: String::new(),
     });
     let chunk_size = parse_size(&args.chunk_size)?;
     if chunk_size == 0 {
@@ -133,6 +142,10 @@ fn request(
 pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bool)> {
     // Everything but the format is checked before the first request.
     request(&args, DetectedFormat::Csv)?;
+    s3flow::s3::set_read_floor(s3flow::floor::ThroughputFloor {
+        min_bytes_per_second: args.min_bytes_per_second,
+        window: Duration::from_secs(args.stall_timeout.max(1)),
+    });
     let s3 = super::s3_client(args.endpoint.clone(), args.region.clone()).await?;
     let detected = match args.format {
         FormatArg::Auto => detect_format(&s3, &args.object.bucket, &args.object.key)

@@ -168,6 +168,8 @@ pub struct Context {
     stopping: watch::Receiver<bool>,
     /// Failed reconciles in a row, by object uid: the backoff of the next requeue.
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// One scan's manifest is written at a time (it holds a line per chunk).
+    pub manifests: tokio::sync::Semaphore,
 }
 
 impl Context {
@@ -191,6 +193,7 @@ impl Context {
             readiness,
             stopping,
             failures: std::sync::Mutex::default(),
+            manifests: tokio::sync::Semaphore::new(1),
         })
     }
 

@@ -5,7 +5,6 @@
 
 pub mod budget;
 pub mod checksum;
-pub mod floor;
 mod pipeline;
 pub mod plan;
 pub mod source;
@@ -21,7 +20,7 @@ use tokio::sync::watch;
 
 pub use budget::{InsufficientMemory, MemoryBudget, Reservation};
 pub use checksum::{HashState, ResumableSha256};
-pub use floor::ThroughputFloor;
+pub use crate::floor::ThroughputFloor;
 pub use plan::{PartSchedule, PartSize, PlanError};
 
 pub use source::{ResumeAt, SourceConfig, SourceReader};

@@ -11,7 +11,7 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 
 use super::IngestError;
-use super::floor::{FloorMeter, ThroughputFloor};
+use crate::floor::{FloorMeter, ThroughputFloor};
 use crate::address::{AddressPolicy, ForbiddenAddress, SourceResolver, UrlRefused};
 use crate::redact::url as redact;
 

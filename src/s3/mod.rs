@@ -12,7 +12,9 @@ pub use error::ServiceFailure;
 pub use multipart::{
     HeldPart, MultipartWriter, NewObject, abort_upload, multipart_etag, quoted_md5,
 };
-pub use read::{RangeStream, ReadFailure, object_version, read_object};
+pub use read::{
+    DEFAULT_READ_FLOOR, RangeStream, ReadFailure, object_version, read_object, set_read_floor,
+};
 pub use retry::backoff;
 pub use url::{S3Url, S3UrlError};
 
@@ -87,6 +89,53 @@ fn timeouts() -> TimeoutConfig {
         .build()
 }
 
+/// Most bytes the body of a response other than an object's may hold: a listing page of 1,000
+/// keys of 1 KiB each fits.
+pub const RESPONSE_BODY_LIMIT: usize = 8 << 20;
+/// Most bytes an error response's body may hold (S3's are a few hundred bytes).
+pub const ERROR_BODY_LIMIT: usize = 1 << 20;
+
+/// Bounds what the SDK reads of a response: it reads the whole body of every response but a
+/// successful GetObject (which the engines read as a stream, within the range they asked for), and
+/// of every error. An endpoint a tenant names could otherwise answer with gigabytes the operator
+/// would hold in memory; past the bound the request fails.
+#[derive(Debug)]
+struct BodyLimit;
+
+impl aws_sdk_s3::config::Intercept for BodyLimit {
+    fn name(&self) -> &'static str {
+        "s3flow-body-limit"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut<
+            '_,
+        >,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use aws_smithy_runtime_api::client::orchestrator::Metadata;
+        use aws_smithy_types::body::SdkBody;
+        let status = context.response().status();
+        let streamed = status.is_success()
+            && cfg
+                .load::<Metadata>()
+                .is_some_and(|operation| operation.name() == "GetObject");
+        if streamed {
+            return Ok(());
+        }
+        let limit = match status.is_success() {
+            true => RESPONSE_BODY_LIMIT,
+            false => ERROR_BODY_LIMIT,
+        };
+        let body = context.response_mut().take_body();
+        *context.response_mut().body_mut() =
+            body.map(move |body| SdkBody::from_body_1_x(http_body_util::Limited::new(body, limit)));
+        Ok(())
+    }
+}
+
 /// Builds an S3 client for `settings`. With static credentials, or a region (an endpoint implies
 /// one), nothing of the default chain is consulted: no instance metadata service is ever probed
 /// for what the settings already say. With a policy, the endpoint and every address the client
@@ -143,6 +192,7 @@ pub async fn client(settings: &S3Settings) -> Result<aws_sdk_s3::Client, Endpoin
         builder = builder.http_client(http);
     }
     builder = builder
+        .interceptor(BodyLimit)
         .timeout_config(timeouts())
         .force_path_style(settings.force_path_style)
         // Throttling, 5xx and dropped connections cost a retry of one request, not the transfer.

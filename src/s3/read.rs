@@ -2,18 +2,37 @@
 //! byte when a connection drops mid-body or stalls, and small whole objects (reports, records)
 //! read with a size bound.
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use super::{ServiceFailure, backoff};
+use crate::floor::{FloorMeter, ThroughputFloor};
 
 /// Drops and stalls a range read survives before it fails.
 const ATTEMPTS: u32 = 5;
-/// A body that sends nothing for this long counts as dropped.
-const BODY_STALL: Duration = Duration::from_secs(60);
+
+/// The floor under object bodies unless [`set_read_floor`] sets another: 1 KiB per second of
+/// waiting over each minute of it; a body that sends nothing for a window counts as dropped.
+pub const DEFAULT_READ_FLOOR: ThroughputFloor = ThroughputFloor {
+    min_bytes_per_second: 1024,
+    window: Duration::from_secs(60),
+};
+
+static READ_FLOOR: OnceLock<ThroughputFloor> = OnceLock::new();
+
+/// Sets the floor under every object body this process reads (once, at its start): an endpoint
+/// that drips bytes fails the read instead of holding it (and, in the operator, a reconcile).
+pub fn set_read_floor(floor: ThroughputFloor) {
+    let _ = READ_FLOOR.set(floor);
+}
+
+fn read_floor() -> ThroughputFloor {
+    READ_FLOOR.get().copied().unwrap_or(DEFAULT_READ_FLOOR)
+}
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +51,12 @@ pub enum ReadFailure {
     /// The object is larger than the caller takes.
     #[error("{context} is larger than {limit} bytes")]
     TooLarge { context: String, limit: usize },
+    /// The body came slower than the floor allows.
+    #[error("{context}: {stalled}")]
+    Stalled {
+        context: String,
+        stalled: crate::floor::Stalled,
+    },
 }
 
 /// The bytes `[start, end)` of an object, as they arrive.
@@ -45,6 +70,8 @@ pub struct RangeStream {
     end: u64,
     body: Option<ByteStream>,
     failures: u32,
+    /// The body's throughput, against the floor.
+    meter: FloorMeter,
 }
 
 impl RangeStream {
@@ -64,6 +91,7 @@ impl RangeStream {
             end,
             body: None,
             failures: 0,
+            meter: FloorMeter::new(read_floor()),
         }
     }
 
@@ -82,16 +110,27 @@ impl RangeStream {
                 }
                 continue;
             };
+            let stall = self.meter.window();
+            let waiting = Instant::now();
             let broke: Box<dyn std::error::Error + Send + Sync> =
-                match tokio::time::timeout(BODY_STALL, body.next()).await {
+                match tokio::time::timeout(stall, body.next()).await {
                     Ok(Some(Ok(bytes))) => {
+                        if let Err(stalled) =
+                            self.meter.record(waiting.elapsed(), bytes.len() as u64)
+                        {
+                            self.body = None;
+                            return Some(Err(ReadFailure::Stalled {
+                                context: self.context(),
+                                stalled,
+                            }));
+                        }
                         self.next += bytes.len() as u64;
                         self.failures = 0;
                         return Some(Ok(bytes));
                     }
                     Ok(Some(Err(e))) => Box::new(e),
                     Ok(None) => "the body ended before the range did".into(),
-                    Err(_) => format!("no bytes for {} s", BODY_STALL.as_secs()).into(),
+                    Err(_) => format!("no bytes for {} s", stall.as_secs()).into(),
                 };
             self.body = None;
             self.failures += 1;

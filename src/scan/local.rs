@@ -16,7 +16,8 @@ use super::chunk::{
 use super::plan::Layout;
 use super::split::State;
 use super::sql::Query;
-use super::verify::{Verdict, Verifier};
+use super::manifest::{ChunkSummary, Crossing};
+use super::verify::{Verdict, Verifier, check_report};
 use super::{ScanError, manifest};
 use crate::shutdown::Stop;
 
@@ -88,6 +89,7 @@ pub async fn scan(
             output: output.clone(),
         },
         run: run.clone(),
+        keep_rows: None,
     };
     let (halt, halted) = watch::channel(false);
     let halted = Stop::on(halted);
@@ -107,6 +109,7 @@ pub async fn scan(
         verifier: Verifier::new(query.empty_partials()),
         accepted: Vec::with_capacity(count as usize),
         reruns: 0,
+        crossing: None,
     };
     let mut waiting = BTreeMap::new();
     // Offers the chunks in order as they come in; a wrong start state guess runs a chunk again.
@@ -114,9 +117,16 @@ pub async fn scan(
         waiting.insert(report.index, report);
         while let Some(mut report) = waiting.remove(&merged.verifier.next) {
             let mut chunk = task(merged.verifier.next, None);
+            let (truth, before) = (merged.verifier.state, merged.verifier.rows);
             loop {
                 match merged.verifier.offer(&report, &chunk) {
-                    Verdict::Accepted => break,
+                    Verdict::Accepted => {
+                        let accepted = (report.index, report.rows, truth);
+                        merged.crossing = merged
+                            .crossing
+                            .or(Crossing::of(query.limit, before, accepted));
+                        break;
+                    }
                     Verdict::Failed(error) => return Err(error),
                     Verdict::RunFrom(state) => {
                         merged.reruns += 1;
@@ -129,12 +139,26 @@ pub async fn scan(
             counters
                 .chunks
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            merged.accepted.push(report);
+            merged.accepted.push(ChunkSummary::from(&report));
         }
         Ok(())
     };
     drain(&mut runs, merge, stop, halt).await?;
-    summarize(s3, (layout, query), output.as_ref(), &run, merged).await
+    // The chunk whose rows cross the LIMIT runs again, keeping only the rows within it.
+    if let (Some(crossing), Some(_)) = (merged.crossing, &output) {
+        let mut chunk = task(crossing.index, Some(crossing.state));
+        chunk.keep_rows = Some(crossing.keep);
+        let progress = Arc::new(AtomicU64::new(0));
+        let report = run_chunk(s3, &chunk, progress, Stop::never()).await?;
+        check_report(&report, &chunk).map_err(|message| ScanError::InvalidReport {
+            chunk: crossing.index,
+            message,
+        })?;
+        if let Some(summary) = merged.accepted.get_mut(crossing.index as usize) {
+            *summary = ChunkSummary::from(&report);
+        }
+    }
+    summarize(s3, (layout, query), output.as_ref(), merged).await
 }
 
 /// Hands the chunks' reports to `merge` until every chunk has ended. The first failure, or a
@@ -219,6 +243,7 @@ pub async fn print_rows(
             output: None,
         },
         run: run.clone(),
+        keep_rows: None,
     };
     let (halt, halted) = watch::channel(false);
     let halted = Stop::on(halted);
@@ -425,8 +450,10 @@ async fn forward(
 /// The chunks' reports, accepted in chunk order.
 struct Merged {
     verifier: Verifier,
-    accepted: Vec<ChunkReport>,
+    accepted: Vec<ChunkSummary>,
     reruns: u32,
+    /// The chunk whose rows cross the LIMIT, if one does.
+    crossing: Option<Crossing>,
 }
 
 /// Checks that the accepted chunks cover the object, writes the manifest (with row output), and
@@ -435,13 +462,13 @@ async fn summarize(
     s3: &Client,
     (layout, query): (&Layout, &Query),
     output: Option<&Output>,
-    run: &str,
     merged: Merged,
 ) -> Result<ScanSummary, ScanError> {
     let Merged {
         verifier,
         accepted,
         reruns,
+        ..
     } = merged;
     verifier.finish(layout)?;
     let (rows, result) = verifier.result(query);
@@ -451,12 +478,12 @@ async fn summarize(
                 layout,
                 output: Some(output),
                 limit: query.limit,
-                run,
                 result: &result,
                 extra: &|_| None,
             };
-            let at = (output.bucket.as_str(), output.prefix.as_str());
-            Some(finish.write(s3, at, accepted).await?)
+            let at = (output.bucket.as_str(), output.manifest_key());
+            let chunks = futures::stream::iter(accepted.into_iter().map(Ok));
+            Some(finish.write(s3, (at.0, &at.1), chunks).await?)
         }
         None => None,
     };

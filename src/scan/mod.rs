@@ -134,6 +134,9 @@ pub enum ScanError {
     /// Asked to stop (SIGTERM, SIGINT) before the chunk ended; its row upload was aborted.
     #[error("stopped before the chunk ended")]
     Stopped,
+    /// The S3 endpoint sent the object slower than the floor, or planning ran past its deadline.
+    #[error("the object came too slowly: {0}")]
+    Stalled(String),
 }
 
 impl ScanError {
@@ -160,6 +163,7 @@ impl ScanError {
             Self::InvalidReport { .. } => "InvalidReport",
             Self::ForbiddenAddress(_) => "ForbiddenAddress",
             Self::Stopped => "Stopped",
+            Self::Stalled(_) => "SourceStalled",
         }
     }
 
@@ -205,6 +209,7 @@ pub(crate) fn read_failure(failure: crate::s3::ReadFailure) -> ScanError {
     match failure {
         ReadFailure::Request(refused) => classify(refused),
         ReadFailure::TooLarge { .. } => ScanError::InvalidScan(failure.to_string()),
+        ReadFailure::Stalled { .. } => ScanError::Stalled(failure.to_string()),
         broken @ ReadFailure::Broken { .. } => ScanError::Read(broken),
     }
 }

@@ -208,6 +208,15 @@ pub async fn detect_format(
     bucket: &str,
     key: &str,
 ) -> Result<DetectedFormat, ScanError> {
+    let location = format!("s3://{bucket}/{key}");
+    within_deadline(&location, detect_format_now(s3, bucket, key)).await
+}
+
+async fn detect_format_now(
+    s3: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<DetectedFormat, ScanError> {
     let (size, etag) = crate::s3::object_version(s3, bucket, key)
         .await
         .map_err(read_failure)?;
@@ -254,9 +263,33 @@ pub struct PlanRequest {
     pub max_record_size: u64,
 }
 
-/// Reads the object's size and ETag and its header row, and lays out the chunks. Nothing runs
-/// when the header is not the expected one.
+/// Longest planning may take: its reads are of an endpoint a spec names, and the operator plans
+/// inside a reconcile. Past it a scan fails as SourceStalled.
+pub const PLANNING_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `work` within [`PLANNING_DEADLINE`].
+async fn within_deadline<T>(
+    location: &str,
+    work: impl Future<Output = Result<T, ScanError>>,
+) -> Result<T, ScanError> {
+    tokio::time::timeout(PLANNING_DEADLINE, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ScanError::Stalled(format!(
+                "planning {location} took longer than {} s",
+                PLANNING_DEADLINE.as_secs()
+            )))
+        })
+}
+
+/// Reads the object's size and ETag and its header row, and lays out the chunks, within
+/// [`PLANNING_DEADLINE`]. Nothing runs when the header is not the expected one.
 pub async fn plan(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanError> {
+    let location = format!("s3://{}/{}", request.bucket, request.key);
+    within_deadline(&location, plan_now(s3, request)).await
+}
+
+async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanError> {
     check_request(request)?;
     let location = format!("s3://{}/{}", request.bucket, request.key);
     let head = s3

@@ -122,6 +122,14 @@ pub fn check_report(report: &ChunkReport, task: &ChunkTask) -> Result<(), String
             report.rows, report.records
         ));
     }
+    if let Some(keep) = task.keep_rows
+        && report.rows != keep
+    {
+        return Err(format!(
+            "the chunk was to keep its first {keep} rows, the report has {}",
+            report.rows
+        ));
+    }
     let part = match &task.work {
         Work::Query {
             output: Some(output),
@@ -311,9 +319,11 @@ mod tests {
                     bucket: "out".into(),
                     prefix: "run/".into(),
                     format: OutputFormat::Csv,
+                    scope: String::new(),
                 }),
             },
             run: "uid".into(),
+            keep_rows: None,
         }
     }
 

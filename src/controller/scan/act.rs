@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{DeleteParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
@@ -11,17 +10,23 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
-use super::decide::{Bookkeeping, Decision, NewJob, Next, Running, mark_failed, show_result};
+use super::decide::{
+    Bookkeeping, Decision, MANIFEST_ATTEMPTS, NewJob, Next, Running, mark_failed, show_result,
+};
 use super::jobs::{JobKind, JobTemplate, chunk_file};
-use super::observe::{Io, get_report, owned_jobs, report_key};
+use super::observe::{Io, get_report, owned_jobs};
 use crate::api::scan::{S3ParallelScan, S3ParallelScanStatus};
 use crate::controller::{Context, Error, StatusWriter, publish};
 use crate::redact::Redacted;
 use crate::scan::chunk::abort_recorded_upload;
-use crate::scan::{ChunkObject, ChunkReport, ChunkTask, ScanError, Work, manifest};
+use crate::scan::manifest::ChunkSummary;
+use crate::scan::verify::check_report;
+use crate::scan::{ChunkTask, ScanError, Work, manifest};
 
 /// Largest stored container output read back (its termination message: 4 KiB when genuine).
 const OUTPUT_LIMIT: usize = 64 << 10;
+/// Most of a container's output message kept (a termination message holds 4 KiB).
+const OUTPUT_SHOWN: usize = 4 << 10;
 
 /// Performs `decision` for the running scan `state`, in order: outputs, status, Events, Job
 /// deletions, Job creations, then what comes next.
@@ -32,12 +37,14 @@ pub(super) async fn decision(
     state: &Running,
     decision: Decision,
 ) -> Result<Action, Error> {
-    let (bucket, prefix) = &io.work;
+    let (bucket, _) = &io.work;
     for (index, message) in &decision.outputs {
+        // What the processor said, at most what a termination message holds.
+        let message = crate::redact::cut(message, OUTPUT_SHOWN);
         manifest::put(
             &io.s3,
             bucket,
-            &ChunkObject::ProcessorOutput.key(prefix, *index),
+            &io.output_key(*index),
             &serde_json::json!({"message": message}),
         )
         .await
@@ -62,13 +69,12 @@ pub(super) async fn decision(
         let Some(built) = build(&template, io, state, *job) else {
             continue;
         };
-        if let Err(refusal) = create_job(ctx, &built).await? {
+        if let Err((reason, refusal)) = create_job(ctx, scan, &built).await? {
             let status = decision
                 .status
                 .clone()
                 .unwrap_or_else(|| state.status.clone());
-            let message = format!("the API server refused Job {}: {refusal}", built.name_any());
-            return fail(ctx, scan, Some(io), status, "JobRefused", &message).await;
+            return fail(ctx, scan, Some(io), status, reason, &refusal).await;
         }
     }
     match decision.next {
@@ -80,8 +86,7 @@ pub(super) async fn decision(
         } => fail(ctx, scan, Some(io), *status, &reason, &message).await,
         Next::WriteManifest { result } => {
             let status = decision.status.unwrap_or_else(|| state.status.clone());
-            write_manifest(ctx, scan, io, state, status, result).await?;
-            Ok(Action::requeue(Duration::from_secs(1)))
+            write_manifest(ctx, scan, io, state, status, result).await
         }
         Next::Succeed { status, message } => {
             StatusWriter::new(ctx, scan).write_final(&*status).await;
@@ -100,15 +105,28 @@ fn build(template: &JobTemplate, io: &Io, state: &Running, job: NewJob) -> Optio
         start_state,
         work,
         run: state.run.clone(),
+        keep_rows: None,
     };
-    let (bucket, prefix) = &io.work;
+    let (bucket, _) = &io.work;
     let scan = template.scan;
     match job {
         NewJob::Scan { index, state: from } => {
             let task = task(index, from, state.work.clone());
             Some(template.build(JobKind::Scan {
                 task: &task,
-                report_to: format!("s3://{bucket}/{}", report_key(prefix, index)),
+                report_to: format!("s3://{bucket}/{}", io.report_key(index)),
+            }))
+        }
+        NewJob::Cut {
+            index,
+            keep,
+            state: from,
+        } => {
+            let mut task = task(index, Some(from), state.work.clone());
+            task.keep_rows = Some(keep);
+            Some(template.build(JobKind::Scan {
+                task: &task,
+                report_to: format!("s3://{bucket}/{}", io.report_key(index)),
             }))
         }
         NewJob::Process { index, state: from } => {
@@ -132,16 +150,43 @@ fn build(template: &JobTemplate, io: &Io, state: &Running, job: NewJob) -> Optio
     }
 }
 
-/// Creates a Job (one that exists already is fine). `Ok(Err(message))` when the API server
-/// refuses it as invalid (what the scan's worker settings make of it): the scan fails with that
-/// message. A 403 is an error like any other: the operator's own permissions (an Event says so)
-/// or an admission webhook may change, and the reconcile retries.
-async fn create_job(ctx: &Context, job: &Job) -> Result<Result<(), String>, Error> {
+/// Creates a Job. One of that name that exists already is fine when the scan controls it (an
+/// earlier reconcile created it); anyone else's there fails the scan (JobNameTaken): the chunk
+/// could never run. `Ok(Err((reason, message)))` too when the API server refuses it as invalid
+/// (what the scan's worker settings make of it). A 403 is an error like any other: the
+/// operator's own permissions (an Event says so) or an admission webhook may change, and the
+/// reconcile retries.
+async fn create_job(
+    ctx: &Context,
+    scan: &S3ParallelScan,
+    job: &Job,
+) -> Result<Result<(), (&'static str, String)>, Error> {
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+    let name = job.name_any();
     match api.create(&PostParams::default(), job).await {
         Ok(_) => Ok(Ok(())),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Ok(())),
-        Err(kube::Error::Api(e)) if matches!(e.code, 400 | 422) => Ok(Err(e.message)),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let uid = scan.uid().unwrap_or_default();
+            let ours = api.get_opt(&name).await?.is_none_or(|existing| {
+                existing
+                    .owner_references()
+                    .iter()
+                    .any(|owner| owner.uid == uid && owner.controller == Some(true))
+            });
+            Ok(match ours {
+                true => Ok(()),
+                false => Err((
+                    "JobNameTaken",
+                    format!(
+                        "a Job named {name} exists that this scan does not own: its chunk cannot run"
+                    ),
+                )),
+            })
+        }
+        Err(kube::Error::Api(e)) if matches!(e.code, 400 | 422) => Ok(Err((
+            "JobRefused",
+            format!("the API server refused Job {name}: {}", e.message),
+        ))),
         Err(e) => Err(e.into()),
     }
 }
@@ -250,8 +295,42 @@ pub(super) async fn fail(
     Ok(Action::await_change())
 }
 
-/// Every chunk is in: the reports are read back, row output is cut to the LIMIT, the manifest
-/// written, and status records it (and the result) before anything else happens.
+/// Chunk `index`'s report as stored, checked against its task (cut to the LIMIT when it is the
+/// crossing chunk), as the manifest lists it.
+async fn checked_summary(
+    io: &Io,
+    state: &Running,
+    crossing: Option<crate::scan::manifest::Crossing>,
+    index: u32,
+) -> Result<ChunkSummary, ScanError> {
+    let (report, _) = get_report(&io.s3, &io.work.0, &io.report_key(index)).await?;
+    let mut task = state.task_of(index);
+    if let Some(crossing) = crossing.filter(|c| c.done && c.index == index) {
+        task.keep_rows = Some(crossing.keep);
+    }
+    check_report(&report, &task).map_err(|message| ScanError::InvalidReport {
+        chunk: index,
+        message,
+    })?;
+    Ok(ChunkSummary::from(&report))
+}
+
+/// What chunk `index`'s container processor said (cut to a termination message's size when it
+/// was stored), if anything.
+async fn processor_output(io: &Io, index: u32) -> Option<serde_json::Value> {
+    let key = io.output_key(index);
+    let bytes = crate::s3::read_object(&io.s3, &io.work.0, &key, OUTPUT_LIMIT)
+        .await
+        .ok()?;
+    let value = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?;
+    Some(value["message"].clone())
+}
+
+/// Every chunk is in: the reports are read back one by one and checked against their tasks
+/// again (a report in S3 can be rewritten after it was accepted), parts past the LIMIT deleted,
+/// the manifest written, and status records it (and the result) before anything else happens.
+/// One manifest at a time in the operator; after [`MANIFEST_ATTEMPTS`] failed tries the scan
+/// fails.
 async fn write_manifest(
     ctx: &Context,
     scan: &S3ParallelScan,
@@ -259,26 +338,41 @@ async fn write_manifest(
     state: &Running,
     mut status: S3ParallelScanStatus,
     result: serde_json::Map<String, serde_json::Value>,
-) -> Result<(), Error> {
+) -> Result<Action, Error> {
+    let _turn = ctx.manifests.acquire().await;
     let layout = &state.layout;
-    let (bucket, prefix) = &io.work;
-    let reports: Vec<ChunkReport> = futures::stream::iter(0..layout.chunk_count())
-        .map(|index| {
-            let key = report_key(prefix, index);
-            async move { get_report(&io.s3, bucket, &key).await }
-        })
-        .buffered(16)
-        .try_collect()
-        .await
-        .map_err(Error::Scan)?;
+    let mut checkpoint = Bookkeeping::of(&status).ok_or_else(|| {
+        Error::Scan(ScanError::InvalidScan(
+            "the scan's checkpoint is unreadable".into(),
+        ))
+    })?;
+    if checkpoint.manifest_attempts >= MANIFEST_ATTEMPTS {
+        let message = format!(
+            "the manifest could not be written in {MANIFEST_ATTEMPTS} tries; the last error is \
+             in the Events"
+        );
+        return fail(ctx, scan, Some(io), status, "ManifestFailed", &message).await;
+    }
+    checkpoint.manifest_attempts += 1;
+    checkpoint.store(&mut status);
+    StatusWriter::new(ctx, scan).write(&status).await?;
+    let (bucket, _) = &io.work;
+    // A line per chunk: reports are read 8 at a time and none is kept.
+    let indexes: Vec<u32> = (0..layout.chunk_count()).collect();
+    let mut summaries = Vec::with_capacity(indexes.len());
+    for batch in indexes.chunks(8) {
+        let reads = batch
+            .iter()
+            .map(|&index| checked_summary(io, state, checkpoint.crossing, index));
+        for summary in futures::future::join_all(reads).await {
+            summaries.push(summary);
+        }
+    }
     let mut messages = std::collections::BTreeMap::new();
     if state.containers {
         for index in 0..layout.chunk_count() {
-            let key = ChunkObject::ProcessorOutput.key(prefix, index);
-            if let Ok(bytes) = crate::s3::read_object(&io.s3, bucket, &key, OUTPUT_LIMIT).await
-                && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes)
-            {
-                messages.insert(index, value["message"].clone());
+            if let Some(message) = processor_output(io, index).await {
+                messages.insert(index, message);
             }
         }
     }
@@ -286,25 +380,28 @@ async fn write_manifest(
         layout,
         output: io.output.as_ref(),
         limit: state.query.limit,
-        run: &state.run,
         result: &result,
         extra: &|index| messages.get(&index).cloned(),
     };
-    let url = finish
-        .write(&io.s3, (bucket, prefix), reports)
-        .await
-        .map_err(Error::Scan)?;
-    let mut checkpoint = Bookkeeping::of(&status).ok_or_else(|| {
-        Error::Scan(ScanError::InvalidScan(
-            "the scan's checkpoint is unreadable".into(),
-        ))
-    })?;
+    let written = finish
+        .write(
+            &io.s3,
+            (bucket, &io.manifest_key()),
+            futures::stream::iter(summaries),
+        )
+        .await;
+    let url = match written {
+        Ok(url) => url,
+        Err(e) if !e.is_transient() && e.reason() == "InvalidReport" => {
+            let message = e.to_string();
+            return fail(ctx, scan, Some(io), status, "InvalidReport", &message).await;
+        }
+        Err(e) => return Err(Error::Scan(e)),
+    };
     checkpoint.finished = true;
-    status.checkpoint = serde_json::to_value(&checkpoint)
-        .ok()
-        .and_then(|v| v.as_object().cloned());
+    checkpoint.store(&mut status);
     status.manifest = Some(url);
     show_result(&mut status, &result);
     StatusWriter::new(ctx, scan).write(&status).await?;
-    Ok(())
+    Ok(Action::requeue(Duration::from_secs(1)))
 }

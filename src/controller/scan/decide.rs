@@ -17,7 +17,8 @@ use crate::redact::{STATUS_TEXT_LIMIT, cut};
 use crate::scan::plan::{compact_ranges, expand_ranges};
 use crate::scan::sql::Query;
 use crate::scan::verify::Verdict;
-use crate::scan::{ChunkReport, ChunkTask, Layout, State, Verifier, Work};
+use crate::scan::manifest::Crossing;
+use crate::scan::{ChunkReport, ChunkTask, Layout, Output, State, Verifier, Work};
 
 /// Most column names shown in `status.header` (the checkpoint keeps them all), by their bytes.
 const HEADER_SHOWN: usize = 4 << 10;
@@ -44,10 +45,27 @@ pub(super) struct Bookkeeping {
     /// A Parquet object's row groups and chunks, as planned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parquet: Option<crate::scan::parquet::ParquetLayout>,
+    /// The chunk whose rows cross the LIMIT: it runs again to it once every chunk is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crossing: Option<Crossing>,
+    /// Times the manifest was tried: past [`MANIFEST_ATTEMPTS`] the scan fails.
+    #[serde(default)]
+    pub manifest_attempts: u32,
+    /// Where this run writes rows: a spec change aborts its uploads there, wherever the new
+    /// spec points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Output>,
 }
 
+/// Tries of the manifest before the scan fails (an error that heals heals within them).
+pub(super) const MANIFEST_ATTEMPTS: u32 = 5;
+
 impl Bookkeeping {
-    pub(super) fn new(empty_partials: Vec<crate::scan::value::Partial>, layout: &Layout) -> Self {
+    pub(super) fn new(
+        empty_partials: Vec<crate::scan::value::Partial>,
+        layout: &Layout,
+        output: Option<Output>,
+    ) -> Self {
         Bookkeeping {
             verifier: Verifier::new(empty_partials),
             processed: String::new(),
@@ -55,7 +73,32 @@ impl Bookkeeping {
             columns: layout.columns.clone(),
             started: 0,
             parquet: layout.parquet.clone(),
+            crossing: None,
+            manifest_attempts: 0,
+            output,
         }
+    }
+
+    /// Why this bookkeeping cannot be the operator's own for a scan of `total` chunks, if it
+    /// cannot: status is read back, and whoever may patch it could make it claim anything.
+    pub(super) fn check(&self, total: u32) -> Result<(), String> {
+        let verifier = &self.verifier;
+        if verifier.next > total || self.started > total {
+            return Err(format!(
+                "it counts chunk {} of {total}",
+                verifier.next.max(self.started)
+            ));
+        }
+        if verifier.last_with_record.is_some_and(|last| last >= verifier.next) {
+            return Err("it names a chunk not accepted yet".into());
+        }
+        if expand_ranges(&self.processed, total).is_err() {
+            return Err("its processed chunks lie outside the scan".into());
+        }
+        if self.crossing.is_some_and(|c| c.index >= total) {
+            return Err("its LIMIT's chunk lies outside the scan".into());
+        }
+        Ok(())
     }
 
     /// The checkpoint of `status`, if it holds a readable one.
@@ -64,7 +107,7 @@ impl Bookkeeping {
         serde_json::from_value(serde_json::Value::Object(map)).ok()
     }
 
-    fn store(&self, status: &mut S3ParallelScanStatus) {
+    pub(super) fn store(&self, status: &mut S3ParallelScanStatus) {
         status.checkpoint = serde_json::to_value(self)
             .ok()
             .and_then(|v| v.as_object().cloned());
@@ -130,6 +173,7 @@ pub(super) enum Outcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct ChunkJob {
     pub name: String,
+    pub uid: String,
     pub role: Role,
     pub index: u32,
     /// The start state of a re-run from the true state.
@@ -172,6 +216,8 @@ pub(super) struct Running {
 pub(super) enum NewJob {
     Scan { index: u32, state: Option<State> },
     Process { index: u32, state: State },
+    /// The chunk that crosses the LIMIT, again from `state`, keeping its first `keep` rows.
+    Cut { index: u32, keep: u64, state: State },
     OnComplete,
 }
 
@@ -318,6 +364,22 @@ pub(super) fn shown_result(
 }
 
 impl Running {
+    /// Whether the scan's chunks write rows to an output.
+    fn writes_rows(&self) -> bool {
+        matches!(
+            &self.work,
+            Work::Query {
+                output: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// Chunk `index`'s task, as the manifest checks its report: any start state.
+    pub(super) fn task_of(&self, index: u32) -> ChunkTask {
+        self.task(index, None, self.work.clone())
+    }
+
     fn task(&self, index: u32, start_state: Option<State>, work: Work) -> ChunkTask {
         ChunkTask {
             layout: self.layout.clone(),
@@ -325,6 +387,7 @@ impl Running {
             start_state,
             work,
             run: self.run.clone(),
+            keep_rows: None,
         }
     }
 
@@ -446,7 +509,11 @@ pub(super) fn run(state: &Running, checkpoint: Bookkeeping) -> Decision {
     };
     counts(&mut status, &checkpoint, &seen, total, state.containers);
     let next = match all_in {
-        true => finishing(state, &checkpoint, &mut status, &mut steps.create),
+        true => {
+            let next = finishing(state, &mut checkpoint, &mut status, &mut steps);
+            checkpoint.store(&mut status);
+            next
+        }
         false => Next::Requeue(Duration::from_secs(60)),
     };
     Decision {
@@ -540,8 +607,15 @@ fn accept(
             _ => return Ok(()),
         };
         let task = state.task(index, job.state, state.work.clone());
+        let before = checkpoint.verifier.rows;
         match checkpoint.verifier.offer(report, &task) {
             Verdict::Accepted => {
+                if state.writes_rows() {
+                    let accepted = (index, report.rows, truth);
+                    checkpoint.crossing = checkpoint
+                        .crossing
+                        .or(Crossing::of(state.query.limit, before, accepted));
+                }
                 if state.containers {
                     steps.create.push(NewJob::Process {
                         index,
@@ -622,17 +696,67 @@ fn start_next(
     }
 }
 
-/// Once every chunk is in: the manifest, then the onComplete Job, then success.
+/// The chunk that crosses the LIMIT runs again to it (a Cut Job) before the manifest: `None`
+/// once it has (or there is none), else what to do meanwhile.
+fn cut_to_limit(state: &Running, checkpoint: &mut Bookkeeping, steps: &mut Steps) -> Option<Next> {
+    let crossing = checkpoint.crossing.filter(|c| !c.done)?;
+    let job = state
+        .jobs
+        .iter()
+        .find(|j| j.role == Role::Cut && j.index == crossing.index);
+    let Some(job) = job else {
+        steps.create.push(NewJob::Cut {
+            index: crossing.index,
+            keep: crossing.keep,
+            state: crossing.state,
+        });
+        return Some(Next::Requeue(Duration::from_secs(60)));
+    };
+    let fail = |message: String| {
+        let mut status = state.status.clone();
+        status.failed_chunks = Some(crossing.index.to_string());
+        failed(status, state.generation, "InvalidReport", &message)
+    };
+    match (&job.outcome, state.reports.get(&job.name)) {
+        (Outcome::Succeeded, Some(Report::Read(report))) => {
+            let mut task = state.task(crossing.index, Some(crossing.state), state.work.clone());
+            task.keep_rows = Some(crossing.keep);
+            if let Err(why) = crate::scan::verify::check_report(report, &task) {
+                return Some(fail(format!("chunk {} cut to the LIMIT: {why}", crossing.index)));
+            }
+            checkpoint.crossing = Some(Crossing {
+                done: true,
+                ..crossing
+            });
+            steps.delete.push(job.name.clone());
+            None
+        }
+        (Outcome::Succeeded, Some(Report::Invalid(why))) => Some(fail(format!(
+            "chunk {} cut to the LIMIT: {why}",
+            crossing.index
+        ))),
+        _ => Some(Next::Requeue(Duration::from_secs(60))),
+    }
+}
+
+/// Once every chunk is in: the chunk crossing the LIMIT cut to it, the manifest, then the
+/// onComplete Job, then success.
 fn finishing(
     state: &Running,
-    checkpoint: &Bookkeeping,
+    checkpoint: &mut Bookkeeping,
     status: &mut S3ParallelScanStatus,
-    create: &mut Vec<NewJob>,
+    steps: &mut Steps,
 ) -> Next {
     let generation = state.generation;
     if let Err(e) = checkpoint.verifier.finish(&state.layout) {
         return failed(status.clone(), generation, e.reason(), &e.to_string());
     }
+    if !checkpoint.finished
+        && let Some(waiting) = cut_to_limit(state, checkpoint, steps)
+    {
+        return waiting;
+    }
+    let create = &mut steps.create;
     let result = match state.containers {
         true => [(
             "chunks".to_string(),

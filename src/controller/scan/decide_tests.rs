@@ -33,7 +33,7 @@ fn layout(chunks: u32, format: Format) -> Layout {
 fn running(sql: &str, chunks: u32, format: Format) -> (Running, Bookkeeping) {
     let layout = layout(chunks, format);
     let query = crate::scan::sql::compile(sql, &layout.sql_columns()).unwrap();
-    let checkpoint = Bookkeeping::new(query.empty_partials(), &layout);
+    let checkpoint = Bookkeeping::new(query.empty_partials(), &layout, None);
     let (status, _) = planned(
         S3ParallelScanStatus::default(),
         Some(1),
@@ -76,8 +76,10 @@ fn job(role: Role, index: u32, state: Option<State>, outcome: Outcome) -> ChunkJ
         Role::Scan => name(index, state),
         Role::Process => format!("scan-uid-1-p{index}"),
         Role::OnComplete => "scan-uid-1-done".into(),
+        Role::Cut => format!("scan-uid-1-c{index}-cut"),
     };
     ChunkJob {
+        uid: format!("uid-of-{name}"),
         name,
         role,
         index,
@@ -294,7 +296,7 @@ fn status_shows_long_headers_and_values_cut_the_checkpoint_keeps_them() {
     assert_eq!(shown["n"], 3);
     let mut layout = layout(1, CSV);
     layout.columns = vec![long.clone()];
-    let checkpoint = Bookkeeping::new(vec![], &layout);
+    let checkpoint = Bookkeeping::new(vec![], &layout, None);
     let (status, _) = planned(
         S3ParallelScanStatus::default(),
         Some(1),
@@ -742,6 +744,7 @@ fn row_output_chunks_name_only_their_own_part() {
         bucket: "out".into(),
         prefix: "run/".into(),
         format: OutputFormat::JsonLines,
+        scope: String::new(),
     };
     state.work = Work::Query {
         sql: "SELECT COUNT(*) FROM S3Object".into(),

@@ -43,6 +43,8 @@ pub enum Role {
     Process,
     /// The completion callback.
     OnComplete,
+    /// A chunk whose rows cross the LIMIT, run again keeping only the rows within it.
+    Cut,
 }
 
 impl Role {
@@ -51,11 +53,12 @@ impl Role {
             Role::Scan => "scan",
             Role::Process => "process",
             Role::OnComplete => "on-complete",
+            Role::Cut => "cut",
         }
     }
 
     pub fn from_label(label: &str) -> Option<Role> {
-        [Role::Scan, Role::Process, Role::OnComplete]
+        [Role::Scan, Role::Process, Role::OnComplete, Role::Cut]
             .into_iter()
             .find(|role| role.label() == label)
     }
@@ -63,7 +66,7 @@ impl Role {
     /// The container whose termination message says what the Job did.
     pub fn reporting_container(self) -> &'static str {
         match self {
-            Role::Scan => CONTAINER_WORKER,
+            Role::Scan | Role::Cut => CONTAINER_WORKER,
             Role::Process | Role::OnComplete => CONTAINER_PROCESSOR,
         }
     }
@@ -87,6 +90,7 @@ pub fn job_name(scan: &S3ParallelScan, role: Role, index: u32, state: Option<Sta
         }
         (Role::Process, _) => format!("{prefix}-p{index}"),
         (Role::OnComplete, _) => format!("{prefix}-done"),
+        (Role::Cut, _) => format!("{prefix}-c{index}-cut"),
     }
 }
 
@@ -236,7 +240,10 @@ impl JobTemplate<'_> {
                 let extra = vec![env(ENV_REPORT_TO, report_to)];
                 let worker = self.worker(CONTAINER_WORKER, &[CONTAINER_WORKER], task, extra);
                 PodContent {
-                    role: Role::Scan,
+                    role: match task.keep_rows {
+                        Some(_) => Role::Cut,
+                        None => Role::Scan,
+                    },
                     index: task.index,
                     state: task.start_state,
                     init: vec![],
@@ -413,7 +420,7 @@ fn failure_policy(role: Role) -> PodFailurePolicy {
         on_exit_codes: None,
     }];
     let fail_fast = match role {
-        Role::Scan => Some(CONTAINER_WORKER),
+        Role::Scan | Role::Cut => Some(CONTAINER_WORKER),
         Role::Process => Some(CONTAINER_FETCH),
         Role::OnComplete => None,
     };
@@ -519,6 +526,7 @@ mod tests {
                 output: None,
             },
             run: "0123456789".into(),
+            keep_rows: None,
         }
     }
 

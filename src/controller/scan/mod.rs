@@ -82,7 +82,12 @@ async fn apply(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Er
     match decide::lifecycle(&status, generation, owned) {
         Lifecycle::Settled => return Ok(Action::await_change()),
         Lifecycle::Restart => {
-            act::delete_all_jobs(&ctx, scan).await?;
+            let remaining = act::delete_all_jobs(&ctx, scan).await?;
+            if remaining > 0 {
+                return Err(Error::JobsRemaining(remaining));
+            }
+            // The earlier run's uploads go, wherever its spec pointed.
+            abort_uploads(&ctx, scan).await;
             StatusWriter::new(&ctx, scan)
                 .write(&decide::restarted(generation))
                 .await?;
@@ -132,12 +137,19 @@ async fn cleanup(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, 
     if remaining > 0 {
         return Err(Error::JobsRemaining(remaining));
     }
+    abort_uploads(&ctx, &obj).await;
+    Ok(Action::await_change())
+}
+
+/// Aborts the uploads the scan's chunks recorded, at the output its checkpoint names (where its
+/// run wrote, whatever the spec says now); what cannot be aborted is said in an Event.
+async fn abort_uploads(ctx: &Context, obj: &S3ParallelScan) {
     let status = obj.status.clone().unwrap_or_default();
     let Some(checkpoint) = Bookkeeping::of(&status) else {
-        return Ok(Action::await_change());
+        return;
     };
-    let Some(output) = &obj.spec.processor.output else {
-        return Ok(Action::await_change());
+    let Some(output) = checkpoint.output.clone() else {
+        return;
     };
     let connection = match &obj.spec.source.ingest_ref {
         None => Some(obj.spec.source.connection.clone()),
@@ -145,7 +157,9 @@ async fn cleanup(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, 
             let api: Api<crate::api::S3Ingest> =
                 Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
             api.get_opt(&reference.name)
-                .await?
+                .await
+                .ok()
+                .flatten()
                 .map(|ingest| ingest.spec.destination.connection)
         }
     };
@@ -153,7 +167,7 @@ async fn cleanup(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, 
         None => {
             Err("the S3Ingest it scanned is gone, and with it the store's settings".to_string())
         }
-        Some(connection) => match s3_client(&ctx, obj.as_ref(), &connection).await {
+        Some(connection) => match s3_client(ctx, obj, &connection).await {
             Ok(s3) => {
                 let io = Io {
                     s3,
@@ -163,7 +177,8 @@ async fn cleanup(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, 
                         connection,
                     },
                     work: (output.bucket.clone(), output.prefix.clone()),
-                    output: observe::output_of(&obj),
+                    scope: output.scope.clone(),
+                    output: Some(output),
                 };
                 let run = obj.uid().unwrap_or_default();
                 act::abort_recorded_uploads(&io, &run, &checkpoint)
@@ -174,14 +189,6 @@ async fn cleanup(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, 
         },
     };
     if let Err(e) = aborted {
-        publish(
-            &ctx,
-            obj.as_ref(),
-            EventType::Warning,
-            "UploadsNotAborted",
-            &e,
-        )
-        .await;
+        publish(ctx, obj, EventType::Warning, "UploadsNotAborted", &e).await;
     }
-    Ok(Action::await_change())
 }

@@ -16,6 +16,7 @@ use crate::api::S3Connection;
 use crate::api::ingest::S3Ingest;
 use crate::api::scan::{S3ParallelScan, S3ParallelScanStatus};
 use crate::controller::{Context, Error, s3_client};
+use crate::scan::chunk::scope_of;
 use crate::scan::{
     ChunkObject, ChunkReport, Format, Layout, Output, PlanRequest, ScanError, State, plan,
 };
@@ -25,7 +26,9 @@ use crate::worker::{FailureMessage, LABEL_CHUNK, LABEL_ROLE, LABEL_SCAN, LABEL_S
 /// The query of the counting pass before a container processor.
 const COUNT_QUERY: &str = "SELECT COUNT(*) FROM S3Object";
 /// Largest chunk report read back from S3 (a few KiB when genuine).
-const REPORT_LIMIT: usize = 1 << 20;
+pub(super) const REPORT_LIMIT: usize = 64 << 10;
+/// Most bytes of reports one reconcile reads: the reports of chunks past them wait for the next.
+const REPORTS_PER_RECONCILE: usize = 4 << 20;
 
 /// The scan as it is now and the Jobs it owns.
 pub(super) struct Seen {
@@ -95,6 +98,25 @@ pub(super) struct Io {
     /// Bucket and prefix of chunk reports, upload records and the manifest.
     pub work: (String, String),
     pub output: Option<Output>,
+    /// The scope of the scan's keys (see [`Output::scope`]).
+    pub scope: String,
+}
+
+impl Io {
+    /// Key of chunk `index`'s report.
+    pub(super) fn report_key(&self, index: u32) -> String {
+        ChunkObject::Report.key(&self.work.1, &self.scope, index)
+    }
+
+    /// Key of chunk `index`'s container processor's output.
+    pub(super) fn output_key(&self, index: u32) -> String {
+        ChunkObject::ProcessorOutput.key(&self.work.1, &self.scope, index)
+    }
+
+    /// Key of the manifest.
+    pub(super) fn manifest_key(&self) -> String {
+        crate::scan::chunk::manifest_key(&self.work.1, &self.scope)
+    }
 }
 
 /// What the scan can do now.
@@ -144,6 +166,14 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
     let status = obj.status.clone().unwrap_or_default();
     let recorded =
         Bookkeeping::of(&status).and_then(|c| recorded_layout(obj, &source, &status, &c));
+    if let (Some(layout), Some(checkpoint)) = (&recorded, Bookkeeping::of(&status))
+        && let Err(why) = checkpoint.check(layout.chunk_count())
+    {
+        return Ok(Observed::Refused(
+            "InvalidStatus",
+            format!("status.checkpoint is not the operator's: {why} (status must not be edited)"),
+        ));
+    }
     let planned_now = recorded.is_none();
     let layout = match recorded {
         Some(layout) => layout,
@@ -160,11 +190,11 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
         Ok(compiled) => compiled,
         Err(refused) => return Ok(refused),
     };
+    let output = output_of(obj);
     let checkpoint = match Bookkeeping::of(&status) {
         Some(checkpoint) if !planned_now => checkpoint,
-        _ => Bookkeeping::new(query.empty_partials(), &layout),
+        _ => Bookkeeping::new(query.empty_partials(), &layout, output.clone()),
     };
-    let output = output_of(obj);
     let work = crate::scan::Work::Query {
         sql,
         output: if containers { None } else { output.clone() },
@@ -174,6 +204,7 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
         s3,
         source,
         output,
+        scope: scope_of(&obj.uid().unwrap_or_default()),
     };
     let namespace = obj.namespace().unwrap_or_default();
     let jobs = chunk_jobs(ctx, &seen.jobs).await?;
@@ -228,7 +259,8 @@ async fn processor_outputs(
     for job in jobs {
         if job.role == Role::Process && job.outcome == Outcome::Succeeded {
             let container = Role::Process.reporting_container();
-            let message = termination_message(ctx, namespace, &job.name, container).await?;
+            let message =
+                termination_message(ctx, namespace, (&job.name, &job.uid), container).await?;
             outputs.insert(job.index, message.unwrap_or_default());
         }
     }
@@ -291,26 +323,35 @@ fn format_of(obj: &S3ParallelScan) -> Format {
     }
 }
 
-/// The planned layout as status and its checkpoint recorded it.
+/// The planned layout as status and its checkpoint recorded it, when it is one planning could
+/// have made (status can be patched: anything else plans again).
 fn recorded_layout(
     obj: &S3ParallelScan,
     source: &Source,
     status: &S3ParallelScanStatus,
     checkpoint: &Bookkeeping,
 ) -> Option<Layout> {
-    Some(Layout {
+    let size = u64::try_from(status.object_size?).ok()?;
+    let data_start = u64::try_from(status.data_start?).ok()?;
+    let layout = Layout {
         bucket: source.bucket.clone(),
         key: source.key.clone(),
-        size: status.object_size? as u64,
+        size,
         etag: status.etag.clone()?,
         format: format_of(obj),
         columns: checkpoint.columns.clone(),
-        data_start: status.data_start? as u64,
+        data_start,
         chunk_size: parse_size(&obj.spec.chunking.chunk_size).ok()?,
         gzip: status.compression.as_deref() == Some("gzip"),
         max_record_size: parse_size(&obj.spec.chunking.max_record_size).ok()?,
         parquet: checkpoint.parquet.clone(),
-    })
+    };
+    let planned_count = u64::from(layout.chunk_count());
+    let plausible = data_start <= size
+        && layout.chunk_size > 0
+        && planned_count <= crate::scan::plan::MAX_CHUNKS
+        && status.total_chunks.and_then(|t| u64::try_from(t).ok()) == Some(planned_count);
+    plausible.then_some(layout)
 }
 
 enum PlanFailure {
@@ -374,12 +415,8 @@ pub(super) fn output_of(obj: &S3ParallelScan) -> Option<Output> {
         format: output
             .format
             .unwrap_or_else(|| format_of(obj).output_format()),
+        scope: scope_of(&obj.uid().unwrap_or_default()),
     })
-}
-
-/// Key of chunk `index`'s report under the work prefix.
-pub(super) fn report_key(work_prefix: &str, index: u32) -> String {
-    ChunkObject::Report.key(work_prefix, index)
 }
 
 fn label<'a>(job: &'a Job, key: &str) -> Option<&'a str> {
@@ -417,14 +454,15 @@ async fn chunk_jobs(ctx: &Context, jobs: &[Job]) -> Result<Vec<ChunkJob>, Error>
             .and_then(|code| code.chars().next())
             .and_then(State::from_code);
         let name = job.name_any();
+        let uid = job.uid().unwrap_or_default();
         let outcome = match finished(job) {
             Some(true) => Outcome::Succeeded,
             Some(false) => {
                 let namespace = job.namespace().unwrap_or_default();
-                let message =
-                    termination_message(ctx, &namespace, &name, role.reporting_container())
-                        .await?
-                        .unwrap_or_default();
+                let container = role.reporting_container();
+                let message = termination_message(ctx, &namespace, (&name, &uid), container)
+                    .await?
+                    .unwrap_or_default();
                 match serde_json::from_str::<FailureMessage>(&message) {
                     Ok(failure) => Outcome::Failed {
                         reason: Some(failure.reason),
@@ -443,6 +481,7 @@ async fn chunk_jobs(ctx: &Context, jobs: &[Job]) -> Result<Vec<ChunkJob>, Error>
         };
         seen.push(ChunkJob {
             name,
+            uid,
             role,
             index,
             state,
@@ -481,20 +520,27 @@ async fn refused_pods(ctx: &Context, job: &Job) -> Result<Option<String>, Error>
         .and_then(|e| e.message))
 }
 
-/// The termination message of `container` in the named Job's last pod that ran it to the end.
+/// The termination message of `container` in the last pod of the Job (name, uid) that ran it to
+/// the end. A pod counts only when the Job controls it (its `controller-uid` label and its
+/// controlling owner are the Job's): a label alone, which anyone who may create pods sets, does
+/// not make a pod the Job's.
 async fn termination_message(
     ctx: &Context,
     namespace: &str,
-    job: &str,
+    (job, uid): (&str, &str),
     container: &str,
 ) -> Result<Option<String>, kube::Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
-        .await?;
+    let selector = format!("batch.kubernetes.io/job-name={job},batch.kubernetes.io/controller-uid={uid}");
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
     let mut messages: Vec<(Option<Timestamp>, String)> = list
         .items
         .iter()
+        .filter(|pod| {
+            pod.owner_references()
+                .iter()
+                .any(|owner| owner.uid == uid && owner.controller == Some(true))
+        })
         .filter_map(|pod| {
             let status = pod.status.as_ref()?;
             let statuses = status
@@ -515,8 +561,9 @@ async fn termination_message(
     Ok(messages.pop().map(|(_, message)| message))
 }
 
-/// The reports of the finished scan Jobs that can be accepted next: chunk `next` on, up to the
-/// first chunk without a finished scan Job.
+/// The reports of the finished scan Jobs that can be accepted next (chunk `next` on, up to the
+/// first chunk without a finished scan Job), and of a finished Cut Job: at most
+/// [`REPORTS_PER_RECONCILE`] bytes of them, the rest in the next reconcile.
 async fn reports(
     ctx: &Context,
     io: &Io,
@@ -530,54 +577,67 @@ async fn reports(
             finished.entry(job.index).or_default().push(job);
         }
     }
-    let mut reports = BTreeMap::new();
+    let mut to_read: Vec<&ChunkJob> = jobs
+        .iter()
+        .filter(|j| j.role == Role::Cut && j.outcome == Outcome::Succeeded)
+        .collect();
     for (expected, (index, chunk_jobs)) in (next..).zip(finished) {
         if index != expected {
             break;
         }
-        for job in chunk_jobs {
-            let report = read_report(ctx, io, namespace, &job.name, index).await?;
-            reports.insert(job.name.clone(), report);
+        to_read.extend(chunk_jobs);
+    }
+    let mut reports = BTreeMap::new();
+    let mut read = 0;
+    for job in to_read {
+        if read >= REPORTS_PER_RECONCILE {
+            break;
         }
+        let (report, bytes) = read_report(ctx, io, namespace, job).await?;
+        read += bytes;
+        reports.insert(job.name.clone(), report);
     }
     Ok(reports)
 }
 
-/// A finished scan Job's report: its termination message, else the copy the worker stored at the
-/// chunk's report key (never where a message says: a message is untrusted). Transient read
-/// errors are errors.
+/// A finished chunk Job's report, and its size: the Job's termination message, else the copy
+/// the worker stored at the chunk's report key (never where a message says: a message is
+/// untrusted). Transient read errors are errors.
 async fn read_report(
     ctx: &Context,
     io: &Io,
     namespace: &str,
-    job: &str,
-    index: u32,
-) -> Result<Report, Error> {
-    let message =
-        termination_message(ctx, namespace, job, Role::Scan.reporting_container()).await?;
-    if let Some(report) = message.and_then(|m| serde_json::from_str::<ChunkReport>(&m).ok()) {
-        return Ok(Report::Read(Box::new(report)));
+    job: &ChunkJob,
+) -> Result<(Report, usize), Error> {
+    let container = job.role.reporting_container();
+    let message = termination_message(ctx, namespace, (&job.name, &job.uid), container).await?;
+    if let Some(message) = message
+        && let Ok(report) = serde_json::from_str::<ChunkReport>(&message)
+    {
+        return Ok((Report::Read(Box::new(report)), message.len()));
     }
-    let (bucket, prefix) = &io.work;
-    match get_report(&io.s3, bucket, &report_key(prefix, index)).await {
-        Ok(report) => Ok(Report::Read(Box::new(report))),
+    let (bucket, _) = &io.work;
+    match get_report(&io.s3, bucket, &io.report_key(job.index)).await {
+        Ok((report, bytes)) => Ok((Report::Read(Box::new(report)), bytes)),
         Err(e) if e.is_transient() => Err(Error::Scan(e)),
-        Err(e) => Ok(Report::Invalid(format!(
-            "the Job succeeded without a readable report: {e}"
-        ))),
+        Err(e) => Ok((
+            Report::Invalid(format!("the Job succeeded without a readable report: {e}")),
+            0,
+        )),
     }
 }
 
-/// A chunk report stored in S3, at most [`REPORT_LIMIT`] bytes.
+/// A chunk report stored in S3, at most [`REPORT_LIMIT`] bytes, and its size.
 pub(super) async fn get_report(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
-) -> Result<ChunkReport, ScanError> {
+) -> Result<(ChunkReport, usize), ScanError> {
     let location = format!("s3://{bucket}/{key}");
     let bytes = crate::s3::read_object(s3, bucket, key, REPORT_LIMIT)
         .await
         .map_err(crate::scan::read_failure)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ScanError::InvalidScan(format!("{location} is not a chunk report: {e}")))
+    let report = serde_json::from_slice(&bytes)
+        .map_err(|e| ScanError::InvalidScan(format!("{location} is not a chunk report: {e}")))?;
+    Ok((report, bytes.len()))
 }

@@ -26,13 +26,11 @@ use tokio::sync::mpsc;
 
 use crate::shutdown::Stop;
 
-pub(crate) use parquet_rows::cut_parquet_part;
 pub use task::{
     BadRecord, ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, RowGroupsRead,
-    UploadRecord, Work,
+    UploadRecord, Work, manifest_key, scope_of,
 };
 pub use upload::abort_recorded_upload;
-pub(crate) use upload::cut_part;
 
 use super::{Format, ScanError};
 use fetch::{ChannelReader, fetch};
@@ -71,7 +69,10 @@ pub async fn run_chunk_to(
     let (start, end) = layout.range(task.index);
     let query = match &task.work {
         Work::Query { sql, output } => {
-            let query = layout.compile(sql)?;
+            let mut query = layout.compile(sql)?;
+            if let Some(keep) = task.keep_rows {
+                query.limit = Some(query.limit.map_or(keep, |limit| limit.min(keep)));
+            }
             if let Some(output) = output
                 && query.output_names().is_none()
                 && layout.format == Format::JsonLines

@@ -1,26 +1,17 @@
 //! Row output as Parquet: the selected rows of the selected columns in the object's own types,
-//! encoded by arrow-rs's writer into part buffers handed to the uploader as they fill, and the
-//! LIMIT's cut of a Parquet part, streamed the same way.
+//! encoded by arrow-rs's writer into part buffers handed to the uploader as they fill.
 
 use std::io::Write;
 
 use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::{Field, Schema};
-use aws_sdk_s3::Client;
-use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use tokio::sync::mpsc;
 
 use super::rows::{PART_BUFFER, RowBatch};
-use super::task::Output;
-use super::upload::upload_part;
-use crate::s3::object_version;
-use crate::scan::parquet::{S3Source, arrow_metadata, read_footer, scan_error};
-use crate::scan::{ScanError, read_failure};
-use crate::shutdown::Stop;
+use crate::scan::ScanError;
 
 /// Rows of an output row group are flushed at this size, so the writer's memory stays bounded.
 const ROW_GROUP_BYTES: usize = 64 << 20;
@@ -136,49 +127,4 @@ pub(super) fn selected_rows(
         }
     };
     arrow_select::filter::filter_record_batch(&projected, &BooleanArray::from(keep)).map_err(error)
-}
-
-/// Cuts chunk `index`'s Parquet part to its first `rows` rows, reading it and writing it again
-/// as a stream (bounded memory whatever the part's size).
-pub(crate) async fn cut_parquet_part(
-    s3: &Client,
-    output: &Output,
-    (index, run): (u32, &str),
-    rows: u64,
-) -> Result<(), ScanError> {
-    let key = output.part_key(index);
-    let location = format!("s3://{}/{key}", output.bucket);
-    let (size, etag) = object_version(s3, &output.bucket, &key)
-        .await
-        .map_err(read_failure)?;
-    let etag = etag.unwrap_or_default();
-    let (metadata, _) = read_footer(s3, (&output.bucket, &key), &etag, size).await?;
-    let arrow = arrow_metadata(metadata.clone(), &location)?;
-    let source = S3Source {
-        s3: s3.clone(),
-        bucket: output.bucket.clone(),
-        key: key.clone(),
-        etag,
-        metadata,
-        fetched: Default::default(),
-    };
-    let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(source, arrow)
-        .with_limit(usize::try_from(rows).unwrap_or(usize::MAX))
-        .build()
-        .map_err(|e| scan_error(e, &location))?;
-    let (parts_tx, parts_rx) = mpsc::channel(1);
-    let write = tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Handle::current();
-        let mut part = ParquetRows::new(parts_tx);
-        while let Some(batch) = runtime.block_on(stream.next()) {
-            part.write(&batch.map_err(|e| scan_error(e, &location))?)?;
-        }
-        part.finish()
-    });
-    let upload = upload_part(s3, output, (index, run), parts_rx, Stop::never());
-    let (written, uploaded) = tokio::join!(write, upload);
-    match (written.map_err(ScanError::Parser)?, uploaded) {
-        (Err(ScanError::OutputClosed), Err(upload)) => Err(upload),
-        (written, uploaded) => written.and(uploaded.map(|_| ())),
-    }
 }

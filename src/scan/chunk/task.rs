@@ -40,17 +40,49 @@ pub struct Output {
     pub bucket: String,
     pub prefix: String,
     pub format: OutputFormat,
+    /// The scan whose keys these are ([`scope_of`] its uid), in every key it writes, so that two
+    /// scans sharing a prefix never touch each other's objects; empty for a scan on one machine.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+/// The scope of a scan's keys: the first 8 characters of its uid.
+pub fn scope_of(uid: &str) -> String {
+    uid.chars().filter(char::is_ascii_alphanumeric).take(8).collect()
+}
+
+/// `-<scope>`, or nothing for an empty scope.
+fn scoped(scope: &str) -> String {
+    match scope {
+        "" => String::new(),
+        scope => format!("-{scope}"),
+    }
 }
 
 impl Output {
     pub fn part_key(&self, index: u32) -> String {
-        format!("{}part-{index:05}.{}", self.prefix, self.format.extension())
+        format!(
+            "{}part-{index:05}{}.{}",
+            self.prefix,
+            scoped(&self.scope),
+            self.format.extension()
+        )
     }
 
     /// Where chunk `index` records the multipart upload of its part while it runs.
     pub fn upload_record_key(&self, index: u32) -> String {
-        ChunkObject::UploadRecord.key(&self.prefix, index)
+        ChunkObject::UploadRecord.key(&self.prefix, &self.scope, index)
     }
+
+    /// The manifest's key.
+    pub fn manifest_key(&self) -> String {
+        manifest_key(&self.prefix, &self.scope)
+    }
+}
+
+/// Key of the manifest of the scan `scope` under `prefix`.
+pub fn manifest_key(prefix: &str, scope: &str) -> String {
+    format!("{prefix}manifest{}.json", scoped(scope))
 }
 
 /// What a chunk leaves under a prefix (`<prefix>chunks/<index>.<suffix>`).
@@ -65,13 +97,14 @@ pub enum ChunkObject {
 }
 
 impl ChunkObject {
-    pub fn key(self, prefix: &str, index: u32) -> String {
+    /// Its key for chunk `index` of the scan `scope` (see [`Output::scope`]) under `prefix`.
+    pub fn key(self, prefix: &str, scope: &str, index: u32) -> String {
         let suffix = match self {
             ChunkObject::Report => "json",
             ChunkObject::ProcessorOutput => "output.json",
             ChunkObject::UploadRecord => "upload.json",
         };
-        format!("{prefix}chunks/{index:05}.{suffix}")
+        format!("{prefix}chunks/{index:05}{}.{suffix}", scoped(scope))
     }
 }
 
@@ -110,6 +143,10 @@ pub struct ChunkTask {
     /// starts, so that only this scan's uploads are ever aborted for it.
     #[serde(default)]
     pub run: String,
+    /// Write only the first this many selected rows: the chunk whose rows cross the query's
+    /// LIMIT runs again so, once every chunk is in, and its part holds exactly the rows within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_rows: Option<u64>,
 }
 
 impl ChunkTask {

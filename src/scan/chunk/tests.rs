@@ -66,6 +66,7 @@ fn task(layout: &Layout, index: u32, state: Option<State>) -> ChunkTask {
             output: None,
         },
         run: "test".into(),
+        keep_rows: None,
     }
 }
 

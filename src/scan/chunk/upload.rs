@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::rows::RowBatch;
 use super::task::{Output, UploadRecord};
-use crate::s3::{MultipartWriter, NewObject, RangeStream, read_object};
+use crate::s3::{MultipartWriter, NewObject, read_object};
 use crate::scan::{ScanError, classify, delete_object, put_object, read_failure};
 use crate::shutdown::Stop;
 
@@ -92,42 +92,6 @@ async fn next_rows(batches: &mut mpsc::Receiver<RowBatch>) -> Option<Option<Vec<
             RowBatch::End => return Some(None),
         }
     }
-}
-
-/// Largest part cut by reading its kept bytes; a longer prefix is copied inside S3.
-const CUT_IN_MEMORY: u64 = super::rows::PART_BUFFER as u64;
-/// Most bytes one UploadPartCopy takes.
-const MAX_COPY: u64 = 5 << 30;
-
-/// Cuts chunk `index`'s part (at version `etag`) to its first `length` bytes: rewritten from
-/// memory when that is small, else copied inside S3 by a multipart upload recorded as the
-/// chunk's own would be. Memory stays bounded whatever the part's size.
-pub(crate) async fn cut_part(
-    s3: &Client,
-    output: &Output,
-    (index, run): (u32, &str),
-    etag: Option<&str>,
-    length: u64,
-) -> Result<(), ScanError> {
-    let key = output.part_key(index);
-    if length <= CUT_IN_MEMORY {
-        let kept = RangeStream::new(s3, &output.bucket, &key, etag, (0, length))
-            .collect(CUT_IN_MEMORY as usize)
-            .await
-            .map_err(read_failure)?;
-        return put_object(s3, &output.bucket, &key, kept, None).await;
-    }
-    let parts = async |writer: &MultipartWriter| {
-        let mut completed = Vec::new();
-        for (number, start) in (1..).zip((0..length).step_by(MAX_COPY as usize)) {
-            let range = (start, (start + MAX_COPY).min(length));
-            let part = writer.copy_part(number, &key, etag, range).await;
-            completed.push(part.map_err(classify)?);
-        }
-        Ok(completed)
-    };
-    // The controller's cleanup aborts it from its record, should the controller stop meanwhile.
-    recorded_upload(s3, output, (index, run), parts, Stop::never()).await
 }
 
 /// A multipart upload of chunk `index`'s part, recorded (by exact id) before `parts` sends any

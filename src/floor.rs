@@ -1,7 +1,7 @@
-//! A floor under a source's throughput. A read timeout catches a source that stops; it does not
-//! catch one that sends a byte every 50 seconds and holds a transfer slot forever. Only the time
-//! spent waiting for the source counts: a transfer paused because S3 is slower is not the
-//! source's fault.
+//! A floor under a peer's throughput: an ingest's source, an S3 endpoint's bodies. A read
+//! timeout catches a peer that stops; it does not catch one that sends a byte every 50 seconds
+//! and holds a transfer slot (or a reconcile) forever. Only the time spent waiting for the peer
+//! counts: a transfer paused because the other side is slower is not the peer's fault.
 
 use std::time::Duration;
 
@@ -39,6 +39,11 @@ impl FloorMeter {
             waited: Duration::ZERO,
             bytes: 0,
         }
+    }
+
+    /// The window the floor is judged over: also how long a wait may bring nothing at all.
+    pub fn window(&self) -> Duration {
+        self.floor.window
     }
 
     /// Counts one wait for the source that brought `bytes`; fails once a window of waiting
