@@ -54,6 +54,15 @@ struct ControllerArgs {
         value_name = "IP"
     )]
     pod_ips: Vec<std::net::IpAddr>,
+    /// The node's address(es), refused unless --allow-cidr opens them: its kubelet and whatever
+    /// else listens there would be reached with the operator's network position.
+    #[arg(
+        long = "node-ip",
+        env = "HOST_IP",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    node_ips: Vec<std::net::IpAddr>,
     /// Namespace whose resources may use the operator's own AWS identity (the default credential
     /// chain) when they name no credentials Secret (repeatable, or comma-separated; none by
     /// default: every resource brings its own credentials).
@@ -119,9 +128,13 @@ struct ControllerArgs {
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, default_value = "0.0.0.0")]
     http_host: std::net::IpAddr,
-    /// Port of the /metrics, /healthz and /readyz endpoints (0: any free port, logged).
+    /// Port of the /metrics endpoint (0: any free port, logged).
     #[arg(long, default_value_t = 8080)]
     http_port: u16,
+    /// Port of the /healthz and /readyz endpoints, apart from /metrics so that its clients never
+    /// starve the kubelet's probes (0: any free port, logged).
+    #[arg(long, default_value_t = 8081)]
+    probe_port: u16,
     /// Log format: text, or json (one object per line, for log pipelines).
     #[arg(long, env = "S3FLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -143,15 +156,50 @@ fn init_logs(format: LogFormat) {
     }
 }
 
+/// The operator's own addresses: its pod's, its node's, and those of the Services of its own
+/// namespace (its metrics Service among them). A tenant's source URL or S3 endpoint at one of
+/// them would be fetched with the operator's network position.
+async fn own_addresses(
+    client: &kube::Client,
+    pod: Vec<std::net::IpAddr>,
+    node: Vec<std::net::IpAddr>,
+    namespace: &str,
+) -> Vec<std::net::IpAddr> {
+    let mut own = pod;
+    own.extend(node);
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client.clone(), namespace);
+    match services.list(&Default::default()).await {
+        Ok(list) => own.extend(
+            list.items
+                .iter()
+                .filter_map(|service| service.spec.as_ref())
+                .flat_map(|spec| spec.cluster_ips.iter().flatten())
+                .filter_map(|ip| ip.parse::<std::net::IpAddr>().ok()),
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            namespace,
+            "listing the operator's own Services (their addresses stay reachable)"
+        ),
+    }
+    own.sort();
+    own.dedup();
+    own
+}
+
 async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     init_logs(args.log_format);
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
-    let address = std::net::SocketAddr::new(args.http_host, args.http_port);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("listening on {address}"))?;
+    let bind = async |port| {
+        let address = std::net::SocketAddr::new(args.http_host, port);
+        tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("listening on {address}"))
+    };
+    let listeners = (bind(args.http_port).await?, bind(args.probe_port).await?);
     // The pod name plus this process: a restarted container is a new candidate, not the holder.
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -178,11 +226,18 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         policy: std::sync::Arc::new(s3flow::address::AddressPolicy {
             allowed: args.allow_cidrs,
             denied: args.deny_cidrs,
-            own: args.pod_ips,
+            own: own_addresses(
+                &client,
+                args.pod_ips,
+                args.node_ips,
+                &args.leader_election_namespace,
+            )
+            .await,
         }),
         default_credentials_namespaces: args.default_credentials_namespaces,
         max_concurrent_ingests: args.max_concurrent_ingests,
-        ingest_memory: s3flow::ingest::MemoryBudget::new(budget),
+        ingest_memory: s3flow::ingest::MemoryBudget::new(budget)
+            .shared_by(args.max_concurrent_ingests),
         stall_timeout,
         source_floor: floor,
         allowed_images: args.allowed_images,
@@ -203,7 +258,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
                 lease_duration: std::time::Duration::from_secs(args.lease_duration.max(2)),
             }),
     };
-    s3flow::controller::run(client, settings, Some(listener)).await?;
+    s3flow::controller::run(client, settings, Some(listeners)).await?;
     Ok(())
 }
 

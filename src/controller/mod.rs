@@ -168,6 +168,8 @@ pub struct Context {
     stopping: watch::Receiver<bool>,
     /// Failed reconciles in a row, by object uid: the backoff of the next requeue.
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Panicked reconciles in a row, by object uid, with the last panic's message.
+    panics: std::sync::Mutex<std::collections::HashMap<String, (u32, String)>>,
     /// One scan's manifest is written at a time (it holds a line per chunk).
     pub manifests: tokio::sync::Semaphore,
 }
@@ -193,6 +195,7 @@ impl Context {
             readiness,
             stopping,
             failures: std::sync::Mutex::default(),
+            panics: std::sync::Mutex::default(),
             manifests: tokio::sync::Semaphore::new(1),
         })
     }
@@ -203,6 +206,23 @@ impl Context {
         async move {
             let _ = stopping.wait_for(|stop| *stop).await;
         }
+    }
+
+    /// The last panic of `obj`'s reconcile, once it has panicked [`PANICS_BEFORE_FAILED`] times in
+    /// a row: the resource then ends as Failed (InternalError) instead of being retried forever.
+    pub fn panicked_too_often(&self, obj: &impl Resource) -> Option<String> {
+        let uid = obj.meta().uid.as_deref().unwrap_or_default();
+        let panics = self.panics.lock().unwrap_or_else(|e| e.into_inner());
+        panics
+            .get(uid)
+            .filter(|(count, _)| *count >= PANICS_BEFORE_FAILED)
+            .map(|(count, message)| {
+                format!(
+                    "the operator failed on this resource {count} times in a row (an internal \
+                     error, counted in s3flow_reconcile_errors_total{{reason=\"panic\"}}): {}",
+                    redact::text(message)
+                )
+            })
     }
 
     /// The controller settings every kind uses.
@@ -243,6 +263,9 @@ impl Context {
             .graceful_shutdown_on(self.stopped())
     }
 }
+
+/// Reconciles of one resource that may panic in a row before it ends as Failed.
+pub const PANICS_BEFORE_FAILED: u32 = 3;
 
 /// Requeues a resource whose reconcile failed (counted and reported by `observe`), sooner the
 /// first time and later each time it fails again in a row: 1 s doubling up to 5 minutes.
@@ -306,6 +329,7 @@ where
 {
     let _timer = ctx.metrics.reconcile(controller);
     let result = panics_as_errors(reconcile).await;
+    let uid = obj.meta().uid.clone().unwrap_or_default();
     if let Err(Error::Panicked(message)) = &result {
         error!(
             panic = %redact::text(message),
@@ -313,12 +337,19 @@ where
             name = %obj.meta().name.as_deref().unwrap_or_default(),
             "a reconcile panicked; requeueing it"
         );
+        let mut panics = ctx.panics.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = panics.entry(uid.clone()).or_default();
+        *entry = (entry.0.saturating_add(1), message.clone());
     }
     if result.is_ok() {
         ctx.failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(obj.meta().uid.as_deref().unwrap_or_default());
+            .remove(&uid);
+        ctx.panics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uid);
     }
     if let Err(e) = &result {
         ctx.metrics.reconcile_failed(controller, e.metric_label());
@@ -648,18 +679,25 @@ where
 }
 
 /// Runs the operator until it is asked to stop (SIGTERM or SIGINT): the HTTP endpoints on
-/// `listener`, and, once this process leads (or at once without leader election), every controller.
+/// `listeners` (metrics, probes), and, once this process leads (or at once without leader election), every controller.
 pub async fn run(
     client: Client,
     settings: Settings,
-    listener: Option<tokio::net::TcpListener>,
+    listeners: Option<(tokio::net::TcpListener, tokio::net::TcpListener)>,
 ) -> Result<(), LostLease> {
     let stopping =
         crate::shutdown::on_signal().expect("installing the SIGTERM and SIGINT handlers");
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
-    if let Some(listener) = listener {
-        tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone()));
+    if let Some((metrics_listener, probe_listener)) = listeners {
+        tokio::spawn(http::serve(
+            metrics_listener,
+            http::Endpoints::Metrics(metrics.clone()),
+        ));
+        tokio::spawn(http::serve(
+            probe_listener,
+            http::Endpoints::Probes(readiness.clone()),
+        ));
     }
     let leader = settings.leader.clone();
     let watches = 2 * settings.scope.len();

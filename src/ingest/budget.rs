@@ -20,12 +20,14 @@ pub struct MemoryBudget {
     /// `None`: unlimited (the CLI, one ingest on the user's own machine).
     units: Option<Arc<Semaphore>>,
     total: u64,
+    /// Most one ingest may hold: its share, so that one ingest never holds the whole budget.
+    share: u64,
 }
 
 /// Why a reservation cannot be had.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "part buffers of {} need {need} bytes, more than the operator's ingest memory budget of {total} bytes{}; use a smaller partSize or concurrency",
+    "part buffers of {} need {need} bytes, more than one ingest's share of the operator's ingest memory budget, {total} bytes{}; use a smaller partSize or concurrency",
     "partSize x (concurrency + 2)",
     if *.growing { " within 5 minutes" } else { "" }
 )]
@@ -39,17 +41,32 @@ pub struct InsufficientMemory {
 impl MemoryBudget {
     pub fn new(bytes: u64) -> MemoryBudget {
         let units = (bytes / UNIT).min(u64::from(u32::MAX)) as u32;
+        let total = u64::from(units) * UNIT;
         MemoryBudget {
             units: Some(Arc::new(Semaphore::new(units as usize))),
-            total: u64::from(units) * UNIT,
+            total,
+            share: total,
         }
+    }
+
+    /// The budget with one ingest's share cut to a `1/holders` of it (the operator: its transfer
+    /// slots), so that the ingests streaming at once always fit together.
+    pub fn shared_by(mut self, holders: usize) -> MemoryBudget {
+        self.share = self.total / holders.max(1) as u64;
+        self
     }
 
     pub fn unlimited() -> MemoryBudget {
         MemoryBudget {
             units: None,
             total: u64::MAX,
+            share: u64::MAX,
         }
+    }
+
+    /// Bytes one ingest may hold.
+    pub fn share(&self) -> u64 {
+        self.share
     }
 
     /// Bytes of the whole budget.
@@ -64,9 +81,9 @@ impl MemoryBudget {
         })
     }
 
-    /// Whether `bytes` could ever be reserved.
+    /// Whether `bytes` could ever be reserved by one ingest.
     pub fn fits(&self, bytes: u64) -> bool {
-        units_of(bytes) <= self.total / UNIT
+        units_of(bytes) <= self.share / UNIT
     }
 
     /// Waits until `bytes` are free and reserves them; fails at once when they never could be.
@@ -115,7 +132,7 @@ impl Reservation {
         }
         let refused = InsufficientMemory {
             need: bytes,
-            total: self.budget.total,
+            total: self.budget.share,
             growing: wait.is_some(),
         };
         let Some(units) = &self.budget.units else {

@@ -18,9 +18,9 @@ use aws_sdk_s3::types::{Tag, Tagging};
 use thiserror::Error;
 use tokio::sync::watch;
 
+pub use crate::floor::ThroughputFloor;
 pub use budget::{InsufficientMemory, MemoryBudget, Reservation};
 pub use checksum::{HashState, ResumableSha256};
-pub use crate::floor::ThroughputFloor;
 pub use plan::{PartSchedule, PartSize, PlanError};
 
 pub use source::{ResumeAt, SourceConfig, SourceReader};
@@ -64,6 +64,8 @@ pub enum IngestError {
     AccessDenied(String),
     #[error("S3 error: {0}")]
     S3(String),
+    #[error("the S3 endpoint took in the upload too slowly: {0}")]
+    DestinationStalled(String),
     #[error("the upload id could not be recorded, so the upload was aborted: {0}")]
     UploadNotRecorded(String),
     #[error(transparent)]
@@ -91,6 +93,7 @@ impl IngestError {
             Self::BucketNotFound(_) => "BucketNotFound",
             Self::AccessDenied(_) => "AccessDenied",
             Self::S3(_) => "S3Error",
+            Self::DestinationStalled(_) => "DestinationStalled",
             Self::UploadNotRecorded(_) => "UploadNotRecorded",
             Self::InsufficientMemory(_) => "InsufficientMemory",
         }

@@ -282,9 +282,20 @@ impl<'a> Pipeline<'a> {
             .await
             .map_err(|_| IngestError::S3("upload slots closed".into()))?;
         let (writer, progress) = (self.writer.clone(), self.progress.clone());
+        let floor = self.request.source.floor;
         self.sending.spawn(async move {
             let len = buffer.len() as u64;
-            let done = writer.upload_part(number, buffer).await.map_err(classify);
+            // The floor holds for the S3 endpoint too: a part that takes longer than its bytes at
+            // the floor's rate fails instead of holding a transfer slot.
+            let deadline = upload_deadline(floor, len);
+            let done = match tokio::time::timeout(deadline, writer.upload_part(number, buffer)).await {
+                Ok(done) => done.map_err(classify),
+                Err(_) => Err(IngestError::DestinationStalled(format!(
+                    "part {number} ({len} bytes) took more than {} s, below the floor of {} bytes per second",
+                    deadline.as_secs(),
+                    floor.min_bytes_per_second
+                ))),
+            };
             drop((slot, permit));
             if done.is_ok() {
                 progress.send_modify(|p| {
@@ -438,4 +449,13 @@ fn joined(
     done: Result<Result<CompletedPart, IngestError>, tokio::task::JoinError>,
 ) -> Result<CompletedPart, IngestError> {
     done.unwrap_or_else(|e| Err(IngestError::S3(format!("a part upload stopped: {e}"))))
+}
+
+/// How long a part of `len` bytes may take to upload under `floor`: its bytes at the floor's
+/// rate, at least one window.
+fn upload_deadline(floor: crate::floor::ThroughputFloor, len: u64) -> std::time::Duration {
+    match floor.min_bytes_per_second {
+        0 => std::time::Duration::from_secs(u64::MAX / 4),
+        rate => floor.window.max(std::time::Duration::from_secs(len / rate)),
+    }
 }

@@ -11,8 +11,8 @@ use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 
 use super::IngestError;
-use crate::floor::{FloorMeter, ThroughputFloor};
 use crate::address::{AddressPolicy, ForbiddenAddress, SourceResolver, UrlRefused};
+use crate::floor::{FloorMeter, ThroughputFloor};
 use crate::redact::url as redact;
 
 /// Headers a Secret may not set: they frame the request, or s3flow sets them itself for ranged,
@@ -368,7 +368,17 @@ impl Endpoint {
                     request = request.header(header::IF_RANGE, validator.as_str());
                 }
             }
-            let failure = match request.send().await {
+            // The response head has a deadline of its own: a read timeout restarts on every byte,
+            // and a head sent a byte at a time would hold a transfer slot for minutes.
+            let head = self.floor.window;
+            let Ok(sent) = tokio::time::timeout(head, request.send()).await else {
+                return Err(IngestError::SourceStalled(format!(
+                    "{} sent no complete response head within {} s",
+                    redact(&self.url),
+                    head.as_secs()
+                )));
+            };
+            let failure = match sent {
                 Ok(response) => {
                     let status = response.status();
                     let shown = redact(&self.url);

@@ -13,10 +13,10 @@ use super::chunk::{
     ChunkReport, ChunkTask, LocalRows, Output, OutputFormat, RowBatch, Work, run_chunk,
     run_chunk_to,
 };
+use super::manifest::{ChunkSummary, Crossing};
 use super::plan::Layout;
 use super::split::State;
 use super::sql::Query;
-use super::manifest::{ChunkSummary, Crossing};
 use super::verify::{Verdict, Verifier, check_report};
 use super::{ScanError, manifest};
 use crate::shutdown::Stop;
@@ -122,9 +122,10 @@ pub async fn scan(
                 match merged.verifier.offer(&report, &chunk) {
                     Verdict::Accepted => {
                         let accepted = (report.index, report.rows, truth);
-                        merged.crossing = merged
-                            .crossing
-                            .or(Crossing::of(query.limit, before, accepted));
+                        merged.crossing =
+                            merged
+                                .crossing
+                                .or(Crossing::of(query.limit, before, accepted));
                         break;
                     }
                     Verdict::Failed(error) => return Err(error),

@@ -220,7 +220,11 @@ mod tests {
             (Some(u64::MAX), u64::MAX - 1, at(3, 5), crossing(3, 1)),
         ];
         for (limit, before, chunk, want) in cases {
-            assert_eq!(Crossing::of(limit, before, chunk), want, "{limit:?} {before} {chunk:?}");
+            assert_eq!(
+                Crossing::of(limit, before, chunk),
+                want,
+                "{limit:?} {before} {chunk:?}"
+            );
         }
     }
 }

@@ -302,7 +302,12 @@ async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
     let size = head.content_length().unwrap_or_default().max(0) as u64;
     let etag = head
         .e_tag()
-        .ok_or_else(|| ScanError::S3(format!("HEAD {location} returned no ETag")))?
+        .ok_or_else(|| {
+            ScanError::InvalidObject(format!(
+                "HEAD {location} returned no ETag: every read pins the object's version by it, so \
+                 a store that gives none cannot be scanned"
+            ))
+        })?
         .to_string();
     if request.format == Format::Parquet {
         return plan_parquet(s3, request, etag, size).await;

@@ -17,7 +17,14 @@ impl Controller {
         let child = Command::new(env!("CARGO_BIN_EXE_s3flow"))
             .arg("controller")
             // Several operators run at once: each serves its endpoints on a free loopback port.
-            .args(["--http-host", "127.0.0.1", "--http-port", "0"])
+            .args([
+                "--http-host",
+                "127.0.0.1",
+                "--http-port",
+                "0",
+                "--probe-port",
+                "0",
+            ])
             .args(args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)

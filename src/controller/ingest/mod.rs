@@ -6,6 +6,7 @@
 //! which status to write, and `transfer` acts: one task per ingest.
 
 mod decide;
+mod slots;
 mod transfer;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, ResourceExt};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{
@@ -40,14 +41,14 @@ struct Running {
 
 /// Ingests streaming in this process, by uid, and the operator-wide limit on them.
 pub struct Transfers {
-    slots: Arc<Semaphore>,
+    slots: Arc<slots::FairSlots>,
     running: Mutex<HashMap<String, Running>>,
 }
 
 impl Transfers {
     pub fn new(max: usize) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(max.max(1))),
+            slots: Arc::new(slots::FairSlots::new(max)),
             running: Mutex::default(),
         }
     }
@@ -122,6 +123,12 @@ async fn apply(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
     };
     let mut status = obj.status.clone().unwrap_or_default();
     let generation = obj.metadata.generation;
+    if let Some(message) = ctx.panicked_too_often(&obj)
+        && !matches!(status.phase, Phase::Succeeded | Phase::Failed)
+    {
+        transfer::fail_internally(&ctx, &obj, &message).await;
+        return Ok(Action::await_change());
+    }
     match decide::lifecycle(&status, generation) {
         Lifecycle::Settled => {}
         Lifecycle::RecordGeneration => {
@@ -130,7 +137,7 @@ async fn apply(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
         }
         Lifecycle::Transfer => {
             let (cancel, cancelled) = watch::channel(false);
-            let task = tokio::spawn(transfer::transfer(Arc::new(obj), ctx.clone(), cancelled));
+            let task = tokio::spawn(transfer::guarded(Arc::new(obj), ctx.clone(), cancelled));
             ctx.ingests.running().insert(uid, Running { cancel, task });
         }
     }

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::decide::{self, COMPLETING, Earlier, StartFrom};
@@ -78,6 +78,57 @@ impl From<IngestError> for NotStarted {
     fn from(e: IngestError) -> Self {
         NotStarted::Failed(e.reason(), e.to_string())
     }
+}
+
+/// [`transfer`], a panic in it ending the ingest as Failed (InternalError, counted as a panic),
+/// its upload aborted: a spawned task's panic would otherwise leave it Running for good.
+pub(super) async fn guarded(
+    obj: Arc<S3Ingest>,
+    ctx: Arc<Context>,
+    cancelled: watch::Receiver<bool>,
+) {
+    use futures::FutureExt;
+    let run = std::panic::AssertUnwindSafe(transfer(obj.clone(), ctx.clone(), cancelled));
+    if let Err(panic) = run.catch_unwind().await {
+        let message = format!(
+            "the transfer stopped on an internal error: {}",
+            crate::controller::panic_message(panic.as_ref())
+        );
+        ctx.metrics.reconcile_failed("ingest", "panic");
+        fail_internally(&ctx, &obj, &message).await;
+        ctx.ingests.running().remove(&obj.uid().unwrap_or_default());
+    }
+}
+
+/// Ends an ingest as Failed (InternalError) with `message`: the upload its status records is
+/// aborted (or an Event says why not), the status written, an Event published.
+pub(super) async fn fail_internally(ctx: &Context, obj: &S3Ingest, message: &str) {
+    let status = obj.status.clone().unwrap_or_default();
+    if let Some(upload_id) = &status.upload_id {
+        let dest = &obj.spec.destination;
+        let aborted = match s3_client(ctx, obj, &dest.connection).await {
+            Ok(s3) => abort_upload(&s3, &dest.bucket, &dest.key, upload_id)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = aborted {
+            let note = format!("upload {upload_id} could not be aborted: {e}");
+            publish(ctx, obj, EventType::Warning, "UploadNotAborted", &note).await;
+        }
+    }
+    let status = decide::failed(status, "InternalError", message, obj.metadata.generation);
+    let writer = StatusWriter::new(ctx, obj);
+    record(
+        ctx,
+        obj,
+        &writer,
+        &status,
+        EventType::Warning,
+        "InternalError",
+        message,
+    )
+    .await;
 }
 
 /// One ingest, from queueing to its final status.
@@ -179,10 +230,13 @@ async fn prepare(
         writer,
         generation: obj.metadata.generation,
     };
+    // A slot first, then memory: an ingest waiting for a slot holds no memory others could use.
+    let slot = queue
+        .slot(&obj.namespace().unwrap_or_default(), status, cancelled)
+        .await?;
     let memory = queue
         .memory(&request, known_length, status, cancelled)
         .await?;
-    let slot = queue.slot(status, cancelled).await?;
     let resume = match start {
         StartFrom::Resume(resume) => Some(resume),
         StartFrom::AbortThenFresh(upload_id) => {
@@ -206,7 +260,7 @@ struct Prepared {
     s3: aws_sdk_s3::Client,
     resume: Option<Resume>,
     memory: Reservation,
-    _slot: OwnedSemaphorePermit,
+    _slot: super::slots::Slot,
 }
 
 /// Waits (status Queued) for what the operator shares among its ingests, or for a deletion or a
@@ -248,18 +302,20 @@ impl Queue<'_> {
         }
     }
 
-    /// One of the operator's transfer slots.
+    /// One of the operator's transfer slots, shared fairly between namespaces.
     async fn slot(
         &self,
+        namespace: &str,
         status: &mut S3IngestStatus,
         cancelled: &mut watch::Receiver<bool>,
-    ) -> Result<OwnedSemaphorePermit, NotStarted> {
+    ) -> Result<super::slots::Slot, NotStarted> {
         let slots = &self.ctx.ingests.slots;
-        if slots.available_permits() == 0 {
-            self.queued(status, "waiting for a transfer slot").await;
+        if slots.would_wait(namespace) {
+            let why = "waiting for a transfer slot (shared fairly between namespaces)";
+            self.queued(status, why).await;
         }
         tokio::select! {
-            slot = slots.clone().acquire_owned() => slot.map_err(|_| NotStarted::Interrupted),
+            slot = slots.acquire(namespace) => Ok(slot),
             _ = cancelled.changed() => Err(NotStarted::Interrupted),
             () = self.ctx.stopped() => Err(NotStarted::Interrupted),
         }

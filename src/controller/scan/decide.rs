@@ -14,10 +14,10 @@ use crate::api::Phase;
 use crate::api::scan::{ChunkCounts, RowGroupCounts, S3ParallelScanStatus};
 use crate::controller::set_phase;
 use crate::redact::{STATUS_TEXT_LIMIT, cut};
+use crate::scan::manifest::Crossing;
 use crate::scan::plan::{compact_ranges, expand_ranges};
 use crate::scan::sql::Query;
 use crate::scan::verify::Verdict;
-use crate::scan::manifest::Crossing;
 use crate::scan::{ChunkReport, ChunkTask, Layout, Output, State, Verifier, Work};
 
 /// Most column names shown in `status.header` (the checkpoint keeps them all), by their bytes.
@@ -89,7 +89,10 @@ impl Bookkeeping {
                 verifier.next.max(self.started)
             ));
         }
-        if verifier.last_with_record.is_some_and(|last| last >= verifier.next) {
+        if verifier
+            .last_with_record
+            .is_some_and(|last| last >= verifier.next)
+        {
             return Err("it names a chunk not accepted yet".into());
         }
         if expand_ranges(&self.processed, total).is_err() {
@@ -214,10 +217,20 @@ pub(super) struct Running {
 /// A Job to create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum NewJob {
-    Scan { index: u32, state: Option<State> },
-    Process { index: u32, state: State },
+    Scan {
+        index: u32,
+        state: Option<State>,
+    },
+    Process {
+        index: u32,
+        state: State,
+    },
     /// The chunk that crosses the LIMIT, again from `state`, keeping its first `keep` rows.
-    Cut { index: u32, keep: u64, state: State },
+    Cut {
+        index: u32,
+        keep: u64,
+        state: State,
+    },
     OnComplete,
 }
 
@@ -580,7 +593,17 @@ fn accept(
         status.failed_chunks = Some(index.to_string());
         failed(status, state.generation, reason, message)
     };
+    // With container processors, accepting a chunk starts its processing: at most `parallelism`
+    // processors run, and chunks wait for their turn to be accepted.
+    let mut processing = state
+        .jobs
+        .iter()
+        .filter(|j| j.role == Role::Process && j.outcome == Outcome::Running)
+        .count();
     while checkpoint.verifier.next < state.layout.chunk_count() {
+        if state.containers && processing >= state.parallelism.max(1) as usize {
+            return Ok(());
+        }
         let index = checkpoint.verifier.next;
         let truth = checkpoint.verifier.state;
         let candidates = by_chunk
@@ -612,15 +635,17 @@ fn accept(
             Verdict::Accepted => {
                 if state.writes_rows() {
                     let accepted = (index, report.rows, truth);
-                    checkpoint.crossing = checkpoint
-                        .crossing
-                        .or(Crossing::of(state.query.limit, before, accepted));
+                    checkpoint.crossing =
+                        checkpoint
+                            .crossing
+                            .or(Crossing::of(state.query.limit, before, accepted));
                 }
                 if state.containers {
                     steps.create.push(NewJob::Process {
                         index,
                         state: truth,
                     });
+                    processing += 1;
                 }
                 steps
                     .delete
@@ -722,7 +747,10 @@ fn cut_to_limit(state: &Running, checkpoint: &mut Bookkeeping, steps: &mut Steps
             let mut task = state.task(crossing.index, Some(crossing.state), state.work.clone());
             task.keep_rows = Some(crossing.keep);
             if let Err(why) = crate::scan::verify::check_report(report, &task) {
-                return Some(fail(format!("chunk {} cut to the LIMIT: {why}", crossing.index)));
+                return Some(fail(format!(
+                    "chunk {} cut to the LIMIT: {why}",
+                    crossing.index
+                )));
             }
             checkpoint.crossing = Some(Crossing {
                 done: true,

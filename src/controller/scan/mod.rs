@@ -75,6 +75,10 @@ async fn apply(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Er
     let Some(seen) = observe::seen(&ctx, &obj).await? else {
         return Ok(Action::await_change());
     };
+    if let Some(message) = ctx.panicked_too_often(obj.as_ref()) {
+        let status = seen.scan.status.clone().unwrap_or_default();
+        return act::fail(&ctx, &seen.scan, None, status, "InternalError", &message).await;
+    }
     let scan = &seen.scan;
     let generation = scan.metadata.generation;
     let status = scan.status.clone().unwrap_or_default();

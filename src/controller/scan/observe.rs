@@ -531,7 +531,8 @@ async fn termination_message(
     container: &str,
 ) -> Result<Option<String>, kube::Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let selector = format!("batch.kubernetes.io/job-name={job},batch.kubernetes.io/controller-uid={uid}");
+    let selector =
+        format!("batch.kubernetes.io/job-name={job},batch.kubernetes.io/controller-uid={uid}");
     let list = pods.list(&ListParams::default().labels(&selector)).await?;
     let mut messages: Vec<(Option<Timestamp>, String)> = list
         .items

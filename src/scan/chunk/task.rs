@@ -48,7 +48,10 @@ pub struct Output {
 
 /// The scope of a scan's keys: the first 8 characters of its uid.
 pub fn scope_of(uid: &str) -> String {
-    uid.chars().filter(char::is_ascii_alphanumeric).take(8).collect()
+    uid.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect()
 }
 
 /// `-<scope>`, or nothing for an empty scope.

@@ -152,6 +152,10 @@ impl Column {
 /// Longest query compiled, in bytes: the CRD admits as much, and the CLI and workers the same.
 pub const MAX_SQL_BYTES: usize = 64 << 10;
 
+/// Most items of a SELECT list: every aggregate's partial travels in every chunk's report and in
+/// the scan's status.
+pub const MAX_SELECT_ITEMS: usize = 256;
+
 /// Deepest expression compiled: nested operators, parentheses and calls. Evaluation recurses
 /// once per level; real queries nest a few levels.
 pub const MAX_EXPRESSION_DEPTH: usize = 256;
@@ -285,6 +289,14 @@ impl Compiler<'_> {
     fn selection(&self, items: &[SelectItem]) -> Result<Selection, SqlError> {
         if let [SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)] = items {
             return Ok(Selection::All);
+        }
+        if items.len() > MAX_SELECT_ITEMS {
+            return Err(SqlError {
+                message: format!(
+                    "the SELECT list has {} items; at most {MAX_SELECT_ITEMS}",
+                    items.len()
+                ),
+            });
         }
         let mut rows = Vec::new();
         let mut aggregates = Vec::new();

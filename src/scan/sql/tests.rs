@@ -282,14 +282,24 @@ fn expressions_are_bounded_in_depth_and_queries_in_length() {
     }
     // Deep nesting of another shape: parentheses, NOT, a call's argument.
     for sql in [
-        format!("SELECT * FROM S3Object WHERE {}1 = 1", "NOT ".repeat(20_000)),
+        format!(
+            "SELECT * FROM S3Object WHERE {}1 = 1",
+            "NOT ".repeat(20_000)
+        ),
         format!("SELECT SUM({}1) FROM S3Object", "-".repeat(20_000)),
-        format!("SELECT * FROM S3Object WHERE {}1{}", "(".repeat(300), ")".repeat(300)),
+        format!(
+            "SELECT * FROM S3Object WHERE {}1{}",
+            "(".repeat(300),
+            ")".repeat(300)
+        ),
     ] {
         let refused = on_small_stack(move || compile(&sql, &columns()).map(|_| ()));
         assert!(refused.is_err());
     }
-    let long = format!("SELECT * FROM S3Object WHERE s.a = '{}'", "x".repeat(MAX_SQL_BYTES));
+    let long = format!(
+        "SELECT * FROM S3Object WHERE s.a = '{}'",
+        "x".repeat(MAX_SQL_BYTES)
+    );
     let message = compile(&long, &columns()).unwrap_err().message;
     assert!(message.contains("at most 65536"), "{message}");
 }
