@@ -82,6 +82,7 @@ async fn refusal(client: &Client, ns: &str, value: Value) -> String {
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn crds_serve_examples_and_refuse_bad_specs() {
     let env = common::env().await;
     let client = &env.client;
@@ -336,6 +337,7 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
 /// Specs the engine would refuse later, or that could aim the operator at what a tenant should
 /// not reach, are refused by the API server itself, each with a message naming what to fix.
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn the_api_server_refuses_what_the_operator_would_refuse_later() {
     let env = common::env().await;
     let client = &env.client;

@@ -6,6 +6,7 @@ mod common;
 use std::process::Command;
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn chart_lints_renders_and_passes_server_dry_run() {
     let env = common::env().await;
     let ns = common::namespace(&env.client, "chart").await;
@@ -102,6 +103,7 @@ fn template(values: &[&str]) -> Result<String, String> {
 }
 
 #[test]
+#[ignore = "needs tests/cluster/up.sh"]
 fn chart_options_render_and_bad_values_are_refused() {
     // appVersion follows the crate, so the default image is the binary's own version.
     let chart_yaml = std::fs::read_to_string(concat!(

@@ -148,6 +148,7 @@ fn status_written(obj: &S3Ingest) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn gitops_tools_read_status() {
     readme_snippet_is_the_script();
     let env = common::env().await;

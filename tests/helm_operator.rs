@@ -384,6 +384,7 @@ async fn example_pipeline_succeeds(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn helm_installed_operator_lives_through_failover_upgrade_and_uninstall() {
     let env = common::env().await;
     let client = env.client.clone();

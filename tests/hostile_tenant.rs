@@ -174,6 +174,7 @@ async fn everything_shown(client: &Client, namespaces: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn a_hostile_tenant_reaches_nothing_of_another() {
     let env = common::env().await;
     let client = env.client.clone();

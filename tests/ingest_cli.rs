@@ -21,6 +21,7 @@ fn base_args(url: &str, destination: &str, endpoint: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn peak_memory_stays_within_the_bound_whatever_the_size() {
     let env = common::env().await;
     let bucket = common::minio::Bucket::create(&env, "memory").await.name;
@@ -67,6 +68,7 @@ async fn peak_memory_stays_within_the_bound_whatever_the_size() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn bad_input_fails_with_a_clear_message() {
     let env = common::env().await;
     let missing = serve(Behaviour {
@@ -119,6 +121,7 @@ async fn bad_input_fails_with_a_clear_message() {
 /// Ctrl-C (SIGINT) mid-copy: the command stops with a clear error, aborts its multipart upload,
 /// and leaves neither an upload nor an object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn interrupted_ingests_leave_no_upload() {
     let env = common::env().await;
     let bucket = common::minio::Bucket::create(&env, "ingest-stop").await;

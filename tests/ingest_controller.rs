@@ -58,6 +58,7 @@ fn condition<'a>(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn ingests_through_the_controller() {
     let env = common::env().await;
     let client = env.client.clone();
@@ -336,6 +337,7 @@ async fn ingests_through_the_controller() {
 /// wait in Pending (Queued) and complete one after the other, never more at once than the budget
 /// holds, and the operator's peak memory stays within the budget plus a constant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn ingests_wait_for_the_memory_budget() {
     let env = common::env().await;
     let client = env.client.clone();
@@ -444,6 +446,7 @@ async fn ingests_wait_for_the_memory_budget() {
 /// The operator killed after S3 completed the upload and before the status said so: the next
 /// operator recognises the object as the one it completed and ends the ingest Succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn killed_between_completion_and_status_ends_succeeded() {
     let env = common::env().await;
     let client = env.client.clone();

@@ -72,6 +72,7 @@ async fn run(
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn sizes_and_source_kinds_arrive_byte_identical() {
     let f = fixture().await;
     let sizes = [0, 1, PART - 1, PART, PART + 1, 2 * PART, 2 * PART + 7];
@@ -116,6 +117,7 @@ async fn sizes_and_source_kinds_arrive_byte_identical() {
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn a_dropped_connection_resumes_by_range() {
     let f = fixture().await;
     let len = 3 * PART + 123;
@@ -149,6 +151,7 @@ async fn a_dropped_connection_resumes_by_range() {
 type Adjust<'a> = Box<dyn Fn(&mut IngestRequest) + 'a>;
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn failures_leave_no_object_and_no_upload() {
     let f = fixture().await;
     let len = 2 * PART + 5;
@@ -244,6 +247,7 @@ async fn failures_leave_no_object_and_no_upload() {
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn existing_objects_are_kept_unless_overwrite_is_set() {
     let f = fixture().await;
     let first = serve(Behaviour::new(100)).await;
@@ -276,6 +280,7 @@ async fn existing_objects_are_kept_unless_overwrite_is_set() {
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn forbidden_addresses_and_bad_credentials_are_refused() {
     let f = fixture().await;
     let source = serve(Behaviour::new(10)).await;
@@ -354,6 +359,7 @@ async fn crash_after(s3: &Client, request: &IngestRequest, parts: u32) -> ingest
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn a_restart_resumes_from_the_parts_s3_holds() {
     let f = fixture().await;
     let len = 8 * PART + 77;
@@ -419,6 +425,7 @@ async fn a_restart_resumes_from_the_parts_s3_holds() {
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn https_sources_are_trusted_through_a_ca_bundle_only() {
     let f = fixture().await;
     let ca = common::http_source::TestCa::new();
@@ -445,6 +452,7 @@ async fn https_sources_are_trusted_through_a_ca_bundle_only() {
 /// only when its ETag is the MD5 of the bytes read again (a Last-Modified validator does not pin
 /// bytes): a part with other bytes is sent again, and the object is the source's.
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn a_held_part_is_reused_only_when_its_bytes_match() {
     let f = fixture().await;
     let len = 8 * PART + 77;

@@ -41,6 +41,7 @@ fn csv(rows: u64) -> (Vec<u8>, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn ingests_through_resets_come_out_identical() {
     let env = common::env().await;
     let bucket = Bucket::create(&env, "faults-ingest").await;
@@ -84,6 +85,7 @@ async fn ingests_through_resets_come_out_identical() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn cli_scans_through_resets_are_exact() {
     let env = common::env().await;
     let bucket = Bucket::create(&env, "faults-scan").await;
@@ -124,6 +126,7 @@ async fn cli_scans_through_resets_are_exact() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn chunk_jobs_through_resets_are_exact() {
     let env = common::env().await;
     common::install_crds(&env.client).await;

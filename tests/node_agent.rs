@@ -64,6 +64,7 @@ async fn job_pod(
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn s3flow_version_job_completes_with_its_termination_message() {
     let env = common::env().await;
     let ns = common::namespace(&env.client, "version").await;
@@ -95,6 +96,7 @@ async fn s3flow_version_job_completes_with_its_termination_message() {
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn failing_job_fails_with_exit_code_and_message() {
     let env = common::env().await;
     let ns = common::namespace(&env.client, "failing").await;
@@ -125,6 +127,7 @@ async fn failing_job_fails_with_exit_code_and_message() {
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn pod_inputs_reach_the_process() {
     let env = common::env().await;
     let client = &env.client;
@@ -222,6 +225,7 @@ async fn pod_inputs_reach_the_process() {
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn deleting_a_pod_stops_its_process_with_sigterm_then_sigkill() {
     let env = common::env().await;
     let client = &env.client;

@@ -273,6 +273,7 @@ async fn check(bucket: &Bucket, path: &Path, key: &str, problems: &mut Vec<Strin
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn every_conformance_file_is_read_as_pyarrow_reads_it() {
     let env = common::env().await;
     let bucket = Bucket::create(&env, "conformance").await;
@@ -315,6 +316,7 @@ async fn every_conformance_file_is_read_as_pyarrow_reads_it() {
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn files_duckdb_and_polars_write_are_read_as_pyarrow_reads_them() {
     let env = common::env().await;
     let bucket = Bucket::create(&env, "writers").await;

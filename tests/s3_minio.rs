@@ -19,6 +19,7 @@ async fn body(output: aws_sdk_s3::operation::get_object::GetObjectOutput) -> Vec
 }
 
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn multipart_upload_and_ranged_reads_against_minio() {
     let env = common::env().await;
     // Credentials from the default AWS chain (the environment), endpoint from the settings.

