@@ -113,6 +113,10 @@ struct ControllerArgs {
     /// Reconciles of one kind at once.
     #[arg(long, default_value_t = 16)]
     reconcile_concurrency: u16,
+    /// Failed reconciles of one resource in a row (backing off to 5 minutes between them,
+    /// about 25 minutes for 12) before it ends as Failed (RetriesExhausted).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..))]
+    reconcile_retries: u32,
     /// Elect a leader on a Lease, so that with several replicas exactly one reconciles.
     #[arg(long)]
     leader_elect: bool,
@@ -249,6 +253,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             s3flow::controller::Scope::Namespaces(args.namespaces)
         },
         reconcile_concurrency: args.reconcile_concurrency,
+        reconcile_retries: args.reconcile_retries,
         leader: args
             .leader_elect
             .then(|| s3flow::controller::LeaderSettings {

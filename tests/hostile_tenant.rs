@@ -754,3 +754,275 @@ async fn a_hostile_tenant_reaches_nothing_of_another() {
     common::delete_namespace(&client, &a.ns).await;
     common::delete_namespace(&client, &b.ns).await;
 }
+
+/// A worker image that sleeps: its chunk stays running while the test edits the scan.
+fn sleeper_image(env: &common::TestEnv) -> String {
+    let bin = env.env_dir.join("node/images/sleeper/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = bin.join("s3flow");
+    std::fs::write(&path, "#!/bin/sh\nsleep 600\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    "hostile/sleeper:1".into()
+}
+
+/// What would abort the operator, grow its memory without a bound or hold its reconciles, sent
+/// by one tenant while another works: SQL 30,000 levels deep, a Parquet footer 100,000 levels
+/// deep, an S3 endpoint answering every GET with an endless error body, one dripping its bodies,
+/// a forged status, a squatted chunk Job name and 64 KiB chunk reports. Each hostile resource ends
+/// with its documented reason; the other tenant's scan and ingest succeed meanwhile; the operator
+/// never exits and its peak memory is measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs tests/cluster/up.sh"]
+async fn the_operator_outlives_what_a_tenant_an_object_or_an_endpoint_sends() {
+    use common::hostile_endpoint::{Hostility, deep_parquet, start};
+    let env = common::env().await;
+    let client = env.client.clone();
+    common::install_crds(&client).await;
+    let bucket = Bucket::create(&env, "outlive").await;
+    let flooded = forger_image(
+        &env,
+        "forger-huge",
+        "report['fingerprint'] = 'a' * (1 << 20)",
+    );
+    let sleeper = sleeper_image(&env);
+    let mut controller = Controller::start(
+        &env,
+        "outlive",
+        &[
+            "--allow-cidr",
+            "127.0.0.1/32",
+            "--pod-ip",
+            OPERATOR_IP,
+            "--stall-timeout",
+            "3",
+            "--reconcile-retries",
+            "3",
+            "--allowed-image",
+            "*/s3flow:*",
+            "--allowed-image",
+            "hostile/*",
+        ],
+    );
+    let c = Tenant::new(&client, "tenant-c").await;
+    let d = Tenant::new(&client, "tenant-d").await;
+    let lines: Vec<u8> = (0..2000)
+        .flat_map(|i| format!("{{\"a\": {i}}}\n").into_bytes())
+        .collect();
+    bucket.put("c/lines.jsonl", lines.clone()).await;
+    bucket.put("c/deep.parquet", deep_parquet(100_000)).await;
+    bucket.put("d/lines.jsonl", lines).await;
+    let flood = start(Hostility::ErrorFlood { bytes: 3 << 29 }).await;
+    let drip = start(Hostility::Drip {
+        every: Duration::from_secs(2),
+    })
+    .await;
+    let deep_sql = format!(
+        "SELECT COUNT(*) FROM S3Object WHERE 1{} > 0",
+        "+1".repeat(29_999)
+    );
+    let attacks: Vec<(&str, S3ParallelScan, &str, &str)> = vec![
+        (
+            "SQL 30,000 levels deep",
+            scan(
+                "deep-sql",
+                &bucket,
+                "c/lines.jsonl",
+                json!({"processor": {"sql": deep_sql}}),
+            ),
+            "InvalidSql",
+            "nests more than 256",
+        ),
+        (
+            "a Parquet footer 100,000 levels deep",
+            scan(
+                "deep-footer",
+                &bucket,
+                "c/deep.parquet",
+                json!({"format": {"parquet": {}, "jsonLines": null}}),
+            ),
+            "InvalidObject",
+            "nests more than 64",
+        ),
+        (
+            "an endpoint answering every GET with 1.5 GiB of error",
+            scan(
+                "flood",
+                &bucket,
+                "c/lines.jsonl",
+                json!({"source": {"endpoint": flood.url}}),
+            ),
+            "RetriesExhausted",
+            "failed 3 times in a row",
+        ),
+        (
+            "an endpoint dripping a byte every 2 s",
+            scan(
+                "drip",
+                &bucket,
+                "c/lines.jsonl",
+                json!({"source": {"endpoint": drip.url}}),
+            ),
+            "SourceStalled",
+            "below the floor",
+        ),
+        (
+            "reports of 1 MiB",
+            scan(
+                "huge-reports",
+                &bucket,
+                "c/lines.jsonl",
+                json!({"worker": {"image": flooded}, "chunking": {"chunkSize": "8Ki"}}),
+            ),
+            "InvalidReport",
+            "chunk 0",
+        ),
+    ];
+    for (_, resource, _, _) in &attacks {
+        c.scans
+            .create(&PostParams::default(), resource)
+            .await
+            .unwrap();
+    }
+    // A forged status: a scan with a chunk running, its checkpoint then claiming 4e9 chunks.
+    c.scans
+        .create(
+            &PostParams::default(),
+            &scan(
+                "forged-status",
+                &bucket,
+                "c/lines.jsonl",
+                json!({"worker": {"image": sleeper}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let running = common::wait(
+        c.scans.clone(),
+        "forged-status",
+        |s: Option<&S3ParallelScan>| {
+            s.and_then(|s| s.status.as_ref())
+                .is_some_and(|s| s.checkpoint.is_some())
+        },
+        60,
+    )
+    .await;
+    let mut checkpoint = running.status.unwrap().checkpoint.unwrap();
+    checkpoint["verifier"]["next"] = json!(4_000_000_000u64);
+    c.scans
+        .patch_status(
+            "forged-status",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"checkpoint": checkpoint}})),
+        )
+        .await
+        .unwrap();
+    // A squatted chunk Job name: the scan waits for an ingest while its first Job's name is
+    // taken by a Job it does not own.
+    let source = serve(Behaviour::new(4096)).await;
+    c.scans
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "s3flow.io/v1alpha1", "kind": "S3ParallelScan",
+                "metadata": {"name": "squatted"},
+                "spec": {"source": {"ingestRef": {"name": "late"}}, "format": {"jsonLines": {}},
+                    "processor": {"sql": "SELECT COUNT(*) FROM S3Object"}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let squatted = c.scans.get("squatted").await.unwrap();
+    let job_name = s3flow::controller::scan::jobs::job_name(
+        &squatted,
+        s3flow::controller::scan::jobs::Role::Scan,
+        0,
+        None,
+    );
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &c.ns);
+    jobs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "metadata": {"name": job_name},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "x", "image": "hostile/sleeper:1"}]}}},
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    c.ingests
+        .create(
+            &PostParams::default(),
+            &ingest("late", &source.url, &bucket, "c/late.jsonl", json!({})),
+        )
+        .await
+        .unwrap();
+
+    // Tenant D works meanwhile, and is done in its normal time.
+    let good_source = serve(Behaviour::new(8 << 20)).await;
+    let started = std::time::Instant::now();
+    d.ingests
+        .create(
+            &PostParams::default(),
+            &ingest("good", &good_source.url, &bucket, "d/good.bin", json!({})),
+        )
+        .await
+        .unwrap();
+    d.scans
+        .create(
+            &PostParams::default(),
+            &scan("good", &bucket, "d/lines.jsonl", json!({})),
+        )
+        .await
+        .unwrap();
+    let (phase, _, message) = outcome_of_ingest(&d.ingests, "good").await;
+    assert_eq!(phase, Phase::Succeeded, "{message}");
+    let good = common::scan_succeeded(&d.scans, "good", 180).await;
+    assert_eq!(good.result.unwrap()["COUNT(*)"], 2000);
+    let good_took = started.elapsed();
+
+    let mut outcomes = Vec::new();
+    for (what, resource, reason, detail) in &attacks {
+        let (phase, got, message) = outcome_of_scan(&c.scans, &resource.name_any()).await;
+        assert_eq!(phase, Phase::Failed, "{what}: {message}");
+        assert_eq!(got, *reason, "{what}: {message}");
+        assert!(
+            message.contains(detail),
+            "{what}: {detail:?} not in {message:?}"
+        );
+        outcomes.push(format!("{what}: {got}"));
+    }
+    for (name, reason) in [
+        ("forged-status", "InvalidStatus"),
+        ("squatted", "JobNameTaken"),
+    ] {
+        let (phase, got, message) = outcome_of_scan(&c.scans, name).await;
+        assert_eq!(
+            (phase, got.as_str()),
+            (Phase::Failed, reason),
+            "{name}: {message}"
+        );
+        outcomes.push(format!("{name}: {got}"));
+    }
+    // The squatter's Job is not the scan's: it is left as it was.
+    assert!(jobs.get_opt(&job_name).await.unwrap().is_some());
+    assert!(
+        controller.is_running(),
+        "the operator exited (and would have restarted)"
+    );
+    let rss = controller.peak_rss();
+    eprintln!("outcomes:\n  {}", outcomes.join("\n  "));
+    eprintln!(
+        "the other tenant's ingest and scan took {:.1} s; the operator's peak RSS {} MiB; the \
+         flooding endpoint sent {} MiB",
+        good_took.as_secs_f64(),
+        rss >> 20,
+        flood.sent.load(std::sync::atomic::Ordering::Relaxed) >> 20
+    );
+    // The ingest budget is 1 GiB by default but idle here; what stays is the operator itself.
+    assert!(rss < 400 << 20, "peak RSS {} MiB", rss >> 20);
+    common::delete_namespace(&client, &c.ns).await;
+    common::delete_namespace(&client, &d.ns).await;
+}

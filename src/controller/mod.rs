@@ -159,6 +159,9 @@ pub struct Settings {
     pub scope: Scope,
     /// Reconciles of one kind at once.
     pub reconcile_concurrency: u16,
+    /// Failed reconciles of one resource in a row (backing off to 5 minutes between them) before
+    /// it ends as Failed (RetriesExhausted).
+    pub reconcile_retries: u32,
     /// `None`: this process reconciles without electing a leader (one replica).
     pub leader: Option<LeaderSettings>,
 }
@@ -173,8 +176,9 @@ pub struct Context {
     readiness: Arc<Readiness>,
     /// Turns true when the process is asked to stop (SIGTERM).
     stopping: watch::Receiver<bool>,
-    /// Failed reconciles in a row, by object uid: the backoff of the next requeue.
-    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Failed reconciles in a row, by object uid (the backoff of the next requeue), with the
+    /// last error.
+    failures: std::sync::Mutex<std::collections::HashMap<String, (u32, String)>>,
     /// Panicked reconciles in a row, by object uid, with the last panic's message.
     panics: std::sync::Mutex<std::collections::HashMap<String, (u32, String)>>,
     /// One scan's manifest is written at a time (it holds a line per chunk).
@@ -215,21 +219,31 @@ impl Context {
         }
     }
 
-    /// The last panic of `obj`'s reconcile, once it has panicked [`PANICS_BEFORE_FAILED`] times in
-    /// a row: the resource then ends as Failed (InternalError) instead of being retried forever.
-    pub fn panicked_too_often(&self, obj: &impl Resource) -> Option<String> {
+    /// Why `obj` ends as Failed instead of being retried again, if it does: its reconcile
+    /// panicked [`PANICS_BEFORE_FAILED`] times in a row (InternalError), or failed
+    /// `settings.reconcile_retries` times in a row (RetriesExhausted): an error that does not heal
+    /// in that long is not retried forever.
+    pub fn gave_up_on(&self, obj: &impl Resource) -> Option<(&'static str, String)> {
         let uid = obj.meta().uid.as_deref().unwrap_or_default();
         let panics = self.panics.lock().unwrap_or_else(|e| e.into_inner());
-        panics
+        if let Some((count, message)) = panics
             .get(uid)
             .filter(|(count, _)| *count >= PANICS_BEFORE_FAILED)
-            .map(|(count, message)| {
-                format!(
-                    "the operator failed on this resource {count} times in a row (an internal \
-                     error, counted in s3flow_reconcile_errors_total{{reason=\"panic\"}}): {}",
-                    redact::text(message)
-                )
-            })
+        {
+            let message = format!(
+                "the operator failed on this resource {count} times in a row (an internal error, \
+                 counted in s3flow_reconcile_errors_total{{reason=\"panic\"}}): {}",
+                redact::text(message)
+            );
+            return Some(("InternalError", message));
+        }
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, last) = failures
+            .get(uid)
+            .filter(|(count, _)| *count >= self.settings.reconcile_retries)?;
+        let message =
+            format!("the same work failed {count} times in a row; the last error: {last}");
+        Some(("RetriesExhausted", message))
     }
 
     /// The controller settings every kind uses.
@@ -283,10 +297,11 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
 ) -> kube::runtime::controller::Action {
     let failures = {
         let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let count = failures
+        let (count, last) = failures
             .entry(obj.meta().uid.clone().unwrap_or_default())
             .or_default();
         *count = count.saturating_add(1);
+        *last = Redacted(error).to_string();
         *count
     };
     let delay = requeue_delay(failures);

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod controller;
+pub mod hostile_endpoint;
 pub mod http_source;
 pub mod minio;
 pub mod proxy;

@@ -123,10 +123,10 @@ async fn apply(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error> {
     };
     let mut status = obj.status.clone().unwrap_or_default();
     let generation = obj.metadata.generation;
-    if let Some(message) = ctx.panicked_too_often(&obj)
-        && !matches!(status.phase, Phase::Succeeded | Phase::Failed)
+    if !matches!(status.phase, Phase::Succeeded | Phase::Failed)
+        && let Some((reason, message)) = ctx.gave_up_on(&obj)
     {
-        transfer::fail_internally(&ctx, &obj, &message).await;
+        transfer::give_up(&ctx, &obj, reason, &message).await;
         return Ok(Action::await_change());
     }
     match decide::lifecycle(&status, generation) {

@@ -95,14 +95,14 @@ pub(super) async fn guarded(
             crate::controller::panic_message(panic.as_ref())
         );
         ctx.metrics.reconcile_failed("ingest", "panic");
-        fail_internally(&ctx, &obj, &message).await;
+        give_up(&ctx, &obj, "InternalError", &message).await;
         ctx.ingests.running().remove(&obj.uid().unwrap_or_default());
     }
 }
 
-/// Ends an ingest as Failed (InternalError) with `message`: the upload its status records is
+/// Ends an ingest as Failed with `reason` and `message`: the upload its status records is
 /// aborted (or an Event says why not), the status written, an Event published.
-pub(super) async fn fail_internally(ctx: &Context, obj: &S3Ingest, message: &str) {
+pub(super) async fn give_up(ctx: &Context, obj: &S3Ingest, reason: &str, message: &str) {
     let status = obj.status.clone().unwrap_or_default();
     if let Some(upload_id) = &status.upload_id {
         let dest = &obj.spec.destination;
@@ -117,7 +117,7 @@ pub(super) async fn fail_internally(ctx: &Context, obj: &S3Ingest, message: &str
             publish(ctx, obj, EventType::Warning, "UploadNotAborted", &note).await;
         }
     }
-    let status = decide::failed(status, "InternalError", message, obj.metadata.generation);
+    let status = decide::failed(status, reason, message, obj.metadata.generation);
     let writer = StatusWriter::new(ctx, obj);
     record(
         ctx,
@@ -125,7 +125,7 @@ pub(super) async fn fail_internally(ctx: &Context, obj: &S3Ingest, message: &str
         &writer,
         &status,
         EventType::Warning,
-        "InternalError",
+        reason,
         message,
     )
     .await;

@@ -75,9 +75,14 @@ async fn apply(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Er
     let Some(seen) = observe::seen(&ctx, &obj).await? else {
         return Ok(Action::await_change());
     };
-    if let Some(message) = ctx.panicked_too_often(obj.as_ref()) {
+    let settled = seen
+        .scan
+        .status
+        .as_ref()
+        .is_some_and(|s| matches!(s.phase, Phase::Succeeded | Phase::Failed));
+    if !settled && let Some((reason, message)) = ctx.gave_up_on(obj.as_ref()) {
         let status = seen.scan.status.clone().unwrap_or_default();
-        return act::fail(&ctx, &seen.scan, None, status, "InternalError", &message).await;
+        return act::fail(&ctx, &seen.scan, None, status, reason, &message).await;
     }
     let scan = &seen.scan;
     let generation = scan.metadata.generation;
