@@ -205,8 +205,25 @@ mod tests {
         assert!(
             refused
                 .to_string()
-                .contains("more than the operator's ingest memory budget")
+                .contains("more than one ingest's share of the operator's ingest memory budget")
         );
+    }
+
+    #[tokio::test]
+    async fn one_ingest_takes_at_most_its_share() {
+        let budget = MemoryBudget::new(40 * MIB).shared_by(4);
+        assert_eq!(budget.share(), 10 * MIB);
+        let refused = budget.reserve(11 * MIB).await.unwrap_err();
+        assert_eq!(refused.total, 10 * MIB);
+        // Four shares fit together, whatever each one is.
+        let held: Vec<Reservation> =
+            futures::future::join_all((0..4).map(|_| budget.reserve(10 * MIB)))
+                .await
+                .into_iter()
+                .map(Result::unwrap)
+                .collect();
+        assert_eq!(budget.in_use(), 40 * MIB);
+        drop(held);
     }
 
     #[tokio::test]

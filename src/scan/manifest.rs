@@ -61,9 +61,10 @@ impl Crossing {
         (index, rows, state): (u32, u64, State),
     ) -> Option<Crossing> {
         let limit = limit?;
-        (before < limit && rows > limit - before).then_some(Crossing {
+        let keep = limit.checked_sub(before)?;
+        (keep > 0 && rows > keep).then_some(Crossing {
             index,
-            keep: limit - before,
+            keep,
             state,
             done: false,
         })
@@ -218,6 +219,8 @@ mod tests {
             (Some(0), 0, at(0, 1), None),
             (None, 0, at(0, 100), None),
             (Some(u64::MAX), u64::MAX - 1, at(3, 5), crossing(3, 1)),
+            // Rows before it past the LIMIT already (each chunk stops at LIMIT rows of its own).
+            (Some(5), 8, at(2, 5), None),
         ];
         for (limit, before, chunk, want) in cases {
             assert_eq!(

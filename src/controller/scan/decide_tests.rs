@@ -756,3 +756,134 @@ fn row_output_chunks_name_only_their_own_part() {
     let decision = run(&state, checkpoint);
     assert_eq!(checkpoint_of(&decision).verifier.next, 1);
 }
+
+#[test]
+fn bookkeeping_that_is_not_the_operators_is_refused() {
+    let (state, checkpoint) = count(4);
+    assert_eq!(checkpoint.check(4), Ok(()));
+    let forged: [(&str, fn(&mut Bookkeeping)); 4] = [
+        ("next", |c| c.verifier.next = 4_000_000_000),
+        ("started", |c| c.started = 5),
+        ("last", |c| c.verifier.last_with_record = Some(3)),
+        ("processed", |c| c.processed = "0-9".into()),
+    ];
+    for (what, forge) in forged {
+        let mut bad = checkpoint.clone();
+        forge(&mut bad);
+        assert!(bad.check(state.layout.chunk_count()).is_err(), "{what}");
+    }
+}
+
+/// A scan of 3 chunks writing rows with `LIMIT 5`, whose chunks found 3, 4 and 4 rows.
+fn limited() -> (Running, Bookkeeping) {
+    let (mut state, checkpoint) = running("SELECT * FROM S3Object LIMIT 5", 3, Format::JsonLines);
+    let output = Output {
+        bucket: "out".into(),
+        prefix: "run/".into(),
+        format: OutputFormat::JsonLines,
+        scope: "uid1".into(),
+    };
+    state.work = Work::Query {
+        sql: "SELECT * FROM S3Object LIMIT 5".into(),
+        output: Some(output.clone()),
+    };
+    for (index, rows) in [(0, 3), (1, 4), (2, 4)] {
+        let mut report = report(&state, index, None, rows);
+        report.rows = rows;
+        report.part = Some(output.part_key(index));
+        finished(&mut state, report);
+    }
+    (state, checkpoint)
+}
+
+#[test]
+fn the_chunk_crossing_the_limit_runs_again_to_it_before_the_manifest() {
+    let (mut state, checkpoint) = limited();
+    let decision = run(&state, checkpoint);
+    let checkpoint = checkpoint_of(&decision);
+    let crossing = checkpoint.crossing.expect("a crossing chunk");
+    assert_eq!(
+        (crossing.index, crossing.keep, crossing.done),
+        (1, 2, false)
+    );
+    assert_eq!(
+        decision.create,
+        vec![NewJob::Cut {
+            index: 1,
+            keep: 2,
+            state: State::RecordEnd
+        }]
+    );
+    assert!(matches!(decision.next, Next::Requeue(_)));
+
+    // Its Cut Job ran: a report of more rows than it keeps fails the scan.
+    state.status = written(&decision).clone();
+    state.jobs.retain(|j| j.role != Role::Scan);
+    state.reports.clear();
+    let cut = job(Role::Cut, 1, None, Outcome::Succeeded);
+    let Work::Query {
+        output: Some(output),
+        ..
+    } = &state.work
+    else {
+        panic!("the scan writes rows");
+    };
+    let mut genuine = report(&state, 1, Some(State::RecordEnd), 4);
+    genuine.rows = 2;
+    genuine.part = Some(output.part_key(1));
+    let mut too_many = genuine.clone();
+    too_many.rows = 3;
+    let mut with = |report: ChunkReport| {
+        let mut state = state.clone();
+        state.jobs.push(cut.clone());
+        state
+            .reports
+            .insert(cut.name.clone(), Report::Read(Box::new(report)));
+        run(&state, checkpoint.clone())
+    };
+    let (reason, message, _) = fail_of(with(too_many));
+    assert_eq!(reason, "InvalidReport", "{message}");
+    assert!(message.contains("keep its first 2 rows"), "{message}");
+    // The genuine one: recorded as done, its Job goes, and the manifest comes next.
+    let decision = with(genuine);
+    assert!(checkpoint_of(&decision).crossing.is_some_and(|c| c.done));
+    assert!(decision.delete.contains(&cut.name));
+    assert!(matches!(decision.next, Next::WriteManifest { .. }));
+}
+
+#[test]
+fn without_row_output_no_chunk_runs_again_for_the_limit() {
+    let (mut state, checkpoint) = limited();
+    state.work = Work::Query {
+        sql: "SELECT * FROM S3Object LIMIT 5".into(),
+        output: None,
+    };
+    state.reports.clear();
+    state.jobs.clear();
+    for index in 0..3 {
+        let mut report = report(&state, index, None, 4);
+        report.rows = 4;
+        finished(&mut state, report);
+    }
+    let decision = run(&state, checkpoint);
+    assert_eq!(checkpoint_of(&decision).crossing, None);
+    assert!(matches!(decision.next, Next::WriteManifest { .. }));
+}
+
+#[test]
+fn container_processors_start_at_most_parallelism_at_once() {
+    let (mut state, checkpoint) = containers(6);
+    for index in 0..6 {
+        let report = report(&state, index, None, 1);
+        finished(&mut state, report);
+    }
+    // Parallelism 2: two chunks accepted, two processors started; the others wait their turn.
+    let decision = run(&state, checkpoint);
+    let processors = decision
+        .create
+        .iter()
+        .filter(|j| matches!(j, NewJob::Process { .. }))
+        .count();
+    assert_eq!(processors, 2);
+    assert_eq!(checkpoint_of(&decision).verifier.next, 2);
+}
