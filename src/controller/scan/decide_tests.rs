@@ -761,7 +761,8 @@ fn row_output_chunks_name_only_their_own_part() {
 fn bookkeeping_that_is_not_the_operators_is_refused() {
     let (state, checkpoint) = count(4);
     assert_eq!(checkpoint.check(4), Ok(()));
-    let forged: [(&str, fn(&mut Bookkeeping)); 4] = [
+    type Forgery = fn(&mut Bookkeeping);
+    let forged: [(&str, Forgery); 4] = [
         ("next", |c| c.verifier.next = 4_000_000_000),
         ("started", |c| c.started = 5),
         ("last", |c| c.verifier.last_with_record = Some(3)),
@@ -833,7 +834,7 @@ fn the_chunk_crossing_the_limit_runs_again_to_it_before_the_manifest() {
     genuine.part = Some(output.part_key(1));
     let mut too_many = genuine.clone();
     too_many.rows = 3;
-    let mut with = |report: ChunkReport| {
+    let with = |report: ChunkReport| {
         let mut state = state.clone();
         state.jobs.push(cut.clone());
         state
