@@ -150,8 +150,8 @@ fn chart_options_render_and_bad_values_are_refused() {
     }
     assert_eq!(
         scoped.matches("kind: RoleBinding").count(),
-        3,
-        "two namespaces and the Lease"
+        4,
+        "two namespaces, the Lease and the operator's own Services"
     );
 
     // Optional parts: a ServiceMonitor, and a NetworkPolicy keeping chunk workers off metadata.
@@ -168,7 +168,9 @@ fn chart_options_render_and_bad_values_are_refused() {
 
     // Without leader election: no Lease Role, and never two operators at once.
     let single = template(&["leaderElection.enabled=false"]).unwrap();
-    assert!(!single.contains("kind: Role\n") && !single.contains("--leader-elect"));
+    assert!(!single.contains("-leader-election\n") && !single.contains("--leader-elect"));
+    // The Role to list the operator's own Services is there either way.
+    assert!(single.contains("-own-services\n") && defaults.contains("-own-services\n"));
     assert!(single.contains("type: Recreate"));
 
     // values.schema.json refuses what the operator could not run with.

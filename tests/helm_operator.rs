@@ -80,8 +80,13 @@ fn pod_ip(pod: &Pod) -> String {
 /// GET `path` from the operator in `pod`: status code and body.
 async fn get(pod: &Pod, path: &str) -> (u16, String) {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    // The probes have a port of their own, apart from /metrics.
+    let port = match path {
+        "/healthz" | "/readyz" => 8081,
+        _ => 8080,
+    };
     let response = http
-        .get(format!("http://{}:8080{path}", pod_ip(pod)))
+        .get(format!("http://{}:{port}{path}", pod_ip(pod)))
         .send()
         .await
         .unwrap_or_else(|e| panic!("GET {path} from {}: {e}", pod.name_any()));

@@ -195,10 +195,16 @@ async fn a_hostile_tenant_reaches_nothing_of_another() {
     .into_iter()
     .map(|(name, tamper)| (name, forger_image(&env, name, tamper)))
     .collect();
+    // This operator serves only its tenants: the other test's operator runs beside it.
+    let a = Tenant::new(&client, "tenant-a").await;
+    let b = Tenant::new(&client, "tenant-b").await;
+    let served = format!("{},{}", a.ns, b.ns);
     let mut controller = Controller::start(
         &env,
         "hostile-tenant",
         &[
+            "--namespace",
+            &served,
             "--allow-cidr",
             "127.0.0.1/32",
             "--pod-ip",
@@ -221,7 +227,6 @@ async fn a_hostile_tenant_reaches_nothing_of_another() {
     );
 
     // Tenant A: a Secret, a finished object, and an ingest in flight into the shared bucket.
-    let a = Tenant::new(&client, "tenant-a").await;
     let secrets_a: Api<Secret> = Api::namespaced(client.clone(), &a.ns);
     let a_secret = secrets_a
         .create(
@@ -275,7 +280,6 @@ async fn a_hostile_tenant_reaches_nothing_of_another() {
     .unwrap();
 
     // Tenant B, in a namespace that enforces the restricted Pod Security Standard.
-    let b = Tenant::new(&client, "tenant-b").await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .patch(
@@ -786,10 +790,16 @@ async fn the_operator_outlives_what_a_tenant_an_object_or_an_endpoint_sends() {
         "report['fingerprint'] = 'a' * (1 << 20)",
     );
     let sleeper = sleeper_image(&env);
+    // This operator serves only its tenants: the other test's operator runs beside it.
+    let c = Tenant::new(&client, "tenant-c").await;
+    let d = Tenant::new(&client, "tenant-d").await;
+    let served = format!("{},{}", c.ns, d.ns);
     let mut controller = Controller::start(
         &env,
         "outlive",
         &[
+            "--namespace",
+            &served,
             "--allow-cidr",
             "127.0.0.1/32",
             "--pod-ip",
@@ -804,8 +814,6 @@ async fn the_operator_outlives_what_a_tenant_an_object_or_an_endpoint_sends() {
             "hostile/*",
         ],
     );
-    let c = Tenant::new(&client, "tenant-c").await;
-    let d = Tenant::new(&client, "tenant-d").await;
     let lines: Vec<u8> = (0..2000)
         .flat_map(|i| format!("{{\"a\": {i}}}\n").into_bytes())
         .collect();

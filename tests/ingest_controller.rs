@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::http_source::{Behaviour, Body, serve};
-use kube::Api;
 use kube::api::{DeleteParams, PostParams};
+use kube::{Api, ResourceExt};
 use s3flow::api::Phase;
 use s3flow::api::ingest::S3Ingest;
 use serde_json::json;
@@ -333,12 +333,14 @@ async fn ingests_through_the_controller() {
     common::delete_namespace(&client, &ns).await;
 }
 
-/// Ten ingests whose part buffers together need far more than the operator's memory budget: they
-/// wait in Pending (Queued) and complete one after the other, never more at once than the budget
-/// holds, and the operator's peak memory stays within the budget plus a constant.
+/// Ten ingests whose part buffers together need far more than the operator's memory budget, two
+/// transfer slots: each streams with its share of the budget (a half), the others wait in
+/// Pending (Queued) for a slot, never more run at once than the budget holds, and the operator's
+/// peak memory stays within the budget plus a constant. An ingest whose buffers exceed a share
+/// fails at once with InsufficientMemory instead of waiting for memory it could never get.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/up.sh"]
-async fn ingests_wait_for_the_memory_budget() {
+async fn ingests_share_the_memory_budget() {
     let env = common::env().await;
     let client = env.client.clone();
     common::install_crds(&client).await;
@@ -358,7 +360,7 @@ async fn ingests_wait_for_the_memory_budget() {
             "--status-interval",
             "1",
             "--max-concurrent-ingests",
-            "10",
+            "2",
             "--ingest-memory-budget",
             "48Mi",
         ],
@@ -370,6 +372,19 @@ async fn ingests_wait_for_the_memory_budget() {
         ..Behaviour::new(len)
     })
     .await;
+    // 8 MiB parts, 2 in flight: 32 MiB of buffers, more than a share of 24 MiB.
+    api.create(
+        &PostParams::default(),
+        &ingest(
+            "greedy",
+            &source.url,
+            &store.name,
+            &env.s3_endpoint,
+            json!({"spec": {"transfer": {"partSize": "8Mi"}}}),
+        ),
+    )
+    .await
+    .unwrap();
     // 5 MiB parts, 2 in flight: 20 MiB of buffers each, so two fit in 48 MiB and ten never do.
     let names: Vec<String> = (0..10).map(|i| format!("queued-{i}")).collect();
     for name in &names {
@@ -382,31 +397,30 @@ async fn ingests_wait_for_the_memory_budget() {
     }
     let (mut most_running, mut saw_queued) = (0, false);
     let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
+    let ended = loop {
         let all = api.list(&Default::default()).await.unwrap().items;
-        let phases: Vec<Phase> = all
+        let queued: Vec<&S3Ingest> = all
+            .iter()
+            .filter(|i| i.name_any().starts_with("queued-"))
+            .collect();
+        let phases: Vec<Phase> = queued
             .iter()
             .map(|i| phase(Some(i)).unwrap_or_default())
             .collect();
         let running = phases.iter().filter(|p| **p == Phase::Running).count();
         most_running = most_running.max(running);
-        saw_queued |= all.iter().any(|i| {
+        saw_queued |= queued.iter().any(|i| {
             i.status.as_ref().is_some_and(|s| {
-                s.conditions.iter().any(|c| {
-                    c.reason == "Queued" && c.message.contains("of the ingest memory budget")
-                })
+                s.conditions
+                    .iter()
+                    .any(|c| c.reason == "Queued" && c.message.contains("transfer slot"))
             })
         });
         if phases
             .iter()
             .all(|p| matches!(p, Phase::Succeeded | Phase::Failed))
         {
-            assert!(
-                phases.iter().all(|p| *p == Phase::Succeeded),
-                "{:?}",
-                all.iter().map(|i| &i.status).collect::<Vec<_>>()
-            );
-            break;
+            break all;
         }
         assert!(
             Instant::now() < deadline,
@@ -414,12 +428,33 @@ async fn ingests_wait_for_the_memory_budget() {
             all.iter().map(|i| &i.status).collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for ingest in &ended {
+        let name = ingest.name_any();
+        if name == "greedy" {
+            assert_eq!(phase(Some(ingest)), Some(Phase::Failed));
+            let ready = condition(ingest, "Ready");
+            assert_eq!(ready.reason, "InsufficientMemory", "{ready:?}");
+            assert!(
+                ready.message.contains("share") && ready.message.contains("partSize"),
+                "{}",
+                ready.message
+            );
+        } else {
+            assert_eq!(
+                phase(Some(ingest)),
+                Some(Phase::Succeeded),
+                "{name}: {:?}",
+                ingest.status
+            );
+        }
     }
-    assert!(saw_queued, "no ingest waited for the budget");
+    assert!(saw_queued, "no ingest waited for a transfer slot");
     assert!(
         most_running <= 2,
         "{most_running} ingests ran at once within a budget for two"
     );
+    assert_eq!(store.object_sha256("greedy").await, None);
     let expected = Body { len, seed: 1 }.sha256();
     for name in &names {
         assert_eq!(

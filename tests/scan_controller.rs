@@ -18,6 +18,7 @@ use kube::{Api, Client, ResourceExt};
 use s3flow::api::Phase;
 use s3flow::api::ingest::S3Ingest;
 use s3flow::api::scan::S3ParallelScan;
+use s3flow::scan::chunk::scope_of;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -171,13 +172,15 @@ async fn sql_scan_with_output() {
 
     let status = common::scan_succeeded(&api, "rich", 120).await;
     assert_eq!(status.result.as_ref().unwrap()["rows"], json!(rows.len()));
-    let manifest_url = status.manifest.clone().unwrap();
+    // The scan's keys carry its scope: another scan writing to the same prefix keeps its own.
+    let scope = scope_of(&api.get("rich").await.unwrap().uid().unwrap());
+    let manifest_key = format!("out/rich/manifest-{scope}.json");
     assert_eq!(
-        manifest_url,
-        format!("s3://{}/out/rich/manifest.json", bucket.name)
+        status.manifest.clone().unwrap(),
+        format!("s3://{}/{manifest_key}", bucket.name)
     );
     let manifest: serde_json::Value =
-        serde_json::from_slice(&bucket.get("out/rich/manifest.json").await).unwrap();
+        serde_json::from_slice(&bucket.get(&manifest_key).await).unwrap();
     assert_eq!(
         manifest["source"]["etag"],
         json!(status.etag.clone().unwrap())
@@ -732,17 +735,6 @@ async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
         rows += 1;
     }
     bucket.put("rows.csv", data).await;
-    // Someone else's upload at exactly the key of the scan's first part.
-    let foreign = bucket
-        .s3
-        .create_multipart_upload()
-        .bucket(&bucket.name)
-        .key("out/part-00000.csv")
-        .send()
-        .await
-        .unwrap()
-        .upload_id
-        .unwrap();
     let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), &ns);
     let spec = |prefix: &str| {
@@ -758,13 +750,31 @@ async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
     )
     .await
     .unwrap();
+    let scope = scope_of(&api.get("killed").await.unwrap().uid().unwrap());
+    // Someone else's upload at exactly the key of the scan's first part.
+    let foreign = bucket
+        .s3
+        .create_multipart_upload()
+        .bucket(&bucket.name)
+        .key(format!("out/part-00000-{scope}.csv"))
+        .send()
+        .await
+        .unwrap()
+        .upload_id
+        .unwrap();
     // Once a chunk has recorded its multipart upload, its worker dies mid-upload. (A SIGKILL
     // between CreateMultipartUpload's answer and the record leaves an upload only a lifecycle
     // rule removes: the README says so.)
     let mut killed = 0;
     for _ in 0..600 {
-        if bucket.try_get("out/chunks/00000.upload.json").await.is_ok()
-            || bucket.try_get("out/chunks/00001.upload.json").await.is_ok()
+        if bucket
+            .try_get(&format!("out/chunks/00000-{scope}.upload.json"))
+            .await
+            .is_ok()
+            || bucket
+                .try_get(&format!("out/chunks/00001-{scope}.upload.json"))
+                .await
+                .is_ok()
         {
             killed = kill_workers(env, &pods.list(&ListParams::default()).await.unwrap().items);
             break;

@@ -126,7 +126,7 @@ fn request(
         anyhow::bail!("--max-record-size must be at least 1Ki");
     }
     // Refuse what cannot parse before any request (columns are checked once the header is read).
-    compile(&args.sql, &Columns::Named)?;
+    compile(&args.sql, &Columns::Named).map_err(|e| anyhow::anyhow!("{e} (InvalidSql)"))?;
     let request = PlanRequest {
         bucket: args.object.bucket.clone(),
         key: args.object.key.clone(),

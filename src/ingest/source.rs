@@ -369,14 +369,18 @@ impl Endpoint {
                 }
             }
             // The response head has a deadline of its own: a read timeout restarts on every byte,
-            // and a head sent a byte at a time would hold a transfer slot for minutes.
+            // and a head sent a byte at a time would hold a transfer slot for minutes. (The
+            // client's read timeout, which also runs until the head, may end it first.)
             let head = self.floor.window;
-            let Ok(sent) = tokio::time::timeout(head, request.send()).await else {
-                return Err(IngestError::SourceStalled(format!(
+            let no_head = || {
+                IngestError::SourceStalled(format!(
                     "{} sent no complete response head within {} s",
                     redact(&self.url),
                     head.as_secs()
-                )));
+                ))
+            };
+            let Ok(sent) = tokio::time::timeout(head, request.send()).await else {
+                return Err(no_head());
             };
             let failure = match sent {
                 Ok(response) => {
@@ -413,6 +417,7 @@ impl Endpoint {
                         }
                     }
                 }
+                Err(e) if e.is_timeout() && !e.is_connect() => return Err(no_head()),
                 Err(e) => match request_error(&self.url, e) {
                     IngestError::SourceUnavailable(message) => message,
                     other => return Err(other),

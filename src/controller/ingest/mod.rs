@@ -89,7 +89,7 @@ async fn reconcile(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Erro
             Event::Cleanup(obj) => cleanup(obj, ctx.clone()).await,
         }
     });
-    super::observe(&ctx, "ingest", obj.as_ref(), async {
+    super::instrumented(&ctx, "ingest", obj.as_ref(), async {
         reconcile.await.map_err(|e| Error::Finalizer(Box::new(e)))
     })
     .await

@@ -51,7 +51,15 @@ pub(super) async fn decision(
         .map_err(Error::Scan)?;
     }
     if let Some(status) = &decision.status {
-        StatusWriter::new(ctx, scan).write(status).await?;
+        // The checkpoint in status is what the scan resumes from: a status changed since it was
+        // read (by anyone) is read again before any is written.
+        let seen = scan.resource_version();
+        if !StatusWriter::new(ctx, scan)
+            .write_over(status, seen)
+            .await?
+        {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
     }
     for (type_, reason, message) in &decision.events {
         publish(ctx, scan, *type_, reason, message).await;

@@ -65,7 +65,7 @@ async fn reconcile(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action
             Event::Cleanup(obj) => cleanup(obj, ctx.clone()).await,
         }
     });
-    super::observe(&ctx, "scan", obj.as_ref(), async {
+    super::instrumented(&ctx, "scan", obj.as_ref(), async {
         reconcile.await.map_err(|e| Error::Finalizer(Box::new(e)))
     })
     .await

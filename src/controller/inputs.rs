@@ -1,0 +1,161 @@
+//! What a resource brings: its Secrets (only those labelled for the use), and the S3 settings of
+//! its connection, under the operator's address policy.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, ResourceExt};
+
+use super::Context;
+use crate::address::UrlRefused;
+use crate::api::S3Connection;
+use crate::s3::{EndpointError, S3Settings, StaticCredentials};
+
+/// What a Secret is for, as its `s3flow.io/secret-type` label must say: the operator reads no
+/// Secret that does not say it is meant for the use a resource names it for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretType {
+    /// `credentialsSecretRef`: S3 keys.
+    Credentials,
+    /// `headersSecretRef`: headers for an ingest's source.
+    SourceHeaders,
+}
+
+/// Label of a Secret the operator may read; its value is a [`SecretType`].
+pub const SECRET_TYPE_LABEL: &str = "s3flow.io/secret-type";
+
+impl SecretType {
+    pub fn label(self) -> &'static str {
+        match self {
+            SecretType::Credentials => "credentials",
+            SecretType::SourceHeaders => "source-headers",
+        }
+    }
+}
+
+/// Why the inputs of a resource could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("secret {0:?} not found in the resource's namespace")]
+    SecretNotFound(String),
+    #[error(
+        "secret {name:?} is not labelled for this use: add the label {SECRET_TYPE_LABEL}={} to it (kubectl label secret {name} {SECRET_TYPE_LABEL}={})",
+        purpose.label(), purpose.label()
+    )]
+    SecretNotLabelled { name: String, purpose: SecretType },
+    #[error(
+        "credentialsSecretRef is required: the cluster admin allows the operator's own AWS identity in other namespaces only"
+    )]
+    CredentialsRequired,
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("secret {secret:?} has no key {key}")]
+    SecretKeyMissing { secret: String, key: String },
+    #[error("configmap {0:?} not found in the resource's namespace")]
+    ConfigMapNotFound(String),
+    #[error("configmap {name:?} has no key {key}")]
+    ConfigMapKeyMissing { name: String, key: String },
+    #[error("partSize: {0}")]
+    PartSize(String),
+    #[error("reading an input: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl InputError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::SecretNotFound(_) => "SecretNotFound",
+            Self::SecretNotLabelled { .. } => "SecretNotLabelled",
+            Self::CredentialsRequired => "CredentialsRequired",
+            Self::Endpoint(EndpointError::Refused(_, UrlRefused::Address(_))) => "ForbiddenAddress",
+            Self::Endpoint(_) => "InvalidEndpoint",
+            Self::SecretKeyMissing { .. } => "InvalidSecret",
+            Self::ConfigMapNotFound(_) => "ConfigMapNotFound",
+            Self::ConfigMapKeyMissing { .. } => "InvalidConfigMap",
+            Self::PartSize(_) => "InvalidPartSize",
+            Self::Kube(_) => "InputUnreadable",
+        }
+    }
+}
+
+/// The key-value pairs of Secret `name` in `obj`'s namespace (never logged), when its label says it
+/// is meant for `purpose`.
+pub async fn secret_data(
+    ctx: &Context,
+    obj: &impl ResourceExt,
+    name: &str,
+    purpose: SecretType,
+) -> Result<Vec<(String, String)>, InputError> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let secret = api
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| InputError::SecretNotFound(name.into()))?;
+    if secret.labels().get(SECRET_TYPE_LABEL).map(String::as_str) != Some(purpose.label()) {
+        return Err(InputError::SecretNotLabelled {
+            name: name.into(),
+            purpose,
+        });
+    }
+    let mut data: Vec<(String, String)> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    data.extend(secret.string_data.unwrap_or_default());
+    Ok(data)
+}
+
+/// S3 settings of `connection`, with the credentials of its Secret in `obj`'s namespace, or the
+/// operator's own identity where the admin allows it, under the operator's address policy.
+pub async fn s3_settings(
+    ctx: &Context,
+    obj: &impl ResourceExt,
+    connection: &S3Connection,
+) -> Result<S3Settings, InputError> {
+    let credentials = match &connection.credentials_secret_ref {
+        None => {
+            let namespace = obj.namespace().unwrap_or_default();
+            if !ctx
+                .settings
+                .default_credentials_namespaces
+                .contains(&namespace)
+            {
+                return Err(InputError::CredentialsRequired);
+            }
+            None
+        }
+        Some(secret) => {
+            let data = secret_data(ctx, obj, &secret.name, SecretType::Credentials).await?;
+            let get = |key: &str| data.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+            let required = |key: &str| {
+                get(key).ok_or_else(|| InputError::SecretKeyMissing {
+                    secret: secret.name.clone(),
+                    key: key.into(),
+                })
+            };
+            Some(StaticCredentials {
+                access_key_id: required("AWS_ACCESS_KEY_ID")?,
+                secret_access_key: required("AWS_SECRET_ACCESS_KEY")?,
+                session_token: get("AWS_SESSION_TOKEN"),
+            })
+        }
+    };
+    Ok(S3Settings {
+        endpoint: connection.endpoint.clone(),
+        region: connection.region.clone(),
+        force_path_style: connection.force_path_style.unwrap_or(false),
+        credentials,
+        policy: Some(ctx.settings.policy.clone()),
+    })
+}
+
+/// The S3 client of `connection`, as [`s3_settings`] says.
+pub async fn s3_client(
+    ctx: &Context,
+    obj: &impl ResourceExt,
+    connection: &S3Connection,
+) -> Result<aws_sdk_s3::Client, InputError> {
+    let settings = s3_settings(ctx, obj, connection).await?;
+    Ok(crate::s3::client(&settings).await?)
+}
