@@ -38,13 +38,21 @@ pub struct AddressPolicy {
 /// Why an address is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
+    /// A cloud metadata service (it hands out credentials): never allowed.
     Metadata,
+    /// Inside this range of the admin's denylist: never allowed.
     Denied(IpNet),
+    /// One of the operator's own pod addresses.
     Own,
+    /// A loopback address (`127.0.0.0/8`, `::1`).
     Loopback,
+    /// A link-local address (`169.254.0.0/16`, `fe80::/10`).
     LinkLocal,
+    /// The unspecified address (`0.0.0.0`, `::`).
     Unspecified,
+    /// A multicast address.
     Multicast,
+    /// The IPv4 broadcast address, `255.255.255.255`.
     Broadcast,
 }
 
@@ -164,8 +172,11 @@ impl AddressPolicy {
 /// A connection the policy refuses; found again by walking an error's sources.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ForbiddenAddress {
+    /// The host as the URL or the lookup named it.
     pub host: String,
+    /// The address it is, or resolved to.
     pub ip: IpAddr,
+    /// Why the policy refuses that address.
     pub why: Refusal,
 }
 
@@ -200,10 +211,13 @@ impl ForbiddenAddress {
 /// Why a URL is refused before any connection.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UrlRefused {
+    /// The scheme is neither http nor https (the scheme given).
     #[error("only http and https URLs are allowed, not {0}")]
     Scheme(String),
+    /// The URL names no host.
     #[error("the URL has no host")]
     NoHost,
+    /// The URL's host is an address the policy refuses.
     #[error(transparent)]
     Address(ForbiddenAddress),
 }
@@ -211,8 +225,10 @@ pub enum UrlRefused {
 /// A failed lookup.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
+    /// The host resolves to an address the policy refuses.
     #[error(transparent)]
     Forbidden(ForbiddenAddress),
+    /// The name could not be resolved.
     #[error("looking up the host: {0}")]
     Lookup(std::io::Error),
 }

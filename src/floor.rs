@@ -8,7 +8,9 @@ use std::time::Duration;
 /// Bytes a source must deliver per second of waiting, judged over each `window` of waiting.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ThroughputFloor {
+    /// Least bytes per second of waiting; 0 turns the floor off.
     pub min_bytes_per_second: u64,
+    /// Waiting time judged at once: also the longest one wait may bring nothing.
     pub window: Duration,
 }
 
@@ -19,8 +21,11 @@ pub struct ThroughputFloor {
     waited.as_secs_f64()
 )]
 pub struct Stalled {
+    /// Bytes the source sent over the window.
     pub bytes: u64,
+    /// Time spent waiting for them.
     pub waited: Duration,
+    /// The floor they fell below, in bytes per second.
     pub floor: u64,
 }
 
@@ -33,6 +38,7 @@ pub struct FloorMeter {
 }
 
 impl FloorMeter {
+    /// A meter with nothing counted yet.
     pub fn new(floor: ThroughputFloor) -> FloorMeter {
         FloorMeter {
             floor,

@@ -254,6 +254,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         },
         reconcile_concurrency: args.reconcile_concurrency,
         reconcile_retries: args.reconcile_retries,
+        planning_deadline: s3flow::scan::plan::PLANNING_DEADLINE,
         leader: args
             .leader_elect
             .then(|| s3flow::controller::LeaderSettings {

@@ -46,6 +46,7 @@ impl Stop {
         Self(watch::channel(false).1)
     }
 
+    /// Whether a stop has been asked for by now.
     pub fn is_requested(&self) -> bool {
         *self.0.borrow()
     }

@@ -7,6 +7,7 @@ use thiserror::Error;
 /// The sizes [`parse_size`] reads, as the CRDs' CEL rules match them.
 pub const SIZE_PATTERN: &str = "^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$";
 
+/// A text [`parse_size`] does not read as a size.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error(
     "{input:?} is not a size: use bytes or a whole number with Ki, Mi, Gi, Ti (or k, M, G, T), such as 64Mi"

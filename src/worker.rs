@@ -12,7 +12,9 @@ pub const ENV_REPORT_TO: &str = "S3FLOW_REPORT_TO";
 pub const ENV_TERMINATION_MESSAGE_PATH: &str = "S3FLOW_TERMINATION_MESSAGE_PATH";
 /// S3 endpoint, region and path-style addressing of the scanned object's store.
 pub const ENV_S3_ENDPOINT: &str = "S3FLOW_S3_ENDPOINT";
+/// Signing region of the scanned object's store.
 pub const ENV_S3_REGION: &str = "S3FLOW_S3_REGION";
+/// `true` when the scanned object's store addresses buckets path-style (`endpoint/bucket`).
 pub const ENV_S3_FORCE_PATH_STYLE: &str = "S3FLOW_S3_FORCE_PATH_STYLE";
 /// The operator's address policy ([`crate::address::AddressPolicy::to_env`]).
 pub const ENV_ADDRESS_POLICY: &str = "S3FLOW_ADDRESS_POLICY";
@@ -25,11 +27,15 @@ pub const CREDENTIAL_KEYS: [(&str, bool); 3] = [
 
 /// What a container processor gets about its chunk.
 pub const ENV_CHUNK_FILE: &str = "S3FLOW_CHUNK_FILE";
+/// The chunk's index, from 0.
 pub const ENV_CHUNK_INDEX: &str = "S3FLOW_CHUNK_INDEX";
+/// The chunk's byte range in the object, `start-end` with `end` exclusive.
 pub const ENV_CHUNK_RANGE: &str = "S3FLOW_CHUNK_RANGE";
 /// A Parquet chunk's row groups in the object, such as `4-7` (the file's row groups 0-3).
 pub const ENV_CHUNK_ROW_GROUPS: &str = "S3FLOW_CHUNK_ROW_GROUPS";
+/// Bucket of the scanned object.
 pub const ENV_BUCKET: &str = "S3FLOW_BUCKET";
+/// Key of the scanned object.
 pub const ENV_KEY: &str = "S3FLOW_KEY";
 /// What the onComplete container gets: the manifest's `s3://` URL.
 pub const ENV_MANIFEST: &str = "S3FLOW_MANIFEST";
@@ -45,7 +51,9 @@ pub const LABEL_START_STATE: &str = "s3flow.io/start-state";
 
 /// Container names in chunk Jobs.
 pub const CONTAINER_WORKER: &str = "worker";
+/// The worker that fetches a chunk into the volume it shares with the processor.
 pub const CONTAINER_FETCH: &str = "fetch";
+/// The user's container: a chunk processor, or the onComplete container.
 pub const CONTAINER_PROCESSOR: &str = "processor";
 
 /// Exit code of a worker whose failure retrying cannot fix (bad data, access denied, an invalid
@@ -57,5 +65,6 @@ pub const PERMANENT_FAILURE_EXIT_CODE: i32 = 3;
 pub struct FailureMessage {
     /// The condition reason of the failure (`BadData`, `AccessDenied`, ...).
     pub reason: String,
+    /// The error's message, URLs redacted and cut to 1 KiB ([`crate::redact::message`]).
     pub error: String,
 }

@@ -561,3 +561,116 @@ async fn killed_between_completion_and_status_ends_succeeded() {
     store.assert_no_uploads_left().await;
     common::delete_namespace(&client, &ns).await;
 }
+
+/// Five operator kills during one ingest from a source with a strong ETag: each restart resumes
+/// the upload and reads again only about what S3 did not hold yet (the parts in flight at the
+/// kill), because the resume point in status moves on as parts commit, not only every status
+/// interval. Prints the figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
+async fn killed_five_times_an_ingest_reads_again_little_more_than_its_parts_in_flight() {
+    const KILLS: u64 = 5;
+    const PART: u64 = 8 * MIB;
+    const CONCURRENCY: u64 = 4;
+    let env = common::env().await;
+    let client = env.client.clone();
+    common::install_crds(&client).await;
+    let ns = common::namespace(&client, "ingestkill").await;
+    common::minio::credentials_secret(&client, &ns, "minio").await;
+    let store = common::minio::Bucket::create(&env, "ingestkill").await;
+    let api: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
+    // The default status interval (2 s): the resume point must not wait for it.
+    let start = || {
+        Controller::start(
+            &env,
+            "ingest-kill-test",
+            &["--namespace", &ns, "--allow-source-cidr", "127.0.0.1/32"],
+        )
+    };
+    let mut controller = start();
+    let len = 512 * MIB;
+    // At most 16 MiB/s: long enough for five kills, each after some parts committed.
+    let source = serve(Behaviour {
+        throttle: Some(Duration::from_millis(4)),
+        ..Behaviour::new(len)
+    })
+    .await;
+    let transfer = json!({"spec": {"transfer": {"partSize": "8Mi", "concurrency": CONCURRENCY}}});
+    api.create(
+        &PostParams::default(),
+        &ingest(
+            "killed",
+            &source.url,
+            &store.name,
+            &env.s3_endpoint,
+            transfer,
+        ),
+    )
+    .await
+    .unwrap();
+    let mut committed = 0;
+    for kill in 1..=KILLS {
+        let at = common::wait(
+            api.clone(),
+            "killed",
+            |o: Option<&S3Ingest>| {
+                o.and_then(|o| o.status.as_ref())
+                    .and_then(|s| s.bytes_transferred)
+                    .is_some_and(|b| b as u64 >= committed + 3 * PART)
+            },
+            120,
+        )
+        .await;
+        committed = at.status.unwrap().bytes_transferred.unwrap() as u64;
+        assert!(committed < len, "finished before kill {kill}");
+        // Kills come at any moment between two status intervals, not just after a write.
+        tokio::time::sleep(Duration::from_millis(300 * (kill * 3 % 7))).await;
+        drop(controller);
+        controller = start();
+    }
+    let done = common::wait(
+        api.clone(),
+        "killed",
+        |o: Option<&S3Ingest>| phase(o).is_some_and(|p| p != Phase::Running && p != Phase::Pending),
+        300,
+    )
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
+    assert_eq!(
+        status.checksum.as_deref(),
+        Some(Body { len, seed: 1 }.sha256().as_str())
+    );
+    store.assert_no_uploads_left().await;
+    let served = source.bytes_served.load(Ordering::SeqCst);
+    // Every restart resumed: only the first request read from byte 0.
+    let from_the_start = source
+        .heads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|head| !head.to_ascii_lowercase().contains("\r\nrange:"))
+        .count();
+    assert_eq!(from_the_start, 1, "a restart started the ingest over");
+    let again = served.saturating_sub(len);
+    eprintln!(
+        "{KILLS} operator kills during a {} MiB ingest ({} MiB parts, {CONCURRENCY} in flight): \
+         {} MiB read from the source, {} MiB of it again ({:.1} MiB per kill)",
+        len / MIB,
+        PART / MIB,
+        served / MIB,
+        again / MIB,
+        again as f64 / KILLS as f64 / MIB as f64
+    );
+    // Per kill: the parts in flight and buffered (at most the concurrency plus two), and what
+    // streamed in the half second a resume point may wait before it is written.
+    // (Before a resumed run kept the earlier run's resume point until its own first report, a
+    // kill in that moment started the ingest over: 400 MiB read again over five kills.)
+    let bound = KILLS * ((CONCURRENCY + 2) * PART + 16 * MIB);
+    assert!(
+        again <= bound,
+        "read {again} bytes again, more than {bound}"
+    );
+    drop(controller);
+    common::delete_namespace(&client, &ns).await;
+}

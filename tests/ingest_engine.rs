@@ -391,10 +391,12 @@ async fn a_restart_resumes_from_the_parts_s3_holds() {
         .load(std::sync::atomic::Ordering::SeqCst)
         - served_before;
     // The resumed run reads from its resume point on (plus what was in flight when it closed its
-    // first, streamed, response), never the whole source again.
+    // first, streamed, response), never the whole source again, and not the parts S3 holds past
+    // it that the resumed hash covers; what the hash does not cover it must read.
     assert!(
-        reread >= len - resumed_at && reread < len - resumed_at + PART,
-        "re-read {reread} bytes, resumed at {resumed_at}"
+        reread >= len - resume.checkpoint.length && reread < len - resumed_at + PART,
+        "re-read {reread} bytes, resumed at {resumed_at}, hashed to {}",
+        resume.checkpoint.length
     );
     let expected = Body { len, seed: 1 }.sha256();
     assert_eq!(outcome.sha256, expected);

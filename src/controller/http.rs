@@ -48,16 +48,19 @@ impl Default for Readiness {
 }
 
 impl Readiness {
+    /// Waits for `count` more watches' first lists before ready (0: ready now, as a standby is).
     pub fn expect_watches(&self, count: usize) {
         self.watches_pending.store(count, Ordering::Release);
     }
 
+    /// One expected watch has listed its objects.
     pub fn watch_started(&self) {
         let _ = self
             .watches_pending
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
+    /// Whether every expected watch has listed its objects: what `/readyz` answers.
     pub fn is_ready(&self) -> bool {
         self.watches_pending.load(Ordering::Acquire) == 0
     }

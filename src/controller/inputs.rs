@@ -23,6 +23,7 @@ pub enum SecretType {
 pub const SECRET_TYPE_LABEL: &str = "s3flow.io/secret-type";
 
 impl SecretType {
+    /// The [`SECRET_TYPE_LABEL`] value that marks a Secret for this use.
     pub fn label(self) -> &'static str {
         match self {
             SecretType::Credentials => "credentials",
@@ -34,32 +35,63 @@ impl SecretType {
 /// Why the inputs of a resource could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// The named Secret does not exist in the resource's namespace (reason SecretNotFound).
     #[error("secret {0:?} not found in the resource's namespace")]
     SecretNotFound(String),
+    /// The Secret's [`SECRET_TYPE_LABEL`] does not name this use, so it is not read (reason
+    /// SecretNotLabelled).
     #[error(
         "secret {name:?} is not labelled for this use: add the label {SECRET_TYPE_LABEL}={} to it (kubectl label secret {name} {SECRET_TYPE_LABEL}={})",
         purpose.label(), purpose.label()
     )]
-    SecretNotLabelled { name: String, purpose: SecretType },
+    SecretNotLabelled {
+        /// The Secret's name.
+        name: String,
+        /// The use the resource names it for: the label value it lacks.
+        purpose: SecretType,
+    },
+    /// No `credentialsSecretRef`, in a namespace the admin does not allow the operator's own AWS
+    /// identity (reason CredentialsRequired).
     #[error(
         "credentialsSecretRef is required: the cluster admin allows the operator's own AWS identity in other namespaces only"
     )]
     CredentialsRequired,
+    /// The connection's endpoint is not a usable URL (reason InvalidEndpoint) or resolves to an
+    /// address the policy refuses (reason ForbiddenAddress).
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// The credentials Secret lacks `AWS_ACCESS_KEY_ID` or `AWS_SECRET_ACCESS_KEY` (reason
+    /// InvalidSecret).
     #[error("secret {secret:?} has no key {key}")]
-    SecretKeyMissing { secret: String, key: String },
+    SecretKeyMissing {
+        /// The Secret's name.
+        secret: String,
+        /// The key it lacks.
+        key: String,
+    },
+    /// The CA bundle ConfigMap an ingest names does not exist in its namespace (reason
+    /// ConfigMapNotFound).
     #[error("configmap {0:?} not found in the resource's namespace")]
     ConfigMapNotFound(String),
+    /// The CA bundle ConfigMap has no such key in its `data` (reason InvalidConfigMap).
     #[error("configmap {name:?} has no key {key}")]
-    ConfigMapKeyMissing { name: String, key: String },
+    ConfigMapKeyMissing {
+        /// The ConfigMap's name.
+        name: String,
+        /// The key the ingest names.
+        key: String,
+    },
+    /// An ingest's `partSize` is neither `auto` nor a size such as `16Mi` (reason
+    /// InvalidPartSize).
     #[error("partSize: {0}")]
     PartSize(String),
+    /// The API server failed a read of a Secret or ConfigMap (reason InputUnreadable).
     #[error("reading an input: {0}")]
     Kube(#[from] kube::Error),
 }
 
 impl InputError {
+    /// The status condition reason a user sees when this error fails the resource.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::SecretNotFound(_) => "SecretNotFound",

@@ -54,6 +54,7 @@ fn decide(
     }
 }
 
+/// This process's candidacy for the leader Lease: acquires it, holds it, and releases it.
 pub struct LeaderElection {
     api: Api<Lease>,
     name: String,

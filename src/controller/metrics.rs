@@ -121,17 +121,20 @@ impl Metrics {
         }
     }
 
+    /// Counts a failed reconcile of `controller` as `reason` (`Error::metric_label` or `panic`).
     pub fn reconcile_failed(&self, controller: &'static str, reason: &'static str) {
         self.errors
             .get_or_create(&ErrorLabels { controller, reason })
             .inc();
     }
 
+    /// Adds the bytes and parts an ingest committed to S3 since its last progress.
     pub fn ingested(&self, bytes: u64, parts: u64) {
         self.ingest_bytes.inc_by(bytes);
         self.ingest_parts.inc_by(parts);
     }
 
+    /// Sets `s3flow_leader`: 1 while this process holds the leader Lease and reconciles.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }

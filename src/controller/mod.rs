@@ -7,6 +7,8 @@ pub mod metrics;
 pub mod scan;
 
 mod error;
+#[cfg(test)]
+pub(crate) mod fake;
 mod inputs;
 mod reconcile;
 mod run;
@@ -42,8 +44,10 @@ pub const MANAGER: &str = "s3flow-controller";
 /// Which namespaces the operator watches.
 #[derive(Clone, Debug, Default)]
 pub enum Scope {
+    /// Every namespace (no `--namespace` given).
     #[default]
     All,
+    /// Only these namespaces: one watch per namespace and kind.
     Namespaces(Vec<String>),
 }
 
@@ -74,9 +78,14 @@ impl Scope {
 /// Where the leader Lease lives and who this process is.
 #[derive(Clone, Debug)]
 pub struct LeaderSettings {
+    /// Namespace of the Lease (the operator's own).
     pub namespace: String,
+    /// Name of the Lease; every replica of one operator names the same.
     pub lease_name: String,
+    /// This process as the Lease's holder: pod name plus a per-start suffix, so that a restarted
+    /// container is a new candidate.
     pub identity: String,
+    /// How long the Lease lasts without renewal before a standby takes over (at least 2 s).
     pub lease_duration: Duration,
 }
 
@@ -91,6 +100,8 @@ pub struct Settings {
     pub max_concurrent_ingests: usize,
     /// Memory all ingests' part buffers share.
     pub ingest_memory: MemoryBudget,
+    /// A read of an ingest's source that waits longer than this for its next bytes fails and
+    /// resumes (at least 1 s); also the window the source floor is judged over.
     pub stall_timeout: Duration,
     /// A source slower than this fails as SourceStalled.
     pub source_floor: ThroughputFloor,
@@ -100,22 +111,31 @@ pub struct Settings {
     pub status_interval: Duration,
     /// Image of chunk-worker Jobs unless a scan names one (the operator's own image).
     pub worker_image: String,
+    /// Namespaces whose S3Ingests and S3ParallelScans (and their Jobs) are watched.
     pub scope: Scope,
     /// Reconciles of one kind at once.
     pub reconcile_concurrency: u16,
     /// Failed reconciles of one resource in a row (backing off to 5 minutes between them) before
     /// it ends as Failed (RetriesExhausted).
     pub reconcile_retries: u32,
+    /// Longest a scan's planning reads (HEAD, header row, footer) may take in all, then the scan
+    /// fails as SourceStalled.
+    pub planning_deadline: Duration,
     /// `None`: this process reconciles without electing a leader (one replica).
     pub leader: Option<LeaderSettings>,
 }
 
 /// Shared by every reconcile.
 pub struct Context {
+    /// Kubernetes API client, as the operator's service account.
     pub client: Client,
+    /// Publishes Events as [`MANAGER`], this pod (`HOSTNAME`) as the instance.
     pub recorder: Recorder,
+    /// The process's flags and Helm values, fixed for its life.
     pub settings: Settings,
+    /// Ingests streaming in this process, and the slots they share.
     pub ingests: ingest::Transfers,
+    /// What `/metrics` serves.
     pub metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     /// Turns true when the process is asked to stop (SIGTERM).
@@ -130,6 +150,7 @@ pub struct Context {
 }
 
 impl Context {
+    /// The context of every controller of this process; `stopping` turns true on SIGTERM.
     pub fn new(
         client: Client,
         settings: Settings,

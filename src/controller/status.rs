@@ -54,6 +54,7 @@ pub fn conditions(
 
 /// A status with the kstatus phase and conditions.
 pub trait PhaseStatus {
+    /// The status's phase, conditions and observedGeneration, for [`set_phase`] to move together.
     fn phase_fields(&mut self) -> (&mut Phase, &mut Vec<Condition>, &mut Option<i64>);
 }
 
@@ -111,7 +112,9 @@ where
 /// Writes the whole status by server-side apply, as the one manager that owns it.
 #[derive(Clone)]
 pub struct StatusWriter<K> {
+    /// The resource's kind, in its namespace.
     pub api: Api<K>,
+    /// The resource's name.
     pub name: String,
 }
 
@@ -122,6 +125,7 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    /// A writer of `obj`'s status, by its namespace and name.
     pub fn new(ctx: &Context, obj: &K) -> Self {
         Self {
             api: Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default()),
@@ -129,6 +133,7 @@ where
         }
     }
 
+    /// Writes `status` whole, over whatever version the resource is at (see [`Self::write_over`]).
     pub async fn write(&self, status: &impl Serialize) -> Result<(), kube::Error> {
         self.apply(status, None).await
     }

@@ -32,13 +32,16 @@ pub struct MemoryBudget {
     if *.growing { " within 5 minutes" } else { "" }
 )]
 pub struct InsufficientMemory {
+    /// Bytes the part buffers need: part size x (concurrency + 2).
     pub need: u64,
+    /// One ingest's share of the budget, in bytes.
     pub total: u64,
     /// The buffers grew mid-transfer and the budget stayed too busy to hold them.
     pub growing: bool,
 }
 
 impl MemoryBudget {
+    /// A budget of `bytes` (whole KiB, at most 4 TiB), all of it one ingest's share.
     pub fn new(bytes: u64) -> MemoryBudget {
         let units = (bytes / UNIT).min(u64::from(u32::MAX)) as u32;
         let total = u64::from(units) * UNIT;
@@ -56,6 +59,7 @@ impl MemoryBudget {
         self
     }
 
+    /// A budget that never makes an ingest wait or fail (the CLI).
     pub fn unlimited() -> MemoryBudget {
         MemoryBudget {
             units: None,

@@ -22,7 +22,9 @@ pub struct ResumableSha256 {
 /// A saved state: the hash of the first `length` bytes, before finalization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HashState {
+    /// Bytes hashed, a multiple of 64 (a block boundary).
     pub length: u64,
+    /// SHA-256's eight chaining words after those bytes.
     pub state: [u32; 8],
 }
 
@@ -32,6 +34,8 @@ impl HashState {
         self.state.iter().map(|w| format!("{w:08x}")).collect()
     }
 
+    /// A state read back from status: `length` and the 64 hex digits of [`Self::state_hex`];
+    /// `None` unless both are a valid state.
     pub fn from_hex(length: u64, hex: &str) -> Option<Self> {
         if hex.len() != 64 || !length.is_multiple_of(64) {
             return None;
@@ -55,6 +59,7 @@ impl Default for ResumableSha256 {
 }
 
 impl ResumableSha256 {
+    /// Continues from a saved state, as if its first `length` bytes had been hashed here.
     pub fn resume(checkpoint: HashState) -> Self {
         Self {
             state: checkpoint.state,
@@ -63,6 +68,7 @@ impl ResumableSha256 {
         }
     }
 
+    /// Hashes `data` after the bytes so far.
     pub fn update(&mut self, mut data: &[u8]) {
         self.length += data.len() as u64;
         if !self.pending.is_empty() {
@@ -88,6 +94,7 @@ impl ResumableSha256 {
         })
     }
 
+    /// Bytes hashed so far (a resumed hash counts the checkpoint's too).
     pub fn length(&self) -> u64 {
         self.length
     }

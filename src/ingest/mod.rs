@@ -32,42 +32,71 @@ use pipeline::{Pipeline, Start};
 /// Why an ingest failed. `reason()` is the status condition reason a user sees.
 #[derive(Debug, Error)]
 pub enum IngestError {
+    /// The source URL, a header or the CA bundle cannot be used (also a scheme other than http(s)).
     #[error("invalid source: {0}")]
     InvalidSource(String),
+    /// The source or the S3 endpoint resolves to an address the policy refuses.
     #[error("forbidden source address: {0}")]
     ForbiddenAddress(ForbiddenAddress),
+    /// The source answered 404 or 410.
     #[error("source not found: {0}")]
     SourceNotFound(String),
+    /// The source answered 401 or 403.
     #[error("source refused access: {0}")]
     SourceAccessDenied(String),
+    /// The source answered another status that retrying will not change (400, 416, ...).
     #[error("source refused the request: {0}")]
     SourceRejected(String),
+    /// The source could not be reached, or kept failing (5xx, 429, drops), after every attempt.
     #[error("source unavailable: {0}")]
     SourceUnavailable(String),
+    /// The source sent its response head or body slower than the throughput floor.
     #[error("source too slow: {0}")]
     SourceStalled(String),
+    /// The source's TLS certificate is not signed by a CA s3flow trusts.
     #[error("the source's TLS certificate is not trusted (add its CA with a CA bundle): {0}")]
     SourceCertificateRejected(String),
+    /// The source changed while it was read: a resumed read no longer matches its validator.
     #[error("source changed: {0}")]
     SourceChanged(String),
+    /// The source's length is not `expectedSize`, or not the length it announced.
     #[error("size mismatch: {0}")]
     SizeMismatch(String),
+    /// The source's bytes do not hash to `expectedSha256` (the upload is aborted).
     #[error("checksum mismatch: expected sha256 {expected}, the source's bytes have {actual}")]
-    ChecksumMismatch { expected: String, actual: String },
+    ChecksumMismatch {
+        /// The SHA-256 the request expected, lowercase hex.
+        expected: String,
+        /// The SHA-256 of the bytes the source sent, lowercase hex.
+        actual: String,
+    },
+    /// The part size, or the source's length, does not fit S3's multipart limits.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// An object is already at the destination and `overwrite` is off.
     #[error("s3://{bucket}/{key} already exists; set overwrite to replace it")]
-    ObjectExists { bucket: String, key: String },
+    ObjectExists {
+        /// The destination bucket.
+        bucket: String,
+        /// The destination key.
+        key: String,
+    },
+    /// The destination bucket does not exist.
     #[error("bucket not found: {0}")]
     BucketNotFound(String),
+    /// S3 refused the credentials or the request.
     #[error("S3 denied access: {0}")]
     AccessDenied(String),
+    /// Any other S3 failure (5xx after the SDK's retries, a part of a resumed upload missing).
     #[error("S3 error: {0}")]
     S3(String),
+    /// A part's upload took longer than its bytes at the throughput floor allow.
     #[error("the S3 endpoint took in the upload too slowly: {0}")]
     DestinationStalled(String),
+    /// The caller could not record the upload id (the upload was aborted, so none is left).
     #[error("the upload id could not be recorded, so the upload was aborted: {0}")]
     UploadNotRecorded(String),
+    /// The part buffers do not fit in one ingest's share of the memory budget.
     #[error(transparent)]
     InsufficientMemory(#[from] InsufficientMemory),
 }
@@ -123,16 +152,25 @@ fn classify(failure: crate::s3::ServiceFailure) -> IngestError {
 /// What to copy where.
 #[derive(Clone, Debug)]
 pub struct IngestRequest {
+    /// Where to read the bytes from, and how.
     pub source: SourceConfig,
+    /// The source's length in bytes, which it must have; also sizes parts before it answers.
     pub expected_size: Option<u64>,
     /// Lowercase hex.
     pub expected_sha256: Option<String>,
+    /// The destination bucket.
     pub bucket: String,
+    /// The destination key.
     pub key: String,
+    /// Content-Type of the object; `None` takes the source's.
     pub content_type: Option<String>,
+    /// S3 storage class of the object (`STANDARD_IA`, ...); `None` is the bucket's default.
     pub storage_class: Option<String>,
+    /// Replace an object already at the key; otherwise that fails as `ObjectExists`.
     pub overwrite: bool,
+    /// Bytes per part, or `auto`.
     pub part_size: PartSize,
+    /// Parts uploaded at once (0 counts as 1).
     pub concurrency: usize,
 }
 
@@ -179,18 +217,26 @@ pub struct Completion {
     pub etag: Option<String>,
     /// SHA-256 of the whole body, lowercase hex.
     pub sha256: String,
+    /// Bytes of the whole body.
     pub size: u64,
 }
 
 /// Progress, counted as S3 acknowledges parts (`bytes_committed`) and as the source is read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Progress {
+    /// The multipart upload's id, once it exists.
     pub upload_id: Option<String>,
+    /// The source's length, when it announced one.
     pub total_bytes: Option<u64>,
+    /// Bytes of the source read so far, counted from its start (a resumed run's included).
     pub bytes_read: u64,
+    /// Bytes in parts S3 has acknowledged.
     pub bytes_committed: u64,
+    /// Parts the upload will have, when the source's length is known.
     pub parts_total: Option<u32>,
+    /// Parts S3 has acknowledged.
     pub parts_committed: u32,
+    /// Size of the first part in bytes (later parts grow when the length is unknown).
     pub part_size: u64,
     /// The source's ETag or Last-Modified, which a resumed read must match.
     pub validator: Option<String>,
@@ -203,19 +249,26 @@ pub struct Progress {
 /// An earlier run's upload to continue: its id and what it had read (from its last progress).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resume {
+    /// The earlier run's multipart upload.
     pub upload_id: String,
+    /// The source's ETag or Last-Modified the earlier run read; a changed source starts afresh.
     pub validator: String,
+    /// The source's length as the earlier run read it.
     pub total_bytes: u64,
+    /// The hash state after the earlier run's last whole part: hashing resumes from it.
     pub checkpoint: HashState,
 }
 
 /// A finished ingest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// Bytes in the object.
     pub size: u64,
     /// SHA-256 of the whole object, lowercase hex.
     pub sha256: String,
+    /// The completed object's ETag, when S3 returned one.
     pub etag: Option<String>,
+    /// Parts the object was uploaded in.
     pub parts: u32,
     /// Times the source connection was resumed by Range.
     pub source_resumes: u32,

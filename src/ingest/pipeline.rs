@@ -3,7 +3,7 @@
 //! allows, the SHA-256 computed on the way, and the upload completed only when length and checksum
 //! hold.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use aws_sdk_s3::types::CompletedPart;
@@ -32,8 +32,21 @@ pub(super) struct Start {
     pub held: BTreeMap<i32, HeldPart>,
 }
 
-/// A part's bytes, with the permit that counts its buffer against the memory bound.
-type FetchedPart = (Bytes, OwnedSemaphorePermit);
+/// A part as the range fetcher hands it on.
+enum FetchedPart {
+    /// Its bytes, with the permit that counts its buffer against the memory bound.
+    Read(Bytes, OwnedSemaphorePermit),
+    /// S3 holds it and the resumed hash covers it: it is not read again.
+    Held,
+}
+
+/// The next part of the transfer.
+enum NextPart {
+    /// Its bytes, the permit of its buffer, and whether it is the last.
+    Read(Bytes, OwnedSemaphorePermit, bool),
+    /// S3 holds it and the resumed hash covers it; whether it is the last.
+    Held(bool),
+}
 
 /// Aborts the task when dropped, so no fetch outlives a failed transfer.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -53,6 +66,9 @@ pub(super) struct Pipeline<'a> {
     reader: SourceReader,
     hasher: ResumableSha256,
     held: BTreeMap<i32, HeldPart>,
+    /// Held parts (0-based) past the resume point that are not read again: a strong validator
+    /// pins their bytes and the resumed hash already covers them.
+    covered: BTreeSet<u32>,
     /// Held parts are reused only when their bytes are provably the ones read now: a strong
     /// validator pins them, else a part's ETag must be their MD5.
     strong_validator: bool,
@@ -108,6 +124,10 @@ impl<'a> Pipeline<'a> {
             .as_deref()
             .is_some_and(|v| v.starts_with('"'));
         let parts_total = length.map(|l| schedule.parts_for(l));
+        let covered = match (strong_validator, length) {
+            (true, Some(length)) => covered_parts(&held, schedule, length, hasher.length(), index),
+            _ => BTreeSet::new(),
+        };
         progress.send_modify(|p| {
             p.upload_id = Some(writer.upload_id().to_string());
             p.total_bytes = length;
@@ -127,6 +147,7 @@ impl<'a> Pipeline<'a> {
             reader,
             hasher,
             held,
+            covered,
             strong_validator,
             completed,
             carry: None,
@@ -148,7 +169,16 @@ impl<'a> Pipeline<'a> {
         log: &mut impl UploadLog,
     ) -> Result<Outcome, IngestError> {
         loop {
-            let (buffer, permit, ended) = self.next_buffer(memory).await?;
+            let (buffer, permit, ended) = match self.next_buffer(memory).await? {
+                NextPart::Read(buffer, permit, ended) => (buffer, permit, ended),
+                NextPart::Held(last) => {
+                    self.keep_held()?;
+                    if last {
+                        break;
+                    }
+                    continue;
+                }
+            };
             if !ended {
                 self.fetch_the_rest_as_ranges();
             }
@@ -180,15 +210,15 @@ impl<'a> Pipeline<'a> {
         &self.writer
     }
 
-    /// The next part's bytes, the permit of its buffer, and whether it is the last.
-    async fn next_buffer(
-        &mut self,
-        memory: &mut Reservation,
-    ) -> Result<(Bytes, OwnedSemaphorePermit, bool), IngestError> {
+    /// The next part: its bytes, the permit of its buffer, and whether it is the last.
+    async fn next_buffer(&mut self, memory: &mut Reservation) -> Result<NextPart, IngestError> {
         let last = Some(self.index + 1) == self.parts_total;
         if let Some((fetched, _)) = &mut self.ranged {
             return match fetched.recv().await {
-                Some(Ok((bytes, permit))) => Ok((bytes, permit, last)),
+                Some(Ok(FetchedPart::Read(bytes, permit))) => {
+                    Ok(NextPart::Read(bytes, permit, last))
+                }
+                Some(Ok(FetchedPart::Held)) => Ok(NextPart::Held(last)),
                 Some(Err(e)) => Err(e),
                 None => Err(IngestError::SourceUnavailable(
                     "the range fetcher stopped".into(),
@@ -206,7 +236,25 @@ impl<'a> Pipeline<'a> {
             .map_err(|_| IngestError::S3("part buffers closed".into()))?;
         let (buffer, ended) = fill(&mut self.reader, &mut self.carry, size as usize).await?;
         // With a known length the last part ends the transfer without waiting for EOF.
-        Ok((buffer, permit, ended || last))
+        Ok(NextPart::Read(buffer, permit, ended || last))
+    }
+
+    /// Counts the next part as S3 holds it, without its bytes (see [`covered_parts`]).
+    fn keep_held(&mut self) -> Result<(), IngestError> {
+        let number = self.index as i32 + 1;
+        let part = self.held.remove(&number).ok_or_else(|| {
+            IngestError::S3(format!("part {number} of the earlier upload is missing"))
+        })?;
+        self.total += part.size;
+        self.index += 1;
+        self.completed.push(part.completed());
+        let total = self.total;
+        self.progress.send_modify(|p| {
+            p.bytes_read = total;
+            p.bytes_committed += part.size;
+            p.parts_committed += 1;
+        });
+        Ok(())
     }
 
     /// With a length, ranges and a validator, the parts after this one come as parallel ranged
@@ -224,7 +272,10 @@ impl<'a> Pipeline<'a> {
         let task = tokio::spawn(fetch_ranges(
             self.reader.ranges(),
             self.schedule,
-            self.index + 1..parts_total,
+            (
+                self.index + 1..parts_total,
+                std::mem::take(&mut self.covered),
+            ),
             self.buffers.clone(),
             concurrency,
             tx,
@@ -408,12 +459,32 @@ async fn fill(
     Ok((buffer.freeze(), false))
 }
 
+/// Held parts a resumed transfer need not read: past its first part (`index`, which S3 lacks),
+/// of the size the schedule gives, and within the `hashed` bytes the resumed SHA-256 state covers.
+/// (Parts past `hashed` are read again for the hash, even when S3 holds them.)
+fn covered_parts(
+    held: &BTreeMap<i32, HeldPart>,
+    schedule: PartSchedule,
+    length: u64,
+    hashed: u64,
+    index: u32,
+) -> BTreeSet<u32> {
+    held.values()
+        .filter_map(|part| {
+            let i = u32::try_from(part.number.checked_sub(1)?).ok()?;
+            let start = schedule.offset(i);
+            let size = schedule.size(i).min(length.saturating_sub(start));
+            (i > index && part.size == size && start + size <= hashed).then_some(i)
+        })
+        .collect()
+}
+
 /// Fetches parts `indexes` as byte ranges, up to `concurrency` at once (each holding a buffer
-/// permit), and hands them on in order.
+/// permit), and hands them on in order; the `covered` ones are handed on as held, unread.
 async fn fetch_ranges(
     source: RangeFetcher,
     schedule: PartSchedule,
-    indexes: std::ops::Range<u32>,
+    (indexes, covered): (std::ops::Range<u32>, BTreeSet<u32>),
     buffers: Arc<Semaphore>,
     concurrency: usize,
     parts: mpsc::Sender<Result<FetchedPart, IngestError>>,
@@ -437,7 +508,13 @@ async fn fetch_ranges(
                 };
                 let (source, start, len) = (source.clone(), schedule.offset(next), schedule.size(next));
                 let len = len.min(source.length().saturating_sub(start)) as usize;
-                inflight.push_back(async move { source.fetch(start, len).await.map(|bytes| (bytes, permit)) });
+                let held = covered.contains(&next);
+                inflight.push_back(async move {
+                    if held {
+                        return Ok(FetchedPart::Held);
+                    }
+                    source.fetch(start, len).await.map(|bytes| FetchedPart::Read(bytes, permit))
+                });
                 next += 1;
             }
             else => return,
@@ -457,5 +534,60 @@ fn upload_deadline(floor: crate::floor::ThroughputFloor, len: u64) -> std::time:
     match floor.min_bytes_per_second {
         0 => std::time::Duration::from_secs(u64::MAX / 4),
         rate => floor.window.max(std::time::Duration::from_secs(len / rate)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::PartSize;
+
+    const MIB: u64 = 1 << 20;
+
+    fn held(parts: &[(i32, u64)]) -> BTreeMap<i32, HeldPart> {
+        parts
+            .iter()
+            .map(|&(number, size)| {
+                let part = HeldPart {
+                    number,
+                    size,
+                    etag: None,
+                };
+                (number, part)
+            })
+            .collect()
+    }
+
+    /// Parts S3 holds (number, size), bytes hashed, the resume index, and the parts not read.
+    type Case<'a> = (&'a [(i32, u64)], u64, u32, &'a [u32]);
+
+    #[test]
+    fn only_held_parts_past_the_resume_point_and_within_the_hash_are_not_read_again() {
+        // Parts of 8 MiB; the last of 4 MiB.
+        let length = 36 * MIB;
+        let schedule = PartSchedule::new(PartSize::Fixed(8 * MIB), Some(length)).unwrap();
+        let eight = 8 * MIB;
+        let cases: [Case; 6] = [
+            // Resuming at part index 1 (number 2); numbers 3 and 4 held, hash to 32 MiB: both skipped.
+            (&[(1, eight), (3, eight), (4, eight)], 32 * MIB, 1, &[2, 3]),
+            // The hash ends at 24 MiB: part 4 (24..32 MiB) must be read for it.
+            (&[(1, eight), (3, eight), (4, eight)], 24 * MIB, 1, &[2]),
+            // The resume point itself is read (S3 lacks it), whatever else holds.
+            (&[(2, eight)], 32 * MIB, 1, &[]),
+            // A held part of another size than the schedule's is not the same bytes.
+            (&[(3, eight - 1)], 32 * MIB, 1, &[]),
+            // The shorter last part counts with its own size.
+            (&[(5, 4 * MIB)], length, 1, &[4]),
+            // Part numbers S3 cannot have (0, negative) are ignored.
+            (&[(0, eight), (-3, eight)], length, 0, &[]),
+        ];
+        for (parts, hashed, index, expected) in cases {
+            let covered = covered_parts(&held(parts), schedule, length, hashed, index);
+            assert_eq!(
+                covered.into_iter().collect::<Vec<_>>(),
+                expected,
+                "held {parts:?}, hashed {hashed}, index {index}"
+            );
+        }
     }
 }

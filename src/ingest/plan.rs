@@ -3,10 +3,15 @@
 
 use thiserror::Error;
 
+/// One mebibyte: part sizes are whole MiB.
 pub const MIB: u64 = 1 << 20;
+/// S3's smallest part (the last one may be smaller).
 pub const MIN_PART: u64 = 5 * MIB;
+/// S3's largest part: 5 GiB.
 pub const MAX_PART: u64 = 5 << 30;
+/// S3's most parts in one upload.
 pub const MAX_PARTS: u32 = 10_000;
+/// S3's largest object: 5 TiB.
 pub const MAX_OBJECT: u64 = 5 << 40;
 /// Smallest part `auto` picks: large enough to keep requests few, small enough to keep memory low.
 pub const AUTO_MIN_PART: u64 = 8 * MIB;
@@ -17,24 +22,41 @@ pub const GROWTH_EVERY: u32 = 1_000;
 /// The part size a user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PartSize {
+    /// Parts that fit the source in 10,000 (at least [`AUTO_MIN_PART`]); they grow when the
+    /// length is unknown.
     Auto,
+    /// This many bytes per part, within S3's 5 MiB to 5 GiB.
     Fixed(u64),
 }
 
+/// Why no part schedule fits a request.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PlanError {
+    /// A fixed part size outside 5 MiB to 5 GiB (the size asked for, in bytes).
     #[error("part size {0} bytes is outside S3's limits of 5 MiB to 5 GiB")]
     PartSizeOutOfRange(u64),
+    /// The source is larger than S3's 5 TiB object limit.
     #[error("{length} bytes is larger than S3's 5 TiB object limit")]
-    ObjectTooLarge { length: u64 },
+    ObjectTooLarge {
+        /// The source's length in bytes.
+        length: u64,
+    },
+    /// A source without a known length outgrew 10,000 parts mid-transfer.
     #[error("the stream outgrew 10,000 parts of {part_size} bytes; use a larger part size or auto")]
-    PartsExhausted { part_size: u64 },
+    PartsExhausted {
+        /// Size of the last part, in bytes.
+        part_size: u64,
+    },
+    /// A known length needs more than 10,000 parts of the fixed part size.
     #[error(
         "{length} bytes need more than 10,000 parts of {part_size} bytes; use a part size of at least {needed} bytes or auto"
     )]
     TooManyParts {
+        /// The source's length in bytes.
         length: u64,
+        /// The fixed part size asked for, in bytes.
         part_size: u64,
+        /// The smallest part size that fits the length (at least 5 MiB).
         needed: u64,
     },
 }

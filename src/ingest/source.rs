@@ -46,25 +46,31 @@ pub struct SourceInfo {
     pub ranges: bool,
     /// ETag (or Last-Modified) that ranged re-reads must match.
     pub validator: Option<String>,
+    /// Content-Type, which the object takes unless the request names one.
     pub content_type: Option<String>,
 }
 
 /// Where a resumed read starts, and what the source was when the earlier transfer read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResumeAt {
+    /// Byte of the source the resumed read starts at.
     pub offset: u64,
+    /// The ETag or Last-Modified the earlier transfer read; the source must still match it.
     pub validator: String,
+    /// The source's length as the earlier transfer read it.
     pub length: u64,
 }
 
 /// How to reach the source.
 #[derive(Clone)]
 pub struct SourceConfig {
+    /// The http(s) URL to GET.
     pub url: String,
     /// Sent with every request (for example Authorization); marked sensitive, never logged.
     pub headers: Vec<(String, String)>,
     /// PEM bundle of extra CAs to trust.
     pub ca_bundle: Option<Vec<u8>>,
+    /// The addresses the source may resolve to.
     pub policy: Arc<AddressPolicy>,
     /// A read that waits longer than this for the next bytes fails (and resumes when it can).
     pub stall_timeout: Duration,
@@ -97,6 +103,7 @@ struct Endpoint {
 /// The source's bytes in order, resuming after dropped connections when the server allows it.
 pub struct SourceReader {
     endpoint: Arc<Endpoint>,
+    /// What the first response said about the source.
     pub info: SourceInfo,
     body: BoxStream<'static, reqwest::Result<Bytes>>,
     meter: FloorMeter,

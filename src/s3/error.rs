@@ -15,12 +15,14 @@ pub struct ServiceFailure {
     pub code: String,
     /// The answer's HTTP status, when an answer came.
     pub status: Option<u16>,
+    /// What failed, with its context; URLs without their query or userinfo.
     pub message: String,
     /// The address policy refused the connection.
     pub forbidden: Option<crate::address::ForbiddenAddress>,
 }
 
 impl ServiceFailure {
+    /// The failure of an SDK request; `context` says what was being done (`uploading part 3`).
     pub fn of<E>(context: &str, error: SdkError<E, HttpResponse>) -> ServiceFailure
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
@@ -68,6 +70,7 @@ impl ServiceFailure {
         ) || self.status.is_some_and(|s| s >= 500)
     }
 
+    /// S3 refused the credentials or the request (`AccessDenied`, a bad key or signature).
     pub fn is_access_denied(&self) -> bool {
         matches!(
             self.code.as_str(),

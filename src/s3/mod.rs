@@ -35,8 +35,11 @@ pub const FALLBACK_REGION: &str = "us-east-1";
 /// Static credentials, as read from a Secret. Debug output never shows the secret parts.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StaticCredentials {
+    /// The access key id (`AWS_ACCESS_KEY_ID`).
     pub access_key_id: String,
+    /// The secret access key (`AWS_SECRET_ACCESS_KEY`); never shown.
     pub secret_access_key: String,
+    /// The session token of temporary credentials (`AWS_SESSION_TOKEN`), when there is one.
     pub session_token: Option<String>,
 }
 
@@ -71,8 +74,10 @@ pub struct S3Settings {
 /// Why no client can be built for the settings.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
+    /// The endpoint is not a URL (the endpoint as given, the parse error).
     #[error("endpoint {0:?} is not a URL: {1}")]
     Invalid(String, ::url::ParseError),
+    /// The address policy refuses the endpoint (the endpoint as given, why).
     #[error("endpoint {shown}: {1}", shown = crate::redact::text(.0))]
     Refused(String, UrlRefused),
 }

@@ -15,7 +15,9 @@ use super::ServiceFailure;
 /// How a new upload's object is to be stored.
 #[derive(Clone, Debug, Default)]
 pub struct NewObject {
+    /// Content-Type of the object; `None` leaves S3's default.
     pub content_type: Option<String>,
+    /// S3 storage class (`STANDARD_IA`, ...); `None` is the bucket's default.
     pub storage_class: Option<String>,
     /// User metadata (`x-amz-meta-*`).
     pub metadata: Vec<(String, String)>,
@@ -24,12 +26,17 @@ pub struct NewObject {
 /// A part S3 holds for an upload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldPart {
+    /// Part number, from 1.
     pub number: i32,
+    /// Bytes S3 holds for the part.
     pub size: u64,
+    /// The part's ETag as S3 lists it (a quoted MD5 unless the object is encrypted with KMS or
+    /// SSE-C).
     pub etag: Option<String>,
 }
 
 impl HeldPart {
+    /// The part as CompleteMultipartUpload names it.
     pub fn completed(&self) -> CompletedPart {
         CompletedPart::builder()
             .part_number(self.number)
@@ -88,6 +95,7 @@ impl MultipartWriter {
         }
     }
 
+    /// The upload's id, as S3 gave it.
     pub fn upload_id(&self) -> &str {
         &self.upload_id
     }

@@ -43,18 +43,28 @@ pub enum ReadFailure {
     /// The body kept breaking off.
     #[error("{context} at byte {offset}: {source}")]
     Broken {
+        /// What was being read (`GET s3://bucket/key`).
         context: String,
+        /// The byte at which the body broke off for the last time.
         offset: u64,
+        /// Why it broke off the last time.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The object is larger than the caller takes.
     #[error("{context} is larger than {limit} bytes")]
-    TooLarge { context: String, limit: usize },
+    TooLarge {
+        /// What was being read.
+        context: String,
+        /// Most bytes the caller takes.
+        limit: usize,
+    },
     /// The body came slower than the floor allows.
     #[error("{context}: {stalled}")]
     Stalled {
+        /// What was being read.
         context: String,
+        /// What the body brought over the window, and the floor.
         stalled: crate::floor::Stalled,
     },
 }
@@ -75,6 +85,8 @@ pub struct RangeStream {
 }
 
 impl RangeStream {
+    /// Bytes `[start, end)` of `bucket/key`, of the version `etag` when given (If-Match).
+    /// Nothing is requested before the first read.
     pub fn new(
         s3: &Client,
         bucket: &str,

@@ -6,6 +6,7 @@ use std::str::FromStr;
 /// An object or a prefix in a bucket.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct S3Url {
+    /// The bucket's name.
     pub bucket: String,
     /// The object's key, or a prefix that is empty or ends in `/`.
     pub key: String,
@@ -20,6 +21,7 @@ pub struct S3UrlError {
 }
 
 impl S3Url {
+    /// `s3://bucket/key`, from its parts as they are.
     pub fn new(bucket: impl Into<String>, key: impl Into<String>) -> S3Url {
         S3Url {
             bucket: bucket.into(),

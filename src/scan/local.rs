@@ -25,13 +25,19 @@ use crate::shutdown::Stop;
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanSummary {
+    /// Chunks the object was split into.
     pub chunks: u32,
+    /// Records in the object.
     pub records: u64,
+    /// Bytes read within chunk ranges (of the decompressed stream when gzipped).
     pub bytes: u64,
+    /// Rows the query selected, cut to its LIMIT.
     pub rows: u64,
     /// Chunks run again from their true start state after a wrong guess.
     pub reruns: u32,
+    /// The query's result: one entry per aggregate, or `rows` for a row query.
     pub result: serde_json::Map<String, serde_json::Value>,
+    /// The manifest's `s3://` URL, when rows went to an output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
     /// Parquet: the file's row groups, those skipped by their statistics, and bytes fetched.
@@ -43,9 +49,13 @@ pub struct ScanSummary {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RowGroupsSummary {
+    /// Row groups in the file.
     pub total: u32,
+    /// Row groups not read: their statistics ruled the query out.
     pub skipped: u64,
+    /// Bytes of those row groups.
     pub skipped_bytes: u64,
+    /// Bytes fetched from S3: only the columns the query reads.
     pub fetched_bytes: u64,
 }
 
@@ -193,6 +203,7 @@ async fn drain(
 /// Where [`print_rows`] writes: CSV rows (JSON Lines for `SELECT *` of JSON Lines, as the
 /// records are), in object order.
 pub trait RowOutput: Send {
+    /// Writes the next rows, whole lines.
     fn write_rows(&mut self, bytes: &[u8]) -> std::io::Result<()>;
 }
 

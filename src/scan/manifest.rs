@@ -19,11 +19,15 @@ use super::{ScanError, delete_object, put_object};
 /// What the manifest records of one accepted chunk: a report's counts, never its partials.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkSummary {
+    /// The chunk's index.
     pub index: u32,
+    /// Records that start in the chunk.
     pub records: u64,
+    /// Rows the query selected from them, before the LIMIT cuts any.
     pub rows: u64,
     /// Whether the chunk wrote a part (its key is the output's for its index).
     pub part: bool,
+    /// A Parquet chunk's row groups and what of them it read.
     pub row_groups: Option<RowGroupsRead>,
 }
 
@@ -44,8 +48,11 @@ impl From<&ChunkReport> for ChunkSummary {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Crossing {
+    /// The chunk whose rows cross the LIMIT.
     pub index: u32,
+    /// Its rows within the LIMIT: the ones its part keeps.
     pub keep: u64,
+    /// The true start state it was accepted from.
     pub state: State,
     /// It ran again and its part holds exactly `keep` rows.
     #[serde(default)]
@@ -87,9 +94,13 @@ pub async fn put(
 /// to its LIMIT), for the CLI and the controller alike: parts past the LIMIT deleted, then the
 /// manifest written. Memory holds one line per chunk of the manifest, never a report.
 pub struct Finish<'a> {
+    /// The scanned object and its chunks.
     pub layout: &'a Layout,
+    /// Where the parts went; `None` when the scan wrote none.
     pub output: Option<&'a Output>,
+    /// The query's LIMIT: parts past it are deleted.
     pub limit: Option<u64>,
+    /// The query's result (aggregates, or the row count).
     pub result: &'a serde_json::Map<String, serde_json::Value>,
     /// What else to record per chunk (a container processor's output message), by index.
     pub extra: &'a (dyn Fn(u32) -> Option<serde_json::Value> + Sync),

@@ -29,11 +29,16 @@ pub use verify::Verifier;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Format {
+    /// Delimited text, quoted as RFC 4180 quotes it.
     Csv {
+        /// Byte between fields (`,` usually).
         delimiter: u8,
+        /// Byte that quotes a field (`"` usually); doubled inside one, it stands for itself.
         quote: u8,
+        /// The first row names the columns and is not a record.
         header: bool,
     },
+    /// One JSON value per line.
     JsonLines,
     /// Apache Parquet: chunks are runs of row groups.
     Parquet,
@@ -72,63 +77,99 @@ impl Format {
 /// Why a scan or one of its chunks failed. `reason()` is the condition reason a user sees.
 #[derive(Debug, Error)]
 pub enum ScanError {
+    /// The object or its bucket does not exist.
     #[error("object not found: {0}")]
     ObjectNotFound(String),
+    /// S3 refused the credentials or the request.
     #[error("S3 denied access: {0}")]
     AccessDenied(String),
+    /// The object changed since the scan planned it (If-Match failed, or it ended early).
     #[error("the object changed during the scan (its ETag no longer matches): {0}")]
     ObjectChanged(String),
+    /// Any other S3 failure; running again may help.
     #[error("S3 error: {0}")]
     S3(String),
+    /// The query is outside the SQL subset, or names columns the object does not have.
     #[error("{0}")]
     InvalidSql(#[from] sql::SqlError),
+    /// The object's header row (or Parquet columns) is not the one the scan expects.
     #[error("header mismatch: {0}")]
     HeaderMismatch(String),
+    /// The scan's settings do not work for this object (chunk size, record size, its task).
     #[error("{0}")]
     InvalidScan(String),
+    /// The object is compressed in a way s3flow does not read (only gzip is).
     #[error("unsupported object: {0}")]
     Unsupported(String),
     /// The object is not of the format the scan names, or its structure is broken.
     #[error("invalid object: {0}")]
     InvalidObject(String),
+    /// The object's last record never closes its quoted field.
     #[error("malformed record in chunk {chunk} (bytes {start}-{end}): {message}")]
     MalformedRecord {
+        /// The chunk the record starts in.
         chunk: u32,
+        /// First byte of that chunk.
         start: u64,
+        /// End of that chunk (exclusive).
         end: u64,
+        /// What is wrong with the record.
         message: String,
     },
+    /// A record the query cannot process: not UTF-8, invalid JSON, text where SUM wants a
+    /// number.
     #[error("bad data in chunk {chunk} (bytes {start}-{end}) at byte {offset}: {message}")]
     BadData {
+        /// The chunk the record starts in.
         chunk: u32,
+        /// First byte of that chunk.
         start: u64,
+        /// End of that chunk (exclusive).
         end: u64,
+        /// Where the record starts, in bytes of the object.
         offset: u64,
+        /// Why the query cannot process it.
         message: String,
     },
+    /// The object's body kept breaking off, after every retry.
     #[error("reading the object: {0}")]
     Read(#[source] crate::s3::ReadFailure),
+    /// The object could not be decompressed (a broken gzip stream).
     #[error("decoding the object: {0}")]
     Decode(#[source] std::io::Error),
+    /// Writing rows or a chunk's file failed (a local file, stdout, a Parquet part).
     #[error("writing {what}: {source}")]
     Write {
+        /// What was being written (`rows`, `the chunk file`, ...).
         what: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// Encoding rows, a header row or an upload record failed.
     #[error("serialising {what}: {source}")]
     Serialize {
+        /// What was being encoded.
         what: &'static str,
+        /// The encoder's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The row output's upload stopped (its own error says why).
     #[error("the row output stopped")]
     OutputClosed,
+    /// The chunk's parser thread panicked or was cancelled.
     #[error("the chunk's parser stopped: {0}")]
     Parser(#[source] tokio::task::JoinError),
+    /// A chunk's report does not answer its task, or cannot be merged.
     #[error("invalid chunk report of chunk {chunk}: {message}")]
-    InvalidReport { chunk: u32, message: String },
+    InvalidReport {
+        /// The chunk the report is of.
+        chunk: u32,
+        /// What does not match.
+        message: String,
+    },
+    /// The S3 endpoint resolves to an address the policy refuses.
     #[error("forbidden address: {0}")]
     ForbiddenAddress(crate::address::ForbiddenAddress),
     /// Asked to stop (SIGTERM, SIGINT) before the chunk ended; its row upload was aborted.

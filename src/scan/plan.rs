@@ -25,18 +25,22 @@ const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Layout {
+    /// Bucket of the scanned object.
     pub bucket: String,
+    /// Key of the scanned object.
     pub key: String,
     /// Size of the object in bytes.
     pub size: u64,
     /// Every read requires this ETag (`If-Match`), so a changed object fails the scan.
     pub etag: String,
+    /// How the object's records are encoded.
     pub format: Format,
     /// Column names from the header row (empty without one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
     /// Offset of the first record: after a byte-order mark and the header row.
     pub data_start: u64,
+    /// Bytes of the object per chunk (Parquet: the window its row groups are grouped by).
     pub chunk_size: u64,
     /// Gzip-compressed: not splittable, one chunk over the decompressed stream.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -71,6 +75,7 @@ impl Layout {
         Ok(query)
     }
 
+    /// Number of chunks: one for a gzipped object, one per run of row groups for Parquet.
     pub fn chunk_count(&self) -> u32 {
         match &self.parquet {
             Some(parquet) => parquet.chunk_starts.len() as u32,
@@ -209,7 +214,12 @@ pub async fn detect_format(
     key: &str,
 ) -> Result<DetectedFormat, ScanError> {
     let location = format!("s3://{bucket}/{key}");
-    within_deadline(&location, detect_format_now(s3, bucket, key)).await
+    within_deadline(
+        &location,
+        PLANNING_DEADLINE,
+        detect_format_now(s3, bucket, key),
+    )
+    .await
 }
 
 async fn detect_format_now(
@@ -236,8 +246,11 @@ async fn detect_format_now(
 /// Formats `auto` can find.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DetectedFormat {
+    /// Delimited text: any object not found to be another format.
     Csv,
+    /// Named `.jsonl`, `.ndjson` or `.json`.
     JsonLines,
+    /// Starts with `PAR1`, or named `.parquet` or `.pq`.
     Parquet,
 }
 
@@ -255,11 +268,17 @@ pub fn format_by_name(key: &str) -> DetectedFormat {
 /// What to plan.
 #[derive(Clone, Debug)]
 pub struct PlanRequest {
+    /// Bucket of the object to scan.
     pub bucket: String,
+    /// Key of the object to scan.
     pub key: String,
+    /// How the object's records are encoded.
     pub format: Format,
+    /// Columns the header row (or Parquet schema) must have; `None` takes any.
     pub expected_headers: Option<Vec<String>>,
+    /// Bytes of the object per chunk, at least 1.
     pub chunk_size: u64,
+    /// Longest record a chunk reads, in bytes; a longer one is bad data.
     pub max_record_size: u64,
 }
 
@@ -267,17 +286,18 @@ pub struct PlanRequest {
 /// inside a reconcile. Past it a scan fails as SourceStalled.
 pub const PLANNING_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// `work` within [`PLANNING_DEADLINE`].
+/// `work` within `deadline`.
 async fn within_deadline<T>(
     location: &str,
+    deadline: std::time::Duration,
     work: impl Future<Output = Result<T, ScanError>>,
 ) -> Result<T, ScanError> {
-    tokio::time::timeout(PLANNING_DEADLINE, work)
+    tokio::time::timeout(deadline, work)
         .await
         .unwrap_or_else(|_| {
             Err(ScanError::Stalled(format!(
                 "planning {location} took longer than {} s",
-                PLANNING_DEADLINE.as_secs()
+                deadline.as_secs_f64()
             )))
         })
 }
@@ -285,8 +305,17 @@ async fn within_deadline<T>(
 /// Reads the object's size and ETag and its header row, and lays out the chunks, within
 /// [`PLANNING_DEADLINE`]. Nothing runs when the header is not the expected one.
 pub async fn plan(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanError> {
+    plan_within(s3, request, PLANNING_DEADLINE).await
+}
+
+/// [`plan`] within `deadline` (the operator's setting).
+pub async fn plan_within(
+    s3: &Client,
+    request: &PlanRequest,
+    deadline: std::time::Duration,
+) -> Result<Layout, ScanError> {
     let location = format!("s3://{}/{}", request.bucket, request.key);
-    within_deadline(&location, plan_now(s3, request)).await
+    within_deadline(&location, deadline, plan_now(s3, request)).await
 }
 
 async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanError> {

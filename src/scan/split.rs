@@ -40,6 +40,7 @@ pub enum State {
 pub const STATES: usize = 6;
 
 impl State {
+    /// Every state, in the order of their codes.
     pub const ALL: [State; STATES] = [
         State::RecordEnd,
         State::BetweenRecords,
@@ -54,6 +55,7 @@ impl State {
         b"RBSFQE"[self as usize] as char
     }
 
+    /// The state whose [`State::code`] is `code`.
     pub fn from_code(code: char) -> Option<State> {
         State::ALL.into_iter().find(|state| state.code() == code)
     }
@@ -77,7 +79,14 @@ impl<'de> Deserialize<'de> for State {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Dialect {
-    Csv { delimiter: u8, quote: u8 },
+    /// CSV with these delimiter and quote bytes.
+    Csv {
+        /// Byte between fields.
+        delimiter: u8,
+        /// Byte that opens and closes quoted fields.
+        quote: u8,
+    },
+    /// One record per line: only `\n` ends one, nothing quotes.
     JsonLines,
 }
 
@@ -89,6 +98,7 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// The transition table of `dialect`.
     pub fn new(dialect: Dialect) -> Machine {
         let mut next = Box::new([[State::RecordEnd; STATES]; 256]);
         for byte in 0..=255u8 {
@@ -103,6 +113,7 @@ impl Machine {
         Machine { next, quote }
     }
 
+    /// The state after `byte` read in `state`.
     #[inline]
     pub fn step(&self, state: State, byte: u8) -> State {
         self.next[byte as usize][state as usize]
@@ -274,7 +285,9 @@ fn byte_masks_scalar<const N: usize>(window: &[u8; 64], bytes: [u8; N]) -> [u64;
 /// chunk's first record start (an offset relative to the chunk, `None` when no record starts in it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkSplit {
+    /// Per start state (by its index), the state after the chunk's last byte.
     pub end: [State; STATES],
+    /// Per start state, where the chunk's first record starts; `None` when none starts in it.
     pub first_record: [Option<u64>; STATES],
 }
 
@@ -313,6 +326,7 @@ impl SplitScanner {
         }
     }
 
+    /// Runs the chunk's next bytes from every start state.
     pub fn feed(&mut self, machine: &Machine, bytes: &[u8]) {
         // Lanes run block by block in tight loops; lanes that met are merged between blocks.
         for block in bytes.chunks(16 << 10) {
@@ -371,6 +385,7 @@ impl SplitScanner {
         self.first_record[state as usize]
     }
 
+    /// The split of the bytes fed so far.
     pub fn finish(&self) -> ChunkSplit {
         let mut end = State::ALL;
         for &(state, starts) in &self.lanes {

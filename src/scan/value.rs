@@ -10,10 +10,15 @@ use super::word::{bytes_equal, non_digits};
 /// A value of a record field or an expression.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value<'a> {
+    /// SQL NULL: a field that is absent, or JSON's null.
     Null,
+    /// A boolean.
     Bool(bool),
+    /// A 64-bit integer.
     Int(i64),
+    /// A double, NaN and the infinities included.
     Float(f64),
+    /// Text, borrowed from the record when it can be.
     Str(Cow<'a, str>),
 }
 
@@ -42,6 +47,7 @@ impl Value<'_> {
         }
     }
 
+    /// The value as JSON (NaN and the infinities as [`float_json`] writes them).
     pub fn to_json(&self) -> serde_json::Value {
         match self {
             Value::Null => serde_json::Value::Null,
@@ -52,6 +58,8 @@ impl Value<'_> {
         }
     }
 
+    /// A JSON value as a query's: integers that fit `i64` as Int, other numbers as Float, arrays
+    /// and objects as their JSON text.
     pub fn from_json(value: &serde_json::Value) -> Value<'_> {
         match value {
             serde_json::Value::Null => Value::Null,
@@ -166,7 +174,9 @@ fn non_finite_number(text: &str) -> Option<Number> {
 /// A number as the hot paths pass it: small and `Copy`, unlike [`Value`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Number {
+    /// A 64-bit integer.
     Int(i64),
+    /// A double, NaN and the infinities included.
     Float(f64),
 }
 
@@ -380,10 +390,13 @@ const MAX_FLOAT_PARTIALS: usize = 64;
 /// A partial from a chunk report that cannot be merged.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MergeError {
+    /// A partial of another aggregate (its kind, then the kind expected).
     #[error("partials of different aggregates ({0} where {1} was expected)")]
     Kind(&'static str, &'static str),
+    /// Merging would overflow a count or an integer sum (the aggregate's kind).
     #[error("a {0} partial overflows when merged")]
     Overflow(&'static str),
+    /// A value no chunk produces (the aggregate's kind, what is wrong with it).
     #[error("a {0} partial is not one a chunk can produce: {1}")]
     Invalid(&'static str, &'static str),
 }
@@ -391,12 +404,16 @@ pub enum MergeError {
 /// A value kept by MIN and MAX, ordered totally: booleans, then numbers, then strings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Scalar {
+    /// A boolean.
     #[serde(rename = "b")]
     Bool(bool),
+    /// A 64-bit integer.
     #[serde(rename = "i")]
     Int(i64),
+    /// A double.
     #[serde(rename = "f", with = "float_bits")]
     Float(f64),
+    /// Text, cut to [`MAX_KEPT_TEXT`] bytes.
     #[serde(rename = "s")]
     Str(String),
 }
@@ -453,10 +470,13 @@ impl Scalar {
 /// correctly rounded, result as one sequential pass.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExactSum {
+    /// Terms added.
     #[serde(rename = "n")]
     pub count: u64,
+    /// Sum of the integer terms, exact.
     #[serde(rename = "i", with = "i128_text")]
     pub integers: i128,
+    /// Sum of the finite float terms, as non-overlapping partials.
     #[serde(
         rename = "f",
         default,
@@ -464,14 +484,17 @@ pub struct ExactSum {
         with = "float_bits"
     )]
     pub partials: Vec<f64>,
+    /// Whether a float term was added: the total is a float then.
     #[serde(rename = "x", default, skip_serializing_if = "std::ops::Not::not")]
     pub has_float: bool,
     /// Non-finite terms, which the partials cannot hold: they decide the sum as IEEE addition
     /// does (NaN, or +Infinity and -Infinity together, make NaN; else the infinity).
     #[serde(rename = "nan", default, skip_serializing_if = "std::ops::Not::not")]
     pub nan: bool,
+    /// A +Infinity term was added, or the float sum overflowed upwards.
     #[serde(rename = "pinf", default, skip_serializing_if = "std::ops::Not::not")]
     pub positive_infinity: bool,
+    /// A -Infinity term was added, or the float sum overflowed downwards.
     #[serde(rename = "ninf", default, skip_serializing_if = "std::ops::Not::not")]
     pub negative_infinity: bool,
 }
@@ -596,6 +619,7 @@ fn round_partials(partials: &[f64]) -> f64 {
 }
 
 impl ExactSum {
+    /// Adds one term: an integer exactly, a finite float to the partials, others as flags.
     pub fn add(&mut self, number: Number) {
         self.count += 1;
         match number {
@@ -679,6 +703,8 @@ impl ExactSum {
         round_partials(&partials)
     }
 
+    /// The sum as JSON: null without terms, an integer when every term was one and it fits
+    /// `i64`, else the correctly rounded double.
     pub fn total(&self) -> serde_json::Value {
         if self.count == 0 {
             return serde_json::Value::Null;
@@ -691,6 +717,7 @@ impl ExactSum {
         float_json(self.total_float())
     }
 
+    /// The mean as JSON (a double); null without terms.
     pub fn mean(&self) -> serde_json::Value {
         if self.count == 0 {
             return serde_json::Value::Null;
@@ -702,30 +729,42 @@ impl ExactSum {
 /// The aggregate functions of the subset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AggregateKind {
+    /// `COUNT(*)`: every record.
     CountAll,
+    /// `COUNT(x)`: records where `x` is present.
     Count,
+    /// `SUM(x)`.
     Sum,
+    /// `MIN(x)`.
     Min,
+    /// `MAX(x)`.
     Max,
+    /// `AVG(x)`.
     Avg,
 }
 
 /// One chunk's (or several merged chunks') state of one aggregate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Partial {
+    /// Records counted (`COUNT(*)` or `COUNT(x)`).
     #[serde(rename = "count")]
     Count(u64),
+    /// The exact sum of the values.
     #[serde(rename = "sum")]
     Sum(ExactSum),
+    /// The least value so far; `None` before any.
     #[serde(rename = "min")]
     Min(Option<Scalar>),
+    /// The greatest value so far; `None` before any.
     #[serde(rename = "max")]
     Max(Option<Scalar>),
+    /// The exact sum and count of the values, divided at the end.
     #[serde(rename = "avg")]
     Avg(ExactSum),
 }
 
 impl Partial {
+    /// The partial of `kind` before any value.
     pub fn new(kind: AggregateKind) -> Partial {
         match kind {
             AggregateKind::CountAll | AggregateKind::Count => Partial::Count(0),
@@ -821,6 +860,7 @@ impl Partial {
         Ok(())
     }
 
+    /// The aggregate's value as JSON; null for SUM, AVG, MIN and MAX of no values.
     pub fn result(&self) -> serde_json::Value {
         match self {
             Partial::Count(n) => (*n).into(),

@@ -24,9 +24,13 @@ pub struct Verifier {
     pub state: State,
     /// The last accepted chunk in which a record starts (for naming an unterminated record).
     pub last_with_record: Option<u32>,
+    /// Records of the chunks accepted so far.
     pub records: u64,
+    /// Bytes of those chunks read.
     pub bytes: u64,
+    /// Rows those chunks selected, before the LIMIT cuts any.
     pub rows: u64,
+    /// The aggregates' partials merged over those chunks.
     pub partials: Vec<Partial>,
     /// Parquet: row groups skipped by their statistics, their bytes, and the bytes fetched.
     #[serde(default, skip_serializing_if = "RowGroupTotals::is_empty")]
@@ -37,8 +41,11 @@ pub struct Verifier {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RowGroupTotals {
+    /// Row groups skipped by their statistics.
     pub skipped: u64,
+    /// Bytes of those row groups.
     pub skipped_bytes: u64,
+    /// Bytes fetched from S3.
     pub fetched_bytes: u64,
 }
 
@@ -60,6 +67,7 @@ impl RowGroupTotals {
 /// What to do with a chunk's report: the same for the CLI's local run and the controller.
 #[derive(Debug)]
 pub enum Verdict {
+    /// The report is merged: the next chunk is due.
     Accepted,
     /// The chunk guessed wrong: run it again from this state.
     RunFrom(State),
@@ -181,6 +189,7 @@ fn check_row_groups(report: &ChunkReport, task: &ChunkTask) -> Result<(), String
 }
 
 impl Verifier {
+    /// A verifier waiting for chunk 0, with the query's partials before any record.
     pub fn new(empty_partials: Vec<Partial>) -> Verifier {
         Verifier {
             next: 0,

@@ -125,8 +125,13 @@ pub(super) fn waiting_for_memory(need: u64, in_use: u64, total: u64) -> String {
     )
 }
 
-/// `status` with the engine's progress after `elapsed` seconds.
-pub(super) fn with_progress(status: &mut S3IngestStatus, p: &Progress, elapsed: f64) {
+/// `status` with the engine's progress after `elapsed` seconds, as of `now`.
+pub(super) fn with_progress(
+    status: &mut S3IngestStatus,
+    p: &Progress,
+    elapsed: f64,
+    now: Timestamp,
+) {
     let rate = (p.bytes_committed as f64 / elapsed.max(0.001)) as i64;
     status.total_bytes = p.total_bytes.map(|t| t as i64);
     status.bytes_read = Some(p.bytes_read as i64);
@@ -145,7 +150,7 @@ pub(super) fn with_progress(status: &mut S3IngestStatus, p: &Progress, elapsed: 
         .total_bytes
         .filter(|_| rate > 0)
         .map(|t| (t.saturating_sub(p.bytes_committed) as i64) / rate.max(1));
-    status.last_progress_time = Some(Time(Timestamp::now()));
+    status.last_progress_time = Some(Time(now));
     if let (Some(validator), Some(checkpoint)) = (&p.validator, &p.checkpoint) {
         status.resume_point = Some(ResumePoint {
             source_validator: validator.clone(),
@@ -156,7 +161,11 @@ pub(super) fn with_progress(status: &mut S3IngestStatus, p: &Progress, elapsed: 
 }
 
 /// Done: the object, its size, checksum and ETag; no upload left to track.
-fn done(status: &mut S3IngestStatus, size: u64, sha256: &str, etag: Option<String>) {
+fn done(
+    status: &mut S3IngestStatus,
+    (size, sha256, etag): (u64, &str, Option<String>),
+    now: Timestamp,
+) {
     status.upload_id = None;
     status.resume_point = None;
     status.checksum = Some(sha256.to_string());
@@ -165,7 +174,7 @@ fn done(status: &mut S3IngestStatus, size: u64, sha256: &str, etag: Option<Strin
     status.bytes_transferred = Some(size as i64);
     status.progress = Some("100.0%".into());
     status.eta_seconds = None;
-    status.completion_time = Some(Time(Timestamp::now()));
+    status.completion_time = Some(Time(now));
 }
 
 /// The status of an ingest its engine finished, and the message of its Event.
@@ -174,12 +183,12 @@ pub(super) fn succeeded(
     outcome: &Outcome,
     (bucket, key): (&str, &str),
     generation: Option<i64>,
+    now: Timestamp,
 ) -> (S3IngestStatus, String) {
     done(
         &mut status,
-        outcome.size,
-        &outcome.sha256,
-        outcome.etag.clone(),
+        (outcome.size, &outcome.sha256, outcome.etag.clone()),
+        now,
     );
     let resumed = outcome
         .resumed_at
@@ -214,9 +223,10 @@ pub(super) fn completed_before_restart(
     completed: &Completion,
     (bucket, key): (&str, &str),
     generation: Option<i64>,
+    now: Timestamp,
 ) -> (S3IngestStatus, String) {
     let Completion { etag, sha256, size } = completed;
-    done(&mut status, *size, sha256, etag.clone());
+    done(&mut status, (*size, sha256, etag.clone()), now);
     let message = format!(
         "copied {size} bytes to s3://{bucket}/{key} (sha256 {sha256}); the upload had completed when the operator restarted"
     );
@@ -250,8 +260,9 @@ pub(super) fn failed(
     reason: &str,
     message: &str,
     generation: Option<i64>,
+    now: Timestamp,
 ) -> S3IngestStatus {
-    status.completion_time = Some(Time(Timestamp::now()));
+    status.completion_time = Some(Time(now));
     status.eta_seconds = None;
     set_phase(&mut status, Phase::Failed, reason, message, generation);
     status

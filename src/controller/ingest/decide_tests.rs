@@ -1,6 +1,8 @@
 use super::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
+/// The time every fixture is decided at: decisions stamp it, never the clock.
+const NOW: Timestamp = Timestamp::constant(1_800_000_000, 0);
 const STATE: &str = "6a09e667bb67ae853c6ef372a54ff53a510e527f9b05688c1f83d9ab5be0cd19";
 
 fn status(phase: Phase, reason: &str, generation: Option<i64>) -> S3IngestStatus {
@@ -190,7 +192,7 @@ fn progress(committed: u64, total: Option<u64>) -> Progress {
 #[test]
 fn progress_reports_percent_rate_eta_and_resume_point() {
     let mut status = S3IngestStatus::default();
-    with_progress(&mut status, &progress(64 << 20, Some(256 << 20)), 2.0);
+    with_progress(&mut status, &progress(64 << 20, Some(256 << 20)), 2.0, NOW);
     assert_eq!(status.progress.as_deref(), Some("25.0%"));
     assert_eq!(status.bytes_transferred, Some(64 << 20));
     assert_eq!(status.bytes_read, Some((64 << 20) + 10));
@@ -201,7 +203,7 @@ fn progress_reports_percent_rate_eta_and_resume_point() {
     let point = status.resume_point.clone().expect("a resume point");
     assert_eq!(point.hashed_bytes, 64 << 20);
     assert_eq!(point.sha256_state, STATE);
-    assert!(status.last_progress_time.is_some());
+    assert_eq!(status.last_progress_time, Some(Time(NOW)));
 }
 
 #[test]
@@ -209,7 +211,7 @@ fn progress_of_an_unknown_length_has_no_percent_or_eta() {
     let mut status = S3IngestStatus::default();
     let mut p = progress(8 << 20, None);
     p.checkpoint = None;
-    with_progress(&mut status, &p, 0.0);
+    with_progress(&mut status, &p, 0.0, NOW);
     assert_eq!(status.progress, None);
     assert_eq!(status.eta_seconds, None);
     assert_eq!(status.total_bytes, None);
@@ -242,7 +244,7 @@ fn ready(status: &S3IngestStatus) -> &Condition {
 #[test]
 fn success_forgets_the_upload_and_records_the_object() {
     let before = with_upload(status(Phase::Running, "Transferring", Some(1)), 0, STATE);
-    let (status, message) = succeeded(before, &outcome(Some(1 << 20)), ("b", "k"), Some(1));
+    let (status, message) = succeeded(before, &outcome(Some(1 << 20)), ("b", "k"), Some(1), NOW);
     assert_eq!(status.phase, Phase::Succeeded);
     assert_eq!(status.upload_id, None);
     assert_eq!(status.resume_point, None);
@@ -250,7 +252,7 @@ fn success_forgets_the_upload_and_records_the_object() {
     assert_eq!(status.etag.as_deref(), Some("\"e-1\""));
     assert_eq!(status.total_bytes, Some(3 << 20));
     assert_eq!(status.progress.as_deref(), Some("100.0%"));
-    assert!(status.completion_time.is_some());
+    assert_eq!(status.completion_time, Some(Time(NOW)));
     assert_eq!(
         message,
         "copied 3145728 bytes in 1 parts to s3://b/k (sha256 beef), resumed at byte 1048576"
@@ -267,7 +269,7 @@ fn a_completion_found_after_a_restart_succeeds_with_the_recorded_hash() {
         size: 7,
     };
     let (status, message) =
-        completed_before_restart(completing("f00d", 7), &completed, ("b", "k"), Some(1));
+        completed_before_restart(completing("f00d", 7), &completed, ("b", "k"), Some(1), NOW);
     assert_eq!(status.phase, Phase::Succeeded);
     assert_eq!(status.upload_id, None);
     assert_eq!(status.bytes_transferred, Some(7));
@@ -294,11 +296,11 @@ fn an_interrupted_ingest_keeps_its_upload_and_says_where_it_resumes() {
 #[test]
 fn a_failure_keeps_an_upload_nobody_could_abort() {
     let before = with_upload(status(Phase::Running, "Transferring", Some(1)), 0, STATE);
-    let status = failed(before, "S3Error", "access denied", Some(1));
+    let status = failed(before, "S3Error", "access denied", Some(1), NOW);
     assert_eq!(status.phase, Phase::Failed);
     assert_eq!(status.upload_id.as_deref(), Some("upload-1"));
     assert_eq!(status.eta_seconds, None);
-    assert!(status.completion_time.is_some());
+    assert_eq!(status.completion_time, Some(Time(NOW)));
     assert_eq!(ready(&status).reason, "S3Error");
     assert_eq!(ready(&status).status, "False");
 }

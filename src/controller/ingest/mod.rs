@@ -46,6 +46,7 @@ pub struct Transfers {
 }
 
 impl Transfers {
+    /// No transfers yet; at most `max` stream at once, shared fairly between namespaces.
     pub fn new(max: usize) -> Self {
         Self {
             slots: Arc::new(slots::FairSlots::new(max)),
@@ -72,6 +73,7 @@ impl Transfers {
     }
 }
 
+/// Runs the S3Ingest controllers (one per watched namespace, or one for all) until a stop.
 pub async fn run(ctx: Arc<Context>) {
     let controllers = ctx.settings.scope.apis(&ctx.client).into_iter().map(|api| {
         ctx.controller(api)

@@ -32,6 +32,8 @@ enum Interrupt {
 
 /// How long an interrupt waits for an upload being created to be recorded.
 const INTERRUPT_WAIT: Duration = Duration::from_secs(30);
+/// Least time between two status writes for parts committed between status intervals.
+const RESUME_WRITE_GAP: Duration = Duration::from_millis(500);
 
 /// What of a transfer's progress the metrics have counted (a resumed upload's earlier parts were
 /// counted by the process that sent them).
@@ -117,7 +119,13 @@ pub(super) async fn give_up(ctx: &Context, obj: &S3Ingest, reason: &str, message
             publish(ctx, obj, EventType::Warning, "UploadNotAborted", &note).await;
         }
     }
-    let status = decide::failed(status, reason, message, obj.metadata.generation);
+    let status = decide::failed(
+        status,
+        reason,
+        message,
+        obj.metadata.generation,
+        Timestamp::now(),
+    );
     let writer = StatusWriter::new(ctx, obj);
     record(
         ctx,
@@ -151,7 +159,7 @@ pub(super) async fn transfer(
         Ok(prepared) => stream(&ctx, &obj, &writer, status, prepared, &mut cancelled).await,
         Err(NotStarted::Interrupted) => {}
         Err(NotStarted::Failed(reason, message)) => {
-            let status = decide::failed(status, reason, &message, generation);
+            let status = decide::failed(status, reason, &message, generation, Timestamp::now());
             record(
                 &ctx,
                 &obj,
@@ -170,6 +178,7 @@ pub(super) async fn transfer(
                 &completed,
                 (&dest.bucket, &dest.key),
                 generation,
+                Timestamp::now(),
             );
             record(
                 &ctx,
@@ -403,12 +412,13 @@ impl Streaming<'_> {
         self.counted.add(self.ctx, p);
         let elapsed = self.started.elapsed().as_secs_f64();
         self.shared
-            .update(|status| decide::with_progress(status, p, elapsed))
+            .update(|status| decide::with_progress(status, p, elapsed, Timestamp::now()))
     }
 
-    /// Runs the engine, writing its progress every status interval, until it ends or the ingest
-    /// is deleted or the process stops. An interrupt waits for the upload id to be recorded (or
-    /// 30 s), so that an upload being created is never dropped unrecorded.
+    /// Runs the engine, writing its progress every status interval (and as soon as parts commit,
+    /// at most every [`RESUME_WRITE_GAP`]), until it ends or the ingest is deleted or the process
+    /// stops. An interrupt waits for the upload id to be recorded (or 30 s), so that an upload
+    /// being created is never dropped unrecorded.
     async fn drive(
         &mut self,
         mut engine: Pin<&mut impl Future<Output = Result<Outcome, IngestError>>>,
@@ -418,11 +428,22 @@ impl Streaming<'_> {
         let mut ticker = tokio::time::interval(self.ctx.settings.status_interval);
         let mut stop = std::pin::pin!(self.ctx.stopped());
         let mut interrupt: Option<(Interrupt, Instant)> = None;
+        // When status was last written, with the parts committed then.
+        let mut written = (Instant::now(), 0);
+        let mut progressing = true;
         loop {
             let recorded = self.shared.upload_recorded();
+            let mut tick = false;
             let wanted = tokio::select! {
                 result = &mut engine => return Ok(result),
-                _ = ticker.tick() => None,
+                _ = ticker.tick() => {
+                    tick = true;
+                    None
+                }
+                changed = updates.changed(), if progressing => {
+                    progressing = changed.is_ok();
+                    None
+                }
                 _ = cancelled.changed(), if interrupt.is_none() => Some(Interrupt::Deleted),
                 () = &mut stop, if interrupt.is_none() => Some(Interrupt::Stopping),
             };
@@ -436,8 +457,20 @@ impl Streaming<'_> {
             }
             if recorded && wanted.is_none() {
                 let p = updates.borrow_and_update().clone();
-                let status = self.progress(&p);
-                let _ = self.writer.write(&status).await;
+                // Until the engine reports on this run's upload, status keeps what the earlier run
+                // recorded (its length and resume point): written over with nothing, a kill now
+                // would find no resume point and start the ingest over.
+                if p.upload_id.is_none() {
+                    continue;
+                }
+                let (at, parts) = written;
+                // A restart hashes again from the resume point status holds: move it on as parts
+                // commit, so that it reads again hardly more than the parts in flight.
+                if tick || (p.parts_committed > parts && at.elapsed() >= RESUME_WRITE_GAP) {
+                    let status = self.progress(&p);
+                    let _ = self.writer.write(&status).await;
+                    written = (Instant::now(), p.parts_committed);
+                }
             }
         }
     }
@@ -506,7 +539,8 @@ async fn stream(
             (status, EventType::Normal, "Interrupted", message)
         }
         Ok(Ok(outcome)) => {
-            let (status, message) = decide::succeeded(status, &outcome, dest, generation);
+            let (status, message) =
+                decide::succeeded(status, &outcome, dest, generation, Timestamp::now());
             (status, EventType::Normal, "Succeeded", message)
         }
         Ok(Err(error)) => {
@@ -515,7 +549,7 @@ async fn stream(
             status.upload_id = None;
             status.resume_point = None;
             let (reason, message) = (error.reason(), error.to_string());
-            let status = decide::failed(status, reason, &message, generation);
+            let status = decide::failed(status, reason, &message, generation, Timestamp::now());
             (status, EventType::Warning, reason, message)
         }
     };

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -28,8 +29,8 @@ const OUTPUT_LIMIT: usize = 64 << 10;
 /// Most of a container's output message kept (a termination message holds 4 KiB).
 const OUTPUT_SHOWN: usize = 4 << 10;
 
-/// Performs `decision` for the running scan `state`, in order: outputs, status, Events, Job
-/// deletions, Job creations, then what comes next.
+/// Performs `decision` for the running scan `state`, in order: outputs, status, Job deletions,
+/// Job creations, what comes next, then its Events (once what they say is done).
 pub(super) async fn decision(
     ctx: &Context,
     scan: &S3ParallelScan,
@@ -61,9 +62,6 @@ pub(super) async fn decision(
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
     }
-    for (type_, reason, message) in &decision.events {
-        publish(ctx, scan, *type_, reason, message).await;
-    }
     for name in &decision.delete {
         delete_job(ctx, scan, name, None).await?;
     }
@@ -85,7 +83,7 @@ pub(super) async fn decision(
             return fail(ctx, scan, Some(io), status, reason, &refusal).await;
         }
     }
-    match decision.next {
+    let action = match decision.next {
         Next::Requeue(after) => Ok(Action::requeue(after)),
         Next::Fail {
             status,
@@ -96,12 +94,15 @@ pub(super) async fn decision(
             let status = decision.status.unwrap_or_else(|| state.status.clone());
             write_manifest(ctx, scan, io, state, status, result).await
         }
-        Next::Succeed { status, message } => {
+        Next::Succeed { status } => {
             StatusWriter::new(ctx, scan).write_final(&*status).await;
-            publish(ctx, scan, EventType::Normal, "Succeeded", &message).await;
             Ok(Action::await_change())
         }
+    };
+    for (type_, reason, message) in &decision.events {
+        publish(ctx, scan, *type_, reason, message).await;
     }
+    action
 }
 
 /// The Job of a decided [`NewJob`] (`None` for a container Job of a scan without that container,
@@ -297,7 +298,13 @@ pub(super) async fn fail(
         }
     }
     let mut status = status;
-    mark_failed(&mut status, scan.metadata.generation, reason, message);
+    mark_failed(
+        &mut status,
+        scan.metadata.generation,
+        reason,
+        message,
+        Timestamp::now(),
+    );
     StatusWriter::new(ctx, scan).write_final(&status).await;
     publish(ctx, scan, EventType::Warning, reason, message).await;
     Ok(Action::await_change())

@@ -129,6 +129,9 @@ pub(super) enum Lifecycle {
     Run,
 }
 
+/// How long after deleting a scan's Jobs it is looked at again (their deletion is watched too).
+pub(super) const AFTER_JOBS_DELETED: Duration = Duration::from_secs(2);
+
 /// Where the scan stands, from its status, its generation and how many Jobs it owns.
 pub(super) fn lifecycle(
     status: &S3ParallelScanStatus,
@@ -212,6 +215,8 @@ pub(super) struct Running {
     pub reports: BTreeMap<String, Report>,
     /// What finished container processors said, by chunk.
     pub outputs: BTreeMap<u32, String>,
+    /// When it was observed: the time its decisions stamp into status.
+    pub now: Timestamp,
 }
 
 /// A Job to create.
@@ -259,11 +264,20 @@ pub(super) enum Next {
     WriteManifest {
         result: serde_json::Map<String, serde_json::Value>,
     },
-    /// Done: write this final status and an Event.
+    /// Done: write this final status.
     Succeed {
         status: Box<S3ParallelScanStatus>,
-        message: String,
     },
+}
+
+impl Next {
+    /// The reconcile's action when nothing but a requeue is left to do.
+    pub(super) fn action(&self) -> kube::runtime::controller::Action {
+        match self {
+            Next::Requeue(after) => kube::runtime::controller::Action::requeue(*after),
+            _ => kube::runtime::controller::Action::await_change(),
+        }
+    }
 }
 
 impl Decision {
@@ -285,9 +299,10 @@ pub(super) fn mark_failed(
     generation: Option<i64>,
     reason: &str,
     message: &str,
+    now: Timestamp,
 ) {
     set_phase(status, Phase::Failed, reason, message, generation);
-    status.completion_time = Some(Time(Timestamp::now()));
+    status.completion_time = Some(Time(now));
     if let Some(counts) = &mut status.chunks {
         counts.running = 0;
     }
@@ -299,8 +314,9 @@ pub(super) fn failed(
     generation: Option<i64>,
     reason: &str,
     message: &str,
+    now: Timestamp,
 ) -> Next {
-    mark_failed(&mut status, generation, reason, message);
+    mark_failed(&mut status, generation, reason, message, now);
     Next::Fail {
         status: Box::new(status),
         reason: reason.into(),
@@ -430,12 +446,35 @@ impl Running {
     }
 }
 
+/// What to do with a running scan, planned in this reconcile when `planned_now` (its status
+/// then records the plan, and an Event says it).
+pub(super) fn running(state: &mut Running, checkpoint: Bookkeeping, planned_now: bool) -> Decision {
+    let planned_event = planned_now.then(|| {
+        let (status, message) = planned(
+            state.status.clone(),
+            state.generation,
+            &state.layout,
+            &checkpoint,
+            state.now,
+        );
+        state.status = status;
+        (EventType::Normal, "Planned", message)
+    });
+    let mut decision = run(state, checkpoint);
+    if let Some(event) = planned_event {
+        decision.events.insert(0, event);
+        decision.status.get_or_insert_with(|| state.status.clone());
+    }
+    decision
+}
+
 /// The status of a scan planned in this reconcile.
 pub(super) fn planned(
     mut status: S3ParallelScanStatus,
     generation: Option<i64>,
     layout: &Layout,
     checkpoint: &Bookkeeping,
+    now: Timestamp,
 ) -> (S3ParallelScanStatus, String) {
     status.object_size = Some(layout.size as i64);
     status.etag = Some(layout.etag.clone());
@@ -443,7 +482,7 @@ pub(super) fn planned(
     status.data_start = Some(layout.data_start as i64);
     status.compression = layout.gzip.then(|| "gzip".to_string());
     status.total_chunks = Some(layout.chunk_count() as i32);
-    status.start_time = Some(Time(Timestamp::now()));
+    status.start_time = Some(Time(now));
     checkpoint.store(&mut status);
     let message = if let Some(parquet) = &layout.parquet {
         format!(
@@ -532,7 +571,7 @@ pub(super) fn run(state: &Running, checkpoint: Bookkeeping) -> Decision {
     Decision {
         outputs: steps.outputs,
         status: Some(status),
-        events: vec![],
+        events: steps.events,
         delete: steps.delete,
         create: steps.create,
         next,
@@ -545,6 +584,7 @@ struct Steps {
     delete: Vec<String>,
     create: Vec<NewJob>,
     outputs: Vec<(u32, String)>,
+    events: Vec<(EventType, &'static str, String)>,
 }
 
 /// A chunk that failed for good (or whose pods are refused) fails the scan.
@@ -559,6 +599,7 @@ fn failed_chunks(state: &Running) -> Option<Next> {
                     state.generation,
                     "PodsRefused",
                     &message,
+                    state.now,
                 ));
             }
             Outcome::Failed { reason, message } if job.role != Role::OnComplete => {
@@ -577,7 +618,13 @@ fn failed_chunks(state: &Running) -> Option<Next> {
         counts.failed = failures.len() as i32;
     }
     let (reason, message) = state.failure(&failures);
-    Some(failed(status, state.generation, reason, &message))
+    Some(failed(
+        status,
+        state.generation,
+        reason,
+        &message,
+        state.now,
+    ))
 }
 
 /// Accepts finished scan Jobs in chunk order, until one is not finished or guessed its start
@@ -591,7 +638,7 @@ fn accept(
     let fail = |index: u32, reason: &str, message: &str| {
         let mut status = state.status.clone();
         status.failed_chunks = Some(index.to_string());
-        failed(status, state.generation, reason, message)
+        failed(status, state.generation, reason, message, state.now)
     };
     // With container processors, accepting a chunk starts its processing: at most `parallelism`
     // processors run, and chunks wait for their turn to be accepted.
@@ -740,7 +787,13 @@ fn cut_to_limit(state: &Running, checkpoint: &mut Bookkeeping, steps: &mut Steps
     let fail = |message: String| {
         let mut status = state.status.clone();
         status.failed_chunks = Some(crossing.index.to_string());
-        failed(status, state.generation, "InvalidReport", &message)
+        failed(
+            status,
+            state.generation,
+            "InvalidReport",
+            &message,
+            state.now,
+        )
     };
     match (&job.outcome, state.reports.get(&job.name)) {
         (Outcome::Succeeded, Some(Report::Read(report))) => {
@@ -777,7 +830,13 @@ fn finishing(
 ) -> Next {
     let generation = state.generation;
     if let Err(e) = checkpoint.verifier.finish(&state.layout) {
-        return failed(status.clone(), generation, e.reason(), &e.to_string());
+        return failed(
+            status.clone(),
+            generation,
+            e.reason(),
+            &e.to_string(),
+            state.now,
+        );
     }
     if !checkpoint.finished
         && let Some(waiting) = cut_to_limit(state, checkpoint, steps)
@@ -822,6 +881,7 @@ fn finishing(
                     generation,
                     "OnCompleteFailed",
                     "the onComplete Job failed; the result and manifest are recorded",
+                    state.now,
                 );
             }
             Some(Outcome::Succeeded) => {}
@@ -835,7 +895,7 @@ fn finishing(
     );
     let mut done = status.clone();
     show_result(&mut done, &result);
-    done.completion_time = Some(Time(Timestamp::now()));
+    done.completion_time = Some(Time(state.now));
     set_phase(
         &mut done,
         Phase::Succeeded,
@@ -843,9 +903,11 @@ fn finishing(
         &message,
         generation,
     );
+    steps
+        .events
+        .push((EventType::Normal, "Succeeded", message.clone()));
     Next::Succeed {
         status: Box::new(done),
-        message,
     }
 }
 

@@ -11,6 +11,8 @@ const CSV: Format = Format::Csv {
     header: true,
 };
 const CHUNK: u64 = 10;
+/// The time every fixture is observed at: decisions stamp it, never the clock.
+const NOW: Timestamp = Timestamp::constant(1_800_000_000, 0);
 const DATA_START: u64 = 4;
 
 fn layout(chunks: u32, format: Format) -> Layout {
@@ -39,6 +41,7 @@ fn running(sql: &str, chunks: u32, format: Format) -> (Running, Bookkeeping) {
         Some(1),
         &layout,
         &checkpoint,
+        NOW,
     );
     let state = Running {
         generation: Some(1),
@@ -56,6 +59,7 @@ fn running(sql: &str, chunks: u32, format: Format) -> (Running, Bookkeeping) {
         jobs: vec![],
         reports: BTreeMap::new(),
         outputs: BTreeMap::new(),
+        now: NOW,
     };
     (state, checkpoint)
 }
@@ -302,8 +306,37 @@ fn status_shows_long_headers_and_values_cut_the_checkpoint_keeps_them() {
         Some(1),
         &layout,
         &checkpoint,
+        NOW,
     );
     assert_eq!(Bookkeeping::of(&status).unwrap().columns, vec![long]);
+}
+
+#[test]
+fn a_scan_planned_now_records_its_plan_and_says_so_once() {
+    let (mut state, checkpoint) = count(5);
+    state.status = S3ParallelScanStatus::default();
+    let decision = super::running(&mut state, checkpoint.clone(), true);
+    let status = written(&decision);
+    assert_eq!(status.total_chunks, Some(5));
+    assert_eq!(status.start_time, Some(Time(NOW)));
+    assert_eq!(status.phase, Phase::Running);
+    match decision.events.as_slice() {
+        [(EventType::Normal, "Planned", message)] => {
+            assert_eq!(message, "5 chunks of 10 bytes")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        decision.create.len(),
+        2,
+        "parallelism 2: {:?}",
+        decision.create
+    );
+    // Planned before: the same steps, no second Planned Event.
+    let mut again = state;
+    let decision = super::running(&mut again, checkpoint, false);
+    assert!(decision.events.is_empty(), "{:?}", decision.events);
+    assert_eq!(decision.create.len(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -663,11 +696,15 @@ fn every_chunk_in_writes_the_manifest_first() {
 fn with_the_manifest_written_the_scan_succeeds() {
     let (state, mut checkpoint) = all_accepted("SELECT COUNT(*) AS n FROM S3Object");
     checkpoint.finished = true;
-    match run(&state, checkpoint).next {
-        Next::Succeed { status, message } => {
+    let decision = run(&state, checkpoint);
+    let [(EventType::Normal, "Succeeded", message)] = decision.events.as_slice() else {
+        panic!("{:?}", decision.events);
+    };
+    match decision.next {
+        Next::Succeed { status } => {
             assert_eq!(status.phase, Phase::Succeeded);
             assert_eq!(status.result.as_ref().unwrap()["n"], 4);
-            assert!(status.completion_time.is_some());
+            assert_eq!(status.completion_time, Some(Time(NOW)));
             assert!(message.contains("4 records in 2 chunks"), "{message}");
             assert!(
                 message.contains("s3://data/.s3flow/manifest.json"),

@@ -48,6 +48,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// Value of the [`LABEL_ROLE`] label on this role's Jobs.
     pub fn label(self) -> &'static str {
         match self {
             Role::Scan => "scan",
@@ -57,6 +58,7 @@ impl Role {
         }
     }
 
+    /// The role a [`LABEL_ROLE`] value names; `None` for a value that is not one of ours.
     pub fn from_label(label: &str) -> Option<Role> {
         [Role::Scan, Role::Process, Role::OnComplete, Role::Cut]
             .into_iter()
@@ -106,6 +108,7 @@ pub fn chunk_file(format: Format) -> String {
 
 /// What every Job of one scan shares.
 pub struct JobTemplate<'a> {
+    /// The scan that owns the Jobs, names them and sets their worker and processor.
     pub scan: &'a S3ParallelScan,
     /// The scanned object's store.
     pub connection: &'a S3Connection,
@@ -119,17 +122,24 @@ pub struct JobTemplate<'a> {
 pub enum JobKind<'a> {
     /// A chunk read by `s3flow worker`, reporting to `report_to` too.
     Scan {
+        /// The chunk to read.
         task: &'a ChunkTask,
+        /// `s3://` URL where the worker also stores its full report (read when the termination
+        /// message does not hold it).
         report_to: String,
     },
     /// A chunk's records fetched to a file, then the user's container.
     Process {
+        /// The chunk whose records are fetched.
         task: &'a ChunkTask,
+        /// The user's processor container.
         container: &'a ContainerSpec,
     },
     /// The completion callback, told where the manifest is.
     OnComplete {
+        /// The user's onComplete container.
         container: &'a ContainerSpec,
+        /// `s3://` URL of the scan's manifest, given to the container as `S3FLOW_MANIFEST`.
         manifest: String,
     },
 }

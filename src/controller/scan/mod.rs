@@ -12,9 +12,10 @@ mod act;
 mod decide;
 pub mod jobs;
 mod observe;
+#[cfg(test)]
+mod scenarios;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -34,6 +35,7 @@ use observe::{Io, Observed};
 /// Held while chunk workers may leave incomplete uploads behind.
 pub const FINALIZER: &str = "s3flow.io/scan-cleanup";
 
+/// Runs the S3ParallelScan controllers, each also watching the scans' Jobs, until a stop.
 pub async fn run(ctx: Arc<Context>) {
     let scopes = ctx.settings.scope.apis::<S3ParallelScan>(&ctx.client);
     let jobs = ctx.settings.scope.apis::<Job>(&ctx.client);
@@ -100,11 +102,11 @@ async fn apply(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Er
             StatusWriter::new(&ctx, scan)
                 .write(&decide::restarted(generation))
                 .await?;
-            return Ok(Action::requeue(Duration::from_secs(2)));
+            return Ok(Action::requeue(decide::AFTER_JOBS_DELETED));
         }
         Lifecycle::ClearOldJobs => {
             act::delete_all_jobs(&ctx, scan).await?;
-            return Ok(Action::requeue(Duration::from_secs(2)));
+            return Ok(Action::requeue(decide::AFTER_JOBS_DELETED));
         }
         Lifecycle::Run => {}
     }
@@ -114,7 +116,7 @@ async fn apply(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Er
             if let Some(status) = &decision.status {
                 StatusWriter::new(&ctx, scan).write(status).await?;
             }
-            Ok(Action::requeue(Duration::from_secs(3)))
+            Ok(decision.next.action())
         }
         Observed::Refused(reason, message) => {
             act::fail(&ctx, scan, None, status, reason, &message).await
@@ -126,14 +128,7 @@ async fn apply(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Er
                 planned_now,
                 io,
             } = *ready;
-            if planned_now {
-                let (status, message) =
-                    decide::planned(state.status.clone(), generation, &state.layout, &checkpoint);
-                StatusWriter::new(&ctx, scan).write(&status).await?;
-                publish(&ctx, scan, EventType::Normal, "Planned", &message).await;
-                state.status = status;
-            }
-            let decision = decide::run(&state, checkpoint);
+            let decision = decide::running(&mut state, checkpoint, planned_now);
             act::decision(&ctx, scan, &io, &state, decision).await
         }
     }

@@ -17,8 +17,9 @@ use crate::api::ingest::S3Ingest;
 use crate::api::scan::{S3ParallelScan, S3ParallelScanStatus};
 use crate::controller::{Context, Error, s3_client};
 use crate::scan::chunk::scope_of;
+use crate::scan::plan::plan_within;
 use crate::scan::{
-    ChunkObject, ChunkReport, Format, Layout, Output, PlanRequest, ScanError, State, plan,
+    ChunkObject, ChunkReport, Format, Layout, Output, PlanRequest, ScanError, State,
 };
 use crate::size::parse_size;
 use crate::worker::{FailureMessage, LABEL_CHUNK, LABEL_ROLE, LABEL_SCAN, LABEL_START_STATE};
@@ -177,7 +178,7 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
     let planned_now = recorded.is_none();
     let layout = match recorded {
         Some(layout) => layout,
-        None => match plan_scan(obj, &s3, &source).await {
+        None => match plan_scan(obj, &s3, &source, settings.planning_deadline).await {
             Ok(layout) => layout,
             Err(PlanFailure::Transient(e)) => return Err(Error::Scan(e)),
             Err(PlanFailure::Refused(reason, message)) => {
@@ -223,6 +224,7 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
         jobs,
         reports,
         outputs,
+        now: Timestamp::now(),
     };
     Ok(Observed::Running(Box::new(Ready {
         state,
@@ -365,6 +367,7 @@ async fn plan_scan(
     obj: &S3ParallelScan,
     s3: &aws_sdk_s3::Client,
     source: &Source,
+    deadline: std::time::Duration,
 ) -> Result<Layout, PlanFailure> {
     let chunking = &obj.spec.chunking;
     let size = |field: &str, text: &str| {
@@ -383,7 +386,7 @@ async fn plan_scan(
         chunk_size: size("chunkSize", &chunking.chunk_size)?,
         max_record_size: size("maxRecordSize", &chunking.max_record_size)?,
     };
-    plan(s3, &request)
+    plan_within(s3, &request, deadline)
         .await
         .map_err(|e| match e.is_transient() {
             true => PlanFailure::Transient(e),

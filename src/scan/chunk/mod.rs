@@ -43,7 +43,9 @@ use upload::upload_part;
 /// A chunk's selected rows streamed to the caller instead of an output in S3: CSV or JSON Lines
 /// without a header row, in [`RowBatch`]es (its start state first, for CSV).
 pub struct LocalRows {
+    /// CSV or JSON Lines (Parquet rows cannot be streamed).
     pub format: OutputFormat,
+    /// Where the batches go; the receiver writes them in object order.
     pub to: mpsc::Sender<RowBatch>,
 }
 

@@ -184,8 +184,11 @@ impl RowWriter {
 /// from (CSV; before any row), rows, then the end (without it the rows are incomplete).
 #[derive(Debug)]
 pub enum RowBatch {
+    /// The start state the chunk read its records from, before any row.
     Start(State),
+    /// Encoded rows, whole lines.
     Rows(Vec<u8>),
+    /// Every row was sent.
     End,
 }
 

@@ -24,6 +24,7 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    /// File extension of a part in this format, without the dot.
     pub fn extension(self) -> &'static str {
         match self {
             OutputFormat::Csv => "csv",
@@ -37,8 +38,11 @@ impl OutputFormat {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Output {
+    /// Bucket the parts and the manifest go to.
     pub bucket: String,
+    /// Prepended as it is to every key written (end it in `/` for a folder).
     pub prefix: String,
+    /// Encoding of the parts.
     pub format: OutputFormat,
     /// The scan whose keys these are ([`scope_of`] its uid), in every key it writes, so that two
     /// scans sharing a prefix never touch each other's objects; empty for a scan on one machine.
@@ -63,6 +67,7 @@ fn scoped(scope: &str) -> String {
 }
 
 impl Output {
+    /// Key of chunk `index`'s part: `<prefix>part-<index>[-<scope>].<extension>`.
     pub fn part_key(&self, index: u32) -> String {
         format!(
             "{}part-{index:05}{}.{}",
@@ -118,7 +123,9 @@ impl ChunkObject {
 pub struct UploadRecord {
     /// The scan that started it ([`ChunkTask::run`]).
     pub run: String,
+    /// Key of the part being uploaded.
     pub key: String,
+    /// The multipart upload's id: a killed chunk's upload is aborted by it.
     pub upload_id: String,
 }
 
@@ -127,20 +134,31 @@ pub struct UploadRecord {
 #[serde(rename_all = "camelCase")]
 pub enum Work {
     /// Run an SQL query; rows go to `output` when set.
-    Query { sql: String, output: Option<Output> },
+    Query {
+        /// The query, as the scan names it.
+        sql: String,
+        /// Where selected rows go; `None` writes no part.
+        output: Option<Output>,
+    },
     /// Write the chunk's records, after the header row, to a local file.
-    Fetch { path: PathBuf },
+    Fetch {
+        /// The file to write, in the volume the chunk's processor container shares.
+        path: PathBuf,
+    },
 }
 
 /// Everything one chunk needs: a worker needs nothing else (and no Kubernetes API).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChunkTask {
+    /// The object and the plan every chunk of the scan shares.
     pub layout: Layout,
+    /// Which chunk, from 0.
     pub index: u32,
     /// The chunk's true start state when known; otherwise it is guessed and checked afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_state: Option<State>,
+    /// What to do with the chunk's records.
     pub work: Work,
     /// Which scan this chunk belongs to (the scan's uid): recorded with every upload the chunk
     /// starts, so that only this scan's uploads are ever aborted for it.
@@ -166,6 +184,7 @@ impl ChunkTask {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChunkReport {
+    /// The chunk the report is of.
     pub index: u32,
     /// The chunk's byte range `[start, end)`, as its task gave it.
     #[serde(default)]
@@ -175,10 +194,15 @@ pub struct ChunkReport {
     pub fingerprint: String,
     /// The start state the chunk ran from.
     pub assumed: State,
+    /// What the chunk's bytes do to each start state: the true start states follow from it.
     pub split: ChunkSplit,
+    /// Records that start in the chunk.
     pub records: u64,
+    /// Bytes of the chunk's range read (of the decompressed stream when gzipped).
     pub bytes: u64,
+    /// Rows the query selected from those records.
     pub rows: u64,
+    /// The aggregates' partials, in select-list order (empty for a row query).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partials: Vec<Partial>,
     /// Key of the row output part, when rows were written.
@@ -199,9 +223,11 @@ pub struct ChunkReport {
 pub struct RowGroupsRead {
     /// The chunk's row groups `[first, end)`.
     pub first: u32,
+    /// One past the chunk's last row group.
     pub end: u32,
     /// Row groups whose statistics ruled the query out, not read, and their bytes.
     pub skipped: u32,
+    /// Bytes of the skipped row groups.
     pub skipped_bytes: u64,
     /// Bytes fetched from S3: only the columns the query reads, of the row groups not skipped.
     pub fetched_bytes: u64,
@@ -210,7 +236,9 @@ pub struct RowGroupsRead {
 /// A record the query could not process.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BadRecord {
+    /// Where the record starts, in bytes of the object (of the decompressed stream when gzipped).
     pub offset: u64,
+    /// Why the query could not process it.
     pub message: String,
 }
 

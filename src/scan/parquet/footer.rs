@@ -29,9 +29,13 @@ const MAX_THRIFT_DEPTH: usize = 64;
 /// What a footer declares, measured before it is decoded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Declared {
+    /// How deep groups nest in the schema (the root not counted).
     pub schema_depth: usize,
+    /// Leaf columns of the schema.
     pub columns: usize,
+    /// Row groups the footer lists.
     pub row_groups: usize,
+    /// Column chunks of all the row groups together.
     pub column_chunks: usize,
 }
 

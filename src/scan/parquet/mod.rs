@@ -50,6 +50,7 @@ pub const MAX_ROW_GROUPS: usize = 20_000;
 /// Most columns (leaves of nested structs counted) a scanned file may have, and most bytes of
 /// their names and types: every chunk's task carries them.
 pub const MAX_COLUMNS: usize = 4_096;
+/// Most bytes of the columns' names and types together.
 pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
 
 /// What the chunks of a Parquet scan share beyond the object's version.
@@ -58,6 +59,7 @@ pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
 pub struct ParquetLayout {
     /// Length of the footer's metadata (it ends 8 bytes before the object's end).
     pub metadata_length: u64,
+    /// Row groups in the file.
     pub row_groups: u32,
     /// Rows of the whole file.
     pub rows: u64,

@@ -17,7 +17,9 @@ pub enum Outcome<'a> {
 /// Per-chunk evaluation state.
 pub struct Evaluator<'q> {
     query: &'q Query,
+    /// The aggregates' partials over the records so far, in select-list order.
     pub partials: Vec<Partial>,
+    /// Rows the query selected so far.
     pub rows: u64,
     /// Per aggregate: its argument when it is a column, read as a number without the general
     /// evaluator.
@@ -205,10 +207,12 @@ impl Query {
                 if items.iter().all(|(_, kind, _)| *kind == AggregateKind::CountAll))
     }
 
+    /// Whether the query selects aggregates (one result) rather than rows.
     pub fn is_aggregate(&self) -> bool {
         matches!(self.selection, Selection::Aggregates(_))
     }
 
+    /// A fresh evaluation state, for one chunk.
     pub fn evaluator(&self) -> Evaluator<'_> {
         let (partials, mut direct): (Vec<Partial>, Vec<Option<DirectColumn>>) =
             match &self.selection {
@@ -273,6 +277,7 @@ impl Query {
         }
     }
 
+    /// The aggregates' partials before any record: what a chunk without records reports.
     pub fn empty_partials(&self) -> Vec<Partial> {
         self.evaluator().partials
     }

@@ -19,6 +19,7 @@ use super::value::{AggregateKind, Number, Partial, Value, compare_as, parse_numb
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{message}")]
 pub struct SqlError {
+    /// What is wrong, with its line and column when known.
     pub message: String,
 }
 
@@ -114,7 +115,10 @@ pub struct Query {
 
 /// A record as the query reads it.
 pub trait Record {
+    /// Field `index` (0-based) by position, as CSV's `_1`, `_2`, ...; an error when it cannot be
+    /// read (not UTF-8) or the format has no positions.
     fn field(&self, index: usize) -> Result<Value<'_>, String>;
+    /// The value at a field path (a name, then struct fields); NULL when absent.
     fn path(&self, path: &[String]) -> Value<'_>;
     /// The field as a number when it is a plain decimal (a shortcut; `None` leaves it to `field`).
     fn plain_number(&self, _index: usize) -> Option<Number> {

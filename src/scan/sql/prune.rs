@@ -17,9 +17,11 @@ use crate::scan::value::{AggregateKind, Value, compare_as};
 pub struct ColumnBounds<'a> {
     /// Least and greatest non-null value, when known.
     pub min: Option<Value<'a>>,
+    /// Greatest non-null value, when known.
     pub max: Option<Value<'a>>,
     /// Null values, when known.
     pub nulls: Option<u64>,
+    /// Rows in the group.
     pub rows: u64,
 }
 
@@ -58,6 +60,7 @@ impl ColumnBounds<'_> {
 
 /// Statistics of a group of rows, by column path (`None`: nothing is known of it).
 pub trait Bounds {
+    /// What is known of the column at `path`; `None` when nothing is.
     fn bounds(&self, path: &[String]) -> Option<ColumnBounds<'_>>;
     /// Whether the values are typed, as [`super::Record::typed`].
     fn typed(&self) -> bool {
@@ -68,8 +71,11 @@ pub trait Bounds {
 /// `column op literal`, one conjunct of a WHERE clause, for columnar pre-filters.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ColumnComparison {
+    /// The column: a name, then struct fields.
     pub path: Vec<String>,
+    /// The comparison (`=`, `<`, ...), the column on its left.
     pub op: BinaryOperator,
+    /// The value the column is compared with.
     pub literal: Value<'static>,
 }
 
@@ -106,6 +112,7 @@ impl Query {
         }
     }
 
+    /// Whether the query has a WHERE clause.
     pub fn has_filter(&self) -> bool {
         self.filter.is_some()
     }
