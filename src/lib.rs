@@ -1,7 +1,8 @@
 //! s3flow: a Kubernetes operator that streams and processes very large S3 objects with bounded memory.
 
 // `pub` is the library's API (the CLI and the tests use it); what is internal says pub(crate).
-#![warn(unreachable_pub)]
+// Every public item says what it is: the tests and the CLI read it as documentation.
+#![warn(unreachable_pub, missing_docs)]
 
 pub mod address;
 pub mod api;
