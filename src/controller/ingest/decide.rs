@@ -3,6 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::EventType;
 
 use crate::api::Phase;
 use crate::api::ingest::{PartCounts, ResumePoint, S3IngestStatus};
@@ -11,6 +12,22 @@ use crate::ingest::{Completion, HashState, Outcome, Progress, Resume};
 
 /// Reason of an ingest between recording its completion and completing its upload.
 pub(super) const COMPLETING: &str = "Completing";
+
+/// How a transfer ended: the status to write last, and the Event that says it.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Ended {
+    pub status: S3IngestStatus,
+    pub event: (EventType, String, String),
+}
+
+impl Ended {
+    fn new(status: S3IngestStatus, type_: EventType, reason: &str, message: String) -> Ended {
+        Ended {
+            status,
+            event: (type_, reason.to_string(), message),
+        }
+    }
+}
 
 /// What a reconcile does with an ingest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,14 +194,14 @@ fn done(
     status.completion_time = Some(Time(now));
 }
 
-/// The status of an ingest its engine finished, and the message of its Event.
+/// An ingest its engine finished.
 pub(super) fn succeeded(
     mut status: S3IngestStatus,
     outcome: &Outcome,
     (bucket, key): (&str, &str),
     generation: Option<i64>,
     now: Timestamp,
-) -> (S3IngestStatus, String) {
+) -> Ended {
     done(
         &mut status,
         (outcome.size, &outcome.sha256, outcome.etag.clone()),
@@ -201,12 +218,8 @@ pub(super) fn succeeded(
     success(status, message, generation)
 }
 
-/// `status` as Succeeded with `message`, and the message for its Event.
-fn success(
-    mut status: S3IngestStatus,
-    message: String,
-    generation: Option<i64>,
-) -> (S3IngestStatus, String) {
+/// `status` as Succeeded with `message`, which its Event says too.
+fn success(mut status: S3IngestStatus, message: String, generation: Option<i64>) -> Ended {
     set_phase(
         &mut status,
         Phase::Succeeded,
@@ -214,17 +227,17 @@ fn success(
         &message,
         generation,
     );
-    (status, message)
+    Ended::new(status, EventType::Normal, "Succeeded", message)
 }
 
-/// The status of an ingest whose upload a restart found completed into the object.
+/// An ingest whose upload a restart found completed into the object.
 pub(super) fn completed_before_restart(
     mut status: S3IngestStatus,
     completed: &Completion,
     (bucket, key): (&str, &str),
     generation: Option<i64>,
     now: Timestamp,
-) -> (S3IngestStatus, String) {
+) -> Ended {
     let Completion { etag, sha256, size } = completed;
     done(&mut status, (*size, sha256, etag.clone()), now);
     let message = format!(
@@ -233,12 +246,9 @@ pub(super) fn completed_before_restart(
     success(status, message, generation)
 }
 
-/// The status of an ingest this process stops streaming (SIGTERM): the upload stays, and status
-/// says where the next process resumes it. With the message of its Event.
-pub(super) fn interrupted(
-    mut status: S3IngestStatus,
-    generation: Option<i64>,
-) -> (S3IngestStatus, String) {
+/// An ingest this process stops streaming (SIGTERM): the upload stays, and status says where the
+/// next process resumes it.
+pub(super) fn interrupted(mut status: S3IngestStatus, generation: Option<i64>) -> Ended {
     let at = status.resume_point.as_ref().map_or(0, |p| p.hashed_bytes);
     set_phase(
         &mut status,
@@ -247,13 +257,11 @@ pub(super) fn interrupted(
         &format!("the operator stopped; the next one resumes the upload at byte {at}"),
         generation,
     );
-    (
-        status,
-        format!("the operator stopped at byte {at}; the next one resumes there"),
-    )
+    let message = format!("the operator stopped at byte {at}; the next one resumes there");
+    Ended::new(status, EventType::Normal, "Interrupted", message)
 }
 
-/// The status of a failed ingest. An upload id still in it is one nobody could abort yet (say, its
+/// A failed ingest. An upload id still in its status is one nobody could abort yet (say, its
 /// credentials are gone): it stays recorded for the finalizer.
 pub(super) fn failed(
     mut status: S3IngestStatus,
@@ -261,11 +269,11 @@ pub(super) fn failed(
     message: &str,
     generation: Option<i64>,
     now: Timestamp,
-) -> S3IngestStatus {
+) -> Ended {
     status.completion_time = Some(Time(now));
     status.eta_seconds = None;
     set_phase(&mut status, Phase::Failed, reason, message, generation);
-    status
+    Ended::new(status, EventType::Warning, reason, message.to_string())
 }
 
 #[cfg(test)]

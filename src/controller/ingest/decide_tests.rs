@@ -244,7 +244,11 @@ fn ready(status: &S3IngestStatus) -> &Condition {
 #[test]
 fn success_forgets_the_upload_and_records_the_object() {
     let before = with_upload(status(Phase::Running, "Transferring", Some(1)), 0, STATE);
-    let (status, message) = succeeded(before, &outcome(Some(1 << 20)), ("b", "k"), Some(1), NOW);
+    let Ended { status, event } =
+        succeeded(before, &outcome(Some(1 << 20)), ("b", "k"), Some(1), NOW);
+    let (EventType::Normal, "Succeeded", message) = (event.0, event.1.as_str(), event.2) else {
+        panic!("a Normal Succeeded Event");
+    };
     assert_eq!(status.phase, Phase::Succeeded);
     assert_eq!(status.upload_id, None);
     assert_eq!(status.resume_point, None);
@@ -268,8 +272,10 @@ fn a_completion_found_after_a_restart_succeeds_with_the_recorded_hash() {
         sha256: "f00d".into(),
         size: 7,
     };
-    let (status, message) =
+    let Ended { status, event } =
         completed_before_restart(completing("f00d", 7), &completed, ("b", "k"), Some(1), NOW);
+    let message = event.2;
+    assert_eq!(event.1, "Succeeded");
     assert_eq!(status.phase, Phase::Succeeded);
     assert_eq!(status.upload_id, None);
     assert_eq!(status.bytes_transferred, Some(7));
@@ -285,7 +291,12 @@ fn an_interrupted_ingest_keeps_its_upload_and_says_where_it_resumes() {
         64 << 20,
         STATE,
     );
-    let (status, message) = interrupted(before, Some(1));
+    let Ended { status, event } = interrupted(before, Some(1));
+    let message = event.2;
+    assert_eq!(
+        (event.0, event.1.as_str()),
+        (EventType::Normal, "Interrupted")
+    );
     assert_eq!(status.phase, Phase::Running);
     assert_eq!(status.upload_id.as_deref(), Some("upload-1"));
     assert_eq!(ready(&status).reason, "Interrupted");
@@ -296,7 +307,11 @@ fn an_interrupted_ingest_keeps_its_upload_and_says_where_it_resumes() {
 #[test]
 fn a_failure_keeps_an_upload_nobody_could_abort() {
     let before = with_upload(status(Phase::Running, "Transferring", Some(1)), 0, STATE);
-    let status = failed(before, "S3Error", "access denied", Some(1), NOW);
+    let Ended { status, event } = failed(before, "S3Error", "access denied", Some(1), NOW);
+    assert_eq!(
+        event,
+        (EventType::Warning, "S3Error".into(), "access denied".into())
+    );
     assert_eq!(status.phase, Phase::Failed);
     assert_eq!(status.upload_id.as_deref(), Some("upload-1"));
     assert_eq!(status.eta_seconds, None);

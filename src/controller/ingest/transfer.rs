@@ -12,7 +12,7 @@ use kube::runtime::events::EventType;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::decide::{self, COMPLETING, Earlier, StartFrom};
+use super::decide::{self, COMPLETING, Earlier, Ended, StartFrom};
 use super::{request, s3_client};
 use crate::api::Phase;
 use crate::api::ingest::{S3Ingest, S3IngestStatus};
@@ -119,24 +119,14 @@ pub(super) async fn give_up(ctx: &Context, obj: &S3Ingest, reason: &str, message
             publish(ctx, obj, EventType::Warning, "UploadNotAborted", &note).await;
         }
     }
-    let status = decide::failed(
+    let ended = decide::failed(
         status,
         reason,
         message,
         obj.metadata.generation,
         Timestamp::now(),
     );
-    let writer = StatusWriter::new(ctx, obj);
-    record(
-        ctx,
-        obj,
-        &writer,
-        &status,
-        EventType::Warning,
-        reason,
-        message,
-    )
-    .await;
+    record(ctx, obj, &StatusWriter::new(ctx, obj), ended).await;
 }
 
 /// One ingest, from queueing to its final status.
@@ -159,54 +149,29 @@ pub(super) async fn transfer(
         Ok(prepared) => stream(&ctx, &obj, &writer, status, prepared, &mut cancelled).await,
         Err(NotStarted::Interrupted) => {}
         Err(NotStarted::Failed(reason, message)) => {
-            let status = decide::failed(status, reason, &message, generation, Timestamp::now());
-            record(
-                &ctx,
-                &obj,
-                &writer,
-                &status,
-                EventType::Warning,
-                reason,
-                &message,
-            )
-            .await;
+            let ended = decide::failed(status, reason, &message, generation, Timestamp::now());
+            record(&ctx, &obj, &writer, ended).await;
         }
         Err(NotStarted::Completed(completed)) => {
             let dest = &obj.spec.destination;
-            let (status, message) = decide::completed_before_restart(
+            let ended = decide::completed_before_restart(
                 status,
                 &completed,
                 (&dest.bucket, &dest.key),
                 generation,
                 Timestamp::now(),
             );
-            record(
-                &ctx,
-                &obj,
-                &writer,
-                &status,
-                EventType::Normal,
-                "Succeeded",
-                &message,
-            )
-            .await;
+            record(&ctx, &obj, &writer, ended).await;
         }
     }
     ctx.ingests.running().remove(&obj.uid().unwrap_or_default());
 }
 
-/// A final status, and its Event.
-async fn record(
-    ctx: &Context,
-    obj: &S3Ingest,
-    writer: &StatusWriter<S3Ingest>,
-    status: &S3IngestStatus,
-    kind: EventType,
-    reason: &str,
-    message: &str,
-) {
-    writer.write_final(status).await;
-    publish(ctx, obj, kind, reason, message).await;
+/// How a transfer ended, as decided: its final status, then its Event.
+async fn record(ctx: &Context, obj: &S3Ingest, writer: &StatusWriter<S3Ingest>, ended: Ended) {
+    writer.write_final(&ended.status).await;
+    let (type_, reason, message) = &ended.event;
+    publish(ctx, obj, *type_, reason, message).await;
 }
 
 /// Everything a transfer needs before its engine runs: inputs, memory, a slot, the S3 client,
@@ -522,7 +487,7 @@ async fn stream(
     let last = progress.borrow().clone();
     let status = streaming.progress(&last);
     let dest = (request.bucket.as_str(), request.key.as_str());
-    let (status, kind, reason, message) = match result {
+    let ended = match result {
         // Deleted: abort the upload recorded in status (the finalizer waits for this task).
         Err(Interrupt::Deleted) => {
             if let Some(upload_id) = &status.upload_id
@@ -534,24 +499,25 @@ async fn stream(
         }
         // The process stops: the upload stays, and status says where the next process resumes it.
         Err(Interrupt::Stopping) => {
-            let (status, message) = decide::interrupted(status, generation);
-            info!(ingest = %obj.name_any(), message, "checkpointed for the next operator");
-            (status, EventType::Normal, "Interrupted", message)
+            let ended = decide::interrupted(status, generation);
+            info!(ingest = %obj.name_any(), message = ended.event.2, "checkpointed for the next operator");
+            ended
         }
-        Ok(Ok(outcome)) => {
-            let (status, message) =
-                decide::succeeded(status, &outcome, dest, generation, Timestamp::now());
-            (status, EventType::Normal, "Succeeded", message)
-        }
+        Ok(Ok(outcome)) => decide::succeeded(status, &outcome, dest, generation, Timestamp::now()),
         Ok(Err(error)) => {
             // The engine aborted its upload before returning the error.
             let mut status = status;
             status.upload_id = None;
             status.resume_point = None;
-            let (reason, message) = (error.reason(), error.to_string());
-            let status = decide::failed(status, reason, &message, generation, Timestamp::now());
-            (status, EventType::Warning, reason, message)
+            let message = error.to_string();
+            decide::failed(
+                status,
+                error.reason(),
+                &message,
+                generation,
+                Timestamp::now(),
+            )
         }
     };
-    record(ctx, obj, writer, &status, kind, reason, &message).await;
+    record(ctx, obj, writer, ended).await;
 }
