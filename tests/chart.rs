@@ -173,6 +173,11 @@ fn chart_options_render_and_bad_values_are_refused() {
     assert!(single.contains("-own-services\n") && defaults.contains("-own-services\n"));
     assert!(single.contains("type: Recreate"));
 
+    // How many failures in a row end a resource reaches the operator's flag.
+    assert!(defaults.contains("- --reconcile-retries=12"));
+    let patient = template(&["reconcileRetries=40"]).unwrap();
+    assert!(patient.contains("- --reconcile-retries=40"), "{patient}");
+
     // values.schema.json refuses what the operator could not run with.
     for (bad, says) in [
         ("replicaCount=-1", "replicaCount"),
@@ -186,6 +191,7 @@ fn chart_options_render_and_bad_values_are_refused() {
         ),
         ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
         ("unknownValue=1", "unknownValue"),
+        ("reconcileRetries=0", "reconcileRetries"),
     ] {
         let refusal = template(&[bad]).expect_err(bad);
         assert!(refusal.contains(says), "{bad}: {refusal}");
