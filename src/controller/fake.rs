@@ -123,13 +123,12 @@ impl FakeApi {
     /// have it (uid and resourceVersion kept when given).
     pub(crate) fn insert(&self, collection: &str, mut object: Value) -> Value {
         let mut state = self.lock();
-        state.version += 1;
-        let version = state.version;
+        let version = state.bump();
         let metadata = &mut object["metadata"];
         if metadata["uid"].is_null() {
             metadata["uid"] = json!(format!("uid-{version}"));
         }
-        metadata["resourceVersion"] = json!(version.to_string());
+        metadata["resourceVersion"] = json!(version);
         if metadata["creationTimestamp"].is_null() {
             metadata["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
         }
@@ -150,20 +149,13 @@ impl FakeApi {
 
     /// The objects of `collection`.
     pub(crate) fn list(&self, collection: &str) -> Vec<Value> {
-        let prefix = format!("{collection}/");
-        self.lock()
-            .objects
-            .iter()
-            .filter(|(path, _)| path.starts_with(&prefix) && !path[prefix.len()..].contains('/'))
-            .map(|(_, object)| object.clone())
-            .collect()
+        self.lock().items(collection).cloned().collect()
     }
 
     /// Changes the object at `collection`/`name` as a controller of the cluster would.
     pub(crate) fn update(&self, collection: &str, name: &str, change: impl FnOnce(&mut Value)) {
         let mut state = self.lock();
-        state.version += 1;
-        let version = state.version.to_string();
+        let version = state.bump();
         if let Some(object) = state.objects.get_mut(&format!("{collection}/{name}")) {
             change(object);
             object["metadata"]["resourceVersion"] = json!(version);
@@ -238,6 +230,15 @@ impl State {
         self.version.to_string()
     }
 
+    /// The objects of `collection` (item paths are `<collection>/<name>`).
+    fn items<'a>(&'a self, collection: &str) -> impl Iterator<Item = &'a Value> + use<'a> {
+        let prefix = format!("{collection}/");
+        self.objects
+            .iter()
+            .filter(move |(path, _)| path.strip_prefix(&prefix).is_some_and(|n| !n.contains('/')))
+            .map(|(_, object)| object)
+    }
+
     fn get(&self, target: &Target, name: &str) -> Response<Full<Bytes>> {
         match self.objects.get(&Self::item(target, name)) {
             Some(object) => respond(StatusCode::OK, object),
@@ -246,14 +247,10 @@ impl State {
     }
 
     fn list(&self, target: &Target, query: &BTreeMap<String, String>) -> Response<Full<Bytes>> {
-        let prefix = format!("{}/", target.collection);
         let labels = query.get("labelSelector").map(String::as_str);
         let fields = query.get("fieldSelector").map(String::as_str);
         let items: Vec<&Value> = self
-            .objects
-            .iter()
-            .filter(|(path, _)| path.starts_with(&prefix) && !path[prefix.len()..].contains('/'))
-            .map(|(_, object)| object)
+            .items(&target.collection)
             .filter(|object| labels.is_none_or(|s| selected(object, s, true)))
             .filter(|object| fields.is_none_or(|s| selected(object, s, false)))
             .collect();

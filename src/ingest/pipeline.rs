@@ -247,14 +247,19 @@ impl<'a> Pipeline<'a> {
         })?;
         self.total += part.size;
         self.index += 1;
-        self.completed.push(part.completed());
         let total = self.total;
+        self.progress.send_modify(|p| p.bytes_read = total);
+        self.keep(&part);
+        Ok(())
+    }
+
+    /// A part S3 holds from the earlier run, completed as it is.
+    fn keep(&mut self, part: &HeldPart) {
+        self.completed.push(part.completed());
         self.progress.send_modify(|p| {
-            p.bytes_read = total;
             p.bytes_committed += part.size;
             p.parts_committed += 1;
         });
-        Ok(())
     }
 
     /// With a length, ranges and a validator, the parts after this one come as parallel ranged
@@ -319,11 +324,7 @@ impl<'a> Pipeline<'a> {
             && part.size == buffer.len() as u64
             && (self.strong_validator || part.etag.as_deref() == Some(&*quoted_md5(&buffer)))
         {
-            self.completed.push(part.completed());
-            self.progress.send_modify(|p| {
-                p.bytes_committed += part.size;
-                p.parts_committed += 1;
-            });
+            self.keep(&part);
             return Ok(());
         }
         let slot = self

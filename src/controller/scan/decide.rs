@@ -976,4 +976,4 @@ fn counts(
 
 #[cfg(test)]
 #[path = "decide_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -31,18 +31,27 @@ fn layout(chunks: u32, format: Format) -> Layout {
     }
 }
 
-/// A running scan of `chunks` chunks, planned, with no Job yet.
-fn running(sql: &str, chunks: u32, format: Format) -> (Running, Bookkeeping) {
-    let layout = layout(chunks, format);
+/// `sql` over `layout` as planning leaves it: the compiled query, the checkpoint and the status.
+pub(in crate::controller::scan) fn planned_with(
+    sql: &str,
+    layout: &Layout,
+) -> (Query, Bookkeeping, S3ParallelScanStatus) {
     let query = crate::scan::sql::compile(sql, &layout.sql_columns()).unwrap();
-    let checkpoint = Bookkeeping::new(query.empty_partials(), &layout, None);
+    let checkpoint = Bookkeeping::new(query.empty_partials(), layout, None);
     let (status, _) = planned(
         S3ParallelScanStatus::default(),
         Some(1),
-        &layout,
+        layout,
         &checkpoint,
         NOW,
     );
+    (query, checkpoint, status)
+}
+
+/// A running scan of `chunks` chunks, planned, with no Job yet.
+fn running(sql: &str, chunks: u32, format: Format) -> (Running, Bookkeeping) {
+    let layout = layout(chunks, format);
+    let (query, checkpoint, status) = planned_with(sql, &layout);
     let state = Running {
         generation: Some(1),
         status,

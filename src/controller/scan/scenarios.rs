@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
 use super::FINALIZER;
-use super::decide::{Bookkeeping, planned};
+use super::decide::tests::planned_with;
 use super::jobs::{Role, job_name};
 use crate::address::AddressPolicy;
 use crate::api::scan::{S3ParallelScan, S3ParallelScanStatus};
@@ -88,16 +87,7 @@ fn layout(chunks: u32) -> Layout {
 /// Namespace `a` with the scan's credentials Secret and a COUNT(*) scan of `chunks` chunks, at most
 /// `parallelism` at once, planned by an earlier reconcile (its status as planning wrote it).
 fn planned_scan(api: &FakeApi, chunks: u32, parallelism: u32) -> S3ParallelScanStatus {
-    let layout = layout(chunks);
-    let query = layout.compile(SQL).expect("COUNT(*) compiles");
-    let checkpoint = Bookkeeping::new(query.empty_partials(), &layout, None);
-    let (status, _) = planned(
-        S3ParallelScanStatus::default(),
-        Some(1),
-        &layout,
-        &checkpoint,
-        Timestamp::now(),
-    );
+    let (_, _, status) = planned_with(SQL, &layout(chunks));
     new_scan(api, parallelism, "http://127.0.0.1:9", Some(&status));
     status
 }
