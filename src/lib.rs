@@ -8,6 +8,7 @@ pub mod address;
 pub mod api;
 pub mod controller;
 pub mod floor;
+pub mod identity;
 pub mod ingest;
 pub mod redact;
 pub mod s3;

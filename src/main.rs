@@ -73,6 +73,11 @@ struct ControllerArgs {
         value_delimiter = ','
     )]
     default_credentials_namespaces: Vec<String>,
+    /// Whether and where resources may act as a ServiceAccount of their namespace
+    /// (`serviceAccountName`), as JSON: the chart's `identity` values (`enabled`, `namespaces`,
+    /// `rbac`, `sessionDurationSeconds`, `cache`, `aws`, `sts`). Unset: disabled.
+    #[arg(long, env = "S3FLOW_IDENTITY", value_parser = identity_arg)]
+    identity: Option<s3flow::controller::identity::IdentitySettings>,
     /// Ingests streaming at once in this operator.
     #[arg(long, default_value_t = 4)]
     max_concurrent_ingests: usize,
@@ -239,6 +244,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
             .await,
         }),
         default_credentials_namespaces: args.default_credentials_namespaces,
+        identity: s3flow::controller::identity::IdentitySettings {
+            release_namespace: args.leader_election_namespace.clone(),
+            ..args.identity.unwrap_or_default()
+        },
         max_concurrent_ingests: args.max_concurrent_ingests,
         ingest_memory: s3flow::ingest::MemoryBudget::new(budget)
             .shared_by(args.max_concurrent_ingests),
@@ -266,6 +275,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     s3flow::controller::run(client, settings, Some(listeners)).await?;
     Ok(())
+}
+
+fn identity_arg(text: &str) -> Result<s3flow::controller::identity::IdentitySettings, String> {
+    serde_json::from_str(text).map_err(|e| format!("identity settings: {e}"))
 }
 
 fn size_arg(text: &str) -> Result<u64, s3flow::size::SizeError> {

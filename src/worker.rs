@@ -25,6 +25,47 @@ pub const CREDENTIAL_KEYS: [(&str, bool); 3] = [
     ("AWS_SESSION_TOKEN", true),
 ];
 
+/// Where a worker acting as a ServiceAccount reads its projected token ([`WorkerIdentity`]).
+pub const ENV_WEB_IDENTITY_TOKEN_FILE: &str = "S3FLOW_WEB_IDENTITY_TOKEN_FILE";
+/// The role the worker assumes with it (unset where the store maps claims to a policy itself).
+pub const ENV_ROLE_ARN: &str = "S3FLOW_ROLE_ARN";
+/// The STS session name.
+pub const ENV_ROLE_SESSION_NAME: &str = "S3FLOW_ROLE_SESSION_NAME";
+/// The STS endpoint the cluster admin named for the store (unset: AWS's regional STS).
+pub const ENV_STS_ENDPOINT: &str = "S3FLOW_STS_ENDPOINT";
+/// The region of the STS call.
+pub const ENV_STS_REGION: &str = "S3FLOW_STS_REGION";
+/// How long the worker's temporary keys last, in seconds.
+pub const ENV_STS_DURATION_SECONDS: &str = "S3FLOW_STS_DURATION_SECONDS";
+/// The pod volume holding the projected token.
+pub const IDENTITY_VOLUME: &str = "s3flow-identity";
+/// Where that volume is mounted.
+pub const IDENTITY_DIR: &str = "/var/run/secrets/s3flow.io/identity";
+/// The token's file name in it.
+pub const IDENTITY_TOKEN: &str = "token";
+/// How long the kubelet's projected token lasts (it renews it at 80%).
+pub const IDENTITY_TOKEN_SECONDS: i64 = 3600;
+
+/// The ServiceAccount a scan's pods run as and how its workers turn its projected token into
+/// keys: the same exchange as the operator's, so it works with or without EKS's webhook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerIdentity {
+    /// The ServiceAccount of the pods.
+    pub service_account: String,
+    /// The projected token's audience (the STS's).
+    pub audience: String,
+    /// The role to assume, if the store needs one.
+    pub role_arn: Option<String>,
+    /// The admin's STS endpoint for the store; `None`: AWS's regional STS.
+    pub sts_endpoint: Option<String>,
+    /// The region of the STS call.
+    pub region: String,
+    /// The STS session name.
+    pub session_name: String,
+    /// How long the temporary keys last.
+    pub duration_seconds: u64,
+}
+
 /// What a container processor gets about its chunk.
 pub const ENV_CHUNK_FILE: &str = "S3FLOW_CHUNK_FILE";
 /// The chunk's index, from 0.

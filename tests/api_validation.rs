@@ -548,6 +548,55 @@ async fn the_api_server_refuses_what_the_operator_would_refuse_later() {
             "serviceAccountName must be a Kubernetes object name",
         );
     }
+    // Keys or a ServiceAccount, never both; a scan's pods run as its source's ServiceAccount.
+    case(
+        "keys and a ServiceAccount",
+        with(
+            with(
+                ingest.clone(),
+                "spec.destination.credentialsSecretRef",
+                json!({"name": "keys"}),
+            ),
+            "spec.destination.serviceAccountName",
+            json!("writer"),
+        ),
+        "credentialsSecretRef and serviceAccountName are exclusive",
+    );
+    case(
+        "a scan with keys and a ServiceAccount",
+        with(
+            with(
+                scan.clone(),
+                "spec.source.credentialsSecretRef",
+                json!({"name": "keys"}),
+            ),
+            "spec.source.serviceAccountName",
+            json!("writer"),
+        ),
+        "credentialsSecretRef and serviceAccountName are exclusive",
+    );
+    case(
+        "workers as another ServiceAccount than the source's",
+        with(
+            with(
+                scan.clone(),
+                "spec.source.serviceAccountName",
+                json!("writer"),
+            ),
+            "spec.worker",
+            json!({"serviceAccountName": "other"}),
+        ),
+        "when both are set they must be the same ServiceAccount",
+    );
+    case(
+        "a ServiceAccount name that is not a name",
+        with(
+            ingest.clone(),
+            "spec.destination.serviceAccountName",
+            json!("Bad_Name"),
+        ),
+        "serviceAccountName must be a Kubernetes object name",
+    );
     for (csv, expected) in [
         (
             json!({"delimiter": "é"}),

@@ -173,6 +173,43 @@ fn chart_options_render_and_bad_values_are_refused() {
     assert!(single.contains("-own-services\n") && defaults.contains("-own-services\n"));
     assert!(single.contains("type: Recreate"));
 
+    // Identity: off by default; on, a Role per listed namespace (never the release namespace or
+    // kube-system), token requests only in the namespaced mode, never cluster-wide.
+    assert!(!defaults.contains("S3FLOW_IDENTITY") && !defaults.contains("serviceaccounts"));
+    let identity = |rbac: &str| {
+        template(&[
+            "identity.enabled=true",
+            "identity.namespaces={team-a,default,kube-system}",
+            &format!("identity.rbac={rbac}"),
+            "identity.sts[0].s3Endpoint=https://minio.storage:9000",
+            "identity.sts[0].stsEndpoint=https://minio.storage:9000",
+            "identity.sts[0].audience=sts.min.io",
+        ])
+        .unwrap()
+    };
+    let namespaced = identity("namespaced");
+    let roles: Vec<&str> = namespaced
+        .split("---")
+        .filter(|doc| doc.contains("name: s3flow-identity"))
+        .collect();
+    assert_eq!(roles.len(), 2, "a Role and its RoleBinding: {roles:?}");
+    assert!(roles.iter().all(|doc| doc.contains("namespace: team-a")));
+    assert!(
+        roles
+            .iter()
+            .any(|doc| doc.contains("resources: [serviceaccounts/token]"))
+    );
+    let cluster_role = namespaced
+        .split("---")
+        .find(|doc| doc.contains("kind: ClusterRole\n"))
+        .unwrap();
+    assert!(!cluster_role.contains("serviceaccounts"), "{cluster_role}");
+    assert!(namespaced.contains("name: S3FLOW_IDENTITY"));
+    assert!(namespaced.contains(r#"\"stsEndpoint\":\"https://minio.storage:9000\""#));
+    let delegated = identity("perServiceAccount");
+    assert!(delegated.contains("resources: [serviceaccounts]"));
+    assert!(!delegated.contains("serviceaccounts/token"));
+
     // How many failures in a row end a resource reaches the operator's flag.
     assert!(defaults.contains("- --reconcile-retries=12"));
     let patient = template(&["reconcileRetries=40"]).unwrap();
@@ -192,6 +229,12 @@ fn chart_options_render_and_bad_values_are_refused() {
         ("watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
         ("unknownValue=1", "unknownValue"),
         ("reconcileRetries=0", "reconcileRetries"),
+        ("identity.rbac=cluster", "rbac"),
+        (
+            "identity.sessionDurationSeconds=60",
+            "sessionDurationSeconds",
+        ),
+        ("identity.sts[0].s3Endpoint=minio:9000", "s3Endpoint"),
     ] {
         let refusal = template(&[bad]).expect_err(bad);
         assert!(refusal.contains(says), "{bad}: {refusal}");

@@ -13,7 +13,7 @@ use s3flow::ingest::{
     self, IngestError, IngestRequest, MemoryBudget, NoLog, PartSize, Progress, SourceConfig,
     ThroughputFloor,
 };
-use s3flow::s3::{S3Settings, StaticCredentials, client};
+use s3flow::s3::{S3Credentials, S3Settings, StaticCredentials, client};
 
 const MIB: u64 = 1 << 20;
 const PART: u64 = 5 * MIB;
@@ -314,7 +314,7 @@ async fn forbidden_addresses_and_bad_credentials_are_refused() {
     let wrong = client(&S3Settings {
         endpoint: Some(f.endpoint.clone()),
         force_path_style: true,
-        credentials: Some(StaticCredentials {
+        credentials: S3Credentials::Static(StaticCredentials {
             access_key_id: "not-a-user".into(),
             secret_access_key: "not-a-secret".into(),
             session_token: None,

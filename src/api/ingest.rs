@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Phase, S3Connection, SecretRef, bucket_name_rule, dns_subdomain_rule, http_url_rule, key_rule,
-    port_rule, size_check,
+    one_credential_rule, port_rule, size_check,
 };
 
 /// What to copy where: a URL streamed into S3 with bounded memory, parallel parts, resumable after a
@@ -100,6 +100,7 @@ fn default_ca_key() -> String {
 /// The S3 object an ingest writes.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = one_credential_rule())]
 pub struct S3Destination {
     /// Bucket to write to; it must exist.
     #[schemars(length(max = 63))]

@@ -99,6 +99,24 @@ pub struct S3Connection {
     /// allows; elsewhere the resource fails with CredentialsRequired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
+    /// ServiceAccount of this namespace whose cloud identity the operator and the chunk workers act
+    /// as, instead of keys: the operator asks the API server for a short token of it and exchanges
+    /// it at STS (`AssumeRoleWithWebIdentity`) for temporary keys, renewed as they age. The
+    /// ServiceAccount must carry the label `s3flow.io/identity: "true"` and the role to assume in
+    /// the annotation `eks.amazonaws.com/role-arn`; the cluster admin enables identities for the
+    /// namespace and, for a store with its own endpoint, names its STS. Exclusive with
+    /// `credentialsSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = dns_subdomain_rule("serviceAccountName"))]
+    pub service_account_name: Option<String>,
+}
+
+/// CEL rule of a struct that flattens an [`S3Connection`]: keys or a ServiceAccount, not both.
+pub(crate) fn one_credential_rule() -> Rule {
+    Rule::new("!(has(self.credentialsSecretRef) && has(self.serviceAccountName))").message(
+        "credentialsSecretRef and serviceAccountName are exclusive: authenticate with keys from a Secret or as a ServiceAccount",
+    )
 }
 
 /// Lifecycle of an s3flow resource, as `kubectl get` shows it.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Phase, S3Connection, bucket_name_rule, dns_subdomain_rule, free_form_object, key_rule,
-    size_rule,
+    one_credential_rule, size_rule,
 };
 
 /// What to scan and how: one large S3 object (CSV or JSON Lines) split into byte ranges, every record
@@ -40,6 +40,7 @@ use super::{
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.worker) || !has(self.worker.serviceAccountName) || !has(self.source.serviceAccountName) || self.worker.serviceAccountName == self.source.serviceAccountName").message("worker.serviceAccountName defaults to source.serviceAccountName; when both are set they must be the same ServiceAccount"))]
 pub struct S3ParallelScanSpec {
     /// The object to scan. Immutable: create a new S3ParallelScan for another object.
     #[x_kube(validation = Rule::new("self == oldSelf").message("source is immutable; create a new S3ParallelScan to scan another object"))]
@@ -65,7 +66,8 @@ pub struct S3ParallelScanSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.ingestRef) != (has(self.bucket) || has(self.key))").message("source needs exactly one of: bucket and key, or ingestRef"))]
 #[x_kube(validation = Rule::new("has(self.bucket) == has(self.key)").message("source.bucket and source.key go together"))]
-#[x_kube(validation = Rule::new("!has(self.ingestRef) || !(has(self.endpoint) || has(self.region) || has(self.forcePathStyle) || has(self.credentialsSecretRef))").message("with ingestRef the object's location and credentials come from the S3Ingest; leave endpoint, region, forcePathStyle and credentialsSecretRef unset"))]
+#[x_kube(validation = Rule::new("!has(self.ingestRef) || !(has(self.endpoint) || has(self.region) || has(self.forcePathStyle) || has(self.credentialsSecretRef) || has(self.serviceAccountName))").message("with ingestRef the object's location and credentials come from the S3Ingest; leave endpoint, region, forcePathStyle, credentialsSecretRef and serviceAccountName unset"))]
+#[x_kube(validation = one_credential_rule())]
 pub struct ScanSource {
     /// Bucket of the object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -289,7 +291,8 @@ pub struct WorkerTemplate {
     /// Taints the worker pods tolerate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    /// ServiceAccount of the worker pods (for IRSA or Pod Identity). Workers never call the Kubernetes API.
+    /// ServiceAccount of the worker pods (for IRSA or Pod Identity). Workers never call the
+    /// Kubernetes API. Unset: the source's `serviceAccountName`, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = dns_subdomain_rule("serviceAccountName"))]

@@ -14,7 +14,7 @@ pub(crate) async fn s3_client(
         force_path_style: endpoint.is_some(),
         endpoint,
         region,
-        credentials: None,
+        credentials: s3flow::s3::S3Credentials::DefaultChain,
         policy: None,
     })
     .await?)

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use s3flow::address::AddressPolicy;
-use s3flow::s3::{S3Settings, S3Url, client};
+use s3flow::s3::{S3Credentials, S3Settings, S3Url, client};
 use s3flow::scan::{ChunkReport, ChunkTask, ScanError, Work, manifest, run_chunk};
 use s3flow::shutdown::Stop;
 use s3flow::worker::{
-    ENV_ADDRESS_POLICY, ENV_REPORT_TO, ENV_S3_ENDPOINT, ENV_S3_FORCE_PATH_STYLE, ENV_S3_REGION,
-    ENV_TASK, FailureMessage, PERMANENT_FAILURE_EXIT_CODE,
+    ENV_ADDRESS_POLICY, ENV_REPORT_TO, ENV_ROLE_ARN, ENV_ROLE_SESSION_NAME, ENV_S3_ENDPOINT,
+    ENV_S3_FORCE_PATH_STYLE, ENV_S3_REGION, ENV_STS_DURATION_SECONDS, ENV_STS_ENDPOINT,
+    ENV_STS_REGION, ENV_TASK, ENV_WEB_IDENTITY_TOKEN_FILE, FailureMessage,
+    PERMANENT_FAILURE_EXIT_CODE,
 };
 
 /// Longest termination message Kubernetes keeps.
@@ -51,6 +53,59 @@ pub(crate) struct WorkerArgs {
     /// link-local or metadata addresses).
     #[arg(long, env = ENV_ADDRESS_POLICY)]
     address_policy: Option<String>,
+    #[command(flatten)]
+    identity: IdentityArgs,
+}
+
+/// A ServiceAccount's projected token exchanged at STS, when the scan acts as one.
+#[derive(Args)]
+struct IdentityArgs {
+    /// The projected ServiceAccount token, re-read at every exchange.
+    #[arg(long, env = ENV_WEB_IDENTITY_TOKEN_FILE)]
+    web_identity_token_file: Option<std::path::PathBuf>,
+    /// The role to assume with it.
+    #[arg(long, env = ENV_ROLE_ARN)]
+    role_arn: Option<String>,
+    /// The STS session name.
+    #[arg(long, env = ENV_ROLE_SESSION_NAME, default_value = "s3flow-worker")]
+    role_session_name: String,
+    /// The STS endpoint; unset: AWS's regional STS.
+    #[arg(long, env = ENV_STS_ENDPOINT)]
+    sts_endpoint: Option<String>,
+    /// The region of the STS call.
+    #[arg(long, env = ENV_STS_REGION, default_value = s3flow::s3::FALLBACK_REGION)]
+    sts_region: String,
+    /// How long the temporary keys last, in seconds.
+    #[arg(long, env = ENV_STS_DURATION_SECONDS, default_value_t = 3600)]
+    sts_duration_seconds: u64,
+}
+
+impl IdentityArgs {
+    /// Renewing credentials from the token file, or the default chain without one.
+    fn credentials(self, policy: &Arc<AddressPolicy>) -> S3Credentials {
+        use s3flow::identity::{Refreshing, TokenFile, WebIdentity, WebIdentityFetch, sts_client};
+        let Some(file) = self.web_identity_token_file else {
+            return S3Credentials::DefaultChain;
+        };
+        let fetch = WebIdentityFetch {
+            tokens: Arc::new(TokenFile(file)),
+            identity: WebIdentity {
+                sts: sts_client(
+                    self.sts_endpoint.as_deref(),
+                    &self.sts_region,
+                    Some(policy.clone()),
+                ),
+                role_arn: self.role_arn,
+                session_name: self.role_session_name,
+                duration: Duration::from_secs(self.sts_duration_seconds),
+                subject: "this pod's ServiceAccount".into(),
+                audience: "its projected token's".into(),
+            },
+        };
+        // Renewed at 80% of the keys' life, as the operator renews its own.
+        let renewing = Refreshing::new(fetch, Duration::from_secs(self.sts_duration_seconds));
+        S3Credentials::Renewing(aws_sdk_s3::config::SharedCredentialsProvider::new(renewing))
+    }
 }
 
 /// A worker's failure and the exit code that tells the Job whether retrying can help.
@@ -101,12 +156,13 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<serde_json::Value, WorkerFai
     // Before any upload starts: a SIGTERM (the pod deleted) must find the chunk able to abort it.
     let stopping = s3flow::shutdown::on_signal()
         .map_err(|e| invalid(format!("installing the signal handlers: {e}")))?;
+    let policy = Arc::new(policy);
     let s3 = client(&S3Settings {
         endpoint: args.endpoint,
         region: args.region,
         force_path_style: args.force_path_style,
-        credentials: None,
-        policy: Some(Arc::new(policy)),
+        credentials: args.identity.credentials(&policy),
+        policy: Some(policy),
     })
     .await
     .map_err(|e| invalid(e.to_string()))?;

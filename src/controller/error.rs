@@ -21,6 +21,10 @@ pub enum Error {
     /// manifest), or its checkpoint is unreadable (label `scan_s3`).
     #[error("S3: {0}")]
     Scan(#[source] crate::scan::ScanError),
+    /// An input of the resource could not be had for now (its identity provider did not
+    /// answer; label `input`); retried.
+    #[error("{0}")]
+    Input(#[source] super::InputError),
     /// This many Jobs of a scan being deleted or restarted still run: its uploads are aborted
     /// only once they are gone (label `jobs_remaining`).
     #[error("{0} chunk Jobs of a deleted scan still running; waiting for them before cleaning up")]
@@ -47,6 +51,7 @@ impl Error {
             },
             Self::Cleanup(_) => "cleanup",
             Self::Scan(_) => "scan_s3",
+            Self::Input(_) => "input",
             Self::JobsRemaining(_) => "jobs_remaining",
             Self::Panicked(_) => "panic",
             Self::Deadline => "deadline",

@@ -5,9 +5,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 
 use super::Context;
+use super::identity::IdentityError;
 use crate::address::UrlRefused;
 use crate::api::S3Connection;
-use crate::s3::{EndpointError, S3Settings, StaticCredentials};
+use crate::s3::{EndpointError, S3Credentials, S3Settings, StaticCredentials};
+use crate::worker::WorkerIdentity;
 
 /// What a Secret is for, as its `s3flow.io/secret-type` label must say: the operator reads no
 /// Secret that does not say it is meant for the use a resource names it for.
@@ -88,6 +90,9 @@ pub enum InputError {
     /// The API server failed a read of a Secret or ConfigMap (reason InputUnreadable).
     #[error("reading an input: {0}")]
     Kube(#[from] kube::Error),
+    /// The resource cannot act as its `serviceAccountName` (the reason says why).
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
 }
 
 impl InputError {
@@ -104,7 +109,13 @@ impl InputError {
             Self::ConfigMapKeyMissing { .. } => "InvalidConfigMap",
             Self::PartSize(_) => "InvalidPartSize",
             Self::Kube(_) => "InputUnreadable",
+            Self::Identity(e) => e.reason(),
         }
+    }
+
+    /// Whether a later attempt may succeed (an identity provider that did not answer).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Identity(e) if e.is_transient())
     }
 }
 
@@ -138,26 +149,21 @@ pub async fn secret_data(
     Ok(data)
 }
 
-/// S3 settings of `connection`, with the credentials of its Secret in `obj`'s namespace, or the
-/// operator's own identity where the admin allows it, under the operator's address policy.
-pub async fn s3_settings(
+/// S3 settings of `connection` and, when it acts as a ServiceAccount, the identity its pods get:
+/// the keys of its Secret in `obj`'s namespace, the renewing credentials of its ServiceAccount, or
+/// the operator's own identity where the admin allows it, under the operator's address policy.
+pub async fn s3_access(
     ctx: &Context,
     obj: &impl ResourceExt,
     connection: &S3Connection,
-) -> Result<S3Settings, InputError> {
-    let credentials = match &connection.credentials_secret_ref {
-        None => {
-            let namespace = obj.namespace().unwrap_or_default();
-            if !ctx
-                .settings
-                .default_credentials_namespaces
-                .contains(&namespace)
-            {
-                return Err(InputError::CredentialsRequired);
-            }
-            None
-        }
-        Some(secret) => {
+) -> Result<(S3Settings, Option<WorkerIdentity>), InputError> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let mut identity = None;
+    let credentials = match (
+        &connection.credentials_secret_ref,
+        &connection.service_account_name,
+    ) {
+        (Some(secret), _) => {
             let data = secret_data(ctx, obj, &secret.name, SecretType::Credentials).await?;
             let get = |key: &str| data.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
             let required = |key: &str| {
@@ -166,28 +172,73 @@ pub async fn s3_settings(
                     key: key.into(),
                 })
             };
-            Some(StaticCredentials {
+            S3Credentials::Static(StaticCredentials {
                 access_key_id: required("AWS_ACCESS_KEY_ID")?,
                 secret_access_key: required("AWS_SECRET_ACCESS_KEY")?,
                 session_token: get("AWS_SESSION_TOKEN"),
             })
         }
+        (None, Some(account)) => {
+            let (provider, worker) =
+                super::identity::credentials(ctx, &namespace, account, connection).await?;
+            identity = Some(worker);
+            S3Credentials::Renewing(aws_sdk_s3::config::SharedCredentialsProvider::new(provider))
+        }
+        (None, None) => {
+            if !ctx
+                .settings
+                .default_credentials_namespaces
+                .contains(&namespace)
+            {
+                return Err(InputError::CredentialsRequired);
+            }
+            S3Credentials::DefaultChain
+        }
     };
-    Ok(S3Settings {
+    let settings = S3Settings {
         endpoint: connection.endpoint.clone(),
         region: connection.region.clone(),
         force_path_style: connection.force_path_style.unwrap_or(false),
         credentials,
         policy: Some(ctx.settings.policy.clone()),
-    })
+    };
+    Ok((settings, identity))
 }
 
-/// The S3 client of `connection`, as [`s3_settings`] says.
+/// The S3 client of `connection`, as [`s3_access`] says.
 pub async fn s3_client(
     ctx: &Context,
     obj: &impl ResourceExt,
     connection: &S3Connection,
 ) -> Result<aws_sdk_s3::Client, InputError> {
-    let settings = s3_settings(ctx, obj, connection).await?;
+    let (settings, _) = s3_access(ctx, obj, connection).await?;
     Ok(crate::s3::client(&settings).await?)
+}
+
+/// Attempts of [`s3_client_for_cleanup`].
+const CLEANUP_ATTEMPTS: u32 = 3;
+
+/// The S3 client that aborts a deleted resource's uploads, as [`s3_client`] says, asked again a
+/// few times when its ServiceAccount is missing or its identity provider does not answer (GitOps
+/// deletes a ServiceAccount and the resources acting as it together; the deletion is never held
+/// for longer: the caller then says in an Event what is left, and a bucket lifecycle rule is the
+/// backstop).
+pub async fn s3_client_for_cleanup(
+    ctx: &Context,
+    obj: &impl ResourceExt,
+    connection: &S3Connection,
+) -> Result<aws_sdk_s3::Client, InputError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match s3_client(ctx, obj, connection).await {
+            Err(e)
+                if attempt < CLEANUP_ATTEMPTS
+                    && (e.is_transient() || e.reason() == "ServiceAccountNotFound") =>
+            {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            answer => return answer,
+        }
+    }
 }

@@ -25,6 +25,11 @@ struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -39,6 +44,9 @@ pub struct Metrics {
     ingest_parts: Counter,
     chunks: Family<StateLabel, Gauge>,
     leader: Gauge,
+    token_requests: Family<ResultLabel, Counter>,
+    sts_requests: Family<ResultLabel, Counter>,
+    identity_cache_hits: Counter,
     /// Chunk counts of each scan in progress, by uid: the gauges are their sums.
     scans: Mutex<HashMap<String, ChunkCounts>>,
 }
@@ -86,8 +94,29 @@ impl Default for Metrics {
             "1 while this process holds the leader Lease and reconciles",
             leader.clone(),
         );
+        let token_requests = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "identity_token_requests",
+            "ServiceAccount tokens requested (TokenRequest) for tenant identities, by result",
+            token_requests.clone(),
+        );
+        let sts_requests = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "identity_sts_requests",
+            "AssumeRoleWithWebIdentity calls for tenant identities, by result",
+            sts_requests.clone(),
+        );
+        let identity_cache_hits = Counter::default();
+        registry.register(
+            "identity_cache_hits",
+            "Tenant identities served from the operator's credentials cache",
+            identity_cache_hits.clone(),
+        );
         Self {
             registry,
+            token_requests,
+            sts_requests,
+            identity_cache_hits,
             reconciles,
             errors,
             durations,
@@ -132,6 +161,25 @@ impl Metrics {
     pub fn ingested(&self, bytes: u64, parts: u64) {
         self.ingest_bytes.inc_by(bytes);
         self.ingest_parts.inc_by(parts);
+    }
+
+    /// Counts a TokenRequest for a tenant identity (`result`: `ok` or the refusal's reason).
+    pub fn token_requested(&self, result: &'static str) {
+        self.token_requests
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts an STS exchange for a tenant identity (`result`: `ok` or the refusal's reason).
+    pub fn sts_requested(&self, result: &'static str) {
+        self.sts_requests
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts a tenant identity served from the credentials cache.
+    pub fn identity_cache_hit(&self) {
+        self.identity_cache_hits.inc();
     }
 
     /// Sets `s3flow_leader`: 1 while this process holds the leader Lease and reconciles.

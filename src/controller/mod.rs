@@ -1,6 +1,7 @@
 //! The operator: one controller per kind, sharing a context.
 
 pub mod http;
+pub mod identity;
 pub mod ingest;
 pub mod leader;
 pub mod metrics;
@@ -30,7 +31,10 @@ use http::Readiness;
 use metrics::Metrics;
 
 pub use error::Error;
-pub use inputs::{InputError, SECRET_TYPE_LABEL, SecretType, s3_client, s3_settings, secret_data};
+pub use inputs::{
+    InputError, SECRET_TYPE_LABEL, SecretType, s3_access, s3_client, s3_client_for_cleanup,
+    secret_data,
+};
 pub use reconcile::{
     PANICS_BEFORE_FAILED, RECONCILE_DEADLINE, error_policy, instrumented, log_failure,
     panic_message,
@@ -96,6 +100,8 @@ pub struct Settings {
     pub policy: Arc<AddressPolicy>,
     /// Namespaces whose resources may use the operator's own AWS identity (the default chain).
     pub default_credentials_namespaces: Vec<String>,
+    /// Whether and where resources may act as a ServiceAccount of their namespace.
+    pub identity: identity::IdentitySettings,
     /// Ingests streaming at once in this operator.
     pub max_concurrent_ingests: usize,
     /// Memory all ingests' part buffers share.
@@ -147,6 +153,8 @@ pub struct Context {
     panics: std::sync::Mutex<std::collections::HashMap<String, (u32, String)>>,
     /// One scan's manifest is written at a time (it holds a line per chunk).
     pub manifests: tokio::sync::Semaphore,
+    /// Renewing credentials of the ServiceAccounts resources act as.
+    pub identities: identity::IdentityCache,
 }
 
 impl Context {
@@ -173,6 +181,7 @@ impl Context {
             failures: std::sync::Mutex::default(),
             panics: std::sync::Mutex::default(),
             manifests: tokio::sync::Semaphore::new(1),
+            identities: identity::IdentityCache::default(),
         })
     }
 

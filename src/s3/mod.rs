@@ -25,7 +25,8 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_s3::config::{Credentials, IdentityCache, Region, SharedCredentialsProvider};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 use crate::address::{AddressPolicy, S3Resolver, UrlRefused};
 
@@ -56,8 +57,21 @@ impl fmt::Debug for StaticCredentials {
     }
 }
 
+/// How a client signs its requests.
+#[derive(Clone, Debug, Default)]
+pub enum S3Credentials {
+    /// The default AWS chain (environment, IRSA, Pod Identity, instance metadata, ...).
+    #[default]
+    DefaultChain,
+    /// Keys read from a Secret.
+    Static(StaticCredentials),
+    /// Keys a provider renews as they age (a workload identity, [`crate::identity`]); the client
+    /// asks it at every request, and it answers from memory until its keys are due.
+    Renewing(SharedCredentialsProvider),
+}
+
 /// Where an S3-compatible store is and how to reach it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct S3Settings {
     /// Endpoint URL; `None` is AWS S3 for the region.
     pub endpoint: Option<String>,
@@ -65,8 +79,8 @@ pub struct S3Settings {
     pub region: Option<String>,
     /// Address buckets as `endpoint/bucket`.
     pub force_path_style: bool,
-    /// Static credentials; `None` uses the default AWS chain (environment, IRSA, Pod Identity, ...).
-    pub credentials: Option<StaticCredentials>,
+    /// How requests are signed.
+    pub credentials: S3Credentials,
     /// The addresses the client may connect to; `None` (the CLI on the user's own machine): any.
     pub policy: Option<Arc<AddressPolicy>>,
 }
@@ -105,7 +119,7 @@ pub const ERROR_BODY_LIMIT: usize = 1 << 20;
 /// of every error. An endpoint a tenant names could otherwise answer with gigabytes the operator
 /// would hold in memory; past the bound the request fails.
 #[derive(Debug)]
-struct BodyLimit;
+pub(crate) struct BodyLimit;
 
 impl aws_sdk_s3::config::Intercept for BodyLimit {
     fn name(&self) -> &'static str {
@@ -141,7 +155,18 @@ impl aws_sdk_s3::config::Intercept for BodyLimit {
     }
 }
 
-/// Builds an S3 client for `settings`. With static credentials, or a region (an endpoint implies
+/// The HTTP client of every S3 and STS request under an address policy: rustls, every address
+/// `resolver` returns checked.
+pub(crate) fn http_client(resolver: S3Resolver) -> SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .build_with_resolver(resolver)
+}
+
+/// Builds an S3 client for `settings`. With static or renewing credentials, or a region (an endpoint implies
 /// one), nothing of the default chain is consulted: no instance metadata service is ever probed
 /// for what the settings already say. With a policy, the endpoint and every address the client
 /// resolves pass it.
@@ -163,18 +188,29 @@ pub async fn client(settings: &S3Settings) -> Result<aws_sdk_s3::Client, Endpoin
                 .map(|_| FALLBACK_REGION.to_string())
         })
         .map(Region::new);
+    let fixed = |builder: aws_sdk_s3::config::Builder| {
+        builder.behavior_version(BehaviorVersion::latest()).region(
+            region
+                .clone()
+                .unwrap_or_else(|| Region::new(FALLBACK_REGION)),
+        )
+    };
     let mut builder = match &settings.credentials {
-        Some(c) => aws_sdk_s3::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(region.unwrap_or_else(|| Region::new(FALLBACK_REGION)))
-            .credentials_provider(Credentials::new(
+        S3Credentials::Static(c) => {
+            fixed(aws_sdk_s3::config::Builder::new()).credentials_provider(Credentials::new(
                 &c.access_key_id,
                 &c.secret_access_key,
                 c.session_token.clone(),
                 None,
                 "s3flow-secret",
-            )),
-        None => {
+            ))
+        }
+        // The provider keeps and renews its keys itself: an SDK cache in front of it would hold
+        // them past the provider's own renewal time.
+        S3Credentials::Renewing(provider) => fixed(aws_sdk_s3::config::Builder::new())
+            .credentials_provider(provider.clone())
+            .identity_cache(IdentityCache::no_cache()),
+        S3Credentials::DefaultChain => {
             let mut loader = aws_config::defaults(BehaviorVersion::latest());
             if let Some(region) = region {
                 loader = loader.region(region);
@@ -188,13 +224,7 @@ pub async fn client(settings: &S3Settings) -> Result<aws_sdk_s3::Client, Endpoin
         }
     };
     if let Some(policy) = &settings.policy {
-        use aws_smithy_http_client::tls;
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
-            ))
-            .build_with_resolver(S3Resolver(policy.clone()));
-        builder = builder.http_client(http);
+        builder = builder.http_client(http_client(S3Resolver(policy.clone())));
     }
     builder = builder
         .interceptor(BodyLimit)
@@ -226,7 +256,7 @@ mod tests {
         let shown = format!(
             "{:?}",
             S3Settings {
-                credentials: Some(c),
+                credentials: S3Credentials::Static(c),
                 ..Default::default()
             }
         );

@@ -8,6 +8,12 @@ CONTROLLER_MANAGER_PORT=$((APISERVER_PORT + 1))
 SCHEDULER_PORT=$((APISERVER_PORT + 2))
 MINIO_PORT=${S3FLOW_MINIO_PORT:-29000}
 MINIO_CONSOLE_PORT=$((MINIO_PORT + 1))
+# Two more MinIO servers whose STS trusts the API server as its OpenID provider: one maps a role to
+# a policy (role-policy mode), one maps each ServiceAccount to a policy of its name (claim mode).
+MINIO_STS_PORT=$((MINIO_PORT + 2))
+MINIO_STS_CLAIMS_PORT=$((MINIO_PORT + 4))
+# The token audience both accept (their OpenID client id).
+STS_AUDIENCE=sts.min.io
 NODE_NAME=s3flow-node
 S3_ACCESS_KEY=s3flowadmin
 S3_SECRET_KEY=s3flowadmin-secret
@@ -15,7 +21,7 @@ S3_SECRET_KEY=s3flowadmin-secret
 CONTROLLERS=job-controller,garbage-collector-controller,ttl-after-finished-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,namespace-controller,deployment-controller,replicaset-controller,endpointslice-controller
 
 # Components in start order; down.sh stops them in reverse.
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler minio s3flow-node-agent)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler minio minio-sts minio-sts-claims s3flow-node-agent)
 
 log() { printf '[cluster %s] %s\n' "$(date +%T)" "$*" >&2; }
 

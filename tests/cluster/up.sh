@@ -119,6 +119,33 @@ MINIO_ROOT_USER=$S3_ACCESS_KEY MINIO_ROOT_PASSWORD=$S3_SECRET_KEY MINIO_UPDATE=o
   --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$MINIO_CONSOLE_PORT"
 wait_for "minio" 60 curl -sf "http://127.0.0.1:$MINIO_PORT/minio/health/live"
 
+# The API server as an OpenID provider: its discovery document and keys readable without a token,
+# as an STS fetches them.
+"$dir/bin/kubectl" --kubeconfig "$dir/kubeconfig" create clusterrolebinding s3flow-test-oidc-discovery \
+  --clusterrole=system:service-account-issuer-discovery --group=system:unauthenticated >/dev/null
+# MinIO with OpenID STS: it trusts the API server's serving certificate through the test CA
+# (certs-dir holds only CAs/, so MinIO itself still serves plain HTTP).
+start_sts_minio() { # name port extra-env...
+  local name=$1 port=$2; shift 2
+  mkdir -p "$dir/$name-certs/CAs" "$dir/$name-data"
+  cp "$pki/ca.crt" "$dir/$name-certs/CAs/ca.crt"
+  env MINIO_ROOT_USER=$S3_ACCESS_KEY MINIO_ROOT_PASSWORD=$S3_SECRET_KEY MINIO_UPDATE=off MINIO_BROWSER=off \
+    MINIO_CALLHOME_ENABLE=off MINIO_SITE_REGION=us-east-1 \
+    MINIO_IDENTITY_OPENID_CONFIG_URL="$server/.well-known/openid-configuration" \
+    MINIO_IDENTITY_OPENID_CLIENT_ID=$STS_AUDIENCE "$@" \
+    setsid "$dir/bin/minio" server "$dir/$name-data" --quiet --certs-dir "$dir/$name-certs" \
+    --address "127.0.0.1:$port" --console-address "127.0.0.1:$((port + 1))" \
+    >"$dir/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$dir/pids/$name.pid"
+}
+start_sts_minio minio-sts "$MINIO_STS_PORT" MINIO_IDENTITY_OPENID_ROLE_POLICY=s3flow-tenants
+start_sts_minio minio-sts-claims "$MINIO_STS_CLAIMS_PORT" MINIO_IDENTITY_OPENID_CLAIM_NAME=sub
+wait_for "minio-sts" 60 curl -sf "http://127.0.0.1:$MINIO_STS_PORT/minio/health/live"
+wait_for "minio-sts-claims" 60 curl -sf "http://127.0.0.1:$MINIO_STS_CLAIMS_PORT/minio/health/live"
+# MinIO names the role of a provider after its client id.
+sts_role="arn:minio:iam:us-east-1::role/$(python3 -c "import base64,hashlib,sys
+print(base64.urlsafe_b64encode(hashlib.sha1(sys.argv[1].encode()).digest()).rstrip(b'=').decode())" "$STS_AUDIENCE")"
+
 start s3flow-node-agent "$dir/bin/s3flow-node-agent" --kubeconfig "$dir/kubeconfig" \
   --node-name "$NODE_NAME" --s3flow-binary "$dir/bin/s3flow" --state-dir "$dir/node" \
   --apiserver-port "$APISERVER_PORT"
@@ -130,6 +157,11 @@ export S3FLOW_ENV_DIR=$dir
 export S3FLOW_TEST_S3_ENDPOINT=http://127.0.0.1:$MINIO_PORT
 export S3FLOW_TEST_NODE=$NODE_NAME
 export S3FLOW_GITOPS_BIN=$dir/bin/s3flow-gitops
+export S3FLOW_TEST_STS_ENDPOINT=http://127.0.0.1:$MINIO_STS_PORT
+export S3FLOW_TEST_STS_ROLE_ARN=$sts_role
+export S3FLOW_TEST_STS_CLAIMS_ENDPOINT=http://127.0.0.1:$MINIO_STS_CLAIMS_PORT
+export S3FLOW_TEST_STS_AUDIENCE=$STS_AUDIENCE
+export S3FLOW_TEST_API_SERVER=$server
 export AWS_ACCESS_KEY_ID=$S3_ACCESS_KEY
 export AWS_SECRET_ACCESS_KEY=$S3_SECRET_KEY
 export AWS_REGION=us-east-1

@@ -22,7 +22,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{
-    Context, Error, InputError, SecretType, StatusWriter, publish, s3_client, secret_data,
+    Context, Error, InputError, SecretType, StatusWriter, publish, s3_client,
+    s3_client_for_cleanup, secret_data,
 };
 use crate::api::Phase;
 use crate::api::ingest::S3Ingest;
@@ -167,7 +168,7 @@ async fn cleanup(obj: Arc<S3Ingest>, ctx: Arc<Context>) -> Result<Action, Error>
         return Ok(Action::await_change());
     };
     let dest = &obj.spec.destination;
-    match s3_client(&ctx, obj.as_ref(), &dest.connection).await {
+    match s3_client_for_cleanup(&ctx, obj.as_ref(), &dest.connection).await {
         Ok(s3) => abort_upload(&s3, &dest.bucket, &dest.key, &upload_id)
             .await
             .map_err(Error::Cleanup)?,

@@ -70,6 +70,7 @@ pub(super) async fn decision(
         connection: &io.source.connection,
         default_image: &ctx.settings.worker_image,
         policy: ctx.settings.policy.to_env(),
+        identity: io.identity.as_ref(),
     };
     for job in &decision.create {
         let Some(built) = build(&template, io, state, *job) else {

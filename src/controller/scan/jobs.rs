@@ -11,8 +11,8 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
-    VolumeMount,
+    PodSpec, PodTemplateSpec, ProjectedVolumeSource, SeccompProfile, SecretKeySelector,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
@@ -24,9 +24,11 @@ use crate::scan::{ChunkTask, Format, State};
 use crate::worker::{
     CONTAINER_FETCH, CONTAINER_PROCESSOR, CONTAINER_WORKER, CREDENTIAL_KEYS, ENV_ADDRESS_POLICY,
     ENV_BUCKET, ENV_CHUNK_FILE, ENV_CHUNK_INDEX, ENV_CHUNK_RANGE, ENV_CHUNK_ROW_GROUPS, ENV_KEY,
-    ENV_MANIFEST, ENV_REPORT_TO, ENV_S3_ENDPOINT, ENV_S3_FORCE_PATH_STYLE, ENV_S3_REGION, ENV_TASK,
-    ENV_TERMINATION_MESSAGE_PATH, LABEL_CHUNK, LABEL_ROLE, LABEL_SCAN, LABEL_START_STATE,
-    PERMANENT_FAILURE_EXIT_CODE,
+    ENV_MANIFEST, ENV_REPORT_TO, ENV_ROLE_ARN, ENV_ROLE_SESSION_NAME, ENV_S3_ENDPOINT,
+    ENV_S3_FORCE_PATH_STYLE, ENV_S3_REGION, ENV_STS_DURATION_SECONDS, ENV_STS_ENDPOINT,
+    ENV_STS_REGION, ENV_TASK, ENV_TERMINATION_MESSAGE_PATH, ENV_WEB_IDENTITY_TOKEN_FILE,
+    IDENTITY_DIR, IDENTITY_TOKEN, IDENTITY_TOKEN_SECONDS, IDENTITY_VOLUME, LABEL_CHUNK, LABEL_ROLE,
+    LABEL_SCAN, LABEL_START_STATE, PERMANENT_FAILURE_EXIT_CODE, WorkerIdentity,
 };
 
 /// Where a fetch writes a chunk's records for a user container.
@@ -116,6 +118,8 @@ pub struct JobTemplate<'a> {
     pub default_image: &'a str,
     /// The operator's address policy, for the workers' connections.
     pub policy: String,
+    /// The ServiceAccount the pods act as, when the connection names one.
+    pub identity: Option<&'a WorkerIdentity>,
 }
 
 /// Which Job to build.
@@ -199,6 +203,61 @@ impl JobTemplate<'_> {
         vars
     }
 
+    /// How an s3flow worker exchanges the pod's projected token: `S3FLOW_*`, which an EKS
+    /// webhook's own `AWS_*` variables cannot change.
+    fn worker_identity_env(&self) -> Vec<EnvVar> {
+        let Some(identity) = self.identity else {
+            return vec![];
+        };
+        let mut vars = vec![
+            env(ENV_WEB_IDENTITY_TOKEN_FILE, token_path()),
+            env(ENV_ROLE_SESSION_NAME, &identity.session_name),
+            env(ENV_STS_REGION, &identity.region),
+            env(
+                ENV_STS_DURATION_SECONDS,
+                identity.duration_seconds.to_string(),
+            ),
+        ];
+        if let Some(role) = &identity.role_arn {
+            vars.push(env(ENV_ROLE_ARN, role));
+        }
+        if let Some(endpoint) = &identity.sts_endpoint {
+            vars.push(env(ENV_STS_ENDPOINT, endpoint));
+        }
+        vars
+    }
+
+    /// The standard web identity variables of the AWS SDKs, for a user's container.
+    fn user_identity_env(&self) -> Vec<EnvVar> {
+        let Some(identity) = self.identity else {
+            return vec![];
+        };
+        let mut vars = vec![
+            env("AWS_WEB_IDENTITY_TOKEN_FILE", token_path()),
+            env("AWS_ROLE_SESSION_NAME", &identity.session_name),
+        ];
+        if let Some(role) = &identity.role_arn {
+            vars.push(env("AWS_ROLE_ARN", role));
+        }
+        if let Some(endpoint) = &identity.sts_endpoint {
+            vars.push(env("AWS_ENDPOINT_URL_STS", endpoint));
+        }
+        vars
+    }
+
+    /// The projected token's mount, in every container when the pods act as a ServiceAccount.
+    fn identity_mounts(&self) -> Vec<VolumeMount> {
+        self.identity
+            .map(|_| VolumeMount {
+                name: IDENTITY_VOLUME.into(),
+                mount_path: IDENTITY_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect()
+    }
+
     /// An `s3flow worker` container running `task` (`fetch` writes its records to a file).
     fn worker(&self, name: &str, args: &[&str], task: &ChunkTask, extra: Vec<EnvVar>) -> Container {
         let worker = self.scan.spec.worker.clone().unwrap_or_default();
@@ -208,7 +267,9 @@ impl JobTemplate<'_> {
             env(ENV_TASK, serde_json::to_string(task).unwrap_or_default()),
         ];
         vars.extend(self.store_env());
+        vars.extend(self.worker_identity_env());
         vars.extend(extra);
+        let mounts = self.identity_mounts();
         Container {
             name: name.into(),
             image: Some(
@@ -222,6 +283,7 @@ impl JobTemplate<'_> {
             resources: worker.resources,
             termination_message_policy: Some("FallbackToLogsOnError".into()),
             security_context: Some(restricted(true)),
+            volume_mounts: (!mounts.is_empty()).then_some(mounts),
             ..Default::default()
         }
     }
@@ -267,13 +329,14 @@ impl JobTemplate<'_> {
                 manifest,
             } => {
                 let mut vars = self.store_env();
+                vars.extend(self.user_identity_env());
                 vars.push(env(ENV_MANIFEST, manifest));
                 PodContent {
                     role: Role::OnComplete,
                     index: 0,
                     state: None,
                     init: vec![],
-                    containers: vec![Self::user(container, vars, vec![])],
+                    containers: vec![Self::user(container, vars, self.identity_mounts())],
                     volumes: vec![],
                 }
             }
@@ -289,7 +352,10 @@ impl JobTemplate<'_> {
             ..Default::default()
         };
         let mut fetch = self.worker(CONTAINER_FETCH, &[CONTAINER_WORKER, "fetch"], task, vec![]);
-        fetch.volume_mounts = Some(vec![chunk_mount()]);
+        fetch
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(chunk_mount());
         let layout = &task.layout;
         let (start, end) = layout.range(task.index);
         let mut vars = vec![
@@ -299,6 +365,7 @@ impl JobTemplate<'_> {
             env(ENV_BUCKET, layout.bucket.clone()),
             env(ENV_KEY, layout.key.clone()),
         ];
+        vars.extend(self.user_identity_env());
         // A Parquet chunk is whole row groups: its file holds them, as row groups of its own.
         if let Some(groups) = layout
             .parquet
@@ -312,7 +379,11 @@ impl JobTemplate<'_> {
             index: task.index,
             state: None,
             init: vec![fetch],
-            containers: vec![Self::user(container, vars, vec![chunk_mount()])],
+            containers: vec![Self::user(container, vars, {
+                let mut mounts = vec![chunk_mount()];
+                mounts.extend(self.identity_mounts());
+                mounts
+            })],
             volumes: vec![Volume {
                 name: "chunk".into(),
                 empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -368,13 +439,35 @@ impl JobTemplate<'_> {
         let PodContent {
             init,
             containers,
-            volumes,
+            mut volumes,
             ..
         } = content;
+        // The kubelet projects the ServiceAccount's token for the STS's audience and renews it;
+        // the pod gets no API token.
+        if let Some(identity) = self.identity {
+            volumes.push(Volume {
+                name: IDENTITY_VOLUME.into(),
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(vec![VolumeProjection {
+                        service_account_token: Some(ServiceAccountTokenProjection {
+                            audience: Some(identity.audience.clone()),
+                            expiration_seconds: Some(IDENTITY_TOKEN_SECONDS),
+                            path: IDENTITY_TOKEN.into(),
+                        }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        let service_account = worker
+            .service_account_name
+            .or_else(|| self.identity.map(|i| i.service_account.clone()));
         PodSpec {
             restart_policy: Some("Never".into()),
             automount_service_account_token: Some(false),
-            service_account_name: worker.service_account_name,
+            service_account_name: service_account,
             node_selector: (!worker.node_selector.is_empty()).then_some(worker.node_selector),
             tolerations: (!worker.tolerations.is_empty()).then_some(worker.tolerations),
             security_context: Some(PodSecurityContext {
@@ -393,6 +486,11 @@ impl JobTemplate<'_> {
             ..Default::default()
         }
     }
+}
+
+/// The projected token's path in a container.
+fn token_path() -> String {
+    format!("{IDENTITY_DIR}/{IDENTITY_TOKEN}")
 }
 
 /// What runs in a Job's pod, and which chunk Job it is.
@@ -593,6 +691,60 @@ mod tests {
     }
 
     #[test]
+    fn pods_acting_as_a_service_account_exchange_its_projected_token() {
+        let obj = scan(json!({}));
+        let identity = WorkerIdentity {
+            service_account: "writer".into(),
+            audience: "sts.min.io".into(),
+            role_arn: Some("arn:minio:iam:us-east-1::role/x".into()),
+            sts_endpoint: Some("http://sts.example:9000".into()),
+            region: "us-east-1".into(),
+            session_name: "s3flow.a.writer".into(),
+            duration_seconds: 900,
+        };
+        let template = JobTemplate {
+            scan: &obj,
+            connection: &obj.spec.source.connection,
+            default_image: "registry.example/s3flow:1",
+            policy: String::new(),
+            identity: Some(&identity),
+        };
+        let task = task(0, None);
+        let job = template.build(JobKind::Scan {
+            task: &task,
+            report_to: "s3://b/r".into(),
+        });
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("writer"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let volume = &pod.volumes.as_ref().unwrap()[0];
+        let projection = volume.projected.as_ref().unwrap().sources.as_ref().unwrap()[0]
+            .service_account_token
+            .clone()
+            .unwrap();
+        assert_eq!(projection.audience.as_deref(), Some("sts.min.io"));
+        assert_eq!(projection.expiration_seconds, Some(IDENTITY_TOKEN_SECONDS));
+        let worker = &pod.containers[0];
+        let vars: BTreeMap<String, String> = worker
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            vars[ENV_WEB_IDENTITY_TOKEN_FILE],
+            "/var/run/secrets/s3flow.io/identity/token"
+        );
+        assert_eq!(vars[ENV_ROLE_ARN], "arn:minio:iam:us-east-1::role/x");
+        assert_eq!(vars[ENV_STS_ENDPOINT], "http://sts.example:9000");
+        assert_eq!(vars[ENV_STS_DURATION_SECONDS], "900");
+        assert!(vars.keys().all(|k| !k.starts_with("AWS_")), "{vars:?}");
+        let mount = &worker.volume_mounts.as_ref().unwrap()[0];
+        assert_eq!(mount.mount_path, IDENTITY_DIR);
+        assert_eq!(mount.read_only, Some(true));
+    }
+
+    #[test]
     fn chunk_jobs_carry_the_task_the_policy_and_no_token() {
         let obj = scan(json!({"chunking": {"maxRetriesPerChunk": 5}}));
         let template = JobTemplate {
@@ -600,6 +752,7 @@ mod tests {
             connection: &obj.spec.source.connection,
             default_image: "registry.example/s3flow:1",
             policy: "allow=127.0.0.1/32;deny=;own=".into(),
+            identity: None,
         };
         let task = task(3, Some(State::InQuoted));
         let job = template.build(JobKind::Scan {
@@ -660,6 +813,7 @@ mod tests {
             connection: &obj.spec.source.connection,
             default_image: "registry.example/s3flow:1",
             policy: String::new(),
+            identity: None,
         };
         let task = task(4, Some(State::RecordEnd));
         let container = obj.spec.processor.container.as_ref().unwrap();

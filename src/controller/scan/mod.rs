@@ -25,7 +25,7 @@ use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 
-use super::{Context, Error, StatusWriter, publish, s3_client};
+use super::{Context, Error, StatusWriter, publish, s3_client_for_cleanup};
 use crate::api::Phase;
 use crate::api::scan::S3ParallelScan;
 use crate::worker::LABEL_SCAN;
@@ -171,7 +171,7 @@ async fn abort_uploads(ctx: &Context, obj: &S3ParallelScan) {
         None => {
             Err("the S3Ingest it scanned is gone, and with it the store's settings".to_string())
         }
-        Some(connection) => match s3_client(ctx, obj, &connection).await {
+        Some(connection) => match s3_client_for_cleanup(ctx, obj, &connection).await {
             Ok(s3) => {
                 let io = Io {
                     s3,
@@ -183,6 +183,7 @@ async fn abort_uploads(ctx: &Context, obj: &S3ParallelScan) {
                     work: (output.bucket.clone(), output.prefix.clone()),
                     scope: output.scope.clone(),
                     output: Some(output),
+                    identity: None,
                 };
                 let run = obj.uid().unwrap_or_default();
                 act::abort_recorded_uploads(&io, &run, &checkpoint)

@@ -15,13 +15,14 @@ use crate::api::Phase;
 use crate::api::S3Connection;
 use crate::api::ingest::S3Ingest;
 use crate::api::scan::{S3ParallelScan, S3ParallelScanStatus};
-use crate::controller::{Context, Error, s3_client};
+use crate::controller::{Context, Error, InputError, s3_access};
 use crate::scan::chunk::scope_of;
 use crate::scan::plan::plan_within;
 use crate::scan::{
     ChunkObject, ChunkReport, Format, Layout, Output, PlanRequest, ScanError, State,
 };
 use crate::size::parse_size;
+use crate::worker::WorkerIdentity;
 use crate::worker::{FailureMessage, LABEL_CHUNK, LABEL_ROLE, LABEL_SCAN, LABEL_START_STATE};
 
 /// The query of the counting pass before a container processor.
@@ -101,6 +102,8 @@ pub(super) struct Io {
     pub output: Option<Output>,
     /// The scope of the scan's keys (see [`Output::scope`]).
     pub scope: String,
+    /// The ServiceAccount the scan's pods act as, when its connection names one.
+    pub identity: Option<WorkerIdentity>,
 }
 
 impl Io {
@@ -160,8 +163,15 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
         Ok(source) => source,
         Err(blocked) => return Ok(blocked),
     };
-    let s3 = match s3_client(ctx, obj, &source.connection).await {
-        Ok(s3) => s3,
+    let (s3, identity) = match s3_access(ctx, obj, &source.connection).await {
+        Ok((settings, identity)) => match crate::s3::client(&settings).await {
+            Ok(s3) => (s3, identity),
+            Err(e) => {
+                let e = InputError::from(e);
+                return Ok(Observed::Refused(e.reason(), e.to_string()));
+            }
+        },
+        Err(e) if e.is_transient() => return Err(Error::Input(e)),
         Err(e) => return Ok(Observed::Refused(e.reason(), e.to_string())),
     };
     let status = obj.status.clone().unwrap_or_default();
@@ -206,6 +216,7 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
         source,
         output,
         scope: scope_of(&obj.uid().unwrap_or_default()),
+        identity,
     };
     let namespace = obj.namespace().unwrap_or_default();
     let jobs = chunk_jobs(ctx, &seen.jobs).await?;

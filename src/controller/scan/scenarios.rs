@@ -39,6 +39,7 @@ fn operator(api: &FakeApi) -> Arc<Context> {
             ..AddressPolicy::default()
         }),
         default_credentials_namespaces: vec![],
+        identity: Default::default(),
         max_concurrent_ingests: 2,
         ingest_memory: MemoryBudget::new(64 << 20),
         stall_timeout: Duration::from_secs(60),
