@@ -290,6 +290,20 @@ struct Held {
     refresh_at: SystemTime,
 }
 
+/// After a failed renewal, how long keys that are still good are served before the next try: an
+/// STS outage costs one attempt per interval, not one per request.
+const RETRY_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Held {
+    /// Whether the keys may still sign a request at `now`.
+    fn usable(&self, now: SystemTime) -> bool {
+        match self.credentials.expiry() {
+            Some(expiry) => expiry.checked_sub(EXPIRY_MARGIN).is_some_and(|t| now < t),
+            None => now < self.refresh_at,
+        }
+    }
+}
+
 /// Credentials that renew themselves: served from memory until [`refresh_at`], then fetched again
 /// once, however many requests wait (the lock is held across the fetch). A failed fetch is not
 /// kept. A transfer that outlives many sessions keeps signing with fresh keys. Clones share the
@@ -341,14 +355,30 @@ impl<F: FetchCredentials> Refreshing<F> {
         if let Some(h) = held.as_ref().filter(|h| now < h.refresh_at) {
             return Ok(h.credentials.clone());
         }
-        let credentials = tokio::time::timeout(EXCHANGE_DEADLINE, this.fetch.fetch())
+        let fetched = tokio::time::timeout(EXCHANGE_DEADLINE, this.fetch.fetch())
             .await
             .map_err(|_| {
                 ExchangeError::Unavailable(format!(
                     "no credentials within {} s",
                     EXCHANGE_DEADLINE.as_secs()
                 ))
-            })??;
+            })
+            .and_then(|fetched| fetched);
+        let credentials = match fetched {
+            Ok(credentials) => credentials,
+            // A renewal that fails while the keys are still good keeps them a while longer: a
+            // long transfer outlives a short STS outage.
+            Err(e) => match held.as_mut().filter(|h| e.is_transient() && h.usable(now)) {
+                Some(h) => {
+                    h.refresh_at = now + RETRY_INTERVAL;
+                    return Ok(h.credentials.clone());
+                }
+                None => {
+                    *held = None;
+                    return Err(e);
+                }
+            },
+        };
         let refresh = refresh_at(now, credentials.expiry(), this.max_age);
         *held = Some(Held {
             credentials: credentials.clone(),
@@ -543,20 +573,38 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn credentials_are_renewed_when_due_and_failures_are_not_kept() {
+    async fn credentials_are_renewed_when_due_and_an_outage_is_bridged_while_they_last() {
         let (provider, counting) = refreshing(30);
         let key = |c: Credentials| c.access_key_id().to_string();
+        let fetches = || counting.fetches.load(Ordering::SeqCst);
+        let advance = |seconds| counting.now.fetch_add(seconds, Ordering::SeqCst);
         assert_eq!(key(provider.credentials().await.unwrap()), "AK1");
-        counting.now.fetch_add(29, Ordering::SeqCst);
+        advance(29);
         assert_eq!(key(provider.credentials().await.unwrap()), "AK1");
-        counting.now.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(fetches(), 1);
+        advance(1);
+        assert_eq!(
+            key(provider.credentials().await.unwrap()),
+            "AK2",
+            "renewed when due"
+        );
+        // STS down at the next renewal: the keys (good for an hour) are served on, and STS is
+        // asked again only after the retry interval.
         counting.failing.store(true, Ordering::SeqCst);
+        advance(30);
+        assert_eq!(key(provider.credentials().await.unwrap()), "AK2");
+        assert_eq!(key(provider.credentials().await.unwrap()), "AK2");
+        assert_eq!(fetches(), 3, "one try, not one per request");
+        advance(10);
+        assert_eq!(key(provider.credentials().await.unwrap()), "AK2");
+        assert_eq!(fetches(), 4);
+        // Past their expiry (less the margin) nothing is served, and a failure is not kept.
+        advance(3600);
         let failed = provider.credentials().await.unwrap_err();
         assert_eq!(failed.reason(), "IdentityProviderUnavailable");
         assert!(failed.is_transient());
         counting.failing.store(false, Ordering::SeqCst);
-        assert_eq!(key(provider.credentials().await.unwrap()), "AK3");
-        assert_eq!(counting.fetches.load(Ordering::SeqCst), 3);
+        assert_eq!(key(provider.credentials().await.unwrap()), "AK6");
     }
 
     #[tokio::test]

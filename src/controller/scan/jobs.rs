@@ -692,7 +692,10 @@ mod tests {
 
     #[test]
     fn pods_acting_as_a_service_account_exchange_its_projected_token() {
-        let obj = scan(json!({}));
+        let mut obj = scan(json!({}));
+        let connection = &mut obj.spec.source.connection;
+        connection.credentials_secret_ref = None;
+        connection.service_account_name = Some("writer".into());
         let identity = WorkerIdentity {
             service_account: "writer".into(),
             audience: "sts.min.io".into(),
