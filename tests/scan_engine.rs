@@ -12,11 +12,11 @@ use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 use s3flow::scan::local::{self, Counters, ScanSummary};
 use s3flow::scan::sql::{self, Columns};
-use s3flow::scan::{self, Format, Layout, Output, OutputFormat, PlanRequest, ScanError};
+use s3flow::scan::{self, InputFormat, Layout, Output, OutputFormat, PlanRequest, ScanError};
 use s3flow::shutdown::Stop;
 use serde_json::{Map, Value as Json};
 
-const CSV: Format = Format::Csv {
+const CSV: InputFormat = InputFormat::Csv {
     delimiter: b',',
     quote: b'"',
     header: true,
@@ -383,7 +383,7 @@ fn exact_sum_is_correctly_rounded() {
 async fn plan(
     bucket: &Bucket,
     key: &str,
-    format: Format,
+    format: InputFormat,
     chunk_size: u64,
 ) -> Result<Layout, ScanError> {
     scan::plan(
@@ -420,7 +420,7 @@ async fn run(
 
 /// Checks what every scan of a whole object must report: each chunk once, every byte once.
 fn check_coverage(summary: &ScanSummary, layout: &Layout, what: &str) {
-    if layout.gzip {
+    if layout.whole_stream() {
         assert_eq!(summary.chunks, 1, "{what}: a gzip object is one chunk");
         return;
     }
@@ -438,7 +438,7 @@ fn check_coverage(summary: &ScanSummary, layout: &Layout, what: &str) {
 async fn check_object(
     bucket: &Bucket,
     key: &str,
-    format: Format,
+    format: InputFormat,
     chunk_size: u64,
     checks: &[Check<'_>],
     recs: &[Rec],
@@ -499,7 +499,7 @@ async fn csv_results_match_a_sequential_parse_at_every_chunk_size() {
             );
             assert_eq!(layout.columns, headers, "{key}: header row");
             assert_eq!(layout.size, data.len() as u64, "{key}: size");
-            assert!(!layout.gzip, "{key}");
+            assert!(layout.compression.is_none(), "{key}");
         }
     }
 }
@@ -625,8 +625,15 @@ async fn json_lines_results_match_a_sequential_parse_at_every_chunk_size() {
         );
         let largest = data.len() as u64 + 1_000;
         for chunk_size in CHUNK_SIZES.into_iter().chain([largest]) {
-            let (layout, _) =
-                check_object(&bucket, key, Format::JsonLines, chunk_size, &checks, &recs).await;
+            let (layout, _) = check_object(
+                &bucket,
+                key,
+                InputFormat::JsonLines,
+                chunk_size,
+                &checks,
+                &recs,
+            )
+            .await;
             assert!(layout.columns.is_empty(), "{key}");
         }
     }
@@ -927,7 +934,7 @@ async fn failures_name_the_cause_and_the_bytes() {
     bucket.put("bad.jsonl", lines.to_vec()).await;
     for chunk_size in [1, 5, 1000] {
         let what = format!("bad.jsonl at chunk size {chunk_size}");
-        let layout = plan(&bucket, "bad.jsonl", Format::JsonLines, chunk_size)
+        let layout = plan(&bucket, "bad.jsonl", InputFormat::JsonLines, chunk_size)
             .await
             .unwrap();
         match run(&bucket, &layout, "SELECT COUNT(*) FROM S3Object", None).await {
@@ -1013,7 +1020,11 @@ async fn gzip_csv_is_one_chunk_with_exact_results() {
     for chunk_size in [1, 64, 1 << 20] {
         let what = format!("{key} at chunk size {chunk_size}");
         let (layout, _) = check_object(&bucket, key, CSV, chunk_size, &checks, &recs).await;
-        assert!(layout.gzip, "{what}: detected as gzip");
+        assert_eq!(
+            layout.compression,
+            s3flow::scan::Compression::Gzip,
+            "{what}: detected as gzip"
+        );
         assert_eq!(layout.chunk_count(), 1, "{what}: one chunk");
         assert_eq!(layout.columns, headers, "{what}: header row");
         assert_eq!(layout.size, compressed.len() as u64, "{what}: object size");

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::minio::Bucket;
 use s3flow::scan::local::{self, Counters};
-use s3flow::scan::{self, Format, Output, OutputFormat, PlanRequest};
+use s3flow::scan::{self, InputFormat, Output, OutputFormat, PlanRequest};
 use s3flow::shutdown::Stop;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -1827,7 +1827,7 @@ async fn a_file_replaced_after_planning_fails_with_object_changed() {
                 &PlanRequest {
                     bucket: bucket.name.clone(),
                     key: key.into(),
-                    format: Format::Parquet,
+                    format: InputFormat::Parquet,
                     expected_headers: None,
                     chunk_size: 1,
                     max_record_size: scan::plan::DEFAULT_MAX_RECORD_SIZE,

@@ -9,7 +9,7 @@ use s3flow::s3::S3Url;
 use s3flow::scan::local::{Counters, ScanSummary, print_rows, scan};
 use s3flow::scan::plan::{DetectedFormat, detect_format};
 use s3flow::scan::sql::{Columns, compile};
-use s3flow::scan::{Format, Layout, Output, OutputFormat, PlanRequest, plan};
+use s3flow::scan::{InputFormat, Layout, Output, OutputFormat, PlanRequest, plan};
 use s3flow::shutdown::{self, Stop};
 use s3flow::size::parse_size;
 
@@ -98,13 +98,13 @@ fn request(
     detected: DetectedFormat,
 ) -> anyhow::Result<(PlanRequest, Option<Output>)> {
     let format = match detected {
-        DetectedFormat::Csv => Format::Csv {
+        DetectedFormat::Csv => InputFormat::Csv {
             delimiter: byte(args.delimiter, "delimiter")?,
             quote: byte(args.quote, "quote")?,
             header: !args.no_header,
         },
-        DetectedFormat::JsonLines => Format::JsonLines,
-        DetectedFormat::Parquet => Format::Parquet,
+        DetectedFormat::JsonLines => InputFormat::JsonLines,
+        DetectedFormat::Parquet => InputFormat::Parquet,
     };
     let output = args.output.clone().map(|prefix| Output {
         bucket: prefix.bucket,

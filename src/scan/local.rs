@@ -232,7 +232,7 @@ pub async fn print_rows(
         source: e,
     };
     let format = match (layout.format, query.output_names()) {
-        (super::Format::JsonLines, None) => OutputFormat::JsonLines,
+        (super::InputFormat::JsonLines, None) => OutputFormat::JsonLines,
         _ => OutputFormat::Csv,
     };
     let names = query

@@ -121,7 +121,7 @@ impl Finish<'_> {
                 "key": layout.key,
                 "etag": layout.etag,
                 "size": layout.size,
-                "gzip": layout.gzip,
+                "gzip": layout.compression == crate::scan::Compression::Gzip,
             },
             "format": layout.format,
             "columns": layout.columns,

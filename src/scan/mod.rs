@@ -2,6 +2,7 @@
 //! No Kubernetes types: the CLI, the chunk workers and the controller all use it.
 
 pub mod chunk;
+pub mod format;
 mod json;
 pub mod local;
 pub mod manifest;
@@ -15,64 +16,15 @@ mod word;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use chunk::{
     ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, RowGroupsRead, Work, run_chunk,
 };
+pub use format::{Compression, InputFormat};
 pub use plan::{Layout, PlanRequest, plan};
 pub use split::State;
 pub use verify::Verifier;
-
-/// Record encoding of the scanned object.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Format {
-    /// Delimited text, quoted as RFC 4180 quotes it.
-    Csv {
-        /// Byte between fields (`,` usually).
-        delimiter: u8,
-        /// Byte that quotes a field (`"` usually); doubled inside one, it stands for itself.
-        quote: u8,
-        /// The first row names the columns and is not a record.
-        header: bool,
-    },
-    /// One JSON value per line.
-    JsonLines,
-    /// Apache Parquet: chunks are runs of row groups.
-    Parquet,
-}
-
-impl Format {
-    /// How records are split from bytes (Parquet is never split by bytes; JSON Lines' rule
-    /// stands in for it).
-    pub fn dialect(self) -> split::Dialect {
-        match self {
-            Format::Csv {
-                delimiter, quote, ..
-            } => split::Dialect::Csv { delimiter, quote },
-            Format::JsonLines | Format::Parquet => split::Dialect::JsonLines,
-        }
-    }
-
-    /// How a query names this format's fields: CSV columns by position (and header name),
-    /// JSON Lines fields and Parquet columns by name (and dotted path).
-    pub fn columns(self, header: &[String]) -> sql::Columns {
-        match self {
-            Format::Csv { .. } => sql::Columns::Positional(header.to_vec()),
-            Format::JsonLines | Format::Parquet => sql::Columns::Named,
-        }
-    }
-
-    /// The output format when the scan names none: the object's own, CSV for Parquet.
-    pub fn output_format(self) -> OutputFormat {
-        match self {
-            Format::Csv { .. } | Format::Parquet => OutputFormat::Csv,
-            Format::JsonLines => OutputFormat::JsonLines,
-        }
-    }
-}
 
 /// Why a scan or one of its chunks failed. `reason()` is the condition reason a user sees.
 #[derive(Debug, Error)]

@@ -6,8 +6,9 @@ use std::io::Read;
 use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
 
+use super::format::{Compression, InputFormat, Magic, magic};
 use super::parquet::{self, MAGIC, ParquetLayout};
-use super::{Format, ScanError, read_failure, s3_error};
+use super::{ScanError, read_failure, s3_error};
 use crate::s3::RangeStream;
 
 /// Most chunks one scan may have: keeps status, manifest and Job churn bounded.
@@ -34,7 +35,7 @@ pub struct Layout {
     /// Every read requires this ETag (`If-Match`), so a changed object fails the scan.
     pub etag: String,
     /// How the object's records are encoded.
-    pub format: Format,
+    pub format: InputFormat,
     /// Column names from the header row (empty without one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
@@ -42,9 +43,9 @@ pub struct Layout {
     pub data_start: u64,
     /// Bytes of the object per chunk (Parquet: the window its row groups are grouped by).
     pub chunk_size: u64,
-    /// Gzip-compressed: not splittable, one chunk over the decompressed stream.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub gzip: bool,
+    /// How the object is compressed; a compressed one is one chunk over its decompressed stream.
+    #[serde(default, skip_serializing_if = "Compression::is_none")]
+    pub compression: Compression,
     /// Longest record a chunk reads; a longer one is bad data (it would grow memory).
     #[serde(default = "default_max_record_size")]
     pub max_record_size: u64,
@@ -75,11 +76,17 @@ impl Layout {
         Ok(query)
     }
 
+    /// Whether the object is read as one decompressed stream from its start, in one chunk (a
+    /// compressed object), rather than in byte ranges.
+    pub fn whole_stream(&self) -> bool {
+        !self.compression.splittable()
+    }
+
     /// Number of chunks: one for a gzipped object, one per run of row groups for Parquet.
     pub fn chunk_count(&self) -> u32 {
         match &self.parquet {
             Some(parquet) => parquet.chunk_starts.len() as u32,
-            None if self.gzip => 1,
+            None if !self.compression.splittable() => 1,
             None => chunk_count(self.data_start, self.size, self.chunk_size) as u32,
         }
     }
@@ -90,7 +97,7 @@ impl Layout {
         if let Some(parquet) = &self.parquet {
             return (self.data_start, parquet.data_end(self.size));
         }
-        if self.gzip {
+        if !self.compression.splittable() {
             return (self.data_start, u64::MAX);
         }
         let start = self.data_start + u64::from(index) * self.chunk_size;
@@ -273,7 +280,7 @@ pub struct PlanRequest {
     /// Key of the object to scan.
     pub key: String,
     /// How the object's records are encoded.
-    pub format: Format,
+    pub format: InputFormat,
     /// Columns the header row (or Parquet schema) must have; `None` takes any.
     pub expected_headers: Option<Vec<String>>,
     /// Bytes of the object per chunk, at least 1.
@@ -338,7 +345,7 @@ async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
             ))
         })?
         .to_string();
-    if request.format == Format::Parquet {
+    if request.format == InputFormat::Parquet {
         return plan_parquet(s3, request, etag, size).await;
     }
     let prefix = read_prefix(s3, request, &etag, size.min(MAX_HEADER_BYTES)).await?;
@@ -347,22 +354,34 @@ async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
             "{location} is a Parquet file (it starts with PAR1): scan it with the parquet format"
         )));
     }
-    let gzip = prefix.starts_with(&[0x1f, 0x8b])
-        || head
+    let compression = match magic(&prefix) {
+        Some(Magic::Compressed(compression)) => compression,
+        _ if head
             .content_encoding()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gzip"));
-    if let Some(kind) = other_compression(&prefix) {
+            .is_some_and(|e| e.eq_ignore_ascii_case("gzip")) =>
+        {
+            Compression::Gzip
+        }
+        Some(Magic::Unsupported(kind)) => {
+            return Err(ScanError::Unsupported(format!(
+                "{location} is {kind}-compressed; only gzip is read (as one chunk)"
+            )));
+        }
+        _ => Compression::None,
+    };
+    if !compression.is_read() {
         return Err(ScanError::Unsupported(format!(
-            "{location} is {kind}-compressed; only gzip is read (as one chunk)"
+            "{location} is {}-compressed; only gzip is read (as one chunk)",
+            compression.name()
         )));
     }
-    let (text, complete) = match gzip {
-        true => gunzip_start(&prefix, size),
-        false => (prefix, size <= MAX_HEADER_BYTES),
+    let (text, complete) = match compression {
+        Compression::Gzip => gunzip_start(&prefix, size),
+        _ => (prefix, size <= MAX_HEADER_BYTES),
     };
     let bom = if text.starts_with(UTF8_BOM) { 3 } else { 0 };
     let (columns, data_start) = match request.format {
-        Format::Csv { header: true, .. } => {
+        InputFormat::Csv { header: true, .. } => {
             let (columns, length) = header_row(request.format, &text[bom..], complete)
                 .map_err(|e| ScanError::InvalidScan(format!("{location}: {e}")))?;
             (columns, bom as u64 + length)
@@ -385,12 +404,12 @@ async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
         columns,
         data_start,
         chunk_size: request.chunk_size,
-        gzip,
+        compression,
         max_record_size: request.max_record_size,
         parquet: None,
     };
     let chunks = chunk_count(data_start, size, request.chunk_size);
-    if !gzip && chunks > MAX_CHUNKS {
+    if compression.splittable() && chunks > MAX_CHUNKS {
         return Err(ScanError::InvalidScan(format!(
             "chunk size {} gives {chunks} chunks for {size} bytes; at most {MAX_CHUNKS} are allowed, use a larger chunk size",
             request.chunk_size
@@ -420,11 +439,11 @@ async fn plan_parquet(
         key: request.key.clone(),
         size,
         etag,
-        format: Format::Parquet,
+        format: InputFormat::Parquet,
         columns,
         data_start: MAGIC.len() as u64,
         chunk_size: request.chunk_size,
-        gzip: false,
+        compression: Compression::None,
         max_record_size: request.max_record_size,
         parquet: Some(parquet),
     })
@@ -436,7 +455,7 @@ fn check_request(request: &PlanRequest) -> Result<(), ScanError> {
             "chunk size must be at least 1 byte".into(),
         ));
     }
-    if let Format::Csv {
+    if let InputFormat::Csv {
         delimiter, quote, ..
     } = request.format
         && (delimiter == quote
@@ -479,30 +498,13 @@ async fn read_prefix(
         .map_err(read_failure)
 }
 
-/// The format bytes start with, when their first bytes (a magic number) say.
-pub(crate) fn magic_kind(bytes: &[u8]) -> Option<&'static str> {
-    const MAGIC_KINDS: &[(&[u8], &str)] = &[
-        (MAGIC, "Parquet"),
-        (&[0x1f, 0x8b], "gzip"),
-        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
-        (b"BZh", "bzip2"),
-        (&[0xfd, b'7', b'z', b'X', b'Z', 0], "xz"),
-        (&[b'P', b'K', 3, 4], "zip"),
-    ];
-    MAGIC_KINDS
-        .iter()
-        .find(|(magic, _)| bytes.starts_with(magic))
-        .map(|(_, kind)| *kind)
-}
-
-/// A compression text formats are not read through (gzip is; Parquet is checked before).
-fn other_compression(prefix: &[u8]) -> Option<&'static str> {
-    magic_kind(prefix).filter(|kind| !matches!(*kind, "gzip" | "Parquet"))
-}
-
 /// The header row's fields and its length including the terminator byte that ends it.
-fn header_row(format: Format, text: &[u8], complete: bool) -> Result<(Vec<String>, u64), String> {
-    let Format::Csv {
+fn header_row(
+    format: InputFormat,
+    text: &[u8],
+    complete: bool,
+) -> Result<(Vec<String>, u64), String> {
+    let InputFormat::Csv {
         delimiter, quote, ..
     } = format
     else {
@@ -545,7 +547,7 @@ fn header_row(format: Format, text: &[u8], complete: bool) -> Result<(Vec<String
 mod tests {
     use super::*;
 
-    const CSV: Format = Format::Csv {
+    const CSV: InputFormat = InputFormat::Csv {
         delimiter: b',',
         quote: b'"',
         header: true,
@@ -591,7 +593,7 @@ mod tests {
                 columns: vec![],
                 data_start,
                 chunk_size,
-                gzip: false,
+                compression: Compression::None,
                 max_record_size: DEFAULT_MAX_RECORD_SIZE,
                 parquet: None,
             };

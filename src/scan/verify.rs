@@ -108,13 +108,13 @@ pub fn check_report(report: &ChunkReport, task: &ChunkTask) -> Result<(), String
     }
     check_row_groups(report, task)?;
     let length = end.saturating_sub(start);
-    if !layout.gzip && layout.parquet.is_none() && report.bytes != length {
+    if !layout.whole_stream() && layout.parquet.is_none() && report.bytes != length {
         return Err(format!(
             "the report read {} bytes of a {length}-byte chunk",
             report.bytes
         ));
     }
-    if !layout.gzip
+    if !layout.whole_stream()
         && report
             .split
             .first_record
@@ -149,7 +149,7 @@ pub fn check_report(report: &ChunkReport, task: &ChunkTask) -> Result<(), String
         return Err("the report names an output part that is not its chunk's".into());
     }
     if let Some(bad) = &report.bad_record
-        && !layout.gzip
+        && !layout.whole_stream()
         && !(start..end.max(start + 1)).contains(&bad.offset)
     {
         return Err(format!(
@@ -297,7 +297,7 @@ mod tests {
     use super::*;
     use crate::scan::chunk::{BadRecord, Work};
     use crate::scan::split::{ChunkSplit, STATES};
-    use crate::scan::{Format, Output, OutputFormat};
+    use crate::scan::{InputFormat, Output, OutputFormat};
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
@@ -308,7 +308,7 @@ mod tests {
                 key: "k.csv".into(),
                 size: 104,
                 etag: "\"e\"".into(),
-                format: Format::Csv {
+                format: InputFormat::Csv {
                     delimiter: b',',
                     quote: b'"',
                     header: true,
@@ -316,7 +316,7 @@ mod tests {
                 columns: vec!["a".into(), "b".into()],
                 data_start: 4,
                 chunk_size: 10,
-                gzip: false,
+                compression: crate::scan::Compression::None,
                 max_record_size: 1 << 20,
                 parquet: None,
             },
@@ -405,7 +405,7 @@ mod tests {
     /// Chunk `index` of a Parquet object of 10 row groups in chunks starting at 0, 3 and 7.
     fn parquet_task(index: u32) -> ChunkTask {
         let mut task = task(index);
-        task.layout.format = Format::Parquet;
+        task.layout.format = InputFormat::Parquet;
         task.layout.parquet = Some(crate::scan::parquet::ParquetLayout {
             metadata_length: 20,
             row_groups: 10,

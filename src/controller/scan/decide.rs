@@ -480,7 +480,8 @@ pub(super) fn planned(
     status.etag = Some(layout.etag.clone());
     status.header = shown_header(&layout.columns);
     status.data_start = Some(layout.data_start as i64);
-    status.compression = layout.gzip.then(|| "gzip".to_string());
+    status.compression =
+        (!layout.compression.is_none()).then(|| layout.compression.name().to_string());
     status.total_chunks = Some(layout.chunk_count() as i32);
     status.start_time = Some(Time(now));
     checkpoint.store(&mut status);
@@ -491,8 +492,11 @@ pub(super) fn planned(
             parquet.row_groups,
             layout.chunk_size
         )
-    } else if layout.gzip {
-        "gzip-compressed: not splittable, scanned as one chunk".to_string()
+    } else if layout.whole_stream() {
+        format!(
+            "{}-compressed: not splittable, scanned as one chunk",
+            layout.compression.name()
+        )
     } else {
         format!(
             "{} chunks of {} bytes",

@@ -3,9 +3,9 @@
 use super::*;
 use crate::scan::split::{ChunkSplit, STATES};
 use crate::scan::value::Partial;
-use crate::scan::{Format, Output, OutputFormat};
+use crate::scan::{InputFormat, Output, OutputFormat};
 
-const CSV: Format = Format::Csv {
+const CSV: InputFormat = InputFormat::Csv {
     delimiter: b',',
     quote: b'"',
     header: true,
@@ -15,7 +15,7 @@ const CHUNK: u64 = 10;
 const NOW: Timestamp = Timestamp::constant(1_800_000_000, 0);
 const DATA_START: u64 = 4;
 
-fn layout(chunks: u32, format: Format) -> Layout {
+fn layout(chunks: u32, format: InputFormat) -> Layout {
     Layout {
         bucket: "data".into(),
         key: "big.csv".into(),
@@ -25,7 +25,7 @@ fn layout(chunks: u32, format: Format) -> Layout {
         columns: vec!["a".into(), "b".into()],
         data_start: DATA_START,
         chunk_size: CHUNK,
-        gzip: false,
+        compression: crate::scan::Compression::None,
         max_record_size: 1 << 20,
         parquet: None,
     }
@@ -49,7 +49,7 @@ pub(in crate::controller::scan) fn planned_with(
 }
 
 /// A running scan of `chunks` chunks, planned, with no Job yet.
-fn running(sql: &str, chunks: u32, format: Format) -> (Running, Bookkeeping) {
+fn running(sql: &str, chunks: u32, format: InputFormat) -> (Running, Bookkeeping) {
     let layout = layout(chunks, format);
     let (query, checkpoint, status) = planned_with(sql, &layout);
     let state = Running {
@@ -74,7 +74,11 @@ fn running(sql: &str, chunks: u32, format: Format) -> (Running, Bookkeeping) {
 }
 
 fn count(chunks: u32) -> (Running, Bookkeeping) {
-    running("SELECT COUNT(*) FROM S3Object", chunks, Format::JsonLines)
+    running(
+        "SELECT COUNT(*) FROM S3Object",
+        chunks,
+        InputFormat::JsonLines,
+    )
 }
 
 fn name(index: u32, state: Option<State>) -> String {
@@ -677,7 +681,7 @@ fn processed_chunks_are_recorded_with_their_output_then_finish() {
 // Finishing
 
 fn all_accepted(sql: &str) -> (Running, Bookkeeping) {
-    let (mut state, mut checkpoint) = running(sql, 2, Format::JsonLines);
+    let (mut state, mut checkpoint) = running(sql, 2, InputFormat::JsonLines);
     for index in 0..2 {
         let r = report(&state, index, None, 2);
         let task = state.task(index, None, state.work.clone());
@@ -823,7 +827,8 @@ fn bookkeeping_that_is_not_the_operators_is_refused() {
 
 /// A scan of 3 chunks writing rows with `LIMIT 5`, whose chunks found 3, 4 and 4 rows.
 fn limited() -> (Running, Bookkeeping) {
-    let (mut state, checkpoint) = running("SELECT * FROM S3Object LIMIT 5", 3, Format::JsonLines);
+    let (mut state, checkpoint) =
+        running("SELECT * FROM S3Object LIMIT 5", 3, InputFormat::JsonLines);
     let output = Output {
         bucket: "out".into(),
         prefix: "run/".into(),

@@ -20,7 +20,7 @@ use kube::{Resource, ResourceExt};
 use crate::api::S3Connection;
 use crate::api::scan::{ContainerSpec, S3ParallelScan};
 use crate::scan::plan::compact_ranges;
-use crate::scan::{ChunkTask, Format, State};
+use crate::scan::{ChunkTask, InputFormat, State};
 use crate::worker::{
     CONTAINER_FETCH, CONTAINER_PROCESSOR, CONTAINER_WORKER, CREDENTIAL_KEYS, ENV_ADDRESS_POLICY,
     ENV_BUCKET, ENV_CHUNK_FILE, ENV_CHUNK_INDEX, ENV_CHUNK_RANGE, ENV_CHUNK_ROW_GROUPS, ENV_KEY,
@@ -99,11 +99,11 @@ pub fn job_name(scan: &S3ParallelScan, role: Role, index: u32, state: Option<Sta
 }
 
 /// The file a fetch writes a chunk's records to.
-pub fn chunk_file(format: Format) -> String {
+pub fn chunk_file(format: InputFormat) -> String {
     let extension = match format {
-        Format::Csv { .. } => "csv",
-        Format::JsonLines => "jsonl",
-        Format::Parquet => "parquet",
+        InputFormat::Csv { .. } => "csv",
+        InputFormat::JsonLines => "jsonl",
+        InputFormat::Parquet => "parquet",
     };
     format!("{CHUNK_DIR}/records.{extension}")
 }
@@ -615,7 +615,7 @@ mod tests {
                 key: "k".into(),
                 size: 100,
                 etag: "\"e\"".into(),
-                format: Format::Csv {
+                format: InputFormat::Csv {
                     delimiter: b',',
                     quote: b'"',
                     header: true,
@@ -623,7 +623,7 @@ mod tests {
                 columns: vec!["a".into()],
                 data_start: 2,
                 chunk_size: 10,
-                gzip: false,
+                compression: crate::scan::Compression::None,
                 max_record_size: 1 << 20,
                 parquet: None,
             },

@@ -19,7 +19,7 @@ use crate::controller::{Context, Error, InputError, s3_access};
 use crate::scan::chunk::scope_of;
 use crate::scan::plan::plan_within;
 use crate::scan::{
-    ChunkObject, ChunkReport, Format, Layout, Output, PlanRequest, ScanError, State,
+    ChunkObject, ChunkReport, InputFormat, Layout, Output, PlanRequest, ScanError, State,
 };
 use crate::size::parse_size;
 use crate::worker::WorkerIdentity;
@@ -202,6 +202,13 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
         Err(refused) => return Ok(refused),
     };
     let output = output_of(obj);
+    if let Some(output) = &output
+        && let Err(e) = layout
+            .format
+            .check_output(output.format, query.output_names().is_some())
+    {
+        return Ok(Observed::Refused(e.reason(), e.to_string()));
+    }
     let checkpoint = match Bookkeeping::of(&status) {
         Some(checkpoint) if !planned_now => checkpoint,
         _ => Bookkeeping::new(query.empty_partials(), &layout, output.clone()),
@@ -324,15 +331,15 @@ async fn source(ctx: &Context, obj: &S3ParallelScan) -> Result<Source, Observed>
     }
 }
 
-fn format_of(obj: &S3ParallelScan) -> Format {
+fn format_of(obj: &S3ParallelScan) -> InputFormat {
     match (&obj.spec.format.csv, &obj.spec.format.parquet) {
-        (Some(csv), _) => Format::Csv {
+        (Some(csv), _) => InputFormat::Csv {
             delimiter: csv.delimiter.bytes().next().unwrap_or(b','),
             quote: csv.quote.bytes().next().unwrap_or(b'"'),
             header: csv.header,
         },
-        (None, Some(_)) => Format::Parquet,
-        (None, None) => Format::JsonLines,
+        (None, Some(_)) => InputFormat::Parquet,
+        (None, None) => InputFormat::JsonLines,
     }
 }
 
@@ -355,7 +362,10 @@ fn recorded_layout(
         columns: checkpoint.columns.clone(),
         data_start,
         chunk_size: parse_size(&obj.spec.chunking.chunk_size).ok()?,
-        gzip: status.compression.as_deref() == Some("gzip"),
+        compression: match status.compression.as_deref() {
+            None => crate::scan::Compression::None,
+            Some(name) => crate::scan::Compression::named(name)?,
+        },
         max_record_size: parse_size(&obj.spec.chunking.max_record_size).ok()?,
         parquet: checkpoint.parquet.clone(),
     };

@@ -19,7 +19,7 @@ use crate::controller::{Context, Scope, Settings};
 use crate::ingest::{MemoryBudget, ThroughputFloor};
 use crate::scan::split::{ChunkSplit, STATES};
 use crate::scan::value::Partial;
-use crate::scan::{ChunkReport, ChunkTask, Format, Layout, State};
+use crate::scan::{ChunkReport, ChunkTask, InputFormat, Layout, State};
 use crate::worker::{CONTAINER_WORKER, ENV_TASK};
 
 const SCANS: &str = "/apis/s3flow.io/v1alpha1/namespaces/a/s3parallelscans";
@@ -75,11 +75,11 @@ fn layout(chunks: u32) -> Layout {
         key: "big.jsonl".into(),
         size: CHUNK * u64::from(chunks),
         etag: "\"v1\"".into(),
-        format: Format::JsonLines,
+        format: InputFormat::JsonLines,
         columns: vec![],
         data_start: 0,
         chunk_size: CHUNK,
-        gzip: false,
+        compression: crate::scan::Compression::None,
         max_record_size: 1 << 20,
         parquet: None,
     }

@@ -4,7 +4,7 @@
 
 use super::record::CsvRecord;
 use super::sink::Sink;
-use crate::scan::Format;
+use crate::scan::InputFormat;
 use crate::scan::ScanError;
 use crate::scan::split::{Machine, State, byte_masks, quoted_stretches};
 
@@ -17,7 +17,7 @@ pub(super) enum Extractor {
 }
 
 impl Extractor {
-    pub(super) fn new(format: Format, at: u64, end: u64, sink: &Sink) -> Extractor {
+    pub(super) fn new(format: InputFormat, at: u64, end: u64, sink: &Sink) -> Extractor {
         let machine = Machine::new(format.dialect());
         let bounds = Bounds {
             end,
@@ -26,12 +26,12 @@ impl Extractor {
         match format {
             // Counting needs no fields: the record machine alone finds the records, as csv-core
             // would (the split module's tests hold them equal).
-            Format::Csv {
+            InputFormat::Csv {
                 delimiter, quote, ..
             } if sink.counts_only => Extractor::Count(Box::new(CountExtractor::new(
                 machine, delimiter, quote, at, bounds,
             ))),
-            Format::Csv {
+            InputFormat::Csv {
                 delimiter, quote, ..
             } => Extractor::Csv(Box::new(CsvExtractor {
                 machine,
@@ -54,7 +54,7 @@ impl Extractor {
                 done: false,
             })),
             // Parquet chunks never get here: they are read column by column (`columnar`).
-            Format::JsonLines | Format::Parquet => Extractor::Lines(LinesExtractor {
+            InputFormat::JsonLines | InputFormat::Parquet => Extractor::Lines(LinesExtractor {
                 line: Vec::new(),
                 position: at,
                 record_start: at,

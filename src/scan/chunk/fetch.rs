@@ -27,7 +27,7 @@ pub(super) async fn fetch(
     tx: mpsc::Sender<Result<Bytes, ScanError>>,
 ) {
     let mut offset = from;
-    let mut window = if layout.gzip {
+    let mut window = if layout.whole_stream() {
         layout.size
     } else {
         end.saturating_add(OVERHANG) - from

@@ -6,17 +6,14 @@
 //! few buffers per chunk whatever its size; row output goes up while parsing goes on (`rows`,
 //! `upload`). `task` holds what a chunk is given and what it reports.
 
-mod columnar;
 mod extract;
 mod fetch;
-mod parquet_rows;
 mod parse;
 mod record;
-mod rows;
-mod sink;
-mod stats;
-mod task;
-mod upload;
+pub(crate) mod rows;
+pub(crate) mod sink;
+pub(crate) mod task;
+pub(crate) mod upload;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -32,22 +29,13 @@ pub use task::{
 };
 pub use upload::abort_recorded_upload;
 
-use super::{Format, ScanError};
+use super::ScanError;
 use fetch::{ChannelReader, fetch};
 use parse::parse_chunk;
-pub use rows::RowBatch;
 use rows::TextFormat;
+pub use rows::{LocalRows, RowBatch};
 use sink::RowsTo;
 use upload::upload_part;
-
-/// A chunk's selected rows streamed to the caller instead of an output in S3: CSV or JSON Lines
-/// without a header row, in [`RowBatch`]es (its start state first, for CSV).
-pub struct LocalRows {
-    /// CSV or JSON Lines (Parquet rows cannot be streamed).
-    pub format: OutputFormat,
-    /// Where the batches go; the receiver writes them in object order.
-    pub to: mpsc::Sender<RowBatch>,
-}
 
 /// Runs one chunk. `progress` counts the chunk's bytes as they are read.
 pub async fn run_chunk(
@@ -75,24 +63,23 @@ pub async fn run_chunk_to(
             if let Some(keep) = task.keep_rows {
                 query.limit = Some(query.limit.map_or(keep, |limit| limit.min(keep)));
             }
-            if let Some(output) = output
-                && query.output_names().is_none()
-                && layout.format == Format::JsonLines
-                && output.format == OutputFormat::Csv
-            {
-                return Err(ScanError::InvalidScan(
-                    "SELECT * of JSON Lines is written as JSON Lines; name the columns for CSV output".into(),
-                ));
+            if let Some(output) = output {
+                layout
+                    .format
+                    .check_output(output.format, query.output_names().is_some())?;
             }
             Some(query)
         }
         Work::Fetch { .. } => None,
     };
     if layout.parquet.is_some() {
-        return columnar::run_parquet_chunk(s3, task, query, progress, stop, local).await;
+        return crate::scan::parquet::reader::run_parquet_chunk(
+            s3, task, query, progress, stop, local,
+        )
+        .await;
     }
     // The byte before the chunk tells its likely start state.
-    let read_from = if layout.gzip {
+    let read_from = if layout.whole_stream() {
         0
     } else {
         start - u64::from(start > layout.data_start)

@@ -8,9 +8,9 @@ use super::extract::Extractor;
 use super::fetch::read_error;
 use super::sink::{RowsTo, Sink};
 use super::task::{ChunkReport, ChunkTask};
-use crate::scan::ScanError;
 use crate::scan::split::{Machine, SplitScanner, State, guess_start};
 use crate::scan::sql::Query;
+use crate::scan::{Compression, ScanError};
 
 /// Read buffer of the parsing thread.
 const READ_BUFFER: usize = 256 << 10;
@@ -26,13 +26,20 @@ pub(super) fn parse_chunk(
 ) -> Result<ChunkReport, ScanError> {
     let layout = &task.layout;
     let (start, end) = layout.range(task.index);
-    let mut source: Box<dyn BufRead> = if layout.gzip {
-        Box::new(std::io::BufReader::with_capacity(
+    let mut source: Box<dyn BufRead> = match layout.compression {
+        Compression::None => Box::new(source),
+        Compression::Gzip => Box::new(std::io::BufReader::with_capacity(
             READ_BUFFER,
             flate2::bufread::MultiGzDecoder::new(source),
-        ))
-    } else {
-        Box::new(source)
+        )),
+        other => {
+            return Err(ScanError::Unsupported(format!(
+                "s3://{}/{} is {}-compressed; only gzip is read",
+                layout.bucket,
+                layout.key,
+                other.name()
+            )));
+        }
     };
     let mut parse = ChunkParse {
         machine: Machine::new(layout.format.dialect()),
@@ -43,8 +50,8 @@ pub(super) fn parse_chunk(
         range: (start, end),
     };
     // Gzip streams are read from the object's start; the header row before the chunk is skipped.
-    let first_byte = start - u64::from(!layout.gzip && start > layout.data_start);
-    let mut position = if layout.gzip { 0 } else { first_byte };
+    let first_byte = start - u64::from(!layout.whole_stream() && start > layout.data_start);
+    let mut position = if layout.whole_stream() { 0 } else { first_byte };
     let mut assumed = task.start_state;
     let mut seen_start = false;
     loop {
@@ -86,13 +93,13 @@ pub(super) fn parse_chunk(
             break;
         }
     }
-    if !layout.gzip && position < end {
+    if !layout.whole_stream() && position < end {
         return Err(ScanError::ObjectChanged(format!(
             "s3://{}/{} ended at byte {position}, before the chunk's end {end}",
             layout.bucket, layout.key
         )));
     }
-    let bytes = if layout.gzip {
+    let bytes = if layout.whole_stream() {
         position.saturating_sub(start)
     } else {
         end - start
@@ -106,7 +113,7 @@ struct ChunkParse<'q> {
     pub(super) split: SplitScanner,
     pub(super) sink: Sink<'q>,
     pub(super) extractor: Option<Extractor>,
-    pub(super) format: crate::scan::Format,
+    pub(super) format: crate::scan::InputFormat,
     /// The chunk's byte range `[start, end)`.
     pub(super) range: (u64, u64),
 }

@@ -8,12 +8,21 @@ use crate::scan::ScanError;
 use crate::scan::split::State;
 use crate::scan::value::Value;
 
-/// Row output is uploaded in parts of this size.
-pub(super) const PART_BUFFER: usize = 8 << 20;
+/// A chunk's selected rows streamed to the caller instead of an output in S3: CSV or JSON Lines
+/// without a header row, in [`RowBatch`]es (its start state first, for CSV).
+pub struct LocalRows {
+    /// CSV or JSON Lines (Parquet rows cannot be streamed).
+    pub format: OutputFormat,
+    /// Where the batches go; the receiver writes them in object order.
+    pub to: mpsc::Sender<RowBatch>,
+}
 
-/// The text encodings of row output (Parquet output is `parquet_rows`).
+/// Row output is uploaded in parts of this size.
+pub(crate) const PART_BUFFER: usize = 8 << 20;
+
+/// The text encodings of row output (Parquet output is `crate::scan::parquet::writer`).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum TextFormat {
+pub(crate) enum TextFormat {
     Csv,
     JsonLines,
 }
@@ -21,7 +30,7 @@ pub(super) enum TextFormat {
 impl TextFormat {
     /// The text encoding of `format`; Parquet output is written column by column, from Parquet
     /// objects only.
-    pub(super) fn of(format: OutputFormat) -> Result<TextFormat, ScanError> {
+    pub(crate) fn of(format: OutputFormat) -> Result<TextFormat, ScanError> {
         match format {
             OutputFormat::Csv => Ok(TextFormat::Csv),
             OutputFormat::JsonLines => Ok(TextFormat::JsonLines),
@@ -34,20 +43,20 @@ impl TextFormat {
 }
 
 /// Serializes rows into part buffers handed to the uploader.
-pub(super) struct RowWriter {
-    pub(super) format: TextFormat,
-    pub(super) names: Vec<String>,
-    pub(super) csv: csv::Writer<Vec<u8>>,
-    pub(super) lines: Vec<u8>,
-    pub(super) header_written: bool,
-    pub(super) parts: mpsc::Sender<RowBatch>,
+pub(crate) struct RowWriter {
+    pub(crate) format: TextFormat,
+    pub(crate) names: Vec<String>,
+    pub(crate) csv: csv::Writer<Vec<u8>>,
+    pub(crate) lines: Vec<u8>,
+    pub(crate) header_written: bool,
+    pub(crate) parts: mpsc::Sender<RowBatch>,
     /// A row's fields as text, one after the other, and where each ends (reused: no allocation
     /// per field).
     fields: String,
     field_ends: Vec<usize>,
 }
 
-pub(super) fn csv_buffer() -> csv::Writer<Vec<u8>> {
+pub(crate) fn csv_buffer() -> csv::Writer<Vec<u8>> {
     // Records may have fewer or more fields than the header, as the reader accepts them.
     csv::WriterBuilder::new()
         .flexible(true)
@@ -57,7 +66,7 @@ pub(super) fn csv_buffer() -> csv::Writer<Vec<u8>> {
 impl RowWriter {
     /// Rows in `format` with the column `names`; a CSV part starts with a header row when
     /// `header` (rows streamed to one local output leave the header to it).
-    pub(super) fn new(
+    pub(crate) fn new(
         format: TextFormat,
         names: Vec<String>,
         header: bool,
@@ -75,7 +84,7 @@ impl RowWriter {
         }
     }
 
-    pub(super) fn csv_bytes<'a>(
+    pub(crate) fn csv_bytes<'a>(
         &mut self,
         fields: impl Iterator<Item = &'a [u8]> + Clone,
     ) -> Result<(), ScanError> {
@@ -99,7 +108,7 @@ impl RowWriter {
     }
 
     /// One row of `values`, in the order of the output's names.
-    pub(super) fn values<'v>(
+    pub(crate) fn values<'v>(
         &mut self,
         values: impl IntoIterator<Item = Value<'v>>,
     ) -> Result<(), ScanError> {
@@ -126,7 +135,7 @@ impl RowWriter {
     }
 
     /// One JSON Lines row of `values`, in the order of the output's names.
-    pub(super) fn json_values(
+    pub(crate) fn json_values(
         &mut self,
         values: impl IntoIterator<Item = serde_json::Value>,
     ) -> Result<(), ScanError> {
@@ -134,7 +143,7 @@ impl RowWriter {
         self.json(&object)
     }
 
-    pub(super) fn json(
+    pub(crate) fn json(
         &mut self,
         object: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), ScanError> {
@@ -143,7 +152,7 @@ impl RowWriter {
     }
 
     /// A JSON Lines row as it is (`line` without its newline).
-    pub(super) fn line(&mut self, line: &[u8]) -> Result<(), ScanError> {
+    pub(crate) fn line(&mut self, line: &[u8]) -> Result<(), ScanError> {
         self.lines.extend_from_slice(line);
         self.lines.push(b'\n');
         if self.lines.len() >= PART_BUFFER {
@@ -154,13 +163,13 @@ impl RowWriter {
     }
 
     /// Says which start state the chunk's records are read from, before any of its rows.
-    pub(super) fn start(&self, state: State) -> Result<(), ScanError> {
+    pub(crate) fn start(&self, state: State) -> Result<(), ScanError> {
         self.parts
             .blocking_send(RowBatch::Start(state))
             .map_err(|_| ScanError::OutputClosed)
     }
 
-    pub(super) fn send(&self, buffer: Vec<u8>) -> Result<(), ScanError> {
+    pub(crate) fn send(&self, buffer: Vec<u8>) -> Result<(), ScanError> {
         if buffer.is_empty() {
             return Ok(());
         }
@@ -169,7 +178,7 @@ impl RowWriter {
             .map_err(|_| ScanError::OutputClosed)
     }
 
-    pub(super) fn finish(mut self) -> Result<(), ScanError> {
+    pub(crate) fn finish(mut self) -> Result<(), ScanError> {
         let lines = std::mem::take(&mut self.lines);
         self.send(lines)?;
         let csv = std::mem::replace(&mut self.csv, csv::Writer::from_writer(Vec::new()));
@@ -193,7 +202,7 @@ pub enum RowBatch {
 }
 
 /// A serialisation failure of `what`.
-pub(super) fn serialise<E>(what: &'static str) -> impl FnOnce(E) -> ScanError
+pub(crate) fn serialise<E>(what: &'static str) -> impl FnOnce(E) -> ScanError
 where
     E: std::error::Error + Send + Sync + 'static,
 {

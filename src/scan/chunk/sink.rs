@@ -337,7 +337,7 @@ pub(super) fn chunk_file(
     Ok(file)
 }
 
-pub(super) fn file_error(source: std::io::Error) -> ScanError {
+pub(crate) fn file_error(source: std::io::Error) -> ScanError {
     ScanError::Write {
         what: "the chunk file".into(),
         source,

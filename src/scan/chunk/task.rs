@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::scan::plan::Layout;
 use crate::scan::split::{ChunkSplit, State};
 use crate::scan::value::Partial;
-use crate::scan::{Format, ScanError};
+use crate::scan::{InputFormat, ScanError};
 
 /// Encoding of output part files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -247,8 +247,11 @@ impl ChunkReport {
     pub fn start_is_certain(task: &ChunkTask) -> bool {
         task.start_state.is_some()
             || task.index == 0
-            || task.layout.gzip
-            || matches!(task.layout.format, Format::JsonLines | Format::Parquet)
+            || task.layout.whole_stream()
+            || matches!(
+                task.layout.format,
+                InputFormat::JsonLines | InputFormat::Parquet
+            )
     }
 
     /// The bad record as the scan's error.

@@ -4,6 +4,7 @@
 use super::extract::{Bounds, CountExtractor};
 use super::record::{JsonFields, JsonRecord};
 use super::*;
+use crate::scan::InputFormat;
 use crate::scan::json::Scratch;
 use crate::scan::json::fields::{find_scalar_fields, parse_json_fields};
 use crate::scan::plan::Layout;
@@ -42,7 +43,7 @@ fn layout(data: &[u8], chunk_size: u64, columns: &[&str]) -> Layout {
         key: "k".into(),
         size: data.len() as u64,
         etag: "e".into(),
-        format: Format::Csv {
+        format: InputFormat::Csv {
             delimiter: b',',
             quote: b'"',
             header: true,
@@ -50,7 +51,7 @@ fn layout(data: &[u8], chunk_size: u64, columns: &[&str]) -> Layout {
         columns: columns.iter().map(|c| c.to_string()).collect(),
         data_start: header_end,
         chunk_size,
-        gzip: false,
+        compression: crate::scan::Compression::None,
         max_record_size: super::super::plan::DEFAULT_MAX_RECORD_SIZE,
         parquet: None,
     }
@@ -147,7 +148,7 @@ fn counting_windows_count_as_the_csv_crate_at_every_alignment() {
     for shift in 0..64 {
         let mut data = vec![b'\n'; shift];
         data.extend_from_slice(&records);
-        let dialect = Format::Csv {
+        let dialect = InputFormat::Csv {
             delimiter: b',',
             quote: b'"',
             header: false,

@@ -51,7 +51,7 @@ pub async fn abort_recorded_upload(
 /// Uploads a chunk's row output: one PUT when it fits one buffer, else a multipart upload (an
 /// earlier attempt's recorded upload is aborted first). No rows: a part left by an earlier run of
 /// the chunk is deleted. The part's key, when rows were written.
-pub(super) async fn upload_part(
+pub(crate) async fn upload_part(
     s3: &Client,
     output: &Output,
     (index, run): (u32, &str),

@@ -9,8 +9,11 @@
 
 pub mod footer;
 mod prefilter;
+mod pruning;
+pub(crate) mod reader;
 mod source;
 mod values;
+mod writer;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -241,8 +244,8 @@ fn footer_length(end: &[u8], size: u64) -> Result<u64, String> {
 
 /// What bytes look like, for messages about an object of the wrong format.
 pub fn looks_like(bytes: &[u8]) -> &'static str {
-    if let Some(kind) = super::plan::magic_kind(bytes) {
-        return kind;
+    if let Some(magic) = super::format::magic(bytes) {
+        return magic.name();
     }
     let text = bytes.trim_ascii_start();
     match text.first() {

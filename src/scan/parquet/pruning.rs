@@ -3,16 +3,18 @@
 //! they answer outright. Statistics go through the same value conversion as rows, so they agree
 //! with evaluation.
 
+use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use arrow_array::{Array, ArrayRef, BooleanArray, UInt64Array};
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection, RowSelector};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
-use super::columnar::ChunkGroups;
+use super::{S3Source, row_group_span, scan_error, value_at};
 use crate::scan::ScanError;
-use crate::scan::parquet::{S3Source, scan_error, value_at};
+use crate::scan::chunk::task::RowGroupsRead;
 use crate::scan::sql::{Bounds, ColumnBounds, Query};
 use crate::scan::value::{AggregateKind, Partial, Value};
 
@@ -334,4 +336,53 @@ pub(super) fn page_selection(
         }
     }
     pruned_any.then(|| RowSelection::from(selectors))
+}
+
+/// A chunk's row groups, their rows and bytes.
+pub(super) struct ChunkGroups {
+    pub(super) groups: Range<u32>,
+    /// Rows and byte spans of each of the chunk's row groups.
+    pub(super) rows: Vec<u64>,
+    pub(super) spans: Vec<(u64, u64)>,
+    pub(super) total_rows: u64,
+    /// Compressed bytes of the chunk's row groups.
+    pub(super) bytes: u64,
+}
+
+impl ChunkGroups {
+    pub(super) fn new(arrow: &ArrowReaderMetadata, groups: Range<u32>) -> ChunkGroups {
+        let all = arrow.metadata().row_groups();
+        let of_chunk = &all[groups.start as usize..(groups.end as usize).min(all.len())];
+        let rows: Vec<u64> = of_chunk
+            .iter()
+            .map(|g| g.num_rows().max(0) as u64)
+            .collect();
+        let spans: Vec<_> = of_chunk.iter().map(row_group_span).collect();
+        ChunkGroups {
+            total_rows: rows.iter().sum(),
+            bytes: spans.iter().map(|(s, e)| e.saturating_sub(*s)).sum(),
+            groups,
+            rows,
+            spans,
+        }
+    }
+
+    pub(super) fn indexes(&self) -> Vec<usize> {
+        (self.groups.start as usize..self.groups.end as usize).collect()
+    }
+
+    pub(super) fn read(
+        &self,
+        skipped: u32,
+        skipped_bytes: u64,
+        source: &S3Source,
+    ) -> RowGroupsRead {
+        RowGroupsRead {
+            first: self.groups.start,
+            end: self.groups.end,
+            skipped,
+            skipped_bytes,
+            fetched_bytes: source.fetched.load(Ordering::Relaxed),
+        }
+    }
 }

@@ -3,7 +3,6 @@
 //! rows; aggregates that statistics answer are answered without reading any row. A fetch writes
 //! the chunk's row groups as a Parquet file of their own.
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -17,16 +16,16 @@ use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchS
 use parquet::file::metadata::ParquetMetaData;
 use tokio::sync::mpsc;
 
-use super::LocalRows;
-use super::parquet_rows::{ParquetRows, selected_rows};
-use super::rows::{RowBatch, RowWriter, TextFormat};
-use super::stats::{GroupStats, footer_answer, page_selection, with_page_index};
-use super::task::{BadRecord, ChunkReport, ChunkTask, OutputFormat, RowGroupsRead, Work};
-use super::upload::upload_part;
-use crate::scan::parquet::{
-    ArrowRow, Resolved, S3Source, arrow_metadata, columns_of, prefilter, read_footer,
-    row_group_span, scan_error,
+use super::pruning::{ChunkGroups, GroupStats, footer_answer, page_selection, with_page_index};
+use super::writer::{ParquetRows, selected_rows};
+use super::{
+    ArrowRow, Resolved, S3Source, arrow_metadata, columns_of, prefilter, read_footer, scan_error,
 };
+use crate::scan::chunk::rows::{LocalRows, RowBatch, RowWriter, TextFormat};
+use crate::scan::chunk::task::{
+    BadRecord, ChunkReport, ChunkTask, OutputFormat, RowGroupsRead, Work,
+};
+use crate::scan::chunk::upload::upload_part;
 use crate::scan::split::{ChunkSplit, STATES, State};
 use crate::scan::sql::{ColumnComparison, Evaluator, Outcome, Query};
 use crate::scan::value::Partial;
@@ -37,7 +36,7 @@ use crate::shutdown::Stop;
 const BATCH_ROWS: usize = 8192;
 
 /// Runs one chunk of a Parquet object.
-pub(super) async fn run_parquet_chunk(
+pub(crate) async fn run_parquet_chunk(
     s3: &Client,
     task: &ChunkTask,
     query: Option<Query>,
@@ -127,50 +126,6 @@ async fn chunk_footer(s3: &Client, layout: &Layout) -> Result<Arc<ParquetMetaDat
         *last = Some((version, metadata.clone()));
     }
     Ok(metadata)
-}
-
-/// A chunk's row groups, their rows and bytes.
-pub(super) struct ChunkGroups {
-    pub(super) groups: Range<u32>,
-    /// Rows and byte spans of each of the chunk's row groups.
-    pub(super) rows: Vec<u64>,
-    pub(super) spans: Vec<(u64, u64)>,
-    pub(super) total_rows: u64,
-    /// Compressed bytes of the chunk's row groups.
-    bytes: u64,
-}
-
-impl ChunkGroups {
-    fn new(arrow: &ArrowReaderMetadata, groups: Range<u32>) -> ChunkGroups {
-        let all = arrow.metadata().row_groups();
-        let of_chunk = &all[groups.start as usize..(groups.end as usize).min(all.len())];
-        let rows: Vec<u64> = of_chunk
-            .iter()
-            .map(|g| g.num_rows().max(0) as u64)
-            .collect();
-        let spans: Vec<_> = of_chunk.iter().map(row_group_span).collect();
-        ChunkGroups {
-            total_rows: rows.iter().sum(),
-            bytes: spans.iter().map(|(s, e)| e.saturating_sub(*s)).sum(),
-            groups,
-            rows,
-            spans,
-        }
-    }
-
-    fn indexes(&self) -> Vec<usize> {
-        (self.groups.start as usize..self.groups.end as usize).collect()
-    }
-
-    fn read(&self, skipped: u32, skipped_bytes: u64, source: &S3Source) -> RowGroupsRead {
-        RowGroupsRead {
-            first: self.groups.start,
-            end: self.groups.end,
-            skipped,
-            skipped_bytes,
-            fetched_bytes: source.fetched.load(Ordering::Relaxed),
-        }
-    }
 }
 
 /// The chunk's report: every row of its row groups is a record, its bytes are theirs.
@@ -464,7 +419,7 @@ fn copy_row_groups(
         what: "the chunk file".into(),
         source: std::io::Error::other(e),
     };
-    let file = std::fs::File::create(path).map_err(super::sink::file_error)?;
+    let file = std::fs::File::create(path).map_err(crate::scan::chunk::sink::file_error)?;
     let properties = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(None)

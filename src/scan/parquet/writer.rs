@@ -10,8 +10,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use tokio::sync::mpsc;
 
-use super::rows::{PART_BUFFER, RowBatch};
 use crate::scan::ScanError;
+use crate::scan::chunk::rows::{PART_BUFFER, RowBatch};
 
 /// Rows of an output row group are flushed at this size, so the writer's memory stays bounded.
 const ROW_GROUP_BYTES: usize = 64 << 20;

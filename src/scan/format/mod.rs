@@ -1,0 +1,121 @@
+//! What kind of object a scan reads, in one place: its record format ([`InputFormat`]), its
+//! compression ([`Compression`], told by its first bytes or its key: `detect`), and which outputs
+//! its rows can be written as, checked when the scan is planned, before any Job runs.
+
+mod detect;
+
+use serde::{Deserialize, Serialize};
+
+use super::{OutputFormat, ScanError};
+
+pub use detect::{Magic, magic};
+
+/// Record encoding of the scanned object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum InputFormat {
+    /// Delimited text, quoted as RFC 4180 quotes it.
+    Csv {
+        /// Byte between fields (`,` usually).
+        delimiter: u8,
+        /// Byte that quotes a field (`"` usually); doubled inside one, it stands for itself.
+        quote: u8,
+        /// The first row names the columns and is not a record.
+        header: bool,
+    },
+    /// One JSON value per line.
+    JsonLines,
+    /// Apache Parquet: chunks are runs of row groups.
+    Parquet,
+}
+
+impl InputFormat {
+    /// How records are split from bytes (Parquet is never split by bytes; JSON Lines' rule
+    /// stands in for it).
+    pub fn dialect(self) -> crate::scan::split::Dialect {
+        match self {
+            InputFormat::Csv {
+                delimiter, quote, ..
+            } => crate::scan::split::Dialect::Csv { delimiter, quote },
+            InputFormat::JsonLines | InputFormat::Parquet => crate::scan::split::Dialect::JsonLines,
+        }
+    }
+
+    /// How a query names this format's fields: CSV columns by position (and header name),
+    /// JSON Lines fields and Parquet columns by name (and dotted path).
+    pub fn columns(self, header: &[String]) -> crate::scan::sql::Columns {
+        match self {
+            InputFormat::Csv { .. } => crate::scan::sql::Columns::Positional(header.to_vec()),
+            InputFormat::JsonLines | InputFormat::Parquet => crate::scan::sql::Columns::Named,
+        }
+    }
+
+    /// The output format when the scan names none: the object's own, CSV for Parquet.
+    pub fn output_format(self) -> OutputFormat {
+        match self {
+            InputFormat::Csv { .. } | InputFormat::Parquet => OutputFormat::Csv,
+            InputFormat::JsonLines => OutputFormat::JsonLines,
+        }
+    }
+
+    /// Refuses an output its rows cannot be written as: `SELECT *` of JSON Lines has no columns
+    /// to write CSV with. `names_columns`: the query names its output columns.
+    pub fn check_output(self, output: OutputFormat, names_columns: bool) -> Result<(), ScanError> {
+        if self == InputFormat::JsonLines && output == OutputFormat::Csv && !names_columns {
+            return Err(ScanError::InvalidScan(
+                "SELECT * of JSON Lines is written as JSON Lines; name the columns for CSV output"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How an object's bytes are compressed as a whole (Parquet compresses inside its pages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Plain bytes: split into byte ranges.
+    #[default]
+    None,
+    /// gzip (RFC 1952): read as one stream, in one chunk.
+    Gzip,
+    /// Zstandard.
+    Zstd,
+    /// bzip2.
+    Bzip2,
+}
+
+impl Compression {
+    /// Whether the bytes are plain.
+    pub fn is_none(&self) -> bool {
+        *self == Compression::None
+    }
+
+    /// Whether an object so compressed can be split into byte ranges (only plain ones can).
+    pub fn splittable(self) -> bool {
+        self.is_none()
+    }
+
+    /// The compression's name, as status and messages give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Bzip2 => "bzip2",
+        }
+    }
+
+    /// The compression of `name` ([`Compression::name`]).
+    pub fn named(name: &str) -> Option<Compression> {
+        [Self::None, Self::Gzip, Self::Zstd, Self::Bzip2]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
+
+    /// Whether s3flow decompresses it (gzip; the others are refused when the scan is planned).
+    pub fn is_read(self) -> bool {
+        matches!(self, Compression::None | Compression::Gzip)
+    }
+}
