@@ -20,7 +20,7 @@ pub struct LocalRows {
 /// Row output is uploaded in parts of this size.
 pub(crate) const PART_BUFFER: usize = 8 << 20;
 
-/// The text encodings of row output (Parquet output is `crate::scan::parquet::writer`).
+/// The text encodings of row output (Parquet rows are written by the Parquet directory's writer).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TextFormat {
     Csv,

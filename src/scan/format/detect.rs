@@ -2,6 +2,9 @@
 
 use super::Compression;
 
+/// Every Parquet file starts and ends with these bytes.
+pub const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
+
 /// What a magic number says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Magic {
@@ -27,7 +30,7 @@ impl Magic {
 /// What `bytes` start with, when their first bytes say.
 pub fn magic(bytes: &[u8]) -> Option<Magic> {
     const MAGICS: &[(&[u8], Magic)] = &[
-        (crate::scan::parquet::MAGIC, Magic::Parquet),
+        (PARQUET_MAGIC, Magic::Parquet),
         (&[0x1f, 0x8b], Magic::Compressed(Compression::Gzip)),
         (
             &[0x28, 0xb5, 0x2f, 0xfd],

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{OutputFormat, ScanError};
 
-pub use detect::{Magic, magic};
+pub use detect::{Magic, PARQUET_MAGIC, magic};
 
 /// Record encoding of the scanned object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

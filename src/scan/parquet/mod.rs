@@ -35,7 +35,7 @@ pub(crate) use source::{S3Source, scan_error};
 pub(crate) use values::{ArrowRow, Resolved, value_at};
 
 /// Every Parquet file starts and ends with these bytes.
-pub const MAGIC: &[u8; 4] = b"PAR1";
+pub const MAGIC: &[u8; 4] = super::format::PARQUET_MAGIC;
 
 /// The last 8 bytes: the footer's length (u32, little-endian) and the magic.
 const TAIL: u64 = 8;
