@@ -15,8 +15,8 @@ use super::chunk::{
 };
 use super::manifest::{ChunkSummary, Crossing};
 use super::plan::Layout;
-use super::split::State;
 use super::sql::Query;
+use super::text::split::State;
 use super::verify::{Verdict, Verifier, check_report};
 use super::{ScanError, manifest};
 use crate::shutdown::Stop;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chunk::{ChunkReport, Output, RowGroupsRead};
 use super::plan::Layout;
-use super::split::State;
+use super::text::split::State;
 use super::{ScanError, delete_object, put_object};
 
 /// What the manifest records of one accepted chunk: a report's counts, never its partials.

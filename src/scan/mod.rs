@@ -3,16 +3,14 @@
 
 pub mod chunk;
 pub mod format;
-mod json;
 pub mod local;
 pub mod manifest;
 pub mod parquet;
 pub mod plan;
-pub mod split;
 pub mod sql;
+pub mod text;
 pub mod value;
 pub mod verify;
-mod word;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -23,7 +21,7 @@ pub use chunk::{
 };
 pub use format::{Compression, InputFormat};
 pub use plan::{Layout, PlanRequest, plan};
-pub use split::State;
+pub use text::split::State;
 pub use verify::Verifier;
 
 /// Why a scan or one of its chunks failed. `reason()` is the condition reason a user sees.

@@ -8,8 +8,8 @@
 use super::ScanError;
 use super::chunk::{ChunkReport, ChunkTask, Work};
 use super::plan::Layout;
-use super::split::{State, is_complete_end};
 use super::sql::Query;
+use super::text::split::{State, is_complete_end};
 use super::value::Partial;
 
 /// Accepts chunk reports in index order: a report counts only when the chunk ran from its true
@@ -296,7 +296,7 @@ impl Verifier {
 mod tests {
     use super::*;
     use crate::scan::chunk::{BadRecord, Work};
-    use crate::scan::split::{ChunkSplit, STATES};
+    use crate::scan::text::split::{ChunkSplit, STATES};
     use crate::scan::{InputFormat, Output, OutputFormat};
     use proptest::prelude::*;
     use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! Decisions of the scan controller from fixtures: observations built here, actions asserted.
 
 use super::*;
-use crate::scan::split::{ChunkSplit, STATES};
+use crate::scan::text::split::{ChunkSplit, STATES};
 use crate::scan::value::Partial;
 use crate::scan::{InputFormat, Output, OutputFormat};
 

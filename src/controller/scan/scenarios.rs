@@ -17,7 +17,7 @@ use crate::controller::http::Readiness;
 use crate::controller::metrics::Metrics;
 use crate::controller::{Context, Scope, Settings};
 use crate::ingest::{MemoryBudget, ThroughputFloor};
-use crate::scan::split::{ChunkSplit, STATES};
+use crate::scan::text::split::{ChunkSplit, STATES};
 use crate::scan::value::Partial;
 use crate::scan::{ChunkReport, ChunkTask, InputFormat, Layout, State};
 use crate::worker::{CONTAINER_WORKER, ENV_TASK};

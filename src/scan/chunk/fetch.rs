@@ -19,7 +19,7 @@ const OVERHANG: u64 = 64 << 10;
 /// Sends the object's bytes from `from` into `tx`: first up to a little past `end`, then in
 /// growing windows until the parser hangs up. Every request requires the planned ETag; a body that
 /// breaks off resumes from its next byte.
-pub(super) async fn fetch(
+pub(crate) async fn fetch(
     s3: Client,
     layout: Layout,
     from: u64,
@@ -60,9 +60,9 @@ pub(super) async fn fetch(
 }
 
 /// A blocking reader over the fetched bytes.
-pub(super) struct ChannelReader {
-    pub(super) rx: mpsc::Receiver<Result<Bytes, ScanError>>,
-    pub(super) current: Bytes,
+pub(crate) struct ChannelReader {
+    pub(crate) rx: mpsc::Receiver<Result<Bytes, ScanError>>,
+    pub(crate) current: Bytes,
 }
 
 impl std::io::Read for ChannelReader {
@@ -94,7 +94,7 @@ impl BufRead for ChannelReader {
 }
 
 impl ChannelReader {
-    pub(super) fn new(rx: mpsc::Receiver<Result<Bytes, ScanError>>) -> ChannelReader {
+    pub(crate) fn new(rx: mpsc::Receiver<Result<Bytes, ScanError>>) -> ChannelReader {
         ChannelReader {
             rx,
             current: Bytes::new(),
@@ -103,7 +103,7 @@ impl ChannelReader {
 }
 
 /// The scan's error behind a read of the parser: the fetch's own, else the decoder's (gzip).
-pub(super) fn read_error(error: std::io::Error) -> ScanError {
+pub(crate) fn read_error(error: std::io::Error) -> ScanError {
     if !error.get_ref().is_some_and(|inner| inner.is::<ScanError>()) {
         return ScanError::Decode(error);
     }

@@ -1,15 +1,15 @@
-//! One chunk: read its byte range (and past its end to finish its last record), find its records
-//! from its start state, and run the query on them or write them to a local file.
+//! One chunk, whatever its format: read its byte range (and past its end to finish its last
+//! record), find its records from its start state, and run the query on them or write them to a
+//! local file. What a format does lives in its own directory (`scan::text`, `scan::parquet`);
+//! what every format shares lives here.
 //!
 //! Reading is async (`fetch`: ranged GETs pinned to the object's ETag); parsing runs on a blocking
-//! thread (`parse`, `extract`, `record`, `sink`) fed through a bounded channel, so memory stays a
-//! few buffers per chunk whatever its size; row output goes up while parsing goes on (`rows`,
-//! `upload`). `task` holds what a chunk is given and what it reports.
+//! thread (the text parse loop, its extractors and record adapters, and `sink`) fed through a
+//! bounded channel, so memory stays a few buffers per chunk whatever its size; row output goes up
+//! while parsing goes on (`rows`, `upload`). `task` holds what a chunk is given and what it
+//! reports.
 
-mod extract;
-mod fetch;
-mod parse;
-mod record;
+pub(crate) mod fetch;
 pub(crate) mod rows;
 pub(crate) mod sink;
 pub(crate) mod task;
@@ -30,8 +30,8 @@ pub use task::{
 pub use upload::abort_recorded_upload;
 
 use super::ScanError;
+use crate::scan::text::parse::parse_chunk;
 use fetch::{ChannelReader, fetch};
-use parse::parse_chunk;
 use rows::TextFormat;
 pub use rows::{LocalRows, RowBatch};
 use sink::RowsTo;

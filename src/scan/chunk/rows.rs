@@ -5,7 +5,7 @@ use tokio::sync::mpsc;
 
 use super::task::OutputFormat;
 use crate::scan::ScanError;
-use crate::scan::split::State;
+use crate::scan::text::split::State;
 use crate::scan::value::Value;
 
 /// A chunk's selected rows streamed to the caller instead of an output in S3: CSV or JSON Lines

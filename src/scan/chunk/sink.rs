@@ -5,26 +5,26 @@ use std::io::Write;
 
 use tokio::sync::mpsc;
 
-use super::record::{CsvRecord, JsonFields, JsonRecord};
 use super::rows::{RowBatch, RowWriter, TextFormat};
 use super::task::{BadRecord, ChunkReport, ChunkTask, Work};
 use crate::scan::ScanError;
-use crate::scan::json::fields::{JsonScalar, find_scalar_fields, parse_json_fields};
-use crate::scan::json::{Scratch, is_json_value};
-use crate::scan::split::{ChunkSplit, State};
 use crate::scan::sql::{Evaluator, Outcome, Query};
+use crate::scan::text::json::fields::{JsonScalar, find_scalar_fields, parse_json_fields};
+use crate::scan::text::json::{Scratch, is_json_value};
+use crate::scan::text::record::{CsvRecord, JsonFields, JsonRecord};
+use crate::scan::text::split::{ChunkSplit, State};
 
 /// Names the chunk in bad-data errors.
 #[derive(Clone, Copy)]
-pub(super) struct Blame {
-    pub(super) index: u32,
-    pub(super) range: (u64, u64),
+pub(crate) struct Blame {
+    pub(crate) index: u32,
+    pub(crate) range: (u64, u64),
     /// Size of the object.
-    pub(super) size: u64,
+    pub(crate) size: u64,
 }
 
 impl Blame {
-    pub(super) fn at(self, offset: u64, message: String) -> ScanError {
+    pub(crate) fn at(self, offset: u64, message: String) -> ScanError {
         ScanError::BadData {
             chunk: self.index,
             start: self.range.0,
@@ -37,40 +37,40 @@ impl Blame {
 
 /// Where a chunk's selected rows go: their encoding, whether a CSV part starts with a header,
 /// and the channel to the uploader (or to a local output).
-pub(super) struct RowsTo {
-    pub(super) format: TextFormat,
-    pub(super) header: bool,
-    pub(super) parts: mpsc::Sender<RowBatch>,
+pub(crate) struct RowsTo {
+    pub(crate) format: TextFormat,
+    pub(crate) header: bool,
+    pub(crate) parts: mpsc::Sender<RowBatch>,
 }
 
 /// Where a chunk's records go: the query and its row output, or the fetched file.
-pub(super) struct Sink<'q> {
-    pub(super) blame: Blame,
-    pub(super) columns: Vec<String>,
-    pub(super) evaluator: Option<Evaluator<'q>>,
-    pub(super) reads_fields: bool,
-    pub(super) rows: Option<RowWriter>,
-    pub(super) file: Option<std::io::BufWriter<std::fs::File>>,
-    pub(super) records: u64,
-    pub(super) bad_record: Option<BadRecord>,
+pub(crate) struct Sink<'q> {
+    pub(crate) blame: Blame,
+    pub(crate) columns: Vec<String>,
+    pub(crate) evaluator: Option<Evaluator<'q>>,
+    pub(crate) reads_fields: bool,
+    pub(crate) rows: Option<RowWriter>,
+    pub(crate) file: Option<std::io::BufWriter<std::fs::File>>,
+    pub(crate) records: u64,
+    pub(crate) bad_record: Option<BadRecord>,
     /// Top-level JSON fields the query reads, and a record's values of them.
-    pub(super) json_fields: Vec<String>,
-    pub(super) json_scalars: Vec<Option<JsonScalar>>,
-    pub(super) json_values: Vec<Option<serde_json::Value>>,
+    pub(crate) json_fields: Vec<String>,
+    pub(crate) json_scalars: Vec<Option<JsonScalar>>,
+    pub(crate) json_values: Vec<Option<serde_json::Value>>,
     /// Scratch for checking JSON Lines records.
-    pub(super) json_scratch: Scratch,
+    pub(crate) json_scratch: Scratch,
     /// The query only counts records: no field is read, nothing is written.
-    pub(super) counts_only: bool,
+    pub(crate) counts_only: bool,
     /// How many leading fields of CSV records are read.
-    pub(super) csv_fields: usize,
+    pub(crate) csv_fields: usize,
     /// Longest record read.
-    pub(super) max_record: u64,
+    pub(crate) max_record: u64,
     /// The task's fingerprint, for the report.
-    pub(super) fingerprint: String,
+    pub(crate) fingerprint: String,
 }
 
 impl<'q> Sink<'q> {
-    pub(super) fn new(
+    pub(crate) fn new(
         task: &ChunkTask,
         query: Option<&'q Query>,
         rows_to: Option<RowsTo>,
@@ -127,7 +127,7 @@ impl<'q> Sink<'q> {
     }
 
     /// The chunk's records are read from `state`: said to the row output before any row.
-    pub(super) fn start(&self, state: State) -> Result<(), ScanError> {
+    pub(crate) fn start(&self, state: State) -> Result<(), ScanError> {
         match &self.rows {
             Some(rows) => rows.start(state),
             None => Ok(()),
@@ -135,7 +135,7 @@ impl<'q> Sink<'q> {
     }
 
     /// A record from `offset` is longer than the bound: it is the chunk's bad record.
-    pub(super) fn too_long(&mut self, offset: u64) {
+    pub(crate) fn too_long(&mut self, offset: u64) {
         if self.bad_record.is_none() {
             self.bad_record = Some(BadRecord {
                 offset,
@@ -147,7 +147,7 @@ impl<'q> Sink<'q> {
         }
     }
 
-    pub(super) fn raw(&mut self, bytes: &[u8]) -> Result<(), ScanError> {
+    pub(crate) fn raw(&mut self, bytes: &[u8]) -> Result<(), ScanError> {
         if let Some(file) = &mut self.file {
             file.write_all(bytes).map_err(file_error)?;
         }
@@ -155,7 +155,7 @@ impl<'q> Sink<'q> {
     }
 
     /// Keeps the first bad record and ignores the records after it.
-    pub(super) fn bad(&mut self, result: Result<(), ScanError>) -> Result<(), ScanError> {
+    pub(crate) fn bad(&mut self, result: Result<(), ScanError>) -> Result<(), ScanError> {
         match result {
             Err(ScanError::BadData {
                 offset, message, ..
@@ -168,14 +168,14 @@ impl<'q> Sink<'q> {
     }
 
     /// Records a counting extractor found.
-    pub(super) fn counted(&mut self, records: u64) {
+    pub(crate) fn counted(&mut self, records: u64) {
         self.records += records;
         if let Some(evaluator) = &mut self.evaluator {
             evaluator.count(records);
         }
     }
 
-    pub(super) fn csv(&mut self, record: &CsvRecord, offset: u64) -> Result<(), ScanError> {
+    pub(crate) fn csv(&mut self, record: &CsvRecord, offset: u64) -> Result<(), ScanError> {
         if self.bad_record.is_some() {
             return Ok(());
         }
@@ -183,7 +183,7 @@ impl<'q> Sink<'q> {
         self.bad(result)
     }
 
-    pub(super) fn json(&mut self, line: &[u8], offset: u64) -> Result<(), ScanError> {
+    pub(crate) fn json(&mut self, line: &[u8], offset: u64) -> Result<(), ScanError> {
         if self.bad_record.is_some() {
             return Ok(());
         }
@@ -191,7 +191,7 @@ impl<'q> Sink<'q> {
         self.bad(result)
     }
 
-    pub(super) fn csv_record(&mut self, record: &CsvRecord, offset: u64) -> Result<(), ScanError> {
+    pub(crate) fn csv_record(&mut self, record: &CsvRecord, offset: u64) -> Result<(), ScanError> {
         self.records += 1;
         let blame = self.blame;
         let Some(evaluator) = &mut self.evaluator else {
@@ -220,7 +220,7 @@ impl<'q> Sink<'q> {
         }
     }
 
-    pub(super) fn json_record(&mut self, line: &[u8], offset: u64) -> Result<(), ScanError> {
+    pub(crate) fn json_record(&mut self, line: &[u8], offset: u64) -> Result<(), ScanError> {
         let text = line.trim_ascii();
         if text.is_empty() {
             return Ok(());
@@ -281,7 +281,7 @@ impl<'q> Sink<'q> {
         }
     }
 
-    pub(super) fn finish(
+    pub(crate) fn finish(
         self,
         assumed: State,
         split: ChunkSplit,
@@ -316,7 +316,7 @@ impl<'q> Sink<'q> {
 }
 
 /// The file a fetch writes a chunk's records to, its header row (if any) written first.
-pub(super) fn chunk_file(
+pub(crate) fn chunk_file(
     path: &std::path::Path,
     columns: &[String],
 ) -> Result<std::io::BufWriter<std::fs::File>, ScanError> {
@@ -344,7 +344,7 @@ pub(crate) fn file_error(source: std::io::Error) -> ScanError {
     }
 }
 
-pub(super) fn csv_object<'a>(
+pub(crate) fn csv_object<'a>(
     columns: &[String],
     fields: impl Iterator<Item = &'a [u8]>,
 ) -> Result<serde_json::Map<String, serde_json::Value>, String> {

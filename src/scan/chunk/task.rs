@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::scan::plan::Layout;
-use crate::scan::split::{ChunkSplit, State};
+use crate::scan::text::split::{ChunkSplit, State};
 use crate::scan::value::Partial;
 use crate::scan::{InputFormat, ScanError};
 

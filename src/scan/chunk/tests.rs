@@ -1,15 +1,15 @@
 //! The chunk parse path end to end: every record once at every chunk size and every way the
 //! bytes arrive, fields as the csv crate reads them, JSON fields as serde_json reads them.
 
-use super::extract::{Bounds, CountExtractor};
-use super::record::{JsonFields, JsonRecord};
 use super::*;
 use crate::scan::InputFormat;
-use crate::scan::json::Scratch;
-use crate::scan::json::fields::{find_scalar_fields, parse_json_fields};
 use crate::scan::plan::Layout;
-use crate::scan::split::{Machine, State};
 use crate::scan::sql::{Columns, Query, Record};
+use crate::scan::text::extract::{Bounds, CountExtractor};
+use crate::scan::text::json::Scratch;
+use crate::scan::text::json::fields::{find_scalar_fields, parse_json_fields};
+use crate::scan::text::record::{JsonFields, JsonRecord};
+use crate::scan::text::split::{Machine, State};
 use crate::scan::value::{Partial, Value};
 use crate::scan::verify::{Verdict, Verifier};
 use proptest::prelude::*;
@@ -391,7 +391,7 @@ fn json_objects() -> impl Strategy<Value = Vec<u8>> {
         "n\\\"ote",
     ]);
     let value = prop_oneof![
-        crate::scan::json::tests::literals_and_numbers(),
+        crate::scan::text::json::tests::literals_and_numbers(),
         "\"([a-z é\u{7f}]|\\\\[\"\\\\nu]|\\\\u00[0-9a-f]{2}){0,12}\"",
         "\\{\"(fare|x)\": [0-9]\\}",
         "\\[[0-9], \"[a-z]\"\\]",

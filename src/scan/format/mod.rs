@@ -32,12 +32,14 @@ pub enum InputFormat {
 impl InputFormat {
     /// How records are split from bytes (Parquet is never split by bytes; JSON Lines' rule
     /// stands in for it).
-    pub fn dialect(self) -> crate::scan::split::Dialect {
+    pub fn dialect(self) -> crate::scan::text::split::Dialect {
         match self {
             InputFormat::Csv {
                 delimiter, quote, ..
-            } => crate::scan::split::Dialect::Csv { delimiter, quote },
-            InputFormat::JsonLines | InputFormat::Parquet => crate::scan::split::Dialect::JsonLines,
+            } => crate::scan::text::split::Dialect::Csv { delimiter, quote },
+            InputFormat::JsonLines | InputFormat::Parquet => {
+                crate::scan::text::split::Dialect::JsonLines
+            }
         }
     }
 

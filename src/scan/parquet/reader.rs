@@ -26,8 +26,8 @@ use crate::scan::chunk::task::{
     BadRecord, ChunkReport, ChunkTask, OutputFormat, RowGroupsRead, Work,
 };
 use crate::scan::chunk::upload::upload_part;
-use crate::scan::split::{ChunkSplit, STATES, State};
 use crate::scan::sql::{ColumnComparison, Evaluator, Outcome, Query};
+use crate::scan::text::split::{ChunkSplit, STATES, State};
 use crate::scan::value::Partial;
 use crate::scan::{Layout, ScanError};
 use crate::shutdown::Stop;

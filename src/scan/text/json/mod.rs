@@ -14,7 +14,7 @@ use super::word::{bytes_below, bytes_equal, non_digits};
 /// their keys: a prefix equal to the last line's is taken in one comparison of 16 bytes, not
 /// scanned byte by byte, and the scan of the line's next token need not wait for it.
 #[derive(Default)]
-pub(super) struct Scratch {
+pub(crate) struct Scratch {
     open: Vec<u8>,
     prefixes: Vec<Prefix>,
 }
@@ -36,7 +36,7 @@ const PREFIXES: usize = 32;
 // Not inlined: inside the record loop, the scan's position went through the stack (registers
 // spilled), and each token waited on a store and a load (10% more CPU for a count).
 #[inline(never)]
-pub(super) fn is_json_value(text: &[u8], scratch: &mut Scratch) -> bool {
+pub(crate) fn is_json_value(text: &[u8], scratch: &mut Scratch) -> bool {
     visit_json_value(text, scratch, |_, _| {})
 }
 
@@ -46,7 +46,7 @@ pub(super) fn is_json_value(text: &[u8], scratch: &mut Scratch) -> bool {
 ///
 /// One loop over the bytes with its state in locals: it runs for every record of a JSON Lines
 /// scan, and splitting it would pass that state through calls on the hot path.
-pub(super) fn visit_json_value(
+pub(crate) fn visit_json_value(
     text: &[u8],
     scratch: &mut Scratch,
     mut member: impl FnMut(&[u8], Range<usize>),
@@ -312,7 +312,7 @@ fn string_end(text: &[u8], mut at: usize) -> Option<usize> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 

@@ -3,21 +3,21 @@
 //! CSV fields the query reads, or whole JSON lines. Every record is bounded in length.
 
 use super::record::CsvRecord;
-use super::sink::Sink;
 use crate::scan::InputFormat;
 use crate::scan::ScanError;
-use crate::scan::split::{Machine, State, byte_masks, quoted_stretches};
+use crate::scan::chunk::sink::Sink;
+use crate::scan::text::split::{Machine, State, byte_masks, quoted_stretches};
 
 /// Finds the records of a chunk from its first record start, reading past the chunk's end to
 /// finish its last one.
-pub(super) enum Extractor {
+pub(crate) enum Extractor {
     Csv(Box<CsvExtractor>),
     Lines(LinesExtractor),
     Count(Box<CountExtractor>),
 }
 
 impl Extractor {
-    pub(super) fn new(format: InputFormat, at: u64, end: u64, sink: &Sink) -> Extractor {
+    pub(crate) fn new(format: InputFormat, at: u64, end: u64, sink: &Sink) -> Extractor {
         let machine = Machine::new(format.dialect());
         let bounds = Bounds {
             end,
@@ -65,7 +65,7 @@ impl Extractor {
     }
 
     /// Where the last record the extractor read ended (the extractor's start before that).
-    pub(super) fn record_start(&self) -> u64 {
+    pub(crate) fn record_start(&self) -> u64 {
         match self {
             Extractor::Csv(extractor) => extractor.record_start,
             Extractor::Lines(extractor) => extractor.record_start,
@@ -74,7 +74,7 @@ impl Extractor {
     }
 
     /// Feeds bytes; true once the chunk's last record is complete.
-    pub(super) fn feed(&mut self, input: &[u8], sink: &mut Sink) -> Result<bool, ScanError> {
+    pub(crate) fn feed(&mut self, input: &[u8], sink: &mut Sink) -> Result<bool, ScanError> {
         match self {
             Extractor::Csv(extractor) => extractor.feed(input, sink),
             Extractor::Lines(extractor) => extractor.feed(input, sink),
@@ -82,7 +82,7 @@ impl Extractor {
         }
     }
 
-    pub(super) fn finish(&mut self, sink: &mut Sink) -> Result<(), ScanError> {
+    pub(crate) fn finish(&mut self, sink: &mut Sink) -> Result<(), ScanError> {
         match self {
             Extractor::Csv(extractor) => extractor.feed(&[], sink).map(|_| ()),
             Extractor::Count(extractor) => {
@@ -112,37 +112,37 @@ impl Extractor {
 /// Where a extractor stops: the chunk's end (its last record may run past it), and the longest
 /// record it reads (a longer one is bad data: it would grow memory without bound).
 #[derive(Clone, Copy)]
-pub(super) struct Bounds {
-    pub(super) end: u64,
-    pub(super) max_record: u64,
+pub(crate) struct Bounds {
+    pub(crate) end: u64,
+    pub(crate) max_record: u64,
 }
 
 impl Bounds {
     /// Whether a record from `start` that reaches `reach` (its end, or as far as read) is too long.
-    pub(super) fn too_long(self, start: u64, reach: u64) -> bool {
+    pub(crate) fn too_long(self, start: u64, reach: u64) -> bool {
         reach.saturating_sub(start) > self.max_record
     }
 }
 
 /// Counts a chunk's CSV records with the record machine: every record ends in exactly one
 /// transition to `RecordEnd`, except a last one without a terminator.
-pub(super) struct CountExtractor {
-    pub(super) machine: Machine,
-    pub(super) delimiter: u8,
-    pub(super) quote: u8,
-    pub(super) state: State,
-    pub(super) position: u64,
-    pub(super) record_start: u64,
-    pub(super) bounds: Bounds,
-    pub(super) records: u64,
+pub(crate) struct CountExtractor {
+    pub(crate) machine: Machine,
+    pub(crate) delimiter: u8,
+    pub(crate) quote: u8,
+    pub(crate) state: State,
+    pub(crate) position: u64,
+    pub(crate) record_start: u64,
+    pub(crate) bounds: Bounds,
+    pub(crate) records: u64,
     /// Where a record longer than the bound starts; counting stops there.
-    pub(super) too_long: Option<u64>,
-    pub(super) done: bool,
+    pub(crate) too_long: Option<u64>,
+    pub(crate) done: bool,
 }
 
 impl CountExtractor {
     /// Counts the records that start in `at..end`; `at` is a record's start.
-    pub(super) fn new(
+    pub(crate) fn new(
         machine: Machine,
         delimiter: u8,
         quote: u8,
@@ -164,7 +164,7 @@ impl CountExtractor {
     }
 
     /// True once the next record starts at or after the chunk's end (or a record is too long).
-    pub(super) fn feed(&mut self, mut input: &[u8]) -> bool {
+    pub(crate) fn feed(&mut self, mut input: &[u8]) -> bool {
         while !self.done && !input.is_empty() {
             if let Some(window) = input.first_chunk::<64>()
                 && self.position + 64 < self.bounds.end
@@ -194,7 +194,7 @@ impl CountExtractor {
     }
 
     /// Stops at the current record when it reaches `reach` and is longer than the bound.
-    pub(super) fn check_length(&mut self, reach: u64) -> bool {
+    pub(crate) fn check_length(&mut self, reach: u64) -> bool {
         if self.bounds.too_long(self.record_start, reach) {
             self.too_long = Some(self.record_start);
             self.done = true;
@@ -208,7 +208,7 @@ impl CountExtractor {
     /// unquoted field) and the machine steps: false, nothing done. Outside quoted fields a
     /// terminator ends a record unless a record has not begun yet (at a record's start, or right
     /// after another terminator).
-    pub(super) fn count_window(&mut self, window: &[u8; 64]) -> bool {
+    pub(crate) fn count_window(&mut self, window: &[u8; 64]) -> bool {
         let [quotes, delimiters, newlines, returns] =
             byte_masks(window, [self.quote, self.delimiter, b'\n', b'\r']);
         let terminators = newlines | returns;
@@ -254,7 +254,7 @@ impl CountExtractor {
     }
 
     /// At the end of the object: a last record without a terminator counts too.
-    pub(super) fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if !self.done && !matches!(self.state, State::RecordEnd | State::BetweenRecords) {
             self.records += 1;
         }
@@ -265,32 +265,32 @@ impl CountExtractor {
 /// records; when none of those fields is quoted they are the bytes between delimiters (exactly what
 /// csv-core returns for them, a quote inside an unquoted field being literal), otherwise csv-core
 /// parses the record.
-pub(super) struct CsvExtractor {
-    pub(super) machine: Machine,
-    pub(super) delimiter: u8,
-    pub(super) quote: u8,
+pub(crate) struct CsvExtractor {
+    pub(crate) machine: Machine,
+    pub(crate) delimiter: u8,
+    pub(crate) quote: u8,
     /// How many leading fields the query reads.
-    pub(super) fields: usize,
-    pub(super) field_ends: Vec<usize>,
+    pub(crate) fields: usize,
+    pub(crate) field_ends: Vec<usize>,
     /// The field ends found from bit masks (in a window, so at most 64). An array, not a Vec:
     /// reading a Vec's length right after pushes stalls on store forwarding.
-    pub(super) mask_ends: [usize; 64],
+    pub(crate) mask_ends: [usize; 64],
     /// Parses records with quoted fields among those read.
-    pub(super) quoted: csv_core::Reader,
-    pub(super) out: Vec<u8>,
-    pub(super) out_ends: Vec<usize>,
+    pub(crate) quoted: csv_core::Reader,
+    pub(crate) out: Vec<u8>,
+    pub(crate) out_ends: Vec<usize>,
     /// The beginning of a record that continues in the next input.
-    pub(super) pending: Vec<u8>,
-    pub(super) state: State,
-    pub(super) position: u64,
-    pub(super) record_start: u64,
-    pub(super) bounds: Bounds,
-    pub(super) done: bool,
+    pub(crate) pending: Vec<u8>,
+    pub(crate) state: State,
+    pub(crate) position: u64,
+    pub(crate) record_start: u64,
+    pub(crate) bounds: Bounds,
+    pub(crate) done: bool,
 }
 
 impl CsvExtractor {
     /// An empty `input` is the end of the object.
-    pub(super) fn feed(&mut self, mut input: &[u8], sink: &mut Sink) -> Result<bool, ScanError> {
+    pub(crate) fn feed(&mut self, mut input: &[u8], sink: &mut Sink) -> Result<bool, ScanError> {
         if input.is_empty() {
             // A last record without a terminator.
             if !self.done && !self.pending.is_empty() && self.record_start < self.bounds.end {
@@ -376,7 +376,7 @@ impl CsvExtractor {
     /// into `mask_ends`. Returns where the record machine resumes and its state there
     /// (`RecordEnd`: the record ended just before), and how many ends it found. `None` when the
     /// masks cannot tell.
-    pub(super) fn fast_fields(&mut self, input: &[u8]) -> Option<(usize, State, usize)> {
+    pub(crate) fn fast_fields(&mut self, input: &[u8]) -> Option<(usize, State, usize)> {
         let window: &[u8; 64] = input.get(..64)?.try_into().ok()?;
         let [delimiters, quotes, newlines, returns] =
             byte_masks(window, [self.delimiter, self.quote, b'\n', b'\r']);
@@ -424,7 +424,7 @@ impl CsvExtractor {
     }
 
     /// One record, without its terminator.
-    pub(super) fn record(&mut self, bytes: &[u8], sink: &mut Sink) -> Result<(), ScanError> {
+    pub(crate) fn record(&mut self, bytes: &[u8], sink: &mut Sink) -> Result<(), ScanError> {
         self.field_ends.clear();
         let mut start = 0;
         while self.field_ends.len() < self.fields {
@@ -450,7 +450,7 @@ impl CsvExtractor {
         sink.csv(&record, self.record_start)
     }
 
-    pub(super) fn quoted_record(&mut self, bytes: &[u8], sink: &mut Sink) -> Result<(), ScanError> {
+    pub(crate) fn quoted_record(&mut self, bytes: &[u8], sink: &mut Sink) -> Result<(), ScanError> {
         use csv_core::ReadRecordResult;
         self.quoted.reset();
         // A blank line first: a reset reader strips a byte-order mark, which here is data.
@@ -489,17 +489,17 @@ impl CsvExtractor {
     }
 }
 
-pub(super) struct LinesExtractor {
-    pub(super) line: Vec<u8>,
-    pub(super) position: u64,
-    pub(super) record_start: u64,
-    pub(super) bounds: Bounds,
+pub(crate) struct LinesExtractor {
+    pub(crate) line: Vec<u8>,
+    pub(crate) position: u64,
+    pub(crate) record_start: u64,
+    pub(crate) bounds: Bounds,
     /// A line was too long: the extractor reads no further.
-    pub(super) done: bool,
+    pub(crate) done: bool,
 }
 
 impl LinesExtractor {
-    pub(super) fn feed(&mut self, mut input: &[u8], sink: &mut Sink) -> Result<bool, ScanError> {
+    pub(crate) fn feed(&mut self, mut input: &[u8], sink: &mut Sink) -> Result<bool, ScanError> {
         while !self.done && self.record_start < self.bounds.end {
             let newline = memchr::memchr(b'\n', input);
             let reach = self.position + newline.map_or(input.len(), |at| at + 1) as u64;
@@ -531,7 +531,7 @@ impl LinesExtractor {
 }
 
 /// `pending` plus `line`, without copying when nothing is pending.
-pub(super) fn line_with<'a>(pending: &'a mut Vec<u8>, line: &'a [u8]) -> &'a [u8] {
+pub(crate) fn line_with<'a>(pending: &'a mut Vec<u8>, line: &'a [u8]) -> &'a [u8] {
     if pending.is_empty() {
         line
     } else {

@@ -1,20 +1,20 @@
 //! Records as the query reads them: CSV fields as byte ranges of the record, JSON Lines records by
 //! their top-level fields (found in place, or parsed by serde_json).
 
-use crate::scan::json::fields::{JsonScalar, same_bytes};
 use crate::scan::sql::Record;
+use crate::scan::text::json::fields::{JsonScalar, same_bytes};
 use crate::scan::value::{Number, Value, parse_plain_decimal};
 
 /// Fields as byte ranges of `data`, each ending at its entry of `ends`.
-pub(super) struct CsvRecord<'a> {
-    pub(super) data: &'a [u8],
-    pub(super) ends: &'a [usize],
+pub(crate) struct CsvRecord<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) ends: &'a [usize],
     /// Fields are separated by a delimiter byte (the record as read), not adjacent (as unquoted).
-    pub(super) separated: bool,
+    pub(crate) separated: bool,
 }
 
 impl CsvRecord<'_> {
-    pub(super) fn bytes(&self, index: usize) -> Option<&[u8]> {
+    pub(crate) fn bytes(&self, index: usize) -> Option<&[u8]> {
         let end = *self.ends.get(index)?;
         let start = match index {
             0 => 0,
@@ -44,12 +44,12 @@ impl Record for CsvRecord<'_> {
 }
 
 /// A JSON Lines record with only the top-level fields the query reads, `names[i]` the i-th.
-pub(super) struct JsonRecord<'a> {
-    pub(super) names: &'a [String],
-    pub(super) fields: JsonFields<'a>,
+pub(crate) struct JsonRecord<'a> {
+    pub(crate) names: &'a [String],
+    pub(crate) fields: JsonFields<'a>,
 }
 
-pub(super) enum JsonFields<'a> {
+pub(crate) enum JsonFields<'a> {
     /// Each field's value as found by [`find_scalar_fields`] in `text`.
     Scalars {
         text: &'a [u8],
@@ -60,7 +60,7 @@ pub(super) enum JsonFields<'a> {
 }
 
 impl JsonRecord<'_> {
-    pub(super) fn field_index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn field_index(&self, name: &str) -> Option<usize> {
         self.names
             .iter()
             .position(|known| same_bytes(known.as_bytes(), name.as_bytes()))

@@ -5,11 +5,11 @@ use std::io::BufRead;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::extract::Extractor;
-use super::fetch::read_error;
-use super::sink::{RowsTo, Sink};
-use super::task::{ChunkReport, ChunkTask};
-use crate::scan::split::{Machine, SplitScanner, State, guess_start};
+use crate::scan::chunk::fetch::read_error;
+use crate::scan::chunk::sink::{RowsTo, Sink};
+use crate::scan::chunk::task::{ChunkReport, ChunkTask};
 use crate::scan::sql::Query;
+use crate::scan::text::split::{Machine, SplitScanner, State, guess_start};
 use crate::scan::{Compression, ScanError};
 
 /// Read buffer of the parsing thread.
@@ -17,7 +17,7 @@ const READ_BUFFER: usize = 256 << 10;
 
 /// Reads the chunk from `source` (starting at the byte before the chunk, or at the object's start
 /// when gzipped) and processes its records.
-pub(super) fn parse_chunk(
+pub(crate) fn parse_chunk(
     task: &ChunkTask,
     query: Option<&Query>,
     source: impl BufRead + 'static,
@@ -109,19 +109,19 @@ pub(super) fn parse_chunk(
 
 /// One chunk's parse: the split scanner over its range, the extractor from its first record on.
 struct ChunkParse<'q> {
-    pub(super) machine: Machine,
-    pub(super) split: SplitScanner,
-    pub(super) sink: Sink<'q>,
-    pub(super) extractor: Option<Extractor>,
-    pub(super) format: crate::scan::InputFormat,
+    pub(crate) machine: Machine,
+    pub(crate) split: SplitScanner,
+    pub(crate) sink: Sink<'q>,
+    pub(crate) extractor: Option<Extractor>,
+    pub(crate) format: crate::scan::InputFormat,
     /// The chunk's byte range `[start, end)`.
-    pub(super) range: (u64, u64),
+    pub(crate) range: (u64, u64),
 }
 
 impl ChunkParse<'_> {
     /// The bytes `data` at `position` (its first `in_range` within the chunk), records read from
     /// start state `state`; true once the chunk's last record is complete (or none starts in it).
-    pub(super) fn feed(
+    pub(crate) fn feed(
         &mut self,
         data: &[u8],
         position: u64,
@@ -167,7 +167,7 @@ impl ChunkParse<'_> {
     }
 
     /// At the end of what was read: the last record, and the report.
-    pub(super) fn finish(
+    pub(crate) fn finish(
         mut self,
         assumed: Option<State>,
         bytes: u64,
