@@ -424,7 +424,7 @@ fn check_coverage(summary: &ScanSummary, layout: &Layout, what: &str) {
         assert_eq!(summary.chunks, 1, "{what}: a gzip object is one chunk");
         return;
     }
-    let data = layout.size - layout.data_start;
+    let data = layout.object.size - layout.data_start;
     assert_eq!(
         u64::from(summary.chunks),
         data.div_ceil(layout.chunk_size),
@@ -498,7 +498,7 @@ async fn csv_results_match_a_sequential_parse_at_every_chunk_size() {
                 "{key} at chunk size 1: no chunk was rerun, the corpus misses what it is for"
             );
             assert_eq!(layout.columns, headers, "{key}: header row");
-            assert_eq!(layout.size, data.len() as u64, "{key}: size");
+            assert_eq!(layout.object.size, data.len() as u64, "{key}: size");
             assert!(layout.compression.is_none(), "{key}");
         }
     }
@@ -822,7 +822,7 @@ async fn row_output_holds_every_matching_row_once_in_object_order() {
                 );
                 assert_eq!(
                     manifest["source"]["etag"].as_str(),
-                    Some(layout.etag.as_str()),
+                    Some(layout.object.etag.as_str()),
                     "{what}: manifest source ETag"
                 );
                 assert_eq!(
@@ -1027,7 +1027,11 @@ async fn gzip_csv_is_one_chunk_with_exact_results() {
         );
         assert_eq!(layout.chunk_count(), 1, "{what}: one chunk");
         assert_eq!(layout.columns, headers, "{what}: header row");
-        assert_eq!(layout.size, compressed.len() as u64, "{what}: object size");
+        assert_eq!(
+            layout.object.size,
+            compressed.len() as u64,
+            "{what}: object size"
+        );
         let summary = run(&bucket, &layout, "SELECT COUNT(*) FROM S3Object", None)
             .await
             .unwrap();

@@ -196,8 +196,8 @@ pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bo
     .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
     let seconds = started.elapsed().as_secs_f64();
     let mut value = serde_json::to_value(&summary)?;
-    value["object"] = format!("s3://{}/{}", layout.bucket, layout.key).into();
-    value["size"] = layout.size.into();
+    value["object"] = layout.object.url().into();
+    value["size"] = layout.object.size.into();
     value["seconds"] = ((seconds * 1000.0).round() / 1000.0).into();
     if !args.json {
         print_summary(&layout, &summary, seconds, !prints_rows);
@@ -211,7 +211,7 @@ async fn with_progress_bar<T>(
     counters: &Counters,
     engine: impl Future<Output = T>,
 ) -> T {
-    let bar = ProgressBar::new(layout.size.saturating_sub(layout.data_start));
+    let bar = ProgressBar::new(layout.object.size.saturating_sub(layout.data_start));
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {msg}",
@@ -244,7 +244,7 @@ fn print_summary(layout: &Layout, summary: &ScanSummary, seconds: f64, result_ou
     };
     eprintln!(
         "s3://{}/{}: {} records in {} chunks{reruns}, {} bytes in {seconds:.1} s",
-        layout.bucket, layout.key, summary.records, summary.chunks, summary.bytes,
+        layout.object.bucket, layout.object.key, summary.records, summary.chunks, summary.bytes,
     );
     if let Some(groups) = &summary.row_groups {
         eprintln!(

@@ -117,10 +117,10 @@ impl Finish<'_> {
         let layout = self.layout;
         let head = serde_json::json!({
             "source": {
-                "bucket": layout.bucket,
-                "key": layout.key,
-                "etag": layout.etag,
-                "size": layout.size,
+                "bucket": layout.object.bucket,
+                "key": layout.object.key,
+                "etag": layout.object.etag,
+                "size": layout.object.size,
                 "gzip": layout.compression == crate::scan::Compression::Gzip,
             },
             "format": layout.format,
@@ -185,7 +185,7 @@ impl Finish<'_> {
         let mut entry = serde_json::json!({
             "index": chunk.index,
             "start": start,
-            "end": end.min(self.layout.size),
+            "end": end.min(self.layout.object.size),
             "records": chunk.records,
             "rows": chunk.rows,
             "part": part,

@@ -20,7 +20,7 @@ pub use chunk::{
     ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, RowGroupsRead, Work, run_chunk,
 };
 pub use format::{Compression, InputFormat};
-pub use plan::{Layout, PlanRequest, plan};
+pub use plan::{Layout, ObjectVersion, PlanRequest, plan};
 pub use text::split::State;
 pub use verify::Verifier;
 

@@ -22,18 +22,35 @@ pub const DEFAULT_MAX_RECORD_SIZE: u64 = 64 << 20;
 
 const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
 
+/// One version of one object: every read of it requires its ETag (`If-Match`), so an object
+/// changed after planning fails the scan instead of mixing two versions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectVersion {
+    /// The object's bucket.
+    pub bucket: String,
+    /// The object's key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its ETag, as S3 gives it (quoted).
+    pub etag: String,
+}
+
+impl ObjectVersion {
+    /// `s3://bucket/key`, for messages.
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
 /// Everything the chunks of one scan share.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Layout {
-    /// Bucket of the scanned object.
-    pub bucket: String,
-    /// Key of the scanned object.
-    pub key: String,
-    /// Size of the object in bytes.
-    pub size: u64,
-    /// Every read requires this ETag (`If-Match`), so a changed object fails the scan.
-    pub etag: String,
+    /// The scanned object (its fields stand at the top level of the layout's JSON).
+    #[serde(flatten)]
+    pub object: ObjectVersion,
     /// How the object's records are encoded.
     pub format: InputFormat,
     /// Column names from the header row (empty without one).
@@ -87,21 +104,40 @@ impl Layout {
         match &self.parquet {
             Some(parquet) => parquet.chunk_starts.len() as u32,
             None if !self.compression.splittable() => 1,
-            None => chunk_count(self.data_start, self.size, self.chunk_size) as u32,
+            None => chunk_count(self.data_start, self.object.size, self.chunk_size) as u32,
         }
+    }
+
+    /// What the chunks are, as the scan's status says when it starts.
+    pub fn describe(&self) -> String {
+        if let Some(parquet) = &self.parquet {
+            return format!(
+                "{} chunks of the {} row groups, about {} bytes each",
+                self.chunk_count(),
+                parquet.row_groups,
+                self.chunk_size
+            );
+        }
+        if self.whole_stream() {
+            return format!(
+                "{}-compressed: not splittable, scanned as one chunk",
+                self.compression.name()
+            );
+        }
+        format!("{} chunks of {} bytes", self.chunk_count(), self.chunk_size)
     }
 
     /// Byte range `[start, end)` of chunk `index` (of the decompressed stream when gzipped; all
     /// the row groups of a Parquet object, whose chunks are [`Layout::row_groups`]).
     pub fn range(&self, index: u32) -> (u64, u64) {
         if let Some(parquet) = &self.parquet {
-            return (self.data_start, parquet.data_end(self.size));
+            return (self.data_start, parquet.data_end(self.object.size));
         }
         if !self.compression.splittable() {
             return (self.data_start, u64::MAX);
         }
         let start = self.data_start + u64::from(index) * self.chunk_size;
-        (start, (start + self.chunk_size).min(self.size))
+        (start, (start + self.chunk_size).min(self.object.size))
     }
 }
 
@@ -396,10 +432,12 @@ async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
         )));
     }
     let layout = Layout {
-        bucket: request.bucket.clone(),
-        key: request.key.clone(),
-        size,
-        etag,
+        object: crate::scan::ObjectVersion {
+            bucket: request.bucket.clone(),
+            key: request.key.clone(),
+            size,
+            etag,
+        },
         format: request.format,
         columns,
         data_start,
@@ -435,10 +473,12 @@ async fn plan_parquet(
         )));
     }
     Ok(Layout {
-        bucket: request.bucket.clone(),
-        key: request.key.clone(),
-        size,
-        etag,
+        object: crate::scan::ObjectVersion {
+            bucket: request.bucket.clone(),
+            key: request.key.clone(),
+            size,
+            etag,
+        },
         format: InputFormat::Parquet,
         columns,
         data_start: MAGIC.len() as u64,
@@ -585,10 +625,12 @@ mod tests {
             [(0, 10, 3), (4, 10, 3), (4, 4, 3), (0, 1, 7), (9, 100, 1)]
         {
             let layout = Layout {
-                bucket: "b".into(),
-                key: "k".into(),
-                size,
-                etag: "e".into(),
+                object: crate::scan::ObjectVersion {
+                    bucket: "b".into(),
+                    key: "k".into(),
+                    size,
+                    etag: "e".into(),
+                },
                 format: CSV,
                 columns: vec![],
                 data_start,

@@ -81,7 +81,7 @@ pub enum Verdict {
 pub fn check_report(report: &ChunkReport, task: &ChunkTask) -> Result<(), String> {
     let layout = &task.layout;
     let (start, end) = layout.range(task.index);
-    let end = end.min(layout.size);
+    let end = end.min(layout.object.size);
     if report.index != task.index {
         return Err(format!(
             "the report is of chunk {}, not chunk {}",
@@ -304,10 +304,12 @@ mod tests {
     fn task(index: u32) -> ChunkTask {
         ChunkTask {
             layout: Layout {
-                bucket: "b".into(),
-                key: "k.csv".into(),
-                size: 104,
-                etag: "\"e\"".into(),
+                object: crate::scan::ObjectVersion {
+                    bucket: "b".into(),
+                    key: "k.csv".into(),
+                    size: 104,
+                    etag: "\"e\"".into(),
+                },
                 format: InputFormat::Csv {
                     delimiter: b',',
                     quote: b'"',

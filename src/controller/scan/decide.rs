@@ -429,7 +429,7 @@ impl Running {
                 let (start, end) = self.layout.range(*index);
                 format!(
                     "chunk {index} (bytes {start}-{}): {detail}",
-                    end.min(self.layout.size)
+                    end.min(self.layout.object.size)
                 )
             })
             .collect();
@@ -476,8 +476,8 @@ pub(super) fn planned(
     checkpoint: &Bookkeeping,
     now: Timestamp,
 ) -> (S3ParallelScanStatus, String) {
-    status.object_size = Some(layout.size as i64);
-    status.etag = Some(layout.etag.clone());
+    status.object_size = Some(layout.object.size as i64);
+    status.etag = Some(layout.object.etag.clone());
     status.header = shown_header(&layout.columns);
     status.data_start = Some(layout.data_start as i64);
     status.compression =
@@ -485,25 +485,7 @@ pub(super) fn planned(
     status.total_chunks = Some(layout.chunk_count() as i32);
     status.start_time = Some(Time(now));
     checkpoint.store(&mut status);
-    let message = if let Some(parquet) = &layout.parquet {
-        format!(
-            "{} chunks of the {} row groups, about {} bytes each",
-            layout.chunk_count(),
-            parquet.row_groups,
-            layout.chunk_size
-        )
-    } else if layout.whole_stream() {
-        format!(
-            "{}-compressed: not splittable, scanned as one chunk",
-            layout.compression.name()
-        )
-    } else {
-        format!(
-            "{} chunks of {} bytes",
-            layout.chunk_count(),
-            layout.chunk_size
-        )
-    };
+    let message = layout.describe();
     set_phase(
         &mut status,
         Phase::Running,

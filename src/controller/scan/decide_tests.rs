@@ -17,10 +17,12 @@ const DATA_START: u64 = 4;
 
 fn layout(chunks: u32, format: InputFormat) -> Layout {
     Layout {
-        bucket: "data".into(),
-        key: "big.csv".into(),
-        size: DATA_START + CHUNK * u64::from(chunks),
-        etag: "\"v1\"".into(),
+        object: crate::scan::ObjectVersion {
+            bucket: "data".into(),
+            key: "big.csv".into(),
+            size: DATA_START + CHUNK * u64::from(chunks),
+            etag: "\"v1\"".into(),
+        },
         format,
         columns: vec!["a".into(), "b".into()],
         data_start: DATA_START,
@@ -120,7 +122,7 @@ fn report(state: &Running, index: u32, assumed: Option<State>, records: u64) -> 
     first_record[State::RecordEnd as usize] = Some(0);
     ChunkReport {
         index,
-        range: [start, end.min(state.layout.size)],
+        range: [start, end.min(state.layout.object.size)],
         fingerprint: task.fingerprint(),
         assumed: assumed.unwrap_or(State::RecordEnd),
         split: ChunkSplit {
@@ -128,7 +130,7 @@ fn report(state: &Running, index: u32, assumed: Option<State>, records: u64) -> 
             first_record,
         },
         records,
-        bytes: end.min(state.layout.size) - start,
+        bytes: end.min(state.layout.object.size) - start,
         rows: 0,
         partials,
         part: None,

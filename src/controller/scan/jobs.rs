@@ -361,9 +361,12 @@ impl JobTemplate<'_> {
         let mut vars = vec![
             env(ENV_CHUNK_FILE, chunk_file(layout.format)),
             env(ENV_CHUNK_INDEX, task.index.to_string()),
-            env(ENV_CHUNK_RANGE, format!("{start}-{}", end.min(layout.size))),
-            env(ENV_BUCKET, layout.bucket.clone()),
-            env(ENV_KEY, layout.key.clone()),
+            env(
+                ENV_CHUNK_RANGE,
+                format!("{start}-{}", end.min(layout.object.size)),
+            ),
+            env(ENV_BUCKET, layout.object.bucket.clone()),
+            env(ENV_KEY, layout.object.key.clone()),
         ];
         vars.extend(self.user_identity_env());
         // A Parquet chunk is whole row groups: its file holds them, as row groups of its own.
@@ -611,10 +614,12 @@ mod tests {
     fn task(index: u32, state: Option<State>) -> ChunkTask {
         ChunkTask {
             layout: Layout {
-                bucket: "b".into(),
-                key: "k".into(),
-                size: 100,
-                etag: "\"e\"".into(),
+                object: crate::scan::ObjectVersion {
+                    bucket: "b".into(),
+                    key: "k".into(),
+                    size: 100,
+                    etag: "\"e\"".into(),
+                },
                 format: InputFormat::Csv {
                     delimiter: b',',
                     quote: b'"',

@@ -354,10 +354,12 @@ fn recorded_layout(
     let size = u64::try_from(status.object_size?).ok()?;
     let data_start = u64::try_from(status.data_start?).ok()?;
     let layout = Layout {
-        bucket: source.bucket.clone(),
-        key: source.key.clone(),
-        size,
-        etag: status.etag.clone()?,
+        object: crate::scan::ObjectVersion {
+            bucket: source.bucket.clone(),
+            key: source.key.clone(),
+            size,
+            etag: status.etag.clone()?,
+        },
         format: format_of(obj),
         columns: checkpoint.columns.clone(),
         data_start,
@@ -421,7 +423,7 @@ pub(super) fn work_location(obj: &S3ParallelScan, layout: &Layout) -> (String, S
     match &obj.spec.processor.output {
         Some(output) => (output.bucket.clone(), output.prefix.clone()),
         None => (
-            layout.bucket.clone(),
+            layout.object.bucket.clone(),
             format!(
                 ".s3flow/scans/{}/{}/",
                 obj.namespace().unwrap_or_default(),

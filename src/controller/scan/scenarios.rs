@@ -71,10 +71,12 @@ fn operator(api: &FakeApi) -> Arc<Context> {
 /// The layout planning gives a JSON Lines object of `chunks` chunks of [`CHUNK`] bytes.
 fn layout(chunks: u32) -> Layout {
     Layout {
-        bucket: "data".into(),
-        key: "big.jsonl".into(),
-        size: CHUNK * u64::from(chunks),
-        etag: "\"v1\"".into(),
+        object: crate::scan::ObjectVersion {
+            bucket: "data".into(),
+            key: "big.jsonl".into(),
+            size: CHUNK * u64::from(chunks),
+            etag: "\"v1\"".into(),
+        },
         format: InputFormat::JsonLines,
         columns: vec![],
         data_start: 0,

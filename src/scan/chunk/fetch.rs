@@ -28,18 +28,18 @@ pub(crate) async fn fetch(
 ) {
     let mut offset = from;
     let mut window = if layout.whole_stream() {
-        layout.size
+        layout.object.size
     } else {
         end.saturating_add(OVERHANG) - from
     };
-    while offset < layout.size {
-        let stop = offset.saturating_add(window).min(layout.size);
-        let version = (layout.bucket.as_str(), layout.key.as_str());
+    while offset < layout.object.size {
+        let stop = offset.saturating_add(window).min(layout.object.size);
+        let version = (layout.object.bucket.as_str(), layout.object.key.as_str());
         let mut range = RangeStream::new(
             &s3,
             version.0,
             version.1,
-            Some(&layout.etag),
+            Some(&layout.object.etag),
             (offset, stop),
         );
         while let Some(bytes) = range.next().await {

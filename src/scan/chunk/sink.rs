@@ -106,7 +106,7 @@ impl<'q> Sink<'q> {
             blame: Blame {
                 index: task.index,
                 range: layout.range(task.index),
-                size: layout.size,
+                size: layout.object.size,
             },
             columns: layout.columns.clone(),
             reads_fields,

@@ -261,7 +261,7 @@ impl ChunkReport {
         Some(ScanError::BadData {
             chunk: self.index,
             start,
-            end: end.min(layout.size),
+            end: end.min(layout.object.size),
             offset: bad.offset,
             message: bad.message.clone(),
         })

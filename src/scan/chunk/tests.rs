@@ -39,10 +39,12 @@ impl Read for Frames {
 fn layout(data: &[u8], chunk_size: u64, columns: &[&str]) -> Layout {
     let header_end = data.iter().position(|&b| b == b'\n').unwrap() as u64 + 1;
     Layout {
-        bucket: "b".into(),
-        key: "k".into(),
-        size: data.len() as u64,
-        etag: "e".into(),
+        object: crate::scan::ObjectVersion {
+            bucket: "b".into(),
+            key: "k".into(),
+            size: data.len() as u64,
+            etag: "e".into(),
+        },
         format: InputFormat::Csv {
             delimiter: b',',
             quote: b'"',

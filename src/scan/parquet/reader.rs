@@ -45,7 +45,7 @@ pub(crate) async fn run_parquet_chunk(
     local: Option<LocalRows>,
 ) -> Result<ChunkReport, ScanError> {
     let layout = &task.layout;
-    let location = format!("s3://{}/{}", layout.bucket, layout.key);
+    let location = layout.object.url();
     let planned = layout
         .parquet
         .as_ref()
@@ -63,9 +63,9 @@ pub(crate) async fn run_parquet_chunk(
     }
     let mut source = S3Source {
         s3: s3.clone(),
-        bucket: layout.bucket.clone(),
-        key: layout.key.clone(),
-        etag: layout.etag.clone(),
+        bucket: layout.object.bucket.clone(),
+        key: layout.object.key.clone(),
+        etag: layout.object.etag.clone(),
         metadata,
         fetched: Arc::new(AtomicU64::new(0)),
     };
@@ -107,10 +107,10 @@ async fn chunk_footer(s3: &Client, layout: &Layout) -> Result<Arc<ParquetMetaDat
     type Version = (String, String, String, u64);
     static LAST: Mutex<Option<(Version, Arc<ParquetMetaData>)>> = Mutex::new(None);
     let version = (
-        layout.bucket.clone(),
-        layout.key.clone(),
-        layout.etag.clone(),
-        layout.size,
+        layout.object.bucket.clone(),
+        layout.object.key.clone(),
+        layout.object.etag.clone(),
+        layout.object.size,
     );
     let cached = LAST.lock().ok().and_then(|last| {
         last.as_ref()
@@ -120,8 +120,13 @@ async fn chunk_footer(s3: &Client, layout: &Layout) -> Result<Arc<ParquetMetaDat
     if let Some(metadata) = cached {
         return Ok(metadata);
     }
-    let (metadata, _) =
-        read_footer(s3, (&layout.bucket, &layout.key), &layout.etag, layout.size).await?;
+    let (metadata, _) = read_footer(
+        s3,
+        (&layout.object.bucket, &layout.object.key),
+        &layout.object.etag,
+        layout.object.size,
+    )
+    .await?;
     if let Ok(mut last) = LAST.lock() {
         *last = Some((version, metadata.clone()));
     }
@@ -139,7 +144,7 @@ fn report(
     let (start, end) = task.layout.range(task.index);
     ChunkReport {
         index: task.index,
-        range: [start, end.min(task.layout.size)],
+        range: [start, end.min(task.layout.object.size)],
         fingerprint: task.fingerprint(),
         assumed: State::RecordEnd,
         split: ChunkSplit {
@@ -251,7 +256,7 @@ impl QueryRun<'_> {
     }
 
     fn location(&self) -> String {
-        format!("s3://{}/{}", self.task.layout.bucket, self.task.layout.key)
+        self.task.layout.object.url()
     }
 
     /// The chunk's row groups statistics do not rule out; how many they do, and their bytes.

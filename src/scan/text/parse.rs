@@ -35,8 +35,8 @@ pub(crate) fn parse_chunk(
         other => {
             return Err(ScanError::Unsupported(format!(
                 "s3://{}/{} is {}-compressed; only gzip is read",
-                layout.bucket,
-                layout.key,
+                layout.object.bucket,
+                layout.object.key,
                 other.name()
             )));
         }
@@ -96,7 +96,7 @@ pub(crate) fn parse_chunk(
     if !layout.whole_stream() && position < end {
         return Err(ScanError::ObjectChanged(format!(
             "s3://{}/{} ended at byte {position}, before the chunk's end {end}",
-            layout.bucket, layout.key
+            layout.object.bucket, layout.object.key
         )));
     }
     let bytes = if layout.whole_stream() {
