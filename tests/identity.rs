@@ -652,6 +652,71 @@ async fn the_helm_installed_operator_acts_as_each_tenants_service_account() {
         "no token minted for a refused resource"
     );
 
+    // Deleted together with its ServiceAccount (as GitOps deletes both): the deletion completes
+    // within a bound, and the upload is either aborted (the transfer still held good keys) or
+    // left with a Warning Event saying so, for the bucket's lifecycle rule.
+    let b_ingests: Api<S3Ingest> = Api::namespaced(client.clone(), &b);
+    let mut slow = Behaviour::new(24 << 20);
+    slow.throttle = Some(Duration::from_millis(60));
+    let slow = serve(slow).await;
+    b_ingests
+        .create(
+            &PostParams::default(),
+            &ingest_spec("orphan", &slow.url, &b, &sts.roles),
+        )
+        .await
+        .unwrap();
+    let in_flight = common::wait(
+        b_ingests.clone(),
+        "orphan",
+        |o: Option<&S3Ingest>| {
+            o.and_then(|o| o.status.as_ref())
+                .is_some_and(|s| s.upload_id.is_some() && s.bytes_transferred.unwrap_or(0) > 0)
+        },
+        60,
+    )
+    .await;
+    let upload_id = in_flight.status.unwrap().upload_id.unwrap();
+    let b_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &b);
+    b_accounts
+        .delete("writer", &Default::default())
+        .await
+        .unwrap();
+    b_ingests
+        .delete("orphan", &Default::default())
+        .await
+        .unwrap();
+    common::wait_deleted(
+        b_ingests.clone(),
+        "orphan",
+        &in_flight.metadata.uid.unwrap(),
+        30,
+    )
+    .await;
+    let left = b_root
+        .list_multipart_uploads()
+        .bucket(&b)
+        .send()
+        .await
+        .unwrap();
+    let still_there = left
+        .uploads()
+        .iter()
+        .any(|u| u.upload_id() == Some(upload_id.as_str()));
+    if still_there {
+        common::controller::assert_event(&client, &b, "orphan", "UploadNotAborted", "Warning")
+            .await;
+        b_root
+            .abort_multipart_upload()
+            .bucket(&b)
+            .key("orphan.bin")
+            .upload_id(&upload_id)
+            .send()
+            .await
+            .unwrap();
+    }
+    println!("deleted with its ServiceAccount: upload left and reported: {still_there}");
+
     // No token or session token in any status, Event or log line.
     let mut seen = String::new();
     for ns in [&a, &b, &release] {

@@ -750,6 +750,34 @@ mod tests {
         let mount = &worker.volume_mounts.as_ref().unwrap()[0];
         assert_eq!(mount.mount_path, IDENTITY_DIR);
         assert_eq!(mount.read_only, Some(true));
+
+        // The user's containers get the AWS SDKs' own web identity variables and the same token.
+        let container: ContainerSpec =
+            serde_json::from_value(json!({"image": "python:3"})).unwrap();
+        let on_complete = template.build(JobKind::OnComplete {
+            container: &container,
+            manifest: "s3://b/m".into(),
+        });
+        let pod = on_complete.spec.unwrap().template.spec.unwrap();
+        let user = &pod.containers[0];
+        let vars: BTreeMap<String, String> = user
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            vars["AWS_WEB_IDENTITY_TOKEN_FILE"],
+            "/var/run/secrets/s3flow.io/identity/token"
+        );
+        assert_eq!(vars["AWS_ROLE_ARN"], "arn:minio:iam:us-east-1::role/x");
+        assert_eq!(vars["AWS_ENDPOINT_URL_STS"], "http://sts.example:9000");
+        assert!(!vars.contains_key("AWS_SECRET_ACCESS_KEY"));
+        assert_eq!(pod.service_account_name.as_deref(), Some("writer"));
+        assert_eq!(
+            user.volume_mounts.as_ref().unwrap()[0].name,
+            IDENTITY_VOLUME
+        );
     }
 
     #[test]
