@@ -252,19 +252,28 @@ pub trait FetchCredentials: Send + Sync + 'static {
     fn fetch(&self) -> BoxFuture<'_, Result<Credentials, ExchangeError>>;
 }
 
+/// Told how each STS exchange ended (the operator counts them).
+pub type ExchangeObserver = Arc<dyn Fn(Result<(), &ExchangeError>) + Send + Sync>;
+
 /// A token from its source, exchanged at STS.
 pub struct WebIdentityFetch {
     /// Where tokens come from.
     pub tokens: Arc<dyn TokenSource>,
     /// Who they are exchanged for.
     pub identity: WebIdentity,
+    /// Told of every exchange, when set.
+    pub observer: Option<ExchangeObserver>,
 }
 
 impl FetchCredentials for WebIdentityFetch {
     fn fetch(&self) -> BoxFuture<'_, Result<Credentials, ExchangeError>> {
         Box::pin(async move {
             let token = self.tokens.token().await?;
-            self.identity.exchange(&token).await
+            let answer = self.identity.exchange(&token).await;
+            if let Some(observer) = &self.observer {
+                observer(answer.as_ref().map(|_| ()));
+            }
+            answer
         })
     }
 }

@@ -147,7 +147,12 @@ async fn tenant(client: &Client, sts: &Sts) -> String {
 }
 
 /// A token of `ns/name` for `audience`, as the operator requests one.
-async fn token(client: &Client, ns: &str, name: &str, audience: &str) -> String {
+async fn request_token(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    audience: &str,
+) -> Result<String, kube::Error> {
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let request = TokenRequest {
         spec: TokenRequestSpec {
@@ -157,13 +162,33 @@ async fn token(client: &Client, ns: &str, name: &str, audience: &str) -> String 
         },
         ..Default::default()
     };
-    accounts
+    let answer = accounts
         .create_token_request(name, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token
+        .await?;
+    Ok(answer.status.map(|s| s.token).unwrap_or_default())
+}
+
+/// [`request_token`], which must succeed.
+async fn token(client: &Client, ns: &str, name: &str, audience: &str) -> String {
+    request_token(client, ns, name, audience).await.unwrap()
+}
+
+/// A throttled source of 24 MiB that takes some seconds to serve, and its body.
+async fn slow_source() -> (common::http_source::HttpSource, common::http_source::Body) {
+    let mut behaviour = Behaviour::new(24 << 20);
+    behaviour.throttle = Some(Duration::from_millis(60));
+    let body = behaviour.body;
+    (serve(behaviour).await, body)
+}
+
+/// Creates an ingest of `url` into `bucket` at `endpoint`, acting as `writer`.
+async fn start_ingest(api: &Api<S3Ingest>, name: &str, url: &str, bucket: &str, endpoint: &str) {
+    api.create(
+        &PostParams::default(),
+        &ingest_spec(name, url, bucket, endpoint),
+    )
+    .await
+    .unwrap();
 }
 
 fn web_identity(endpoint: &str, role_arn: Option<&str>, ns: &str, audience: &str) -> WebIdentity {
@@ -418,51 +443,20 @@ async fn the_helm_installed_operator_acts_as_each_tenants_service_account() {
         .create(&PostParams::default(), &writer)
         .await
         .unwrap();
-    let mint = |ns: String| {
-        let operator = operator.clone();
-        let audience = sts.audience.clone();
-        async move {
-            let api: Api<ServiceAccount> = Api::namespaced(operator, &ns);
-            let request = TokenRequest {
-                spec: TokenRequestSpec {
-                    audiences: vec![audience],
-                    expiration_seconds: Some(600),
-                    bound_object_ref: None,
-                },
-                ..Default::default()
-            };
-            match api
-                .create_token_request("writer", &PostParams::default(), &request)
-                .await
-            {
-                Ok(_) => 200,
-                Err(kube::Error::Api(status)) => status.code,
-                Err(e) => panic!("{e}"),
-            }
-        }
+    let mint = async |ns: &str| match request_token(&operator, ns, "writer", &sts.audience).await {
+        Ok(_) => 200,
+        Err(kube::Error::Api(status)) => status.code,
+        Err(e) => panic!("{e}"),
     };
-    assert_eq!(mint(a.clone()).await, 200, "a listed namespace");
-    assert_eq!(mint(outsider.clone()).await, 403, "a namespace not listed");
-    assert_eq!(
-        mint(release.clone()).await,
-        403,
-        "the operator's own namespace"
-    );
+    assert_eq!(mint(&a).await, 200, "a listed namespace");
+    assert_eq!(mint(&outsider).await, 403, "a namespace not listed");
+    assert_eq!(mint(&release).await, 403, "the operator's own namespace");
 
     // An ingest in A as `writer` into A's bucket, slow enough to span several renewals.
     let ingests: Api<S3Ingest> = Api::namespaced(client.clone(), &a);
-    let mut behaviour = Behaviour::new(24 << 20);
-    behaviour.throttle = Some(Duration::from_millis(60));
-    let body = behaviour.body;
-    let source = serve(behaviour).await;
+    let (source, body) = slow_source().await;
     let before = metrics(&client, &release).await;
-    ingests
-        .create(
-            &PostParams::default(),
-            &ingest_spec("own", &source.url, &a, &sts.roles),
-        )
-        .await
-        .unwrap();
+    start_ingest(&ingests, "own", &source.url, &a, &sts.roles).await;
     let status = ingest_ended(&ingests, "own").await;
     assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
     assert_eq!(status.checksum, Some(body.sha256()));
@@ -477,13 +471,7 @@ async fn the_helm_installed_operator_acts_as_each_tenants_service_account() {
 
     // The same ServiceAccount aimed at B's bucket: denied, nothing written, no upload left.
     let small = serve(Behaviour::new(6 << 20)).await;
-    ingests
-        .create(
-            &PostParams::default(),
-            &ingest_spec("other", &small.url, &b, &sts.roles),
-        )
-        .await
-        .unwrap();
+    start_ingest(&ingests, "other", &small.url, &b, &sts.roles).await;
     let denied = ingest_ended(&ingests, "other").await;
     assert_eq!(denied.phase, Phase::Failed);
     assert_eq!(
@@ -656,16 +644,8 @@ async fn the_helm_installed_operator_acts_as_each_tenants_service_account() {
     // within a bound, and the upload is either aborted (the transfer still held good keys) or
     // left with a Warning Event saying so, for the bucket's lifecycle rule.
     let b_ingests: Api<S3Ingest> = Api::namespaced(client.clone(), &b);
-    let mut slow = Behaviour::new(24 << 20);
-    slow.throttle = Some(Duration::from_millis(60));
-    let slow = serve(slow).await;
-    b_ingests
-        .create(
-            &PostParams::default(),
-            &ingest_spec("orphan", &slow.url, &b, &sts.roles),
-        )
-        .await
-        .unwrap();
+    let (slow, _) = slow_source().await;
+    start_ingest(&b_ingests, "orphan", &slow.url, &b, &sts.roles).await;
     let in_flight = common::wait(
         b_ingests.clone(),
         "orphan",

@@ -243,8 +243,11 @@ fn print_summary(layout: &Layout, summary: &ScanSummary, seconds: f64, result_ou
         n => format!(" ({n} re-run)"),
     };
     eprintln!(
-        "s3://{}/{}: {} records in {} chunks{reruns}, {} bytes in {seconds:.1} s",
-        layout.object.bucket, layout.object.key, summary.records, summary.chunks, summary.bytes,
+        "{}: {} records in {} chunks{reruns}, {} bytes in {seconds:.1} s",
+        layout.object.url(),
+        summary.records,
+        summary.chunks,
+        summary.bytes,
     );
     if let Some(groups) = &summary.row_groups {
         eprintln!(

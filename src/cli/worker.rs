@@ -101,6 +101,7 @@ impl IdentityArgs {
                 subject: "this pod's ServiceAccount".into(),
                 audience: "its projected token's".into(),
             },
+            observer: None,
         };
         // Renewed at 80% of the keys' life, as the operator renews its own.
         let renewing = Refreshing::new(fetch, Duration::from_secs(self.sts_duration_seconds));

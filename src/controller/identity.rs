@@ -17,7 +17,7 @@ use super::Context;
 use super::metrics::Metrics;
 use crate::api::S3Connection;
 use crate::identity::{
-    ExchangeError, FetchCredentials, Refreshing, TokenSource, WebIdentity, is_role_arn,
+    ExchangeError, Refreshing, TokenSource, WebIdentity, WebIdentityFetch, is_role_arn,
     session_name, sts_client,
 };
 use crate::worker::WorkerIdentity;
@@ -42,10 +42,9 @@ pub struct IdentitySettings {
     pub enabled: bool,
     /// Namespaces whose resources may (never the operator's own or `kube-system`).
     pub namespaces: Vec<String>,
-    /// `namespaced` (a Role per namespace lets the operator mint tokens for its ServiceAccounts) or
-    /// `perServiceAccount` (each namespace's admin delegates ServiceAccounts one by one); says
-    /// which RBAC to name when a TokenRequest is refused.
-    pub rbac: String,
+    /// How the operator may request tokens; says which RBAC to name when a TokenRequest is
+    /// refused.
+    pub rbac: Rbac,
     /// STS `DurationSeconds` of the temporary keys (900 to 43200).
     pub session_duration_seconds: u64,
     /// The credentials cache.
@@ -64,7 +63,7 @@ impl Default for IdentitySettings {
         Self {
             enabled: false,
             namespaces: vec![],
-            rbac: "namespaced".into(),
+            rbac: Rbac::Namespaced,
             session_duration_seconds: 3600,
             cache: CacheSettings::default(),
             aws: AwsSts::default(),
@@ -72,6 +71,17 @@ impl Default for IdentitySettings {
             release_namespace: String::new(),
         }
     }
+}
+
+/// How the chart lets the operator request ServiceAccount tokens.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Rbac {
+    /// A Role in each listed namespace lets it request tokens of any ServiceAccount there.
+    #[default]
+    Namespaced,
+    /// Each namespace's admin delegates ServiceAccounts one by one (`resourceNames`).
+    PerServiceAccount,
 }
 
 /// How many identities the operator keeps credentials for, and for how long at most.
@@ -338,7 +348,7 @@ struct Tokens {
     namespace: String,
     name: String,
     audience: String,
-    rbac: String,
+    rbac: Rbac,
     metrics: Arc<Metrics>,
 }
 
@@ -348,11 +358,11 @@ impl Tokens {
         let Self {
             namespace, name, ..
         } = self;
-        match self.rbac.as_str() {
-            "perServiceAccount" => format!(
+        match self.rbac {
+            Rbac::PerServiceAccount => format!(
                 "the operator may not request tokens for serviceaccount {namespace}/{name}: the namespace's admin delegates it with a Role granting create on serviceaccounts/token with resourceNames [{name}], bound to the operator's ServiceAccount (see the README, Identity)"
             ),
-            _ => format!(
+            Rbac::Namespaced => format!(
                 "the operator may not request tokens in namespace {namespace}: the cluster admin lists it in the Helm value identity.namespaces, which grants the Role"
             ),
         }
@@ -414,27 +424,6 @@ impl TokenSource for Tokens {
     }
 }
 
-/// A token from the TokenRequest API exchanged at STS, each exchange counted.
-pub struct OperatorFetch {
-    tokens: Tokens,
-    identity: WebIdentity,
-}
-
-impl FetchCredentials for OperatorFetch {
-    fn fetch(&self) -> BoxFuture<'_, Result<aws_credential_types::Credentials, ExchangeError>> {
-        Box::pin(async move {
-            let token = self.tokens.token().await?;
-            let answer = self.identity.exchange(&token).await;
-            let metrics = &self.tokens.metrics;
-            match &answer {
-                Ok(_) => metrics.sts_requested("ok"),
-                Err(e) => metrics.sts_requested(e.reason()),
-            }
-            answer
-        })
-    }
-}
-
 /// Everything an identity's credentials depend on: any change is another entry.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct CacheKey {
@@ -449,7 +438,7 @@ struct CacheKey {
 }
 
 /// What is held for the identities in use (their renewing credentials), bounded in count.
-pub struct IdentityCache<V = Refreshing<OperatorFetch>> {
+pub struct IdentityCache<V = Refreshing<WebIdentityFetch>> {
     entries: Mutex<HashMap<CacheKey, (V, Instant)>>,
 }
 
@@ -494,13 +483,9 @@ impl<V: Clone> IdentityCache<V> {
     }
 
     /// How many identities are held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -516,7 +501,7 @@ pub async fn credentials(
     namespace: &str,
     name: &str,
     connection: &S3Connection,
-) -> Result<(Refreshing<OperatorFetch>, WorkerIdentity), IdentityError> {
+) -> Result<(Refreshing<WebIdentityFetch>, WorkerIdentity), IdentityError> {
     let settings = &ctx.settings.identity;
     check_namespace(settings, namespace)?;
     let sts = choose_sts(settings, connection)?;
@@ -561,15 +546,19 @@ pub async fn credentials(
         session_seconds: duration,
     };
     let make = || {
-        let fetch = OperatorFetch {
-            tokens: Tokens {
+        let metrics = ctx.metrics.clone();
+        let fetch = WebIdentityFetch {
+            tokens: Arc::new(Tokens {
                 client: ctx.client.clone(),
                 namespace: namespace.into(),
                 name: name.into(),
                 audience: subject.audience.clone(),
-                rbac: settings.rbac.clone(),
+                rbac: settings.rbac,
                 metrics: ctx.metrics.clone(),
-            },
+            }),
+            observer: Some(Arc::new(move |answer| {
+                metrics.sts_requested(answer.map_or_else(|e| e.reason(), |()| "ok"));
+            })),
             identity: WebIdentity {
                 sts: sts_client(
                     sts.endpoint.as_deref(),
@@ -805,7 +794,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(parsed.cache.max_entries, 5);
-        assert_eq!(parsed.rbac, "perServiceAccount");
+        assert_eq!(parsed.rbac, Rbac::PerServiceAccount);
         assert!(serde_json::from_value::<IdentitySettings>(json!({"enable": true})).is_err());
     }
 }

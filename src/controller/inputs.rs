@@ -149,14 +149,14 @@ pub async fn secret_data(
     Ok(data)
 }
 
-/// S3 settings of `connection` and, when it acts as a ServiceAccount, the identity its pods get:
+/// The S3 client of `connection` and, when it acts as a ServiceAccount, the identity its pods get:
 /// the keys of its Secret in `obj`'s namespace, the renewing credentials of its ServiceAccount, or
 /// the operator's own identity where the admin allows it, under the operator's address policy.
 pub async fn s3_access(
     ctx: &Context,
     obj: &impl ResourceExt,
     connection: &S3Connection,
-) -> Result<(S3Settings, Option<WorkerIdentity>), InputError> {
+) -> Result<(aws_sdk_s3::Client, Option<WorkerIdentity>), InputError> {
     let namespace = obj.namespace().unwrap_or_default();
     let mut identity = None;
     let credentials = match (
@@ -202,7 +202,7 @@ pub async fn s3_access(
         credentials,
         policy: Some(ctx.settings.policy.clone()),
     };
-    Ok((settings, identity))
+    Ok((crate::s3::client(&settings).await?, identity))
 }
 
 /// The S3 client of `connection`, as [`s3_access`] says.
@@ -211,15 +211,15 @@ pub async fn s3_client(
     obj: &impl ResourceExt,
     connection: &S3Connection,
 ) -> Result<aws_sdk_s3::Client, InputError> {
-    let (settings, _) = s3_access(ctx, obj, connection).await?;
-    Ok(crate::s3::client(&settings).await?)
+    Ok(s3_access(ctx, obj, connection).await?.0)
 }
 
 /// Attempts of [`s3_client_for_cleanup`].
 const CLEANUP_ATTEMPTS: u32 = 3;
 
 /// The S3 client that aborts a deleted resource's uploads, as [`s3_client`] says, asked again a
-/// few times when its ServiceAccount is missing or its identity provider does not answer (GitOps
+/// few times when its ServiceAccount is missing (an identity provider that does not answer is
+/// already asked again by [`s3_access`]; GitOps
 /// deletes a ServiceAccount and the resources acting as it together; the deletion is never held
 /// for longer: the caller then says in an Event what is left, and a bucket lifecycle rule is the
 /// backstop).
@@ -232,10 +232,7 @@ pub async fn s3_client_for_cleanup(
     loop {
         attempt += 1;
         match s3_client(ctx, obj, connection).await {
-            Err(e)
-                if attempt < CLEANUP_ATTEMPTS
-                    && (e.is_transient() || e.reason() == "ServiceAccountNotFound") =>
-            {
+            Err(InputError::Identity(IdentityError::NotFound(_))) if attempt < CLEANUP_ATTEMPTS => {
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             }
             answer => return answer,

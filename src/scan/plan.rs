@@ -390,26 +390,24 @@ async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
             "{location} is a Parquet file (it starts with PAR1): scan it with the parquet format"
         )));
     }
+    let unsupported = |kind: &str| {
+        ScanError::Unsupported(format!(
+            "{location} is {kind}-compressed; only gzip is read (as one chunk)"
+        ))
+    };
     let compression = match magic(&prefix) {
         Some(Magic::Compressed(compression)) => compression,
+        Some(Magic::Unsupported(kind)) => return Err(unsupported(kind)),
         _ if head
             .content_encoding()
             .is_some_and(|e| e.eq_ignore_ascii_case("gzip")) =>
         {
             Compression::Gzip
         }
-        Some(Magic::Unsupported(kind)) => {
-            return Err(ScanError::Unsupported(format!(
-                "{location} is {kind}-compressed; only gzip is read (as one chunk)"
-            )));
-        }
         _ => Compression::None,
     };
     if !compression.is_read() {
-        return Err(ScanError::Unsupported(format!(
-            "{location} is {}-compressed; only gzip is read (as one chunk)",
-            compression.name()
-        )));
+        return Err(unsupported(compression.name()));
     }
     let (text, complete) = match compression {
         Compression::Gzip => gunzip_start(&prefix, size),

@@ -695,6 +695,16 @@ mod tests {
         }
     }
 
+    /// A container's plain environment values by name.
+    fn env_values(container: &Container) -> BTreeMap<String, String> {
+        container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect()
+    }
+
     #[test]
     fn pods_acting_as_a_service_account_exchange_its_projected_token() {
         let mut obj = scan(json!({}));
@@ -733,12 +743,7 @@ mod tests {
         assert_eq!(projection.audience.as_deref(), Some("sts.min.io"));
         assert_eq!(projection.expiration_seconds, Some(IDENTITY_TOKEN_SECONDS));
         let worker = &pod.containers[0];
-        let vars: BTreeMap<String, String> = worker
-            .env
-            .iter()
-            .flatten()
-            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
-            .collect();
+        let vars = env_values(worker);
         assert_eq!(
             vars[ENV_WEB_IDENTITY_TOKEN_FILE],
             "/var/run/secrets/s3flow.io/identity/token"
@@ -760,12 +765,7 @@ mod tests {
         });
         let pod = on_complete.spec.unwrap().template.spec.unwrap();
         let user = &pod.containers[0];
-        let vars: BTreeMap<String, String> = user
-            .env
-            .iter()
-            .flatten()
-            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
-            .collect();
+        let vars = env_values(user);
         assert_eq!(
             vars["AWS_WEB_IDENTITY_TOKEN_FILE"],
             "/var/run/secrets/s3flow.io/identity/token"

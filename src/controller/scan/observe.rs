@@ -15,7 +15,7 @@ use crate::api::Phase;
 use crate::api::S3Connection;
 use crate::api::ingest::S3Ingest;
 use crate::api::scan::{S3ParallelScan, S3ParallelScanStatus};
-use crate::controller::{Context, Error, InputError, s3_access};
+use crate::controller::{Context, Error, s3_access};
 use crate::scan::chunk::scope_of;
 use crate::scan::plan::plan_within;
 use crate::scan::{
@@ -164,13 +164,7 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
         Err(blocked) => return Ok(blocked),
     };
     let (s3, identity) = match s3_access(ctx, obj, &source.connection).await {
-        Ok((settings, identity)) => match crate::s3::client(&settings).await {
-            Ok(s3) => (s3, identity),
-            Err(e) => {
-                let e = InputError::from(e);
-                return Ok(Observed::Refused(e.reason(), e.to_string()));
-            }
-        },
+        Ok(access) => access,
         Err(e) if e.is_transient() => return Err(Error::Input(e)),
         Err(e) => return Ok(Observed::Refused(e.reason(), e.to_string())),
     };

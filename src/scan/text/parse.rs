@@ -34,9 +34,8 @@ pub(crate) fn parse_chunk(
         )),
         other => {
             return Err(ScanError::Unsupported(format!(
-                "s3://{}/{} is {}-compressed; only gzip is read",
-                layout.object.bucket,
-                layout.object.key,
+                "{} is {}-compressed; only gzip is read",
+                layout.object.url(),
                 other.name()
             )));
         }
@@ -95,8 +94,8 @@ pub(crate) fn parse_chunk(
     }
     if !layout.whole_stream() && position < end {
         return Err(ScanError::ObjectChanged(format!(
-            "s3://{}/{} ended at byte {position}, before the chunk's end {end}",
-            layout.object.bucket, layout.object.key
+            "{} ended at byte {position}, before the chunk's end {end}",
+            layout.object.url()
         )));
     }
     let bytes = if layout.whole_stream() {
