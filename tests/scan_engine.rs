@@ -981,30 +981,66 @@ async fn failures_name_the_cause_and_the_bytes() {
         "a refused query"
     );
 
-    // zstd (magic 28 b5 2f fd) is refused; only gzip is read.
-    let mut zstd = vec![0x28, 0xb5, 0x2f, 0xfd];
-    zstd.extend_from_slice(b"\x00\x58id,name\n1,2\n");
-    bucket.put("data.csv.zst", zstd).await;
-    let error = plan(&bucket, "data.csv.zst", CSV, 64)
+    // xz (magic fd 37 7a 58 5a 00) is refused; gzip, zstd and bzip2 are read.
+    let mut xz = vec![0xfd, b'7', b'z', b'X', b'Z', 0];
+    xz.extend_from_slice(b"\x00\x58id,name\n1,2\n");
+    bucket.put("data.csv.xz", xz).await;
+    let error = plan(&bucket, "data.csv.xz", CSV, 64)
         .await
-        .expect_err("zstd must be refused");
+        .expect_err("xz must be refused");
     assert_eq!(error.reason(), "UnsupportedObject", "{error}");
 }
 
-/// A gzip-compressed CSV is one chunk over the decompressed stream, whatever the chunk size,
-/// with the exact results (including SUM over every fare) of a sequential parse.
+/// `data` compressed by a command-line tool (`gzip -6`, `zstd`, `bzip2`), as users make them.
+fn compressed_by(command: &[&str], data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(command[0])
+        .args(&command[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", command[0]));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = data.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(out.status.success(), "{command:?} failed");
+    out.stdout
+}
+
+/// A gzip-, zstd- or bzip2-compressed CSV (written by the command-line tools, several members or
+/// frames too) is one chunk over the decompressed stream, whatever the chunk size, with the exact
+/// results (including SUM over every fare) of a sequential parse.
 #[tokio::test]
 #[ignore = "needs tests/cluster/up.sh"]
-async fn gzip_csv_is_one_chunk_with_exact_results() {
-    use std::io::Write;
+async fn compressed_csv_is_one_chunk_with_exact_results() {
+    use s3flow::scan::Compression;
     let bucket = Bucket::create(&common::env().await, "scan").await;
     let (_, data, _) = csv_corpus().swap_remove(0);
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(&data).unwrap();
-    let compressed = encoder.finish().unwrap();
-    let key = "mixed.csv.gz";
-    bucket.put(key, compressed.clone()).await;
-    let (headers, records) = csv_records(&data);
+    let (first, second) = data.split_at(data.len() / 3);
+    for (compression, command) in [
+        (Compression::Gzip, &["gzip", "-6", "-c"][..]),
+        (Compression::Zstd, &["zstd", "-q", "-c", "-3"]),
+        (Compression::Bzip2, &["bzip2", "-c", "-9"]),
+    ] {
+        // Two members, frames or streams, as `cat a.gz b.gz` makes.
+        let mut compressed = compressed_by(command, first);
+        compressed.extend(compressed_by(command, second));
+        let key = format!("mixed.csv{}", compression.extension().unwrap_or_default());
+        bucket.put(&key, compressed.clone()).await;
+        check_compressed(&bucket, &key, compression, &data, compressed.len() as u64).await;
+    }
+}
+
+async fn check_compressed(
+    bucket: &Bucket,
+    key: &str,
+    compression: s3flow::scan::Compression,
+    data: &[u8],
+    size: u64,
+) {
+    let (headers, records) = csv_records(data);
     let recs = csv_recs(&records);
     // One chunk guesses nothing: SUM may see every fare.
     let checks = [
@@ -1019,20 +1055,12 @@ async fn gzip_csv_is_one_chunk_with_exact_results() {
     ];
     for chunk_size in [1, 64, 1 << 20] {
         let what = format!("{key} at chunk size {chunk_size}");
-        let (layout, _) = check_object(&bucket, key, CSV, chunk_size, &checks, &recs).await;
-        assert_eq!(
-            layout.compression,
-            s3flow::scan::Compression::Gzip,
-            "{what}: detected as gzip"
-        );
+        let (layout, _) = check_object(bucket, key, CSV, chunk_size, &checks, &recs).await;
+        assert_eq!(layout.compression, compression, "{what}: detected");
         assert_eq!(layout.chunk_count(), 1, "{what}: one chunk");
         assert_eq!(layout.columns, headers, "{what}: header row");
-        assert_eq!(
-            layout.object.size,
-            compressed.len() as u64,
-            "{what}: object size"
-        );
-        let summary = run(&bucket, &layout, "SELECT COUNT(*) FROM S3Object", None)
+        assert_eq!(layout.object.size, size, "{what}: object size");
+        let summary = run(bucket, &layout, "SELECT COUNT(*) FROM S3Object", None)
             .await
             .unwrap();
         assert_eq!(summary.chunks, 1, "{what}");

@@ -323,7 +323,7 @@ pub struct S3ParallelScanStatus {
     /// Offset of the first record: after a byte-order mark and the header row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_start: Option<i64>,
-    /// Compression of the object; `gzip` is not splittable and is scanned as one chunk.
+    /// Compression of the object (`gzip`, `zstd` or `bzip2`): not splittable, scanned as one chunk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
     /// Number of byte-range chunks.

@@ -1,12 +1,15 @@
-//! `s3flow scan s3://bucket/key --sql ...`: the scan engine on one machine, chunks as local tasks.
+//! `s3flow scan s3://bucket/key --sql ...`: the scan engine on one machine, chunks as local tasks;
+//! a glob (`s3://bucket/logs/*.csv.gz`), a folder or `--keys-from` scans many objects as one.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use s3flow::s3::S3Url;
-use s3flow::scan::local::{Counters, ScanSummary, print_rows, scan};
+use s3flow::scan::local::{Counters, ScanSummary, print_rows, scan, scan_objects};
+use s3flow::scan::objects::{self, Glob, ObjectSource, Selection, is_glob};
 use s3flow::scan::plan::{DetectedFormat, detect_format};
 use s3flow::scan::sql::{Columns, compile};
 use s3flow::scan::{InputFormat, Layout, Output, OutputFormat, PlanRequest, plan};
@@ -24,8 +27,20 @@ enum FormatArg {
 
 #[derive(Args)]
 pub(crate) struct ScanArgs {
-    /// The object to scan, s3://bucket/key.
+    /// What to scan: one object (s3://bucket/key); every object a glob matches
+    /// (s3://bucket/logs/**/*.csv: `*` within a folder, `**` any depth, `?`, `[...]`, `{a,b}`);
+    /// every object under a folder (s3://bucket/logs/); or, with --keys-from, s3://bucket.
+    #[arg(value_parser = S3Url::location)]
     object: S3Url,
+    /// A file naming the keys to scan, one per line (at most 1,000), in the URL's bucket.
+    #[arg(long)]
+    keys_from: Option<std::path::PathBuf>,
+    /// A glob or folder selecting more objects than this fails (TooManyObjects) before any is read.
+    #[arg(long, default_value_t = objects::DEFAULT_MAX_OBJECTS)]
+    max_objects: u64,
+    /// A glob or folder selecting no object is an empty scan, not a failure (NoObjects).
+    #[arg(long)]
+    allow_empty: bool,
     /// The query: SELECT * | columns | aggregates FROM S3Object s [WHERE ...] [LIMIT n].
     #[arg(long)]
     sql: String,
@@ -138,31 +153,156 @@ fn request(
     Ok((request, output))
 }
 
+/// Longest --keys-from file read.
+const MAX_KEYS_FILE: u64 = 4 << 20;
+
+/// Which objects the arguments name.
+fn source(args: &ScanArgs) -> anyhow::Result<ObjectSource> {
+    let key = args.object.key.as_str();
+    match &args.keys_from {
+        Some(path) if key.is_empty() => {
+            use std::io::Read;
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|file| file.take(MAX_KEYS_FILE).read_to_string(&mut text))
+                .map_err(|e| anyhow::anyhow!("--keys-from {}: {e}", path.display()))?;
+            let keys = text
+                .lines()
+                .map(|line| line.trim_end_matches('\r'))
+                .filter(|line| !line.is_empty())
+                .map(str::to_string)
+                .collect();
+            ObjectSource::keys(keys).map_err(|e| anyhow::anyhow!("--keys-from: {e}"))
+        }
+        Some(_) => anyhow::bail!(
+            "with --keys-from, name the bucket only: s3://{}",
+            args.object.bucket
+        ),
+        None if is_glob(key) || key.is_empty() || key.ends_with('/') => Glob::new(key)
+            .map(ObjectSource::Glob)
+            .map_err(|e| anyhow::anyhow!("{e} (InvalidScan)")),
+        None => Ok(ObjectSource::Key(key.to_string())),
+    }
+}
+
+/// An engine's error as the CLI says it: the message and its reason.
+fn failed(e: s3flow::scan::ScanError) -> anyhow::Error {
+    anyhow::anyhow!("{e} ({})", e.reason())
+}
+
 /// Runs the scan; returns the JSON summary and whether to print it as JSON.
 pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bool)> {
     // Everything but the format is checked before the first request.
     request(&args, DetectedFormat::Csv)?;
+    let source = source(&args)?;
+    if !matches!(source, ObjectSource::Key(_)) && args.output.is_some() {
+        anyhow::bail!(
+            "--output takes one object; a scan of many objects prints its rows or its aggregates"
+        );
+    }
     s3flow::s3::set_read_floor(s3flow::floor::ThroughputFloor {
         min_bytes_per_second: args.min_bytes_per_second,
         window: Duration::from_secs(args.stall_timeout.max(1)),
     });
     let s3 = super::s3_client(args.endpoint.clone(), args.region.clone()).await?;
-    let detected = match args.format {
-        FormatArg::Auto => detect_format(&s3, &args.object.bucket, &args.object.key)
+    match source {
+        ObjectSource::Key(_) => run_one(args, s3).await,
+        many => run_many(args, s3, many).await,
+    }
+}
+
+/// The format `--format` names, or `auto`'s guess for the object at `key`.
+async fn format_of(
+    args: &ScanArgs,
+    s3: &aws_sdk_s3::Client,
+    key: Option<&str>,
+) -> anyhow::Result<DetectedFormat> {
+    Ok(match (args.format, key) {
+        (FormatArg::Auto, Some(key)) => detect_format(s3, &args.object.bucket, key)
             .await
-            .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?,
-        FormatArg::Csv => DetectedFormat::Csv,
-        FormatArg::Jsonl => DetectedFormat::JsonLines,
-        FormatArg::Parquet => DetectedFormat::Parquet,
+            .map_err(failed)?,
+        (FormatArg::Auto | FormatArg::Csv, _) => DetectedFormat::Csv,
+        (FormatArg::Jsonl, _) => DetectedFormat::JsonLines,
+        (FormatArg::Parquet, _) => DetectedFormat::Parquet,
+    })
+}
+
+/// A scan of many objects: listed in key order, planned as they come (`auto` takes the first
+/// object's format for all), merged in key order.
+async fn run_many(
+    args: ScanArgs,
+    s3: aws_sdk_s3::Client,
+    source: ObjectSource,
+) -> anyhow::Result<(serde_json::Value, bool)> {
+    let selection = Selection {
+        bucket: args.object.bucket.clone(),
+        source,
+        max_objects: args.max_objects,
+        allow_empty: args.allow_empty,
     };
+    let location = selection.describe();
+    let started = Instant::now();
+    let mut versions = objects::list(&s3, &selection).boxed().peekable();
+    let first_key = match std::pin::Pin::new(&mut versions).peek().await {
+        Some(Ok(first)) => Some(first.key.clone()),
+        // The listing's failure comes with the planning.
+        _ => None,
+    };
+    let (request, _) = request(&args, format_of(&args, &s3, first_key.as_deref()).await?)?;
+    let mut layouts = objects::plan_each(&s3, versions, &request).boxed();
+    let first = layouts.next().await.transpose().map_err(failed)?;
+    let query = match &first {
+        Some(first) => first.compile(&args.sql),
+        None => compile(&args.sql, &request.format.columns(&[])).map_err(Into::into),
+    }
+    .map_err(failed)?;
+    let counters = Counters::default();
+    let parallelism = (args.parallelism as usize, Stop::on(shutdown::on_signal()?));
+    let prints_rows = !query.is_aggregate() && !args.json;
+    let summary = match first {
+        Some(first) if prints_rows => {
+            let layouts = futures::stream::iter([Ok(first.clone())]).chain(layouts);
+            let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+            let engine = print_rows(
+                &s3,
+                (&first, layouts),
+                (&query, &args.sql),
+                parallelism,
+                &counters,
+                &mut stdout,
+            );
+            let printed = with_progress_bar(None, &counters, engine).await;
+            use std::io::Write;
+            stdout.flush()?;
+            printed
+        }
+        first => {
+            let layouts = futures::stream::iter(first.map(Ok)).chain(layouts);
+            let engine = scan_objects(&s3, layouts, (&query, &args.sql), parallelism, &counters);
+            with_progress_bar(None, &counters, engine).await
+        }
+    }
+    .map_err(failed)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut value = serde_json::to_value(&summary)?;
+    value["source"] = location.clone().into();
+    value["seconds"] = ((seconds * 1000.0).round() / 1000.0).into();
+    if !args.json {
+        print_summary(&location, &summary, seconds, !prints_rows);
+    }
+    Ok((value, args.json))
+}
+
+/// A scan of one object.
+async fn run_one(
+    args: ScanArgs,
+    s3: aws_sdk_s3::Client,
+) -> anyhow::Result<(serde_json::Value, bool)> {
+    let detected = format_of(&args, &s3, Some(&args.object.key)).await?;
     let (request, output) = request(&args, detected)?;
     let started = Instant::now();
-    let layout = plan(&s3, &request)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
-    let query = layout
-        .compile(&args.sql)
-        .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
+    let layout = plan(&s3, &request).await.map_err(failed)?;
+    let query = layout.compile(&args.sql).map_err(failed)?;
     let counters = Counters::default();
     let parallelism = (args.parallelism as usize, Stop::on(shutdown::on_signal()?));
     // Rows of a row query go to stdout unless they are kept in S3 or a summary is asked for.
@@ -170,15 +310,16 @@ pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bo
     let summary = if prints_rows {
         // Buffered: rows come in buffers of many rows, not line by line.
         let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+        let layouts = futures::stream::iter([Ok(layout.clone())]);
         let engine = print_rows(
             &s3,
-            &layout,
+            (&layout, layouts),
             (&query, &args.sql),
             parallelism,
             &counters,
             &mut stdout,
         );
-        let printed = with_progress_bar(&layout, &counters, engine).await;
+        let printed = with_progress_bar(Some(&layout), &counters, engine).await;
         use std::io::Write;
         stdout.flush()?;
         printed
@@ -191,34 +332,38 @@ pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bo
             parallelism,
             &counters,
         );
-        with_progress_bar(&layout, &counters, engine).await
+        with_progress_bar(Some(&layout), &counters, engine).await
     }
-    .map_err(|e| anyhow::anyhow!("{e} ({})", e.reason()))?;
+    .map_err(failed)?;
     let seconds = started.elapsed().as_secs_f64();
     let mut value = serde_json::to_value(&summary)?;
     value["object"] = layout.object.url().into();
     value["size"] = layout.object.size.into();
     value["seconds"] = ((seconds * 1000.0).round() / 1000.0).into();
     if !args.json {
-        print_summary(&layout, &summary, seconds, !prints_rows);
+        print_summary(&layout.object.url(), &summary, seconds, !prints_rows);
     }
     Ok((value, args.json))
 }
 
-/// Runs `engine` under a progress bar of bytes and chunks.
+/// Runs `engine` under a progress bar of bytes, chunks and objects (of one object: toward its
+/// size and chunk count).
 async fn with_progress_bar<T>(
-    layout: &Layout,
+    layout: Option<&Layout>,
     counters: &Counters,
     engine: impl Future<Output = T>,
 ) -> T {
-    let bar = ProgressBar::new(layout.object.size.saturating_sub(layout.data_start));
+    let bar = match layout {
+        Some(layout) => ProgressBar::new(layout.object.size.saturating_sub(layout.data_start)),
+        None => ProgressBar::no_length(),
+    };
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} {bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} {msg}",
         )
         .expect("valid template"),
     );
-    let total_chunks = layout.chunk_count();
+    let total_chunks = layout.map(Layout::chunk_count);
     tokio::pin!(engine);
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let done = loop {
@@ -227,7 +372,13 @@ async fn with_progress_bar<T>(
             _ = tick.tick() => {
                 bar.set_position(counters.bytes.load(Ordering::Relaxed));
                 let chunks = counters.chunks.load(Ordering::Relaxed);
-                bar.set_message(format!("{chunks}/{total_chunks} chunks"));
+                bar.set_message(match total_chunks {
+                    Some(total) => format!("{chunks}/{total} chunks"),
+                    None => format!(
+                        "{chunks} chunks of {} objects",
+                        counters.objects.load(Ordering::Relaxed)
+                    ),
+                });
             }
         }
     };
@@ -237,17 +388,18 @@ async fn with_progress_bar<T>(
 
 /// The summary on stderr; the result on stdout as a table of name and value (`result_out`:
 /// stdout holds no rows).
-fn print_summary(layout: &Layout, summary: &ScanSummary, seconds: f64, result_out: bool) {
+fn print_summary(location: &str, summary: &ScanSummary, seconds: f64, result_out: bool) {
     let reruns = match summary.reruns {
         0 => String::new(),
         n => format!(" ({n} re-run)"),
     };
+    let objects = match summary.objects {
+        1 => String::new(),
+        n => format!("{n} objects, "),
+    };
     eprintln!(
-        "{}: {} records in {} chunks{reruns}, {} bytes in {seconds:.1} s",
-        layout.object.url(),
-        summary.records,
-        summary.chunks,
-        summary.bytes,
+        "{location}: {objects}{} records in {} chunks{reruns}, {} bytes in {seconds:.1} s",
+        summary.records, summary.chunks, summary.bytes,
     );
     if let Some(groups) = &summary.row_groups {
         eprintln!(

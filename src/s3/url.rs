@@ -42,6 +42,15 @@ impl S3Url {
         }
     }
 
+    /// `s3://bucket[/key]`: an object, a glob or a folder of it, or (with no key) the bucket.
+    pub fn location(text: &str) -> Result<S3Url, S3UrlError> {
+        let (bucket, key) = split(text).ok_or_else(|| S3UrlError {
+            text: text.into(),
+            wanted: "an s3://bucket/key URL",
+        })?;
+        Ok(S3Url::new(bucket, key.unwrap_or_default()))
+    }
+
     /// `s3://bucket` or `s3://bucket/prefix`: the prefix ends in `/` (one is added) or is empty.
     pub fn prefix(text: &str) -> Result<S3Url, S3UrlError> {
         let (bucket, key) = split(text).ok_or_else(|| S3UrlError {

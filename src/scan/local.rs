@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use aws_sdk_s3::Client;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
@@ -25,7 +25,9 @@ use crate::shutdown::Stop;
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanSummary {
-    /// Chunks the object was split into.
+    /// Objects scanned.
+    pub objects: u64,
+    /// Chunks the objects were split into.
     pub chunks: u32,
     /// Records in the object.
     pub records: u64,
@@ -40,17 +42,17 @@ pub struct ScanSummary {
     /// The manifest's `s3://` URL, when rows went to an output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
-    /// Parquet: the file's row groups, those skipped by their statistics, and bytes fetched.
+    /// Parquet: the files' row groups, those skipped by their statistics, and bytes fetched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub row_groups: Option<RowGroupsSummary>,
 }
 
-/// What a Parquet scan read of the file's row groups.
+/// What a Parquet scan read of the files' row groups.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RowGroupsSummary {
-    /// Row groups in the file.
-    pub total: u32,
+    /// Row groups in the files.
+    pub total: u64,
     /// Row groups not read: their statistics ruled the query out.
     pub skipped: u64,
     /// Bytes of those row groups.
@@ -66,6 +68,8 @@ pub struct Counters {
     pub bytes: Arc<AtomicU64>,
     /// Chunks accepted.
     pub chunks: Arc<AtomicU64>,
+    /// Objects planned (a scan of many objects plans them as it goes).
+    pub objects: Arc<AtomicU64>,
 }
 
 /// An id for one run of a scan on this machine, for its chunks' upload records.
@@ -125,28 +129,15 @@ pub async fn scan(
     // Offers the chunks in order as they come in; a wrong start state guess runs a chunk again.
     let merge = async |report: ChunkReport| -> Result<(), ScanError> {
         waiting.insert(report.index, report);
-        while let Some(mut report) = waiting.remove(&merged.verifier.next) {
-            let mut chunk = task(merged.verifier.next, None);
+        while let Some(report) = waiting.remove(&merged.verifier.next) {
+            let chunk = task(merged.verifier.next, None);
             let (truth, before) = (merged.verifier.state, merged.verifier.rows);
-            loop {
-                match merged.verifier.offer(&report, &chunk) {
-                    Verdict::Accepted => {
-                        let accepted = (report.index, report.rows, truth);
-                        merged.crossing =
-                            merged
-                                .crossing
-                                .or(Crossing::of(query.limit, before, accepted));
-                        break;
-                    }
-                    Verdict::Failed(error) => return Err(error),
-                    Verdict::RunFrom(state) => {
-                        merged.reruns += 1;
-                        chunk = task(report.index, Some(state));
-                        let progress = Arc::new(AtomicU64::new(0));
-                        report = run_chunk(s3, &chunk, progress, halted.clone()).await?;
-                    }
-                }
-            }
+            let (report, reruns) = accept(s3, &mut merged.verifier, report, chunk, &halted).await?;
+            merged.reruns += reruns;
+            let accepted = (report.index, report.rows, truth);
+            merged.crossing = merged
+                .crossing
+                .or(Crossing::of(query.limit, before, accepted));
             counters
                 .chunks
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -172,11 +163,213 @@ pub async fn scan(
     summarize(s3, (layout, query), output.as_ref(), merged).await
 }
 
+/// Offers `report` of `task` to `verifier`, running the chunk again from its true start state
+/// while it guessed wrong; returns the accepted report and how many runs that took.
+async fn accept(
+    s3: &Client,
+    verifier: &mut Verifier,
+    mut report: ChunkReport,
+    mut task: ChunkTask,
+    halted: &Stop,
+) -> Result<(ChunkReport, u32), ScanError> {
+    let mut reruns = 0;
+    loop {
+        match verifier.offer(&report, &task) {
+            Verdict::Accepted => return Ok((report, reruns)),
+            Verdict::Failed(error) => return Err(error),
+            Verdict::RunFrom(state) => {
+                reruns += 1;
+                task.start_state = Some(state);
+                let progress = Arc::new(AtomicU64::new(0));
+                report = run_chunk(s3, &task, progress, halted.clone()).await?;
+            }
+        }
+    }
+}
+
+/// Chunk `index` of `layout` running `sql` for the scan `run`, its rows (if any) kept on this
+/// machine.
+fn local_task(
+    layout: &Layout,
+    index: u32,
+    start_state: Option<State>,
+    (sql, run): (&str, &str),
+) -> ChunkTask {
+    ChunkTask {
+        layout: layout.clone(),
+        index,
+        start_state,
+        work: Work::Query {
+            sql: sql.to_string(),
+            output: None,
+        },
+        run: run.to_string(),
+        keep_rows: None,
+    }
+}
+
+/// One chunk of one of a scan's objects: the object's place in key order, its layout, and the
+/// chunk's index in it.
+type ObjectChunk = (u64, Arc<Layout>, u32);
+
+/// The chunks of `layouts`, object after object, counting the objects.
+fn object_chunks<S>(
+    layouts: S,
+    objects: Arc<AtomicU64>,
+) -> impl futures::Stream<Item = Result<ObjectChunk, ScanError>> + Send + use<S>
+where
+    S: futures::Stream<Item = Result<Layout, ScanError>> + Send,
+{
+    layouts
+        .enumerate()
+        .map(move |(ordinal, layout)| {
+            objects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            layout.map(|layout| {
+                let (layout, ordinal) = (Arc::new(layout), ordinal as u64);
+                futures::stream::iter(
+                    (0..layout.chunk_count())
+                        .map(move |index| Ok((ordinal, layout.clone(), index))),
+                )
+            })
+        })
+        .try_flatten()
+}
+
+/// The objects of a scan merged in key order: each object's chunks are checked by a verifier of
+/// its own, which is added to the scan's totals once its last chunk is in.
+struct ObjectMerge {
+    totals: Verifier,
+    current: Option<(u64, Arc<Layout>, Verifier)>,
+    empty: Vec<crate::scan::value::Partial>,
+    row_groups: u64,
+}
+
+impl ObjectMerge {
+    fn new(query: &Query) -> ObjectMerge {
+        ObjectMerge {
+            totals: Verifier::new(query.empty_partials()),
+            current: None,
+            empty: query.empty_partials(),
+            row_groups: 0,
+        }
+    }
+
+    /// The verifier of object `ordinal`, the previous object finished when this one is new.
+    fn verifier(&mut self, ordinal: u64, layout: &Arc<Layout>) -> Result<&mut Verifier, ScanError> {
+        match self.current.take() {
+            Some(current) if current.0 == ordinal => self.current = Some(current),
+            previous => {
+                self.finish(previous)?;
+                self.row_groups += layout
+                    .parquet
+                    .as_ref()
+                    .map_or(0, |p| u64::from(p.row_groups));
+                let verifier = Verifier::new(self.empty.clone());
+                self.current = Some((ordinal, layout.clone(), verifier));
+            }
+        }
+        match &mut self.current {
+            Some((_, _, verifier)) => Ok(verifier),
+            None => Err(ScanError::InvalidScan("no object is being merged".into())),
+        }
+    }
+
+    fn finish(&mut self, object: Option<(u64, Arc<Layout>, Verifier)>) -> Result<(), ScanError> {
+        if let Some((_, layout, verifier)) = object {
+            verifier.finish(&layout)?;
+            self.totals.absorb(&verifier)?;
+        }
+        Ok(())
+    }
+
+    /// The totals, once every chunk is in.
+    fn done(mut self) -> Result<(Verifier, u64), ScanError> {
+        let last = self.current.take();
+        self.finish(last)?;
+        Ok((self.totals, self.row_groups))
+    }
+}
+
+/// Runs an aggregate query over every chunk of every object of `layouts` (in key order, planned
+/// as they come), with at most `parallelism` chunks at once, and merges them: each object's
+/// chunks in order, the objects in key order. A failure or a `stop` halts the scan.
+pub async fn scan_objects(
+    s3: &Client,
+    layouts: impl futures::Stream<Item = Result<Layout, ScanError>> + Send,
+    (query, sql): (&Query, &str),
+    (parallelism, stop): (usize, Stop),
+    counters: &Counters,
+) -> Result<ScanSummary, ScanError> {
+    let run = run_id();
+    let task = |layout: &Layout, index| local_task(layout, index, None, (sql, &run));
+    let (halt, halted) = watch::channel(false);
+    let halted = Stop::on(halted);
+    let runs = object_chunks(layouts, counters.objects.clone())
+        .map(|chunk| {
+            let (progress, halted) = (counters.bytes.clone(), halted.clone());
+            let task = &task;
+            async move {
+                let (ordinal, layout, index) = chunk?;
+                if halted.is_requested() {
+                    return Err(ScanError::Stopped);
+                }
+                let report = run_chunk(s3, &task(&layout, index), progress, halted).await?;
+                Ok((ordinal, layout, index, report))
+            }
+        })
+        .buffered(parallelism.max(1));
+    let mut runs = std::pin::pin!(runs);
+    let (mut merged, mut reruns) = (ObjectMerge::new(query), 0);
+    let merge = async |(ordinal, layout, index, report): (u64, Arc<Layout>, u32, ChunkReport)| {
+        let verifier = merged.verifier(ordinal, &layout)?;
+        let (_, again) = accept(s3, verifier, report, task(&layout, index), &halted).await?;
+        reruns += again;
+        counters
+            .chunks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    };
+    drain(&mut runs, merge, stop, halt).await?;
+    let (totals, row_groups) = merged.done()?;
+    Ok(objects_summary(
+        counters,
+        (&totals, row_groups),
+        totals.result(query),
+        reruns,
+    ))
+}
+
+/// The summary of a scan of objects: `totals` of their chunks, `row_groups` in them.
+fn objects_summary(
+    counters: &Counters,
+    (totals, row_groups): (&Verifier, u64),
+    (rows, result): (u64, serde_json::Map<String, serde_json::Value>),
+    reruns: u32,
+) -> ScanSummary {
+    let count = |counter: &AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    ScanSummary {
+        objects: count(&counters.objects),
+        chunks: u32::try_from(count(&counters.chunks)).unwrap_or(u32::MAX),
+        records: totals.records,
+        bytes: totals.bytes,
+        rows,
+        reruns,
+        result,
+        manifest: None,
+        row_groups: (row_groups > 0).then_some(RowGroupsSummary {
+            total: row_groups,
+            skipped: totals.row_groups.skipped,
+            skipped_bytes: totals.row_groups.skipped_bytes,
+            fetched_bytes: totals.row_groups.fetched_bytes,
+        }),
+    }
+}
+
 /// Hands the chunks' reports to `merge` until every chunk has ended. The first failure, or a
 /// `stop`, halts the chunks (`halt`), and is returned once those still running have ended.
-async fn drain(
-    runs: &mut (impl futures::Stream<Item = Result<ChunkReport, ScanError>> + Unpin),
-    mut merge: impl AsyncFnMut(ChunkReport) -> Result<(), ScanError>,
+async fn drain<T>(
+    runs: &mut (impl futures::Stream<Item = Result<T, ScanError>> + Unpin),
+    mut merge: impl AsyncFnMut(T) -> Result<(), ScanError>,
     mut stop: Stop,
     halt: watch::Sender<bool>,
 ) -> Result<(), ScanError> {
@@ -213,15 +406,19 @@ impl<W: std::io::Write + Send> RowOutput for W {
     }
 }
 
-/// Runs a row query with at most `parallelism` chunks at once and writes its rows to `out` in
-/// object order: a header row (when the columns have names), then each chunk's rows as they come,
-/// while the chunks after it run. A CSV chunk's rows are written only when it read from its true
-/// start state (known once the chunks before it are in); one that guessed wrong is run again from
-/// it. Memory stays a few row buffers per chunk running: a chunk waits while its rows are not
-/// written yet.
+/// Runs a row query over the objects of `layouts` (in key order, `first` the first of them) with
+/// at most `parallelism` chunks at once and writes its rows to `out` in key and object order: a
+/// header row (when the columns have names), then each chunk's rows as they come, while the
+/// chunks after it run. A CSV chunk's rows are written only when it read from its true start
+/// state (known once the chunks of its object before it are in); one that guessed wrong is run
+/// again from it. Memory stays a few row buffers per chunk running: a chunk waits while its rows
+/// are not written yet.
 pub async fn print_rows(
     s3: &Client,
-    layout: &Layout,
+    (first, layouts): (
+        &Layout,
+        impl futures::Stream<Item = Result<Layout, ScanError>> + Send + 'static,
+    ),
     (query, sql): (&Query, &str),
     (parallelism, stop): (usize, Stop),
     counters: &Counters,
@@ -231,31 +428,22 @@ pub async fn print_rows(
         what: "rows".into(),
         source: e,
     };
-    let format = match (layout.format, query.output_names()) {
+    let format = match (first.format, query.output_names()) {
         (super::InputFormat::JsonLines, None) => OutputFormat::JsonLines,
         _ => OutputFormat::Csv,
     };
     let names = query
         .output_names()
-        .unwrap_or_else(|| layout.columns.clone());
+        .unwrap_or_else(|| first.columns.clone());
     if format == OutputFormat::Csv && !names.is_empty() {
         let mut header = csv::WriterBuilder::new().from_writer(Vec::new());
         header.write_record(&names).map_err(|e| written(e.into()))?;
         let header = header.into_inner().map_err(|e| written(e.into_error()))?;
         out.write_rows(&header).map_err(written)?;
     }
-    let count = layout.chunk_count();
     let run = run_id();
-    let task = |index, start_state| ChunkTask {
-        layout: layout.clone(),
-        index,
-        start_state,
-        work: Work::Query {
-            sql: sql.to_string(),
-            output: None,
-        },
-        run: run.clone(),
-        keep_rows: None,
+    let task = move |layout: &Layout, index, start_state| {
+        local_task(layout, index, start_state, (sql, &run))
     };
     let (halt, halted) = watch::channel(false);
     let halted = Stop::on(halted);
@@ -264,9 +452,18 @@ pub async fn print_rows(
     let (started_tx, mut started) = mpsc::channel(parallelism.max(1));
     let starter = {
         let (s3, halted, progress) = (s3.clone(), halted.clone(), counters.bytes.clone());
-        let tasks: Vec<ChunkTask> = (0..count).map(|index| task(index, None)).collect();
+        let chunks = object_chunks(layouts, counters.objects.clone());
+        let first_task = task(first, 0, None);
         tokio::spawn(async move {
-            for task in tasks {
+            let mut chunks = std::pin::pin!(chunks);
+            while let Some(chunk) = chunks.next().await {
+                let (ordinal, layout, index) = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(error) => {
+                        let _ = started_tx.send(Err(error)).await;
+                        return;
+                    }
+                };
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
@@ -276,17 +473,23 @@ pub async fn print_rows(
                     to: rows_tx,
                 };
                 let (s3, halted, progress) = (s3.clone(), halted.clone(), progress.clone());
+                let task = ChunkTask {
+                    layout: (*layout).clone(),
+                    index,
+                    ..first_task.clone()
+                };
                 let running = tokio::spawn(async move {
                     let _permit = permit;
                     run_chunk_to(&s3, &task, progress, halted, Some(local)).await
                 });
-                if started_tx.send((rows_rx, running)).await.is_err() {
+                let started = (ordinal, layout, index, rows_rx, running);
+                if started_tx.send(Ok(started)).await.is_err() {
                     return;
                 }
             }
         })
     };
-    let mut verifier = Verifier::new(query.empty_partials());
+    let mut merged = ObjectMerge::new(query);
     let mut stop = stop;
     let mut reruns = 0;
     // Rows LIMIT still lets through: each chunk stops at LIMIT rows of its own.
@@ -295,22 +498,24 @@ pub async fn print_rows(
         left: query.limit,
     };
     let outcome: Result<(), ScanError> = async {
-        for index in 0..count {
-            if wanted.left == Some(0) {
-                break;
-            }
-            let (rows, running) = tokio::select! {
-                started = started.recv() => started.ok_or(ScanError::Stopped)?,
+        while wanted.left != Some(0) {
+            let next = tokio::select! {
+                started = started.recv() => started,
                 () = stop.requested() => return Err(ScanError::Stopped),
             };
-            let mut chunk = task(index, None);
+            let Some(next) = next else {
+                return Ok(());
+            };
+            let (ordinal, layout, index, rows, running) = next?;
+            let verifier = merged.verifier(ordinal, &layout)?;
+            let mut chunk = task(&layout, index, None);
             let report = match forward(rows, verifier.state, out, &mut wanted).await? {
                 Forwarded::All => running.await.map_err(ScanError::Parser)??,
                 Forwarded::WrongStart => {
                     // Its rows were not written: it runs again from its true start, alone.
                     running.abort();
                     reruns += 1;
-                    chunk = task(index, Some(verifier.state));
+                    chunk = task(&layout, index, Some(verifier.state));
                     let (rows_tx, rows_rx) = mpsc::channel(2);
                     let local = LocalRows {
                         format,
@@ -352,35 +557,29 @@ pub async fn print_rows(
     let _ = halt.send(true);
     starter.abort();
     outcome?;
-    let (rows, result) = match wanted.left {
-        // LIMIT reached: the chunks after are not read.
-        Some(0) => {
+    let limit_reached = wanted.left == Some(0);
+    let (totals, row_groups) = if limit_reached {
+        // The chunks after are not read: the last object is not finished.
+        (merged.totals.clone(), merged.row_groups)
+    } else {
+        merged.done()?
+    };
+    let rows_and_result = match limit_reached {
+        true => {
             let rows = query.limit.unwrap_or(0);
             (
                 rows,
                 [("rows".to_string(), rows.into())].into_iter().collect(),
             )
         }
-        _ => {
-            verifier.finish(layout)?;
-            verifier.result(query)
-        }
+        false => totals.result(query),
     };
-    Ok(ScanSummary {
-        chunks: count,
-        records: verifier.records,
-        bytes: verifier.bytes,
-        rows,
+    Ok(objects_summary(
+        counters,
+        (&totals, row_groups),
+        rows_and_result,
         reruns,
-        result,
-        manifest: None,
-        row_groups: layout.parquet.as_ref().map(|parquet| RowGroupsSummary {
-            total: parquet.row_groups,
-            skipped: verifier.row_groups.skipped,
-            skipped_bytes: verifier.row_groups.skipped_bytes,
-            fetched_bytes: verifier.row_groups.fetched_bytes,
-        }),
-    })
+    ))
 }
 
 /// How a chunk's rows went to the output.
@@ -500,6 +699,7 @@ async fn summarize(
         None => None,
     };
     Ok(ScanSummary {
+        objects: 1,
         chunks: layout.chunk_count(),
         records: verifier.records,
         bytes: verifier.bytes,
@@ -508,7 +708,7 @@ async fn summarize(
         result,
         manifest,
         row_groups: layout.parquet.as_ref().map(|parquet| RowGroupsSummary {
-            total: parquet.row_groups,
+            total: u64::from(parquet.row_groups),
             skipped: verifier.row_groups.skipped,
             skipped_bytes: verifier.row_groups.skipped_bytes,
             fetched_bytes: verifier.row_groups.fetched_bytes,

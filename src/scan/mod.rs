@@ -5,6 +5,7 @@ pub mod chunk;
 pub mod format;
 pub mod local;
 pub mod manifest;
+pub mod objects;
 pub mod parquet;
 pub mod plan;
 pub mod sql;
@@ -48,7 +49,13 @@ pub enum ScanError {
     /// The scan's settings do not work for this object (chunk size, record size, its task).
     #[error("{0}")]
     InvalidScan(String),
-    /// The object is compressed in a way s3flow does not read (only gzip is).
+    /// A scan's source selects no object (a glob matching nothing).
+    #[error("no objects: {0}")]
+    NoObjects(String),
+    /// A scan's source selects more objects than it allows.
+    #[error("too many objects: {0}")]
+    TooManyObjects(String),
+    /// The object is compressed in a way s3flow does not read (gzip, zstd and bzip2 are read).
     #[error("unsupported object: {0}")]
     Unsupported(String),
     /// The object is not of the format the scan names, or its structure is broken.
@@ -141,6 +148,8 @@ impl ScanError {
             Self::InvalidSql(_) => "InvalidSql",
             Self::HeaderMismatch(_) => "HeaderMismatch",
             Self::InvalidScan(_) => "InvalidScan",
+            Self::NoObjects(_) => "NoObjects",
+            Self::TooManyObjects(_) => "TooManyObjects",
             Self::Unsupported(_) => "UnsupportedObject",
             Self::InvalidObject(_) => "InvalidObject",
             Self::MalformedRecord { .. } => "MalformedRecord",

@@ -38,6 +38,28 @@ pub struct ObjectVersion {
 }
 
 impl ObjectVersion {
+    /// The version of `bucket/key` that S3 gave `size` and `etag` for (a HEAD, a listing): a
+    /// store that gives no ETag cannot be scanned, as no read could be pinned.
+    pub fn pinned(
+        bucket: &str,
+        key: &str,
+        size: u64,
+        etag: Option<String>,
+    ) -> Result<ObjectVersion, ScanError> {
+        let etag = etag.ok_or_else(|| {
+            ScanError::InvalidObject(format!(
+                "s3://{bucket}/{key} came without an ETag: every read pins the object's version \
+                 by it, so a store that gives none cannot be scanned"
+            ))
+        })?;
+        Ok(ObjectVersion {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            size,
+            etag,
+        })
+    }
+
     /// `s3://bucket/key`, for messages.
     pub fn url(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
@@ -250,7 +272,7 @@ pub fn expand_ranges(text: &str, limit: u32) -> Result<Vec<u32>, String> {
 }
 
 /// The format `auto` takes an object for: Parquet when it starts with `PAR1`, else by its name's
-/// extension (a `.gz` ending set aside), else CSV.
+/// extension (a compression's ending set aside), else CSV.
 pub async fn detect_format(
     s3: &Client,
     bucket: &str,
@@ -300,7 +322,7 @@ pub enum DetectedFormat {
 /// The format an object's name suggests (CSV when it suggests none).
 pub fn format_by_name(key: &str) -> DetectedFormat {
     let name = key.to_ascii_lowercase();
-    let name = name.strip_suffix(".gz").unwrap_or(&name);
+    let (_, name) = Compression::of_name(&name);
     match name.rsplit_once('.').map(|(_, extension)| extension) {
         Some("parquet" | "pq") => DetectedFormat::Parquet,
         Some("jsonl" | "ndjson" | "json") => DetectedFormat::JsonLines,
@@ -372,46 +394,66 @@ async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
         .await
         .map_err(|e| s3_error(&format!("HEAD {location}"), e))?;
     let size = head.content_length().unwrap_or_default().max(0) as u64;
-    let etag = head
-        .e_tag()
-        .ok_or_else(|| {
-            ScanError::InvalidObject(format!(
-                "HEAD {location} returned no ETag: every read pins the object's version by it, so \
-                 a store that gives none cannot be scanned"
-            ))
-        })?
-        .to_string();
+    let object = ObjectVersion::pinned(
+        &request.bucket,
+        &request.key,
+        size,
+        head.e_tag().map(str::to_string),
+    )?;
+    plan_version(s3, request, object, head.content_encoding()).await
+}
+
+/// Plans `object` (its version already known, from a listing or a HEAD) for `request`'s format:
+/// reads its first bytes (its compression, header row and where records start), or a Parquet
+/// footer.
+pub async fn plan_object(
+    s3: &Client,
+    request: &PlanRequest,
+    object: ObjectVersion,
+) -> Result<Layout, ScanError> {
+    check_request(request)?;
+    let location = object.url();
+    within_deadline(
+        &location,
+        PLANNING_DEADLINE,
+        plan_version(s3, request, object, None),
+    )
+    .await
+}
+
+/// [`plan_object`]; `content_encoding` is the object's header, when a HEAD gave it.
+async fn plan_version(
+    s3: &Client,
+    request: &PlanRequest,
+    object: ObjectVersion,
+    content_encoding: Option<&str>,
+) -> Result<Layout, ScanError> {
+    let location = object.url();
+    let size = object.size;
     if request.format == InputFormat::Parquet {
-        return plan_parquet(s3, request, etag, size).await;
+        return plan_parquet(s3, request, object).await;
     }
-    let prefix = read_prefix(s3, request, &etag, size.min(MAX_HEADER_BYTES)).await?;
+    let prefix = read_prefix(s3, &object, size.min(MAX_HEADER_BYTES)).await?;
     if prefix.starts_with(MAGIC) && std::str::from_utf8(&prefix).is_err() {
         return Err(ScanError::InvalidObject(format!(
             "{location} is a Parquet file (it starts with PAR1): scan it with the parquet format"
         )));
     }
-    let unsupported = |kind: &str| {
-        ScanError::Unsupported(format!(
-            "{location} is {kind}-compressed; only gzip is read (as one chunk)"
-        ))
-    };
     let compression = match magic(&prefix) {
         Some(Magic::Compressed(compression)) => compression,
-        Some(Magic::Unsupported(kind)) => return Err(unsupported(kind)),
-        _ if head
-            .content_encoding()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gzip")) =>
-        {
-            Compression::Gzip
+        Some(Magic::Unsupported(kind)) => {
+            return Err(ScanError::Unsupported(format!(
+                "{location} is {kind}-compressed; gzip, zstd and bzip2 are read"
+            )));
         }
-        _ => Compression::None,
+        _ => content_encoding
+            .and_then(|encoding| Compression::named(&encoding.to_ascii_lowercase()))
+            .filter(|c| matches!(c, Compression::Gzip | Compression::Zstd))
+            .unwrap_or(Compression::None),
     };
-    if !compression.is_read() {
-        return Err(unsupported(compression.name()));
-    }
     let (text, complete) = match compression {
-        Compression::Gzip => gunzip_start(&prefix, size),
-        _ => (prefix, size <= MAX_HEADER_BYTES),
+        Compression::None => (prefix, size <= MAX_HEADER_BYTES),
+        compressed => decompressed_start(compressed, &prefix, size),
     };
     let bom = if text.starts_with(UTF8_BOM) { 3 } else { 0 };
     let (columns, data_start) = match request.format {
@@ -430,12 +472,7 @@ async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
         )));
     }
     let layout = Layout {
-        object: crate::scan::ObjectVersion {
-            bucket: request.bucket.clone(),
-            key: request.key.clone(),
-            size,
-            etag,
-        },
+        object,
         format: request.format,
         columns,
         data_start,
@@ -457,26 +494,25 @@ async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
 async fn plan_parquet(
     s3: &Client,
     request: &PlanRequest,
-    etag: String,
-    size: u64,
+    object: ObjectVersion,
 ) -> Result<Layout, ScanError> {
-    let object = (request.bucket.as_str(), request.key.as_str());
-    let (columns, parquet) = parquet::plan(s3, object, (&etag, size), request.chunk_size).await?;
+    let (columns, parquet) = parquet::plan(
+        s3,
+        (object.bucket.as_str(), object.key.as_str()),
+        (&object.etag, object.size),
+        request.chunk_size,
+    )
+    .await?;
     if let Some(expected) = &request.expected_headers
         && *expected != columns
     {
         return Err(ScanError::HeaderMismatch(format!(
-            "s3://{}/{} has columns {columns:?}, expected {expected:?}",
-            request.bucket, request.key
+            "{} has columns {columns:?}, expected {expected:?}",
+            object.url()
         )));
     }
     Ok(Layout {
-        object: crate::scan::ObjectVersion {
-            bucket: request.bucket.clone(),
-            key: request.key.clone(),
-            size,
-            etag,
-        },
+        object,
         format: InputFormat::Parquet,
         columns,
         data_start: MAGIC.len() as u64,
@@ -508,29 +544,28 @@ fn check_request(request: &PlanRequest) -> Result<(), ScanError> {
     Ok(())
 }
 
-/// The start of a gzip object's text (at most the header limit) from its first bytes, and
+/// The start of a compressed object's text (at most the header limit) from its first bytes, and
 /// whether that is all of it.
-fn gunzip_start(prefix: &[u8], size: u64) -> (Vec<u8>, bool) {
+fn decompressed_start(compression: Compression, prefix: &[u8], size: u64) -> (Vec<u8>, bool) {
     let mut decoded = Vec::new();
-    let read = flate2::bufread::MultiGzDecoder::new(prefix)
-        .take(MAX_HEADER_BYTES)
-        .read_to_end(&mut decoded);
-    // A prefix of a gzip stream ends in a truncated-stream error: what decoded is the start.
+    let read = compression
+        .decoder(prefix)
+        .and_then(|decoder| decoder.take(MAX_HEADER_BYTES).read_to_end(&mut decoded));
+    // A prefix of a compressed stream ends in a truncated-stream error: what decoded is the start.
     let complete = read.is_ok() && size <= MAX_HEADER_BYTES;
     (decoded, complete)
 }
 
 async fn read_prefix(
     s3: &Client,
-    request: &PlanRequest,
-    etag: &str,
+    object: &ObjectVersion,
     length: u64,
 ) -> Result<Vec<u8>, ScanError> {
     if length == 0 {
         return Ok(Vec::new());
     }
     let range = (0, length);
-    RangeStream::new(s3, &request.bucket, &request.key, Some(etag), range)
+    RangeStream::new(s3, &object.bucket, &object.key, Some(&object.etag), range)
         .collect(length as usize)
         .await
         .map_err(read_failure)

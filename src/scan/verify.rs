@@ -270,6 +270,30 @@ impl Verifier {
         Verdict::Accepted
     }
 
+    /// Adds the totals of another object's verifier, all of whose chunks were accepted (a scan
+    /// of many objects merges them in key order).
+    pub fn absorb(&mut self, object: &Verifier) -> Result<(), ScanError> {
+        let sum = |a: u64, b: u64| {
+            a.checked_add(b)
+                .ok_or_else(|| ScanError::InvalidScan("the scan's counts overflow".into()))
+        };
+        for (merged, partial) in self.partials.iter_mut().zip(&object.partials) {
+            merged
+                .merge(partial)
+                .map_err(|e| ScanError::InvalidScan(e.to_string()))?;
+        }
+        self.records = sum(self.records, object.records)?;
+        self.bytes = sum(self.bytes, object.bytes)?;
+        self.rows = sum(self.rows, object.rows)?;
+        let (mine, theirs) = (&self.row_groups, &object.row_groups);
+        self.row_groups = RowGroupTotals {
+            skipped: sum(mine.skipped, theirs.skipped)?,
+            skipped_bytes: sum(mine.skipped_bytes, theirs.skipped_bytes)?,
+            fetched_bytes: sum(mine.fetched_bytes, theirs.fetched_bytes)?,
+        };
+        Ok(())
+    }
+
     /// The query's rows (cut to its LIMIT) and result over the chunks accepted so far.
     pub fn result(&self, query: &Query) -> (u64, serde_json::Map<String, serde_json::Value>) {
         let rows = query.limit.map_or(self.rows, |limit| self.rows.min(limit));

@@ -2,12 +2,14 @@
 //! compression ([`Compression`], told by its first bytes or its key: `detect`), and which outputs
 //! its rows can be written as, checked when the scan is planned, before any Job runs.
 
+mod compression;
 mod detect;
 
 use serde::{Deserialize, Serialize};
 
 use super::{OutputFormat, ScanError};
 
+pub use compression::{Compression, Decoded};
 pub use detect::{Magic, PARQUET_MAGIC, magic};
 
 /// Record encoding of the scanned object.
@@ -70,54 +72,5 @@ impl InputFormat {
             ));
         }
         Ok(())
-    }
-}
-
-/// How an object's bytes are compressed as a whole (Parquet compresses inside its pages).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    /// Plain bytes: split into byte ranges.
-    #[default]
-    None,
-    /// gzip (RFC 1952): read as one stream, in one chunk.
-    Gzip,
-    /// Zstandard.
-    Zstd,
-    /// bzip2.
-    Bzip2,
-}
-
-impl Compression {
-    /// Whether the bytes are plain.
-    pub fn is_none(&self) -> bool {
-        *self == Compression::None
-    }
-
-    /// Whether an object so compressed can be split into byte ranges (only plain ones can).
-    pub fn splittable(self) -> bool {
-        self.is_none()
-    }
-
-    /// The compression's name, as status and messages give it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-            Compression::Bzip2 => "bzip2",
-        }
-    }
-
-    /// The compression of `name` ([`Compression::name`]).
-    pub fn named(name: &str) -> Option<Compression> {
-        [Self::None, Self::Gzip, Self::Zstd, Self::Bzip2]
-            .into_iter()
-            .find(|c| c.name() == name)
-    }
-
-    /// Whether s3flow decompresses it (gzip; the others are refused when the scan is planned).
-    pub fn is_read(self) -> bool {
-        matches!(self, Compression::None | Compression::Gzip)
     }
 }

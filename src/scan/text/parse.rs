@@ -5,41 +5,28 @@ use std::io::BufRead;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::extract::Extractor;
+use crate::scan::ScanError;
 use crate::scan::chunk::fetch::read_error;
 use crate::scan::chunk::sink::{RowsTo, Sink};
 use crate::scan::chunk::task::{ChunkReport, ChunkTask};
 use crate::scan::sql::Query;
 use crate::scan::text::split::{Machine, SplitScanner, State, guess_start};
-use crate::scan::{Compression, ScanError};
-
-/// Read buffer of the parsing thread.
-const READ_BUFFER: usize = 256 << 10;
 
 /// Reads the chunk from `source` (starting at the byte before the chunk, or at the object's start
 /// when gzipped) and processes its records.
 pub(crate) fn parse_chunk(
     task: &ChunkTask,
     query: Option<&Query>,
-    source: impl BufRead + 'static,
+    source: impl BufRead + Send + 'static,
     rows_to: Option<RowsTo>,
     progress: &AtomicU64,
 ) -> Result<ChunkReport, ScanError> {
     let layout = &task.layout;
     let (start, end) = layout.range(task.index);
-    let mut source: Box<dyn BufRead> = match layout.compression {
-        Compression::None => Box::new(source),
-        Compression::Gzip => Box::new(std::io::BufReader::with_capacity(
-            READ_BUFFER,
-            flate2::bufread::MultiGzDecoder::new(source),
-        )),
-        other => {
-            return Err(ScanError::Unsupported(format!(
-                "{} is {}-compressed; only gzip is read",
-                layout.object.url(),
-                other.name()
-            )));
-        }
-    };
+    let mut source = layout
+        .compression
+        .decoder(source)
+        .map_err(ScanError::Decode)?;
     let mut parse = ChunkParse {
         machine: Machine::new(layout.format.dialect()),
         split: SplitScanner::new(end - start),

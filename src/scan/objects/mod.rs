@@ -1,0 +1,307 @@
+//! Many objects as one scan: which objects (one key, a glob, a list of keys), listed as a stream
+//! in key order with the version every read of them is pinned to, and planned one by one. Memory
+//! stays one listing page and the objects being planned, whatever the number of objects.
+
+pub mod glob;
+
+use std::collections::VecDeque;
+
+use aws_sdk_s3::Client;
+use futures::{Stream, StreamExt, TryStreamExt};
+
+use super::plan::{Layout, ObjectVersion, PlanRequest, plan_object};
+use super::{ScanError, read_failure, s3_error};
+pub use glob::{Glob, GlobError, is_glob};
+
+/// Most keys an explicit list may name (a manifest takes more).
+pub const MAX_KEYS: usize = 1000;
+
+/// Most objects a scan takes unless it says otherwise.
+pub const DEFAULT_MAX_OBJECTS: u64 = 1_000_000;
+
+/// Objects asked for their version (HEAD) or planned at once.
+const PLANNING_CONCURRENCY: usize = 16;
+
+/// Which objects of a bucket a scan reads.
+#[derive(Clone, Debug)]
+pub enum ObjectSource {
+    /// One object.
+    Key(String),
+    /// Every object whose key the glob matches.
+    Glob(Glob),
+    /// These keys, in key order, each once.
+    Keys(Vec<String>),
+}
+
+impl ObjectSource {
+    /// A list of keys, refused when it is longer than [`MAX_KEYS`] or names a folder.
+    pub fn keys(mut keys: Vec<String>) -> Result<ObjectSource, ScanError> {
+        if keys.len() > MAX_KEYS {
+            return Err(ScanError::InvalidScan(format!(
+                "{} keys given; a list takes at most {MAX_KEYS} (use a glob or a manifest)",
+                keys.len()
+            )));
+        }
+        if let Some(key) = keys.iter().find(|k| k.is_empty() || k.ends_with('/')) {
+            return Err(ScanError::InvalidScan(format!(
+                "key {key:?} names no object (a key is not empty and does not end in /)"
+            )));
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(ObjectSource::Keys(keys))
+    }
+
+    /// The source within its bucket, as a message names it.
+    fn describe(&self) -> String {
+        match self {
+            ObjectSource::Key(key) => key.clone(),
+            ObjectSource::Glob(glob) => glob.text().to_string(),
+            ObjectSource::Keys(keys) => format!("({} keys)", keys.len()),
+        }
+    }
+}
+
+/// The objects a scan reads, and its bounds.
+#[derive(Clone, Debug)]
+pub struct Selection {
+    /// The bucket they are in.
+    pub bucket: String,
+    /// Which of its objects.
+    pub source: ObjectSource,
+    /// More objects than this fail the scan (TooManyObjects) before any is read.
+    pub max_objects: u64,
+    /// Whether no object at all is a scan of nothing rather than a failure (NoObjects).
+    pub allow_empty: bool,
+}
+
+impl Selection {
+    /// `s3://bucket/<key, glob or count of keys>`, as messages name the selection.
+    pub fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.source.describe())
+    }
+}
+
+/// The selected objects in key order, each with its size and ETag. A glob lists its prefixes a
+/// page at a time; keys are asked for with HEAD. Fails with NoObjects when nothing is selected
+/// (unless allowed), and with TooManyObjects past `max_objects`.
+pub fn list(
+    s3: &Client,
+    selection: &Selection,
+) -> impl Stream<Item = Result<ObjectVersion, ScanError>> + Send + use<> {
+    let versions = match &selection.source {
+        ObjectSource::Key(key) => heads(s3, &selection.bucket, vec![key.clone()]),
+        ObjectSource::Keys(keys) => heads(s3, &selection.bucket, keys.clone()),
+        ObjectSource::Glob(glob) => listing(s3, &selection.bucket, glob.clone()),
+    };
+    bounded(versions, selection)
+}
+
+/// `versions`, failing past the selection's bounds.
+fn bounded<S>(
+    versions: S,
+    selection: &Selection,
+) -> impl Stream<Item = Result<ObjectVersion, ScanError>> + Send + use<S>
+where
+    S: Stream<Item = Result<ObjectVersion, ScanError>> + Send + 'static,
+{
+    let (max, allow_empty) = (selection.max_objects, selection.allow_empty);
+    let what = selection.describe();
+    let end = futures::stream::once(async { None });
+    versions
+        .map(Some)
+        .chain(end)
+        .scan(0u64, move |count, version| {
+            let item = match version {
+                Some(Ok(_)) if *count == max => Some(Err(ScanError::TooManyObjects(format!(
+                    "{what} selects more than {max} objects"
+                )))),
+                Some(version) => {
+                    *count += u64::from(version.is_ok());
+                    Some(version)
+                }
+                None if *count == 0 && !allow_empty => Some(Err(ScanError::NoObjects(format!(
+                    "{what} selects no object"
+                )))),
+                None => None,
+            };
+            futures::future::ready(item)
+        })
+}
+
+/// The versions of `keys` by HEAD, in their order.
+fn heads(
+    s3: &Client,
+    bucket: &str,
+    keys: Vec<String>,
+) -> futures::stream::BoxStream<'static, Result<ObjectVersion, ScanError>> {
+    let (s3, bucket) = (s3.clone(), bucket.to_string());
+    futures::stream::iter(keys)
+        .map(move |key| {
+            let (s3, bucket) = (s3.clone(), bucket.clone());
+            async move {
+                let (size, etag) = crate::s3::object_version(&s3, &bucket, &key)
+                    .await
+                    .map_err(read_failure)?;
+                ObjectVersion::pinned(&bucket, &key, size, etag)
+            }
+        })
+        .buffered(PLANNING_CONCURRENCY)
+        .boxed()
+}
+
+/// Where a glob's listing is.
+struct Cursor {
+    s3: Client,
+    bucket: String,
+    glob: Glob,
+    /// The prefix being listed.
+    prefix: usize,
+    /// Its next page's continuation token, once a page said there is one.
+    token: Option<String>,
+}
+
+/// The objects a glob matches, listing its prefixes one after the other (so in key order).
+fn listing(
+    s3: &Client,
+    bucket: &str,
+    glob: Glob,
+) -> futures::stream::BoxStream<'static, Result<ObjectVersion, ScanError>> {
+    let cursor = Cursor {
+        s3: s3.clone(),
+        bucket: bucket.to_string(),
+        glob,
+        prefix: 0,
+        token: None,
+    };
+    futures::stream::try_unfold(cursor, |mut cursor| async move {
+        let Some(prefix) = cursor.glob.prefixes().get(cursor.prefix).cloned() else {
+            return Ok::<_, ScanError>(None);
+        };
+        let page = cursor
+            .s3
+            .list_objects_v2()
+            .bucket(&cursor.bucket)
+            .prefix(&prefix)
+            .set_continuation_token(cursor.token.take())
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("LIST s3://{}/{prefix}", cursor.bucket), e))?;
+        cursor.token = page
+            .next_continuation_token()
+            .filter(|_| page.is_truncated() == Some(true))
+            .map(str::to_string);
+        if cursor.token.is_none() {
+            cursor.prefix += 1;
+        }
+        let mut matched = VecDeque::new();
+        for object in page.contents() {
+            let Some(key) = object.key().filter(|key| cursor.glob.matches(key)) else {
+                continue;
+            };
+            let size = u64::try_from(object.size().unwrap_or_default()).unwrap_or_default();
+            let etag = object.e_tag().map(str::to_string);
+            matched.push_back(ObjectVersion::pinned(&cursor.bucket, key, size, etag));
+        }
+        Ok(Some((futures::stream::iter(matched), cursor)))
+    })
+    .try_flatten()
+    .boxed()
+}
+
+/// The objects of `versions` ([`list`]) planned for `request` (its bucket and key aside), in key
+/// order, a few at once. Every object must have the columns of the first (CSV: its header row;
+/// Parquet: its schema's names): one that does not fails with HeaderMismatch naming both.
+pub fn plan_each<S>(
+    s3: &Client,
+    versions: S,
+    request: &PlanRequest,
+) -> impl Stream<Item = Result<Layout, ScanError>> + Send + use<S>
+where
+    S: Stream<Item = Result<ObjectVersion, ScanError>> + Send + 'static,
+{
+    let (s3, request) = (s3.clone(), request.clone());
+    versions
+        .map(move |version| {
+            let (s3, request) = (s3.clone(), request.clone());
+            async move { plan_object(&s3, &request, version?).await }
+        })
+        .buffered(PLANNING_CONCURRENCY)
+        .scan(None::<(String, Vec<String>)>, |first, layout| {
+            let checked = layout.and_then(|layout| match first {
+                None => {
+                    *first = Some((layout.object.key.clone(), layout.columns.clone()));
+                    Ok(layout)
+                }
+                Some((key, columns)) if *columns != layout.columns => {
+                    Err(ScanError::HeaderMismatch(format!(
+                        "{} has columns {:?}, but {key} has {columns:?}: every object of a scan \
+                         has the same columns",
+                        layout.object.url(),
+                        layout.columns
+                    )))
+                }
+                Some(_) => Ok(layout),
+            });
+            futures::future::ready(Some(checked))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(key: &str) -> ObjectVersion {
+        ObjectVersion::pinned("b", key, 1, Some("\"e\"".into())).unwrap()
+    }
+
+    fn selection(max_objects: u64, allow_empty: bool) -> Selection {
+        Selection {
+            bucket: "b".into(),
+            source: ObjectSource::Glob(Glob::new("*.csv").unwrap()),
+            max_objects,
+            allow_empty,
+        }
+    }
+
+    async fn through(keys: &[&str], selection: &Selection) -> Vec<Result<String, &'static str>> {
+        let versions: Vec<_> = keys.iter().map(|k| Ok(version(k))).collect();
+        bounded(futures::stream::iter(versions), selection)
+            .map(|v| v.map(|v| v.key).map_err(|e| e.reason()))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn the_bounds_fail_the_listing_when_passed() {
+        let ok = |k: &str| Ok(k.to_string());
+        assert_eq!(
+            through(&["a", "b"], &selection(2, false)).await,
+            [ok("a"), ok("b")]
+        );
+        assert_eq!(
+            through(&["a", "b", "c"], &selection(2, false)).await,
+            [ok("a"), ok("b"), Err("TooManyObjects")]
+        );
+        assert_eq!(through(&[], &selection(2, false)).await, [Err("NoObjects")]);
+        assert_eq!(through(&[], &selection(2, true)).await, []);
+    }
+
+    #[test]
+    fn key_lists_are_sorted_bounded_and_name_objects() {
+        let ObjectSource::Keys(keys) =
+            ObjectSource::keys(vec!["b".into(), "a".into(), "b".into()]).unwrap()
+        else {
+            panic!("a key list");
+        };
+        assert_eq!(keys, ["a", "b"]);
+        let many = (0..=MAX_KEYS).map(|i| i.to_string()).collect();
+        assert_eq!(
+            ObjectSource::keys(many).unwrap_err().reason(),
+            "InvalidScan"
+        );
+        for bad in ["", "dir/"] {
+            assert!(ObjectSource::keys(vec![bad.into()]).is_err(), "{bad:?}");
+        }
+    }
+}

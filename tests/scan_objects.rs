@@ -1,0 +1,262 @@
+//! Many objects as one scan, as a user runs `s3flow scan` against MinIO: thousands of small CSV
+//! objects with their own headers (byte-order marks, CRLF, quoted newlines, no final newline) and
+//! large ones split in many chunks, daily dumps compressed with gzip, zstd and bzip2, JSON Lines
+//! by hive folder, and a key list. Every answer is checked against a sequential reading of every
+//! object by Python (`scan_objects/dataset.py`).
+
+mod common;
+
+use common::minio::Bucket;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// Small objects in the dataset (and three large ones among them).
+const SMALL_OBJECTS: usize = 10_000;
+
+struct Dataset {
+    bucket: Bucket,
+    expected: Value,
+    folder: std::path::PathBuf,
+}
+
+impl Drop for Dataset {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.folder);
+    }
+}
+
+/// Writes the dataset with Python, uploads every file, and returns what Python found in it.
+async fn dataset() -> Dataset {
+    let bucket = Bucket::create(&common::env().await, "objects").await;
+    let folder = std::env::temp_dir().join(common::unique("objects"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scan_objects/dataset.py");
+    let out = std::process::Command::new("python3")
+        .args([script, folder.to_str().unwrap(), &SMALL_OBJECTS.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files: Vec<_> = walk(&folder);
+    futures::stream::iter(files)
+        .map(|path| {
+            let key = path
+                .strip_prefix(&folder)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            let bucket = &bucket;
+            async move { bucket.put(&key, std::fs::read(&path).unwrap()).await }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    Dataset {
+        bucket,
+        expected,
+        folder,
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// `s3flow scan URL --sql SQL EXTRA...`: exit code, stdout, stderr, peak RSS.
+async fn scan(data: &Dataset, url: &str, sql: &str, extra: &[&str]) -> (i32, String, String, u64) {
+    let mut args: Vec<String> = [url, "--endpoint", &data.bucket.endpoint, "--sql", sql]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    common::cli::run("scan", args).await
+}
+
+/// The JSON summary of a scan that must succeed.
+async fn summary(data: &Dataset, url: &str, sql: &str, extra: &[&str]) -> (Value, u64) {
+    let mut extra = extra.to_vec();
+    extra.push("--json");
+    let (code, out, err, rss) = scan(data, url, sql, &extra).await;
+    assert_eq!(code, 0, "{url}: {err}");
+    (serde_json::from_str(&out).unwrap(), rss)
+}
+
+const CSV_SQL: &str = "SELECT COUNT(*) AS n, SUM(amount) AS total, MIN(amount) AS low, \
+                       MAX(city) AS last FROM S3Object";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
+async fn many_objects_scan_as_one_with_every_record_once() {
+    let data = dataset().await;
+    let expected = &data.expected;
+    let b = &data.bucket.name;
+
+    // Thousands of small objects and three large ones, by a glob, in 64 KiB chunks.
+    let started = std::time::Instant::now();
+    let (small, rss) = summary(
+        &data,
+        &format!("s3://{b}/small/part-*.csv"),
+        CSV_SQL,
+        &["--chunk-size", "64Ki", "--parallelism", "16"],
+    )
+    .await;
+    eprintln!(
+        "{} objects in {:.1} s, peak RSS {} MiB",
+        small["objects"],
+        started.elapsed().as_secs_f64(),
+        rss >> 20
+    );
+    assert_eq!(small["result"], expected["small"], "the small objects");
+    assert_eq!(small["objects"], expected["small_objects"]);
+    assert_eq!(
+        small["chunks"], expected["small_chunks"],
+        "every object with records in 64 KiB chunks, the large ones in many"
+    );
+    assert!(rss < 256 << 20, "peak RSS {} MiB", rss >> 20);
+
+    // A row query prints its rows in key order, with one header row.
+    let (code, out, err, _) = scan(
+        &data,
+        &format!("s3://{b}/small/"),
+        "SELECT id, note FROM S3Object s WHERE s.amount > 990",
+        &["--chunk-size", "64Ki"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, expected["small_rows"].as_str().unwrap(), "rows");
+
+    // Daily dumps compressed with gzip, zstd and bzip2, by brace alternatives.
+    let (daily, _) = summary(
+        &data,
+        &format!("s3://{b}/daily/2024-06-0?.csv.{{gz,zst,bz2}}"),
+        CSV_SQL,
+        &[],
+    )
+    .await;
+    assert_eq!(daily["result"], expected["daily"], "the daily dumps");
+    assert_eq!(daily["objects"], 9);
+    assert_eq!(daily["chunks"], 9, "a compressed object is one chunk");
+
+    // JSON Lines in hive folders, `**` reaching into them.
+    let events = format!("s3://{b}/events/**/*.jsonl");
+    let (all, _) = summary(
+        &data,
+        &events,
+        "SELECT COUNT(*) AS n, SUM(ms) AS ms FROM S3Object",
+        &["--chunk-size", "100"],
+    )
+    .await;
+    assert_eq!(all["result"], expected["events"], "the events");
+    assert_eq!(all["objects"], 6);
+    let (clicks, _) = summary(
+        &data,
+        &events,
+        "SELECT COUNT(*) AS n FROM S3Object s WHERE s.kind = 'click'",
+        &[],
+    )
+    .await;
+    assert_eq!(clicks["result"], expected["clicks"], "the clicks");
+
+    // An explicit list of keys, one per line (CRLF too).
+    let list = data.folder.join("keys.txt");
+    let keys: Vec<&str> = expected["chosen_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    std::fs::write(&list, keys.join("\r\n")).unwrap();
+    let (chosen, _) = summary(
+        &data,
+        &format!("s3://{b}"),
+        CSV_SQL,
+        &["--keys-from", list.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(chosen["objects"], keys.len());
+    assert_eq!(chosen["result"], expected["chosen"], "the listed keys");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
+async fn bad_selections_fail_with_their_reason() {
+    let bucket = Bucket::create(&common::env().await, "objects-bad").await;
+    for i in 0..3 {
+        bucket
+            .put(
+                &format!("in/{i}.csv"),
+                format!("id,v\n{i},1\n").into_bytes(),
+            )
+            .await;
+    }
+    bucket.put("in/3.csv", b"id,other\n3,1\n".to_vec()).await;
+    bucket.put("in/folder/", Vec::new()).await;
+    let b = &bucket.name;
+    let run = |url: String, extra: Vec<&'static str>| {
+        let endpoint = bucket.endpoint.clone();
+        async move {
+            let mut args = vec![
+                url,
+                "--endpoint".into(),
+                endpoint,
+                "--sql".into(),
+                "SELECT COUNT(*) AS n FROM S3Object".into(),
+            ];
+            args.extend(extra.into_iter().map(String::from));
+            common::cli::run("scan", args).await
+        }
+    };
+    // Nothing matches: NoObjects, or an empty answer when allowed.
+    let (code, _, err, _) = run(format!("s3://{b}/in/*.parquet"), vec![]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("(NoObjects)"), "{err}");
+    let (code, out, err, _) = run(
+        format!("s3://{b}/in/*.parquet"),
+        vec!["--allow-empty", "--json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let empty: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(empty["result"], json!({"n": 0}));
+    assert_eq!(empty["objects"], 0);
+    // More objects than allowed: TooManyObjects, before any is read.
+    let (code, _, err, _) = run(format!("s3://{b}/in/?.csv"), vec!["--max-objects", "2"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("(TooManyObjects)"), "{err}");
+    // Another header row: HeaderMismatch naming both objects.
+    let (code, _, err, _) = run(format!("s3://{b}/in/"), vec![]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("(HeaderMismatch)") && err.contains("in/3.csv") && err.contains("in/0.csv"),
+        "{err}"
+    );
+    // The folder marker is skipped: the first three objects are exactly three.
+    let (code, out, err, _) = run(format!("s3://{b}/in/[0-2]*"), vec!["--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let three: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (three["objects"].clone(), three["result"].clone()),
+        (json!(3), json!({"n": 3}))
+    );
+    // A broken glob and a misused key list are refused before any request.
+    let (code, _, err, _) = run(format!("s3://{b}/in/{{a,b"), vec![]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("never closed"), "{err}");
+    let (code, _, err, _) = run(format!("s3://{b}/in/"), vec!["--keys-from", "/dev/null"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("name the bucket only"), "{err}");
+}
