@@ -601,6 +601,7 @@ fn check_summary(m: &mut Mismatches, what: &str, summary: &Json, file: &File, ch
         .map(String::as_str)
         .collect();
     let want: BTreeSet<&str> = [
+        "objects",
         "chunks",
         "records",
         "bytes",
