@@ -762,20 +762,36 @@ async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
         .unwrap()
         .upload_id
         .unwrap();
-    // Once a chunk has recorded its multipart upload, its worker dies mid-upload. (A SIGKILL
-    // between CreateMultipartUpload's answer and the record leaves an upload only a lifecycle
-    // rule removes: the README says so.)
+    // Once a chunk has recorded its multipart upload, its worker dies mid-upload. The workers
+    // are killed only when each chunk has recorded its upload or completed its part, and every
+    // open upload is recorded: a SIGKILL between CreateMultipartUpload's answer and the record
+    // leaves an upload only a lifecycle rule removes (the README says so), which is not what
+    // this test is about.
     let mut killed = 0;
     for _ in 0..600 {
-        if bucket
-            .try_get(&format!("out/chunks/00000-{scope}.upload.json"))
-            .await
-            .is_ok()
-            || bucket
-                .try_get(&format!("out/chunks/00001-{scope}.upload.json"))
+        let mut recorded = Vec::new();
+        let mut settled = 0;
+        for chunk in ["00000", "00001"] {
+            let record = bucket
+                .try_get(&format!("out/chunks/{chunk}-{scope}.upload.json"))
+                .await;
+            if let Ok(record) = record {
+                let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+                recorded.push(record["uploadId"].as_str().unwrap_or_default().to_string());
+                settled += 1;
+            } else if bucket
+                .try_get(&format!("out/part-{chunk}-{scope}.csv"))
                 .await
                 .is_ok()
-        {
+            {
+                settled += 1;
+            }
+        }
+        let open = bucket.uploads().await;
+        let unrecorded = open
+            .iter()
+            .any(|id| *id != foreign && !recorded.contains(id));
+        if !recorded.is_empty() && settled == 2 && !unrecorded {
             killed = kill_workers(env, &pods.list(&ListParams::default()).await.unwrap().items);
             break;
         }

@@ -116,12 +116,12 @@ async fn many_objects_scan_as_one_with_every_record_once() {
     .await;
     eprintln!(
         "{} objects in {:.1} s, peak RSS {} MiB",
-        small["objects"],
+        small["objects"]["scanned"],
         started.elapsed().as_secs_f64(),
         rss >> 20
     );
     assert_eq!(small["result"], expected["small"], "the small objects");
-    assert_eq!(small["objects"], expected["small_objects"]);
+    assert_eq!(small["objects"]["scanned"], expected["small_objects"]);
     assert_eq!(
         small["chunks"], expected["small_chunks"],
         "every object with records in 64 KiB chunks, the large ones in many"
@@ -148,7 +148,7 @@ async fn many_objects_scan_as_one_with_every_record_once() {
     )
     .await;
     assert_eq!(daily["result"], expected["daily"], "the daily dumps");
-    assert_eq!(daily["objects"], 9);
+    assert_eq!(daily["objects"]["scanned"], 9);
     assert_eq!(daily["chunks"], 9, "a compressed object is one chunk");
 
     // JSON Lines in hive folders, `**` reaching into them.
@@ -161,7 +161,7 @@ async fn many_objects_scan_as_one_with_every_record_once() {
     )
     .await;
     assert_eq!(all["result"], expected["events"], "the events");
-    assert_eq!(all["objects"], 6);
+    assert_eq!(all["objects"]["scanned"], 6);
     let (clicks, _) = summary(
         &data,
         &events,
@@ -187,7 +187,7 @@ async fn many_objects_scan_as_one_with_every_record_once() {
         &["--keys-from", list.to_str().unwrap()],
     )
     .await;
-    assert_eq!(chosen["objects"], keys.len());
+    assert_eq!(chosen["objects"]["scanned"], keys.len());
     assert_eq!(chosen["result"], expected["chosen"], "the listed keys");
 }
 
@@ -232,7 +232,7 @@ async fn bad_selections_fail_with_their_reason() {
     assert_eq!(code, 0, "{err}");
     let empty: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(empty["result"], json!({"n": 0}));
-    assert_eq!(empty["objects"], 0);
+    assert_eq!(empty["objects"], json!({"matched": 0, "pruned": 0, "scanned": 0}));
     // More objects than allowed: TooManyObjects, before any is read.
     let (code, _, err, _) = run(format!("s3://{b}/in/?.csv"), vec!["--max-objects", "2"]).await;
     assert_ne!(code, 0);
@@ -249,7 +249,7 @@ async fn bad_selections_fail_with_their_reason() {
     assert_eq!(code, 0, "{err}");
     let three: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
-        (three["objects"].clone(), three["result"].clone()),
+        (three["objects"]["scanned"].clone(), three["result"].clone()),
         (json!(3), json!({"n": 3}))
     );
     // A broken glob and a misused key list are refused before any request.
@@ -259,4 +259,221 @@ async fn bad_selections_fail_with_their_reason() {
     let (code, _, err, _) = run(format!("s3://{b}/in/"), vec!["--keys-from", "/dev/null"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("name the bucket only"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
+async fn hive_partitions_are_columns_and_prune_objects_unread() {
+    let bucket = Bucket::create(&common::env().await, "objects-hive").await;
+    let folder = std::env::temp_dir().join(common::unique("hive"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scan_objects/hive.py");
+    let out = std::process::Command::new("python3")
+        .args([script, folder.to_str().unwrap(), &bucket.name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for path in walk(&folder) {
+        let key = path.strip_prefix(&folder).unwrap().to_str().unwrap();
+        bucket.put(key, std::fs::read(&path).unwrap()).await;
+    }
+    bucket
+        .put("conflict/year=2024/a.csv", b"year,v\n2024,1\n".to_vec())
+        .await;
+    let _ = std::fs::remove_dir_all(&folder);
+    let data = Dataset {
+        bucket,
+        expected,
+        folder,
+    };
+    let (expected, b) = (&data.expected, &data.bucket.name);
+    let trips = format!("s3://{b}/trips/**/*.parquet");
+
+    // The WHERE on the partitions reads only the objects it can match: pyarrow's answer.
+    let (kept, _) = summary(
+        &data,
+        &trips,
+        "SELECT COUNT(*) AS n, SUM(fare) AS total, MAX(id) AS top FROM S3Object \
+         WHERE year = 2024 AND month <= 3",
+        &[],
+    )
+    .await;
+    assert_eq!(kept["result"], expected["kept"], "pruned query");
+    let files = expected["files"].as_u64().unwrap();
+    let kept_files = expected["kept_files"].as_u64().unwrap();
+    assert_eq!(
+        kept["objects"],
+        json!({"matched": files, "pruned": files - kept_files, "scanned": kept_files}),
+        "objects read"
+    );
+    let (all, _) = summary(&data, &trips, "SELECT COUNT(*) AS n FROM S3Object", &[]).await;
+    assert_eq!(all["result"], expected["all"]);
+    assert_eq!(all["objects"]["pruned"], 0);
+
+    // Virtual columns, selectable and aggregated like any other.
+    let (virtuals, _) = summary(
+        &data,
+        &trips,
+        "SELECT MIN(_path) AS first, MAX(_size) AS largest, COUNT(*) AS n FROM S3Object \
+         WHERE _file = 'part-0.parquet'",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        virtuals["result"],
+        json!({"first": expected["first_path"], "largest": expected["largest"], "n": expected["all"]["n"]})
+    );
+
+    // Rows carry their partition values.
+    let (code, out, err, _) = scan(
+        &data,
+        &trips,
+        "SELECT year, month, id FROM S3Object WHERE id = 47993",
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("year,month,id\n{}\n", expected["row"].as_str().unwrap())
+    );
+
+    // Without partitions, `year` is no column of these files; a partition named as a real column
+    // is refused.
+    let (code, _, err, _) = scan(
+        &data,
+        &trips,
+        "SELECT COUNT(*) FROM S3Object WHERE year = 2024",
+        &["--hive-partitioning", "disabled"],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("no column `year`"), "{err}");
+    let (code, _, err, _) = scan(
+        &data,
+        &format!("s3://{b}/conflict/"),
+        "SELECT COUNT(*) FROM S3Object",
+        &[],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("both a hive partition"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
+async fn manifests_name_the_objects_as_aws_writes_them() {
+    let bucket = Bucket::create(&common::env().await, "objects-manifest").await;
+    let folder = std::env::temp_dir().join(common::unique("manifests"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scan_objects/manifests.py");
+    let out = std::process::Command::new("python3")
+        .args([script, folder.to_str().unwrap(), &bucket.name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for path in walk(&folder) {
+        let key = path.strip_prefix(&folder).unwrap().to_str().unwrap();
+        bucket.put(key, std::fs::read(&path).unwrap()).await;
+    }
+    let data = Dataset {
+        bucket,
+        expected,
+        folder,
+    };
+    let (expected, b) = (&data.expected, &data.bucket.name);
+    let sql = "SELECT COUNT(*) AS n, SUM(v) AS total FROM S3Object";
+    let url = format!("s3://{b}");
+    let manifest = |key: &str| format!("s3://{b}/{key}");
+
+    // A Batch Operations CSV: keys URL-encoded (spaces as +), each object asked for by HEAD.
+    let (batch, _) = summary(&data, &url, sql, &["--manifest", &manifest("manifests/batch.csv")])
+        .await;
+    assert_eq!(batch["result"], expected["batch"], "batch manifest");
+    assert_eq!(batch["objects"]["scanned"], expected["batch_objects"]);
+
+    // An Inventory: its gzip CSV data file gives sizes and ETags, and every read is pinned to them.
+    let inventory = manifest("inventory/manifest.json");
+    let (listed, _) = summary(&data, &url, sql, &["--manifest", &inventory]).await;
+    assert_eq!(listed["result"], expected["inventory"], "inventory");
+    assert_eq!(listed["objects"]["scanned"], expected["inventory_objects"]);
+
+    // A manifest pinned to another ETag, and an object replaced after the Inventory was taken,
+    // fail as ObjectChanged; a manifest naming another bucket is refused.
+    let (code, _, err, _) = scan(
+        &data,
+        &url,
+        sql,
+        &["--manifest", &inventory, "--manifest-etag", "\"0000\""],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("(ObjectChanged)") && err.contains("pins"), "{err}");
+    let replaced = expected["inventory_first"].as_str().unwrap();
+    data.bucket
+        .put(replaced, b"id,v\n1,1000\n".to_vec())
+        .await;
+    let (code, _, err, _) = scan(&data, &url, sql, &["--manifest", &inventory]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("(ObjectChanged)"), "{err}");
+    data.bucket
+        .put("manifests/other.csv", b"another-bucket,data/x.csv\n".to_vec())
+        .await;
+    let (code, _, err, _) = scan(&data, &url, sql, &["--manifest", &manifest("manifests/other.csv")])
+        .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("the scan reads bucket"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
+async fn union_by_name_binds_columns_of_objects_that_differ() {
+    let bucket = Bucket::create(&common::env().await, "objects-union").await;
+    let folder = std::env::temp_dir().join(common::unique("union"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scan_objects/union.py");
+    let out = std::process::Command::new("python3")
+        .args([script, folder.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for path in walk(&folder) {
+        let key = path.strip_prefix(&folder).unwrap().to_str().unwrap();
+        bucket.put(key, std::fs::read(&path).unwrap()).await;
+    }
+    let data = Dataset {
+        bucket,
+        expected,
+        folder,
+    };
+    let (expected, b) = (&data.expected, &data.bucket.name);
+    let sql = "SELECT COUNT(*) AS n, SUM(v) AS total, COUNT(v) AS with_v FROM S3Object";
+    for (format, glob) in [("csv", "union/csv/*.csv"), ("parquet", "union/pq/*.parquet")] {
+        let url = format!("s3://{b}/{glob}");
+        let (union, _) = summary(&data, &url, sql, &["--union-by-name"]).await;
+        assert_eq!(union["result"], expected[format], "{format} by name");
+        // Without it, the objects' columns must agree.
+        let (code, _, err, _) = scan(&data, &url, sql, &[]).await;
+        assert_ne!(code, 0, "{format}");
+        assert!(err.contains("(HeaderMismatch)"), "{format}: {err}");
+        let (code, _, err, _) =
+            scan(&data, &url, "SELECT * FROM S3Object", &["--union-by-name"]).await;
+        assert_ne!(code, 0, "{format}");
+        assert!(err.contains("name the columns"), "{format}: {err}");
+    }
 }

@@ -9,7 +9,9 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use s3flow::s3::S3Url;
 use s3flow::scan::local::{Counters, ScanSummary, print_rows, scan, scan_objects};
-use s3flow::scan::objects::{self, Glob, ObjectSource, Selection, is_glob};
+use s3flow::scan::objects::{
+    self, Glob, HivePartitioning, ManifestRef, ObjectSource, Planning, Selection, is_glob,
+};
 use s3flow::scan::plan::{DetectedFormat, detect_format};
 use s3flow::scan::sql::{Columns, compile};
 use s3flow::scan::{InputFormat, Layout, Output, OutputFormat, PlanRequest, plan};
@@ -29,18 +31,34 @@ enum FormatArg {
 pub(crate) struct ScanArgs {
     /// What to scan: one object (s3://bucket/key); every object a glob matches
     /// (s3://bucket/logs/**/*.csv: `*` within a folder, `**` any depth, `?`, `[...]`, `{a,b}`);
-    /// every object under a folder (s3://bucket/logs/); or, with --keys-from, s3://bucket.
+    /// every object under a folder (s3://bucket/logs/); or, with --keys-from or --manifest,
+    /// s3://bucket.
     #[arg(value_parser = S3Url::location)]
     object: S3Url,
     /// A file naming the keys to scan, one per line (at most 1,000), in the URL's bucket.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "manifest")]
     keys_from: Option<std::path::PathBuf>,
+    /// A manifest of the objects to scan, all in the URL's bucket: an S3 Batch Operations CSV
+    /// (bucket,key with URL-encoded keys) or an S3 Inventory manifest.json (CSV data files).
+    #[arg(long, value_parser = S3Url::object)]
+    manifest: Option<S3Url>,
+    /// The ETag the manifest must have.
+    #[arg(long, requires = "manifest")]
+    manifest_etag: Option<String>,
     /// A glob or folder selecting more objects than this fails (TooManyObjects) before any is read.
     #[arg(long, default_value_t = objects::DEFAULT_MAX_OBJECTS)]
     max_objects: u64,
     /// A glob or folder selecting no object is an empty scan, not a failure (NoObjects).
     #[arg(long)]
     allow_empty: bool,
+    /// Whether key=value folders of the keys (year=2024/) are columns: auto (when keys have
+    /// them), enabled (every object must), disabled. The WHERE clause on them prunes objects.
+    #[arg(long, value_enum, default_value = "auto")]
+    hive_partitioning: HiveArg,
+    /// Bind columns by name: objects may have different columns, one an object lacks is NULL in
+    /// its records (else every object must have the first object's columns).
+    #[arg(long)]
+    union_by_name: bool,
     /// The query: SELECT * | columns | aggregates FROM S3Object s [WHERE ...] [LIMIT n].
     #[arg(long)]
     sql: String,
@@ -89,6 +107,13 @@ pub(crate) struct ScanArgs {
     /// (0: no floor).
     #[arg(long, default_value_t = 1024)]
     min_bytes_per_second: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum HiveArg {
+    Auto,
+    Enabled,
+    Disabled,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -159,6 +184,18 @@ const MAX_KEYS_FILE: u64 = 4 << 20;
 /// Which objects the arguments name.
 fn source(args: &ScanArgs) -> anyhow::Result<ObjectSource> {
     let key = args.object.key.as_str();
+    if let Some(manifest) = &args.manifest {
+        anyhow::ensure!(
+            key.is_empty(),
+            "with --manifest, name the bucket only: s3://{}",
+            args.object.bucket
+        );
+        return Ok(ObjectSource::Manifest(ManifestRef {
+            bucket: manifest.bucket.clone(),
+            key: manifest.key.clone(),
+            etag: args.manifest_etag.clone(),
+        }));
+    }
     match &args.keys_from {
         Some(path) if key.is_empty() => {
             use std::io::Read;
@@ -249,14 +286,25 @@ async fn run_many(
         _ => None,
     };
     let (request, _) = request(&args, format_of(&args, &s3, first_key.as_deref()).await?)?;
-    let mut layouts = objects::plan_each(&s3, versions, &request).boxed();
+    let counters = Counters::default();
+    let planning = Planning {
+        request: request.clone(),
+        hive: match args.hive_partitioning {
+            HiveArg::Auto => HivePartitioning::Auto,
+            HiveArg::Enabled => HivePartitioning::Enabled,
+            HiveArg::Disabled => HivePartitioning::Disabled,
+        },
+        prune: compile(&args.sql, &Columns::Named).ok(),
+        pruned: counters.pruned.clone(),
+        union_by_name: args.union_by_name,
+    };
+    let mut layouts = objects::plan_each(&s3, versions, &planning).boxed();
     let first = layouts.next().await.transpose().map_err(failed)?;
     let query = match &first {
         Some(first) => first.compile(&args.sql),
         None => compile(&args.sql, &request.format.columns(&[])).map_err(Into::into),
     }
     .map_err(failed)?;
-    let counters = Counters::default();
     let parallelism = (args.parallelism as usize, Stop::on(shutdown::on_signal()?));
     let prints_rows = !query.is_aggregate() && !args.json;
     let summary = match first {
@@ -393,9 +441,13 @@ fn print_summary(location: &str, summary: &ScanSummary, seconds: f64, result_out
         0 => String::new(),
         n => format!(" ({n} re-run)"),
     };
-    let objects = match summary.objects {
-        1 => String::new(),
-        n => format!("{n} objects, "),
+    let objects = match &summary.objects {
+        counts if counts.matched == 1 => String::new(),
+        counts if counts.pruned == 0 => format!("{} objects, ", counts.scanned),
+        counts => format!(
+            "{} objects ({} more pruned by their partitions), ",
+            counts.scanned, counts.pruned
+        ),
     };
     eprintln!(
         "{location}: {objects}{} records in {} chunks{reruns}, {} bytes in {seconds:.1} s",

@@ -25,8 +25,8 @@ use crate::shutdown::Stop;
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanSummary {
-    /// Objects scanned.
-    pub objects: u64,
+    /// The objects selected, pruned and scanned.
+    pub objects: ObjectCounts,
     /// Chunks the objects were split into.
     pub chunks: u32,
     /// Records in the object.
@@ -70,6 +70,19 @@ pub struct Counters {
     pub chunks: Arc<AtomicU64>,
     /// Objects planned (a scan of many objects plans them as it goes).
     pub objects: Arc<AtomicU64>,
+    /// Objects their hive partitions ruled out, never read.
+    pub pruned: Arc<AtomicU64>,
+}
+
+/// What became of the objects a scan selected.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ObjectCounts {
+    /// Selected by the key, glob or list.
+    pub matched: u64,
+    /// Ruled out by their hive partitions, never read.
+    pub pruned: u64,
+    /// Read.
+    pub scanned: u64,
 }
 
 /// An id for one run of a scan on this machine, for its chunks' upload records.
@@ -347,8 +360,13 @@ fn objects_summary(
     reruns: u32,
 ) -> ScanSummary {
     let count = |counter: &AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let (scanned, pruned) = (count(&counters.objects), count(&counters.pruned));
     ScanSummary {
-        objects: count(&counters.objects),
+        objects: ObjectCounts {
+            matched: scanned + pruned,
+            pruned,
+            scanned,
+        },
         chunks: u32::try_from(count(&counters.chunks)).unwrap_or(u32::MAX),
         records: totals.records,
         bytes: totals.bytes,
@@ -699,7 +717,11 @@ async fn summarize(
         None => None,
     };
     Ok(ScanSummary {
-        objects: 1,
+        objects: ObjectCounts {
+            matched: 1,
+            pruned: 0,
+            scanned: 1,
+        },
         chunks: layout.chunk_count(),
         records: verifier.records,
         bytes: verifier.bytes,

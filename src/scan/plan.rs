@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::format::{Compression, InputFormat, Magic, magic};
 use super::parquet::{self, MAGIC, ParquetLayout};
+use super::sql::Constants;
+use super::value::Value;
 use super::{ScanError, read_failure, s3_error};
 use crate::s3::RangeStream;
 
@@ -37,7 +39,27 @@ pub struct ObjectVersion {
     pub etag: String,
 }
 
+/// The columns every object has, as ClickHouse names them; a real column of the same name wins.
+pub const VIRTUAL_COLUMNS: [&str; 4] = ["_path", "_file", "_size", "_etag"];
+
 impl ObjectVersion {
+    /// Its [`VIRTUAL_COLUMNS`]: `s3://bucket/key`, the key's last segment, the size in bytes, and
+    /// the ETag without its quotes.
+    pub fn virtual_columns(&self) -> Constants {
+        let file = self.key.rsplit('/').next().unwrap_or_default();
+        let values = [
+            Value::Str(self.url().into()),
+            Value::Str(file.to_string().into()),
+            Value::Int(i64::try_from(self.size).unwrap_or(i64::MAX)),
+            Value::Str(self.etag.trim_matches('"').to_string().into()),
+        ];
+        VIRTUAL_COLUMNS
+            .iter()
+            .map(|name| name.to_string())
+            .zip(values)
+            .collect()
+    }
+
     /// The version of `bucket/key` that S3 gave `size` and `etag` for (a HEAD, a listing): a
     /// store that gives no ETag cannot be scanned, as no read could be pinned.
     pub fn pinned(
@@ -91,6 +113,29 @@ pub struct Layout {
     /// A Parquet object's row groups and chunks (`columns` are its columns then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parquet: Option<ParquetLayout>,
+    /// How the object's columns join those of the scan's other objects.
+    #[serde(default, skip_serializing_if = "JoinedColumns::is_default")]
+    pub joined: JoinedColumns,
+}
+
+/// How one object's columns join those of a scan of many objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinedColumns {
+    /// The hive partitions of the object's key (`year=2024/` gives `year`, "2024"): columns of
+    /// text that every record of the object has.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<(String, String)>,
+    /// Columns are bound by name and the objects' columns may differ: a column the object lacks
+    /// is NULL in its records (else every object has the same columns).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub union_by_name: bool,
+}
+
+impl JoinedColumns {
+    fn is_default(&self) -> bool {
+        *self == JoinedColumns::default()
+    }
 }
 
 fn default_max_record_size() -> u64 {
@@ -106,13 +151,70 @@ impl Layout {
     /// Compiles `sql` against this object's columns: for Parquet, every column it names must
     /// exist and be of a type a query can use.
     pub fn compile(&self, sql: &str) -> Result<crate::scan::sql::Query, ScanError> {
-        let query = crate::scan::sql::compile(sql, &self.sql_columns())?;
+        let mut constants = self.constants()?;
+        // JSON Lines binds fields by name already: an absent one is NULL.
+        let by_name = self.joined.union_by_name
+            && matches!(
+                self.format,
+                InputFormat::Csv { header: true, .. } | InputFormat::Parquet
+            );
+        if by_name {
+            constants.extend(self.missing_columns(sql, &constants)?);
+        }
+        let query = crate::scan::sql::compile_with(sql, &self.sql_columns(), &constants)?;
+        if by_name && !query.is_aggregate() && query.output_names().is_none() {
+            return Err(ScanError::InvalidScan(
+                "SELECT * over objects whose columns may differ: name the columns".into(),
+            ));
+        }
         if let Some(parquet) = &self.parquet {
             for path in query.paths() {
                 check_parquet_column(&self.columns, &parquet.types, &path)?;
             }
         }
         Ok(query)
+    }
+
+    /// The values that stand for columns in every record: the hive partitions, then the virtual
+    /// columns a real column of the same name does not shadow. A partition named as a real column
+    /// is refused: which one a query means would be a guess.
+    fn constants(&self) -> Result<Constants, ScanError> {
+        let real = |name: &str| self.columns.iter().any(|c| c.eq_ignore_ascii_case(name));
+        let partitions = &self.joined.partitions;
+        if let Some((name, _)) = partitions.iter().find(|(name, _)| real(name)) {
+            return Err(ScanError::InvalidScan(format!(
+                "`{name}` is both a hive partition of {} and one of its columns; rename one or \
+                 turn hive partitioning off",
+                self.object.url()
+            )));
+        }
+        let partitions = partitions
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::Str(value.clone().into())));
+        let virtual_columns = self
+            .object
+            .virtual_columns()
+            .into_iter()
+            .filter(|(name, _)| !real(name));
+        Ok(partitions.chain(virtual_columns).collect())
+    }
+
+    /// The columns `sql` names that the object lacks, as NULLs (union by name): those of its
+    /// names that are no column of the object and no constant.
+    fn missing_columns(&self, sql: &str, constants: &Constants) -> Result<Constants, ScanError> {
+        let named = crate::scan::sql::compile(sql, &crate::scan::sql::Columns::Named)?;
+        let known = |name: &str| {
+            self.columns.iter().any(|c| c.eq_ignore_ascii_case(name))
+                || constants.iter().any(|(c, _)| c.eq_ignore_ascii_case(name))
+                || positional(name)
+        };
+        Ok(named
+            .paths()
+            .into_iter()
+            .filter_map(|path| path.into_iter().next())
+            .filter(|name| !known(name))
+            .map(|name| (name, Value::Null))
+            .collect())
     }
 
     /// Whether the object is read as one decompressed stream from its start, in one chunk (a
@@ -204,6 +306,12 @@ fn check_parquet_column(
         "no column `{name}`; the object's columns are {}",
         known.join(", ")
     ))
+}
+
+/// Whether `name` is a CSV column by position (`_1`, `_2`, ...).
+fn positional(name: &str) -> bool {
+    name.strip_prefix('_')
+        .is_some_and(|n| n.parse::<usize>().is_ok_and(|n| n >= 1))
 }
 
 fn is_nested(kind: &str) -> bool {
@@ -480,6 +588,7 @@ async fn plan_version(
         compression,
         max_record_size: request.max_record_size,
         parquet: None,
+        joined: JoinedColumns::default(),
     };
     let chunks = chunk_count(data_start, size, request.chunk_size);
     if compression.splittable() && chunks > MAX_CHUNKS {
@@ -520,6 +629,7 @@ async fn plan_parquet(
         compression: Compression::None,
         max_record_size: request.max_record_size,
         parquet: Some(parquet),
+        joined: JoinedColumns::default(),
     })
 }
 
@@ -653,6 +763,60 @@ mod tests {
     }
 
     #[test]
+    fn partitions_and_virtual_columns_stand_for_values_unless_a_column_is_named_so() {
+        let layout = |columns: &[&str], partitions: &[(&str, &str)]| Layout {
+            object: ObjectVersion::pinned("b", "y=2024/day.csv", 10, Some("\"e1\"".into()))
+                .unwrap(),
+            format: CSV,
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            data_start: 0,
+            chunk_size: 10,
+            compression: Compression::None,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
+            parquet: None,
+            joined: JoinedColumns {
+                partitions: partitions
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                union_by_name: false,
+            },
+        };
+        let compiled = |layout: &Layout, filter: &str| {
+            let sql = format!("SELECT COUNT(*) FROM S3Object s WHERE {filter}");
+            layout.compile(&sql).unwrap()
+        };
+        let plain = layout(&["v"], &[("y", "2024")]);
+        for (filter, kept) in [
+            ("y = 2024", true),
+            ("y = 2025", false),
+            ("s.y > '2023' AND _size = 10", true),
+            ("_file = 'day.csv' AND _path = 's3://b/y=2024/day.csv'", true),
+            ("_etag = 'e1'", true),
+            ("_size > 10", false),
+        ] {
+            let query = compiled(&plain, filter);
+            assert_eq!(query.csv_fields_read(false), 0, "{filter}: no field read");
+            assert_eq!(query.may_match(&NoBounds), kept, "{filter}");
+        }
+        // A real column named `_file` wins: the query reads the field.
+        let shadowed = layout(&["_file", "v"], &[]);
+        assert_eq!(compiled(&shadowed, "_file = 'x'").csv_fields_read(false), 1);
+        // A partition named as a column is a guess the scan refuses.
+        let clash = layout(&["y", "v"], &[("y", "2024")]);
+        let error = clash.compile("SELECT COUNT(*) FROM S3Object").unwrap_err();
+        assert!(error.to_string().contains("both a hive partition"), "{error}");
+    }
+
+    struct NoBounds;
+
+    impl crate::scan::sql::Bounds for NoBounds {
+        fn bounds(&self, _: &[String]) -> Option<crate::scan::sql::ColumnBounds<'_>> {
+            None
+        }
+    }
+
+    #[test]
     fn chunk_ranges_cover_the_data_once() {
         for (data_start, size, chunk_size) in
             [(0, 10, 3), (4, 10, 3), (4, 4, 3), (0, 1, 7), (9, 100, 1)]
@@ -671,6 +835,7 @@ mod tests {
                 compression: Compression::None,
                 max_record_size: DEFAULT_MAX_RECORD_SIZE,
                 parquet: None,
+                joined: JoinedColumns::default(),
             };
             let mut next = data_start;
             for index in 0..layout.chunk_count() {

@@ -345,6 +345,7 @@ mod tests {
                 compression: crate::scan::Compression::None,
                 max_record_size: 1 << 20,
                 parquet: None,
+                joined: Default::default(),
             },
             index,
             start_state: None,

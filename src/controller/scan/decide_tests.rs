@@ -30,6 +30,7 @@ fn layout(chunks: u32, format: InputFormat) -> Layout {
         compression: crate::scan::Compression::None,
         max_record_size: 1 << 20,
         parquet: None,
+        joined: Default::default(),
     }
 }
 

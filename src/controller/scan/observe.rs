@@ -364,6 +364,7 @@ fn recorded_layout(
         },
         max_record_size: parse_size(&obj.spec.chunking.max_record_size).ok()?,
         parquet: checkpoint.parquet.clone(),
+        joined: Default::default(),
     };
     let planned_count = u64::from(layout.chunk_count());
     let plausible = data_start <= size

@@ -84,6 +84,7 @@ fn layout(chunks: u32) -> Layout {
         compression: crate::scan::Compression::None,
         max_record_size: 1 << 20,
         parquet: None,
+        joined: Default::default(),
     }
 }
 

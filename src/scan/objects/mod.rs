@@ -3,15 +3,23 @@
 //! stays one listing page and the objects being planned, whatever the number of objects.
 
 pub mod glob;
+pub mod hive;
+pub mod manifest;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_s3::Client;
 use futures::{Stream, StreamExt, TryStreamExt};
 
-use super::plan::{Layout, ObjectVersion, PlanRequest, plan_object};
+use super::plan::{JoinedColumns, Layout, ObjectVersion, PlanRequest, plan_object};
 use super::{ScanError, read_failure, s3_error};
 pub use glob::{Glob, GlobError, is_glob};
+pub use hive::HivePartitioning;
+pub use manifest::ManifestRef;
+
+use super::sql::Query;
 
 /// Most keys an explicit list may name (a manifest takes more).
 pub const MAX_KEYS: usize = 1000;
@@ -31,6 +39,8 @@ pub enum ObjectSource {
     Glob(Glob),
     /// These keys, in key order, each once.
     Keys(Vec<String>),
+    /// The objects a manifest names (a Batch Operations CSV or an Inventory), in its order.
+    Manifest(ManifestRef),
 }
 
 impl ObjectSource {
@@ -58,6 +68,9 @@ impl ObjectSource {
             ObjectSource::Key(key) => key.clone(),
             ObjectSource::Glob(glob) => glob.text().to_string(),
             ObjectSource::Keys(keys) => format!("({} keys)", keys.len()),
+            ObjectSource::Manifest(manifest) => {
+                format!("(the objects of s3://{}/{})", manifest.bucket, manifest.key)
+            }
         }
     }
 }
@@ -82,8 +95,9 @@ impl Selection {
     }
 }
 
-/// The selected objects in key order, each with its size and ETag. A glob lists its prefixes a
-/// page at a time; keys are asked for with HEAD. Fails with NoObjects when nothing is selected
+/// The selected objects in key order (a manifest's in its order), each with its size and ETag. A
+/// glob lists its prefixes a page at a time; keys are asked for with HEAD, as are a Batch
+/// Operations manifest's (an Inventory gives them). Fails with NoObjects when nothing is selected
 /// (unless allowed), and with TooManyObjects past `max_objects`.
 pub fn list(
     s3: &Client,
@@ -93,6 +107,7 @@ pub fn list(
         ObjectSource::Key(key) => heads(s3, &selection.bucket, vec![key.clone()]),
         ObjectSource::Keys(keys) => heads(s3, &selection.bucket, keys.clone()),
         ObjectSource::Glob(glob) => listing(s3, &selection.bucket, glob.clone()),
+        ObjectSource::Manifest(manifest) => manifest::versions(s3, manifest, &selection.bucket),
     };
     bounded(versions, selection)
 }
@@ -209,39 +224,123 @@ fn listing(
     .boxed()
 }
 
-/// The objects of `versions` ([`list`]) planned for `request` (its bucket and key aside), in key
-/// order, a few at once. Every object must have the columns of the first (CSV: its header row;
-/// Parquet: its schema's names): one that does not fails with HeaderMismatch naming both.
+/// How the listed objects are planned.
+#[derive(Clone, Debug)]
+pub struct Planning {
+    /// The format and chunking of every object (its bucket and key aside).
+    pub request: PlanRequest,
+    /// Whether `k=v` folders of keys are columns.
+    pub hive: HivePartitioning,
+    /// The query, compiled with named columns: an object whose partitions rule out every row is
+    /// pruned, never read.
+    pub prune: Option<Query>,
+    /// Objects pruned so far.
+    pub pruned: Arc<AtomicU64>,
+    /// Columns are bound by name: an object may lack some (NULL in its records) or have others.
+    pub union_by_name: bool,
+}
+
+/// What every object of a scan must share with the first: its columns and partition keys.
+struct Shape {
+    key: String,
+    columns: Vec<String>,
+    partition_keys: Vec<String>,
+}
+
+impl Shape {
+    fn of(layout: &Layout) -> Shape {
+        Shape {
+            key: layout.object.key.clone(),
+            columns: layout.columns.clone(),
+            partition_keys: layout.joined.partitions.iter().map(|(k, _)| k.clone()).collect(),
+        }
+    }
+
+    /// Refuses `layout` when it differs from the first object: HeaderMismatch naming both.
+    fn check(&self, layout: &Layout) -> Result<(), ScanError> {
+        let other = Shape::of(layout);
+        let differ = |what: &str, mine: &[String], theirs: &[String]| {
+            ScanError::HeaderMismatch(format!(
+                "{} has {what} {theirs:?}, but {} has {mine:?}: every object of a scan has the \
+                 same {what}",
+                layout.object.url(),
+                self.key,
+            ))
+        };
+        if !layout.joined.union_by_name && other.columns != self.columns {
+            return Err(differ("columns", &self.columns, &other.columns));
+        }
+        if other.partition_keys != self.partition_keys {
+            return Err(differ(
+                "partition keys",
+                &self.partition_keys,
+                &other.partition_keys,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The objects of `versions` ([`list`]) planned in key order, a few at once: their hive
+/// partitions taken from their keys, those the query rules out by them pruned unread. Every
+/// object must have the columns and partition keys of the first (CSV: its header row; Parquet:
+/// its schema's names; any columns when they are bound by name): one that does not fails with
+/// HeaderMismatch naming both.
 pub fn plan_each<S>(
     s3: &Client,
     versions: S,
-    request: &PlanRequest,
+    planning: &Planning,
 ) -> impl Stream<Item = Result<Layout, ScanError>> + Send + use<S>
 where
     S: Stream<Item = Result<ObjectVersion, ScanError>> + Send + 'static,
 {
-    let (s3, request) = (s3.clone(), request.clone());
+    let (s3, planning) = (s3.clone(), planning.clone());
+    let (hive, prune, pruned) = (planning.hive, planning.prune.clone(), planning.pruned.clone());
+    let union_by_name = planning.union_by_name;
     versions
+        .map_ok(move |version| {
+            let partitions = match hive {
+                HivePartitioning::Disabled => Vec::new(),
+                _ => hive::partitions(&version.key),
+            };
+            (version, partitions)
+        })
+        .try_filter(move |(_, partitions)| {
+            let kept = prune
+                .as_ref()
+                .is_none_or(|query| hive::may_match(query, partitions));
+            if !kept {
+                pruned.fetch_add(1, Ordering::Relaxed);
+            }
+            futures::future::ready(kept)
+        })
         .map(move |version| {
-            let (s3, request) = (s3.clone(), request.clone());
-            async move { plan_object(&s3, &request, version?).await }
+            let (s3, request) = (s3.clone(), planning.request.clone());
+            async move {
+                let (version, partitions) = version?;
+                let mut layout = plan_object(&s3, &request, version).await?;
+                layout.joined = JoinedColumns {
+                    partitions,
+                    union_by_name,
+                };
+                Ok(layout)
+            }
         })
         .buffered(PLANNING_CONCURRENCY)
-        .scan(None::<(String, Vec<String>)>, |first, layout| {
-            let checked = layout.and_then(|layout| match first {
-                None => {
-                    *first = Some((layout.object.key.clone(), layout.columns.clone()));
-                    Ok(layout)
+        .scan(None::<Shape>, move |first, layout| {
+            let checked = layout.and_then(|layout| {
+                if hive == HivePartitioning::Enabled && layout.joined.partitions.is_empty() {
+                    return Err(ScanError::InvalidScan(format!(
+                        "{} has no hive partitions (key=value folders), and hive partitioning \
+                         is enabled",
+                        layout.object.url()
+                    )));
                 }
-                Some((key, columns)) if *columns != layout.columns => {
-                    Err(ScanError::HeaderMismatch(format!(
-                        "{} has columns {:?}, but {key} has {columns:?}: every object of a scan \
-                         has the same columns",
-                        layout.object.url(),
-                        layout.columns
-                    )))
+                match first {
+                    None => *first = Some(Shape::of(&layout)),
+                    Some(shape) => shape.check(&layout)?,
                 }
-                Some(_) => Ok(layout),
+                Ok(layout)
             });
             futures::future::ready(Some(checked))
         })

@@ -135,42 +135,16 @@ impl Query {
 
     /// Calls `found` with every column the query reads.
     pub(super) fn visit_columns(&self, found: &mut impl FnMut(&Column)) {
-        fn visit(expr: &Expr, found: &mut impl FnMut(&Column)) {
-            match expr {
-                Expr::Column(column) => found(column),
-                Expr::Literal(_) => {}
-                Expr::Not(e) | Expr::Negate(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => {
-                    visit(e, found)
-                }
-                Expr::Like { expr, .. } => visit(expr, found),
-                Expr::And(a, b)
-                | Expr::Or(a, b)
-                | Expr::Compare(a, _, b)
-                | Expr::Arith(a, _, b) => {
-                    visit(a, found);
-                    visit(b, found);
-                }
-                Expr::In(e, list, _) => {
-                    visit(e, found);
-                    list.iter().for_each(|item| visit(item, found));
-                }
-                Expr::Between(e, low, high, _) => {
-                    visit(e, found);
-                    visit(low, found);
-                    visit(high, found);
-                }
-            }
-        }
         if let Some(filter) = &self.filter {
-            visit(filter, found);
+            visit_columns(filter, found);
         }
         match &self.selection {
             Selection::All => {}
-            Selection::Rows(rows) => rows.iter().for_each(|(_, e)| visit(e, found)),
+            Selection::Rows(rows) => rows.iter().for_each(|(_, e)| visit_columns(e, found)),
             Selection::Aggregates(items) => items
                 .iter()
                 .filter_map(|(_, _, argument)| argument.as_ref())
-                .for_each(|e| visit(e, found)),
+                .for_each(|e| visit_columns(e, found)),
         }
     }
 
@@ -409,6 +383,52 @@ fn truth(value: &Value) -> Result<Option<bool>, String> {
         Value::Bool(b) => Ok(Some(*b)),
         other => Err(format!("{} is not a boolean", other.to_json())),
     }
+}
+
+/// Calls `found` with every column `expr` reads.
+pub(super) fn visit_columns(expr: &Expr, found: &mut impl FnMut(&Column)) {
+    match expr {
+        Expr::Column(column) => found(column),
+        Expr::Literal(_) => {}
+        Expr::Not(e) | Expr::Negate(e) | Expr::IsNull(e, _) | Expr::Cast(e, _) => {
+            visit_columns(e, found)
+        }
+        Expr::Like { expr, .. } => visit_columns(expr, found),
+        Expr::And(a, b) | Expr::Or(a, b) | Expr::Compare(a, _, b) | Expr::Arith(a, _, b) => {
+            visit_columns(a, found);
+            visit_columns(b, found);
+        }
+        Expr::In(e, list, _) => {
+            visit_columns(e, found);
+            list.iter().for_each(|item| visit_columns(item, found));
+        }
+        Expr::Between(e, low, high, _) => {
+            visit_columns(e, found);
+            visit_columns(low, found);
+            visit_columns(high, found);
+        }
+    }
+}
+
+/// The value of `expr`, which reads no column: whether it keeps a row (`None` when it reads a
+/// column, or cannot be evaluated).
+pub(super) fn constant_truth(expr: &Expr) -> Option<bool> {
+    struct NoRecord;
+    impl Record for NoRecord {
+        fn field(&self, _: usize) -> Result<Value<'_>, String> {
+            Err("no record".into())
+        }
+        fn path(&self, _: &[String]) -> Value<'_> {
+            Value::Null
+        }
+    }
+    let mut reads = false;
+    visit_columns(expr, &mut |_| reads = true);
+    if reads {
+        return None;
+    }
+    let value = eval(expr, &NoRecord).ok()?;
+    truth(&value).ok().map(|kept| kept == Some(true))
 }
 
 fn eval<'r, R: Record>(expr: &Expr, record: &'r R) -> Result<Value<'r>, String> {

@@ -170,11 +170,20 @@ pub const MAX_EXPRESSION_DEPTH: usize = 256;
 /// fits here with room to spare. Only pages touched are memory.
 const PARSE_STACK: usize = 256 << 20;
 
+/// Values that stand for a column in every record of an object (its `_path`, a hive partition):
+/// a query naming one reads the value, not a field.
+pub type Constants = Vec<(String, Value<'static>)>;
+
 /// Compiles `sql` for records addressed by `columns`. The query is parsed and compiled on a
 /// thread with a large stack of its own, so no query can overflow the caller's (an overflow
 /// aborts the process: the operator serves every tenant); an expression deeper than
 /// [`MAX_EXPRESSION_DEPTH`] is refused.
 pub fn compile(sql: &str, columns: &Columns) -> Result<Query, SqlError> {
+    compile_with(sql, columns, &Constants::new())
+}
+
+/// [`compile`], a name of `constants` (matched as a column name is) standing for its value.
+pub fn compile_with(sql: &str, columns: &Columns, constants: &Constants) -> Result<Query, SqlError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(SqlError {
             message: format!(
@@ -183,11 +192,11 @@ pub fn compile(sql: &str, columns: &Columns) -> Result<Query, SqlError> {
             ),
         });
     }
-    let (sql, columns) = (sql.to_string(), columns.clone());
+    let (sql, columns, constants) = (sql.to_string(), columns.clone(), constants.clone());
     let compiling = std::thread::Builder::new()
         .name("sql-compile".into())
         .stack_size(PARSE_STACK)
-        .spawn(move || compile_here(&sql, &columns));
+        .spawn(move || compile_here(&sql, &columns, &constants));
     let failed = |why: &str| SqlError {
         message: format!("the query could not be compiled: {why}"),
     };
@@ -200,7 +209,7 @@ pub fn compile(sql: &str, columns: &Columns) -> Result<Query, SqlError> {
 }
 
 /// [`compile`] on the calling thread.
-fn compile_here(sql: &str, columns: &Columns) -> Result<Query, SqlError> {
+fn compile_here(sql: &str, columns: &Columns, constants: &Constants) -> Result<Query, SqlError> {
     let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|error| SqlError {
         message: format!(
             "invalid SQL: {}",
@@ -231,6 +240,7 @@ fn compile_here(sql: &str, columns: &Columns) -> Result<Query, SqlError> {
     let alias = from_alias(select)?;
     let compiler = Compiler {
         columns,
+        constants,
         alias,
         depth: std::cell::Cell::new(0),
     };
@@ -284,6 +294,7 @@ fn from_alias(select: &ast::Select) -> Result<Option<String>, SqlError> {
 
 struct Compiler<'a> {
     columns: &'a Columns,
+    constants: &'a Constants,
     alias: Option<String>,
     /// How deep the expression being compiled nests at this point.
     depth: std::cell::Cell<usize>,
@@ -403,6 +414,14 @@ impl Compiler<'_> {
             }
             _ => parts,
         };
+        if let [ident] = parts
+            && let Some((_, value)) = self.constants.iter().find(|(name, _)| match ident.quote_style {
+                Some(_) => *name == ident.value,
+                None => name.eq_ignore_ascii_case(&ident.value),
+            })
+        {
+            return Ok(Expr::Literal(value.clone()));
+        }
         match self.columns {
             Columns::Named => Ok(Expr::Column(Column::Path(
                 parts.iter().map(|part| part.value.clone()).collect(),

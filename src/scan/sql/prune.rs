@@ -169,6 +169,10 @@ fn may_hold(expr: &Expr, bounds: &impl Bounds) -> bool {
         Expr::Literal(value) => Some(value.clone()),
         _ => None,
     };
+    // A part naming no column (a constant such as an object's partition) is decided exactly.
+    if let Some(kept) = super::eval::constant_truth(expr) {
+        return kept;
+    }
     match expr {
         Expr::And(a, b) => may_hold(a, bounds) && may_hold(b, bounds),
         Expr::Or(a, b) => may_hold(a, bounds) || may_hold(b, bounds),

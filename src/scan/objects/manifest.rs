@@ -1,0 +1,375 @@
+//! A manifest naming a scan's objects, as AWS runs over millions of them: an S3 Batch Operations
+//! CSV (`bucket,key[,versionId]`, keys URL-encoded), or an S3 Inventory `manifest.json` whose
+//! CSV data files (gzip) give each object's bucket, key, size and ETag. Read as a stream: memory
+//! stays one buffer and one row, whatever the number of rows.
+
+use aws_sdk_s3::Client;
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::s3::RangeStream;
+use crate::scan::format::Compression;
+use crate::scan::plan::ObjectVersion;
+use crate::scan::{ScanError, read_failure};
+
+/// Longest `manifest.json` read.
+const MAX_INVENTORY_MANIFEST: usize = 16 << 20;
+
+/// Longest row of a manifest: a bucket, a key (at most 1,024 bytes, URL-encoded) and a few
+/// fields.
+const MAX_ROW: usize = 8 << 10;
+
+/// Most fields of a row read.
+const MAX_FIELDS: usize = 64;
+
+/// The manifest object, optionally pinned to its ETag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestRef {
+    /// Its bucket.
+    pub bucket: String,
+    /// Its key: an Inventory manifest when it ends in `manifest.json`, else a Batch Operations CSV.
+    pub key: String,
+    /// The ETag it must have (a changed manifest fails as ObjectChanged).
+    pub etag: Option<String>,
+}
+
+impl ManifestRef {
+    fn url(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    fn is_inventory(&self) -> bool {
+        self.key.ends_with("manifest.json")
+    }
+}
+
+/// One object a manifest names: its size and ETag when the manifest gives them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// The object's bucket.
+    pub bucket: String,
+    /// Its key, decoded.
+    pub key: String,
+    /// Its size and ETag (quoted), from an Inventory.
+    pub version: Option<(u64, String)>,
+}
+
+/// Where a data file's fields are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fields {
+    bucket: usize,
+    key: usize,
+    size: Option<usize>,
+    etag: Option<usize>,
+}
+
+const BATCH_FIELDS: Fields = Fields {
+    bucket: 0,
+    key: 1,
+    size: None,
+    etag: None,
+};
+
+/// `manifest.json` of an S3 Inventory.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Inventory {
+    destination_bucket: String,
+    file_format: String,
+    file_schema: String,
+    files: Vec<InventoryFile>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InventoryFile {
+    key: String,
+}
+
+/// The rows of the manifest, in its order.
+pub fn rows(
+    s3: &Client,
+    manifest: &ManifestRef,
+) -> impl Stream<Item = Result<Row, ScanError>> + Send + use<> {
+    let (tx, rx) = mpsc::channel(64);
+    let (s3, manifest) = (s3.clone(), manifest.clone());
+    tokio::spawn(async move {
+        if let Err(error) = send_rows(&s3, &manifest, &tx).await {
+            let _ = tx.send(Err(error)).await;
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|row| (row, rx)) })
+}
+
+async fn send_rows(
+    s3: &Client,
+    manifest: &ManifestRef,
+    rows: &mpsc::Sender<Result<Row, ScanError>>,
+) -> Result<(), ScanError> {
+    let (size, etag) = crate::s3::object_version(s3, &manifest.bucket, &manifest.key)
+        .await
+        .map_err(read_failure)?;
+    let etag = ObjectVersion::pinned(&manifest.bucket, &manifest.key, size, etag)?.etag;
+    if let Some(pinned) = &manifest.etag
+        && pinned.trim_matches('"') != etag.trim_matches('"')
+    {
+        return Err(ScanError::ObjectChanged(format!(
+            "the manifest {} has ETag {etag}, the scan pins {pinned}",
+            manifest.url()
+        )));
+    }
+    if !manifest.is_inventory() {
+        let file = ObjectVersion::pinned(&manifest.bucket, &manifest.key, size, Some(etag))?;
+        return send_file_rows(s3, file, BATCH_FIELDS, rows).await;
+    }
+    let body = RangeStream::new(s3, &manifest.bucket, &manifest.key, Some(&etag), (0, size))
+        .collect(MAX_INVENTORY_MANIFEST)
+        .await
+        .map_err(read_failure)?;
+    let invalid = |why: String| ScanError::InvalidObject(format!("{}: {why}", manifest.url()));
+    let inventory: Inventory =
+        serde_json::from_slice(&body).map_err(|e| invalid(format!("not an Inventory: {e}")))?;
+    if !inventory.file_format.eq_ignore_ascii_case("csv") {
+        return Err(ScanError::Unsupported(format!(
+            "{} lists {} files; Inventories in CSV are read",
+            manifest.url(),
+            inventory.file_format
+        )));
+    }
+    let fields = inventory_fields(&inventory.file_schema).map_err(invalid)?;
+    let bucket = inventory
+        .destination_bucket
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    for file in inventory.files {
+        let (size, etag) = crate::s3::object_version(s3, &bucket, &file.key)
+            .await
+            .map_err(read_failure)?;
+        let file = ObjectVersion::pinned(&bucket, &file.key, size, etag)?;
+        send_file_rows(s3, file, fields, rows).await?;
+    }
+    Ok(())
+}
+
+/// Where an Inventory's `fileSchema` puts the fields read.
+fn inventory_fields(schema: &str) -> Result<Fields, String> {
+    let names: Vec<&str> = schema.split(',').map(str::trim).collect();
+    let at = |name: &str| names.iter().position(|n| n.eq_ignore_ascii_case(name));
+    let needed = |name: &str| at(name).ok_or(format!("its fileSchema has no {name} field"));
+    Ok(Fields {
+        bucket: needed("Bucket")?,
+        key: needed("Key")?,
+        size: at("Size"),
+        etag: at("ETag"),
+    })
+}
+
+/// Streams the rows of one CSV file of a manifest (decompressed when it is compressed).
+async fn send_file_rows(
+    s3: &Client,
+    file: ObjectVersion,
+    fields: Fields,
+    rows: &mpsc::Sender<Result<Row, ScanError>>,
+) -> Result<(), ScanError> {
+    let (bytes_tx, bytes_rx) = mpsc::channel(4);
+    let mut body = RangeStream::new(s3, &file.bucket, &file.key, Some(&file.etag), (0, file.size));
+    let fetch = tokio::spawn(async move {
+        while let Some(bytes) = body.next().await {
+            let failed = bytes.is_err();
+            if bytes_tx.send(bytes.map_err(read_failure)).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let rows = rows.clone();
+    let parse = tokio::task::spawn_blocking(move || {
+        let source = crate::scan::chunk::fetch::ChannelReader::new(bytes_rx);
+        let mut source = std::io::BufReader::new(source);
+        let compression = {
+            use std::io::BufRead;
+            let start = source.fill_buf().map_err(ScanError::Decode)?;
+            match crate::scan::format::magic(start) {
+                Some(crate::scan::format::Magic::Compressed(compression)) => compression,
+                _ => Compression::None,
+            }
+        };
+        let decoded = compression.decoder(source).map_err(ScanError::Decode)?;
+        parse_rows(&file, decoded, fields, &mut |row| {
+            rows.blocking_send(Ok(row)).is_ok()
+        })
+    });
+    let parsed = parse.await.map_err(ScanError::Parser)?;
+    fetch.abort();
+    parsed
+}
+
+/// Parses the CSV rows of `source` (the manifest file `file`), handing each to `row` until it
+/// says stop. A row longer than 8 KiB, or without a bucket and key, is an invalid manifest.
+fn parse_rows(
+    file: &ObjectVersion,
+    mut source: impl std::io::BufRead,
+    fields: Fields,
+    row: &mut dyn FnMut(Row) -> bool,
+) -> Result<(), ScanError> {
+    let mut reader = csv_core::Reader::new();
+    let (mut out, mut ends) = (vec![0u8; MAX_ROW], [0usize; MAX_FIELDS]);
+    let (mut written, mut count, mut number) = (0, 0, 0u64);
+    let invalid = |number: u64, why: &str| {
+        ScanError::InvalidObject(format!("{} row {number}: {why}", file.url()))
+    };
+    loop {
+        let input = source.fill_buf().map_err(ScanError::Decode)?;
+        let (result, read, wrote, ended) =
+            reader.read_record(input, &mut out[written..], &mut ends[count..]);
+        source.consume(read);
+        // Ends are offsets into this call's output: make them offsets into the row's.
+        for end in &mut ends[count..count + ended] {
+            *end += written;
+        }
+        written += wrote;
+        count += ended;
+        match result {
+            csv_core::ReadRecordResult::InputEmpty => {}
+            csv_core::ReadRecordResult::OutputFull | csv_core::ReadRecordResult::OutputEndsFull => {
+                return Err(invalid(number + 1, "longer than a manifest row may be"));
+            }
+            csv_core::ReadRecordResult::Record => {
+                number += 1;
+                let parsed = manifest_row(&out[..written], &ends[..count], fields)
+                    .map_err(|why| invalid(number, &why))?;
+                (written, count) = (0, 0);
+                if !row(parsed) {
+                    return Ok(());
+                }
+            }
+            csv_core::ReadRecordResult::End => return Ok(()),
+        }
+    }
+}
+
+/// A row's fields as a [`Row`].
+fn manifest_row(out: &[u8], ends: &[usize], fields: Fields) -> Result<Row, String> {
+    let field = |index: usize| -> Option<&str> {
+        let end = *ends.get(index)?;
+        let start = if index == 0 { 0 } else { *ends.get(index - 1)? };
+        std::str::from_utf8(out.get(start..end)?).ok()
+    };
+    let needed = |index: usize, name: &str| field(index).ok_or(format!("no {name} field"));
+    let bucket = needed(fields.bucket, "bucket")?.to_string();
+    let key = decode_key(needed(fields.key, "key")?);
+    if key.is_empty() {
+        return Err("an empty key".into());
+    }
+    let version = match (fields.size.and_then(field), fields.etag.and_then(field)) {
+        (Some(size), Some(etag)) if !etag.is_empty() => {
+            let size = size.parse().map_err(|_| format!("size {size:?}"))?;
+            Some((size, format!("\"{}\"", etag.trim_matches('"'))))
+        }
+        _ => None,
+    };
+    Ok(Row {
+        bucket,
+        key,
+        version,
+    })
+}
+
+/// A key as manifests encode it: URL-encoded, `+` for a space.
+fn decode_key(encoded: &str) -> String {
+    let spaced = encoded.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map_or(spaced.clone(), |key| key.into_owned())
+}
+
+/// The versions of the manifest's rows, each of which must name `bucket`: an Inventory's as it
+/// gives them, a Batch Operations CSV's by HEAD (a few at once), in the manifest's order.
+pub fn versions(
+    s3: &Client,
+    manifest: &ManifestRef,
+    bucket: &str,
+) -> futures::stream::BoxStream<'static, Result<ObjectVersion, ScanError>> {
+    let (s3, bucket, url) = (s3.clone(), bucket.to_string(), manifest.url());
+    rows(&s3, manifest)
+        .map(move |row| {
+            let (s3, bucket, url) = (s3.clone(), bucket.clone(), url.clone());
+            async move {
+                let row = row?;
+                if row.bucket != bucket {
+                    return Err(ScanError::InvalidScan(format!(
+                        "{url} names s3://{}/{}; the scan reads bucket {bucket} only",
+                        row.bucket, row.key
+                    )));
+                }
+                match row.version {
+                    Some((size, etag)) => ObjectVersion::pinned(&bucket, &row.key, size, Some(etag)),
+                    None => {
+                        let (size, etag) = crate::s3::object_version(&s3, &bucket, &row.key)
+                            .await
+                            .map_err(read_failure)?;
+                        ObjectVersion::pinned(&bucket, &row.key, size, etag)
+                    }
+                }
+            }
+        })
+        .buffered(16)
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str, fields: Fields) -> Result<Vec<Row>, String> {
+        let file = ObjectVersion::pinned("m", "list.csv", 0, Some("e".into())).unwrap();
+        let mut rows = Vec::new();
+        parse_rows(&file, text.as_bytes(), fields, &mut |row| {
+            rows.push(row);
+            true
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(rows)
+    }
+
+    fn row(bucket: &str, key: &str, version: Option<(u64, &str)>) -> Row {
+        Row {
+            bucket: bucket.into(),
+            key: key.into(),
+            version: version.map(|(size, etag)| (size, etag.into())),
+        }
+    }
+
+    #[test]
+    fn batch_operations_rows_decode_their_keys() {
+        let text = "b,a/plain.csv\nb,with+space%2Bplus.csv,3HL4kqtJlcpXroDTDmJ\r\n\"b\",\"x%C3%A9,y\"";
+        assert_eq!(
+            parsed(text, BATCH_FIELDS).unwrap(),
+            [
+                row("b", "a/plain.csv", None),
+                row("b", "with space+plus.csv", None),
+                row("b", "xé,y", None),
+            ]
+        );
+        assert!(parsed("b\n", BATCH_FIELDS).unwrap_err().contains("row 1: no key"));
+        assert!(parsed("b,\n", BATCH_FIELDS).unwrap_err().contains("empty key"));
+        let long = format!("b,{}\n", "k".repeat(MAX_ROW));
+        assert!(parsed(&long, BATCH_FIELDS).unwrap_err().contains("longer than"));
+    }
+
+    #[test]
+    fn inventory_rows_carry_their_size_and_etag() {
+        let fields = inventory_fields("Bucket, Key, Size, LastModifiedDate, ETag").unwrap();
+        let text = "\"b\",\"d/1.csv\",\"12\",\"2024-06-01T00:00:00.000Z\",\"5d41402abc4b2a76\"\n";
+        assert_eq!(
+            parsed(text, fields).unwrap(),
+            [row("b", "d/1.csv", Some((12, "\"5d41402abc4b2a76\"")))]
+        );
+        assert!(parsed("b,k,twelve,t,e\n", fields).unwrap_err().contains("size"));
+        assert_eq!(
+            inventory_fields("Key, Size").unwrap_err(),
+            "its fileSchema has no Bucket field"
+        );
+    }
+}
