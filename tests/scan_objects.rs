@@ -232,7 +232,10 @@ async fn bad_selections_fail_with_their_reason() {
     assert_eq!(code, 0, "{err}");
     let empty: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(empty["result"], json!({"n": 0}));
-    assert_eq!(empty["objects"], json!({"matched": 0, "pruned": 0, "scanned": 0}));
+    assert_eq!(
+        empty["objects"],
+        json!({"matched": 0, "pruned": 0, "scanned": 0})
+    );
     // More objects than allowed: TooManyObjects, before any is read.
     let (code, _, err, _) = run(format!("s3://{b}/in/?.csv"), vec!["--max-objects", "2"]).await;
     assert_ne!(code, 0);
@@ -371,7 +374,10 @@ async fn manifests_name_the_objects_as_aws_writes_them() {
     let bucket = Bucket::create(&common::env().await, "objects-manifest").await;
     let folder = std::env::temp_dir().join(common::unique("manifests"));
     std::fs::create_dir_all(&folder).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scan_objects/manifests.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scan_objects/manifests.py"
+    );
     let out = std::process::Command::new("python3")
         .args([script, folder.to_str().unwrap(), &bucket.name])
         .output()
@@ -397,8 +403,13 @@ async fn manifests_name_the_objects_as_aws_writes_them() {
     let manifest = |key: &str| format!("s3://{b}/{key}");
 
     // A Batch Operations CSV: keys URL-encoded (spaces as +), each object asked for by HEAD.
-    let (batch, _) = summary(&data, &url, sql, &["--manifest", &manifest("manifests/batch.csv")])
-        .await;
+    let (batch, _) = summary(
+        &data,
+        &url,
+        sql,
+        &["--manifest", &manifest("manifests/batch.csv")],
+    )
+    .await;
     assert_eq!(batch["result"], expected["batch"], "batch manifest");
     assert_eq!(batch["objects"]["scanned"], expected["batch_objects"]);
 
@@ -418,19 +429,28 @@ async fn manifests_name_the_objects_as_aws_writes_them() {
     )
     .await;
     assert_ne!(code, 0);
-    assert!(err.contains("(ObjectChanged)") && err.contains("pins"), "{err}");
+    assert!(
+        err.contains("(ObjectChanged)") && err.contains("pins"),
+        "{err}"
+    );
     let replaced = expected["inventory_first"].as_str().unwrap();
-    data.bucket
-        .put(replaced, b"id,v\n1,1000\n".to_vec())
-        .await;
+    data.bucket.put(replaced, b"id,v\n1,1000\n".to_vec()).await;
     let (code, _, err, _) = scan(&data, &url, sql, &["--manifest", &inventory]).await;
     assert_ne!(code, 0);
     assert!(err.contains("(ObjectChanged)"), "{err}");
     data.bucket
-        .put("manifests/other.csv", b"another-bucket,data/x.csv\n".to_vec())
+        .put(
+            "manifests/other.csv",
+            b"another-bucket,data/x.csv\n".to_vec(),
+        )
         .await;
-    let (code, _, err, _) = scan(&data, &url, sql, &["--manifest", &manifest("manifests/other.csv")])
-        .await;
+    let (code, _, err, _) = scan(
+        &data,
+        &url,
+        sql,
+        &["--manifest", &manifest("manifests/other.csv")],
+    )
+    .await;
     assert_ne!(code, 0);
     assert!(err.contains("the scan reads bucket"), "{err}");
 }
@@ -463,7 +483,10 @@ async fn union_by_name_binds_columns_of_objects_that_differ() {
     };
     let (expected, b) = (&data.expected, &data.bucket.name);
     let sql = "SELECT COUNT(*) AS n, SUM(v) AS total, COUNT(v) AS with_v FROM S3Object";
-    for (format, glob) in [("csv", "union/csv/*.csv"), ("parquet", "union/pq/*.parquet")] {
+    for (format, glob) in [
+        ("csv", "union/csv/*.csv"),
+        ("parquet", "union/pq/*.parquet"),
+    ] {
         let url = format!("s3://{b}/{glob}");
         let (union, _) = summary(&data, &url, sql, &["--union-by-name"]).await;
         assert_eq!(union["result"], expected[format], "{format} by name");

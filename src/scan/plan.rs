@@ -190,7 +190,7 @@ impl Layout {
         }
         let partitions = partitions
             .iter()
-            .map(|(name, value)| (name.clone(), Value::Str(value.clone().into())));
+            .map(|(name, value)| (name.clone(), crate::scan::objects::hive::value(value)));
         let virtual_columns = self
             .object
             .virtual_columns()
@@ -791,7 +791,10 @@ mod tests {
             ("y = 2024", true),
             ("y = 2025", false),
             ("s.y > '2023' AND _size = 10", true),
-            ("_file = 'day.csv' AND _path = 's3://b/y=2024/day.csv'", true),
+            (
+                "_file = 'day.csv' AND _path = 's3://b/y=2024/day.csv'",
+                true,
+            ),
             ("_etag = 'e1'", true),
             ("_size > 10", false),
         ] {
@@ -805,7 +808,10 @@ mod tests {
         // A partition named as a column is a guess the scan refuses.
         let clash = layout(&["y", "v"], &[("y", "2024")]);
         let error = clash.compile("SELECT COUNT(*) FROM S3Object").unwrap_err();
-        assert!(error.to_string().contains("both a hive partition"), "{error}");
+        assert!(
+            error.to_string().contains("both a hive partition"),
+            "{error}"
+        );
     }
 
     struct NoBounds;

@@ -44,6 +44,19 @@ fn decode(text: &str) -> String {
         .map_or_else(|_| text.to_string(), |decoded| decoded.into_owned())
 }
 
+/// A partition's value as a query sees it: an integer when it is one (`month=03` is 3, as DuckDB
+/// reads it), else text. Typed formats (Parquet) compare numbers with numbers only, so a year
+/// must be a number to compare with `2024`.
+pub fn value(text: &str) -> Value<'static> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    match text.parse::<i64>() {
+        Ok(number) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            Value::Int(number)
+        }
+        _ => Value::Str(Cow::Owned(text.to_string())),
+    }
+}
+
 /// The statistics an object's partitions give a query: each partition column holds exactly its
 /// value, in every record.
 struct PartitionBounds<'a>(&'a [(String, String)]);
@@ -53,8 +66,11 @@ impl crate::scan::sql::Bounds for PartitionBounds<'_> {
         let [name] = path else {
             return None;
         };
-        let (_, value) = self.0.iter().find(|(key, _)| key.eq_ignore_ascii_case(name))?;
-        let value = Value::Str(Cow::Borrowed(value.as_str()));
+        let (_, text) = self
+            .0
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))?;
+        let value = value(text);
         Some(ColumnBounds {
             min: Some(value.clone()),
             max: Some(value),
@@ -84,11 +100,17 @@ mod tests {
     #[test]
     fn folders_of_name_and_value_are_partitions() {
         for (key, expected) in [
-            ("events/year=2024/month=03/x.parquet", &[("year", "2024"), ("month", "03")][..]),
+            (
+                "events/year=2024/month=03/x.parquet",
+                &[("year", "2024"), ("month", "03")][..],
+            ),
             ("year=2024/x.csv", &[("year", "2024")]),
             ("x=1.csv", &[]),
             ("a/=1/b=/c", &[("b", "")]),
-            ("city=S%C3%A3o%20Paulo/d=a%2Fb/f", &[("city", "São Paulo"), ("d", "a/b")]),
+            (
+                "city=S%C3%A3o%20Paulo/d=a%2Fb/f",
+                &[("city", "São Paulo"), ("d", "a/b")],
+            ),
             ("bad=%zz/f", &[("bad", "%zz")]),
             ("plain/folders/f", &[]),
         ] {
@@ -96,6 +118,25 @@ mod tests {
         }
         let deep = "k=v/".repeat(40) + "f";
         assert_eq!(partitions(&deep).len(), MAX_PARTITIONS);
+    }
+
+    #[test]
+    fn integer_values_are_numbers() {
+        for (text, expected) in [
+            ("2024", Value::Int(2024)),
+            ("03", Value::Int(3)),
+            ("-7", Value::Int(-7)),
+            ("+7", Value::Str("+7".into())),
+            ("1e3", Value::Str("1e3".into())),
+            ("", Value::Str("".into())),
+            (
+                "99999999999999999999",
+                Value::Str("99999999999999999999".into()),
+            ),
+            ("2024-06-01", Value::Str("2024-06-01".into())),
+        ] {
+            assert_eq!(value(text), expected, "{text}");
+        }
     }
 
     #[test]
@@ -111,6 +152,7 @@ mod tests {
             ("month BETWEEN 3 AND 4", true),
             ("amount > 5", true),
             ("s.year > 2024", false),
+            ("month = '03'", true),
         ] {
             let sql = format!("SELECT COUNT(*) FROM S3Object s WHERE {filter}");
             let query = compile(&sql, &Columns::Named).unwrap();

@@ -98,7 +98,10 @@ pub fn rows(
             let _ = tx.send(Err(error)).await;
         }
     });
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|row| (row, rx)) })
+    futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|row| (row, rx)) },
+    )
 }
 
 async fn send_rows(
@@ -174,7 +177,13 @@ async fn send_file_rows(
     rows: &mpsc::Sender<Result<Row, ScanError>>,
 ) -> Result<(), ScanError> {
     let (bytes_tx, bytes_rx) = mpsc::channel(4);
-    let mut body = RangeStream::new(s3, &file.bucket, &file.key, Some(&file.etag), (0, file.size));
+    let mut body = RangeStream::new(
+        s3,
+        &file.bucket,
+        &file.key,
+        Some(&file.etag),
+        (0, file.size),
+    );
     let fetch = tokio::spawn(async move {
         while let Some(bytes) = body.next().await {
             let failed = bytes.is_err();
@@ -224,10 +233,7 @@ fn parse_rows(
         let (result, read, wrote, ended) =
             reader.read_record(input, &mut out[written..], &mut ends[count..]);
         source.consume(read);
-        // Ends are offsets into this call's output: make them offsets into the row's.
-        for end in &mut ends[count..count + ended] {
-            *end += written;
-        }
+        // csv-core counts a record's field ends from its start, across calls.
         written += wrote;
         count += ended;
         match result {
@@ -304,7 +310,9 @@ pub fn versions(
                     )));
                 }
                 match row.version {
-                    Some((size, etag)) => ObjectVersion::pinned(&bucket, &row.key, size, Some(etag)),
+                    Some((size, etag)) => {
+                        ObjectVersion::pinned(&bucket, &row.key, size, Some(etag))
+                    }
                     None => {
                         let (size, etag) = crate::s3::object_version(&s3, &bucket, &row.key)
                             .await
@@ -343,7 +351,8 @@ mod tests {
 
     #[test]
     fn batch_operations_rows_decode_their_keys() {
-        let text = "b,a/plain.csv\nb,with+space%2Bplus.csv,3HL4kqtJlcpXroDTDmJ\r\n\"b\",\"x%C3%A9,y\"";
+        let text =
+            "b,a/plain.csv\nb,with+space%2Bplus.csv,3HL4kqtJlcpXroDTDmJ\r\n\"b\",\"x%C3%A9,y\"";
         assert_eq!(
             parsed(text, BATCH_FIELDS).unwrap(),
             [
@@ -352,10 +361,22 @@ mod tests {
                 row("b", "xé,y", None),
             ]
         );
-        assert!(parsed("b\n", BATCH_FIELDS).unwrap_err().contains("row 1: no key"));
-        assert!(parsed("b,\n", BATCH_FIELDS).unwrap_err().contains("empty key"));
+        assert!(
+            parsed("b\n", BATCH_FIELDS)
+                .unwrap_err()
+                .contains("row 1: no key")
+        );
+        assert!(
+            parsed("b,\n", BATCH_FIELDS)
+                .unwrap_err()
+                .contains("empty key")
+        );
         let long = format!("b,{}\n", "k".repeat(MAX_ROW));
-        assert!(parsed(&long, BATCH_FIELDS).unwrap_err().contains("longer than"));
+        assert!(
+            parsed(&long, BATCH_FIELDS)
+                .unwrap_err()
+                .contains("longer than")
+        );
     }
 
     #[test]
@@ -366,7 +387,11 @@ mod tests {
             parsed(text, fields).unwrap(),
             [row("b", "d/1.csv", Some((12, "\"5d41402abc4b2a76\"")))]
         );
-        assert!(parsed("b,k,twelve,t,e\n", fields).unwrap_err().contains("size"));
+        assert!(
+            parsed("b,k,twelve,t,e\n", fields)
+                .unwrap_err()
+                .contains("size")
+        );
         assert_eq!(
             inventory_fields("Key, Size").unwrap_err(),
             "its fileSchema has no Bucket field"

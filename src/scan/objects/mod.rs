@@ -252,7 +252,12 @@ impl Shape {
         Shape {
             key: layout.object.key.clone(),
             columns: layout.columns.clone(),
-            partition_keys: layout.joined.partitions.iter().map(|(k, _)| k.clone()).collect(),
+            partition_keys: layout
+                .joined
+                .partitions
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect(),
         }
     }
 
@@ -295,7 +300,11 @@ where
     S: Stream<Item = Result<ObjectVersion, ScanError>> + Send + 'static,
 {
     let (s3, planning) = (s3.clone(), planning.clone());
-    let (hive, prune, pruned) = (planning.hive, planning.prune.clone(), planning.pruned.clone());
+    let (hive, prune, pruned) = (
+        planning.hive,
+        planning.prune.clone(),
+        planning.pruned.clone(),
+    );
     let union_by_name = planning.union_by_name;
     versions
         .map_ok(move |version| {

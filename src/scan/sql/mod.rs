@@ -183,7 +183,11 @@ pub fn compile(sql: &str, columns: &Columns) -> Result<Query, SqlError> {
 }
 
 /// [`compile`], a name of `constants` (matched as a column name is) standing for its value.
-pub fn compile_with(sql: &str, columns: &Columns, constants: &Constants) -> Result<Query, SqlError> {
+pub fn compile_with(
+    sql: &str,
+    columns: &Columns,
+    constants: &Constants,
+) -> Result<Query, SqlError> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(SqlError {
             message: format!(
@@ -331,6 +335,14 @@ impl Compiler<'_> {
                         .cloned()
                         .unwrap_or_else(|| format!("_{}", i + 1)),
                     (Expr::Column(Column::Path(path)), _) => path.join("."),
+                    // A constant named as a column (a partition, `_path`) keeps its name.
+                    (Expr::Literal(_), _) => match expr {
+                        ast::Expr::Identifier(ident) => ident.value.clone(),
+                        ast::Expr::CompoundIdentifier(parts) => parts
+                            .last()
+                            .map_or_else(|| format!("_{}", position + 1), |p| p.value.clone()),
+                        _ => format!("_{}", position + 1),
+                    },
                     _ => format!("_{}", position + 1),
                 });
                 rows.push((name, compiled));
@@ -415,10 +427,13 @@ impl Compiler<'_> {
             _ => parts,
         };
         if let [ident] = parts
-            && let Some((_, value)) = self.constants.iter().find(|(name, _)| match ident.quote_style {
-                Some(_) => *name == ident.value,
-                None => name.eq_ignore_ascii_case(&ident.value),
-            })
+            && let Some((_, value)) =
+                self.constants
+                    .iter()
+                    .find(|(name, _)| match ident.quote_style {
+                        Some(_) => *name == ident.value,
+                        None => name.eq_ignore_ascii_case(&ident.value),
+                    })
         {
             return Ok(Expr::Literal(value.clone()));
         }
