@@ -234,7 +234,7 @@ async fn bad_selections_fail_with_their_reason() {
     assert_eq!(empty["result"], json!({"n": 0}));
     assert_eq!(
         empty["objects"],
-        json!({"matched": 0, "pruned": 0, "scanned": 0})
+        json!({"matched": 0, "pruned": 0, "skipped": 0, "scanned": 0})
     );
     // More objects than allowed: TooManyObjects, before any is read.
     let (code, _, err, _) = run(format!("s3://{b}/in/?.csv"), vec!["--max-objects", "2"]).await;
@@ -311,7 +311,7 @@ async fn hive_partitions_are_columns_and_prune_objects_unread() {
     let kept_files = expected["kept_files"].as_u64().unwrap();
     assert_eq!(
         kept["objects"],
-        json!({"matched": files, "pruned": files - kept_files, "scanned": kept_files}),
+        json!({"matched": files, "pruned": files - kept_files, "skipped": 0, "scanned": kept_files}),
         "objects read"
     );
     let (all, _) = summary(&data, &trips, "SELECT COUNT(*) AS n FROM S3Object", &[]).await;
@@ -438,6 +438,51 @@ async fn manifests_name_the_objects_as_aws_writes_them() {
     let (code, _, err, _) = scan(&data, &url, sql, &["--manifest", &inventory]).await;
     assert_ne!(code, 0);
     assert!(err.contains("(ObjectChanged)"), "{err}");
+    // Skipped when asked, up to a number of objects: none of its records count, and it is named.
+    let skip = ["--on-object-change", "skip", "--max-failed-objects", "1"];
+    let (skipped, _) = summary(
+        &data,
+        &url,
+        sql,
+        &[&["--manifest", inventory.as_str()][..], &skip].concat(),
+    )
+    .await;
+    assert_eq!(skipped["result"], expected["inventory_but_first"]);
+    assert_eq!(skipped["objects"]["skipped"], 1);
+    assert_eq!(skipped["skipped"][0]["key"], expected["inventory_first"]);
+    assert_eq!(skipped["skipped"][0]["reason"], "ObjectChanged");
+    let (code, _, err, _) = scan(
+        &data,
+        &url,
+        sql,
+        &["--manifest", &inventory, "--on-object-change", "skip"],
+    )
+    .await;
+    assert_ne!(code, 0, "skipping none by default");
+    assert!(err.contains("more than 0 objects"), "{err}");
+    // A Batch Operations row whose object is gone: ObjectNotFound, or skipped.
+    let gone = expected["batch_first"].as_str().unwrap();
+    data.bucket
+        .s3
+        .delete_object()
+        .bucket(b)
+        .key(gone)
+        .send()
+        .await
+        .unwrap();
+    let batch_manifest = manifest("manifests/batch.csv");
+    let (code, _, err, _) = scan(&data, &url, sql, &["--manifest", &batch_manifest]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("(ObjectNotFound)"), "{err}");
+    let (skipped, _) = summary(
+        &data,
+        &url,
+        sql,
+        &[&["--manifest", batch_manifest.as_str()][..], &skip].concat(),
+    )
+    .await;
+    assert_eq!(skipped["result"], expected["batch_but_first"]);
+    assert_eq!(skipped["skipped"][0]["reason"], "ObjectNotFound");
     data.bucket
         .put(
             "manifests/other.csv",
@@ -499,4 +544,80 @@ async fn union_by_name_binds_columns_of_objects_that_differ() {
         assert_ne!(code, 0, "{format}");
         assert!(err.contains("name the columns"), "{format}: {err}");
     }
+}
+
+/// An object replaced between its planning and its chunks' reads is left out whole when the scan
+/// skips changed objects (its records merged so far dropped), and fails the scan otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
+async fn an_object_replaced_after_planning_is_skipped_whole_or_fails_the_scan() {
+    use s3flow::scan::local::{Counters, scan_objects};
+    use s3flow::scan::objects::{ObjectChanges, OnObjectChange};
+    use s3flow::scan::{InputFormat, ObjectVersion, PlanRequest};
+    use s3flow::shutdown::Stop;
+
+    let bucket = Bucket::create(&common::env().await, "objects-replaced").await;
+    let rows = |n: usize| {
+        let mut text = String::from("id,v\n");
+        for i in 0..n {
+            text.push_str(&format!("{i},{}\n", i % 10));
+        }
+        text.into_bytes()
+    };
+    bucket.put("a.csv", rows(5000)).await;
+    bucket.put("b.csv", rows(300)).await;
+    let request = PlanRequest {
+        bucket: bucket.name.clone(),
+        key: String::new(),
+        format: InputFormat::Csv {
+            delimiter: b',',
+            quote: b'"',
+            header: true,
+        },
+        expected_headers: None,
+        chunk_size: 4096,
+        max_record_size: 1 << 20,
+    };
+    let mut layouts = Vec::new();
+    for key in ["a.csv", "b.csv"] {
+        let (size, etag) = s3flow::s3::object_version(&bucket.s3, &bucket.name, key)
+            .await
+            .unwrap();
+        let version = ObjectVersion::pinned(&bucket.name, key, size, etag).unwrap();
+        layouts.push(
+            s3flow::scan::plan::plan_object(&bucket.s3, &request, version)
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(layouts[0].chunk_count() > 4, "a.csv is many chunks");
+    // The same size, another last value: another version.
+    let mut replaced = rows(5000);
+    let last = replaced.len() - 2;
+    replaced[last] = b'0';
+    bucket.put("a.csv", replaced).await;
+    let sql = "SELECT COUNT(*) AS n, SUM(v) AS total FROM S3Object";
+    let query = layouts[0].compile(sql).unwrap();
+    let run = |policy, max| {
+        let counters = Counters {
+            changes: ObjectChanges::new(policy, max),
+            ..Counters::default()
+        };
+        let layouts = futures::stream::iter(layouts.clone().into_iter().map(Ok));
+        let s3 = bucket.s3.clone();
+        let query = query.clone();
+        async move {
+            let summary =
+                scan_objects(&s3, layouts, (&query, sql), (4, Stop::never()), &counters).await;
+            summary.map(|s| serde_json::to_value(&s).unwrap())
+        }
+    };
+    let skipped = run(OnObjectChange::Skip, 1).await.unwrap();
+    let b_total: u64 = (0..300u64).map(|i| i % 10).sum();
+    assert_eq!(skipped["result"], json!({"n": 300, "total": b_total}));
+    assert_eq!(skipped["objects"]["skipped"], 1);
+    assert_eq!(skipped["objects"]["scanned"], 1);
+    assert_eq!(skipped["skipped"][0]["key"], "a.csv");
+    let failed = run(OnObjectChange::Fail, 1).await.unwrap_err();
+    assert_eq!(failed.reason(), "ObjectChanged", "{failed}");
 }

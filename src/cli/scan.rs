@@ -10,7 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use s3flow::s3::S3Url;
 use s3flow::scan::local::{Counters, ScanSummary, print_rows, scan, scan_objects};
 use s3flow::scan::objects::{
-    self, Glob, HivePartitioning, ManifestRef, ObjectSource, Planning, Selection, is_glob,
+    self, Glob, HivePartitioning, ManifestRef, ObjectChanges, ObjectSource, OnObjectChange,
+    Planning, Selection, is_glob,
 };
 use s3flow::scan::plan::{DetectedFormat, detect_format};
 use s3flow::scan::sql::{Columns, compile};
@@ -59,6 +60,13 @@ pub(crate) struct ScanArgs {
     /// its records (else every object must have the first object's columns).
     #[arg(long)]
     union_by_name: bool,
+    /// An object changed or deleted since it was listed: fail the scan, or skip it (none of its
+    /// records count; a row query printing rows skips it only before its first row).
+    #[arg(long, value_enum, default_value = "fail")]
+    on_object_change: ChangeArg,
+    /// Most objects skipped by --on-object-change skip; one more fails the scan.
+    #[arg(long, default_value_t = 0)]
+    max_failed_objects: u64,
     /// The query: SELECT * | columns | aggregates FROM S3Object s [WHERE ...] [LIMIT n].
     #[arg(long)]
     sql: String,
@@ -107,6 +115,12 @@ pub(crate) struct ScanArgs {
     /// (0: no floor).
     #[arg(long, default_value_t = 1024)]
     min_bytes_per_second: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ChangeArg {
+    Fail,
+    Skip,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -271,11 +285,22 @@ async fn run_many(
     s3: aws_sdk_s3::Client,
     source: ObjectSource,
 ) -> anyhow::Result<(serde_json::Value, bool)> {
+    let counters = Counters {
+        changes: ObjectChanges::new(
+            match args.on_object_change {
+                ChangeArg::Fail => OnObjectChange::Fail,
+                ChangeArg::Skip => OnObjectChange::Skip,
+            },
+            args.max_failed_objects,
+        ),
+        ..Counters::default()
+    };
     let selection = Selection {
         bucket: args.object.bucket.clone(),
         source,
         max_objects: args.max_objects,
         allow_empty: args.allow_empty,
+        changes: counters.changes.clone(),
     };
     let location = selection.describe();
     let started = Instant::now();
@@ -286,7 +311,6 @@ async fn run_many(
         _ => None,
     };
     let (request, _) = request(&args, format_of(&args, &s3, first_key.as_deref()).await?)?;
-    let counters = Counters::default();
     let planning = Planning {
         request: request.clone(),
         hive: match args.hive_partitioning {
@@ -297,6 +321,7 @@ async fn run_many(
         prune: compile(&args.sql, &Columns::Named).ok(),
         pruned: counters.pruned.clone(),
         union_by_name: args.union_by_name,
+        changes: counters.changes.clone(),
     };
     let mut layouts = objects::plan_each(&s3, versions, &planning).boxed();
     let first = layouts.next().await.transpose().map_err(failed)?;
@@ -441,18 +466,25 @@ fn print_summary(location: &str, summary: &ScanSummary, seconds: f64, result_out
         0 => String::new(),
         n => format!(" ({n} re-run)"),
     };
-    let objects = match &summary.objects {
-        counts if counts.matched == 1 => String::new(),
-        counts if counts.pruned == 0 => format!("{} objects, ", counts.scanned),
-        counts => format!(
-            "{} objects ({} more pruned by their partitions), ",
-            counts.scanned, counts.pruned
+    let counts = &summary.objects;
+    let objects = match (counts.pruned, counts.skipped) {
+        _ if counts.matched == 1 => String::new(),
+        (0, 0) => format!("{} objects, ", counts.scanned),
+        (pruned, skipped) => format!(
+            "{} objects ({pruned} pruned by their partitions, {skipped} skipped as changed), ",
+            counts.scanned
         ),
     };
     eprintln!(
         "{location}: {objects}{} records in {} chunks{reruns}, {} bytes in {seconds:.1} s",
         summary.records, summary.chunks, summary.bytes,
     );
+    for failure in &summary.skipped {
+        eprintln!(
+            "skipped {}: {} ({})",
+            failure.key, failure.message, failure.reason
+        );
+    }
     if let Some(groups) = &summary.row_groups {
         eprintln!(
             "row groups: {} of {} skipped by their statistics ({} bytes); {} bytes fetched",

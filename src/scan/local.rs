@@ -14,6 +14,7 @@ use super::chunk::{
     run_chunk_to,
 };
 use super::manifest::{ChunkSummary, Crossing};
+use super::objects::{ObjectChanges, ObjectFailure};
 use super::plan::Layout;
 use super::sql::Query;
 use super::text::split::State;
@@ -25,8 +26,11 @@ use crate::shutdown::Stop;
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScanSummary {
-    /// The objects selected, pruned and scanned.
+    /// The objects selected, pruned, skipped and scanned.
     pub objects: ObjectCounts,
+    /// The first objects skipped, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<ObjectFailure>,
     /// Chunks the objects were split into.
     pub chunks: u32,
     /// Records in the object.
@@ -72,6 +76,8 @@ pub struct Counters {
     pub objects: Arc<AtomicU64>,
     /// Objects their hive partitions ruled out, never read.
     pub pruned: Arc<AtomicU64>,
+    /// Objects changed since they were listed, and whether they fail the scan or are skipped.
+    pub changes: ObjectChanges,
 }
 
 /// What became of the objects a scan selected.
@@ -81,7 +87,9 @@ pub struct ObjectCounts {
     pub matched: u64,
     /// Ruled out by their hive partitions, never read.
     pub pruned: u64,
-    /// Read.
+    /// Changed or gone since they were listed, and left out (`--on-object-change skip`).
+    pub skipped: u64,
+    /// Read, every record counted.
     pub scanned: u64,
 }
 
@@ -225,6 +233,9 @@ fn local_task(
 /// chunk's index in it.
 type ObjectChunk = (u64, Arc<Layout>, u32);
 
+/// An [`ObjectChunk`] that ran, and how.
+type ObjectChunkRun = (u64, Arc<Layout>, u32, Result<ChunkReport, ScanError>);
+
 /// The chunks of `layouts`, object after object, counting the objects.
 fn object_chunks<S>(
     layouts: S,
@@ -255,6 +266,10 @@ struct ObjectMerge {
     current: Option<(u64, Arc<Layout>, Verifier)>,
     empty: Vec<crate::scan::value::Partial>,
     row_groups: u64,
+    /// The last object left out, whose chunks after are ignored.
+    skipped: Option<u64>,
+    /// Objects left out once planned.
+    dropped: u64,
 }
 
 impl ObjectMerge {
@@ -264,7 +279,23 @@ impl ObjectMerge {
             current: None,
             empty: query.empty_partials(),
             row_groups: 0,
+            skipped: None,
+            dropped: 0,
         }
+    }
+
+    /// Whether object `ordinal` was left out.
+    fn is_skipped(&self, ordinal: u64) -> bool {
+        self.skipped == Some(ordinal)
+    }
+
+    /// Leaves object `ordinal` out: what of it was merged is dropped.
+    fn skip(&mut self, ordinal: u64) {
+        if self.current.as_ref().is_some_and(|(at, ..)| *at == ordinal) {
+            self.current = None;
+        }
+        self.skipped = Some(ordinal);
+        self.dropped += 1;
     }
 
     /// The verifier of object `ordinal`, the previous object finished when this one is new.
@@ -273,10 +304,6 @@ impl ObjectMerge {
             Some(current) if current.0 == ordinal => self.current = Some(current),
             previous => {
                 self.finish(previous)?;
-                self.row_groups += layout
-                    .parquet
-                    .as_ref()
-                    .map_or(0, |p| u64::from(p.row_groups));
                 let verifier = Verifier::new(self.empty.clone());
                 self.current = Some((ordinal, layout.clone(), verifier));
             }
@@ -291,15 +318,20 @@ impl ObjectMerge {
         if let Some((_, layout, verifier)) = object {
             verifier.finish(&layout)?;
             self.totals.absorb(&verifier)?;
+            self.row_groups += layout
+                .parquet
+                .as_ref()
+                .map_or(0, |p| u64::from(p.row_groups));
         }
         Ok(())
     }
 
-    /// The totals, once every chunk is in.
-    fn done(mut self) -> Result<(Verifier, u64), ScanError> {
+    /// The totals, the row groups in them and the objects left out once planned, once every
+    /// chunk is in.
+    fn done(mut self) -> Result<(Verifier, u64, u64), ScanError> {
         let last = self.current.take();
         self.finish(last)?;
-        Ok((self.totals, self.row_groups))
+        Ok((self.totals, self.row_groups, self.dropped))
     }
 }
 
@@ -326,47 +358,66 @@ pub async fn scan_objects(
                 if halted.is_requested() {
                     return Err(ScanError::Stopped);
                 }
-                let report = run_chunk(s3, &task(&layout, index), progress, halted).await?;
+                let report = run_chunk(s3, &task(&layout, index), progress, halted).await;
                 Ok((ordinal, layout, index, report))
             }
         })
         .buffered(parallelism.max(1));
     let mut runs = std::pin::pin!(runs);
     let (mut merged, mut reruns) = (ObjectMerge::new(query), 0);
-    let merge = async |(ordinal, layout, index, report): (u64, Arc<Layout>, u32, ChunkReport)| {
+    let merge = async |(ordinal, layout, index, report): ObjectChunkRun| {
+        if merged.is_skipped(ordinal) {
+            return Ok(());
+        }
         let verifier = merged.verifier(ordinal, &layout)?;
-        let (_, again) = accept(s3, verifier, report, task(&layout, index), &halted).await?;
-        reruns += again;
+        let accepted = match report {
+            Ok(report) => accept(s3, verifier, report, task(&layout, index), &halted).await,
+            Err(error) => Err(error),
+        };
+        match accepted {
+            Ok((_, again)) => reruns += again,
+            // Changed since it was listed: left out whole, or the scan fails.
+            Err(error) => {
+                counters.changes.skip(&layout.object.key, error)?;
+                merged.skip(ordinal);
+                return Ok(());
+            }
+        }
         counters
             .chunks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     };
     drain(&mut runs, merge, stop, halt).await?;
-    let (totals, row_groups) = merged.done()?;
+    let (totals, row_groups, dropped) = merged.done()?;
     Ok(objects_summary(
         counters,
-        (&totals, row_groups),
+        (&totals, row_groups, dropped),
         totals.result(query),
         reruns,
     ))
 }
 
-/// The summary of a scan of objects: `totals` of their chunks, `row_groups` in them.
+/// The summary of a scan of objects: `totals` of their chunks, `row_groups` in them, `dropped`
+/// objects left out once planned.
 fn objects_summary(
     counters: &Counters,
-    (totals, row_groups): (&Verifier, u64),
+    (totals, row_groups, dropped): (&Verifier, u64, u64),
     (rows, result): (u64, serde_json::Map<String, serde_json::Value>),
     reruns: u32,
 ) -> ScanSummary {
     let count = |counter: &AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
-    let (scanned, pruned) = (count(&counters.objects), count(&counters.pruned));
+    let (planned, pruned) = (count(&counters.objects), count(&counters.pruned));
+    let (skipped, named) = counters.changes.skipped();
+    // Objects left out once planned were counted as planned too.
     ScanSummary {
         objects: ObjectCounts {
-            matched: scanned + pruned,
+            matched: planned + pruned + skipped.saturating_sub(dropped),
             pruned,
-            scanned,
+            skipped,
+            scanned: planned.saturating_sub(dropped),
         },
+        skipped: named,
         chunks: u32::try_from(count(&counters.chunks)).unwrap_or(u32::MAX),
         records: totals.records,
         bytes: totals.bytes,
@@ -576,9 +627,9 @@ pub async fn print_rows(
     starter.abort();
     outcome?;
     let limit_reached = wanted.left == Some(0);
-    let (totals, row_groups) = if limit_reached {
+    let (totals, row_groups, dropped) = if limit_reached {
         // The chunks after are not read: the last object is not finished.
-        (merged.totals.clone(), merged.row_groups)
+        (merged.totals.clone(), merged.row_groups, merged.dropped)
     } else {
         merged.done()?
     };
@@ -594,7 +645,7 @@ pub async fn print_rows(
     };
     Ok(objects_summary(
         counters,
-        (&totals, row_groups),
+        (&totals, row_groups, dropped),
         rows_and_result,
         reruns,
     ))
@@ -720,8 +771,10 @@ async fn summarize(
         objects: ObjectCounts {
             matched: 1,
             pruned: 0,
+            skipped: 0,
             scanned: 1,
         },
+        skipped: Vec::new(),
         chunks: layout.chunk_count(),
         records: verifier.records,
         bytes: verifier.bytes,

@@ -76,6 +76,9 @@ print(
             "inventory": answer(inventory),
             "inventory_objects": len(inventory),
             "inventory_first": inventory[0],
+            "inventory_but_first": answer(inventory[1:]),
+            "batch_first": batch[0],
+            "batch_but_first": answer(batch[1:]),
         }
     )
 )

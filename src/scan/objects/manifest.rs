@@ -290,20 +290,22 @@ fn decode_key(encoded: &str) -> String {
         .map_or(spaced.clone(), |key| key.into_owned())
 }
 
-/// The versions of the manifest's rows, each of which must name `bucket`: an Inventory's as it
-/// gives them, a Batch Operations CSV's by HEAD (a few at once), in the manifest's order.
+/// The versions of the manifest's rows, each of which must name the selection's bucket: an
+/// Inventory's as it gives them, a Batch Operations CSV's by HEAD (a few at once), in the
+/// manifest's order.
 pub fn versions(
     s3: &Client,
     manifest: &ManifestRef,
-    bucket: &str,
+    selection: &super::Selection,
 ) -> futures::stream::BoxStream<'static, Result<ObjectVersion, ScanError>> {
-    let (s3, bucket, url) = (s3.clone(), bucket.to_string(), manifest.url());
+    let (s3, selection, url) = (s3.clone(), selection.clone(), manifest.url());
     rows(&s3, manifest)
         .map(move |row| {
-            let (s3, bucket, url) = (s3.clone(), bucket.clone(), url.clone());
+            let (s3, selection, url) = (s3.clone(), selection.clone(), url.clone());
             async move {
                 let row = row?;
-                if row.bucket != bucket {
+                let bucket = &selection.bucket;
+                if row.bucket != *bucket {
                     return Err(ScanError::InvalidScan(format!(
                         "{url} names s3://{}/{}; the scan reads bucket {bucket} only",
                         row.bucket, row.key
@@ -311,18 +313,14 @@ pub fn versions(
                 }
                 match row.version {
                     Some((size, etag)) => {
-                        ObjectVersion::pinned(&bucket, &row.key, size, Some(etag))
+                        ObjectVersion::pinned(bucket, &row.key, size, Some(etag)).map(Some)
                     }
-                    None => {
-                        let (size, etag) = crate::s3::object_version(&s3, &bucket, &row.key)
-                            .await
-                            .map_err(read_failure)?;
-                        ObjectVersion::pinned(&bucket, &row.key, size, etag)
-                    }
+                    None => super::head(&s3, &selection, row.key).await,
                 }
             }
         })
         .buffered(16)
+        .filter_map(|version| futures::future::ready(version.transpose()))
         .boxed()
 }
 

@@ -2,6 +2,7 @@
 //! in key order with the version every read of them is pinned to, and planned one by one. Memory
 //! stays one listing page and the objects being planned, whatever the number of objects.
 
+pub mod changes;
 pub mod glob;
 pub mod hive;
 pub mod manifest;
@@ -15,6 +16,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 
 use super::plan::{JoinedColumns, Layout, ObjectVersion, PlanRequest, plan_object};
 use super::{ScanError, read_failure, s3_error};
+pub use changes::{ObjectChanges, ObjectFailure, OnObjectChange};
 pub use glob::{Glob, GlobError, is_glob};
 pub use hive::HivePartitioning;
 pub use manifest::ManifestRef;
@@ -86,6 +88,8 @@ pub struct Selection {
     pub max_objects: u64,
     /// Whether no object at all is a scan of nothing rather than a failure (NoObjects).
     pub allow_empty: bool,
+    /// What becomes of an object gone since it was listed (a key or manifest row without one).
+    pub changes: ObjectChanges,
 }
 
 impl Selection {
@@ -104,10 +108,10 @@ pub fn list(
     selection: &Selection,
 ) -> impl Stream<Item = Result<ObjectVersion, ScanError>> + Send + use<> {
     let versions = match &selection.source {
-        ObjectSource::Key(key) => heads(s3, &selection.bucket, vec![key.clone()]),
-        ObjectSource::Keys(keys) => heads(s3, &selection.bucket, keys.clone()),
+        ObjectSource::Key(key) => heads(s3, selection, vec![key.clone()]),
+        ObjectSource::Keys(keys) => heads(s3, selection, keys.clone()),
         ObjectSource::Glob(glob) => listing(s3, &selection.bucket, glob.clone()),
-        ObjectSource::Manifest(manifest) => manifest::versions(s3, manifest, &selection.bucket),
+        ObjectSource::Manifest(manifest) => manifest::versions(s3, manifest, selection),
     };
     bounded(versions, selection)
 }
@@ -147,22 +151,38 @@ where
 /// The versions of `keys` by HEAD, in their order.
 fn heads(
     s3: &Client,
-    bucket: &str,
+    selection: &Selection,
     keys: Vec<String>,
 ) -> futures::stream::BoxStream<'static, Result<ObjectVersion, ScanError>> {
-    let (s3, bucket) = (s3.clone(), bucket.to_string());
+    let (s3, selection) = (s3.clone(), selection.clone());
     futures::stream::iter(keys)
-        .map(move |key| {
-            let (s3, bucket) = (s3.clone(), bucket.clone());
-            async move {
-                let (size, etag) = crate::s3::object_version(&s3, &bucket, &key)
-                    .await
-                    .map_err(read_failure)?;
-                ObjectVersion::pinned(&bucket, &key, size, etag)
-            }
-        })
+        .map(move |key| head(&s3, &selection, key))
         .buffered(PLANNING_CONCURRENCY)
+        .filter_map(|version| futures::future::ready(version.transpose()))
         .boxed()
+}
+
+/// The version of `key` by HEAD; `None` when it is gone and the selection skips such objects.
+fn head(
+    s3: &Client,
+    selection: &Selection,
+    key: String,
+) -> impl Future<Output = Result<Option<ObjectVersion>, ScanError>> + use<> {
+    let (s3, bucket, changes) = (
+        s3.clone(),
+        selection.bucket.clone(),
+        selection.changes.clone(),
+    );
+    async move {
+        let version = crate::s3::object_version(&s3, &bucket, &key)
+            .await
+            .map_err(read_failure)
+            .and_then(|(size, etag)| ObjectVersion::pinned(&bucket, &key, size, etag));
+        match version {
+            Ok(version) => Ok(Some(version)),
+            Err(error) => changes.skip(&key, error).map(|()| None),
+        }
+    }
 }
 
 /// Where a glob's listing is.
@@ -238,6 +258,8 @@ pub struct Planning {
     pub pruned: Arc<AtomicU64>,
     /// Columns are bound by name: an object may lack some (NULL in its records) or have others.
     pub union_by_name: bool,
+    /// What becomes of an object changed since it was listed.
+    pub changes: ObjectChanges,
 }
 
 /// What every object of a scan must share with the first: its columns and partition keys.
@@ -306,6 +328,7 @@ where
         planning.pruned.clone(),
     );
     let union_by_name = planning.union_by_name;
+    let changes = planning.changes.clone();
     versions
         .map_ok(move |version| {
             let partitions = match hive {
@@ -325,17 +348,25 @@ where
         })
         .map(move |version| {
             let (s3, request) = (s3.clone(), planning.request.clone());
+            let changes = changes.clone();
             async move {
                 let (version, partitions) = version?;
-                let mut layout = plan_object(&s3, &request, version).await?;
-                layout.joined = JoinedColumns {
-                    partitions,
-                    union_by_name,
-                };
-                Ok(layout)
+                let key = version.key.clone();
+                match plan_object(&s3, &request, version).await {
+                    Ok(mut layout) => {
+                        layout.joined = JoinedColumns {
+                            partitions,
+                            union_by_name,
+                        };
+                        Ok(Some(layout))
+                    }
+                    // Changed since it was listed: skipped, or the scan fails.
+                    Err(error) => changes.skip(&key, error).map(|()| None),
+                }
             }
         })
         .buffered(PLANNING_CONCURRENCY)
+        .filter_map(|layout| futures::future::ready(layout.transpose()))
         .scan(None::<Shape>, move |first, layout| {
             let checked = layout.and_then(|layout| {
                 if hive == HivePartitioning::Enabled && layout.joined.partitions.is_empty() {
@@ -369,6 +400,7 @@ mod tests {
             source: ObjectSource::Glob(Glob::new("*.csv").unwrap()),
             max_objects,
             allow_empty,
+            changes: ObjectChanges::default(),
         }
     }
 
