@@ -349,7 +349,10 @@ pub async fn scan_objects(
     let task = |layout: &Layout, index| local_task(layout, index, None, (sql, &run));
     let (halt, halted) = watch::channel(false);
     let halted = Stop::on(halted);
+    // Once halted (a failure, a stop), nothing more is listed or planned.
+    let running = halted.clone();
     let runs = object_chunks(layouts, counters.objects.clone())
+        .take_while(move |_| futures::future::ready(!running.is_requested()))
         .map(|chunk| {
             let (progress, halted) = (counters.bytes.clone(), halted.clone());
             let task = &task;
@@ -628,8 +631,13 @@ pub async fn print_rows(
     outcome?;
     let limit_reached = wanted.left == Some(0);
     let (totals, row_groups, dropped) = if limit_reached {
-        // The chunks after are not read: the last object is not finished.
-        (merged.totals.clone(), merged.row_groups, merged.dropped)
+        // The chunks after are not read: the last object is not finished, its chunks so far
+        // count.
+        let mut totals = merged.totals.clone();
+        if let Some((_, _, current)) = &merged.current {
+            totals.absorb(current)?;
+        }
+        (totals, merged.row_groups, merged.dropped)
     } else {
         merged.done()?
     };

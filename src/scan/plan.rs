@@ -19,6 +19,9 @@ pub const MAX_CHUNKS: u64 = 100_000;
 /// Longest header row a scan takes: every chunk Job carries the column names.
 pub const MAX_HEADER_BYTES: u64 = 64 << 10;
 
+/// Most compressed bytes read for a header row: a bzip2 block (900 kB of text) and then some.
+const MAX_COMPRESSED_START: u64 = 1 << 20;
+
 /// Longest record a chunk reads unless the scan says otherwise.
 pub const DEFAULT_MAX_RECORD_SIZE: u64 = 64 << 20;
 
@@ -561,7 +564,17 @@ async fn plan_version(
     };
     let (text, complete) = match compression {
         Compression::None => (prefix, size <= MAX_HEADER_BYTES),
-        compressed => decompressed_start(compressed, &prefix, size),
+        compressed => {
+            let (text, complete) = decompressed_start(compressed, &prefix, size);
+            // bzip2 gives no text before a whole block (up to 900 kB of it): read on to the end
+            // of the first block when the start decoded short.
+            if text.len() < MAX_HEADER_BYTES as usize && !complete && size > prefix.len() as u64 {
+                let first_block = read_prefix(s3, &object, size.min(MAX_COMPRESSED_START)).await?;
+                decompressed_start(compressed, &first_block, size)
+            } else {
+                (text, complete)
+            }
+        }
     };
     let bom = if text.starts_with(UTF8_BOM) { 3 } else { 0 };
     let (columns, data_start) = match request.format {
@@ -662,7 +675,7 @@ fn decompressed_start(compression: Compression, prefix: &[u8], size: u64) -> (Ve
         .decoder(prefix)
         .and_then(|decoder| decoder.take(MAX_HEADER_BYTES).read_to_end(&mut decoded));
     // A prefix of a compressed stream ends in a truncated-stream error: what decoded is the start.
-    let complete = read.is_ok() && size <= MAX_HEADER_BYTES;
+    let complete = read.is_ok() && size <= prefix.len() as u64;
     (decoded, complete)
 }
 

@@ -97,7 +97,9 @@ expected["small_rows"] = out.getvalue()
 # Daily dumps, compressed by the tools users have.
 daily = []
 for day in range(1, 10):
-    text = csv_text(day * 100000, rng.randint(50, 400), bom=day == 1, crlf=day % 2 == 0, final_newline=True)
+    # Day 2 (bzip2) is large: its first block ends past the first 64 KiB of compressed bytes.
+    rows = 40000 if day == 2 else rng.randint(50, 400)
+    text = csv_text(day * 100000, rows, bom=day == 1, crlf=day % 2 == 0, final_newline=True)
     data = text.encode()
     kind = ["gz", "zst", "bz2"][day % 3]
     if kind == "gz":

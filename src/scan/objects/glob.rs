@@ -51,7 +51,7 @@ impl Glob {
         }
         let folder;
         let whole = if !is_glob(text) && (text.is_empty() || text.ends_with('/')) {
-            folder = format!("{text}**");
+            folder = format!("{}**", escape(text));
             folder.as_str()
         } else {
             text
@@ -92,6 +92,18 @@ impl Glob {
     pub fn matches(&self, key: &str) -> bool {
         !key.ends_with('/') && self.matcher.is_match(key)
     }
+}
+
+/// `text` matching itself only: every character glob syntax gives a meaning to, `\` escaped.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\' | ',') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 /// The text before a pattern's first wildcard (or escape).
@@ -251,6 +263,7 @@ mod tests {
             ("\\*literal", &["*literal"], &["xliteral"]),
             ("ü/ñ *.csv", &["ü/ñ 1.csv"], &["u/n 1.csv"]),
             ("a%2Fb/*", &["a%2Fb/x"], &["a/b/x"]),
+            ("win\\dir}/", &["win\\dir}/x"], &["windir}/x"]),
         ];
         for (glob, matching, not_matching) in table {
             let compiled = Glob::new(glob).unwrap_or_else(|e| panic!("{e}"));

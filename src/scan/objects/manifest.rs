@@ -62,6 +62,10 @@ struct Fields {
     key: usize,
     size: Option<usize>,
     etag: Option<usize>,
+    /// An Inventory of all versions: only the current version of a key is scanned.
+    is_latest: Option<usize>,
+    /// An Inventory of all versions: a delete marker names no object.
+    is_delete_marker: Option<usize>,
 }
 
 const BATCH_FIELDS: Fields = Fields {
@@ -69,6 +73,8 @@ const BATCH_FIELDS: Fields = Fields {
     key: 1,
     size: None,
     etag: None,
+    is_latest: None,
+    is_delete_marker: None,
 };
 
 /// `manifest.json` of an S3 Inventory.
@@ -166,6 +172,8 @@ fn inventory_fields(schema: &str) -> Result<Fields, String> {
         key: needed("Key")?,
         size: at("Size"),
         etag: at("ETag"),
+        is_latest: at("IsLatest"),
+        is_delete_marker: at("IsDeleteMarker"),
     })
 }
 
@@ -246,7 +254,9 @@ fn parse_rows(
                 let parsed = manifest_row(&out[..written], &ends[..count], fields)
                     .map_err(|why| invalid(number, &why))?;
                 (written, count) = (0, 0);
-                if !row(parsed) {
+                if let Some(parsed) = parsed
+                    && !row(parsed)
+                {
                     return Ok(());
                 }
             }
@@ -255,14 +265,22 @@ fn parse_rows(
     }
 }
 
-/// A row's fields as a [`Row`].
-fn manifest_row(out: &[u8], ends: &[usize], fields: Fields) -> Result<Row, String> {
+/// A row's fields as a [`Row`]; `None` for a row of an older version or a delete marker.
+fn manifest_row(out: &[u8], ends: &[usize], fields: Fields) -> Result<Option<Row>, String> {
     let field = |index: usize| -> Option<&str> {
         let end = *ends.get(index)?;
         let start = if index == 0 { 0 } else { *ends.get(index - 1)? };
         std::str::from_utf8(out.get(start..end)?).ok()
     };
     let needed = |index: usize, name: &str| field(index).ok_or(format!("no {name} field"));
+    let flag = |index: Option<usize>| {
+        index
+            .and_then(field)
+            .map(|v| v.eq_ignore_ascii_case("true"))
+    };
+    if flag(fields.is_latest) == Some(false) || flag(fields.is_delete_marker) == Some(true) {
+        return Ok(None);
+    }
     let bucket = needed(fields.bucket, "bucket")?.to_string();
     let key = decode_key(needed(fields.key, "key")?);
     if key.is_empty() {
@@ -275,11 +293,11 @@ fn manifest_row(out: &[u8], ends: &[usize], fields: Fields) -> Result<Row, Strin
         }
         _ => None,
     };
-    Ok(Row {
+    Ok(Some(Row {
         bucket,
         key,
         version,
-    })
+    }))
 }
 
 /// A key as manifests encode it: URL-encoded, `+` for a space.
@@ -389,6 +407,15 @@ mod tests {
             parsed("b,k,twelve,t,e\n", fields)
                 .unwrap_err()
                 .contains("size")
+        );
+        // Of an Inventory of all versions, only current versions that are objects count.
+        let versions =
+            inventory_fields("Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, ETag")
+                .unwrap();
+        let text = "b,k,v3,true,true,,\nb,k,v2,false,false,5,e2\nb,j,v1,true,false,7,e1\n";
+        assert_eq!(
+            parsed(text, versions).unwrap(),
+            [row("b", "j", Some((7, "\"e1\"")))]
         );
         assert_eq!(
             inventory_fields("Key, Size").unwrap_err(),
