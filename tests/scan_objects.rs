@@ -25,14 +25,18 @@ impl Drop for Dataset {
     }
 }
 
-/// Writes the dataset with Python, uploads every file, and returns what Python found in it.
-async fn dataset() -> Dataset {
+/// Writes a dataset with the Python script `tests/scan_objects/<script>` (given the folder, then
+/// `args` of the bucket's name), uploads every file to a new bucket, and returns what Python found
+/// in it.
+async fn dataset(script: &str, args: impl FnOnce(&str) -> Vec<String>) -> Dataset {
     let bucket = Bucket::create(&common::env().await, "objects").await;
     let folder = std::env::temp_dir().join(common::unique("objects"));
     std::fs::create_dir_all(&folder).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scan_objects/dataset.py");
+    let script = format!("{}/tests/scan_objects/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new("python3")
-        .args([script, folder.to_str().unwrap(), &SMALL_OBJECTS.to_string()])
+        .arg(script)
+        .arg(&folder)
+        .args(args(&bucket.name))
         .output()
         .unwrap();
     assert!(
@@ -101,7 +105,7 @@ const CSV_SQL: &str = "SELECT COUNT(*) AS n, SUM(amount) AS total, MIN(amount) A
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/up.sh"]
 async fn many_objects_scan_as_one_with_every_record_once() {
-    let data = dataset().await;
+    let data = dataset("dataset.py", |_| vec![SMALL_OBJECTS.to_string()]).await;
     let expected = &data.expected;
     let b = &data.bucket.name;
 
@@ -267,33 +271,10 @@ async fn bad_selections_fail_with_their_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/up.sh"]
 async fn hive_partitions_are_columns_and_prune_objects_unread() {
-    let bucket = Bucket::create(&common::env().await, "objects-hive").await;
-    let folder = std::env::temp_dir().join(common::unique("hive"));
-    std::fs::create_dir_all(&folder).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scan_objects/hive.py");
-    let out = std::process::Command::new("python3")
-        .args([script, folder.to_str().unwrap(), &bucket.name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
-    for path in walk(&folder) {
-        let key = path.strip_prefix(&folder).unwrap().to_str().unwrap();
-        bucket.put(key, std::fs::read(&path).unwrap()).await;
-    }
-    bucket
+    let data = dataset("hive.py", |bucket| vec![bucket.to_string()]).await;
+    data.bucket
         .put("conflict/year=2024/a.csv", b"year,v\n2024,1\n".to_vec())
         .await;
-    let _ = std::fs::remove_dir_all(&folder);
-    let data = Dataset {
-        bucket,
-        expected,
-        folder,
-    };
     let (expected, b) = (&data.expected, &data.bucket.name);
     let trips = format!("s3://{b}/trips/**/*.parquet");
 
@@ -371,32 +352,7 @@ async fn hive_partitions_are_columns_and_prune_objects_unread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/up.sh"]
 async fn manifests_name_the_objects_as_aws_writes_them() {
-    let bucket = Bucket::create(&common::env().await, "objects-manifest").await;
-    let folder = std::env::temp_dir().join(common::unique("manifests"));
-    std::fs::create_dir_all(&folder).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/scan_objects/manifests.py"
-    );
-    let out = std::process::Command::new("python3")
-        .args([script, folder.to_str().unwrap(), &bucket.name])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
-    for path in walk(&folder) {
-        let key = path.strip_prefix(&folder).unwrap().to_str().unwrap();
-        bucket.put(key, std::fs::read(&path).unwrap()).await;
-    }
-    let data = Dataset {
-        bucket,
-        expected,
-        folder,
-    };
+    let data = dataset("manifests.py", |bucket| vec![bucket.to_string()]).await;
     let (expected, b) = (&data.expected, &data.bucket.name);
     let sql = "SELECT COUNT(*) AS n, SUM(v) AS total FROM S3Object";
     let url = format!("s3://{b}");
@@ -503,29 +459,7 @@ async fn manifests_name_the_objects_as_aws_writes_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/up.sh"]
 async fn union_by_name_binds_columns_of_objects_that_differ() {
-    let bucket = Bucket::create(&common::env().await, "objects-union").await;
-    let folder = std::env::temp_dir().join(common::unique("union"));
-    std::fs::create_dir_all(&folder).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scan_objects/union.py");
-    let out = std::process::Command::new("python3")
-        .args([script, folder.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected: Value = serde_json::from_slice(&out.stdout).unwrap();
-    for path in walk(&folder) {
-        let key = path.strip_prefix(&folder).unwrap().to_str().unwrap();
-        bucket.put(key, std::fs::read(&path).unwrap()).await;
-    }
-    let data = Dataset {
-        bucket,
-        expected,
-        folder,
-    };
+    let data = dataset("union.py", |_| Vec::new()).await;
     let (expected, b) = (&data.expected, &data.bucket.name);
     let sql = "SELECT COUNT(*) AS n, SUM(v) AS total, COUNT(v) AS with_v FROM S3Object";
     for (format, glob) in [
