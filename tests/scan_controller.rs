@@ -7,6 +7,7 @@ mod common;
 use common::controller::{Controller, assert_event};
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::minio::{Bucket, credentials_secret};
@@ -737,13 +738,19 @@ async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
     bucket.put("rows.csv", data).await;
     let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), &ns);
+    // The scans reach MinIO through a proxy that can hold the answers to UploadPart, so that
+    // their workers are mid-upload for as long as the test needs, however fast the machine.
+    let proxy = common::proxy::Proxy::start(env.s3_endpoint.trim_start_matches("http://")).await;
+    let hold_parts = || proxy.hold(|head| head.starts_with("PUT ") && head.contains("partNumber="));
     let spec = |prefix: &str| {
         json!({
+            "source": {"endpoint": proxy.url()},
             "chunking": {"chunkSize": "20Mi", "parallelism": 2, "maxRetriesPerChunk": 3},
             "processor": {"sql": "SELECT * FROM S3Object",
                 "output": {"bucket": bucket.name, "prefix": prefix}},
         })
     };
+    hold_parts();
     api.create(
         &PostParams::default(),
         &scan("killed", &bucket, "rows.csv", spec("out/")),
@@ -762,15 +769,13 @@ async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
         .unwrap()
         .upload_id
         .unwrap();
-    // Once a chunk has recorded its multipart upload, its worker dies mid-upload. The workers
-    // are killed only when each chunk has recorded its upload or completed its part, and every
-    // open upload is recorded: a SIGKILL between CreateMultipartUpload's answer and the record
-    // leaves an upload only a lifecycle rule removes (the README says so), which is not what
-    // this test is about.
+    // Both chunks record their multipart uploads and wait on their first part's answer; then
+    // their workers die mid-upload. They are killed only when every open upload is recorded: a
+    // SIGKILL between CreateMultipartUpload's answer and the record leaves an upload only a
+    // lifecycle rule removes (the README says so), which is not what this test is about.
     let mut killed = 0;
-    for _ in 0..600 {
+    for _ in 0..1200 {
         let mut recorded = Vec::new();
-        let mut settled = 0;
         for chunk in ["00000", "00001"] {
             let record = bucket
                 .try_get(&format!("out/chunks/{chunk}-{scope}.upload.json"))
@@ -778,26 +783,20 @@ async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
             if let Ok(record) = record {
                 let record: serde_json::Value = serde_json::from_slice(&record).unwrap();
                 recorded.push(record["uploadId"].as_str().unwrap_or_default().to_string());
-                settled += 1;
-            } else if bucket
-                .try_get(&format!("out/part-{chunk}-{scope}.csv"))
-                .await
-                .is_ok()
-            {
-                settled += 1;
             }
         }
         let open = bucket.uploads().await;
         let unrecorded = open
             .iter()
             .any(|id| *id != foreign && !recorded.contains(id));
-        if !recorded.is_empty() && settled == 2 && !unrecorded {
+        if recorded.len() == 2 && proxy.held.load(Ordering::SeqCst) >= 2 && !unrecorded {
             killed = kill_workers(env, &pods.list(&ListParams::default()).await.unwrap().items);
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(killed > 0, "no worker was seen uploading");
+    proxy.heal();
     let status = common::scan_succeeded(&api, "killed", 180).await;
     assert_eq!(status.result.unwrap()["rows"], json!(rows));
     assert_eq!(
@@ -808,14 +807,16 @@ async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
 
     // Deleted mid-upload: its workers, stopped by SIGTERM, abort their uploads (recorded or not
     // yet), and the cleanup aborts the recorded ones; someone else's stays.
+    let held = proxy.held.load(Ordering::SeqCst);
+    hold_parts();
     api.create(
         &PostParams::default(),
         &scan("deleted", &bucket, "rows.csv", spec("del/")),
     )
     .await
     .unwrap();
-    for _ in 0..600 {
-        if bucket.uploads().await.len() > 1 {
+    for _ in 0..1200 {
+        if proxy.held.load(Ordering::SeqCst) > held && bucket.uploads().await.len() > 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -827,6 +828,7 @@ async fn uploads_of_killed_and_deleted_chunks_are_aborted_exactly() {
     let uid = api.get("deleted").await.unwrap().uid().unwrap();
     api.delete("deleted", &Default::default()).await.unwrap();
     common::wait_deleted(api.clone(), "deleted", &uid, 120).await;
+    proxy.heal();
     assert_eq!(bucket.uploads().await, vec![foreign]);
     common::delete_namespace(&env.client, &ns).await;
 }
