@@ -295,6 +295,22 @@ async fn hive_partitions_are_columns_and_prune_objects_unread() {
         json!({"matched": files, "pruned": files - kept_files, "skipped": 0, "scanned": kept_files}),
         "objects read"
     );
+    // A glob naming the partition folders lists only those the WHERE clause can match.
+    let (walked, _) = summary(
+        &data,
+        &format!("s3://{b}/trips/year=*/month=*/*.parquet"),
+        "SELECT COUNT(*) AS n, SUM(fare) AS total, MAX(id) AS top FROM S3Object \
+         WHERE year = 2024 AND month <= 3",
+        &[],
+    )
+    .await;
+    assert_eq!(walked["result"], expected["kept"], "query by folder");
+    assert_eq!(
+        walked["objects"],
+        json!({"matched": kept_files, "pruned": 0, "skipped": 0, "scanned": kept_files,
+            "prunedFolders": expected["pruned_folders"]}),
+        "folders listed"
+    );
     let (all, _) = summary(&data, &trips, "SELECT COUNT(*) AS n FROM S3Object", &[]).await;
     assert_eq!(all["result"], expected["all"]);
     assert_eq!(all["objects"]["pruned"], 0);
@@ -469,6 +485,11 @@ async fn union_by_name_binds_columns_of_objects_that_differ() {
         let url = format!("s3://{b}/{glob}");
         let (union, _) = summary(&data, &url, sql, &["--union-by-name"]).await;
         assert_eq!(union["result"], expected[format], "{format} by name");
+        assert_eq!(
+            union["missingColumns"],
+            expected[format!("{format}_missing")],
+            "{format}: objects lacking a column"
+        );
         // Without it, the objects' columns must agree.
         let (code, _, err, _) = scan(&data, &url, sql, &[]).await;
         assert_ne!(code, 0, "{format}");

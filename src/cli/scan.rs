@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use s3flow::s3::S3Url;
 use s3flow::scan::local::{Counters, ScanSummary, print_rows, scan, scan_objects};
 use s3flow::scan::objects::{
-    self, Glob, HivePartitioning, ManifestRef, ObjectChanges, ObjectSource, OnObjectChange,
+    self, FolderPruning, Glob, HivePartitioning, ManifestRef, ObjectChanges, ObjectSource, OnObjectChange,
     Planning, Selection, is_glob,
 };
 use s3flow::scan::plan::{DetectedFormat, detect_format};
@@ -295,12 +295,26 @@ async fn run_many(
         ),
         ..Counters::default()
     };
+    let hive = match args.hive_partitioning {
+        HiveArg::Auto => HivePartitioning::Auto,
+        HiveArg::Enabled => HivePartitioning::Enabled,
+        HiveArg::Disabled => HivePartitioning::Disabled,
+    };
+    // What the WHERE clause says of partitions, before any object's columns are known.
+    let prune = compile(&args.sql, &Columns::Named).ok();
     let selection = Selection {
         bucket: args.object.bucket.clone(),
         source,
         max_objects: args.max_objects,
         allow_empty: args.allow_empty,
         changes: counters.changes.clone(),
+        folders: prune
+            .clone()
+            .filter(|_| hive != HivePartitioning::Disabled)
+            .map(|query| FolderPruning {
+                query,
+                pruned: counters.pruned_folders.clone(),
+            }),
     };
     let location = selection.describe();
     let started = Instant::now();
@@ -313,12 +327,8 @@ async fn run_many(
     let (request, _) = request(&args, format_of(&args, &s3, first_key.as_deref()).await?)?;
     let planning = Planning {
         request: request.clone(),
-        hive: match args.hive_partitioning {
-            HiveArg::Auto => HivePartitioning::Auto,
-            HiveArg::Enabled => HivePartitioning::Enabled,
-            HiveArg::Disabled => HivePartitioning::Disabled,
-        },
-        prune: compile(&args.sql, &Columns::Named).ok(),
+        hive,
+        prune,
         pruned: counters.pruned.clone(),
         union_by_name: args.union_by_name,
         changes: counters.changes.clone(),
@@ -467,12 +477,16 @@ fn print_summary(location: &str, summary: &ScanSummary, seconds: f64, result_out
         n => format!(" ({n} re-run)"),
     };
     let counts = &summary.objects;
-    let objects = match (counts.pruned, counts.skipped) {
+    let folders = match counts.pruned_folders {
+        0 => String::new(),
+        folders => format!(", {folders} folders"),
+    };
+    let objects = match (counts.pruned + counts.pruned_folders, counts.skipped) {
         _ if counts.matched == 1 => String::new(),
         (0, 0) => format!("{} objects, ", counts.scanned),
-        (pruned, skipped) => format!(
-            "{} objects ({pruned} pruned by their partitions, {skipped} skipped as changed), ",
-            counts.scanned
+        _ => format!(
+            "{} objects ({} pruned by their partitions{folders}, {} skipped as changed), ",
+            counts.scanned, counts.pruned, counts.skipped
         ),
     };
     eprintln!(
@@ -484,6 +498,9 @@ fn print_summary(location: &str, summary: &ScanSummary, seconds: f64, result_out
             "skipped {}: {} ({})",
             failure.key, failure.message, failure.reason
         );
+    }
+    for (column, objects) in &summary.missing_columns {
+        eprintln!("column {column} is missing in {objects} objects (NULL in their records)");
     }
     if let Some(groups) = &summary.row_groups {
         eprintln!(

@@ -49,6 +49,10 @@ pub struct ScanSummary {
     /// Parquet: the files' row groups, those skipped by their statistics, and bytes fetched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub row_groups: Option<RowGroupsSummary>,
+    /// Columns bound by name: per column the query names, the objects that lacked it (NULL in
+    /// their records).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub missing_columns: BTreeMap<String, u64>,
 }
 
 /// What a Parquet scan read of the files' row groups.
@@ -76,6 +80,8 @@ pub struct Counters {
     pub objects: Arc<AtomicU64>,
     /// Objects their hive partitions ruled out, never read.
     pub pruned: Arc<AtomicU64>,
+    /// Hive folders their partitions ruled out, never listed.
+    pub pruned_folders: Arc<AtomicU64>,
     /// Objects changed since they were listed, and whether they fail the scan or are skipped.
     pub changes: ObjectChanges,
 }
@@ -91,6 +97,13 @@ pub struct ObjectCounts {
     pub skipped: u64,
     /// Read, every record counted.
     pub scanned: u64,
+    /// Hive folders ruled out by their partitions, their objects never listed.
+    #[serde(rename = "prunedFolders", skip_serializing_if = "is_zero")]
+    pub pruned_folders: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 /// An id for one run of a scan on this machine, for its chunks' upload records.
@@ -262,25 +275,40 @@ where
 /// The objects of a scan merged in key order: each object's chunks are checked by a verifier of
 /// its own, which is added to the scan's totals once its last chunk is in.
 struct ObjectMerge {
-    totals: Verifier,
+    totals: MergedObjects,
     current: Option<(u64, Arc<Layout>, Verifier)>,
     empty: Vec<crate::scan::value::Partial>,
-    row_groups: u64,
+    /// The query compiled with named columns, to find those an object lacks.
+    named: Option<Query>,
     /// The last object left out, whose chunks after are ignored.
     skipped: Option<u64>,
+}
+
+/// What the objects merged so far add up to.
+#[derive(Clone)]
+struct MergedObjects {
+    verifier: Verifier,
+    /// Row groups of their Parquet files.
+    row_groups: u64,
     /// Objects left out once planned.
     dropped: u64,
+    /// Per column, the objects that lacked it (columns bound by name).
+    missing: BTreeMap<String, u64>,
 }
 
 impl ObjectMerge {
-    fn new(query: &Query) -> ObjectMerge {
+    fn new(query: &Query, sql: &str) -> ObjectMerge {
         ObjectMerge {
-            totals: Verifier::new(query.empty_partials()),
+            totals: MergedObjects {
+                verifier: Verifier::new(query.empty_partials()),
+                row_groups: 0,
+                dropped: 0,
+                missing: BTreeMap::new(),
+            },
             current: None,
             empty: query.empty_partials(),
-            row_groups: 0,
+            named: super::sql::compile(sql, &super::sql::Columns::Named).ok(),
             skipped: None,
-            dropped: 0,
         }
     }
 
@@ -295,7 +323,7 @@ impl ObjectMerge {
             self.current = None;
         }
         self.skipped = Some(ordinal);
-        self.dropped += 1;
+        self.totals.dropped += 1;
     }
 
     /// The verifier of object `ordinal`, the previous object finished when this one is new.
@@ -317,21 +345,36 @@ impl ObjectMerge {
     fn finish(&mut self, object: Option<(u64, Arc<Layout>, Verifier)>) -> Result<(), ScanError> {
         if let Some((_, layout, verifier)) = object {
             verifier.finish(&layout)?;
-            self.totals.absorb(&verifier)?;
-            self.row_groups += layout
-                .parquet
-                .as_ref()
-                .map_or(0, |p| u64::from(p.row_groups));
+            self.totals.absorb(&layout, &verifier, self.named.as_ref())?;
         }
         Ok(())
     }
 
-    /// The totals, the row groups in them and the objects left out once planned, once every
-    /// chunk is in.
-    fn done(mut self) -> Result<(Verifier, u64, u64), ScanError> {
+    /// The totals, once every chunk is in.
+    fn done(mut self) -> Result<MergedObjects, ScanError> {
         let last = self.current.take();
         self.finish(last)?;
-        Ok((self.totals, self.row_groups, self.dropped))
+        Ok(self.totals)
+    }
+}
+
+impl MergedObjects {
+    /// Adds the object of `layout`, merged by `verifier`.
+    fn absorb(
+        &mut self,
+        layout: &Layout,
+        verifier: &Verifier,
+        named: Option<&Query>,
+    ) -> Result<(), ScanError> {
+        self.verifier.absorb(verifier)?;
+        self.row_groups += layout
+            .parquet
+            .as_ref()
+            .map_or(0, |p| u64::from(p.row_groups));
+        for column in named.map(|named| layout.lacks(named)).unwrap_or_default() {
+            *self.missing.entry(column).or_default() += 1;
+        }
+        Ok(())
     }
 }
 
@@ -367,7 +410,7 @@ pub async fn scan_objects(
         })
         .buffered(parallelism.max(1));
     let mut runs = std::pin::pin!(runs);
-    let (mut merged, mut reruns) = (ObjectMerge::new(query), 0);
+    let (mut merged, mut reruns) = (ObjectMerge::new(query, sql), 0);
     let merge = async |(ordinal, layout, index, report): ObjectChunkRun| {
         if merged.is_skipped(ordinal) {
             return Ok(());
@@ -392,23 +435,24 @@ pub async fn scan_objects(
         Ok(())
     };
     drain(&mut runs, merge, stop, halt).await?;
-    let (totals, row_groups, dropped) = merged.done()?;
-    Ok(objects_summary(
-        counters,
-        (&totals, row_groups, dropped),
-        totals.result(query),
-        reruns,
-    ))
+    let merged = merged.done()?;
+    let result = merged.verifier.result(query);
+    Ok(objects_summary(counters, merged, result, reruns))
 }
 
-/// The summary of a scan of objects: `totals` of their chunks, `row_groups` in them, `dropped`
-/// objects left out once planned.
+/// The summary of a scan of objects, from what they add up to.
 fn objects_summary(
     counters: &Counters,
-    (totals, row_groups, dropped): (&Verifier, u64, u64),
+    merged: MergedObjects,
     (rows, result): (u64, serde_json::Map<String, serde_json::Value>),
     reruns: u32,
 ) -> ScanSummary {
+    let MergedObjects {
+        verifier: totals,
+        row_groups,
+        dropped,
+        missing,
+    } = merged;
     let count = |counter: &AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
     let (planned, pruned) = (count(&counters.objects), count(&counters.pruned));
     let (skipped, named) = counters.changes.skipped();
@@ -419,6 +463,7 @@ fn objects_summary(
             pruned,
             skipped,
             scanned: planned.saturating_sub(dropped),
+            pruned_folders: count(&counters.pruned_folders),
         },
         skipped: named,
         chunks: u32::try_from(count(&counters.chunks)).unwrap_or(u32::MAX),
@@ -434,6 +479,7 @@ fn objects_summary(
             skipped_bytes: totals.row_groups.skipped_bytes,
             fetched_bytes: totals.row_groups.fetched_bytes,
         }),
+        missing_columns: missing,
     }
 }
 
@@ -561,7 +607,7 @@ pub async fn print_rows(
             }
         })
     };
-    let mut merged = ObjectMerge::new(query);
+    let mut merged = ObjectMerge::new(query, sql);
     let mut stop = stop;
     let mut reruns = 0;
     // Rows LIMIT still lets through: each chunk stops at LIMIT rows of its own.
@@ -630,14 +676,14 @@ pub async fn print_rows(
     starter.abort();
     outcome?;
     let limit_reached = wanted.left == Some(0);
-    let (totals, row_groups, dropped) = if limit_reached {
+    let totals = if limit_reached {
         // The chunks after are not read: the last object is not finished, its chunks so far
         // count.
         let mut totals = merged.totals.clone();
-        if let Some((_, _, current)) = &merged.current {
-            totals.absorb(current)?;
+        if let Some((_, layout, current)) = &merged.current {
+            totals.absorb(layout, current, merged.named.as_ref())?;
         }
-        (totals, merged.row_groups, merged.dropped)
+        totals
     } else {
         merged.done()?
     };
@@ -649,14 +695,9 @@ pub async fn print_rows(
                 [("rows".to_string(), rows.into())].into_iter().collect(),
             )
         }
-        false => totals.result(query),
+        false => totals.verifier.result(query),
     };
-    Ok(objects_summary(
-        counters,
-        (&totals, row_groups, dropped),
-        rows_and_result,
-        reruns,
-    ))
+    Ok(objects_summary(counters, totals, rows_and_result, reruns))
 }
 
 /// How a chunk's rows went to the output.
@@ -781,6 +822,7 @@ async fn summarize(
             pruned: 0,
             skipped: 0,
             scanned: 1,
+            pruned_folders: 0,
         },
         skipped: Vec::new(),
         chunks: layout.chunk_count(),
@@ -796,5 +838,6 @@ async fn summarize(
             skipped_bytes: verifier.row_groups.skipped_bytes,
             fetched_bytes: verifier.row_groups.fetched_bytes,
         }),
+        missing_columns: BTreeMap::new(),
     })
 }

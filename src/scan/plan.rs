@@ -155,14 +155,11 @@ impl Layout {
     /// exist and be of a type a query can use.
     pub fn compile(&self, sql: &str) -> Result<crate::scan::sql::Query, ScanError> {
         let mut constants = self.constants()?;
-        // JSON Lines binds fields by name already: an absent one is NULL.
-        let by_name = self.joined.union_by_name
-            && matches!(
-                self.format,
-                InputFormat::Csv { header: true, .. } | InputFormat::Parquet
-            );
+        let by_name = self.binds_by_name();
         if by_name {
-            constants.extend(self.missing_columns(sql, &constants)?);
+            let named = crate::scan::sql::compile(sql, &crate::scan::sql::Columns::Named)?;
+            let missing = self.missing_columns(&named, &constants);
+            constants.extend(missing.into_iter().map(|name| (name, Value::Null)));
         }
         let query = crate::scan::sql::compile_with(sql, &self.sql_columns(), &constants)?;
         if by_name && !query.is_aggregate() && query.output_names().is_none() {
@@ -202,22 +199,42 @@ impl Layout {
         Ok(partitions.chain(virtual_columns).collect())
     }
 
-    /// The columns `sql` names that the object lacks, as NULLs (union by name): those of its
-    /// names that are no column of the object and no constant.
-    fn missing_columns(&self, sql: &str, constants: &Constants) -> Result<Constants, ScanError> {
-        let named = crate::scan::sql::compile(sql, &crate::scan::sql::Columns::Named)?;
+    /// Whether the object's columns are bound by name, a column it lacks being NULL (JSON Lines
+    /// binds fields by name already: an absent one is NULL).
+    fn binds_by_name(&self) -> bool {
+        self.joined.union_by_name
+            && matches!(
+                self.format,
+                InputFormat::Csv { header: true, .. } | InputFormat::Parquet
+            )
+    }
+
+    /// The columns `named` (a query compiled with named columns) names that the object lacks:
+    /// those that are no column of the object and no constant, each once.
+    fn missing_columns(&self, named: &crate::scan::sql::Query, constants: &Constants) -> Vec<String> {
         let known = |name: &str| {
             self.columns.iter().any(|c| c.eq_ignore_ascii_case(name))
                 || constants.iter().any(|(c, _)| c.eq_ignore_ascii_case(name))
                 || positional(name)
         };
-        Ok(named
+        let mut missing: Vec<String> = named
             .paths()
             .into_iter()
             .filter_map(|path| path.into_iter().next())
             .filter(|name| !known(name))
-            .map(|name| (name, Value::Null))
-            .collect())
+            .collect();
+        missing.sort();
+        missing.dedup();
+        missing
+    }
+
+    /// The columns `named` (a query compiled with named columns) names that this object lacks,
+    /// NULL in its records, when its columns are bound by name (none otherwise).
+    pub fn lacks(&self, named: &crate::scan::sql::Query) -> Vec<String> {
+        match self.constants() {
+            Ok(constants) if self.binds_by_name() => self.missing_columns(named, &constants),
+            _ => Vec::new(),
+        }
     }
 
     /// Whether the object is read as one decompressed stream from its start, in one chunk (a

@@ -35,6 +35,10 @@ dataset = ds.dataset(os.path.join(folder, "trips"), format="parquet", partitioni
 kept = dataset.to_table(filter=(ds.field("year") == 2024) & (ds.field("month") <= 3))
 files = sorted(os.path.relpath(f, folder) for f in dataset.files)
 kept_files = [f for f in files if "year=2024/" in f and int(f.split("month=")[1].split("/")[0]) <= 3]
+# The folders a listing by folder leaves unlisted: every year but 2024, and 2024's months past 3.
+years = {f.split("year=")[1].split("/")[0] for f in files}
+months_2024 = {f.split("month=")[1].split("/")[0] for f in files if "year=2024/" in f}
+pruned_folders = len(years - {"2024"}) + len([m for m in months_2024 if int(m) > 3])
 last = dataset.to_table(filter=ds.field("id") == rows - 7).to_pylist()[0]
 print(
     json.dumps(
@@ -47,6 +51,7 @@ print(
             },
             "files": len(files),
             "kept_files": len(kept_files),
+            "pruned_folders": pruned_folders,
             "kept_bytes": sum(os.path.getsize(os.path.join(folder, f)) for f in kept_files),
             "first_path": f"s3://{bucket}/{files[0]}",
             "row": f"{last['year']},{last['month']},{last['id']}",

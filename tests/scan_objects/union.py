@@ -38,12 +38,24 @@ tables = {
 }
 for name, table in tables.items():
     pq.write_table(table, os.path.join(folder, "union/pq", name))
+# Per column the queries name, the objects that lack it (those with none left out).
+named = ["v"]
+csv_missing = {
+    c: n
+    for c in named
+    if (n := sum(c not in text.split("\n")[0].split(",") for text in csv_objects.values()))
+}
+pq_missing = {
+    c: n for c in named if (n := sum(c not in t.column_names for t in tables.values()))
+}
 schema = pa.unify_schemas([t.schema for t in tables.values()])
 table = ds.dataset(os.path.join(folder, "union/pq"), schema=schema, format="parquet").to_table()
 print(
     json.dumps(
         {
             "csv": {"n": len(records), "total": sum(values), "with_v": len(values)},
+            "csv_missing": csv_missing,
+            "parquet_missing": pq_missing,
             "parquet": {
                 "n": table.num_rows,
                 "total": pc.sum(table["v"]).as_py(),

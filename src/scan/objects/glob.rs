@@ -21,6 +21,81 @@ pub struct Glob {
     text: String,
     prefixes: Vec<String>,
     matcher: GlobSet,
+    folders: Option<HiveFolders>,
+}
+
+/// Most folder levels a glob descends through (as many as a key has partitions).
+const MAX_FOLDER_LEVELS: usize = 32;
+
+/// The hive folder levels of a glob (`events/year=*/month=*/*.csv`), listed folder by folder so
+/// that a WHERE clause on the partitions skips whole folders unlisted: the folders before the
+/// first wildcard (`events/`), one level per `name=<pattern>` segment after them, and the rest of
+/// the pattern, whose objects are listed in each folder kept.
+#[derive(Clone, Debug)]
+pub struct HiveFolders {
+    /// The folders before the first wildcard, each ending in `/` (`events/`).
+    pub root: String,
+    /// Each level's literal start (`year=`), listed by folder, and the pattern its folder's name
+    /// must match.
+    levels: Vec<(String, globset::GlobMatcher)>,
+    /// The literal start of the rest of the pattern (`` for `*.csv`), listed in each folder kept.
+    pub rest: String,
+}
+
+impl HiveFolders {
+    /// Of a pattern, when a `name=<wildcard>` segment follows its literal folders (the segments
+    /// before it hold no syntax, and it is not the pattern's last).
+    fn of(pattern: &str) -> Option<HiveFolders> {
+        let segments: Vec<&str> = pattern.split('/').collect();
+        let plain = |segment: &str| !segment.contains(|c| WILDCARDS.contains(&c) || c == '\\');
+        let first_wild = segments.iter().position(|segment| !plain(segment))?;
+        let mut levels = Vec::new();
+        for segment in &segments[first_wild..segments.len() - 1] {
+            let Some((name, _)) = segment.split_once('=') else {
+                break;
+            };
+            if name.is_empty() || !plain(name) || segment.contains("**") {
+                break;
+            }
+            let matcher = GlobBuilder::new(segment)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .ok()?
+                .compile_matcher();
+            levels.push((literal_prefix(segment).to_string(), matcher));
+            if levels.len() == MAX_FOLDER_LEVELS {
+                break;
+            }
+        }
+        if levels.is_empty() {
+            return None;
+        }
+        let root: String = segments[..first_wild].iter().map(|s| format!("{s}/")).collect();
+        let rest = segments[first_wild + levels.len()..].join("/");
+        Some(HiveFolders {
+            root,
+            rest: literal_prefix(&rest).to_string(),
+            levels,
+        })
+    }
+
+    /// How many folder levels are listed by folder.
+    pub fn depth(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// The literal start of level `level`'s folder names (`year=`).
+    pub fn level_start(&self, level: usize) -> &str {
+        self.levels.get(level).map_or("", |(start, _)| start.as_str())
+    }
+
+    /// Whether a folder named `name` (`year=2024`) is one level `level` of the glob takes.
+    pub fn takes(&self, level: usize, name: &str) -> bool {
+        self.levels
+            .get(level)
+            .is_some_and(|(_, matcher)| matcher.is_match(name))
+    }
 }
 
 /// Why a glob is refused.
@@ -70,10 +145,16 @@ impl Glob {
             prefixes.push(literal_prefix(pattern).to_string());
         }
         let matcher = matcher.build().map_err(|e| refuse(e.to_string()))?;
+        // Folder by folder only with one pattern: the folders of several could overlap.
+        let folders = match patterns.as_slice() {
+            [pattern] => HiveFolders::of(pattern),
+            _ => None,
+        };
         Ok(Glob {
             text: text.to_string(),
             prefixes: covering_prefixes(prefixes),
             matcher,
+            folders,
         })
     }
 
@@ -86,6 +167,11 @@ impl Glob {
     /// one after the other, in key order.
     pub fn prefixes(&self) -> &[String] {
         &self.prefixes
+    }
+
+    /// Its hive folder levels, when its one pattern has `name=<wildcard>` folders.
+    pub fn hive_folders(&self) -> Option<&HiveFolders> {
+        self.folders.as_ref()
     }
 
     /// Whether `key` is one of the glob's objects (a key ending in `/`, a folder marker, never is).
@@ -291,6 +377,58 @@ mod tests {
         for (glob, prefixes) in table {
             let compiled = Glob::new(glob).unwrap();
             assert_eq!(compiled.prefixes(), *prefixes, "{glob}");
+        }
+    }
+
+    #[test]
+    fn hive_folder_levels_follow_the_literal_folders() {
+        type Levels<'a> = Option<(&'a str, &'a [(&'a str, &'a [&'a str], &'a [&'a str])], &'a str)>;
+        let table: &[(&str, Levels)] = &[
+            (
+                "events/year=*/month=0[1-3]/*.csv",
+                Some((
+                    "events/",
+                    &[
+                        ("year=", &["year=2024"], &["yr=2024", "year"]),
+                        ("month=0", &["month=01", "month=03"], &["month=04"]),
+                    ],
+                    "",
+                )),
+            ),
+            (
+                "t/y=2024/m=*/day-*.csv",
+                Some(("t/y=2024/", &[("m=", &["m=1"], &["d=1"])], "day-")),
+            ),
+            (
+                "y=*/x/*.csv",
+                Some(("", &[("y=", &["y=a"], &[])], "x/")),
+            ),
+            ("events/year=*.csv", None),
+            ("events/*/year=*/f", None),
+            ("events/**/year=*/f", None),
+            ("events/ye*=1/f", None),
+            ("{a,b}/year=*/f", None),
+            ("events/year=2024/f.csv", None),
+        ];
+        for (glob, expected) in table {
+            let compiled = Glob::new(glob).unwrap();
+            let folders = compiled.hive_folders();
+            let Some((root, levels, rest)) = expected else {
+                assert!(folders.is_none(), "{glob}");
+                continue;
+            };
+            let folders = folders.unwrap_or_else(|| panic!("{glob} has hive folders"));
+            assert_eq!((folders.root.as_str(), folders.rest.as_str()), (*root, *rest));
+            assert_eq!(folders.depth(), levels.len(), "{glob}");
+            for (level, (start, taken, refused)) in levels.iter().enumerate() {
+                assert_eq!(folders.level_start(level), *start, "{glob}");
+                for name in *taken {
+                    assert!(folders.takes(level, name), "{glob}: {name}");
+                }
+                for name in *refused {
+                    assert!(!folders.takes(level, name), "{glob}: {name}");
+                }
+            }
         }
     }
 

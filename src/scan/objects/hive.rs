@@ -3,6 +3,8 @@
 //! object is read, whether it can hold a matching row.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use crate::scan::sql::{ColumnBounds, Query};
 use crate::scan::value::Value;
@@ -17,6 +19,16 @@ pub enum HivePartitioning {
     Enabled,
     /// Never: `k=v` folders are only part of the key.
     Disabled,
+}
+
+/// A query's WHERE clause asked of hive folders as a glob's listing reaches them: a folder whose
+/// partitions rule out every row is never listed.
+#[derive(Clone, Debug)]
+pub struct FolderPruning {
+    /// The query, compiled with named columns.
+    pub query: Query,
+    /// Folders ruled out so far.
+    pub pruned: Arc<AtomicU64>,
 }
 
 /// Most partition columns taken from one key.

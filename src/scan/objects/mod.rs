@@ -18,7 +18,7 @@ use super::plan::{JoinedColumns, Layout, ObjectVersion, PlanRequest, plan_object
 use super::{ScanError, read_failure, s3_error};
 pub use changes::{ObjectChanges, ObjectFailure, OnObjectChange};
 pub use glob::{Glob, GlobError, is_glob};
-pub use hive::HivePartitioning;
+pub use hive::{FolderPruning, HivePartitioning};
 pub use manifest::ManifestRef;
 
 use super::sql::Query;
@@ -90,6 +90,9 @@ pub struct Selection {
     pub allow_empty: bool,
     /// What becomes of an object gone since it was listed (a key or manifest row without one).
     pub changes: ObjectChanges,
+    /// With hive partitions: a glob with `name=<wildcard>` folders lists them level by level,
+    /// and descends only into those the query's WHERE clause can match.
+    pub folders: Option<FolderPruning>,
 }
 
 impl Selection {
@@ -110,7 +113,7 @@ pub fn list(
     let versions = match &selection.source {
         ObjectSource::Key(key) => heads(s3, selection, vec![key.clone()]),
         ObjectSource::Keys(keys) => heads(s3, selection, keys.clone()),
-        ObjectSource::Glob(glob) => listing(s3, &selection.bucket, glob.clone()),
+        ObjectSource::Glob(glob) => listing(s3, selection, glob.clone()),
         ObjectSource::Manifest(manifest) => manifest::versions(s3, manifest, selection),
     };
     bounded(versions, selection)
@@ -185,63 +188,170 @@ fn head(
     }
 }
 
-/// Where a glob's listing is.
-struct Cursor {
+/// The objects a glob matches: its prefixes listed one after the other (so in key order), or,
+/// with folder pruning and hive folders in the glob, the objects of each folder kept.
+fn listing(
+    s3: &Client,
+    selection: &Selection,
+    glob: Glob,
+) -> futures::stream::BoxStream<'static, Result<ObjectVersion, ScanError>> {
+    let prefixes = match (glob.hive_folders(), &selection.folders) {
+        (Some(folders), Some(pruning)) => FolderWalk {
+            s3: s3.clone(),
+            bucket: selection.bucket.clone(),
+            folders: folders.clone(),
+            pruning: pruning.clone(),
+            stack: vec![Folder::new(folders.root.clone(), 0)],
+        }
+        .prefixes(),
+        _ => futures::stream::iter(glob.prefixes().to_vec().into_iter().map(Ok)).boxed(),
+    };
+    let (s3, bucket) = (s3.clone(), selection.bucket.clone());
+    prefixes
+        .map_ok(move |prefix| {
+            let pages = Pages {
+                s3: s3.clone(),
+                bucket: bucket.clone(),
+                glob: glob.clone(),
+                prefix,
+                next: Some(None),
+            };
+            pages.objects()
+        })
+        .try_flatten()
+        .boxed()
+}
+
+/// Where the listing of one prefix is.
+struct Pages {
     s3: Client,
     bucket: String,
     glob: Glob,
-    /// The prefix being listed.
-    prefix: usize,
-    /// Its next page's continuation token, once a page said there is one.
-    token: Option<String>,
+    prefix: String,
+    /// The next page's continuation token (`Some(None)`: the first page), `None` after the last.
+    next: Option<Option<String>>,
 }
 
-/// The objects a glob matches, listing its prefixes one after the other (so in key order).
-fn listing(
-    s3: &Client,
-    bucket: &str,
-    glob: Glob,
-) -> futures::stream::BoxStream<'static, Result<ObjectVersion, ScanError>> {
-    let cursor = Cursor {
-        s3: s3.clone(),
-        bucket: bucket.to_string(),
-        glob,
-        prefix: 0,
-        token: None,
-    };
-    futures::stream::try_unfold(cursor, |mut cursor| async move {
-        let Some(prefix) = cursor.glob.prefixes().get(cursor.prefix).cloned() else {
-            return Ok::<_, ScanError>(None);
-        };
-        let page = cursor
-            .s3
-            .list_objects_v2()
-            .bucket(&cursor.bucket)
-            .prefix(&prefix)
-            .set_continuation_token(cursor.token.take())
-            .send()
-            .await
-            .map_err(|e| s3_error(&format!("LIST s3://{}/{prefix}", cursor.bucket), e))?;
-        cursor.token = page
-            .next_continuation_token()
-            .filter(|_| page.is_truncated() == Some(true))
-            .map(str::to_string);
-        if cursor.token.is_none() {
-            cursor.prefix += 1;
-        }
-        let mut matched = VecDeque::new();
-        for object in page.contents() {
-            let Some(key) = object.key().filter(|key| cursor.glob.matches(key)) else {
-                continue;
+impl Pages {
+    /// The objects under the prefix that the glob matches, a page at a time.
+    fn objects(self) -> impl Stream<Item = Result<ObjectVersion, ScanError>> + Send + use<> {
+        futures::stream::try_unfold(self, |mut pages| async move {
+            let Some(token) = pages.next.take() else {
+                return Ok::<_, ScanError>(None);
             };
-            let size = u64::try_from(object.size().unwrap_or_default()).unwrap_or_default();
-            let etag = object.e_tag().map(str::to_string);
-            matched.push_back(ObjectVersion::pinned(&cursor.bucket, key, size, etag));
+            let page = pages
+                .s3
+                .list_objects_v2()
+                .bucket(&pages.bucket)
+                .prefix(&pages.prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| s3_error(&format!("LIST s3://{}/{}", pages.bucket, pages.prefix), e))?;
+            pages.next = page
+                .next_continuation_token()
+                .filter(|_| page.is_truncated() == Some(true))
+                .map(|token| Some(token.to_string()));
+            let mut matched = VecDeque::new();
+            for object in page.contents() {
+                let Some(key) = object.key().filter(|key| pages.glob.matches(key)) else {
+                    continue;
+                };
+                let size = u64::try_from(object.size().unwrap_or_default()).unwrap_or_default();
+                let etag = object.e_tag().map(str::to_string);
+                matched.push_back(ObjectVersion::pinned(&pages.bucket, key, size, etag));
+            }
+            Ok(Some((futures::stream::iter(matched), pages)))
+        })
+        .try_flatten()
+    }
+}
+
+/// A hive folder being listed by its subfolders: its key prefix (ending in `/`), its level, the
+/// next page's continuation token, and the subfolders of the last page still to descend into.
+struct Folder {
+    prefix: String,
+    level: usize,
+    next: Option<Option<String>>,
+    kept: VecDeque<String>,
+}
+
+impl Folder {
+    fn new(prefix: String, level: usize) -> Folder {
+        Folder {
+            prefix,
+            level,
+            next: Some(None),
+            kept: VecDeque::new(),
         }
-        Ok(Some((futures::stream::iter(matched), cursor)))
-    })
-    .try_flatten()
-    .boxed()
+    }
+}
+
+/// A depth-first walk of a glob's hive folders, in key order: memory is one page of folders per
+/// level.
+struct FolderWalk {
+    s3: Client,
+    bucket: String,
+    folders: glob::HiveFolders,
+    pruning: FolderPruning,
+    stack: Vec<Folder>,
+}
+
+impl FolderWalk {
+    /// The prefixes to list objects under: in each deepest folder kept, the rest of the glob's
+    /// literal start.
+    fn prefixes(self) -> futures::stream::BoxStream<'static, Result<String, ScanError>> {
+        futures::stream::try_unfold(self, |mut walk| async move {
+            loop {
+                let Some(top) = walk.stack.last_mut() else {
+                    return Ok::<_, ScanError>(None);
+                };
+                if let Some(folder) = top.kept.pop_front() {
+                    let level = top.level + 1;
+                    if level == walk.folders.depth() {
+                        let prefix = format!("{folder}{}", walk.folders.rest);
+                        return Ok(Some((prefix, walk)));
+                    }
+                    walk.stack.push(Folder::new(folder, level));
+                    continue;
+                }
+                let Some(token) = top.next.take() else {
+                    walk.stack.pop();
+                    continue;
+                };
+                let listed = format!("{}{}", top.prefix, walk.folders.level_start(top.level));
+                let page = walk
+                    .s3
+                    .list_objects_v2()
+                    .bucket(&walk.bucket)
+                    .prefix(&listed)
+                    .delimiter("/")
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| s3_error(&format!("LIST s3://{}/{listed}", walk.bucket), e))?;
+                top.next = page
+                    .next_continuation_token()
+                    .filter(|_| page.is_truncated() == Some(true))
+                    .map(|token| Some(token.to_string()));
+                for folder in page.common_prefixes().iter().filter_map(|c| c.prefix()) {
+                    let name = folder
+                        .strip_prefix(top.prefix.as_str())
+                        .and_then(|name| name.strip_suffix('/'));
+                    if !name.is_some_and(|name| walk.folders.takes(top.level, name)) {
+                        continue;
+                    }
+                    let partitions = hive::partitions(&format!("{folder}_"));
+                    if hive::may_match(&walk.pruning.query, &partitions) {
+                        top.kept.push_back(folder.to_string());
+                    } else {
+                        walk.pruning.pruned.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        })
+        .boxed()
+    }
 }
 
 /// How the listed objects are planned.
@@ -401,6 +511,7 @@ mod tests {
             max_objects,
             allow_empty,
             changes: ObjectChanges::default(),
+            folders: None,
         }
     }
 

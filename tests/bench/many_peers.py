@@ -1,0 +1,65 @@
+"""The peers of the many-objects benchmark over S3 (MinIO), each with a glob: Polars'
+scan_csv/scan_parquet and DuckDB's read_csv/read_parquet (httpfs, loaded from the
+duckdb-ext-httpfs package), with hive partitions for Parquet. Queries: count, minmax (of the
+fare), day (trips and fares of one day, a hive partition). Prints one JSON object of the answer.
+Usage: many_peers.py polars|duckdb ENDPOINT BUCKET csv|parquet count|minmax|day DAY"""
+import datetime
+import json
+import os
+import sys
+
+tool, endpoint, bucket, fmt, query, day = sys.argv[1:7]
+glob = f"s3://{bucket}/many/csv/*.csv" if fmt == "csv" else f"s3://{bucket}/many/parquet/**/*.parquet"
+fare = "fare" if fmt == "csv" else "fare_amount"
+
+
+def polars():
+    import polars as pl
+
+    options = {
+        "aws_endpoint_url": endpoint,
+        "aws_access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
+        "aws_region": "us-east-1",
+        "aws_allow_http": "true",
+    }
+    if fmt == "csv":
+        frame = pl.scan_csv(glob, storage_options=options)
+    else:
+        frame = pl.scan_parquet(glob, storage_options=options, hive_partitioning=True)
+    column = pl.col(fare)
+    if query == "count":
+        return {"records": frame.select(pl.len()).collect().item()}
+    if query == "minmax":
+        row = frame.select(column.min().alias("min"), column.max().alias("max")).collect().row(0)
+        return {"min": row[0], "max": row[1]}
+    when = datetime.date.fromisoformat(day)
+    row = frame.filter(pl.col("day") == when).select(pl.len(), column.sum()).collect().row(0)
+    return {"trips": row[0], "fares": row[1]}
+
+
+def duckdb():
+    import duckdb
+    import duckdb_ext
+
+    db = duckdb.connect()
+    extension = os.path.join(list(duckdb_ext.__path__)[0], "extensions", f"v{duckdb.__version__}",
+                             "linux_amd64", "httpfs.duckdb_extension")
+    db.execute(f"LOAD '{extension}'")
+    host = endpoint.split("://", 1)[1]
+    db.execute(f"""CREATE SECRET (TYPE s3, KEY_ID '{os.environ["AWS_ACCESS_KEY_ID"]}',
+        SECRET '{os.environ["AWS_SECRET_ACCESS_KEY"]}', ENDPOINT '{host}', URL_STYLE 'path',
+        USE_SSL false, REGION 'us-east-1')""")
+    source = f"read_csv('{glob}')" if fmt == "csv" else f"read_parquet('{glob}', hive_partitioning=true)"
+    if query == "count":
+        return {"records": db.execute(f"SELECT COUNT(*) FROM {source}").fetchone()[0]}
+    if query == "minmax":
+        low, high = db.execute(f"SELECT MIN({fare}), MAX({fare}) FROM {source}").fetchone()
+        return {"min": low, "max": high}
+    trips, fares = db.execute(
+        f"SELECT COUNT(*), SUM({fare}) FROM {source} WHERE day = ?", [datetime.date.fromisoformat(day)]
+    ).fetchone()
+    return {"trips": trips, "fares": fares}
+
+
+print(json.dumps(polars() if tool == "polars" else duckdb()))
