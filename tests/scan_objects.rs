@@ -99,6 +99,26 @@ async fn summary(data: &Dataset, url: &str, sql: &str, extra: &[&str]) -> (Value
     (serde_json::from_str(&out).unwrap(), rss)
 }
 
+/// The keys of the row output parts under `prefix`, in key order.
+async fn part_keys(bucket: &Bucket, prefix: &str) -> Vec<String> {
+    let part = format!("{prefix}part-");
+    let keys = bucket.keys(prefix).await;
+    keys.into_iter().filter(|k| k.starts_with(&part)).collect()
+}
+
+/// The records of the CSV parts under `prefix`, in key order, each part's header row left out.
+async fn parts_rows(bucket: &Bucket, prefix: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for key in part_keys(bucket, prefix).await {
+        let body = bucket.get(&key).await;
+        let mut reader = csv::Reader::from_reader(&body[..]);
+        for record in reader.records() {
+            rows.push(record.unwrap().iter().map(str::to_string).collect());
+        }
+    }
+    rows
+}
+
 const CSV_SQL: &str = "SELECT COUNT(*) AS n, SUM(amount) AS total, MIN(amount) AS low, \
                        MAX(city) AS last FROM S3Object";
 
@@ -142,6 +162,43 @@ async fn many_objects_scan_as_one_with_every_record_once() {
     .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, expected["small_rows"].as_str().unwrap(), "rows");
+
+    // Rows written to S3: each object's parts numbered on from the previous object's, so that
+    // they hold the rows in key order, and a manifest of every chunk; LIMIT keeps the first rows.
+    let large = format!("s3://{b}/small/part-*-large.csv");
+    let wanted: Vec<Vec<String>> = serde_json::from_value(expected["large_rows"].clone()).unwrap();
+    for (limit, prefix) in [(None, "out/"), (Some(25), "limited/")] {
+        let sql = match limit {
+            None => "SELECT id, note FROM S3Object s WHERE s.amount > 990".to_string(),
+            Some(n) => format!("SELECT id, note FROM S3Object s WHERE s.amount > 990 LIMIT {n}"),
+        };
+        let to = format!("s3://{b}/{prefix}");
+        let (written, _) =
+            summary(&data, &large, &sql, &["--chunk-size", "64Ki", "--output", &to]).await;
+        let wanted = &wanted[..limit.unwrap_or(wanted.len())];
+        assert_eq!(parts_rows(&data.bucket, prefix).await, wanted, "{sql}");
+        assert_eq!(written["rows"], wanted.len());
+        let manifest = format!("{prefix}manifest.json");
+        assert_eq!(written["manifest"], format!("s3://{b}/{manifest}"));
+        let manifest: Value = serde_json::from_slice(&data.bucket.get(&manifest).await).unwrap();
+        let mut lines = Vec::new();
+        for shard in manifest["shards"].as_array().unwrap() {
+            let packed = data.bucket.get(shard.as_str().unwrap()).await;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&packed[..]), &mut text)
+                .unwrap();
+            lines.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+        }
+        assert_eq!(lines.len() as u64, written["chunks"].as_u64().unwrap(), "a line per chunk");
+        let rows: u64 = lines.iter().map(|l| l["rows"].as_u64().unwrap()).sum();
+        assert_eq!((rows, &manifest["rows"]), (wanted.len() as u64, &written["rows"]));
+        let parts: Vec<&str> = lines.iter().filter_map(|l| l["part"].as_str()).collect();
+        assert_eq!(
+            parts.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            part_keys(&data.bucket, prefix).await,
+            "the manifest names every part left, in order"
+        );
+    }
 
     // Daily dumps compressed with gzip, zstd and bzip2, by brace alternatives.
     let (daily, _) = summary(
@@ -563,7 +620,7 @@ async fn an_object_replaced_after_planning_is_skipped_whole_or_fails_the_scan() 
         let query = query.clone();
         async move {
             let summary =
-                scan_objects(&s3, layouts, (&query, sql), (4, Stop::never()), &counters).await;
+                scan_objects(&s3, layouts, (&query, sql), None, (4, Stop::never()), &counters).await;
             summary.map(|s| serde_json::to_value(&s).unwrap())
         }
     };

@@ -170,6 +170,7 @@ fn request(
             None => format.output_format(),
         },
         scope: String::new(),
+        first_part: 0,
     });
     let chunk_size = parse_size(&args.chunk_size)?;
     if chunk_size == 0 {
@@ -246,11 +247,6 @@ pub(crate) async fn run(args: ScanArgs) -> anyhow::Result<(serde_json::Value, bo
     // Everything but the format is checked before the first request.
     request(&args, DetectedFormat::Csv)?;
     let source = source(&args)?;
-    if !matches!(source, ObjectSource::Key(_)) && args.output.is_some() {
-        anyhow::bail!(
-            "--output takes one object; a scan of many objects prints its rows or its aggregates"
-        );
-    }
     s3flow::s3::set_read_floor(s3flow::floor::ThroughputFloor {
         min_bytes_per_second: args.min_bytes_per_second,
         window: Duration::from_secs(args.stall_timeout.max(1)),
@@ -324,7 +320,7 @@ async fn run_many(
         // The listing's failure comes with the planning.
         _ => None,
     };
-    let (request, _) = request(&args, format_of(&args, &s3, first_key.as_deref()).await?)?;
+    let (request, output) = request(&args, format_of(&args, &s3, first_key.as_deref()).await?)?;
     let planning = Planning {
         request: request.clone(),
         hive,
@@ -341,7 +337,14 @@ async fn run_many(
     }
     .map_err(failed)?;
     let parallelism = (args.parallelism as usize, Stop::on(shutdown::on_signal()?));
-    let prints_rows = !query.is_aggregate() && !args.json;
+    if let (Some(first), Some(output)) = (&first, &output) {
+        let names_columns = query.output_names().is_some();
+        first
+            .format
+            .check_output(output.format, names_columns)
+            .map_err(failed)?;
+    }
+    let prints_rows = !query.is_aggregate() && output.is_none() && !args.json;
     let summary = match first {
         Some(first) if prints_rows => {
             let layouts = futures::stream::iter([Ok(first.clone())]).chain(layouts);
@@ -361,7 +364,15 @@ async fn run_many(
         }
         first => {
             let layouts = futures::stream::iter(first.map(Ok)).chain(layouts);
-            let engine = scan_objects(&s3, layouts, (&query, &args.sql), parallelism, &counters);
+            let output = output.as_ref().map(|output| (output, location.as_str()));
+            let engine = scan_objects(
+                &s3,
+                layouts,
+                (&query, &args.sql),
+                output,
+                parallelism,
+                &counters,
+            );
             with_progress_bar(None, &counters, engine).await
         }
     }

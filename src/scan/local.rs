@@ -13,7 +13,7 @@ use super::chunk::{
     ChunkReport, ChunkTask, LocalRows, Output, OutputFormat, RowBatch, Work, run_chunk,
     run_chunk_to,
 };
-use super::manifest::{ChunkSummary, Crossing};
+use super::manifest::{ChunkSummary, Crossing, ShardedManifest};
 use super::objects::{ObjectChanges, ObjectFailure};
 use super::plan::Layout;
 use super::sql::Query;
@@ -221,13 +221,14 @@ async fn accept(
     }
 }
 
-/// Chunk `index` of `layout` running `sql` for the scan `run`, its rows (if any) kept on this
-/// machine.
+/// Chunk `index` of `layout` running `sql` for the scan `run`, its rows written to `output`, or
+/// kept on this machine.
 fn local_task(
     layout: &Layout,
     index: u32,
     start_state: Option<State>,
     (sql, run): (&str, &str),
+    output: Option<Output>,
 ) -> ChunkTask {
     ChunkTask {
         layout: layout.clone(),
@@ -235,19 +236,19 @@ fn local_task(
         start_state,
         work: Work::Query {
             sql: sql.to_string(),
-            output: None,
+            output,
         },
         run: run.to_string(),
         keep_rows: None,
     }
 }
 
-/// One chunk of one of a scan's objects: the object's place in key order, its layout, and the
-/// chunk's index in it.
-type ObjectChunk = (u64, Arc<Layout>, u32);
+/// One chunk of one of a scan's objects: the object's place in key order, its layout, the
+/// chunk's index in it, and the number among all the scan's chunks of the object's chunk 0.
+type ObjectChunk = (u64, Arc<Layout>, u32, u32);
 
 /// An [`ObjectChunk`] that ran, and how.
-type ObjectChunkRun = (u64, Arc<Layout>, u32, Result<ChunkReport, ScanError>);
+type ObjectChunkRun = (ObjectChunk, Result<ChunkReport, ScanError>);
 
 /// The chunks of `layouts`, object after object, counting the objects.
 fn object_chunks<S>(
@@ -259,15 +260,20 @@ where
 {
     layouts
         .enumerate()
-        .map(move |(ordinal, layout)| {
+        .scan(0u32, move |chunks_before, (ordinal, layout)| {
             objects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            layout.map(|layout| {
+            let numbered = layout.and_then(|layout| {
+                let first = *chunks_before;
+                *chunks_before = first.checked_add(layout.chunk_count()).ok_or_else(|| {
+                    ScanError::InvalidScan(format!("the objects make more than {} chunks", u32::MAX))
+                })?;
                 let (layout, ordinal) = (Arc::new(layout), ordinal as u64);
-                futures::stream::iter(
+                Ok(futures::stream::iter(
                     (0..layout.chunk_count())
-                        .map(move |index| Ok((ordinal, layout.clone(), index))),
-                )
-            })
+                        .map(move |index| Ok((ordinal, layout.clone(), index, first))),
+                ))
+            });
+            futures::future::ready(Some(numbered))
         })
         .try_flatten()
 }
@@ -378,18 +384,34 @@ impl MergedObjects {
     }
 }
 
-/// Runs an aggregate query over every chunk of every object of `layouts` (in key order, planned
-/// as they come), with at most `parallelism` chunks at once, and merges them: each object's
-/// chunks in order, the objects in key order. A failure or a `stop` halts the scan.
+/// Runs a query over every chunk of every object of `layouts` (in key order, planned as they
+/// come), with at most `parallelism` chunks at once, and merges them: each object's chunks in
+/// order, the objects in key order. A failure or a `stop` halts the scan.
+///
+/// With `output`, each chunk writes its rows to a part, numbered on from object to object so
+/// that the parts sort in key order, and a [`ShardedManifest`] lists them; LIMIT keeps the first
+/// rows in key order (parts past it deleted, the chunk crossing it run again to it). An object
+/// changed since it was listed then fails the scan once its parts are being written.
 pub async fn scan_objects(
     s3: &Client,
     layouts: impl futures::Stream<Item = Result<Layout, ScanError>> + Send,
     (query, sql): (&Query, &str),
+    output: Option<(&Output, &str)>,
     (parallelism, stop): (usize, Stop),
     counters: &Counters,
 ) -> Result<ScanSummary, ScanError> {
     let run = run_id();
-    let task = |layout: &Layout, index| local_task(layout, index, None, (sql, &run));
+    // Each object's parts are numbered on from the previous object's.
+    let parts = |(.., first): &ObjectChunk| {
+        output.map(|(output, _)| Output {
+            first_part: *first,
+            ..output.clone()
+        })
+    };
+    let task = |chunk: &ObjectChunk| {
+        let (_, layout, index, _) = chunk;
+        local_task(layout, *index, None, (sql, &run), parts(chunk))
+    };
     let (halt, halted) = watch::channel(false);
     let halted = Stop::on(halted);
     // Once halted (a failure, a stop), nothing more is listed or planned.
@@ -400,34 +422,48 @@ pub async fn scan_objects(
             let (progress, halted) = (counters.bytes.clone(), halted.clone());
             let task = &task;
             async move {
-                let (ordinal, layout, index) = chunk?;
+                let chunk = chunk?;
                 if halted.is_requested() {
                     return Err(ScanError::Stopped);
                 }
-                let report = run_chunk(s3, &task(&layout, index), progress, halted).await;
-                Ok((ordinal, layout, index, report))
+                let report = run_chunk(s3, &task(&chunk), progress, halted).await;
+                Ok((chunk, report))
             }
         })
         .buffered(parallelism.max(1));
     let mut runs = std::pin::pin!(runs);
     let (mut merged, mut reruns) = (ObjectMerge::new(query, sql), 0);
-    let merge = async |(ordinal, layout, index, report): ObjectChunkRun| {
-        if merged.is_skipped(ordinal) {
+    let mut manifest = output.map(|(output, _)| ShardedManifest::new(output, query.limit));
+    let mut crossing = None;
+    let merge = async |(chunk, report): ObjectChunkRun| {
+        let (ordinal, layout, ..) = &chunk;
+        if merged.is_skipped(*ordinal) {
             return Ok(());
         }
-        let verifier = merged.verifier(ordinal, &layout)?;
+        let verifier = merged.verifier(*ordinal, layout)?;
+        let truth = verifier.state;
         let accepted = match report {
-            Ok(report) => accept(s3, verifier, report, task(&layout, index), &halted).await,
+            Ok(report) => accept(s3, verifier, report, task(&chunk), &halted).await,
             Err(error) => Err(error),
         };
-        match accepted {
-            Ok((_, again)) => reruns += again,
+        let report = match accepted {
+            Ok((report, again)) => {
+                reruns += again;
+                report
+            }
+            // Parts are being written: a changed object fails the scan.
+            Err(error) if manifest.is_some() => return Err(error),
             // Changed since it was listed: left out whole, or the scan fails.
             Err(error) => {
                 counters.changes.skip(&layout.object.key, error)?;
-                merged.skip(ordinal);
+                merged.skip(*ordinal);
                 return Ok(());
             }
+        };
+        if let (Some(manifest), Some(output)) = (&mut manifest, parts(&chunk))
+            && let Some(crossed) = manifest.add(s3, (layout, &output), &report, truth).await?
+        {
+            crossing = Some((chunk.clone(), crossed));
         }
         counters
             .chunks
@@ -435,9 +471,30 @@ pub async fn scan_objects(
         Ok(())
     };
     drain(&mut runs, merge, stop, halt).await?;
+    // The chunk whose rows cross the LIMIT runs again, keeping only the rows within it.
+    if let Some((chunk, crossed)) = crossing {
+        let mut again = task(&chunk);
+        again.start_state = Some(crossed.state);
+        again.keep_rows = Some(crossed.keep);
+        let report = run_chunk(s3, &again, Arc::new(AtomicU64::new(0)), Stop::never()).await?;
+        check_report(&report, &again).map_err(|message| ScanError::InvalidReport {
+            chunk: crossed.index,
+            message,
+        })?;
+    }
     let merged = merged.done()?;
     let result = merged.verifier.result(query);
-    Ok(objects_summary(counters, merged, result, reruns))
+    let mut summary = objects_summary(counters, merged, result, reruns);
+    if let (Some(manifest), Some((_, source))) = (manifest, output) {
+        let head = serde_json::json!({
+            "source": source,
+            "objects": summary.objects,
+            "chunks": summary.chunks,
+            "result": summary.result,
+        });
+        summary.manifest = Some(manifest.finish(s3, head).await?);
+    }
+    Ok(summary)
 }
 
 /// The summary of a scan of objects, from what they add up to.
@@ -561,7 +618,7 @@ pub async fn print_rows(
     }
     let run = run_id();
     let task = move |layout: &Layout, index, start_state| {
-        local_task(layout, index, start_state, (sql, &run))
+        local_task(layout, index, start_state, (sql, &run), None)
     };
     let (halt, halted) = watch::channel(false);
     let halted = Stop::on(halted);
@@ -575,7 +632,7 @@ pub async fn print_rows(
         tokio::spawn(async move {
             let mut chunks = std::pin::pin!(chunks);
             while let Some(chunk) = chunks.next().await {
-                let (ordinal, layout, index) = match chunk {
+                let (ordinal, layout, index, first) = match chunk {
                     Ok(chunk) => chunk,
                     Err(error) => {
                         let _ = started_tx.send(Err(error)).await;
@@ -600,7 +657,7 @@ pub async fn print_rows(
                     let _permit = permit;
                     run_chunk_to(&s3, &task, progress, halted, Some(local)).await
                 });
-                let started = (ordinal, layout, index, rows_rx, running);
+                let started = ((ordinal, layout, index, first), rows_rx, running);
                 if started_tx.send(Ok(started)).await.is_err() {
                     return;
                 }
@@ -624,7 +681,7 @@ pub async fn print_rows(
             let Some(next) = next else {
                 return Ok(());
             };
-            let (ordinal, layout, index, rows, running) = next?;
+            let ((ordinal, layout, index, _), rows, running) = next?;
             let verifier = merged.verifier(ordinal, &layout)?;
             let mut chunk = task(&layout, index, None);
             let report = match forward(rows, verifier.state, out, &mut wanted).await? {

@@ -206,6 +206,121 @@ impl Finish<'_> {
     }
 }
 
+/// Lines of a shard of a many-object manifest.
+const SHARD_LINES: usize = 10_000;
+
+/// The manifest of a scan of many objects, written as the chunks are accepted, in key order: one
+/// line per chunk (its object, range, records, rows and part) in shards of gzip JSON Lines of at
+/// most [`SHARD_LINES`] lines under `<manifest key without .json>/`, then the manifest itself,
+/// which names the shards. Memory holds one shard's lines.
+pub struct ShardedManifest {
+    bucket: String,
+    key: String,
+    lines: Vec<u8>,
+    count: usize,
+    shards: Vec<String>,
+    /// Rows the LIMIT still lets through.
+    left: Option<u64>,
+    /// Records and rows of the lines so far.
+    records: u64,
+    rows: u64,
+}
+
+impl ShardedManifest {
+    /// The manifest of the parts of `output`, its rows held to `limit`.
+    pub fn new(output: &Output, limit: Option<u64>) -> ShardedManifest {
+        ShardedManifest {
+            bucket: output.bucket.clone(),
+            key: output.manifest_key(),
+            lines: Vec::new(),
+            count: 0,
+            shards: Vec::new(),
+            left: limit,
+            records: 0,
+            rows: 0,
+        }
+    }
+
+    /// Adds the next accepted chunk (`report` of chunk `index` of `layout`, its parts in `output`):
+    /// the rows LIMIT lets through. A chunk past the LIMIT loses its part; the one whose rows cross
+    /// it is returned, to run again to it ([`Crossing`]: `state` is its true start state).
+    pub async fn add(
+        &mut self,
+        s3: &Client,
+        (layout, output): (&Layout, &Output),
+        report: &ChunkReport,
+        state: State,
+    ) -> Result<Option<Crossing>, ScanError> {
+        let crossing = self
+            .left
+            .and_then(|left| Crossing::of(Some(left), 0, (report.index, report.rows, state)));
+        let kept = self.left.map_or(report.rows, |left| report.rows.min(left));
+        if let Some(left) = &mut self.left {
+            *left -= kept;
+        }
+        let mut part = report.part.as_ref().map(|_| output.part_key(report.index));
+        if kept == 0 && let Some(key) = part.take() {
+            delete_object(s3, &output.bucket, &key).await?;
+        }
+        self.records = self.records.saturating_add(report.records);
+        self.rows = self.rows.saturating_add(kept);
+        let (start, end) = layout.range(report.index);
+        let line = serde_json::json!({
+            "key": layout.object.key,
+            "etag": layout.object.etag,
+            "size": layout.object.size,
+            "chunk": report.index,
+            "start": start,
+            "end": end.min(layout.object.size),
+            "records": report.records,
+            "rows": kept,
+            "part": part,
+        });
+        self.lines.extend_from_slice(line.to_string().as_bytes());
+        self.lines.push(b'\n');
+        self.count += 1;
+        if self.count == SHARD_LINES {
+            self.flush(s3).await?;
+        }
+        Ok(crossing)
+    }
+
+    /// Writes the lines so far as the next shard.
+    async fn flush(&mut self, s3: &Client) -> Result<(), ScanError> {
+        use std::io::Write;
+        let base = self.key.strip_suffix(".json").unwrap_or(&self.key);
+        let key = format!("{base}/chunks-{:05}.jsonl.gz", self.shards.len());
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let packed = gzip
+            .write_all(&self.lines)
+            .and_then(|()| gzip.finish())
+            .map_err(|source| ScanError::Write {
+                what: "the manifest".into(),
+                source,
+            })?;
+        put_object(s3, &self.bucket, &key, packed, Some("application/gzip")).await?;
+        self.shards.push(key);
+        self.lines.clear();
+        self.count = 0;
+        Ok(())
+    }
+
+    /// Writes the last shard and the manifest: `head` with the totals and the shards' keys.
+    pub async fn finish(
+        mut self,
+        s3: &Client,
+        mut head: serde_json::Value,
+    ) -> Result<String, ScanError> {
+        if self.count > 0 {
+            self.flush(s3).await?;
+        }
+        head["records"] = self.records.into();
+        head["rows"] = self.rows.into();
+        head["shards"] = self.shards.into();
+        put(s3, &self.bucket, &self.key, &head).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

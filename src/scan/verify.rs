@@ -356,6 +356,7 @@ mod tests {
                     prefix: "run/".into(),
                     format: OutputFormat::Csv,
                     scope: String::new(),
+                    first_part: 0,
                 }),
             },
             run: "uid".into(),

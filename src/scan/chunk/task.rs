@@ -48,6 +48,14 @@ pub struct Output {
     /// scans sharing a prefix never touch each other's objects; empty for a scan on one machine.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// The number of the part of chunk 0: in a scan of many objects, each object's parts are
+    /// numbered on from the previous object's, so that the parts sort in key order.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub first_part: u32,
+}
+
+fn is_zero(number: &u32) -> bool {
+    *number == 0
 }
 
 /// The scope of a scan's keys: the first 8 characters of its uid.
@@ -67,11 +75,13 @@ fn scoped(scope: &str) -> String {
 }
 
 impl Output {
-    /// Key of chunk `index`'s part: `<prefix>part-<index>[-<scope>].<extension>`.
+    /// Key of chunk `index`'s part: `<prefix>part-<number>[-<scope>].<extension>`, its number
+    /// counted from [`Output::first_part`].
     pub fn part_key(&self, index: u32) -> String {
         format!(
-            "{}part-{index:05}{}.{}",
+            "{}part-{:05}{}.{}",
             self.prefix,
+            u64::from(self.first_part) + u64::from(index),
             scoped(&self.scope),
             self.format.extension()
         )
@@ -79,7 +89,8 @@ impl Output {
 
     /// Where chunk `index` records the multipart upload of its part while it runs.
     pub fn upload_record_key(&self, index: u32) -> String {
-        ChunkObject::UploadRecord.key(&self.prefix, &self.scope, index)
+        let number = u64::from(self.first_part) + u64::from(index);
+        ChunkObject::UploadRecord.key(&self.prefix, &self.scope, number)
     }
 
     /// The manifest's key.
@@ -106,7 +117,8 @@ pub enum ChunkObject {
 
 impl ChunkObject {
     /// Its key for chunk `index` of the scan `scope` (see [`Output::scope`]) under `prefix`.
-    pub fn key(self, prefix: &str, scope: &str, index: u32) -> String {
+    pub fn key(self, prefix: &str, scope: &str, index: impl Into<u64>) -> String {
+        let index = index.into();
         let suffix = match self {
             ChunkObject::Report => "json",
             ChunkObject::ProcessorOutput => "output.json",
