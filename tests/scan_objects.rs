@@ -173,8 +173,13 @@ async fn many_objects_scan_as_one_with_every_record_once() {
             Some(n) => format!("SELECT id, note FROM S3Object s WHERE s.amount > 990 LIMIT {n}"),
         };
         let to = format!("s3://{b}/{prefix}");
-        let (written, _) =
-            summary(&data, &large, &sql, &["--chunk-size", "64Ki", "--output", &to]).await;
+        let (written, _) = summary(
+            &data,
+            &large,
+            &sql,
+            &["--chunk-size", "64Ki", "--output", &to],
+        )
+        .await;
         let wanted = &wanted[..limit.unwrap_or(wanted.len())];
         assert_eq!(parts_rows(&data.bucket, prefix).await, wanted, "{sql}");
         assert_eq!(written["rows"], wanted.len());
@@ -185,13 +190,26 @@ async fn many_objects_scan_as_one_with_every_record_once() {
         for shard in manifest["shards"].as_array().unwrap() {
             let packed = data.bucket.get(shard.as_str().unwrap()).await;
             let mut text = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&packed[..]), &mut text)
-                .unwrap();
-            lines.extend(text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+            std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(&packed[..]),
+                &mut text,
+            )
+            .unwrap();
+            lines.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+            );
         }
-        assert_eq!(lines.len() as u64, written["chunks"].as_u64().unwrap(), "a line per chunk");
+        assert_eq!(
+            lines.len() as u64,
+            written["chunks"].as_u64().unwrap(),
+            "a line per chunk"
+        );
         let rows: u64 = lines.iter().map(|l| l["rows"].as_u64().unwrap()).sum();
-        assert_eq!((rows, &manifest["rows"]), (wanted.len() as u64, &written["rows"]));
+        assert_eq!(
+            (rows, &manifest["rows"]),
+            (wanted.len() as u64, &written["rows"])
+        );
         let parts: Vec<&str> = lines.iter().filter_map(|l| l["part"].as_str()).collect();
         assert_eq!(
             parts.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
@@ -619,8 +637,15 @@ async fn an_object_replaced_after_planning_is_skipped_whole_or_fails_the_scan() 
         let s3 = bucket.s3.clone();
         let query = query.clone();
         async move {
-            let summary =
-                scan_objects(&s3, layouts, (&query, sql), None, (4, Stop::never()), &counters).await;
+            let summary = scan_objects(
+                &s3,
+                layouts,
+                (&query, sql),
+                None,
+                (4, Stop::never()),
+                &counters,
+            )
+            .await;
             summary.map(|s| serde_json::to_value(&s).unwrap())
         }
     };

@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use s3flow::s3::S3Url;
 use s3flow::scan::local::{Counters, ScanSummary, print_rows, scan, scan_objects};
 use s3flow::scan::objects::{
-    self, FolderPruning, Glob, HivePartitioning, ManifestRef, ObjectChanges, ObjectSource, OnObjectChange,
-    Planning, Selection, is_glob,
+    self, FolderPruning, Glob, HivePartitioning, ManifestRef, ObjectChanges, ObjectSource,
+    OnObjectChange, Planning, Selection, is_glob,
 };
 use s3flow::scan::plan::{DetectedFormat, detect_format};
 use s3flow::scan::sql::{Columns, compile};

@@ -265,13 +265,15 @@ where
             let numbered = layout.and_then(|layout| {
                 let first = *chunks_before;
                 *chunks_before = first.checked_add(layout.chunk_count()).ok_or_else(|| {
-                    ScanError::InvalidScan(format!("the objects make more than {} chunks", u32::MAX))
+                    ScanError::InvalidScan(format!(
+                        "the objects make more than {} chunks",
+                        u32::MAX
+                    ))
                 })?;
                 let (layout, ordinal) = (Arc::new(layout), ordinal as u64);
-                Ok(futures::stream::iter(
-                    (0..layout.chunk_count())
-                        .map(move |index| Ok((ordinal, layout.clone(), index, first))),
-                ))
+                Ok(futures::stream::iter((0..layout.chunk_count()).map(
+                    move |index| Ok((ordinal, layout.clone(), index, first)),
+                )))
             });
             futures::future::ready(Some(numbered))
         })
@@ -351,7 +353,8 @@ impl ObjectMerge {
     fn finish(&mut self, object: Option<(u64, Arc<Layout>, Verifier)>) -> Result<(), ScanError> {
         if let Some((_, layout, verifier)) = object {
             verifier.finish(&layout)?;
-            self.totals.absorb(&layout, &verifier, self.named.as_ref())?;
+            self.totals
+                .absorb(&layout, &verifier, self.named.as_ref())?;
         }
         Ok(())
     }

@@ -259,7 +259,9 @@ impl ShardedManifest {
             *left -= kept;
         }
         let mut part = report.part.as_ref().map(|_| output.part_key(report.index));
-        if kept == 0 && let Some(key) = part.take() {
+        if kept == 0
+            && let Some(key) = part.take()
+        {
             delete_object(s3, &output.bucket, &key).await?;
         }
         self.records = self.records.saturating_add(report.records);

@@ -211,7 +211,11 @@ impl Layout {
 
     /// The columns `named` (a query compiled with named columns) names that the object lacks:
     /// those that are no column of the object and no constant, each once.
-    fn missing_columns(&self, named: &crate::scan::sql::Query, constants: &Constants) -> Vec<String> {
+    fn missing_columns(
+        &self,
+        named: &crate::scan::sql::Query,
+        constants: &Constants,
+    ) -> Vec<String> {
         let known = |name: &str| {
             self.columns.iter().any(|c| c.eq_ignore_ascii_case(name))
                 || constants.iter().any(|(c, _)| c.eq_ignore_ascii_case(name))

@@ -71,7 +71,10 @@ impl HiveFolders {
         if levels.is_empty() {
             return None;
         }
-        let root: String = segments[..first_wild].iter().map(|s| format!("{s}/")).collect();
+        let root: String = segments[..first_wild]
+            .iter()
+            .map(|s| format!("{s}/"))
+            .collect();
         let rest = segments[first_wild + levels.len()..].join("/");
         Some(HiveFolders {
             root,
@@ -87,7 +90,9 @@ impl HiveFolders {
 
     /// The literal start of level `level`'s folder names (`year=`).
     pub fn level_start(&self, level: usize) -> &str {
-        self.levels.get(level).map_or("", |(start, _)| start.as_str())
+        self.levels
+            .get(level)
+            .map_or("", |(start, _)| start.as_str())
     }
 
     /// Whether a folder named `name` (`year=2024`) is one level `level` of the glob takes.
@@ -382,7 +387,11 @@ mod tests {
 
     #[test]
     fn hive_folder_levels_follow_the_literal_folders() {
-        type Levels<'a> = Option<(&'a str, &'a [(&'a str, &'a [&'a str], &'a [&'a str])], &'a str)>;
+        type Levels<'a> = Option<(
+            &'a str,
+            &'a [(&'a str, &'a [&'a str], &'a [&'a str])],
+            &'a str,
+        )>;
         let table: &[(&str, Levels)] = &[
             (
                 "events/year=*/month=0[1-3]/*.csv",
@@ -399,10 +408,7 @@ mod tests {
                 "t/y=2024/m=*/day-*.csv",
                 Some(("t/y=2024/", &[("m=", &["m=1"], &["d=1"])], "day-")),
             ),
-            (
-                "y=*/x/*.csv",
-                Some(("", &[("y=", &["y=a"], &[])], "x/")),
-            ),
+            ("y=*/x/*.csv", Some(("", &[("y=", &["y=a"], &[])], "x/"))),
             ("events/year=*.csv", None),
             ("events/*/year=*/f", None),
             ("events/**/year=*/f", None),
@@ -418,7 +424,10 @@ mod tests {
                 continue;
             };
             let folders = folders.unwrap_or_else(|| panic!("{glob} has hive folders"));
-            assert_eq!((folders.root.as_str(), folders.rest.as_str()), (*root, *rest));
+            assert_eq!(
+                (folders.root.as_str(), folders.rest.as_str()),
+                (*root, *rest)
+            );
             assert_eq!(folders.depth(), levels.len(), "{glob}");
             for (level, (start, taken, refused)) in levels.iter().enumerate() {
                 assert_eq!(folders.level_start(level), *start, "{glob}");

@@ -247,7 +247,9 @@ impl Pages {
                 .set_continuation_token(token)
                 .send()
                 .await
-                .map_err(|e| s3_error(&format!("LIST s3://{}/{}", pages.bucket, pages.prefix), e))?;
+                .map_err(|e| {
+                    s3_error(&format!("LIST s3://{}/{}", pages.bucket, pages.prefix), e)
+                })?;
             pages.next = page
                 .next_continuation_token()
                 .filter(|_| page.is_truncated() == Some(true))
