@@ -167,6 +167,7 @@ async fn many_objects_scan_as_one_with_every_record_once() {
     // they hold the rows in key order, and a manifest of every chunk; LIMIT keeps the first rows.
     let large = format!("s3://{b}/small/part-*-large.csv");
     let wanted: Vec<Vec<String>> = serde_json::from_value(expected["large_rows"].clone()).unwrap();
+    assert!(wanted.len() > 100, "{} rows to write", wanted.len());
     for (limit, prefix) in [(None, "out/"), (Some(25), "limited/")] {
         let sql = match limit {
             None => "SELECT id, note FROM S3Object s WHERE s.amount > 990".to_string(),
