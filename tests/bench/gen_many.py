@@ -2,7 +2,8 @@
 (`many/csv/part-NNNN.csv`, a header row each, a few quoted fields holding commas, quotes and
 newlines) and PARQUET_OBJECTS Parquet objects of about 10 MiB, hive-partitioned by day, two per
 day (`many/parquet/day=2024-MM-DD/part-K.parquet`, zstd); prints the reference answers as JSON:
-records and fare extremes of each format, and trips and fares of one day (DAY) of the Parquet.
+records, fare extremes and fares over 95 of each format, and trips and fares of one day (DAY) of
+the Parquet.
 Usage: gen_many.py FOLDER CSV_OBJECTS PARQUET_OBJECTS"""
 import datetime
 import json
@@ -43,12 +44,13 @@ body = ("id,vendor,distance,fare,note\n" + "".join(lines)).encode()
 for number in range(csv_objects):
     with open(os.path.join(folder, f"many/csv/part-{number:04d}.csv"), "wb") as out:
         out.write(body)
-answers["csv"] = {"records": csv_objects * len(lines), "minFare": min(fares), "maxFare": max(fares)}
+answers["csv"] = {"records": csv_objects * len(lines), "minFare": min(fares), "maxFare": max(fares),
+                  "over95": csv_objects * sum(1 for f in fares if f > 95)}
 
 ROWS = 1_900_000  # about 10 MiB of these columns, zstd
 generator = np.random.default_rng(7)
 first_day = datetime.date(2024, 1, 1)
-parquet = {"records": 0, "minFare": None, "maxFare": None, "dayTrips": 0, "dayFares": 0.0}
+parquet = {"records": 0, "minFare": None, "maxFare": None, "over95": 0, "dayTrips": 0, "dayFares": 0.0}
 for number in range(parquet_objects):
     day = (first_day + datetime.timedelta(days=number // 2)).isoformat()
     fare = np.round(generator.uniform(2.5, 99.99, ROWS), 2)
@@ -63,6 +65,7 @@ for number in range(parquet_objects):
     os.makedirs(path, exist_ok=True)
     pq.write_table(table, os.path.join(path, f"part-{number % 2}.parquet"), compression="zstd")
     parquet["records"] += ROWS
+    parquet["over95"] += int((fare > 95).sum())
     low, high = float(fare.min()), float(fare.max())
     parquet["minFare"] = low if parquet["minFare"] is None else min(parquet["minFare"], low)
     parquet["maxFare"] = high if parquet["maxFare"] is None else max(parquet["maxFare"], high)
