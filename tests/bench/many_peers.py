@@ -6,8 +6,9 @@ written back to S3 as CSV). Prints one JSON object of the answer.
 Usage: many_peers.py polars|duckdb ENDPOINT BUCKET csv|parquet count|minmax|day|filter DAY [OUT_KEY]"""
 import datetime
 import json
-import os
 import sys
+
+from peers import duckdb_connection, polars_options
 
 tool, endpoint, bucket, fmt, query, day = sys.argv[1:7]
 glob = f"s3://{bucket}/many/csv/*.csv" if fmt == "csv" else f"s3://{bucket}/many/parquet/**/*.parquet"
@@ -18,13 +19,7 @@ ident = "id" if fmt == "csv" else "trip_id"
 def polars():
     import polars as pl
 
-    options = {
-        "aws_endpoint_url": endpoint,
-        "aws_access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
-        "aws_region": "us-east-1",
-        "aws_allow_http": "true",
-    }
+    options = polars_options(endpoint)
     if fmt == "csv":
         frame = pl.scan_csv(glob, storage_options=options)
     else:
@@ -45,17 +40,7 @@ def polars():
 
 
 def duckdb():
-    import duckdb
-    import duckdb_ext
-
-    db = duckdb.connect()
-    extension = os.path.join(list(duckdb_ext.__path__)[0], "extensions", f"v{duckdb.__version__}",
-                             "linux_amd64", "httpfs.duckdb_extension")
-    db.execute(f"LOAD '{extension}'")
-    host = endpoint.split("://", 1)[1]
-    db.execute(f"""CREATE SECRET (TYPE s3, KEY_ID '{os.environ["AWS_ACCESS_KEY_ID"]}',
-        SECRET '{os.environ["AWS_SECRET_ACCESS_KEY"]}', ENDPOINT '{host}', URL_STYLE 'path',
-        USE_SSL false, REGION 'us-east-1')""")
+    db = duckdb_connection(endpoint)
     source = f"read_csv('{glob}')" if fmt == "csv" else f"read_parquet('{glob}', hive_partitioning=true)"
     if query == "count":
         return {"records": db.execute(f"SELECT COUNT(*) FROM {source}").fetchone()[0]}

@@ -5,8 +5,9 @@ day, on the sorted pickup time). Prints one JSON object of the answer.
 Usage: parquet_peers.py polars|duckdb ENDPOINT BUCKET KEY QUERY [OUT_KEY]"""
 import datetime
 import json
-import os
 import sys
+
+from peers import duckdb_connection, polars_options
 
 tool, endpoint, bucket, key, query = sys.argv[1:6]
 url = f"s3://{bucket}/{key}"
@@ -16,13 +17,7 @@ day = (datetime.datetime(2024, 1, 15), datetime.datetime(2024, 1, 16))
 def polars():
     import polars as pl
 
-    options = {
-        "aws_endpoint_url": endpoint,
-        "aws_access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
-        "aws_region": "us-east-1",
-        "aws_allow_http": "true",
-    }
+    options = polars_options(endpoint)
     frame = pl.scan_parquet(url, storage_options=options)
     fare = pl.col("fare_amount")
     if query == "count":
@@ -40,17 +35,7 @@ def polars():
 
 
 def duckdb():
-    import duckdb
-    import duckdb_ext
-
-    db = duckdb.connect()
-    extension = os.path.join(list(duckdb_ext.__path__)[0], "extensions", f"v{duckdb.__version__}",
-                             "linux_amd64", "httpfs.duckdb_extension")
-    db.execute(f"LOAD '{extension}'")
-    host = endpoint.split("://", 1)[1]
-    db.execute(f"""CREATE SECRET (TYPE s3, KEY_ID '{os.environ["AWS_ACCESS_KEY_ID"]}',
-        SECRET '{os.environ["AWS_SECRET_ACCESS_KEY"]}', ENDPOINT '{host}', URL_STYLE 'path',
-        USE_SSL false, REGION 'us-east-1')""")
+    db = duckdb_connection(endpoint)
     source = f"read_parquet('{url}')"
     if query == "count":
         return {"records": db.execute(f"SELECT COUNT(*) FROM {source}").fetchone()[0]}

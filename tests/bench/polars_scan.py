@@ -1,19 +1,14 @@
 """Polars' lazy scan of an object in S3 (MinIO): COUNT, MIN/MAX of fare, or a filter written back.
 Usage: polars_scan.py ENDPOINT BUCKET KEY csv|jsonl count|minmax|filter [OUT_KEY]"""
 import json
-import os
 import sys
+
+from peers import polars_options
 
 import polars as pl
 
 endpoint, bucket, key, fmt, query = sys.argv[1:6]
-options = {
-    "aws_endpoint_url": endpoint,
-    "aws_access_key_id": os.environ["AWS_ACCESS_KEY_ID"],
-    "aws_secret_access_key": os.environ["AWS_SECRET_ACCESS_KEY"],
-    "aws_region": "us-east-1",
-    "aws_allow_http": "true",
-}
+options = polars_options(endpoint)
 url = f"s3://{bucket}/{key}"
 frame = pl.scan_csv(url, storage_options=options) if fmt == "csv" else pl.scan_ndjson(url, storage_options=options)
 if query == "count":
