@@ -781,7 +781,7 @@ async fn row_output_holds_every_matching_row_once_in_object_order() {
                     ),
                     format,
                     scope: String::new(),
-                    first_part: 0,
+                    first_part: None,
                 };
                 let query = match limit {
                     Some(limit) => format!("{sql} LIMIT {limit}"),
@@ -1164,7 +1164,7 @@ async fn check_random_csv(
         prefix: format!("{key}-out/"),
         format: OutputFormat::JsonLines,
         scope: String::new(),
-        first_part: 0,
+        first_part: None,
     };
     let summary = run(
         bucket,
@@ -1273,7 +1273,7 @@ async fn select_star_to_csv_keeps_ragged_records() {
         prefix: "ragged/".into(),
         format: OutputFormat::Csv,
         scope: String::new(),
-        first_part: 0,
+        first_part: None,
     };
     let summary = run(
         &bucket,

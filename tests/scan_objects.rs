@@ -168,6 +168,7 @@ async fn many_objects_scan_as_one_with_every_record_once() {
     let large = format!("s3://{b}/small/part-*-large.csv");
     let wanted: Vec<Vec<String>> = serde_json::from_value(expected["large_rows"].clone()).unwrap();
     assert!(wanted.len() > 100, "{} rows to write", wanted.len());
+    let mut chunks_merged = Vec::new();
     for (limit, prefix) in [(None, "out/"), (Some(25), "limited/")] {
         let sql = match limit {
             None => "SELECT id, note FROM S3Object s WHERE s.amount > 990".to_string(),
@@ -206,6 +207,7 @@ async fn many_objects_scan_as_one_with_every_record_once() {
             written["chunks"].as_u64().unwrap(),
             "a line per chunk"
         );
+        chunks_merged.push(lines.len());
         let rows: u64 = lines.iter().map(|l| l["rows"].as_u64().unwrap()).sum();
         assert_eq!(
             (rows, &manifest["rows"]),
@@ -218,6 +220,10 @@ async fn many_objects_scan_as_one_with_every_record_once() {
             "the manifest names every part left, in order"
         );
     }
+    assert!(
+        chunks_merged[1] < chunks_merged[0],
+        "LIMIT stops the scan once its rows are written: {chunks_merged:?} chunks"
+    );
 
     // Daily dumps compressed with gzip, zstd and bzip2, by brace alternatives.
     let (daily, _) = summary(
@@ -342,6 +348,14 @@ async fn bad_selections_fail_with_their_reason() {
     let (code, _, err, _) = run(format!("s3://{b}/in/"), vec!["--keys-from", "/dev/null"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("name the bucket only"), "{err}");
+    // Rows written where the glob lists would be read back as they are written.
+    let into: &'static str = format!("s3://{b}/in/out/").leak();
+    let (code, _, err, _) = run(format!("s3://{b}/in/"), vec!["--output", into]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("lies where") && err.contains("(InvalidScan)"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,6 +401,16 @@ async fn hive_partitions_are_columns_and_prune_objects_unread() {
             "prunedFolders": expected["pruned_folders"]}),
         "folders listed"
     );
+    // Every folder ruled out: an empty answer, not NoObjects.
+    let (none, _) = summary(
+        &data,
+        &format!("s3://{b}/trips/year=*/month=*/*.parquet"),
+        "SELECT COUNT(*) AS n FROM S3Object WHERE year = 1999",
+        &[],
+    )
+    .await;
+    assert_eq!(none["result"], json!({"n": 0}));
+    assert_eq!(none["objects"]["prunedFolders"], 2, "both years");
     let (all, _) = summary(&data, &trips, "SELECT COUNT(*) AS n FROM S3Object", &[]).await;
     assert_eq!(all["result"], expected["all"]);
     assert_eq!(all["objects"]["pruned"], 0);

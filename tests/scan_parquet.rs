@@ -1844,7 +1844,7 @@ async fn a_file_replaced_after_planning_fails_with_object_changed() {
                 prefix,
                 format: OutputFormat::Csv,
                 scope: String::new(),
-                first_part: 0,
+                first_part: None,
             });
             let result = local::scan(
                 &bucket.s3,

@@ -170,7 +170,7 @@ fn request(
             None => format.output_format(),
         },
         scope: String::new(),
-        first_part: 0,
+        first_part: None,
     });
     let chunk_size = parse_size(&args.chunk_size)?;
     if chunk_size == 0 {
@@ -313,6 +313,16 @@ async fn run_many(
             }),
     };
     let location = selection.describe();
+    if let Some(output) = &args.output
+        && selection.lists_under(&output.bucket, &output.key)
+    {
+        anyhow::bail!(
+            "--output s3://{}/{} lies where {location} lists objects: the rows written would be \
+             read back (InvalidScan)",
+            output.bucket,
+            output.key
+        );
+    }
     let started = Instant::now();
     let mut versions = objects::list(&s3, &selection).boxed().peekable();
     let first_key = match std::pin::Pin::new(&mut versions).peek().await {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aws_sdk_s3::Client;
 use futures::{StreamExt, TryStreamExt};
@@ -172,9 +172,7 @@ pub async fn scan(
             merged.crossing = merged
                 .crossing
                 .or(Crossing::of(query.limit, before, accepted));
-            counters
-                .chunks
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counters.chunks.fetch_add(1, Ordering::Relaxed);
             merged.accepted.push(ChunkSummary::from(&report));
         }
         Ok(())
@@ -261,7 +259,7 @@ where
     layouts
         .enumerate()
         .scan(0u32, move |chunks_before, (ordinal, layout)| {
-            objects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            objects.fetch_add(1, Ordering::Relaxed);
             let numbered = layout.and_then(|layout| {
                 let first = *chunks_before;
                 *chunks_before = first.checked_add(layout.chunk_count()).ok_or_else(|| {
@@ -365,6 +363,16 @@ impl ObjectMerge {
         self.finish(last)?;
         Ok(self.totals)
     }
+
+    /// The totals of a scan its LIMIT stopped: the chunks after are not read, so the object being
+    /// merged is not finished; its chunks so far count.
+    fn cut(self) -> Result<MergedObjects, ScanError> {
+        let mut totals = self.totals;
+        if let Some((_, layout, current)) = &self.current {
+            totals.absorb(layout, current, self.named.as_ref())?;
+        }
+        Ok(totals)
+    }
 }
 
 impl MergedObjects {
@@ -407,7 +415,7 @@ pub async fn scan_objects(
     // Each object's parts are numbered on from the previous object's.
     let parts = |(.., first): &ObjectChunk| {
         output.map(|(output, _)| Output {
-            first_part: *first,
+            first_part: Some(*first),
             ..output.clone()
         })
     };
@@ -417,10 +425,14 @@ pub async fn scan_objects(
     };
     let (halt, halted) = watch::channel(false);
     let halted = Stop::on(halted);
-    // Once halted (a failure, a stop), nothing more is listed or planned.
-    let running = halted.clone();
+    // Once halted (a failure, a stop), or once the rows written reach the LIMIT, nothing more
+    // is listed or planned.
+    let limit_reached = Arc::new(AtomicBool::new(false));
+    let (running, enough) = (halted.clone(), limit_reached.clone());
     let runs = object_chunks(layouts, counters.objects.clone())
-        .take_while(move |_| futures::future::ready(!running.is_requested()))
+        .take_while(move |_| {
+            futures::future::ready(!running.is_requested() && !enough.load(Ordering::Relaxed))
+        })
         .map(|chunk| {
             let (progress, halted) = (counters.bytes.clone(), halted.clone());
             let task = &task;
@@ -463,14 +475,16 @@ pub async fn scan_objects(
                 return Ok(());
             }
         };
-        if let (Some(manifest), Some(output)) = (&mut manifest, parts(&chunk))
-            && let Some(crossed) = manifest.add(s3, (layout, &output), &report, truth).await?
-        {
-            crossing = Some((chunk.clone(), crossed));
+        if let (Some(manifest), Some(output)) = (&mut manifest, parts(&chunk)) {
+            if let Some(crossed) = manifest.add(s3, (layout, &output), &report, truth).await? {
+                crossing = Some((chunk.clone(), crossed));
+            }
+            // The chunks started before this was known are merged still, their parts deleted.
+            if manifest.limit_reached() {
+                limit_reached.store(true, Ordering::Relaxed);
+            }
         }
-        counters
-            .chunks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counters.chunks.fetch_add(1, Ordering::Relaxed);
         Ok(())
     };
     drain(&mut runs, merge, stop, halt).await?;
@@ -485,7 +499,10 @@ pub async fn scan_objects(
             message,
         })?;
     }
-    let merged = merged.done()?;
+    let merged = match limit_reached.load(Ordering::Relaxed) {
+        true => merged.cut()?,
+        false => merged.done()?,
+    };
     let result = merged.verifier.result(query);
     let mut summary = objects_summary(counters, merged, result, reruns);
     if let (Some(manifest), Some((_, source))) = (manifest, output) {
@@ -513,7 +530,7 @@ fn objects_summary(
         dropped,
         missing,
     } = merged;
-    let count = |counter: &AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let count = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
     let (planned, pruned) = (count(&counters.objects), count(&counters.pruned));
     let (skipped, named) = counters.changes.skipped();
     // Objects left out once planned were counted as planned too.
@@ -724,9 +741,7 @@ pub async fn print_rows(
                     });
                 }
             }
-            counters
-                .chunks
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counters.chunks.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -736,16 +751,9 @@ pub async fn print_rows(
     starter.abort();
     outcome?;
     let limit_reached = wanted.left == Some(0);
-    let totals = if limit_reached {
-        // The chunks after are not read: the last object is not finished, its chunks so far
-        // count.
-        let mut totals = merged.totals.clone();
-        if let Some((_, layout, current)) = &merged.current {
-            totals.absorb(layout, current, merged.named.as_ref())?;
-        }
-        totals
-    } else {
-        merged.done()?
+    let totals = match limit_reached {
+        true => merged.cut()?,
+        false => merged.done()?,
     };
     let rows_and_result = match limit_reached {
         true => {

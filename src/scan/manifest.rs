@@ -287,6 +287,11 @@ impl ShardedManifest {
         Ok(crossing)
     }
 
+    /// Whether the rows so far fill the LIMIT: the chunks after it write none.
+    pub fn limit_reached(&self) -> bool {
+        self.left == Some(0)
+    }
+
     /// Writes the lines so far as the next shard.
     async fn flush(&mut self, s3: &Client) -> Result<(), ScanError> {
         use std::io::Write;

@@ -227,8 +227,8 @@ impl Layout {
             .filter_map(|path| path.into_iter().next())
             .filter(|name| !known(name))
             .collect();
-        missing.sort();
-        missing.dedup();
+        missing.sort_by_key(|name| name.to_ascii_lowercase());
+        missing.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
         missing
     }
 

@@ -356,7 +356,7 @@ mod tests {
                     prefix: "run/".into(),
                     format: OutputFormat::Csv,
                     scope: String::new(),
-                    first_part: 0,
+                    first_part: None,
                 }),
             },
             run: "uid".into(),

@@ -798,7 +798,7 @@ fn row_output_chunks_name_only_their_own_part() {
         prefix: "run/".into(),
         format: OutputFormat::JsonLines,
         scope: String::new(),
-        first_part: 0,
+        first_part: None,
     };
     state.work = Work::Query {
         sql: "SELECT COUNT(*) FROM S3Object".into(),
@@ -838,7 +838,7 @@ fn limited() -> (Running, Bookkeeping) {
         prefix: "run/".into(),
         format: OutputFormat::JsonLines,
         scope: "uid1".into(),
-        first_part: 0,
+        first_part: None,
     };
     state.work = Work::Query {
         sql: "SELECT * FROM S3Object LIMIT 5".into(),

@@ -437,7 +437,7 @@ pub(super) fn output_of(obj: &S3ParallelScan) -> Option<Output> {
             .format
             .unwrap_or_else(|| format_of(obj).output_format()),
         scope: scope_of(&obj.uid().unwrap_or_default()),
-        first_part: 0,
+        first_part: None,
     })
 }
 

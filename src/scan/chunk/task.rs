@@ -48,14 +48,11 @@ pub struct Output {
     /// scans sharing a prefix never touch each other's objects; empty for a scan on one machine.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
-    /// The number of the part of chunk 0: in a scan of many objects, each object's parts are
-    /// numbered on from the previous object's, so that the parts sort in key order.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub first_part: u32,
-}
-
-fn is_zero(number: &u32) -> bool {
-    *number == 0
+    /// In a scan of many objects, the number of the part of the object's chunk 0: each object's
+    /// parts are numbered on from the previous object's, with ten digits, so that they sort in
+    /// key order whatever their count (one object's parts, at most 100,000, have five).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_part: Option<u32>,
 }
 
 /// The scope of a scan's keys: the first 8 characters of its uid.
@@ -79,17 +76,25 @@ impl Output {
     /// counted from [`Output::first_part`].
     pub fn part_key(&self, index: u32) -> String {
         format!(
-            "{}part-{:05}{}.{}",
+            "{}part-{}{}.{}",
             self.prefix,
-            u64::from(self.first_part) + u64::from(index),
+            self.part_number(index),
             scoped(&self.scope),
             self.format.extension()
         )
     }
 
+    /// The number of chunk `index`'s part, as its key spells it.
+    fn part_number(&self, index: u32) -> String {
+        match self.first_part {
+            None => format!("{index:05}"),
+            Some(first) => format!("{:010}", u64::from(first) + u64::from(index)),
+        }
+    }
+
     /// Where chunk `index` records the multipart upload of its part while it runs.
     pub fn upload_record_key(&self, index: u32) -> String {
-        let number = u64::from(self.first_part) + u64::from(index);
+        let number = u64::from(self.first_part.unwrap_or(0)) + u64::from(index);
         ChunkObject::UploadRecord.key(&self.prefix, &self.scope, number)
     }
 

@@ -100,6 +100,20 @@ impl Selection {
     pub fn describe(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.source.describe())
     }
+
+    /// Whether its listing could reach keys under `prefix` of `bucket` (a glob listing a prefix
+    /// that holds it, or lies in it): row output written there would be read back as it is
+    /// written.
+    pub fn lists_under(&self, bucket: &str, prefix: &str) -> bool {
+        let ObjectSource::Glob(glob) = &self.source else {
+            return false;
+        };
+        bucket == self.bucket
+            && glob
+                .prefixes()
+                .iter()
+                .any(|listed| prefix.starts_with(listed.as_str()) || listed.starts_with(prefix))
+    }
 }
 
 /// The selected objects in key order (a manifest's in its order), each with its size and ETag. A
@@ -129,6 +143,13 @@ where
 {
     let (max, allow_empty) = (selection.max_objects, selection.allow_empty);
     let what = selection.describe();
+    // Folders pruned unlisted held objects the query rules out: an empty answer, not none.
+    let pruned_folders = selection.folders.as_ref().map(|f| f.pruned.clone());
+    let pruned = move || {
+        pruned_folders
+            .as_ref()
+            .is_some_and(|p| p.load(Ordering::Relaxed) > 0)
+    };
     let end = futures::stream::once(async { None });
     versions
         .map(Some)
@@ -142,9 +163,9 @@ where
                     *count += u64::from(version.is_ok());
                     Some(version)
                 }
-                None if *count == 0 && !allow_empty => Some(Err(ScanError::NoObjects(format!(
-                    "{what} selects no object"
-                )))),
+                None if *count == 0 && !allow_empty && !pruned() => Some(Err(
+                    ScanError::NoObjects(format!("{what} selects no object")),
+                )),
                 None => None,
             };
             futures::future::ready(item)
