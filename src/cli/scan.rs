@@ -343,7 +343,8 @@ async fn run_many(
     let first = layouts.next().await.transpose().map_err(failed)?;
     let query = match &first {
         Some(first) => first.compile(&args.sql),
-        None => compile(&args.sql, &request.format.columns(&[])).map_err(Into::into),
+        // No object to name the columns: any name is one (of no record).
+        None => compile(&args.sql, &Columns::Named).map_err(Into::into),
     }
     .map_err(failed)?;
     let parallelism = (args.parallelism as usize, Stop::on(shutdown::on_signal()?));
