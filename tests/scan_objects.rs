@@ -348,6 +348,26 @@ async fn bad_selections_fail_with_their_reason() {
     let (code, _, err, _) = run(format!("s3://{b}/in/"), vec!["--keys-from", "/dev/null"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("name the bucket only"), "{err}");
+    // A compressed object whose stream breaks off fails the scan, naming it and its compression.
+    let mut csv = b"id,v\n".to_vec();
+    for i in 0..40_000 {
+        csv.extend_from_slice(format!("{i},{}\n", i * 7919 % 10007).as_bytes());
+    }
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gzip, &csv).unwrap();
+    let packed = gzip.finish().unwrap();
+    bucket.put("broken/1.csv.gz", packed.clone()).await;
+    bucket
+        .put("broken/2.csv.gz", packed[..packed.len() / 2].to_vec())
+        .await;
+    let (code, _, err, _) = run(format!("s3://{b}/broken/"), vec![]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains(&format!("s3://{b}/broken/2.csv.gz (gzip)"))
+            && err.contains("(InvalidObject)"),
+        "{err}"
+    );
+
     // Rows written where the glob lists would be read back as they are written.
     let into: &'static str = format!("s3://{b}/in/out/").leak();
     let (code, _, err, _) = run(format!("s3://{b}/in/"), vec!["--output", into]).await;

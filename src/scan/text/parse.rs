@@ -23,10 +23,20 @@ pub(crate) fn parse_chunk(
 ) -> Result<ChunkReport, ScanError> {
     let layout = &task.layout;
     let (start, end) = layout.range(task.index);
-    let mut source = layout
-        .compression
-        .decoder(source)
-        .map_err(ScanError::Decode)?;
+    // A stream that does not decode names its object and compression: one of many objects may
+    // be the broken one.
+    let undecodable = |error: std::io::Error| match read_error(error) {
+        ScanError::Decode(error) => ScanError::Decode(std::io::Error::new(
+            error.kind(),
+            format!(
+                "{} ({}): {error}",
+                layout.object.url(),
+                layout.compression.name()
+            ),
+        )),
+        other => other,
+    };
+    let mut source = layout.compression.decoder(source).map_err(undecodable)?;
     let mut parse = ChunkParse {
         machine: Machine::new(layout.format.dialect()),
         split: SplitScanner::new(end - start),
@@ -41,7 +51,7 @@ pub(crate) fn parse_chunk(
     let mut assumed = task.start_state;
     let mut seen_start = false;
     loop {
-        let block = source.fill_buf().map_err(read_error)?;
+        let block = source.fill_buf().map_err(undecodable)?;
         let read = block.len();
         if read == 0 {
             break;
