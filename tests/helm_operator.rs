@@ -533,8 +533,10 @@ async fn helm_installed_operator_lives_through_failover_upgrade_and_uninstall() 
     bucket.assert_no_uploads_left().await;
 
     // helm uninstall mid-ingest: the operator goes, the CRDs and the resources stay, and the one
-    // upload left is the one the ingest's status records (not orphaned).
-    let (_source, body) = ingest_in_flight(&ingests, &bucket, "uninstall", 60).await;
+    // upload left is the one the ingest's status records (not orphaned). The source (about 45 s)
+    // outlasts an uninstall on a loaded machine, so that the transfer is still going when the
+    // operator stops.
+    let (_source, body) = ingest_in_flight(&ingests, &bucket, "uninstall", 150).await;
     let running = operator_pods(&client, &ns).await;
     helm(&[
         "uninstall",
@@ -556,7 +558,12 @@ async fn helm_installed_operator_lives_through_failover_upgrade_and_uninstall() 
     let interrupted = ingests.get("uninstall").await.unwrap().status.unwrap();
     assert_eq!(interrupted.phase, Phase::Running);
     let recorded = interrupted.upload_id.expect("the upload stays recorded");
-    assert_eq!(bucket.uploads().await, vec![recorded]);
+    assert_eq!(
+        bucket.uploads().await,
+        vec![recorded],
+        "the recorded upload is left (the object exists already: {})",
+        bucket.object_sha256("uninstall.bin").await.is_some()
+    );
     // Installed again, the operator finishes that upload.
     install("install", &ns, &[]);
     succeeded(&ingests, "uninstall", body).await;
