@@ -180,19 +180,30 @@ pub async fn scan(
     drain(&mut runs, merge, stop, halt).await?;
     // The chunk whose rows cross the LIMIT runs again, keeping only the rows within it.
     if let (Some(crossing), Some(_)) = (merged.crossing, &output) {
-        let mut chunk = task(crossing.index, Some(crossing.state));
-        chunk.keep_rows = Some(crossing.keep);
-        let progress = Arc::new(AtomicU64::new(0));
-        let report = run_chunk(s3, &chunk, progress, Stop::never()).await?;
-        check_report(&report, &chunk).map_err(|message| ScanError::InvalidReport {
-            chunk: crossing.index,
-            message,
-        })?;
+        let report = run_to_limit(s3, task(crossing.index, None), crossing).await?;
         if let Some(summary) = merged.accepted.get_mut(crossing.index as usize) {
             *summary = ChunkSummary::from(&report);
         }
     }
     summarize(s3, (layout, query), output.as_ref(), merged).await
+}
+
+/// Runs `task`, the chunk whose rows cross the LIMIT, again from its true start state, keeping
+/// only the rows within the LIMIT: its part then holds exactly them.
+async fn run_to_limit(
+    s3: &Client,
+    mut task: ChunkTask,
+    crossing: Crossing,
+) -> Result<ChunkReport, ScanError> {
+    task.start_state = Some(crossing.state);
+    task.keep_rows = Some(crossing.keep);
+    let progress = Arc::new(AtomicU64::new(0));
+    let report = run_chunk(s3, &task, progress, Stop::never()).await?;
+    check_report(&report, &task).map_err(|message| ScanError::InvalidReport {
+        chunk: crossing.index,
+        message,
+    })?;
+    Ok(report)
 }
 
 /// Offers `report` of `task` to `verifier`, running the chunk again from its true start state
@@ -490,14 +501,7 @@ pub async fn scan_objects(
     drain(&mut runs, merge, stop, halt).await?;
     // The chunk whose rows cross the LIMIT runs again, keeping only the rows within it.
     if let Some((chunk, crossed)) = crossing {
-        let mut again = task(&chunk);
-        again.start_state = Some(crossed.state);
-        again.keep_rows = Some(crossed.keep);
-        let report = run_chunk(s3, &again, Arc::new(AtomicU64::new(0)), Stop::never()).await?;
-        check_report(&report, &again).map_err(|message| ScanError::InvalidReport {
-            chunk: crossed.index,
-            message,
-        })?;
+        run_to_limit(s3, task(&chunk), crossed).await?;
     }
     let merged = match limit_reached.load(Ordering::Relaxed) {
         true => merged.cut()?,

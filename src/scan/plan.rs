@@ -235,9 +235,12 @@ impl Layout {
     /// The columns `named` (a query compiled with named columns) names that this object lacks,
     /// NULL in its records, when its columns are bound by name (none otherwise).
     pub fn lacks(&self, named: &crate::scan::sql::Query) -> Vec<String> {
+        if !self.binds_by_name() {
+            return Vec::new();
+        }
         match self.constants() {
-            Ok(constants) if self.binds_by_name() => self.missing_columns(named, &constants),
-            _ => Vec::new(),
+            Ok(constants) => self.missing_columns(named, &constants),
+            Err(_) => Vec::new(),
         }
     }
 

@@ -243,6 +243,15 @@ fn listing(
         .boxed()
 }
 
+/// The continuation token of the page after `page` (`Some`), or `None` when it was the last.
+fn next_page(
+    page: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
+) -> Option<Option<String>> {
+    page.next_continuation_token()
+        .filter(|_| page.is_truncated() == Some(true))
+        .map(|token| Some(token.to_string()))
+}
+
 /// Where the listing of one prefix is.
 struct Pages {
     s3: Client,
@@ -271,10 +280,7 @@ impl Pages {
                 .map_err(|e| {
                     s3_error(&format!("LIST s3://{}/{}", pages.bucket, pages.prefix), e)
                 })?;
-            pages.next = page
-                .next_continuation_token()
-                .filter(|_| page.is_truncated() == Some(true))
-                .map(|token| Some(token.to_string()));
+            pages.next = next_page(&page);
             let mut matched = VecDeque::new();
             for object in page.contents() {
                 let Some(key) = object.key().filter(|key| pages.glob.matches(key)) else {
@@ -353,10 +359,7 @@ impl FolderWalk {
                     .send()
                     .await
                     .map_err(|e| s3_error(&format!("LIST s3://{}/{listed}", walk.bucket), e))?;
-                top.next = page
-                    .next_continuation_token()
-                    .filter(|_| page.is_truncated() == Some(true))
-                    .map(|token| Some(token.to_string()));
+                top.next = next_page(&page);
                 for folder in page.common_prefixes().iter().filter_map(|c| c.prefix()) {
                     let name = folder
                         .strip_prefix(top.prefix.as_str())
