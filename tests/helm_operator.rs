@@ -537,6 +537,9 @@ async fn helm_installed_operator_lives_through_failover_upgrade_and_uninstall() 
     // outlasts an uninstall on a loaded machine, so that the transfer is still going when the
     // operator stops.
     let (_source, body) = ingest_in_flight(&ingests, &bucket, "uninstall", 150).await;
+    // Once status says where to resume: an operator that takes over during the uninstall then
+    // resumes the upload rather than starting over.
+    wait_ingest(&ingests, "uninstall", 60, |s| s.resume_point.is_some()).await;
     let running = operator_pods(&client, &ns).await;
     helm(&[
         "uninstall",
