@@ -6,6 +6,7 @@ pub mod changes;
 pub mod glob;
 pub mod hive;
 pub mod manifest;
+pub mod pack;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
