@@ -122,6 +122,10 @@ struct ControllerArgs {
     /// about 25 minutes for 12) before it ends as Failed (RetriesExhausted).
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..))]
     reconcile_retries: u32,
+    /// Objects a scan of many lists per reconcile: its listing cursor is kept in status between
+    /// slices, so a restart resumes it, and the operator never holds more than one slice.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    listing_slice: u32,
     /// Elect a leader on a Lease, so that with several replicas exactly one reconciles.
     #[arg(long)]
     leader_elect: bool,
@@ -264,6 +268,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         reconcile_concurrency: args.reconcile_concurrency,
         reconcile_retries: args.reconcile_retries,
         planning_deadline: s3flow::scan::plan::PLANNING_DEADLINE,
+        listing_slice: args.listing_slice as usize,
         leader: args
             .leader_elect
             .then(|| s3flow::controller::LeaderSettings {

@@ -1,4 +1,5 @@
-//! `S3ParallelScan`: process one large S3 object in parallel, one chunk-worker Job per byte range.
+//! `S3ParallelScan`: process one large S3 object, or many, in parallel, one chunk-worker Job per
+//! chunk of byte ranges.
 
 // The KubeSchema derive copies each type into a private module of its own.
 #![allow(unreachable_pub)]
@@ -26,13 +27,14 @@ use super::{
     kind = "S3ParallelScan",
     plural = "s3parallelscans",
     namespaced,
-    doc = "Processes one large S3 object in parallel, one chunk-worker Job per byte range.",
+    doc = "Processes one large S3 object, or many (a glob, a list of keys), in parallel, one chunk-worker Job per chunk of byte ranges.",
     status = "S3ParallelScanStatus",
     shortname = "s3scan",
     shortname = "s3ps",
     category = "s3flow",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Chunks","type":"string","description":"succeeded/total chunks","jsonPath":".status.progress"}"#,
+    printcolumn = r#"{"name":"Objects","type":"string","description":"scanned/planned objects of a glob or key list","jsonPath":".status.objects.progress"}"#,
     printcolumn = r#"{"name":"Records","type":"integer","jsonPath":".status.recordsProcessed"}"#,
     printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.chunks.failed"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
@@ -42,7 +44,7 @@ use super::{
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.worker) || !has(self.worker.serviceAccountName) || !has(self.source.serviceAccountName) || self.worker.serviceAccountName == self.source.serviceAccountName").message("worker.serviceAccountName defaults to source.serviceAccountName; when both are set they must be the same ServiceAccount"))]
 pub struct S3ParallelScanSpec {
-    /// The object to scan. Immutable: create a new S3ParallelScan for another object.
+    /// The objects to scan. Immutable: create a new S3ParallelScan for others.
     #[x_kube(validation = Rule::new("self == oldSelf").message("source is immutable; create a new S3ParallelScan to scan another object"))]
     pub source: ScanSource,
     /// How the object's records are encoded: exactly one of `csv`, `jsonLines` or `parquet`.
@@ -61,11 +63,13 @@ pub struct S3ParallelScanSpec {
     pub on_complete: Option<ContainerSpec>,
 }
 
-/// The object to scan: either `bucket` and `key` (with their connection), or `ingestRef`.
+/// The objects to scan: `bucket` with one of `key`, `glob` or `keys` (and their connection), or
+/// `ingestRef`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.ingestRef) != (has(self.bucket) || has(self.key))").message("source needs exactly one of: bucket and key, or ingestRef"))]
-#[x_kube(validation = Rule::new("has(self.bucket) == has(self.key)").message("source.bucket and source.key go together"))]
+#[x_kube(validation = Rule::new("[has(self.key), has(self.glob), has(self.keys), has(self.ingestRef)].filter(f, f).size() == 1").message("source needs exactly one of: key, glob, keys (each with bucket), or ingestRef"))]
+#[x_kube(validation = Rule::new("has(self.bucket) == (has(self.key) || has(self.glob) || has(self.keys))").message("source.bucket goes with key, glob or keys"))]
+#[x_kube(validation = Rule::new("!(has(self.maxObjects) || has(self.allowEmpty)) || has(self.glob) || has(self.keys)").message("maxObjects and allowEmpty apply to a glob or keys"))]
 #[x_kube(validation = Rule::new("!has(self.ingestRef) || !(has(self.endpoint) || has(self.region) || has(self.forcePathStyle) || has(self.credentialsSecretRef) || has(self.serviceAccountName))").message("with ingestRef the object's location and credentials come from the S3Ingest; leave endpoint, region, forcePathStyle, credentialsSecretRef and serviceAccountName unset"))]
 #[x_kube(validation = one_credential_rule())]
 pub struct ScanSource {
@@ -79,6 +83,24 @@ pub struct ScanSource {
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(validation = key_rule("key"))]
     pub key: Option<String>,
+    /// Every object whose key matches this glob, in key order: `*` (within a folder), `**` (any
+    /// depth), `?`, `[...]`, `{a,b}` (at most 64 patterns). Each pattern is listed from its text
+    /// before the first wildcard; keys ending in `/` and under `.s3flow/` are not objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub glob: Option<String>,
+    /// These keys (at most 1,000), scanned in key order, each once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1000))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) > 0 && size(k) <= 1024 && !k.endsWith('/'))").message("each of keys names an object: 1 to 1,024 bytes, not ending in /"))]
+    pub keys: Option<Vec<String>>,
+    /// More objects than this fail the scan as TooManyObjects while it lists. Default 1,000,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub max_objects: Option<i64>,
+    /// A glob that matches no object makes an empty scan instead of failing as NoObjects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_empty: Option<bool>,
     /// Where the store is and how to authenticate.
     #[serde(flatten)]
     pub connection: S3Connection,
@@ -112,6 +134,37 @@ pub struct RecordFormat {
     /// groups whose statistics rule out the WHERE clause are skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parquet: Option<ParquetFormat>,
+    /// Many objects: whether `name=value` folders of keys below the glob's literal text become
+    /// text columns (`year=2024/` gives `year`). `Auto` (default): when keys have them.
+    /// `Enabled`: an object without them fails the scan. `Disabled`: never. Objects whose
+    /// partitions rule out the WHERE clause are never read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hive_partitioning: Option<HivePartitioningMode>,
+    /// Many objects: `Strict` (default): every object has the first object's columns (CSV header,
+    /// Parquet schema), else the scan fails naming the key. `UnionByName`: columns are bound by
+    /// name, a column an object lacks is NULL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaMode>,
+}
+
+/// Whether `name=value` folders become columns.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum HivePartitioningMode {
+    /// When keys have them.
+    Auto,
+    /// Always: an object without them fails the scan.
+    Enabled,
+    /// Never.
+    Disabled,
+}
+
+/// How the columns of many objects join.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SchemaMode {
+    /// Every object has the same columns.
+    Strict,
+    /// Columns are bound by name; a missing one is NULL.
+    UnionByName,
 }
 
 /// Parquet has no settings: the footer describes the file.
@@ -190,6 +243,16 @@ pub struct Chunking {
     #[serde(default = "default_max_retries")]
     #[schemars(range(min = 0, max = 10))]
     pub max_retries_per_chunk: i32,
+    /// Many objects: what opening an object costs a chunk, in bytes (same form as chunkSize):
+    /// small objects share a chunk while their sizes plus this cost each fit chunkSize. Default 1Mi.
+    #[serde(default = "default_object_open_cost")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = size_rule("objectOpenCost", "0", "1Ti", "1Mi"))]
+    pub object_open_cost: String,
+    /// Many objects: most objects one chunk reads, 1 to 10,000. Default 1,000.
+    #[serde(default = "default_max_objects_per_chunk")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_objects_per_chunk: i32,
 }
 
 impl Default for Chunking {
@@ -199,6 +262,8 @@ impl Default for Chunking {
             max_record_size: default_max_record_size(),
             parallelism: default_parallelism(),
             max_retries_per_chunk: default_max_retries(),
+            object_open_cost: default_object_open_cost(),
+            max_objects_per_chunk: default_max_objects_per_chunk(),
         }
     }
 }
@@ -214,6 +279,12 @@ fn default_parallelism() -> i32 {
 }
 fn default_max_retries() -> i32 {
     3
+}
+fn default_object_open_cost() -> String {
+    "1Mi".into()
+}
+fn default_max_objects_per_chunk() -> i32 {
+    1000
 }
 
 /// What each chunk does with its records: exactly one of `sql` or `container`.
@@ -311,9 +382,16 @@ pub struct S3ParallelScanStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Size of the object in bytes.
+    /// Size of the object in bytes (of many objects: their total).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_size: Option<i64>,
+    /// Many objects: how many the listing matched, pruned and planned, and how many were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<ObjectCounts>,
+    /// Many objects: where the listing stands (it is taken a slice per reconcile) and the plan
+    /// it wrote so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<ListingStatus>,
     /// ETag of the object; every ranged read requires it, so a changed object fails the scan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
@@ -375,6 +453,55 @@ pub struct S3ParallelScanStatus {
     /// Ready, Reconciling and Stalled, in the kstatus convention.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The objects of a scan of many.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectCounts {
+    /// Objects the glob or key list selected.
+    pub matched: i64,
+    /// Objects whose hive partitions rule out the WHERE clause: never read.
+    pub pruned: i64,
+    /// Objects planned into chunks.
+    pub planned: i64,
+    /// Objects read by succeeded chunks.
+    pub scanned: i64,
+    /// Scanned over planned, such as "120/2000".
+    pub progress: String,
+}
+
+/// Where a scan's listing stands and what plan it wrote so far.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListingStatus {
+    /// The prefix being listed (by its place among the glob's) and the last key listed: an
+    /// operator restart resumes from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<crate::scan::objects::ListingCursor>,
+    /// Listing pages read.
+    pub pages: i64,
+    /// Every object is listed and planned.
+    pub complete: bool,
+    /// Bytes of the planned objects.
+    pub bytes: i64,
+    /// Chunks planned so far.
+    pub chunks: i32,
+    /// The plan's segments written so far (each its first chunk and digest), under `planAt`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<crate::scan::objects::segments::Segment>,
+    /// `s3://` URL of the folder of the plan's segments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_at: Option<String>,
+    /// Chunks that continue an object begun in the chunk before (compact ranges).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub continuing: String,
+    /// The first object's columns, which every object has unless the schema is UnionByName.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// The first object planned: the query is compiled against its columns and partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_key: Option<String>,
 }
 
 /// Row groups of a Parquet object, and what the scan read of them.

@@ -127,6 +127,8 @@ pub struct Settings {
     /// Longest a scan's planning reads (HEAD, header row, footer) may take in all, then the scan
     /// fails as SourceStalled.
     pub planning_deadline: Duration,
+    /// Objects a scan of many lists per reconcile.
+    pub listing_slice: usize,
     /// `None`: this process reconciles without electing a leader (one replica).
     pub leader: Option<LeaderSettings>,
 }

@@ -129,6 +129,8 @@ impl Finish<'_> {
             "chunkSize": layout.chunk_size,
             "result": self.result,
             "rowGroups": layout.parquet.as_ref().map(|p| p.row_groups),
+            "objects": layout.plan.as_ref().map(|p| p.objects),
+            "plan": layout.plan.as_ref().map(|p| format!("s3://{}/{}", p.segment_bucket, p.prefix)),
         });
         let mut body = head.to_string();
         // The object goes on with the chunks, then the totals.

@@ -119,6 +119,10 @@ pub struct Layout {
     /// How the object's columns join those of the scan's other objects.
     #[serde(default, skip_serializing_if = "JoinedColumns::is_default")]
     pub joined: JoinedColumns,
+    /// A scan of many objects: its chunks are the plan's, each an ordered list of pieces of
+    /// objects (`object` then names the selection, `columns` those of its first object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<super::objects::segments::ObjectPlan>,
 }
 
 /// How one object's columns join those of a scan of many objects.
@@ -250,8 +254,21 @@ impl Layout {
         !self.compression.splittable()
     }
 
+    /// Whether chunk `index` starts from a known state: the first chunk of an object, or a chunk
+    /// of a format whose records start at any line (JSON Lines) or row group (Parquet).
+    pub fn start_is_certain(&self, index: u32) -> bool {
+        let continues = match &self.plan {
+            Some(plan) => plan.continues(index),
+            None => index > 0 && !self.whole_stream(),
+        };
+        !continues || matches!(self.format, InputFormat::JsonLines | InputFormat::Parquet)
+    }
+
     /// Number of chunks: one for a gzipped object, one per run of row groups for Parquet.
     pub fn chunk_count(&self) -> u32 {
+        if let Some(plan) = &self.plan {
+            return plan.chunks;
+        }
         match &self.parquet {
             Some(parquet) => parquet.chunk_starts.len() as u32,
             None if !self.compression.splittable() => 1,
@@ -261,6 +278,12 @@ impl Layout {
 
     /// What the chunks are, as the scan's status says when it starts.
     pub fn describe(&self) -> String {
+        if let Some(plan) = &self.plan {
+            return format!(
+                "{} chunks of {} objects, about {} bytes each",
+                plan.chunks, plan.objects, self.chunk_size
+            );
+        }
         if let Some(parquet) = &self.parquet {
             return format!(
                 "{} chunks of the {} row groups, about {} bytes each",
@@ -281,6 +304,10 @@ impl Layout {
     /// Byte range `[start, end)` of chunk `index` (of the decompressed stream when gzipped; all
     /// the row groups of a Parquet object, whose chunks are [`Layout::row_groups`]).
     pub fn range(&self, index: u32) -> (u64, u64) {
+        // A chunk of many objects has pieces, not one range: its report says what it read.
+        if self.plan.is_some() {
+            return (0, 0);
+        }
         if let Some(parquet) = &self.parquet {
             return (self.data_start, parquet.data_end(self.object.size));
         }
@@ -404,6 +431,17 @@ pub fn expand_ranges(text: &str, limit: u32) -> Result<Vec<u32>, String> {
         indexes.extend(parse(first)?..=parse(last)?);
     }
     Ok(indexes)
+}
+
+/// Whether compact ranges hold `index` (a text that does not parse holds none).
+pub fn ranges_contain(text: &str, index: u32) -> bool {
+    text.split(',').filter(|p| !p.is_empty()).any(|part| {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        matches!(
+            (first.parse::<u32>(), last.parse::<u32>()),
+            (Ok(first), Ok(last)) if (first..=last).contains(&index)
+        )
+    })
 }
 
 /// The format `auto` takes an object for: Parquet when it starts with `PAR1`, else by its name's
@@ -626,6 +664,7 @@ async fn plan_version(
         max_record_size: request.max_record_size,
         parquet: None,
         joined: JoinedColumns::default(),
+        plan: None,
     };
     let chunks = chunk_count(data_start, size, request.chunk_size);
     if compression.splittable() && chunks > MAX_CHUNKS {
@@ -667,6 +706,7 @@ async fn plan_parquet(
         max_record_size: request.max_record_size,
         parquet: Some(parquet),
         joined: JoinedColumns::default(),
+        plan: None,
     })
 }
 
@@ -818,6 +858,7 @@ mod tests {
                     .collect(),
                 union_by_name: false,
             },
+            plan: None,
         };
         let compiled = |layout: &Layout, filter: &str| {
             let sql = format!("SELECT COUNT(*) FROM S3Object s WHERE {filter}");
@@ -879,6 +920,7 @@ mod tests {
                 max_record_size: DEFAULT_MAX_RECORD_SIZE,
                 parquet: None,
                 joined: JoinedColumns::default(),
+                plan: None,
             };
             let mut next = data_start;
             for index in 0..layout.chunk_count() {

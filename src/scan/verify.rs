@@ -35,6 +35,9 @@ pub struct Verifier {
     /// Parquet: row groups skipped by their statistics, their bytes, and the bytes fetched.
     #[serde(default, skip_serializing_if = "RowGroupTotals::is_empty")]
     pub row_groups: RowGroupTotals,
+    /// A scan of many objects: the objects those chunks began reading.
+    #[serde(default)]
+    pub objects: u64,
 }
 
 /// Totals of Parquet chunks' [`crate::scan::RowGroupsRead`].
@@ -106,6 +109,11 @@ pub fn check_report(report: &ChunkReport, task: &ChunkTask) -> Result<(), String
             report.assumed.code()
         ));
     }
+    // A chunk of many objects reads pieces of several: the worker checked each against its
+    // object; what the controller checks is that the report answers this task.
+    if layout.plan.is_some() {
+        return check_counts(report, task);
+    }
     check_row_groups(report, task)?;
     let length = end.saturating_sub(start);
     if !layout.whole_stream() && layout.parquet.is_none() && report.bytes != length {
@@ -124,6 +132,21 @@ pub fn check_report(report: &ChunkReport, task: &ChunkTask) -> Result<(), String
     {
         return Err("the report places a record start outside the chunk".into());
     }
+    check_counts(report, task)?;
+    if let Some(bad) = &report.bad_record
+        && !layout.whole_stream()
+        && !(start..end.max(start + 1)).contains(&bad.offset)
+    {
+        return Err(format!(
+            "the report's bad record at byte {} is outside the chunk",
+            bad.offset
+        ));
+    }
+    Ok(())
+}
+
+/// What every report must hold to: rows from its records, the rows its task keeps, its part.
+fn check_counts(report: &ChunkReport, task: &ChunkTask) -> Result<(), String> {
     if report.rows > report.records {
         return Err(format!(
             "the report has {} rows from {} records",
@@ -147,15 +170,6 @@ pub fn check_report(report: &ChunkReport, task: &ChunkTask) -> Result<(), String
     };
     if report.part.is_some() && report.part != part {
         return Err("the report names an output part that is not its chunk's".into());
-    }
-    if let Some(bad) = &report.bad_record
-        && !layout.whole_stream()
-        && !(start..end.max(start + 1)).contains(&bad.offset)
-    {
-        return Err(format!(
-            "the report's bad record at byte {} is outside the chunk",
-            bad.offset
-        ));
     }
     Ok(())
 }
@@ -200,6 +214,7 @@ impl Verifier {
             rows: 0,
             partials: empty_partials,
             row_groups: RowGroupTotals::default(),
+            objects: 0,
         }
     }
 
@@ -221,6 +236,19 @@ impl Verifier {
         }
         if let Err(why) = check_report(report, task) {
             return invalid(why);
+        }
+        // A chunk of many objects that starts an object starts from a record's end: the object
+        // the chunk before ended must end between records.
+        if task
+            .layout
+            .plan
+            .as_ref()
+            .is_some_and(|plan| !plan.continues(task.index))
+        {
+            if let Err(error) = self.finish(&task.layout) {
+                return Verdict::Failed(error);
+            }
+            self.state = State::RecordEnd;
         }
         if report.partials.len() != self.partials.len() {
             return invalid(format!(
@@ -245,10 +273,11 @@ impl Verifier {
                 return invalid(e.to_string());
             }
         }
-        let (Some(records), Some(bytes), Some(rows)) = (
+        let (Some(records), Some(bytes), Some(rows), Some(objects)) = (
             self.records.checked_add(report.records),
             self.bytes.checked_add(report.bytes),
             self.rows.checked_add(report.rows),
+            self.objects.checked_add(report.objects),
         ) else {
             return invalid("the report's counts overflow the scan's totals".into());
         };
@@ -264,6 +293,7 @@ impl Verifier {
         }
         self.state = report.split.end[self.state as usize];
         (self.records, self.bytes, self.rows) = (records, bytes, rows);
+        self.objects = objects;
         self.row_groups = row_groups;
         self.partials = partials;
         self.next += 1;
@@ -346,6 +376,7 @@ mod tests {
                 max_record_size: 1 << 20,
                 parquet: None,
                 joined: Default::default(),
+                plan: None,
             },
             index,
             start_state: None,
@@ -391,6 +422,7 @@ mod tests {
             part: Some(format!("run/part-{index:05}.csv")),
             bad_record: None,
             row_groups: None,
+            objects: 0,
         }
     }
 

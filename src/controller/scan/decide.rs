@@ -477,9 +477,14 @@ pub(super) fn planned(
     now: Timestamp,
 ) -> (S3ParallelScanStatus, String) {
     status.object_size = Some(layout.object.size as i64);
-    status.etag = Some(layout.object.etag.clone());
     status.header = shown_header(&layout.columns);
-    status.data_start = Some(layout.data_start as i64);
+    if let Some(listing) = &mut status.listing {
+        // The checkpoint keeps them from now on.
+        listing.columns.clear();
+    } else {
+        status.etag = Some(layout.object.etag.clone());
+        status.data_start = Some(layout.data_start as i64);
+    }
     status.compression =
         (!layout.compression.is_none()).then(|| layout.compression.name().to_string());
     status.total_chunks = Some(layout.chunk_count() as i32);
@@ -958,6 +963,10 @@ fn counts(
         skipped_bytes: verifier.row_groups.skipped_bytes as i64,
         fetched_bytes: verifier.row_groups.fetched_bytes as i64,
     });
+    if let Some(objects) = &mut status.objects {
+        objects.scanned = verifier.objects as i64;
+        objects.progress = format!("{}/{}", objects.scanned, objects.planned);
+    }
 }
 
 #[cfg(test)]

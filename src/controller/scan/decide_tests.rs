@@ -31,6 +31,7 @@ fn layout(chunks: u32, format: InputFormat) -> Layout {
         max_record_size: 1 << 20,
         parquet: None,
         joined: Default::default(),
+        plan: None,
     }
 }
 
@@ -137,6 +138,7 @@ fn report(state: &Running, index: u32, assumed: Option<State>, records: u64) -> 
         part: None,
         bad_record: None,
         row_groups: None,
+        objects: 0,
     }
 }
 

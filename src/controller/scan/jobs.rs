@@ -632,6 +632,7 @@ mod tests {
                 max_record_size: 1 << 20,
                 parquet: None,
                 joined: Default::default(),
+                plan: None,
             },
             index,
             start_state: state,

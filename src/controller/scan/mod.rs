@@ -11,6 +11,7 @@
 mod act;
 mod decide;
 pub mod jobs;
+mod listing;
 mod observe;
 #[cfg(test)]
 mod scenarios;
@@ -121,6 +122,11 @@ async fn apply(obj: Arc<S3ParallelScan>, ctx: Arc<Context>) -> Result<Action, Er
         Observed::Refused(reason, message) => {
             act::fail(&ctx, scan, None, status, reason, &message).await
         }
+        // The next slice is listed as soon as this one is recorded.
+        Observed::Listed(status) => {
+            StatusWriter::new(&ctx, scan).write(&status).await?;
+            Ok(Action::requeue(std::time::Duration::from_millis(200)))
+        }
         Observed::Running(ready) => {
             let observe::Ready {
                 mut state,
@@ -179,6 +185,7 @@ async fn abort_uploads(ctx: &Context, obj: &S3ParallelScan) {
                         bucket: String::new(),
                         key: String::new(),
                         connection,
+                        many: None,
                     },
                     work: (output.bucket.clone(), output.prefix.clone()),
                     scope: output.scope.clone(),

@@ -26,7 +26,7 @@ use crate::worker::WorkerIdentity;
 use crate::worker::{FailureMessage, LABEL_CHUNK, LABEL_ROLE, LABEL_SCAN, LABEL_START_STATE};
 
 /// The query of the counting pass before a container processor.
-const COUNT_QUERY: &str = "SELECT COUNT(*) FROM S3Object";
+pub(super) const COUNT_QUERY: &str = "SELECT COUNT(*) FROM S3Object";
 /// Largest chunk report read back from S3 (a few KiB when genuine).
 pub(super) const REPORT_LIMIT: usize = 64 << 10;
 /// Most bytes of reports one reconcile reads: the reports of chunks past them wait for the next.
@@ -89,8 +89,11 @@ pub(super) async fn owned_jobs(
 #[derive(Clone, Debug)]
 pub(super) struct Source {
     pub bucket: String,
+    /// The object's key (of many objects: the glob or the count of keys, for messages).
     pub key: String,
     pub connection: S3Connection,
+    /// The objects of a scan of many.
+    pub many: Option<crate::scan::objects::Selection>,
 }
 
 /// Where a running scan's chunks, reports and manifest go.
@@ -129,6 +132,8 @@ pub(super) enum Observed {
     Waiting(String),
     /// It cannot run: a reason and a message (inputs, planning, SQL).
     Refused(&'static str, String),
+    /// A slice of its objects was listed and planned: this status records it.
+    Listed(Box<S3ParallelScanStatus>),
     /// It runs.
     Running(Box<Ready>),
 }
@@ -169,8 +174,44 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
         Err(e) => return Ok(Observed::Refused(e.reason(), e.to_string())),
     };
     let status = obj.status.clone().unwrap_or_default();
-    let recorded =
-        Bookkeeping::of(&status).and_then(|c| recorded_layout(obj, &source, &status, &c));
+    let scope = scope_of(&obj.uid().unwrap_or_default());
+    if let Some(selection) = &source.many {
+        if obj.spec.processor.container.is_some() {
+            return Ok(Observed::Refused(
+                "InvalidScan",
+                "a container processor reads one object: scan many objects with sql".into(),
+            ));
+        }
+        if let Some(output) = &obj.spec.processor.output
+            && selection.lists_under(&output.bucket, &output.prefix)
+        {
+            return Ok(Observed::Refused(
+                "InvalidScan",
+                format!(
+                    "the output s3://{}/{} lies where the glob lists: the scan would read its \
+                     own rows",
+                    output.bucket, output.prefix
+                ),
+            ));
+        }
+        if !status.listing.as_ref().is_some_and(|l| l.complete) {
+            let (bucket, prefix) = work_location(obj, &source.bucket);
+            let plan_prefix = super::listing::plan_prefix(&prefix, &scope);
+            return super::listing::list_slice(
+                obj,
+                &s3,
+                selection,
+                (&bucket, &plan_prefix),
+                settings.listing_slice,
+            )
+            .await;
+        }
+    }
+    let recorded = Bookkeeping::of(&status).and_then(|c| match &source.many {
+        None => recorded_layout(obj, &source, &status, &c),
+        Some(_) if status.total_chunks.is_some() => listed_layout(obj, &source, &status, c.columns),
+        Some(_) => None,
+    });
     if let (Some(layout), Some(checkpoint)) = (&recorded, Bookkeeping::of(&status))
         && let Err(why) = checkpoint.check(layout.chunk_count())
     {
@@ -182,6 +223,22 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
     let planned_now = recorded.is_none();
     let layout = match recorded {
         Some(layout) => layout,
+        None if source.many.is_some() => {
+            let columns = status
+                .listing
+                .as_ref()
+                .map(|l| l.columns.clone())
+                .unwrap_or_default();
+            match listed_layout(obj, &source, &status, columns) {
+                Some(layout) => layout,
+                None => {
+                    return Ok(Observed::Refused(
+                        "InvalidStatus",
+                        "status.listing is not the operator's (status must not be edited)".into(),
+                    ));
+                }
+            }
+        }
         None => match plan_scan(obj, &s3, &source, settings.planning_deadline).await {
             Ok(layout) => layout,
             Err(PlanFailure::Transient(e)) => return Err(Error::Scan(e)),
@@ -196,6 +253,18 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
         Err(refused) => return Ok(refused),
     };
     let output = output_of(obj);
+    if layout.plan.is_some()
+        && output.is_some()
+        && (query.limit.is_some()
+            || output
+                .as_ref()
+                .is_some_and(|o| o.format == crate::scan::OutputFormat::Parquet))
+    {
+        return Ok(Observed::Refused(
+            "InvalidScan",
+            "row output of many objects is CSV or JSON Lines, without LIMIT, for now".into(),
+        ));
+    }
     if let Some(output) = &output
         && let Err(e) = layout
             .format
@@ -212,11 +281,11 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
         output: if containers { None } else { output.clone() },
     };
     let io = Io {
-        work: work_location(obj, &layout),
+        work: work_location(obj, &layout.object.bucket),
         s3,
         source,
         output,
-        scope: scope_of(&obj.uid().unwrap_or_default()),
+        scope,
         identity,
     };
     let namespace = obj.namespace().unwrap_or_default();
@@ -285,10 +354,18 @@ async fn processor_outputs(
 async fn source(ctx: &Context, obj: &S3ParallelScan) -> Result<Source, Observed> {
     let spec = &obj.spec.source;
     let Some(reference) = &spec.ingest_ref else {
+        let many = match super::listing::selection_of(obj).transpose() {
+            Ok(many) => many,
+            Err(e) => return Err(Observed::Refused(e.reason(), e.to_string())),
+        };
         return Ok(Source {
             bucket: spec.bucket.clone().unwrap_or_default(),
-            key: spec.key.clone().unwrap_or_default(),
+            key: match &many {
+                Some(selection) => selection.describe(),
+                None => spec.key.clone().unwrap_or_default(),
+            },
             connection: spec.connection.clone(),
+            many,
         });
     };
     let api: Api<S3Ingest> =
@@ -313,6 +390,7 @@ async fn source(ctx: &Context, obj: &S3ParallelScan) -> Result<Source, Observed>
             bucket: ingest.spec.destination.bucket.clone(),
             key: ingest.spec.destination.key.clone(),
             connection: ingest.spec.destination.connection.clone(),
+            many: None,
         }),
         Some(Phase::Failed) => Err(Observed::Refused(
             "IngestFailed",
@@ -325,7 +403,7 @@ async fn source(ctx: &Context, obj: &S3ParallelScan) -> Result<Source, Observed>
     }
 }
 
-fn format_of(obj: &S3ParallelScan) -> InputFormat {
+pub(super) fn format_of(obj: &S3ParallelScan) -> InputFormat {
     match (&obj.spec.format.csv, &obj.spec.format.parquet) {
         (Some(csv), _) => InputFormat::Csv {
             delimiter: csv.delimiter.bytes().next().unwrap_or(b','),
@@ -365,12 +443,63 @@ fn recorded_layout(
         max_record_size: parse_size(&obj.spec.chunking.max_record_size).ok()?,
         parquet: checkpoint.parquet.clone(),
         joined: Default::default(),
+        plan: None,
     };
     let planned_count = u64::from(layout.chunk_count());
     let plausible = data_start <= size
         && layout.chunk_size > 0
         && planned_count <= crate::scan::plan::MAX_CHUNKS
         && status.total_chunks.and_then(|t| u64::try_from(t).ok()) == Some(planned_count);
+    plausible.then_some(layout)
+}
+
+/// The layout of a scan of many objects whose listing is complete: the plan it wrote, the first
+/// object's `columns`; `None` when status cannot be the operator's.
+fn listed_layout(
+    obj: &S3ParallelScan,
+    source: &Source,
+    status: &S3ParallelScanStatus,
+    columns: Vec<String>,
+) -> Option<Layout> {
+    let listing = status.listing.as_ref().filter(|l| l.complete)?;
+    let (work_bucket, work_prefix) = work_location(obj, &source.bucket);
+    let scope = scope_of(&obj.uid().unwrap_or_default());
+    let plan_prefix = super::listing::plan_prefix(&work_prefix, &scope);
+    let plan = super::listing::plan_of(
+        obj,
+        listing,
+        status.objects.as_ref(),
+        (&source.bucket, &work_bucket, &plan_prefix),
+    )?;
+    let plausible = u64::from(plan.chunks) <= crate::scan::plan::MAX_CHUNKS
+        && plan.segments.windows(2).all(|w| w[0].first < w[1].first)
+        && plan.segments.iter().all(|s| s.first < plan.chunks);
+    let layout = Layout {
+        object: crate::scan::ObjectVersion {
+            bucket: source.bucket.clone(),
+            key: source.key.clone(),
+            size: u64::try_from(listing.bytes).ok()?,
+            etag: String::new(),
+        },
+        format: format_of(obj),
+        columns,
+        data_start: 0,
+        chunk_size: parse_size(&obj.spec.chunking.chunk_size).ok()?,
+        compression: crate::scan::Compression::None,
+        max_record_size: parse_size(&obj.spec.chunking.max_record_size).ok()?,
+        parquet: None,
+        // The query is compiled against the first object's partitions: every object has
+        // the same partition keys.
+        joined: crate::scan::plan::JoinedColumns {
+            partitions: listing
+                .first_key
+                .as_deref()
+                .map(|key| super::listing::partitions_of(obj, key))
+                .unwrap_or_default(),
+            union_by_name: super::listing::union_by_name(obj),
+        },
+        plan: Some(plan),
+    };
     plausible.then_some(layout)
 }
 
@@ -414,11 +543,11 @@ async fn plan_scan(
 
 /// Row output and chunk reports go under the output prefix, or under a prefix of the source
 /// bucket for scans without output.
-pub(super) fn work_location(obj: &S3ParallelScan, layout: &Layout) -> (String, String) {
+pub(super) fn work_location(obj: &S3ParallelScan, source_bucket: &str) -> (String, String) {
     match &obj.spec.processor.output {
         Some(output) => (output.bucket.clone(), output.prefix.clone()),
         None => (
-            layout.object.bucket.clone(),
+            source_bucket.to_string(),
             format!(
                 ".s3flow/scans/{}/{}/",
                 obj.namespace().unwrap_or_default(),

@@ -54,6 +54,7 @@ fn operator(api: &FakeApi) -> Arc<Context> {
         reconcile_concurrency: 4,
         reconcile_retries: 12,
         planning_deadline: Duration::from_secs(1),
+        listing_slice: 100,
         leader: None,
     };
     let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -85,6 +86,7 @@ fn layout(chunks: u32) -> Layout {
         max_record_size: 1 << 20,
         parquet: None,
         joined: Default::default(),
+        plan: None,
     }
 }
 
@@ -259,6 +261,7 @@ fn genuine_report(task: &ChunkTask, records: u64) -> ChunkReport {
         part: None,
         bad_record: None,
         row_groups: None,
+        objects: 0,
     }
 }
 

@@ -55,6 +55,22 @@ pub async fn run_chunk_to(
     stop: Stop,
     local: Option<LocalRows>,
 ) -> Result<ChunkReport, ScanError> {
+    match &task.layout.plan {
+        Some(plan) => {
+            crate::scan::objects::pieces::run_planned_chunk(s3, task, plan, progress, stop).await
+        }
+        None => run_object_chunk(s3, task, progress, stop, local).await,
+    }
+}
+
+/// [`run_chunk_to`] of a chunk of one object.
+pub(crate) async fn run_object_chunk(
+    s3: &Client,
+    task: &ChunkTask,
+    progress: Arc<AtomicU64>,
+    stop: Stop,
+    local: Option<LocalRows>,
+) -> Result<ChunkReport, ScanError> {
     let layout = &task.layout;
     let (start, end) = layout.range(task.index);
     let query = match &task.work {

@@ -311,6 +311,7 @@ impl<'q> Sink<'q> {
             part: None,
             bad_record: self.bad_record,
             row_groups: None,
+            objects: 0,
         })
     }
 }

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::scan::ScanError;
 use crate::scan::plan::Layout;
 use crate::scan::text::split::{ChunkSplit, State};
 use crate::scan::value::Partial;
-use crate::scan::{InputFormat, ScanError};
 
 /// Encoding of output part files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -232,6 +232,13 @@ pub struct ChunkReport {
     /// A Parquet chunk's row groups and what of them it read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_groups: Option<RowGroupsRead>,
+    /// A chunk of many objects: the objects it began reading.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub objects: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What a Parquet chunk read of its row groups.
@@ -262,13 +269,7 @@ pub struct BadRecord {
 impl ChunkReport {
     /// Whether the chunk's start state could not have been guessed wrong.
     pub fn start_is_certain(task: &ChunkTask) -> bool {
-        task.start_state.is_some()
-            || task.index == 0
-            || task.layout.whole_stream()
-            || matches!(
-                task.layout.format,
-                InputFormat::JsonLines | InputFormat::Parquet
-            )
+        task.start_state.is_some() || task.layout.start_is_certain(task.index)
     }
 
     /// The bad record as the scan's error.

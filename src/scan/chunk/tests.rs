@@ -57,6 +57,7 @@ fn layout(data: &[u8], chunk_size: u64, columns: &[&str]) -> Layout {
         max_record_size: super::super::plan::DEFAULT_MAX_RECORD_SIZE,
         parquet: None,
         joined: Default::default(),
+        plan: None,
     }
 }
 

@@ -10,7 +10,7 @@ use crate::scan::sql::{ColumnBounds, Query};
 use crate::scan::value::Value;
 
 /// Whether `k=v` folders become columns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HivePartitioning {
     /// When keys have them: every object must then have the same partition keys.
     #[default]

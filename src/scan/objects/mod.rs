@@ -7,6 +7,8 @@ pub mod glob;
 pub mod hive;
 pub mod manifest;
 pub mod pack;
+pub(crate) mod pieces;
+pub mod segments;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -242,6 +244,101 @@ fn listing(
         })
         .try_flatten()
         .boxed()
+}
+
+/// Where a listing in slices stands: the glob's prefix being listed (by its place) and the last
+/// key listed under it, or the last key of a list asked for.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ListingCursor {
+    /// The prefix being listed, by its place in the glob's prefixes (0 for a list of keys).
+    #[serde(default)]
+    pub prefix: u32,
+    /// The last key listed; `None`: from the prefix's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// Keys under this folder are the operator's own (plans, reports): no listing returns them.
+pub const WORK_FOLDER: &str = ".s3flow/";
+
+/// One page of the selection (a glob's or a list of keys', at most `max_keys` keys) from
+/// `cursor`: the objects it selects, and where the next page starts (`None`: none is left). A
+/// listing so taken in slices resumes where it stopped.
+pub async fn list_page(
+    s3: &Client,
+    selection: &Selection,
+    cursor: &ListingCursor,
+    max_keys: usize,
+) -> Result<(Vec<ObjectVersion>, Option<ListingCursor>), ScanError> {
+    let bucket = &selection.bucket;
+    let after = cursor.after.clone();
+    match &selection.source {
+        ObjectSource::Glob(glob) => {
+            let Some(prefix) = glob.prefixes().get(cursor.prefix as usize) else {
+                return Ok((Vec::new(), None));
+            };
+            let page = s3
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_start_after(after)
+                .max_keys(i32::try_from(max_keys).unwrap_or(1000))
+                .send()
+                .await
+                .map_err(|e| s3_error(&format!("LIST s3://{bucket}/{prefix}"), e))?;
+            let mut matched = Vec::new();
+            for object in page.contents() {
+                let Some(key) = object
+                    .key()
+                    .filter(|key| glob.matches(key) && !key.starts_with(WORK_FOLDER))
+                else {
+                    continue;
+                };
+                let size = u64::try_from(object.size().unwrap_or_default()).unwrap_or_default();
+                let etag = object.e_tag().map(str::to_string);
+                matched.push(ObjectVersion::pinned(bucket, key, size, etag)?);
+            }
+            let last = page.contents().last().and_then(|o| o.key());
+            let next = match (page.is_truncated() == Some(true), last) {
+                (true, Some(last)) => Some(ListingCursor {
+                    prefix: cursor.prefix,
+                    after: Some(last.to_string()),
+                }),
+                _ => (cursor.prefix as usize + 1 < glob.prefixes().len()).then(|| ListingCursor {
+                    prefix: cursor.prefix + 1,
+                    after: None,
+                }),
+            };
+            Ok((matched, next))
+        }
+        ObjectSource::Keys(keys) => {
+            let start = match &after {
+                Some(after) => keys.partition_point(|k| k <= after),
+                None => 0,
+            };
+            let page: Vec<String> = keys
+                .iter()
+                .skip(start)
+                .take(max_keys.max(1))
+                .cloned()
+                .collect();
+            let next = page
+                .last()
+                .filter(|_| start + page.len() < keys.len())
+                .map(|last| ListingCursor {
+                    prefix: 0,
+                    after: Some(last.clone()),
+                });
+            let versions = heads(s3, selection, page).try_collect().await?;
+            Ok((versions, next))
+        }
+        ObjectSource::Key(_) | ObjectSource::Manifest(_) => Err(ScanError::InvalidScan(
+            "only a glob or a list of keys is listed in slices".into(),
+        )),
+    }
 }
 
 /// The continuation token of the page after `page` (`Some`), or `None` when it was the last.

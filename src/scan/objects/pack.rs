@@ -1,8 +1,8 @@
 //! Packing a scan's objects into chunks, in key order and in one pass: an object larger than the
 //! chunk size is split into windows of that size, and small objects share a chunk, each costing
 //! its bytes plus an open cost (a request and a header or footer read), at most so many objects
-//! a chunk. A piece that starts mid-object always starts its chunk, so that a chunk's start state
-//! is the end state of the chunk before it, as for one object in byte ranges.
+//! a chunk. Each window of a split object is a chunk of its own, so that a chunk's start state is
+//! the end state of the chunk before it, as for one object in byte ranges.
 
 /// Bytes an object costs a chunk beyond its own: the request, and its header or footer.
 pub const DEFAULT_OBJECT_OPEN_COST: u64 = 1 << 20;
@@ -81,6 +81,12 @@ impl Packer {
             self.current.push(piece);
             self.cost = self.cost.saturating_add(cost);
         }
+        // Each window of a split object is a chunk of its own: a chunk's end state is then the
+        // end state of its one piece, which the next window's chunk starts from.
+        if windows > 1 {
+            full.push(std::mem::take(&mut self.current));
+            self.cost = 0;
+        }
         full
     }
 
@@ -118,7 +124,8 @@ mod tests {
             max_objects_per_chunk: 3,
         };
         // (objects: size, splittable) -> chunks
-        let cases: &[(&[(u64, bool)], Vec<Vec<Piece>>)] = &[
+        type Case<'a> = (&'a [(u64, bool)], Vec<Vec<Piece>>);
+        let cases: &[Case] = &[
             (&[], vec![]),
             (
                 &[(20, true), (20, true), (20, true)],
@@ -135,7 +142,11 @@ mod tests {
             // 45 + 10 is 55: two do not fit 100 bytes.
             (
                 &[(45, true), (45, true), (45, true)],
-                vec![vec![piece(0, 0, 45)], vec![piece(1, 0, 45)], vec![piece(2, 0, 45)]],
+                vec![
+                    vec![piece(0, 0, 45)],
+                    vec![piece(1, 0, 45)],
+                    vec![piece(2, 0, 45)],
+                ],
             ),
             (
                 &[(40, true), (250, true), (5, true)],
@@ -143,13 +154,18 @@ mod tests {
                     vec![piece(0, 0, 40)],
                     vec![piece(1, 0, 100)],
                     vec![piece(1, 100, 200)],
-                    vec![piece(1, 200, 250), piece(2, 0, 5)],
+                    vec![piece(1, 200, 250)],
+                    vec![piece(2, 0, 5)],
                 ],
             ),
             // A compressed object is one piece, however large.
             (
                 &[(5, true), (350, false), (5, true)],
-                vec![vec![piece(0, 0, 5)], vec![piece(1, 0, 350)], vec![piece(2, 0, 5)]],
+                vec![
+                    vec![piece(0, 0, 5)],
+                    vec![piece(1, 0, 350)],
+                    vec![piece(2, 0, 5)],
+                ],
             ),
             // An empty object is a piece too: it has a header to check.
             (&[(0, true)], vec![vec![piece(0, 0, 0)]]),
@@ -192,6 +208,9 @@ mod tests {
             for chunk in &chunks {
                 prop_assert!(!chunk.is_empty());
                 prop_assert!(chunk.iter().skip(1).all(|p| p.start == 0), "{:?}", chunk);
+                // A window of a split object is alone in its chunk.
+                let split = |p: &Piece| p.start > 0 || objects[p.object as usize].0 > chunk_size && objects[p.object as usize].1;
+                prop_assert!(chunk.len() == 1 || !chunk.iter().any(split), "{:?}", chunk);
                 prop_assert!(chunk.len() <= max_objects_per_chunk as usize);
                 let cost: u64 = chunk.iter().map(|p| p.end - p.start + object_open_cost).sum();
                 prop_assert!(chunk.len() == 1 || cost <= chunk_size, "{:?}", chunk);

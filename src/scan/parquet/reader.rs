@@ -158,6 +158,7 @@ fn report(
         part: None,
         bad_record,
         row_groups: Some(read),
+        objects: 0,
     }
 }
 

@@ -1,0 +1,428 @@
+//! The listing of a scan of many objects (a glob, a list of keys), one slice per reconcile: the
+//! slice's objects pruned by their hive partitions, packed into chunks and written as a segment
+//! of the plan, and the cursor kept in status, so that an operator restart resumes the listing
+//! where it stopped. The operator holds one slice at a time, whatever the number of objects.
+
+use super::observe::{Observed, format_of};
+use crate::api::Phase;
+use crate::api::scan::{
+    HivePartitioningMode, ListingStatus, ObjectCounts, S3ParallelScan, SchemaMode,
+};
+use crate::controller::{Error, set_phase};
+use crate::scan::objects::pack::{Packer, Packing};
+use crate::scan::objects::segments::{ObjectPlan, PlannedPiece, write_segment};
+use crate::scan::objects::{
+    DEFAULT_MAX_OBJECTS, Glob, HivePartitioning, ObjectChanges, ObjectSource, Selection, hive,
+    list_page,
+};
+use crate::scan::plan::{JoinedColumns, MAX_CHUNKS, ObjectVersion, PlanRequest, plan_object};
+use crate::scan::sql::{Columns, compile};
+use crate::scan::{InputFormat, ScanError};
+use crate::size::parse_size;
+use aws_sdk_s3::Client;
+
+/// Most keys one listing page asks for (S3's own bound).
+const PAGE_KEYS: usize = 1000;
+
+/// Longest text of the chunks that continue an object: it travels in every chunk's task.
+const CONTINUING_LIMIT: usize = 8 << 10;
+
+/// The objects a scan of many reads, or `None` for a scan of one object.
+pub(super) fn selection_of(obj: &S3ParallelScan) -> Option<Result<Selection, ScanError>> {
+    let spec = &obj.spec.source;
+    let source = match (&spec.glob, &spec.keys) {
+        (Some(glob), _) => Glob::new(glob)
+            .map(ObjectSource::Glob)
+            .map_err(|e| ScanError::InvalidScan(format!("source.glob: {e}"))),
+        (None, Some(keys)) => ObjectSource::keys(keys.clone()),
+        (None, None) => return None,
+    };
+    Some(source.map(|source| {
+        Selection {
+            bucket: spec.bucket.clone().unwrap_or_default(),
+            source,
+            max_objects: spec
+                .max_objects
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(DEFAULT_MAX_OBJECTS),
+            allow_empty: spec.allow_empty.unwrap_or(false),
+            changes: ObjectChanges::default(),
+            folders: None,
+        }
+    }))
+}
+
+/// Whether `k=v` folders are columns.
+pub(super) fn hive_of(obj: &S3ParallelScan) -> HivePartitioning {
+    match obj.spec.format.hive_partitioning {
+        None | Some(HivePartitioningMode::Auto) => HivePartitioning::Auto,
+        Some(HivePartitioningMode::Enabled) => HivePartitioning::Enabled,
+        Some(HivePartitioningMode::Disabled) => HivePartitioning::Disabled,
+    }
+}
+
+/// Whether columns are bound by name.
+pub(super) fn union_by_name(obj: &S3ParallelScan) -> bool {
+    obj.spec.format.schema == Some(SchemaMode::UnionByName)
+}
+
+/// The hive partitions of `key`, as the scan takes them.
+pub(super) fn partitions_of(obj: &S3ParallelScan, key: &str) -> Vec<(String, String)> {
+    match hive_of(obj) {
+        HivePartitioning::Disabled => Vec::new(),
+        _ => hive::partitions(key),
+    }
+}
+
+/// Key prefix of the plan's segments under the scan's work prefix.
+pub(super) fn plan_prefix(work_prefix: &str, scope: &str) -> String {
+    format!("{work_prefix}plan-{scope}/")
+}
+
+/// The chunks of one slice of objects, numbered on from the plan's.
+#[derive(Debug, PartialEq)]
+pub(super) struct Slice {
+    pub chunks: Vec<Vec<PlannedPiece>>,
+    /// The chunks (by their number in the plan) that continue an object.
+    pub continuing: Vec<u32>,
+    pub bytes: u64,
+}
+
+/// Packs `objects` (in key order) into chunks numbered from `first`; a text object that is not
+/// compressed (by its name) is split in windows when larger than a chunk. Refused past
+/// [`MAX_CHUNKS`] chunks in all.
+pub(super) fn pack_slice(
+    first: u32,
+    objects: &[ObjectVersion],
+    packing: Packing,
+    format: InputFormat,
+) -> Result<Slice, String> {
+    let chunk_size = packing.chunk_size.max(1);
+    let splittable = |object: &ObjectVersion| {
+        format != InputFormat::Parquet && crate::scan::Compression::of_name(&object.key).0.is_none()
+    };
+    let windows = |object: &ObjectVersion| match splittable(object) {
+        true => object.size.div_ceil(chunk_size).max(1),
+        false => 1,
+    };
+    let too_many = || format!("the objects make more than {MAX_CHUNKS} chunks; raise chunkSize");
+    let mut packer = Packer::new(packing);
+    let mut packed = Vec::new();
+    for (ordinal, object) in objects.iter().enumerate() {
+        let planned = u64::from(first) + packed.len() as u64;
+        if planned.saturating_add(windows(object)) > MAX_CHUNKS {
+            return Err(too_many());
+        }
+        packed.extend(packer.add(ordinal as u64, object.size, splittable(object)));
+    }
+    packed.extend(packer.finish());
+    let mut slice = Slice {
+        chunks: Vec::with_capacity(packed.len()),
+        continuing: Vec::new(),
+        bytes: objects.iter().map(|o| o.size).sum(),
+    };
+    for (number, chunk) in (first..).zip(packed) {
+        let mut pieces = Vec::with_capacity(chunk.len());
+        for piece in chunk {
+            let object = objects
+                .get(piece.object as usize)
+                .ok_or_else(|| "a piece of no object".to_string())?;
+            let window = (windows(object) > 1)
+                .then(|| u32::try_from(piece.start / chunk_size).map_err(|_| too_many()))
+                .transpose()?;
+            if window.is_some_and(|w| w > 0) {
+                slice.continuing.push(number);
+            }
+            pieces.push(PlannedPiece {
+                key: object.key.clone(),
+                etag: object.etag.clone(),
+                size: object.size,
+                window,
+            });
+        }
+        slice.chunks.push(pieces);
+    }
+    Ok(slice)
+}
+
+/// How the scan packs its objects.
+fn packing_of(obj: &S3ParallelScan) -> Result<Packing, ScanError> {
+    let chunking = &obj.spec.chunking;
+    let size = |field: &str, text: &str| {
+        parse_size(text).map_err(|e| ScanError::InvalidScan(format!("{field}: {e}")))
+    };
+    Ok(Packing {
+        chunk_size: size("chunkSize", &chunking.chunk_size)?,
+        object_open_cost: size("objectOpenCost", &chunking.object_open_cost)?,
+        max_objects_per_chunk: u32::try_from(chunking.max_objects_per_chunk.max(1)).unwrap_or(1),
+    })
+}
+
+/// A verdict on the scan, or an error to retry.
+fn verdict(error: ScanError) -> Result<Observed, Error> {
+    match error.is_transient() {
+        true => Err(Error::Scan(error)),
+        false => Ok(Observed::Refused(error.reason(), error.to_string())),
+    }
+}
+
+/// Lists the next slice of the scan's objects from the cursor in its status, writes their chunks
+/// as the plan's next segment, and gives the status that records them (the listing complete
+/// once no page is left).
+pub(super) async fn list_slice(
+    obj: &S3ParallelScan,
+    s3: &Client,
+    selection: &Selection,
+    (work_bucket, plan_prefix): (&str, &str),
+    slice_objects: usize,
+) -> Result<Observed, Error> {
+    let mut status = obj.status.clone().unwrap_or_default();
+    let mut listing = status.listing.clone().unwrap_or_default();
+    let mut counts = status.objects.clone().unwrap_or_default();
+    let sql = obj
+        .spec
+        .processor
+        .sql
+        .clone()
+        .unwrap_or_else(|| super::observe::COUNT_QUERY.to_string());
+    let prune = match compile(&sql, &Columns::Named) {
+        Ok(query) => query,
+        Err(e) => return verdict(e.into()),
+    };
+    let packing = match packing_of(obj) {
+        Ok(packing) => packing,
+        Err(e) => return verdict(e),
+    };
+    let (hive_mode, format) = (hive_of(obj), format_of(obj));
+    let mut cursor = Some(listing.cursor.clone().unwrap_or_default());
+    let mut listed = Vec::new();
+    while listed.len() < slice_objects {
+        let Some(at) = &cursor else { break };
+        let keys = PAGE_KEYS.min(slice_objects - listed.len()).max(1);
+        let (page, next) = match list_page(s3, selection, at, keys).await {
+            Ok(page) => page,
+            Err(e) => return verdict(e),
+        };
+        listing.pages += 1;
+        listed.extend(page);
+        cursor = next;
+    }
+    counts.matched += listed.len() as i64;
+    if counts.matched as u64 > selection.max_objects {
+        return verdict(ScanError::TooManyObjects(format!(
+            "{} selects more than {} objects",
+            selection.describe(),
+            selection.max_objects
+        )));
+    }
+    let mut kept = Vec::with_capacity(listed.len());
+    for version in listed {
+        let partitions = partitions_of(obj, &version.key);
+        if hive_mode == HivePartitioning::Enabled && partitions.is_empty() {
+            return verdict(ScanError::InvalidScan(format!(
+                "{} has no hive partitions (key=value folders), and hive partitioning is enabled",
+                version.url()
+            )));
+        }
+        if !hive::may_match(&prune, &partitions) {
+            counts.pruned += 1;
+            continue;
+        }
+        kept.push((version, partitions));
+    }
+    // The first object's columns: the query is compiled against them before any Job, and every
+    // object must have them unless columns are bound by name.
+    if counts.planned == 0
+        && let Some((first, partitions)) = kept.first()
+    {
+        let request = PlanRequest {
+            bucket: first.bucket.clone(),
+            key: first.key.clone(),
+            format,
+            expected_headers: obj
+                .spec
+                .format
+                .csv
+                .as_ref()
+                .and_then(|c| c.expected_headers.clone()),
+            chunk_size: packing.chunk_size,
+            max_record_size: parse_size(&obj.spec.chunking.max_record_size).unwrap_or(1 << 20),
+        };
+        let mut layout = match plan_object(s3, &request, first.clone()).await {
+            Ok(layout) => layout,
+            Err(e) => return verdict(e),
+        };
+        layout.joined = JoinedColumns {
+            partitions: partitions.clone(),
+            union_by_name: union_by_name(obj),
+        };
+        if let Err(e) = layout.compile(&sql) {
+            return verdict(e);
+        }
+        listing.columns = layout.columns;
+        listing.first_key = Some(first.key.clone());
+    }
+    let kept: Vec<ObjectVersion> = kept.into_iter().map(|(version, _)| version).collect();
+    let first_chunk = u32::try_from(listing.chunks).unwrap_or(u32::MAX);
+    let slice = match pack_slice(first_chunk, &kept, packing, format) {
+        Ok(slice) => slice,
+        Err(message) => return verdict(ScanError::TooManyObjects(message)),
+    };
+    if !slice.chunks.is_empty() {
+        let number = listing.segments.len();
+        let written = write_segment(
+            s3,
+            (work_bucket, plan_prefix),
+            number,
+            first_chunk,
+            &slice.chunks,
+        )
+        .await;
+        match written {
+            Ok(segment) => listing.segments.push(segment),
+            Err(e) => return verdict(e),
+        }
+    }
+    let continuing = crate::scan::plan::compact_ranges(slice.continuing);
+    if !continuing.is_empty() {
+        listing.continuing = match listing.continuing.is_empty() {
+            true => continuing,
+            false => format!("{},{continuing}", listing.continuing),
+        };
+    }
+    if listing.continuing.len() > CONTINUING_LIMIT {
+        return verdict(ScanError::TooManyObjects(
+            "too many objects are split across chunks; raise chunkSize".into(),
+        ));
+    }
+    listing.chunks += slice.chunks.len() as i32;
+    listing.bytes += slice.bytes as i64;
+    counts.planned += kept.len() as i64;
+    counts.progress = format!("{}/{}", counts.scanned, counts.planned);
+    listing.complete = cursor.is_none();
+    listing.cursor = cursor;
+    listing.plan_at = Some(format!("s3://{work_bucket}/{plan_prefix}"));
+    if listing.complete && counts.planned == 0 && counts.pruned == 0 && !selection.allow_empty {
+        return verdict(ScanError::NoObjects(format!(
+            "{} selects no object",
+            selection.describe()
+        )));
+    }
+    let message = format!(
+        "listed {} objects in {} pages ({} pruned by their partitions), {} chunks planned{}",
+        counts.matched,
+        listing.pages,
+        counts.pruned,
+        listing.chunks,
+        if listing.complete { "" } else { "; listing on" }
+    );
+    status.listing = Some(listing);
+    status.objects = Some(counts);
+    set_phase(
+        &mut status,
+        Phase::Pending,
+        "Listing",
+        &message,
+        obj.metadata.generation,
+    );
+    Ok(Observed::Listed(Box::new(status)))
+}
+
+/// The plan the completed listing in `listing` wrote.
+pub(super) fn plan_of(
+    obj: &S3ParallelScan,
+    listing: &ListingStatus,
+    counts: Option<&ObjectCounts>,
+    (bucket, work_bucket, plan_prefix): (&str, &str, &str),
+) -> Option<ObjectPlan> {
+    Some(ObjectPlan {
+        bucket: bucket.to_string(),
+        segment_bucket: work_bucket.to_string(),
+        prefix: plan_prefix.to_string(),
+        segments: listing.segments.clone(),
+        chunks: u32::try_from(listing.chunks).ok()?,
+        objects: u64::try_from(counts.map_or(0, |c| c.planned)).ok()?,
+        continuing: listing.continuing.clone(),
+        hive: hive_of(obj),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(key: &str, size: u64) -> ObjectVersion {
+        ObjectVersion {
+            bucket: "b".into(),
+            key: key.into(),
+            size,
+            etag: "\"e\"".into(),
+        }
+    }
+
+    fn piece(key: &str, size: u64, window: Option<u32>) -> PlannedPiece {
+        PlannedPiece {
+            key: key.into(),
+            etag: "\"e\"".into(),
+            size,
+            window,
+        }
+    }
+
+    const CSV: InputFormat = InputFormat::Csv {
+        delimiter: b',',
+        quote: b'"',
+        header: true,
+    };
+
+    #[test]
+    fn small_objects_share_chunks_large_ones_are_windows_numbered_on() {
+        let packing = Packing {
+            chunk_size: 100,
+            object_open_cost: 10,
+            max_objects_per_chunk: 10,
+        };
+        let objects = [
+            object("a.csv", 30),
+            object("b.csv", 30),
+            object("c.csv", 250),
+            object("d.csv.gz", 250),
+            object("e.csv", 5),
+        ];
+        let slice = pack_slice(7, &objects, packing, CSV).unwrap();
+        assert_eq!(
+            slice.chunks,
+            [
+                vec![piece("a.csv", 30, None), piece("b.csv", 30, None)],
+                vec![piece("c.csv", 250, Some(0))],
+                vec![piece("c.csv", 250, Some(1))],
+                vec![piece("c.csv", 250, Some(2))],
+                vec![piece("d.csv.gz", 250, None)],
+                vec![piece("e.csv", 5, None)],
+            ]
+        );
+        assert_eq!(slice.continuing, [9, 10]);
+        assert_eq!(slice.bytes, 565);
+        // Parquet objects are whole pieces: their workers read the footers.
+        let parquet = pack_slice(0, &[object("p", 250)], packing, InputFormat::Parquet).unwrap();
+        assert_eq!(parquet.chunks, [vec![piece("p", 250, None)]]);
+        assert!(parquet.continuing.is_empty());
+    }
+
+    #[test]
+    fn a_plan_past_the_chunk_bound_is_refused() {
+        let packing = Packing {
+            chunk_size: 1,
+            object_open_cost: 0,
+            max_objects_per_chunk: 1,
+        };
+        let huge = [object("big.csv", MAX_CHUNKS + 1)];
+        assert!(
+            pack_slice(0, &huge, packing, CSV)
+                .unwrap_err()
+                .contains("raise chunkSize")
+        );
+        let near = [object("a.csv", 1)];
+        assert!(pack_slice(MAX_CHUNKS as u32, &near, packing, CSV).is_err());
+    }
+}

@@ -1,0 +1,251 @@
+//! The plan of a scan of many objects, kept in S3 rather than in memory or in status: its chunks
+//! in order, each an ordered list of pieces, written as segments (gzipped JSON Lines, one line
+//! per chunk) under the scan's work prefix. A chunk's task names the plan; the worker reads the
+//! one line of its chunk, checked against the segment's digest.
+
+use std::io::{BufRead, Read, Write};
+
+use aws_sdk_s3::Client;
+use serde::{Deserialize, Serialize};
+
+use crate::scan::plan::ObjectVersion;
+use crate::scan::{ScanError, put_object, read_failure};
+
+/// Largest segment read back (gzipped); one holds a listing slice, a few MiB at most.
+const SEGMENT_LIMIT: usize = 64 << 20;
+
+/// Longest line of a segment (one chunk: at most `maxObjectsPerChunk` keys of 1,024 bytes).
+const LINE_LIMIT: u64 = 8 << 20;
+
+/// Where a scan's plan is and what it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectPlan {
+    /// The bucket of the scanned objects.
+    pub bucket: String,
+    /// The bucket of the segments (the scan's work bucket).
+    pub segment_bucket: String,
+    /// Key prefix of the segments.
+    pub prefix: String,
+    /// The segments in chunk order.
+    pub segments: Vec<Segment>,
+    /// Number of chunks.
+    pub chunks: u32,
+    /// Number of objects.
+    pub objects: u64,
+    /// The chunks whose piece continues an object begun in the chunk before (compact ranges):
+    /// their start state is the previous chunk's end state; every other chunk starts an object.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub continuing: String,
+    /// Whether `k=v` folders of keys are columns.
+    #[serde(default)]
+    pub hive: super::HivePartitioning,
+}
+
+/// One segment of a plan: its first chunk and the digest of its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    /// The first chunk it holds (it holds those up to the next segment's first).
+    pub first: u32,
+    /// SHA-256 of its bytes, the first 8 in hex.
+    pub digest: String,
+}
+
+/// One piece of a chunk: an object, whole, or one `chunkSize` window of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedPiece {
+    /// The object's key (its bucket is the plan's).
+    pub key: String,
+    /// Its ETag, as listed: every read is pinned to it.
+    pub etag: String,
+    /// Its size, as listed.
+    pub size: u64,
+    /// The window of an object split across chunks (its chunk `window` of `chunkSize` bytes
+    /// after its header); `None`: the whole object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<u32>,
+}
+
+impl PlannedPiece {
+    /// The object version it reads, in `bucket`.
+    pub fn version(&self, bucket: &str) -> ObjectVersion {
+        ObjectVersion {
+            bucket: bucket.to_string(),
+            key: self.key.clone(),
+            size: self.size,
+            etag: self.etag.clone(),
+        }
+    }
+}
+
+/// One line of a segment.
+#[derive(Debug, Serialize, Deserialize)]
+struct ChunkLine {
+    chunk: u32,
+    pieces: Vec<PlannedPiece>,
+}
+
+impl ObjectPlan {
+    /// Key of segment `number` under `prefix`.
+    pub fn segment_key(prefix: &str, number: usize) -> String {
+        format!("{prefix}segment-{number:05}.jsonl.gz")
+    }
+
+    /// Whether chunk `index` continues an object begun in the chunk before.
+    pub fn continues(&self, index: u32) -> bool {
+        crate::scan::plan::ranges_contain(&self.continuing, index)
+    }
+
+    /// A digest of the whole plan: the task fingerprint covers it.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let text = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(&sha2::Sha256::digest(&text)[..8])
+    }
+
+    /// The pieces of chunk `index`, read from its segment, which must still be the one planned.
+    pub async fn pieces(&self, s3: &Client, index: u32) -> Result<Vec<PlannedPiece>, ScanError> {
+        let number = self
+            .segments
+            .iter()
+            .rposition(|s| s.first <= index)
+            .filter(|_| index < self.chunks)
+            .ok_or_else(|| {
+                ScanError::InvalidScan(format!(
+                    "chunk {index} is not in the plan ({} chunks)",
+                    self.chunks
+                ))
+            })?;
+        let key = Self::segment_key(&self.prefix, number);
+        let location = format!("s3://{}/{key}", self.segment_bucket);
+        let bytes = crate::s3::read_object(s3, &self.segment_bucket, &key, SEGMENT_LIMIT)
+            .await
+            .map_err(read_failure)?;
+        if digest(&bytes) != self.segments[number].digest {
+            return Err(ScanError::InvalidScan(format!(
+                "{location} is not the plan segment the scan wrote (its digest differs)"
+            )));
+        }
+        chunk_in(&bytes, index).map_err(|e| ScanError::InvalidScan(format!("{location}: {e}")))
+    }
+}
+
+/// SHA-256 of `bytes`, the first 8 in hex.
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(bytes)[..8])
+}
+
+/// The pieces of chunk `index` in a segment's bytes.
+fn chunk_in(gzipped: &[u8], index: u32) -> Result<Vec<PlannedPiece>, String> {
+    let mut lines = std::io::BufReader::new(flate2::read::GzDecoder::new(gzipped));
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = Read::by_ref(&mut lines)
+            .take(LINE_LIMIT)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("it does not decode: {e}"))?;
+        if read == 0 {
+            return Err(format!("it has no line of chunk {index}"));
+        }
+        if read as u64 == LINE_LIMIT && line.last() != Some(&b'\n') {
+            return Err(format!("a line is longer than {LINE_LIMIT} bytes"));
+        }
+        let chunk: ChunkLine =
+            serde_json::from_slice(&line).map_err(|e| format!("a line is no chunk: {e}"))?;
+        if chunk.chunk == index {
+            return Ok(chunk.pieces);
+        }
+    }
+}
+
+/// Writes `chunks` (numbered from `first`) as segment `number` of a plan under `prefix`: the
+/// segment to add to the plan.
+pub async fn write_segment(
+    s3: &Client,
+    (bucket, prefix): (&str, &str),
+    number: usize,
+    first: u32,
+    chunks: &[Vec<PlannedPiece>],
+) -> Result<Segment, ScanError> {
+    let bytes = encode(first, chunks)?;
+    let segment = Segment {
+        first,
+        digest: digest(&bytes),
+    };
+    let key = ObjectPlan::segment_key(prefix, number);
+    put_object(s3, bucket, &key, bytes, Some("application/gzip")).await?;
+    Ok(segment)
+}
+
+/// The gzipped JSON Lines of `chunks`, numbered from `first`.
+fn encode(first: u32, chunks: &[Vec<PlannedPiece>]) -> Result<Vec<u8>, ScanError> {
+    let failed = |e: std::io::Error| ScanError::Write {
+        what: "a plan segment".into(),
+        source: e,
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for (index, pieces) in (first..).zip(chunks) {
+        let line = ChunkLine {
+            chunk: index,
+            pieces: pieces.clone(),
+        };
+        serde_json::to_writer(&mut gz, &line).map_err(|e| failed(e.into()))?;
+        gz.write_all(b"\n").map_err(failed)?;
+    }
+    gz.finish().map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(key: &str, window: Option<u32>) -> PlannedPiece {
+        PlannedPiece {
+            key: key.into(),
+            etag: "\"e\"".into(),
+            size: 10,
+            window,
+        }
+    }
+
+    #[test]
+    fn a_segment_gives_back_each_chunk_it_holds() {
+        let chunks = vec![
+            vec![piece("a", None), piece("b", None)],
+            vec![piece("c", Some(0))],
+            vec![piece("c", Some(1))],
+        ];
+        let bytes = encode(7, &chunks).unwrap();
+        for (index, pieces) in (7..).zip(&chunks) {
+            assert_eq!(chunk_in(&bytes, index).unwrap(), *pieces);
+        }
+        assert!(
+            chunk_in(&bytes, 6)
+                .unwrap_err()
+                .contains("no line of chunk 6")
+        );
+        assert!(chunk_in(&bytes, 10).is_err());
+        assert!(chunk_in(b"not gzip", 7).unwrap_err().contains("decode"));
+    }
+
+    #[test]
+    fn the_chunks_segment_and_continuation_come_from_the_plan() {
+        let plan = ObjectPlan {
+            bucket: "b".into(),
+            segment_bucket: "w".into(),
+            prefix: "p/".into(),
+            segments: vec![],
+            chunks: 5,
+            objects: 3,
+            continuing: "2-3".into(),
+            hive: Default::default(),
+        };
+        let continuing: Vec<u32> = (0..5).filter(|i| plan.continues(*i)).collect();
+        assert_eq!(continuing, [2, 3]);
+        assert_eq!(ObjectPlan::segment_key("p/", 3), "p/segment-00003.jsonl.gz");
+    }
+}
