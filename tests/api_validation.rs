@@ -116,7 +116,8 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
         .unwrap();
     assert_eq!(
         created.data["spec"]["chunking"],
-        json!({"chunkSize": "64Mi", "maxRecordSize": "64Mi", "parallelism": 8, "maxRetriesPerChunk": 3})
+        json!({"chunkSize": "64Mi", "maxRecordSize": "64Mi", "parallelism": 8, "maxRetriesPerChunk": 3,
+            "objectOpenCost": "1Mi", "maxObjectsPerChunk": 1000})
     );
     assert_eq!(
         created.data["spec"]["format"]["csv"],
@@ -200,12 +201,54 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
         (
             "bucket and ingestRef",
             with(scan.clone(), "spec.source.ingestRef", json!({"name": "x"})),
-            "source needs exactly one of: bucket and key, or ingestRef",
+            "source needs exactly one of: key, glob, keys (each with bucket), or ingestRef",
         ),
         (
             "bucket without key",
             with(scan.clone(), "spec.source.key", Value::Null),
-            "source.bucket and source.key go together",
+            "source needs exactly one of: key, glob, keys (each with bucket), or ingestRef",
+        ),
+        (
+            "key and glob",
+            with(scan.clone(), "spec.source.glob", json!("days/*.csv")),
+            "source needs exactly one of: key, glob, keys (each with bucket), or ingestRef",
+        ),
+        (
+            "glob without bucket",
+            with(
+                with(scan.clone(), "spec.source.key", Value::Null),
+                "spec.source",
+                json!({"glob": "days/*.csv"}),
+            ),
+            "source.bucket goes with key, glob or keys",
+        ),
+        (
+            "maxObjects of one key",
+            with(scan.clone(), "spec.source.maxObjects", json!(5)),
+            "maxObjects and allowEmpty apply to a glob or keys",
+        ),
+        (
+            "a key list naming a folder",
+            with(
+                with(scan.clone(), "spec.source.key", Value::Null),
+                "spec.source.keys",
+                json!(["a.csv", "days/"]),
+            ),
+            "each of keys names an object",
+        ),
+        (
+            "no objects per chunk",
+            with(scan.clone(), "spec.chunking.maxObjectsPerChunk", json!(0)),
+            "maxObjectsPerChunk",
+        ),
+        (
+            "hive partitioning of another kind",
+            with(
+                scan.clone(),
+                "spec.format.hivePartitioning",
+                json!("Sometimes"),
+            ),
+            "hivePartitioning",
         ),
         (
             "chunk size 0",

@@ -1159,8 +1159,9 @@ async fn glob_of_many_objects_survives_operator_restarts() {
     assert!(largest < 16 * 1024, "status grew to {largest} bytes");
     eprintln!(
         "2,002 objects, {chunks} chunks, 3 operator restarts: {:.1} s, largest status {largest} \
-         bytes",
-        started.elapsed().as_secs_f64()
+         bytes, operator peak RSS since its last restart {} MiB",
+        started.elapsed().as_secs_f64(),
+        controller.peak_rss() >> 20
     );
 
     // Rows to parts, in key order: a filter over the same objects.
@@ -1207,5 +1208,152 @@ async fn glob_of_many_objects_survives_operator_restarts() {
     assert_eq!(status.records_processed, Some(all_records as i64));
     bucket.assert_no_uploads_left().await;
     drop(controller);
+    common::delete_namespace(&env.client, &ns).await;
+}
+
+/// Scans of many objects from each kind of source and schema, and the refusals of a selection:
+/// a hive-partitioned Parquet dataset pruned by its partitions, a list of keys and a glob with
+/// columns bound by name, JSON Lines, a schema mismatch naming its object, a glob matching
+/// nothing (NoObjects, or an empty answer when allowed), and too many objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
+async fn many_object_sources_schemas_and_refusals() {
+    let (env, ns, _controller) = scenario("scan-sources").await;
+    let env = &env;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let bucket = Bucket::create(env, "scan-sources").await;
+    let rows = 50_000u64;
+    let parquet = pyarrow_file(rows, 10_000);
+    for month in 1..=3 {
+        bucket
+            .put(&format!("pq/month={month}/data.parquet"), parquet.clone())
+            .await;
+    }
+    bucket
+        .put("csv/a.csv", b"id,x\n1,10\n2,20\n".to_vec())
+        .await;
+    bucket.put("csv/b.csv", b"y,id\r\n7,3\r\n".to_vec()).await;
+    bucket.put("csv/c.csv", b"id,x,y\n4,40,8".to_vec()).await;
+    bucket
+        .put(
+            "jl/1.jsonl",
+            b"{\"a\": 1}\n{\"a\": 2, \"b\": \"x\"}\n".to_vec(),
+        )
+        .await;
+    bucket.put("jl/2.jsonl", b"{\"a\": 4}".to_vec()).await;
+    let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    let create = |name: &'static str, source: serde_json::Value, format, sql: &str| {
+        let mut value = json!({
+            "apiVersion": "s3flow.io/v1alpha1", "kind": "S3ParallelScan",
+            "metadata": {"name": name},
+            "spec": {
+                "source": {"bucket": bucket.name, "endpoint": bucket.endpoint,
+                    "forcePathStyle": true, "credentialsSecretRef": {"name": "minio"}},
+                "format": format,
+                "chunking": {"chunkSize": "1Mi", "parallelism": 4},
+                "processor": {"sql": sql},
+            }
+        });
+        common::json_merge(&mut value, json!({"spec": {"source": source}}));
+        let scan: S3ParallelScan = serde_json::from_value(value).unwrap();
+        let api = api.clone();
+        async move { api.create(&PostParams::default(), &scan).await.unwrap() }
+    };
+    let csv = json!({"csv": {}});
+    let by_name = json!({"csv": {}, "schema": "UnionByName"});
+    futures::future::join_all([
+        create(
+            "parquet",
+            json!({"glob": "pq/**/*.parquet"}),
+            json!({"parquet": {}}),
+            "SELECT COUNT(*), SUM(v), MAX(n), MAX(month) FROM S3Object WHERE month <= 2",
+        ),
+        create(
+            "keys",
+            json!({"keys": ["csv/c.csv", "csv/a.csv"]}),
+            by_name.clone(),
+            "SELECT COUNT(*), SUM(x), SUM(y) FROM S3Object",
+        ),
+        create(
+            "union",
+            json!({"glob": "csv/*.csv"}),
+            by_name,
+            "SELECT COUNT(*), SUM(id), SUM(x), SUM(y) FROM S3Object",
+        ),
+        create(
+            "jsonl",
+            json!({"glob": "jl/*.jsonl"}),
+            json!({"jsonLines": {}}),
+            "SELECT COUNT(*), SUM(s.a), MAX(_file) FROM S3Object s",
+        ),
+        create(
+            "strict",
+            json!({"glob": "csv/*.csv"}),
+            csv.clone(),
+            "SELECT COUNT(*) FROM S3Object",
+        ),
+        create(
+            "nothing",
+            json!({"glob": "none/*.csv"}),
+            csv.clone(),
+            "SELECT COUNT(*) FROM S3Object",
+        ),
+        create(
+            "empty",
+            json!({"glob": "none/*.csv", "allowEmpty": true}),
+            csv.clone(),
+            "SELECT COUNT(*) FROM S3Object",
+        ),
+        create(
+            "too-many",
+            json!({"glob": "pq/**/*.parquet", "maxObjects": 2}),
+            json!({"parquet": {}}),
+            "SELECT COUNT(*) FROM S3Object",
+        ),
+    ])
+    .await;
+    let result = |status: &s3flow::api::scan::S3ParallelScanStatus| {
+        serde_json::Value::Object(status.result.clone().unwrap())
+    };
+    let status = common::scan_succeeded(&api, "parquet", 240).await;
+    let sum_v: u64 = (0..rows).map(|i| i % 1000).sum();
+    assert_eq!(
+        result(&status),
+        json!({"COUNT(*)": 2 * rows, "SUM(v)": 2 * sum_v, "MAX(n)": rows - 1, "MAX(month)": 2})
+    );
+    let objects = status.objects.clone().unwrap();
+    assert_eq!(
+        (objects.matched, objects.pruned, objects.scanned),
+        (3, 1, 2)
+    );
+    let status = common::scan_succeeded(&api, "keys", 240).await;
+    assert_eq!(
+        result(&status),
+        json!({"COUNT(*)": 3, "SUM(x)": 70, "SUM(y)": 8})
+    );
+    let status = common::scan_succeeded(&api, "union", 240).await;
+    assert_eq!(
+        result(&status),
+        json!({"COUNT(*)": 4, "SUM(id)": 10, "SUM(x)": 70, "SUM(y)": 15})
+    );
+    let status = common::scan_succeeded(&api, "jsonl", 240).await;
+    assert_eq!(
+        result(&status),
+        json!({"COUNT(*)": 3, "SUM(s.a)": 7, "MAX(_file)": "2.jsonl"})
+    );
+    let status = common::scan_succeeded(&api, "empty", 240).await;
+    assert_eq!(result(&status), json!({"COUNT(*)": 0}));
+    for (name, reason, says) in [
+        ("strict", "ChunksFailed", "csv/b.csv"),
+        ("nothing", "NoObjects", "selects no object"),
+        ("too-many", "TooManyObjects", "more than 2 objects"),
+    ] {
+        let scan = common::scan_finished(&api, name, 240).await;
+        assert_eq!(scan.status.as_ref().unwrap().phase, Phase::Failed, "{name}");
+        let (got, message) = ready_condition(&scan);
+        assert_eq!(got, reason, "{name}: {message}");
+        assert!(message.contains(says), "{name}: {message}");
+        assert_event(&env.client, &ns, name, reason, "Warning").await;
+    }
     common::delete_namespace(&env.client, &ns).await;
 }

@@ -426,6 +426,79 @@ mod tests {
         }
     }
 
+    /// Chunk `index` of a plan of many objects whose chunk 1 continues the object chunk 0 began.
+    fn planned(index: u32) -> (ChunkTask, ChunkReport) {
+        let mut task = task(index);
+        task.layout.plan = Some(crate::scan::objects::segments::ObjectPlan {
+            bucket: "b".into(),
+            segment_bucket: "b".into(),
+            prefix: "plan/".into(),
+            segments: vec![],
+            chunks: 3,
+            objects: 2,
+            continuing: "1".into(),
+            hive: Default::default(),
+        });
+        let mut report = genuine(index);
+        report.range = [0, 0];
+        report.bytes = 7;
+        report.fingerprint = task.fingerprint();
+        (task, report)
+    }
+
+    #[test]
+    fn a_chunk_of_many_objects_starts_from_its_object_or_the_chunk_before() {
+        let mut verifier = Verifier::new(partials());
+        let (task0, mut report0) = planned(0);
+        // Chunk 0 ends inside a quoted field of its object, which chunk 1 goes on with.
+        report0.split.end = [State::InQuoted; STATES];
+        assert!(matches!(
+            verifier.offer(&report0, &task0),
+            Verdict::Accepted
+        ));
+        let (task1, report1) = planned(1);
+        assert!(!task1.layout.start_is_certain(1));
+        // Chunk 1 guessed RecordEnd: it runs again from the state chunk 0 ended in.
+        let mut first = [None; STATES];
+        first[State::RecordEnd as usize] = Some(0);
+        first[State::InQuoted as usize] = Some(3);
+        let report1 = ChunkReport {
+            split: ChunkSplit {
+                end: [State::InQuoted; STATES],
+                first_record: first,
+            },
+            ..report1
+        };
+        assert!(matches!(
+            verifier.offer(&report1, &task1),
+            Verdict::RunFrom(State::InQuoted)
+        ));
+        let rerun = ChunkReport {
+            assumed: State::InQuoted,
+            ..report1
+        };
+        assert!(matches!(verifier.offer(&rerun, &task1), Verdict::Accepted));
+        // Chunk 2 starts the next object: the one before it never closed its quote.
+        let (task2, report2) = planned(2);
+        assert!(task2.layout.start_is_certain(2));
+        match verifier.offer(&report2, &task2) {
+            Verdict::Failed(error) => assert_eq!(error.reason(), "MalformedRecord"),
+            other => panic!("{other:?}"),
+        }
+        // Had it ended between records, chunk 2 would start from a record's end.
+        let mut verifier = Verifier::new(partials());
+        let (_, mut closed) = planned(0);
+        closed.split.end = [State::FieldStart; STATES];
+        assert!(matches!(verifier.offer(&closed, &task0), Verdict::Accepted));
+        verifier.next = 2;
+        verifier.state = State::RecordEnd;
+        assert!(matches!(
+            verifier.offer(&report2, &task2),
+            Verdict::Accepted
+        ));
+        assert_eq!(verifier.state, State::RecordEnd);
+    }
+
     #[test]
     fn a_genuine_report_is_merged() {
         let mut verifier = Verifier::new(partials());
