@@ -225,7 +225,7 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
         (
             "maxObjects of one key",
             with(scan.clone(), "spec.source.maxObjects", json!(5)),
-            "maxObjects and allowEmpty apply to a glob or keys",
+            "maxObjects, allowEmpty, onObjectChange and maxFailedObjects apply to a glob or keys",
         ),
         (
             "a key list naming a folder",
@@ -235,6 +235,11 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
                 json!(["a.csv", "days/"]),
             ),
             "each of keys names an object",
+        ),
+        (
+            "skipping changes of one key",
+            with(scan.clone(), "spec.source.onObjectChange", json!("Skip")),
+            "maxObjects, allowEmpty, onObjectChange and maxFailedObjects apply to a glob or keys",
         ),
         (
             "no objects per chunk",

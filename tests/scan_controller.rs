@@ -1357,3 +1357,96 @@ async fn many_object_sources_schemas_and_refusals() {
     }
     common::delete_namespace(&env.client, &ns).await;
 }
+
+/// Objects replaced after the listing, before their chunk reads them (the workers' reads of them
+/// are held by a proxy until then): `onObjectChange: Skip` leaves them out and names them, the
+/// default fails the scan, and one more than `maxFailedObjects` fails it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
+async fn objects_changed_after_listing_are_skipped_or_fail_the_scan() {
+    let (env, ns, _controller) = scenario("scan-changed").await;
+    let env = &env;
+    credentials_secret(&env.client, &ns, "minio").await;
+    let bucket = Bucket::create(env, "scan-changed").await;
+    for key in ["a", "b", "c"] {
+        bucket
+            .put(&format!("d/{key}.csv"), b"n\n1\n2\n".to_vec())
+            .await;
+    }
+    let proxy = common::proxy::Proxy::start(env.s3_endpoint.trim_start_matches("http://")).await;
+    // The listing and the first object's planning pass; the reads of b and c wait.
+    proxy.hold(|head| {
+        head.starts_with("GET ") && (head.contains("/d/b.csv") || head.contains("/d/c.csv"))
+    });
+    let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
+    for (name, source) in [
+        ("skip", json!({"onObjectChange": "Skip", "maxFailedObjects": 2})),
+        ("fail", json!({})),
+        ("too-few", json!({"onObjectChange": "Skip", "maxFailedObjects": 1})),
+    ] {
+        let mut value = json!({
+            "apiVersion": "s3flow.io/v1alpha1", "kind": "S3ParallelScan",
+            "metadata": {"name": name},
+            "spec": {
+                "source": {"bucket": bucket.name, "glob": "d/*.csv", "endpoint": proxy.url(),
+                    "forcePathStyle": true, "credentialsSecretRef": {"name": "minio"}},
+                "format": {"csv": {}},
+                "processor": {"sql": "SELECT COUNT(*), SUM(n) FROM S3Object"},
+            }
+        });
+        common::json_merge(&mut value, json!({"spec": {"source": source}}));
+        let scan: S3ParallelScan = serde_json::from_value(value).unwrap();
+        api.create(&PostParams::default(), &scan).await.unwrap();
+    }
+    // Every scan has listed and planned, and its one chunk's worker waits on b's read.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut planned = 0;
+        for name in ["skip", "fail", "too-few"] {
+            let scan = api.get(name).await.unwrap();
+            planned += usize::from(scan.status.is_some_and(|s| s.total_chunks == Some(1)));
+        }
+        if planned == 3 && proxy.held.load(Ordering::SeqCst) >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the workers never read b");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bucket.put("d/b.csv", b"n\n100\n".to_vec()).await;
+    bucket
+        .s3
+        .delete_object()
+        .bucket(&bucket.name)
+        .key("d/c.csv")
+        .send()
+        .await
+        .unwrap();
+    proxy.heal();
+    let status = common::scan_succeeded(&api, "skip", 180).await;
+    assert_eq!(
+        serde_json::Value::Object(status.result.clone().unwrap()),
+        json!({"COUNT(*)": 2, "SUM(n)": 3}),
+        "only a, as listed, counts"
+    );
+    let objects = status.objects.clone().unwrap();
+    assert_eq!((objects.planned, objects.scanned, objects.skipped), (3, 1, 2));
+    let named: Vec<(&str, &str)> = objects
+        .failures
+        .iter()
+        .map(|f| (f.key.as_str(), f.reason.as_str()))
+        .collect();
+    assert_eq!(
+        named,
+        [("d/b.csv", "ObjectChanged"), ("d/c.csv", "ObjectNotFound")]
+    );
+    for name in ["fail", "too-few"] {
+        let scan = common::scan_finished(&api, name, 180).await;
+        assert_eq!(scan.status.as_ref().unwrap().phase, Phase::Failed, "{name}");
+        let (reason, message) = ready_condition(&scan);
+        assert!(
+            message.contains("d/b.csv") || message.contains("changed"),
+            "{name}: {reason}: {message}"
+        );
+    }
+    common::delete_namespace(&env.client, &ns).await;
+}

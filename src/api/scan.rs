@@ -69,7 +69,7 @@ pub struct S3ParallelScanSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.key), has(self.glob), has(self.keys), has(self.ingestRef)].filter(f, f).size() == 1").message("source needs exactly one of: key, glob, keys (each with bucket), or ingestRef"))]
 #[x_kube(validation = Rule::new("has(self.bucket) == (has(self.key) || has(self.glob) || has(self.keys))").message("source.bucket goes with key, glob or keys"))]
-#[x_kube(validation = Rule::new("!(has(self.maxObjects) || has(self.allowEmpty)) || has(self.glob) || has(self.keys)").message("maxObjects and allowEmpty apply to a glob or keys"))]
+#[x_kube(validation = Rule::new("!(has(self.maxObjects) || has(self.allowEmpty) || has(self.onObjectChange) || has(self.maxFailedObjects)) || has(self.glob) || has(self.keys)").message("maxObjects, allowEmpty, onObjectChange and maxFailedObjects apply to a glob or keys"))]
 #[x_kube(validation = Rule::new("!has(self.ingestRef) || !(has(self.endpoint) || has(self.region) || has(self.forcePathStyle) || has(self.credentialsSecretRef) || has(self.serviceAccountName))").message("with ingestRef the object's location and credentials come from the S3Ingest; leave endpoint, region, forcePathStyle, credentialsSecretRef and serviceAccountName unset"))]
 #[x_kube(validation = one_credential_rule())]
 pub struct ScanSource {
@@ -101,12 +101,31 @@ pub struct ScanSource {
     /// A glob that matches no object makes an empty scan instead of failing as NoObjects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_empty: Option<bool>,
+    /// An object changed or deleted after it was listed (every read is pinned to the listed
+    /// ETag): `Fail` (default) fails the scan; `Skip` leaves it out (none of its records count)
+    /// when it is found so before any of its rows could be written, up to `maxFailedObjects`. An
+    /// object split across chunks, or one whose rows may be in a part, fails the scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_object_change: Option<OnObjectChangePolicy>,
+    /// Objects `Skip` leaves out at most; one more fails the scan as ObjectChanged. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub max_failed_objects: Option<i64>,
     /// Where the store is and how to authenticate.
     #[serde(flatten)]
     pub connection: S3Connection,
     /// An S3Ingest in the same namespace: the scan waits until it has succeeded, then scans its object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_ref: Option<IngestRef>,
+}
+
+/// What becomes of an object changed after it was listed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum OnObjectChangePolicy {
+    /// The scan fails.
+    Fail,
+    /// The object is left out.
+    Skip,
 }
 
 /// Names an S3Ingest in the same namespace.
@@ -467,6 +486,12 @@ pub struct ObjectCounts {
     pub planned: i64,
     /// Objects read by succeeded chunks.
     pub scanned: i64,
+    /// Objects left out as they changed since they were listed (`onObjectChange: Skip`).
+    #[serde(default)]
+    pub skipped: i64,
+    /// The first 10 objects left out: key, reason, message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<crate::scan::objects::ObjectFailure>,
     /// Scanned over planned, such as "120/2000".
     pub progress: String,
 }

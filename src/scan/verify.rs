@@ -38,6 +38,9 @@ pub struct Verifier {
     /// A scan of many objects: the objects those chunks began reading.
     #[serde(default)]
     pub objects: u64,
+    /// A scan of many objects: the objects those chunks left out, changed since listed.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// Totals of Parquet chunks' [`crate::scan::RowGroupsRead`].
@@ -215,6 +218,7 @@ impl Verifier {
             partials: empty_partials,
             row_groups: RowGroupTotals::default(),
             objects: 0,
+            skipped: 0,
         }
     }
 
@@ -273,11 +277,12 @@ impl Verifier {
                 return invalid(e.to_string());
             }
         }
-        let (Some(records), Some(bytes), Some(rows), Some(objects)) = (
+        let (Some(records), Some(bytes), Some(rows), Some(objects), Some(skipped)) = (
             self.records.checked_add(report.records),
             self.bytes.checked_add(report.bytes),
             self.rows.checked_add(report.rows),
             self.objects.checked_add(report.objects),
+            self.skipped.checked_add(report.skipped.count),
         ) else {
             return invalid("the report's counts overflow the scan's totals".into());
         };
@@ -293,7 +298,7 @@ impl Verifier {
         }
         self.state = report.split.end[self.state as usize];
         (self.records, self.bytes, self.rows) = (records, bytes, rows);
-        self.objects = objects;
+        (self.objects, self.skipped) = (objects, skipped);
         self.row_groups = row_groups;
         self.partials = partials;
         self.next += 1;
@@ -423,6 +428,7 @@ mod tests {
             bad_record: None,
             row_groups: None,
             objects: 0,
+            skipped: Default::default(),
         }
     }
 
@@ -438,6 +444,8 @@ mod tests {
             objects: 2,
             continuing: "1".into(),
             hive: Default::default(),
+            on_object_change: Default::default(),
+            max_failed_objects: 0,
         });
         let mut report = genuine(index);
         report.range = [0, 0];

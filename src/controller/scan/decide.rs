@@ -15,6 +15,7 @@ use crate::api::scan::{ChunkCounts, RowGroupCounts, S3ParallelScanStatus};
 use crate::controller::set_phase;
 use crate::redact::{STATUS_TEXT_LIMIT, cut};
 use crate::scan::manifest::Crossing;
+use crate::scan::objects::changes::MAX_NAMED_FAILURES;
 use crate::scan::plan::{compact_ranges, expand_ranges};
 use crate::scan::sql::Query;
 use crate::scan::verify::Verdict;
@@ -551,6 +552,16 @@ pub(super) fn run(state: &Running, checkpoint: Bookkeeping) -> Decision {
         create: &steps.create,
     };
     counts(&mut status, &checkpoint, &seen, total, state.containers);
+    if let Some(objects) = &mut status.objects {
+        objects.skipped = checkpoint.verifier.skipped as i64;
+        let room = MAX_NAMED_FAILURES.saturating_sub(objects.failures.len());
+        objects
+            .failures
+            .extend(steps.skipped.drain(..).take(room).map(|mut failure| {
+                failure.key = cut(&failure.key, STATUS_TEXT_LIMIT).into_owned();
+                failure
+            }));
+    }
     let next = match all_in {
         true => {
             let next = finishing(state, &mut checkpoint, &mut status, &mut steps);
@@ -576,6 +587,8 @@ struct Steps {
     create: Vec<NewJob>,
     outputs: Vec<(u32, String)>,
     events: Vec<(EventType, &'static str, String)>,
+    /// Objects the chunks accepted now left out, as their reports name them.
+    skipped: Vec<crate::scan::objects::ObjectFailure>,
 }
 
 /// A chunk that failed for good (or whose pods are refused) fails the scan.
@@ -671,6 +684,18 @@ fn accept(
         let before = checkpoint.verifier.rows;
         match checkpoint.verifier.offer(report, &task) {
             Verdict::Accepted => {
+                let allowed = state.layout.plan.as_ref().map_or(0, |p| p.max_failed_objects);
+                if checkpoint.verifier.skipped > allowed {
+                    let first = report.skipped.first.first().map(|f| f.message.as_str());
+                    let message = format!(
+                        "{} objects changed since they were listed, more than maxFailedObjects \
+                         ({allowed}); one: {}",
+                        checkpoint.verifier.skipped,
+                        first.unwrap_or_default()
+                    );
+                    return Err(fail(index, "ObjectChanged", &message));
+                }
+                steps.skipped.extend(report.skipped.first.iter().cloned());
                 if state.writes_rows() {
                     let accepted = (index, report.rows, truth);
                     checkpoint.crossing =

@@ -139,6 +139,7 @@ fn report(state: &Running, index: u32, assumed: Option<State>, records: u64) -> 
         bad_record: None,
         row_groups: None,
         objects: 0,
+        skipped: Default::default(),
     }
 }
 

@@ -6,14 +6,15 @@
 use super::observe::{Observed, format_of};
 use crate::api::Phase;
 use crate::api::scan::{
-    HivePartitioningMode, ListingStatus, ObjectCounts, S3ParallelScan, SchemaMode,
+    HivePartitioningMode, ListingStatus, ObjectCounts, OnObjectChangePolicy, S3ParallelScan,
+    SchemaMode,
 };
 use crate::controller::{Error, set_phase};
 use crate::scan::objects::pack::{Packer, Packing};
 use crate::scan::objects::segments::{ObjectPlan, PlannedPiece, write_segment};
 use crate::scan::objects::{
-    DEFAULT_MAX_OBJECTS, Glob, HivePartitioning, ObjectChanges, ObjectSource, Selection, hive,
-    list_page,
+    DEFAULT_MAX_OBJECTS, Glob, HivePartitioning, ObjectChanges, ObjectSource, OnObjectChange,
+    Selection, hive, list_page,
 };
 use crate::scan::plan::{JoinedColumns, MAX_CHUNKS, ObjectVersion, PlanRequest, plan_object};
 use crate::scan::sql::{Columns, compile};
@@ -344,6 +345,16 @@ pub(super) fn plan_of(
         objects: u64::try_from(counts.map_or(0, |c| c.planned)).ok()?,
         continuing: listing.continuing.clone(),
         hive: hive_of(obj),
+        on_object_change: match obj.spec.source.on_object_change {
+            Some(OnObjectChangePolicy::Skip) => OnObjectChange::Skip,
+            _ => OnObjectChange::Fail,
+        },
+        max_failed_objects: obj
+            .spec
+            .source
+            .max_failed_objects
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
     })
 }
 

@@ -262,6 +262,7 @@ fn genuine_report(task: &ChunkTask, records: u64) -> ChunkReport {
         bad_record: None,
         row_groups: None,
         objects: 0,
+        skipped: Default::default(),
     }
 }
 

@@ -312,6 +312,7 @@ impl<'q> Sink<'q> {
             bad_record: self.bad_record,
             row_groups: None,
             objects: 0,
+            skipped: Default::default(),
         })
     }
 }

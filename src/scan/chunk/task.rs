@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::scan::ScanError;
+use crate::scan::objects::SkippedObjects;
 use crate::scan::plan::Layout;
 use crate::scan::text::split::{ChunkSplit, State};
 use crate::scan::value::Partial;
@@ -235,6 +236,10 @@ pub struct ChunkReport {
     /// A chunk of many objects: the objects it began reading.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub objects: u64,
+    /// A chunk of many objects: those it left out as they changed since they were listed
+    /// (`onObjectChange: Skip`).
+    #[serde(default, skip_serializing_if = "SkippedObjects::is_empty")]
+    pub skipped: SkippedObjects,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scan::ScanError;
 
@@ -16,7 +16,7 @@ pub const MAX_NAMED_FAILURES: usize = 10;
 const MAX_MESSAGE: usize = 256;
 
 /// What a scan does with an object that changed after it was listed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OnObjectChange {
     /// The scan fails.
     #[default]
@@ -26,12 +26,12 @@ pub enum OnObjectChange {
 }
 
 /// An object left out of a scan.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ObjectFailure {
     /// Its key.
     pub key: String,
     /// Why (ObjectChanged, ObjectNotFound).
-    pub reason: &'static str,
+    pub reason: String,
     /// The error, cut to 256 bytes.
     pub message: String,
 }
@@ -90,7 +90,7 @@ impl ObjectChanges {
             }
             skipped.first.push(ObjectFailure {
                 key: key.to_string(),
-                reason: error.reason(),
+                reason: error.reason().to_string(),
                 message,
             });
         }
@@ -101,6 +101,29 @@ impl ObjectChanges {
     pub fn skipped(&self) -> (u64, Vec<ObjectFailure>) {
         let skipped = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
         (skipped.count, skipped.first.clone())
+    }
+
+    /// The policy, skipping at most `max_skipped` objects.
+    pub fn policy(&self) -> (OnObjectChange, u64) {
+        (self.policy, self.max_skipped)
+    }
+}
+
+/// Objects a chunk left out, as its report says: how many, and the first
+/// [`MAX_NAMED_FAILURES`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedObjects {
+    /// How many.
+    pub count: u64,
+    /// The first of them.
+    #[serde(default)]
+    pub first: Vec<ObjectFailure>,
+}
+
+impl SkippedObjects {
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
     }
 }
 
@@ -127,7 +150,7 @@ mod tests {
         assert_eq!(count, 12);
         assert_eq!(first.len(), MAX_NAMED_FAILURES);
         assert_eq!(
-            (first[0].key.as_str(), first[0].reason),
+            (first[0].key.as_str(), first[0].reason.as_str()),
             ("k0", "ObjectChanged")
         );
         assert!(first[0].message.len() <= MAX_MESSAGE);

@@ -19,7 +19,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 
 use super::plan::{JoinedColumns, Layout, ObjectVersion, PlanRequest, plan_object};
 use super::{ScanError, read_failure, s3_error};
-pub use changes::{ObjectChanges, ObjectFailure, OnObjectChange};
+pub use changes::{ObjectChanges, ObjectFailure, OnObjectChange, SkippedObjects};
 pub use glob::{Glob, GlobError, is_glob};
 pub use hive::{FolderPruning, HivePartitioning};
 pub use manifest::ManifestRef;

@@ -6,6 +6,11 @@
 //! A chunk is either one window of an object split across chunks (its report is the window's:
 //! the controller checks its start state against the chunk before, as for one object), or whole
 //! objects, each checked here from its first record to its end.
+//!
+//! With `onObjectChange: Skip`, a whole object found changed since it was listed is left out
+//! (none of its records count) when it is found so before any of its rows could be in the part:
+//! at its planning, or anywhere in a chunk that writes no rows. A window of a split object is
+//! never left out: the object's other windows may be merged already.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -15,7 +20,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::segments::{ObjectPlan, PlannedPiece};
-use super::{ObjectChanges, Planning, plan_each};
+use super::{ObjectChanges, Planning, SkippedObjects, plan_each};
 use crate::scan::chunk::rows::{PART_BUFFER, RowBatch};
 use crate::scan::chunk::upload::upload_part;
 use crate::scan::chunk::{
@@ -90,6 +95,14 @@ async fn run_pieces(
         return Err(ScanError::InvalidScan("no query".into()));
     };
     let empty = top.compile(sql)?.empty_partials();
+    let window = match pieces {
+        [piece] => piece.window,
+        _ => None,
+    };
+    let changes = match window {
+        None => ObjectChanges::new(plan.on_object_change, plan.max_failed_objects),
+        Some(_) => ObjectChanges::default(),
+    };
     let planning = Planning {
         request: PlanRequest {
             bucket: plan.bucket.clone(),
@@ -105,21 +118,18 @@ async fn run_pieces(
         prune: None,
         pruned: Arc::default(),
         union_by_name: top.joined.union_by_name,
-        changes: ObjectChanges::default(),
+        changes: changes.clone(),
     };
     let versions: Vec<_> = pieces.iter().map(|p| Ok(p.version(&plan.bucket))).collect();
     let mut layouts = std::pin::pin!(plan_each(s3, futures::stream::iter(versions), &planning));
-    let window = match pieces {
-        [piece] => piece.window,
-        _ => None,
-    };
     let mut totals = Verifier::new(empty.clone());
     let mut pieces_left = pieces.iter();
     while let Some(layout) = layouts.next().await {
         let layout = layout?;
-        if pieces_left.next().is_none() {
+        // Pieces planning left out (changed since they were listed) are passed over.
+        if !pieces_left.any(|piece| piece.key == layout.object.key) {
             return Err(ScanError::InvalidScan(
-                "more objects planned than pieces".into(),
+                "an object was planned that is no piece of the chunk".into(),
             ));
         }
         let piece_rows = || {
@@ -162,14 +172,19 @@ async fn run_pieces(
             }
             return Ok(report);
         }
-        let object = whole_object(&layout, empty.clone(), run).await?;
-        totals.absorb(&object)?;
+        match whole_object(&layout, empty.clone(), run).await {
+            Ok(object) => totals.absorb(&object)?,
+            // Its rows may be in the part already: it cannot be left out.
+            Err(error) if rows.is_some() => return Err(error),
+            Err(error) => changes.skip(&layout.object.key, error)?,
+        }
     }
-    if pieces_left.next().is_some() {
+    if window.is_some() {
         return Err(ScanError::InvalidScan(
-            "fewer objects planned than pieces".into(),
+            "the object of the chunk's window was not planned".into(),
         ));
     }
+    let (count, first) = changes.skipped();
     Ok(ChunkReport {
         index: task.index,
         range: [0, 0],
@@ -193,7 +208,8 @@ async fn run_pieces(
             skipped_bytes: totals.row_groups.skipped_bytes,
             fetched_bytes: totals.row_groups.fetched_bytes,
         }),
-        objects: pieces.len() as u64,
+        objects: (pieces.len() as u64).saturating_sub(count),
+        skipped: SkippedObjects { count, first },
     })
 }
 
@@ -295,6 +311,7 @@ fn empty_window(task: &ChunkTask) -> ChunkReport {
         bad_record: None,
         row_groups: None,
         objects: 0,
+        skipped: SkippedObjects::default(),
     }
 }
 

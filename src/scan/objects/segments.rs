@@ -40,6 +40,12 @@ pub struct ObjectPlan {
     /// Whether `k=v` folders of keys are columns.
     #[serde(default)]
     pub hive: super::HivePartitioning,
+    /// What becomes of an object changed since it was listed.
+    #[serde(default)]
+    pub on_object_change: super::OnObjectChange,
+    /// Objects a chunk may leave out so, at most (the scan's bound: more fail it anyway).
+    #[serde(default)]
+    pub max_failed_objects: u64,
 }
 
 /// One segment of a plan: its first chunk and the digest of its bytes.
@@ -243,6 +249,8 @@ mod tests {
             objects: 3,
             continuing: "2-3".into(),
             hive: Default::default(),
+            on_object_change: Default::default(),
+            max_failed_objects: 0,
         };
         let continuing: Vec<u32> = (0..5).filter(|i| plan.continues(*i)).collect();
         assert_eq!(continuing, [2, 3]);

@@ -159,6 +159,7 @@ fn report(
         bad_record,
         row_groups: Some(read),
         objects: 0,
+        skipped: Default::default(),
     }
 }
 
