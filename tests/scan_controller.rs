@@ -1359,7 +1359,7 @@ async fn many_object_sources_schemas_and_refusals() {
 }
 
 /// Objects replaced after the listing, before their chunk reads them (the workers' reads of them
-/// are held by a proxy until then): `onObjectChange: Skip` leaves them out and names them, the
+/// are delayed by a proxy until then): `onObjectChange: Skip` leaves them out and names them, the
 /// default fails the scan, and one more than `maxFailedObjects` fails it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/up.sh"]
@@ -1375,14 +1375,20 @@ async fn objects_changed_after_listing_are_skipped_or_fail_the_scan() {
     }
     let proxy = common::proxy::Proxy::start(env.s3_endpoint.trim_start_matches("http://")).await;
     // The listing and the first object's planning pass; the reads of b and c wait.
-    proxy.hold(|head| {
+    proxy.delay(|head| {
         head.starts_with("GET ") && (head.contains("/d/b.csv") || head.contains("/d/c.csv"))
     });
     let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
     for (name, source) in [
-        ("skip", json!({"onObjectChange": "Skip", "maxFailedObjects": 2})),
+        (
+            "skip",
+            json!({"onObjectChange": "Skip", "maxFailedObjects": 2}),
+        ),
         ("fail", json!({})),
-        ("too-few", json!({"onObjectChange": "Skip", "maxFailedObjects": 1})),
+        (
+            "too-few",
+            json!({"onObjectChange": "Skip", "maxFailedObjects": 1}),
+        ),
     ] {
         let mut value = json!({
             "apiVersion": "s3flow.io/v1alpha1", "kind": "S3ParallelScan",
@@ -1406,7 +1412,7 @@ async fn objects_changed_after_listing_are_skipped_or_fail_the_scan() {
             let scan = api.get(name).await.unwrap();
             planned += usize::from(scan.status.is_some_and(|s| s.total_chunks == Some(1)));
         }
-        if planned == 3 && proxy.held.load(Ordering::SeqCst) >= 3 {
+        if planned == 3 && proxy.delayed.load(Ordering::SeqCst) >= 3 {
             break;
         }
         assert!(Instant::now() < deadline, "the workers never read b");
@@ -1429,7 +1435,10 @@ async fn objects_changed_after_listing_are_skipped_or_fail_the_scan() {
         "only a, as listed, counts"
     );
     let objects = status.objects.clone().unwrap();
-    assert_eq!((objects.planned, objects.scanned, objects.skipped), (3, 1, 2));
+    assert_eq!(
+        (objects.planned, objects.scanned, objects.skipped),
+        (3, 1, 2)
+    );
     let named: Vec<(&str, &str)> = objects
         .failures
         .iter()

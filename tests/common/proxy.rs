@@ -1,7 +1,8 @@
 //! A TCP proxy on 127.0.0.1 in front of a server of the tests (MinIO, an HTTP source), that can
-//! fail in the ways networks do: reset connections at a random byte of the answer, or hold the
-//! answer to one chosen request forever (its request delivered, its response never). Which
-//! connections reset is counted, not drawn, so that every run sees its resets.
+//! fail in the ways networks do: reset connections at a random byte of the answer, hold the
+//! answer to one chosen request forever (its request delivered, its response never), or delay
+//! chosen requests until it heals (not delivered until then). Which connections reset is
+//! counted, not drawn, so that every run sees its resets.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,8 @@ struct Faults {
     reset_every: u64,
     /// Of a held request's connection, no answer byte goes back.
     hold: Option<Matcher>,
+    /// A delayed request reaches the server only once the proxy heals.
+    delay: Option<Matcher>,
 }
 
 /// A running proxy; `address` is where clients connect.
@@ -30,6 +33,8 @@ pub struct Proxy {
     pub resets: Arc<AtomicU64>,
     /// Requests whose answers are held.
     pub held: Arc<AtomicU64>,
+    /// Requests delayed so far.
+    pub delayed: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -38,11 +43,13 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let faults: Arc<Mutex<Faults>> = Arc::default();
-        let (resets, held): (Arc<AtomicU64>, Arc<AtomicU64>) = Default::default();
+        let (resets, held, delayed): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) =
+            Default::default();
         let upstream = upstream.to_string();
         let counters = Counters {
             resets: resets.clone(),
             held: held.clone(),
+            delayed: delayed.clone(),
             reached: Arc::default(),
         };
         let shared = faults.clone();
@@ -69,6 +76,7 @@ impl Proxy {
             faults,
             resets,
             held,
+            delayed,
         }
     }
 
@@ -88,7 +96,14 @@ impl Proxy {
         self.faults.lock().unwrap().hold = Some(Box::new(matches));
     }
 
-    /// Passes everything through again (for connections opened from now on).
+    /// Delays every request whose head `matches` until [`Proxy::heal`]: it reaches the server
+    /// only then.
+    pub fn delay(&self, matches: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        self.faults.lock().unwrap().delay = Some(Box::new(matches));
+    }
+
+    /// Passes everything through again (for connections opened from now on; delayed requests go
+    /// on).
     pub fn heal(&self) {
         *self.faults.lock().unwrap() = Faults::default();
     }
@@ -139,6 +154,7 @@ impl Framing {
 struct Counters {
     resets: Arc<AtomicU64>,
     held: Arc<AtomicU64>,
+    delayed: Arc<AtomicU64>,
     /// Answers that reached their connection's reset byte.
     reached: Arc<AtomicU64>,
 }
@@ -177,6 +193,13 @@ async fn relay(
                     {
                         holding.store(true, Ordering::SeqCst);
                         counters.held.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let delayed = |faults: &Faults| faults.delay.as_ref().is_some_and(|d| d(&head));
+                    if delayed(&faults.lock().unwrap()) {
+                        counters.delayed.fetch_add(1, Ordering::SeqCst);
+                        while delayed(&faults.lock().unwrap()) {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
                     }
                 }
                 if server_write.write_all(&buffer[..n]).await.is_err() {

@@ -684,7 +684,11 @@ fn accept(
         let before = checkpoint.verifier.rows;
         match checkpoint.verifier.offer(report, &task) {
             Verdict::Accepted => {
-                let allowed = state.layout.plan.as_ref().map_or(0, |p| p.max_failed_objects);
+                let allowed = state
+                    .layout
+                    .plan
+                    .as_ref()
+                    .map_or(0, |p| p.max_failed_objects);
                 if checkpoint.verifier.skipped > allowed {
                     let first = report.skipped.first.first().map(|f| f.message.as_str());
                     let message = format!(
