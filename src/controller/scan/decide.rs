@@ -23,6 +23,8 @@ use crate::scan::{ChunkReport, ChunkTask, Layout, Output, State, Verifier, Work}
 
 /// Most column names shown in `status.header` (the checkpoint keeps them all), by their bytes.
 const HEADER_SHOWN: usize = 4 << 10;
+/// Longest key, reason or message of an object left out that status shows (10 are shown).
+const FAILURE_TEXT_LIMIT: usize = 256;
 /// A Job with no pod for this long is looked at for refused pods.
 pub(super) const POD_GRACE: Duration = Duration::from_secs(15);
 
@@ -557,9 +559,14 @@ pub(super) fn run(state: &Running, checkpoint: Bookkeeping) -> Decision {
         let room = MAX_NAMED_FAILURES.saturating_sub(objects.failures.len());
         objects
             .failures
-            .extend(steps.skipped.drain(..).take(room).map(|mut failure| {
-                failure.key = cut(&failure.key, STATUS_TEXT_LIMIT).into_owned();
-                failure
+            .extend(steps.skipped.drain(..).take(room).map(|failure| {
+                // A report is untrusted: what it names is cut as any text status shows.
+                let shown = |text: &str| cut(text, FAILURE_TEXT_LIMIT).into_owned();
+                crate::scan::objects::ObjectFailure {
+                    key: shown(&failure.key),
+                    reason: shown(&failure.reason),
+                    message: shown(&failure.message),
+                }
             }));
     }
     let next = match all_in {

@@ -26,7 +26,11 @@ use aws_sdk_s3::Client;
 const PAGE_KEYS: usize = 1000;
 
 /// Longest text of the chunks that continue an object: it travels in every chunk's task.
-const CONTINUING_LIMIT: usize = 8 << 10;
+pub(super) const CONTINUING_LIMIT: usize = 8 << 10;
+
+/// Most segments a plan has (10,000 objects a slice make 100 of a million objects): they travel
+/// in every chunk's task.
+pub(super) const MAX_SEGMENTS: usize = 1000;
 
 /// The objects a scan of many reads, or `None` for a scan of one object.
 pub(super) fn selection_of(obj: &S3ParallelScan) -> Option<Result<Selection, ScanError>> {
@@ -204,11 +208,12 @@ pub(super) async fn list_slice(
             Ok(page) => page,
             Err(e) => return verdict(e),
         };
-        listing.pages += 1;
+        listing.pages = listing.pages.saturating_add(1);
         listed.extend(page);
         cursor = next;
     }
-    counts.matched += listed.len() as i64;
+    // Status is read back, and whoever may patch it could put anything in it: no sum overflows.
+    counts.matched = counts.matched.saturating_add(listed.len() as i64);
     if counts.matched as u64 > selection.max_objects {
         return verdict(ScanError::TooManyObjects(format!(
             "{} selects more than {} objects",
@@ -226,7 +231,7 @@ pub(super) async fn list_slice(
             )));
         }
         if !hive::may_match(&prune, &partitions) {
-            counts.pruned += 1;
+            counts.pruned = counts.pruned.saturating_add(1);
             continue;
         }
         kept.push((version, partitions));
@@ -271,6 +276,12 @@ pub(super) async fn list_slice(
     };
     if !slice.chunks.is_empty() {
         let number = listing.segments.len();
+        if number >= MAX_SEGMENTS {
+            return verdict(ScanError::TooManyObjects(format!(
+                "the plan would have more than {MAX_SEGMENTS} segments; the operator's \
+                 --listing-slice is too small for this many objects"
+            )));
+        }
         let written = write_segment(
             s3,
             (work_bucket, plan_prefix),
@@ -296,9 +307,11 @@ pub(super) async fn list_slice(
             "too many objects are split across chunks; raise chunkSize".into(),
         ));
     }
-    listing.chunks += slice.chunks.len() as i32;
-    listing.bytes += slice.bytes as i64;
-    counts.planned += kept.len() as i64;
+    listing.chunks = listing.chunks.saturating_add(slice.chunks.len() as i32);
+    listing.bytes = listing
+        .bytes
+        .saturating_add(i64::try_from(slice.bytes).unwrap_or(i64::MAX));
+    counts.planned = counts.planned.saturating_add(kept.len() as i64);
     counts.progress = format!("{}/{}", counts.scanned, counts.planned);
     listing.complete = cursor.is_none();
     listing.cursor = cursor;
