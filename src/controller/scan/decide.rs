@@ -143,9 +143,11 @@ pub(super) fn lifecycle(
 ) -> Lifecycle {
     let terminal = matches!(status.phase, Phase::Succeeded | Phase::Failed);
     let settled = status.observed_generation == generation;
+    // A listing under way packed its objects under the spec it began with.
+    let planning = status.total_chunks.is_some() || status.listing.is_some();
     match () {
         _ if terminal && settled => Lifecycle::Settled,
-        _ if terminal || (status.total_chunks.is_some() && !settled) => Lifecycle::Restart,
+        _ if terminal || (planning && !settled) => Lifecycle::Restart,
         _ if status.total_chunks.is_none() && jobs > 0 => Lifecycle::ClearOldJobs,
         _ => Lifecycle::Run,
     }

@@ -199,7 +199,7 @@ fn a_finished_scan_under_its_spec_is_settled() {
 }
 
 #[test]
-fn a_spec_change_restarts_a_finished_or_planned_scan() {
+fn a_spec_change_restarts_a_finished_listing_or_planned_scan() {
     assert_eq!(
         lifecycle(&status(Phase::Succeeded, Some(1), true), Some(2), 0),
         Lifecycle::Restart
@@ -213,6 +213,13 @@ fn a_spec_change_restarts_a_finished_or_planned_scan() {
         lifecycle(&status(Phase::Running, Some(1), true), Some(2), 4),
         Lifecycle::Restart
     );
+    // Mid-listing of many objects: its chunks were packed under generation 1.
+    let listing = S3ParallelScanStatus {
+        listing: Some(Default::default()),
+        ..status(Phase::Pending, Some(1), false)
+    };
+    assert_eq!(lifecycle(&listing, Some(2), 0), Lifecycle::Restart);
+    assert_eq!(lifecycle(&listing, Some(1), 0), Lifecycle::Run);
     let restarted = restarted(Some(2));
     assert_eq!(restarted.phase, Phase::Pending);
     assert_eq!(restarted.total_chunks, None);
