@@ -25,6 +25,9 @@ use aws_sdk_s3::Client;
 /// Most keys one listing page asks for (S3's own bound).
 const PAGE_KEYS: usize = 1000;
 
+/// Most listing pages one reconcile reads.
+const PAGES_PER_SLICE: usize = 100;
+
 /// Longest text of the chunks that continue an object: it travels in every chunk's task.
 pub(super) const CONTINUING_LIMIT: usize = 8 << 10;
 
@@ -114,7 +117,8 @@ pub(super) fn pack_slice(
     let mut packer = Packer::new(packing);
     let mut packed = Vec::new();
     for (ordinal, object) in objects.iter().enumerate() {
-        let planned = u64::from(first) + packed.len() as u64;
+        // The chunks handed out, and the one the packer holds.
+        let planned = u64::from(first) + packed.len() as u64 + 1;
         if planned.saturating_add(windows(object)) > MAX_CHUNKS {
             return Err(too_many());
         }
@@ -124,7 +128,7 @@ pub(super) fn pack_slice(
     let mut slice = Slice {
         chunks: Vec::with_capacity(packed.len()),
         continuing: Vec::new(),
-        bytes: objects.iter().map(|o| o.size).sum(),
+        bytes: objects.iter().map(|o| o.size).fold(0, u64::saturating_add),
     };
     for (number, chunk) in (first..).zip(packed) {
         let mut pieces = Vec::with_capacity(chunk.len());
@@ -201,7 +205,10 @@ pub(super) async fn list_slice(
     let (hive_mode, format) = (hive_of(obj), format_of(obj));
     let mut cursor = Some(listing.cursor.clone().unwrap_or_default());
     let mut listed = Vec::new();
-    while listed.len() < slice_objects {
+    // A sparse glob may match few keys of many pages: the cursor is kept after so many anyway.
+    let mut pages = 0;
+    while listed.len() < slice_objects && pages < PAGES_PER_SLICE {
+        pages += 1;
         let Some(at) = &cursor else { break };
         let keys = PAGE_KEYS.min(slice_objects - listed.len()).max(1);
         let (page, next) = match list_page(s3, selection, at, keys).await {
@@ -221,25 +228,11 @@ pub(super) async fn list_slice(
             selection.max_objects
         )));
     }
-    let mut kept = Vec::with_capacity(listed.len());
-    for version in listed {
-        let partitions = partitions_of(obj, &version.key);
-        if hive_mode == HivePartitioning::Enabled && partitions.is_empty() {
-            return verdict(ScanError::InvalidScan(format!(
-                "{} has no hive partitions (key=value folders), and hive partitioning is enabled",
-                version.url()
-            )));
-        }
-        if !hive::may_match(&prune, &partitions) {
-            counts.pruned = counts.pruned.saturating_add(1);
-            continue;
-        }
-        kept.push((version, partitions));
-    }
-    // The first object's columns: the query is compiled against them before any Job, and every
-    // object must have them unless columns are bound by name.
-    if counts.planned == 0
-        && let Some((first, partitions)) = kept.first()
+    // The first object's columns and partitions: the query is compiled against them before any
+    // Job (even when every object is then pruned), and every object must have them (its
+    // columns, unless they are bound by name).
+    if listing.first_key.is_none()
+        && let Some(first) = listed.first()
     {
         let request = PlanRequest {
             bucket: first.bucket.clone(),
@@ -259,7 +252,7 @@ pub(super) async fn list_slice(
             Err(e) => return verdict(e),
         };
         layout.joined = JoinedColumns {
-            partitions: partitions.clone(),
+            partitions: partitions_of(obj, &first.key),
             union_by_name: union_by_name(obj),
         };
         if let Err(e) = layout.compile(&sql) {
@@ -267,6 +260,37 @@ pub(super) async fn list_slice(
         }
         listing.columns = layout.columns;
         listing.first_key = Some(first.key.clone());
+    }
+    let first_key = listing.first_key.clone().unwrap_or_default();
+    let partition_keys = |key: &str| -> Vec<String> {
+        partitions_of(obj, key)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let first_keys = partition_keys(&first_key);
+    let mut kept = Vec::with_capacity(listed.len());
+    for version in listed {
+        let partitions = partitions_of(obj, &version.key);
+        if hive_mode == HivePartitioning::Enabled && partitions.is_empty() {
+            return verdict(ScanError::InvalidScan(format!(
+                "{} has no hive partitions (key=value folders), and hive partitioning is enabled",
+                version.url()
+            )));
+        }
+        let keys: Vec<&String> = partitions.iter().map(|(name, _)| name).collect();
+        if keys.iter().copied().ne(first_keys.iter()) {
+            return verdict(ScanError::HeaderMismatch(format!(
+                "{} has partition keys {keys:?}, but {first_key} has {first_keys:?}: every \
+                 object of a scan has the same partition keys",
+                version.url()
+            )));
+        }
+        if !hive::may_match(&prune, &partitions) {
+            counts.pruned = counts.pruned.saturating_add(1);
+            continue;
+        }
+        kept.push((version, partitions));
     }
     let kept: Vec<ObjectVersion> = kept.into_iter().map(|(version, _)| version).collect();
     let first_chunk = u32::try_from(listing.chunks).unwrap_or(u32::MAX);

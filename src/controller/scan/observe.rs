@@ -498,7 +498,8 @@ fn listed_layout(
                 .as_deref()
                 .map(|key| super::listing::partitions_of(obj, key))
                 .unwrap_or_default(),
-            union_by_name: super::listing::union_by_name(obj),
+            // A scan of no object has no columns: a column it names is NULL.
+            union_by_name: super::listing::union_by_name(obj) || plan.chunks == 0,
         },
         plan: Some(plan),
     };

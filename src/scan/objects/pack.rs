@@ -74,7 +74,7 @@ impl Packer {
             let fits = self.cost.saturating_add(cost) <= chunk_size
                 && self.current.len() < self.packing.max_objects_per_chunk as usize;
             // A mid-object piece starts its chunk: its start state is the previous chunk's end.
-            if !self.current.is_empty() && (start > 0 || !fits) {
+            if !self.current.is_empty() && (windows > 1 || !fits) {
                 full.push(std::mem::take(&mut self.current));
                 self.cost = 0;
             }
@@ -169,6 +169,15 @@ mod tests {
             ),
             // An empty object is a piece too: it has a header to check.
             (&[(0, true)], vec![vec![piece(0, 0, 0)]]),
+            // A split object's first window is a chunk of its own however little came before.
+            (
+                &[(0, true), (150, true)],
+                vec![
+                    vec![piece(0, 0, 0)],
+                    vec![piece(1, 0, 100)],
+                    vec![piece(1, 100, 150)],
+                ],
+            ),
         ];
         for (objects, chunks) in cases {
             assert_eq!(pack(packing, objects), *chunks, "{objects:?}");

@@ -228,7 +228,9 @@ where
     let named = |error: ScanError| name_object(layout, error);
     let mut verifier = Verifier::new(empty);
     for index in 0..layout.chunk_count() {
-        let mut start = None;
+        // After the first chunk the true start state is known: the verifier holds it. A guess is
+        // only checked afterwards, and its rows would be out already.
+        let mut start = (index > 0).then_some(verifier.state);
         // From a guess, then (when wrong) from the true state: a second run cannot guess.
         for _ in 0..2 {
             let (report, sub) = run(index, start).await.map_err(named)?;

@@ -14,8 +14,8 @@ use crate::scan::{ScanError, put_object, read_failure};
 /// Largest segment read back (gzipped); one holds a listing slice, a few MiB at most.
 const SEGMENT_LIMIT: usize = 64 << 20;
 
-/// Longest line of a segment (one chunk: at most `maxObjectsPerChunk` keys of 1,024 bytes).
-const LINE_LIMIT: u64 = 8 << 20;
+/// Longest line of a segment (one chunk: at most 10,000 keys of 1,024 bytes, escaped).
+const LINE_LIMIT: u64 = 32 << 20;
 
 /// Where a scan's plan is and what it holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,9 +94,10 @@ struct ChunkLine {
 }
 
 impl ObjectPlan {
-    /// Key of segment `number` under `prefix`.
-    pub fn segment_key(prefix: &str, number: usize) -> String {
-        format!("{prefix}segment-{number:05}.jsonl.gz")
+    /// Key of segment `number` of digest `digest` under `prefix`: a segment written again from
+    /// another listing never replaces one a status records.
+    pub fn segment_key(prefix: &str, number: usize, digest: &str) -> String {
+        format!("{prefix}segment-{number:05}-{digest}.jsonl.gz")
     }
 
     /// Whether chunk `index` continues an object begun in the chunk before.
@@ -113,10 +114,11 @@ impl ObjectPlan {
 
     /// The pieces of chunk `index`, read from its segment, which must still be the one planned.
     pub async fn pieces(&self, s3: &Client, index: u32) -> Result<Vec<PlannedPiece>, ScanError> {
-        let number = self
+        let (number, segment) = self
             .segments
             .iter()
-            .rposition(|s| s.first <= index)
+            .enumerate()
+            .rfind(|(_, s)| s.first <= index)
             .filter(|_| index < self.chunks)
             .ok_or_else(|| {
                 ScanError::InvalidScan(format!(
@@ -124,12 +126,12 @@ impl ObjectPlan {
                     self.chunks
                 ))
             })?;
-        let key = Self::segment_key(&self.prefix, number);
+        let key = Self::segment_key(&self.prefix, number, &segment.digest);
         let location = format!("s3://{}/{key}", self.segment_bucket);
         let bytes = crate::s3::read_object(s3, &self.segment_bucket, &key, SEGMENT_LIMIT)
             .await
             .map_err(read_failure)?;
-        if digest(&bytes) != self.segments[number].digest {
+        if digest(&bytes) != segment.digest {
             return Err(ScanError::InvalidScan(format!(
                 "{location} is not the plan segment the scan wrote (its digest differs)"
             )));
@@ -178,11 +180,18 @@ pub async fn write_segment(
     chunks: &[Vec<PlannedPiece>],
 ) -> Result<Segment, ScanError> {
     let bytes = encode(first, chunks)?;
+    if bytes.len() > SEGMENT_LIMIT {
+        return Err(ScanError::TooManyObjects(format!(
+            "a plan segment of {} bytes would pass the {SEGMENT_LIMIT} its workers read; the \
+             operator's --listing-slice is too large",
+            bytes.len()
+        )));
+    }
     let segment = Segment {
         first,
         digest: digest(&bytes),
     };
-    let key = ObjectPlan::segment_key(prefix, number);
+    let key = ObjectPlan::segment_key(prefix, number, &segment.digest);
     put_object(s3, bucket, &key, bytes, Some("application/gzip")).await?;
     Ok(segment)
 }
@@ -254,6 +263,9 @@ mod tests {
         };
         let continuing: Vec<u32> = (0..5).filter(|i| plan.continues(*i)).collect();
         assert_eq!(continuing, [2, 3]);
-        assert_eq!(ObjectPlan::segment_key("p/", 3), "p/segment-00003.jsonl.gz");
+        assert_eq!(
+            ObjectPlan::segment_key("p/", 3, "ab12"),
+            "p/segment-00003-ab12.jsonl.gz"
+        );
     }
 }
