@@ -16,7 +16,7 @@ use crate::scan::objects::{
     DEFAULT_MAX_OBJECTS, Glob, HivePartitioning, ObjectChanges, ObjectSource, OnObjectChange,
     Selection, hive, list_page,
 };
-use crate::scan::plan::{JoinedColumns, MAX_CHUNKS, ObjectVersion, PlanRequest, plan_object};
+use crate::scan::plan::{JoinedColumns, MAX_CHUNKS, ObjectVersion, plan_object};
 use crate::scan::sql::{Columns, compile};
 use crate::scan::{InputFormat, ScanError};
 use crate::size::parse_size;
@@ -234,18 +234,9 @@ pub(super) async fn list_slice(
     if listing.first_key.is_none()
         && let Some(first) = listed.first()
     {
-        let request = PlanRequest {
-            bucket: first.bucket.clone(),
-            key: first.key.clone(),
-            format,
-            expected_headers: obj
-                .spec
-                .format
-                .csv
-                .as_ref()
-                .and_then(|c| c.expected_headers.clone()),
-            chunk_size: packing.chunk_size,
-            max_record_size: parse_size(&obj.spec.chunking.max_record_size).unwrap_or(1 << 20),
+        let request = match super::observe::plan_request(obj, &first.bucket, &first.key) {
+            Ok(request) => request,
+            Err(e) => return verdict(e),
         };
         let mut layout = match plan_object(s3, &request, first.clone()).await {
             Ok(layout) => layout,

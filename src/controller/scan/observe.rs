@@ -506,6 +506,31 @@ fn listed_layout(
     plausible.then_some(layout)
 }
 
+/// How the scan plans `bucket/key`: its format, expected header, chunk and record sizes.
+pub(super) fn plan_request(
+    obj: &S3ParallelScan,
+    bucket: &str,
+    key: &str,
+) -> Result<PlanRequest, ScanError> {
+    let chunking = &obj.spec.chunking;
+    let size = |field: &str, text: &str| {
+        parse_size(text).map_err(|e| ScanError::InvalidScan(format!("{field}: {e}")))
+    };
+    Ok(PlanRequest {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        format: format_of(obj),
+        expected_headers: obj
+            .spec
+            .format
+            .csv
+            .as_ref()
+            .and_then(|c| c.expected_headers.clone()),
+        chunk_size: size("chunkSize", &chunking.chunk_size)?,
+        max_record_size: size("maxRecordSize", &chunking.max_record_size)?,
+    })
+}
+
 enum PlanFailure {
     /// S3 hiccups: try again.
     Transient(ScanError),
@@ -519,23 +544,8 @@ async fn plan_scan(
     source: &Source,
     deadline: std::time::Duration,
 ) -> Result<Layout, PlanFailure> {
-    let chunking = &obj.spec.chunking;
-    let size = |field: &str, text: &str| {
-        parse_size(text).map_err(|e| PlanFailure::Refused("InvalidScan", format!("{field}: {e}")))
-    };
-    let request = PlanRequest {
-        bucket: source.bucket.clone(),
-        key: source.key.clone(),
-        format: format_of(obj),
-        expected_headers: obj
-            .spec
-            .format
-            .csv
-            .as_ref()
-            .and_then(|c| c.expected_headers.clone()),
-        chunk_size: size("chunkSize", &chunking.chunk_size)?,
-        max_record_size: size("maxRecordSize", &chunking.max_record_size)?,
-    };
+    let request = plan_request(obj, &source.bucket, &source.key)
+        .map_err(|e| PlanFailure::Refused(e.reason(), e.to_string()))?;
     plan_within(s3, &request, deadline)
         .await
         .map_err(|e| match e.is_transient() {

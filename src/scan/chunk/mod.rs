@@ -140,7 +140,14 @@ pub(crate) async fn run_object_chunk(
     let (parsed, uploaded) = tokio::join!(parse, upload);
     // The parser stops reading once its last record is complete: the fetch ends with it.
     fetching.abort();
-    let parsed = parsed.map_err(ScanError::Parser)?;
+    with_part(parsed.map_err(ScanError::Parser)?, uploaded)
+}
+
+/// A chunk's report with the part its rows were uploaded to, or why it failed.
+pub(crate) fn with_part(
+    parsed: Result<ChunkReport, ScanError>,
+    uploaded: Result<Option<String>, ScanError>,
+) -> Result<ChunkReport, ScanError> {
     match (parsed, uploaded) {
         // The parser stopped because the upload did: the upload's error is the cause.
         (Err(ScanError::OutputClosed), Err(upload)) => Err(upload),

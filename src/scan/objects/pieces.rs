@@ -25,6 +25,7 @@ use crate::scan::chunk::rows::{PART_BUFFER, RowBatch};
 use crate::scan::chunk::upload::upload_part;
 use crate::scan::chunk::{
     ChunkReport, ChunkTask, LocalRows, OutputFormat, RowGroupsRead, Work, run_object_chunk,
+    with_part,
 };
 use crate::scan::plan::{Layout, PlanRequest};
 use crate::scan::text::split::{ChunkSplit, STATES, State};
@@ -71,14 +72,7 @@ pub(crate) async fn run_planned_chunk(
         ran
     };
     let (ran, uploaded) = tokio::join!(ran, upload);
-    match (ran, uploaded) {
-        (Err(ScanError::OutputClosed), Err(upload)) => Err(upload),
-        (ran, uploaded) => {
-            let mut report = ran?;
-            report.part = uploaded?;
-            Ok(report)
-        }
-    }
+    with_part(ran, uploaded)
 }
 
 /// The pieces' reports made into the chunk's, their rows sent to `rows`.
