@@ -201,17 +201,17 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
         (
             "bucket and ingestRef",
             with(scan.clone(), "spec.source.ingestRef", json!({"name": "x"})),
-            "source needs exactly one of: key, glob, keys (each with bucket), or ingestRef",
+            "source needs exactly one of: key, glob, keys, manifest (each with bucket), or ingestRef",
         ),
         (
             "bucket without key",
             with(scan.clone(), "spec.source.key", Value::Null),
-            "source needs exactly one of: key, glob, keys (each with bucket), or ingestRef",
+            "source needs exactly one of: key, glob, keys, manifest (each with bucket), or ingestRef",
         ),
         (
             "key and glob",
             with(scan.clone(), "spec.source.glob", json!("days/*.csv")),
-            "source needs exactly one of: key, glob, keys (each with bucket), or ingestRef",
+            "source needs exactly one of: key, glob, keys, manifest (each with bucket), or ingestRef",
         ),
         (
             "glob without bucket",
@@ -220,12 +220,30 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
                 "spec.source",
                 json!({"glob": "days/*.csv"}),
             ),
-            "source.bucket goes with key, glob or keys",
+            "source.bucket goes with key, glob, keys or manifest",
+        ),
+        (
+            "key and manifest",
+            with(
+                scan.clone(),
+                "spec.source.manifest",
+                json!({"key": "lists/batch.csv"}),
+            ),
+            "source needs exactly one of: key, glob, keys, manifest (each with bucket), or ingestRef",
+        ),
+        (
+            "a manifest in a bucket of no valid name",
+            with(
+                with(scan.clone(), "spec.source.key", Value::Null),
+                "spec.source.manifest",
+                json!({"bucket": "No_Bucket", "key": "lists/batch.csv"}),
+            ),
+            "manifest.bucket",
         ),
         (
             "maxObjects of one key",
             with(scan.clone(), "spec.source.maxObjects", json!(5)),
-            "maxObjects, allowEmpty, onObjectChange and maxFailedObjects apply to a glob or keys",
+            "maxObjects, allowEmpty, onObjectChange and maxFailedObjects apply to a glob, keys or a manifest",
         ),
         (
             "a key list naming a folder",
@@ -239,7 +257,7 @@ async fn crds_serve_examples_and_refuse_bad_specs() {
         (
             "skipping changes of one key",
             with(scan.clone(), "spec.source.onObjectChange", json!("Skip")),
-            "maxObjects, allowEmpty, onObjectChange and maxFailedObjects apply to a glob or keys",
+            "maxObjects, allowEmpty, onObjectChange and maxFailedObjects apply to a glob, keys or a manifest",
         ),
         (
             "no objects per chunk",

@@ -1241,6 +1241,9 @@ async fn many_object_sources_schemas_and_refusals() {
         )
         .await;
     bucket.put("jl/2.jsonl", b"{\"a\": 4}".to_vec()).await;
+    // A Batch Operations manifest, keys URL-encoded, in its own order.
+    let batch = format!("{0},csv/c.csv\r\n{0},csv%2Fa.csv\r\n", bucket.name);
+    bucket.put("lists/batch.csv", batch.into_bytes()).await;
     let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
     let create = |name: &'static str, source: serde_json::Value, format, sql: &str| {
         let mut value = json!({
@@ -1273,6 +1276,18 @@ async fn many_object_sources_schemas_and_refusals() {
             json!({"keys": ["csv/c.csv", "csv/a.csv"]}),
             by_name.clone(),
             "SELECT COUNT(*), SUM(x), SUM(y) FROM S3Object",
+        ),
+        create(
+            "manifest",
+            json!({"manifest": {"key": "lists/batch.csv"}}),
+            by_name.clone(),
+            "SELECT COUNT(*), SUM(x), SUM(y) FROM S3Object",
+        ),
+        create(
+            "manifest-pinned",
+            json!({"manifest": {"bucket": bucket.name, "key": "lists/batch.csv", "etag": "\"0000\""}}),
+            by_name.clone(),
+            "SELECT COUNT(*) FROM S3Object",
         ),
         create(
             "union",
@@ -1337,6 +1352,16 @@ async fn many_object_sources_schemas_and_refusals() {
         result(&status),
         json!({"COUNT(*)": 3, "SUM(x)": 70, "SUM(y)": 8})
     );
+    let status = common::scan_succeeded(&api, "manifest", 240).await;
+    assert_eq!(
+        result(&status),
+        json!({"COUNT(*)": 3, "SUM(x)": 70, "SUM(y)": 8})
+    );
+    assert_eq!(
+        status.listing.as_ref().unwrap().first_key.as_deref(),
+        Some("csv/c.csv"),
+        "the manifest's order"
+    );
     let status = common::scan_succeeded(&api, "union", 240).await;
     assert_eq!(
         result(&status),
@@ -1357,16 +1382,34 @@ async fn many_object_sources_schemas_and_refusals() {
         (objects.matched, objects.pruned, objects.planned),
         (3, 3, 0)
     );
+    // b.csv and c.csv both mismatch a.csv's header, each in a chunk of its own: whichever fails
+    // first ends the scan, named with its key and both headers.
     for (name, reason, says) in [
-        ("strict", "ChunksFailed", "csv/b.csv"),
-        ("nothing", "NoObjects", "selects no object"),
-        ("too-many", "TooManyObjects", "more than 2 objects"),
+        (
+            "strict",
+            "ChunksFailed",
+            &[
+                "csv/b.csv has columns [\"y\", \"id\"], expected [\"id\", \"x\"]",
+                "csv/c.csv has columns [\"id\", \"x\", \"y\"], expected [\"id\", \"x\"]",
+            ][..],
+        ),
+        ("nothing", "NoObjects", &["selects no object"]),
+        (
+            "manifest-pinned",
+            "ObjectChanged",
+            &["the scan pins \"0000\""],
+        ),
+        ("too-many", "TooManyObjects", &["more than 2 objects"]),
     ] {
         let scan = common::scan_finished(&api, name, 240).await;
         assert_eq!(scan.status.as_ref().unwrap().phase, Phase::Failed, "{name}");
         let (got, message) = ready_condition(&scan);
         assert_eq!(got, reason, "{name}: {message}");
-        assert!(message.contains(says), "{name}: {message}");
+        assert!(
+            says.iter().any(|says| message.contains(says)),
+            "{name}: {message}"
+        );
+        assert!(!message.contains("(bytes "), "{name}: {message}");
         assert_event(&env.client, &ns, name, reason, "Warning").await;
     }
     common::delete_namespace(&env.client, &ns).await;

@@ -485,6 +485,33 @@ async fn hive_partitions_are_columns_and_prune_objects_unread() {
     assert!(err.contains("both a hive partition"), "{err}");
 }
 
+/// The keys the manifest `key` names, listed in pages of `rows` rows as the operator lists them
+/// in slices, each page from the cursor the one before gave.
+async fn manifest_pages(bucket: &Bucket, key: &str, rows: usize) -> Vec<String> {
+    use s3flow::scan::objects::{ListingCursor, ManifestRef, ObjectSource, Selection, list_page};
+    let selection = Selection {
+        bucket: bucket.name.clone(),
+        source: ObjectSource::Manifest(ManifestRef {
+            bucket: bucket.name.clone(),
+            key: key.into(),
+            etag: None,
+        }),
+        max_objects: 1000,
+        allow_empty: false,
+        changes: Default::default(),
+        folders: None,
+    };
+    let (mut keys, mut cursor) = (Vec::new(), Some(ListingCursor::default()));
+    while let Some(at) = cursor {
+        let (page, next) = list_page(&bucket.s3, &selection, &at, rows).await.unwrap();
+        assert!(page.len() <= rows);
+        keys.extend(page.into_iter().map(|object| object.key));
+        assert!(keys.len() <= 1000, "{key}: the pages do not end");
+        cursor = next;
+    }
+    keys
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/up.sh"]
 async fn manifests_name_the_objects_as_aws_writes_them() {
@@ -510,6 +537,27 @@ async fn manifests_name_the_objects_as_aws_writes_them() {
     let (listed, _) = summary(&data, &url, sql, &["--manifest", &inventory]).await;
     assert_eq!(listed["result"], expected["inventory"], "inventory");
     assert_eq!(listed["objects"]["scanned"], expected["inventory_objects"]);
+
+    // Listed in pages of any size, resumed from the cursor (a byte offset in the data file, the
+    // manifest's ETag): every object once, in the manifest's order.
+    for (key, keys) in [
+        ("manifests/batch.csv", &expected["batch_keys"]),
+        ("inventory/manifest.json", &expected["inventory_keys"]),
+    ] {
+        let keys: Vec<&str> = keys
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        for page_rows in [1, 2, 3, 7, 1000] {
+            assert_eq!(
+                manifest_pages(&data.bucket, key, page_rows).await,
+                keys,
+                "{key} in pages of {page_rows}"
+            );
+        }
+    }
 
     // A manifest pinned to another ETag, and an object replaced after the Inventory was taken,
     // fail as ObjectChanged; a manifest naming another bucket is refused.

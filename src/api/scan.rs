@@ -67,9 +67,9 @@ pub struct S3ParallelScanSpec {
 /// `ingestRef`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.key), has(self.glob), has(self.keys), has(self.ingestRef)].filter(f, f).size() == 1").message("source needs exactly one of: key, glob, keys (each with bucket), or ingestRef"))]
-#[x_kube(validation = Rule::new("has(self.bucket) == (has(self.key) || has(self.glob) || has(self.keys))").message("source.bucket goes with key, glob or keys"))]
-#[x_kube(validation = Rule::new("!(has(self.maxObjects) || has(self.allowEmpty) || has(self.onObjectChange) || has(self.maxFailedObjects)) || has(self.glob) || has(self.keys)").message("maxObjects, allowEmpty, onObjectChange and maxFailedObjects apply to a glob or keys"))]
+#[x_kube(validation = Rule::new("[has(self.key), has(self.glob), has(self.keys), has(self.manifest), has(self.ingestRef)].filter(f, f).size() == 1").message("source needs exactly one of: key, glob, keys, manifest (each with bucket), or ingestRef"))]
+#[x_kube(validation = Rule::new("has(self.bucket) == (has(self.key) || has(self.glob) || has(self.keys) || has(self.manifest))").message("source.bucket goes with key, glob, keys or manifest"))]
+#[x_kube(validation = Rule::new("!(has(self.maxObjects) || has(self.allowEmpty) || has(self.onObjectChange) || has(self.maxFailedObjects)) || has(self.glob) || has(self.keys) || has(self.manifest)").message("maxObjects, allowEmpty, onObjectChange and maxFailedObjects apply to a glob, keys or a manifest"))]
 #[x_kube(validation = Rule::new("!has(self.ingestRef) || !(has(self.endpoint) || has(self.region) || has(self.forcePathStyle) || has(self.credentialsSecretRef) || has(self.serviceAccountName))").message("with ingestRef the object's location and credentials come from the S3Ingest; leave endpoint, region, forcePathStyle, credentialsSecretRef and serviceAccountName unset"))]
 #[x_kube(validation = one_credential_rule())]
 pub struct ScanSource {
@@ -94,6 +94,11 @@ pub struct ScanSource {
     #[schemars(length(min = 1, max = 1000))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) > 0 && size(k) <= 1024 && !k.endsWith('/'))").message("each of keys names an object: 1 to 1,024 bytes, not ending in /"))]
     pub keys: Option<Vec<String>>,
+    /// The objects a manifest names, in its order, each row scanned as it comes: an S3 Batch
+    /// Operations CSV (`bucket,key[,versionId]`, keys URL-encoded), or an S3 Inventory
+    /// `manifest.json` with CSV data files. Every row names `bucket`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ManifestSource>,
     /// More objects than this fail the scan as TooManyObjects while it lists. Default 1,000,000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1_000_000))]
@@ -117,6 +122,27 @@ pub struct ScanSource {
     /// An S3Ingest in the same namespace: the scan waits until it has succeeded, then scans its object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_ref: Option<IngestRef>,
+}
+
+/// The object that lists a scan's objects.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestSource {
+    /// Bucket of the manifest (read with the source's credentials). Default: the source's bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = bucket_name_rule("manifest.bucket"))]
+    pub bucket: Option<String>,
+    /// Key of the manifest: an Inventory when it ends in `manifest.json`, else a Batch
+    /// Operations CSV (plain, or compressed with gzip, zstd or bzip2).
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = key_rule("manifest.key"))]
+    pub key: String,
+    /// The ETag the manifest must have; another fails the scan as ObjectChanged. Unset: the
+    /// manifest is pinned to the ETag it has when the listing starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub etag: Option<String>,
 }
 
 /// What becomes of an object changed after it was listed.

@@ -46,15 +46,19 @@ for key in batch:
 put("manifests/batch.csv", out.getvalue().encode())
 
 inventory = sorted(objects)[1::3]
-out = io.StringIO()
-writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
-for key in inventory:
-    data = objects[key]
-    writer.writerow(
-        [bucket, urllib.parse.quote_plus(key, safe="/"), len(data), "2024-06-01T00:00:00.000Z",
-         hashlib.md5(data).hexdigest()]
-    )
-put("inventory/data/part-0.csv.gz", gzip.compress(out.getvalue().encode()))
+# Two data files, as S3 splits a large Inventory.
+data_files = []
+for part, keys in enumerate([inventory[:5], inventory[5:]]):
+    out = io.StringIO()
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
+    for key in keys:
+        data = objects[key]
+        writer.writerow(
+            [bucket, urllib.parse.quote_plus(key, safe="/"), len(data), "2024-06-01T00:00:00.000Z",
+             hashlib.md5(data).hexdigest()]
+        )
+    data_files.append(f"inventory/data/part-{part}.csv.gz")
+    put(data_files[-1], gzip.compress(out.getvalue().encode()))
 put(
     "inventory/manifest.json",
     json.dumps(
@@ -64,7 +68,7 @@ put(
             "version": "2016-11-30",
             "fileFormat": "CSV",
             "fileSchema": "Bucket, Key, Size, LastModifiedDate, ETag",
-            "files": [{"key": "inventory/data/part-0.csv.gz", "size": 0, "MD5checksum": ""}],
+            "files": [{"key": key, "size": 0, "MD5checksum": ""} for key in data_files],
         }
     ).encode(),
 )
@@ -77,6 +81,8 @@ print(
             "inventory_objects": len(inventory),
             "inventory_first": inventory[0],
             "inventory_but_first": answer(inventory[1:]),
+            "batch_keys": batch,
+            "inventory_keys": inventory,
             "batch_first": batch[0],
             "batch_but_first": answer(batch[1:]),
         }

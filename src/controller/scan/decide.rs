@@ -431,6 +431,11 @@ impl Running {
             .iter()
             .take(5)
             .map(|(index, _, detail)| {
+                // A chunk of a planned listing holds pieces of many objects, which its detail
+                // names; only a single object's chunk is a byte range of it.
+                if self.layout.plan.is_some() {
+                    return format!("chunk {index}: {detail}");
+                }
                 let (start, end) = self.layout.range(*index);
                 format!(
                     "chunk {index} (bytes {start}-{}): {detail}",

@@ -1,4 +1,4 @@
-//! The listing of a scan of many objects (a glob, a list of keys), one slice per reconcile: the
+//! The listing of a scan of many objects (a glob, a list of keys, a manifest), one slice per reconcile: the
 //! slice's objects pruned by their hive partitions, packed into chunks and written as a segment
 //! of the plan, and the cursor kept in status, so that an operator restart resumes the listing
 //! where it stopped. The operator holds one slice at a time, whatever the number of objects.
@@ -13,8 +13,8 @@ use crate::controller::{Error, set_phase};
 use crate::scan::objects::pack::{Packer, Packing};
 use crate::scan::objects::segments::{ObjectPlan, PlannedPiece, write_segment};
 use crate::scan::objects::{
-    DEFAULT_MAX_OBJECTS, Glob, HivePartitioning, ObjectChanges, ObjectSource, OnObjectChange,
-    Selection, hive, list_page,
+    DEFAULT_MAX_OBJECTS, Glob, HivePartitioning, ManifestRef, ObjectChanges, ObjectSource,
+    OnObjectChange, Selection, hive, list_page,
 };
 use crate::scan::plan::{JoinedColumns, MAX_CHUNKS, ObjectVersion, plan_object};
 use crate::scan::sql::{Columns, compile};
@@ -38,16 +38,22 @@ pub(super) const MAX_SEGMENTS: usize = 1000;
 /// The objects a scan of many reads, or `None` for a scan of one object.
 pub(super) fn selection_of(obj: &S3ParallelScan) -> Option<Result<Selection, ScanError>> {
     let spec = &obj.spec.source;
-    let source = match (&spec.glob, &spec.keys) {
-        (Some(glob), _) => Glob::new(glob)
+    let bucket = spec.bucket.clone().unwrap_or_default();
+    let source = match (&spec.glob, &spec.keys, &spec.manifest) {
+        (Some(glob), _, _) => Glob::new(glob)
             .map(ObjectSource::Glob)
             .map_err(|e| ScanError::InvalidScan(format!("source.glob: {e}"))),
-        (None, Some(keys)) => ObjectSource::keys(keys.clone()),
-        (None, None) => return None,
+        (None, Some(keys), _) => ObjectSource::keys(keys.clone()),
+        (None, None, Some(manifest)) => Ok(ObjectSource::Manifest(ManifestRef {
+            bucket: manifest.bucket.clone().unwrap_or_else(|| bucket.clone()),
+            key: manifest.key.clone(),
+            etag: manifest.etag.clone(),
+        })),
+        (None, None, None) => return None,
     };
     Some(source.map(|source| {
         Selection {
-            bucket: spec.bucket.clone().unwrap_or_default(),
+            bucket,
             source,
             max_objects: spec
                 .max_objects
@@ -210,7 +216,13 @@ pub(super) async fn list_slice(
     while listed.len() < slice_objects && pages < PAGES_PER_SLICE {
         pages += 1;
         let Some(at) = &cursor else { break };
-        let keys = PAGE_KEYS.min(slice_objects - listed.len()).max(1);
+        // A page of a manifest reads its file from the start or the cursor on: the slice is
+        // one page.
+        let keys = match selection.source {
+            ObjectSource::Manifest(_) => slice_objects - listed.len(),
+            _ => PAGE_KEYS.min(slice_objects - listed.len()),
+        };
+        let keys = keys.max(1);
         let (page, next) = match list_page(s3, selection, at, keys).await {
             Ok(page) => page,
             Err(e) => return verdict(e),

@@ -4,10 +4,11 @@
 //! stays one buffer and one row, whatever the number of rows.
 
 use aws_sdk_s3::Client;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use super::ListingCursor;
 use crate::s3::RangeStream;
 use crate::scan::format::Compression;
 use crate::scan::plan::ObjectVersion;
@@ -115,6 +116,49 @@ async fn send_rows(
     manifest: &ManifestRef,
     rows: &mpsc::Sender<Result<Row, ScanError>>,
 ) -> Result<(), ScanError> {
+    let files = files(s3, manifest).await?;
+    for file in files.files {
+        let file = file.version(s3).await?;
+        let rows = rows.clone();
+        file_rows(s3, file, files.fields, 0, (), move |(), row, _| {
+            rows.blocking_send(Ok(row)).is_ok()
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// The CSV files of a manifest, and where their fields are.
+struct Files {
+    /// The manifest's ETag (of `manifest.json` for an Inventory).
+    etag: String,
+    fields: Fields,
+    files: Vec<DataFile>,
+}
+
+/// A CSV file of a manifest: a Batch Operations CSV is its own, pinned; an Inventory names its
+/// data files.
+enum DataFile {
+    Pinned(ObjectVersion),
+    Named { bucket: String, key: String },
+}
+
+impl DataFile {
+    async fn version(self, s3: &Client) -> Result<ObjectVersion, ScanError> {
+        match self {
+            DataFile::Pinned(version) => Ok(version),
+            DataFile::Named { bucket, key } => {
+                let (size, etag) = crate::s3::object_version(s3, &bucket, &key)
+                    .await
+                    .map_err(read_failure)?;
+                ObjectVersion::pinned(&bucket, &key, size, etag)
+            }
+        }
+    }
+}
+
+/// The manifest's files, its ETag checked against the one it is pinned to.
+async fn files(s3: &Client, manifest: &ManifestRef) -> Result<Files, ScanError> {
     let (size, etag) = crate::s3::object_version(s3, &manifest.bucket, &manifest.key)
         .await
         .map_err(read_failure)?;
@@ -129,7 +173,11 @@ async fn send_rows(
     }
     if !manifest.is_inventory() {
         let file = ObjectVersion::pinned(&manifest.bucket, &manifest.key, size, Some(etag))?;
-        return send_file_rows(s3, file, BATCH_FIELDS, rows).await;
+        return Ok(Files {
+            etag: file.etag.clone(),
+            fields: BATCH_FIELDS,
+            files: vec![DataFile::Pinned(file)],
+        });
     }
     let body = RangeStream::new(s3, &manifest.bucket, &manifest.key, Some(&etag), (0, size))
         .collect(MAX_INVENTORY_MANIFEST)
@@ -152,14 +200,86 @@ async fn send_rows(
         .next()
         .unwrap_or_default()
         .to_string();
-    for file in inventory.files {
-        let (size, etag) = crate::s3::object_version(s3, &bucket, &file.key)
-            .await
-            .map_err(read_failure)?;
-        let file = ObjectVersion::pinned(&bucket, &file.key, size, etag)?;
-        send_file_rows(s3, file, fields, rows).await?;
+    let files = inventory
+        .files
+        .into_iter()
+        .map(|file| DataFile::Named {
+            bucket: bucket.clone(),
+            key: file.key,
+        })
+        .collect();
+    Ok(Files {
+        etag,
+        fields,
+        files,
+    })
+}
+
+/// One page of the manifest's objects from `cursor`, at most `max_rows` rows, and where the next
+/// page starts (`None`: none is left). The cursor names the data file by its place, the bytes of
+/// it (decompressed) already listed, and the manifest's ETag, pinned at the first page so that
+/// every page reads the same manifest. A page of a compressed file decompresses it from its
+/// start; of a plain one, reads from the cursor on.
+pub async fn page(
+    s3: &Client,
+    manifest: &ManifestRef,
+    selection: &super::Selection,
+    cursor: &ListingCursor,
+    max_rows: usize,
+) -> Result<(Vec<ObjectVersion>, Option<ListingCursor>), ScanError> {
+    let pinned = ManifestRef {
+        etag: cursor.version.clone().or_else(|| manifest.etag.clone()),
+        ..manifest.clone()
+    };
+    let mut files = files(s3, &pinned).await?;
+    let place = cursor.prefix as usize;
+    let count = files.files.len();
+    if place >= count {
+        return Ok((Vec::new(), None));
     }
-    Ok(())
+    let file = files.files.swap_remove(place).version(s3).await?;
+    let offset = cursor.offset.unwrap_or(0);
+    let taken = (Vec::new(), None);
+    let max_rows = max_rows.max(1);
+    let (rows, stopped_at) = file_rows(
+        s3,
+        file,
+        files.fields,
+        offset,
+        taken,
+        move |page, row, end| {
+            page.0.push(row);
+            if page.0.len() < max_rows {
+                return true;
+            }
+            page.1 = Some(end);
+            false
+        },
+    )
+    .await?;
+    let version = Some(files.etag);
+    let next = match stopped_at {
+        Some(offset) => Some(ListingCursor {
+            prefix: cursor.prefix,
+            after: None,
+            offset: Some(offset),
+            version,
+        }),
+        None => (place + 1 < count).then(|| ListingCursor {
+            prefix: cursor.prefix + 1,
+            after: None,
+            offset: None,
+            version,
+        }),
+    };
+    let url = manifest.url();
+    let versions = futures::stream::iter(rows)
+        .map(|row| object_of(s3, &url, selection, row))
+        .buffered(super::PLANNING_CONCURRENCY)
+        .try_filter_map(|version| futures::future::ready(Ok(version)))
+        .try_collect()
+        .await?;
+    Ok((versions, next))
 }
 
 /// Where an Inventory's `fileSchema` puts the fields read.
@@ -177,20 +297,34 @@ fn inventory_fields(schema: &str) -> Result<Fields, String> {
     })
 }
 
-/// Streams the rows of one CSV file of a manifest (decompressed when it is compressed).
-async fn send_file_rows(
+/// Hands the rows of one CSV file of a manifest (decompressed when it is compressed), from
+/// `offset` bytes of it on, to `on_row` with the offset after each, until it says stop; gives
+/// back `state`.
+async fn file_rows<T: Send + 'static>(
     s3: &Client,
     file: ObjectVersion,
     fields: Fields,
-    rows: &mpsc::Sender<Result<Row, ScanError>>,
-) -> Result<(), ScanError> {
+    offset: u64,
+    mut state: T,
+    mut on_row: impl FnMut(&mut T, Row, u64) -> bool + Send + 'static,
+) -> Result<T, ScanError> {
+    let compression = match offset {
+        0 => None,
+        _ => Some(compression_of(s3, &file).await?),
+    };
+    // A plain file is read from the offset on; a compressed one from its start, the bytes before
+    // the offset decompressed and dropped.
+    let read_from = match compression {
+        Some(Compression::None) => offset.min(file.size),
+        _ => 0,
+    };
     let (bytes_tx, bytes_rx) = mpsc::channel(4);
     let mut body = RangeStream::new(
         s3,
         &file.bucket,
         &file.key,
         Some(&file.etag),
-        (0, file.size),
+        (read_from, file.size),
     );
     let fetch = tokio::spawn(async move {
         while let Some(bytes) = body.next().await {
@@ -200,39 +334,77 @@ async fn send_file_rows(
             }
         }
     });
-    let rows = rows.clone();
     let parse = tokio::task::spawn_blocking(move || {
         let source = crate::scan::chunk::fetch::ChannelReader::new(bytes_rx);
         let mut source = std::io::BufReader::new(source);
-        let compression = {
-            use std::io::BufRead;
-            let start = source.fill_buf().map_err(ScanError::Decode)?;
-            match crate::scan::format::magic(start) {
-                Some(crate::scan::format::Magic::Compressed(compression)) => compression,
-                _ => Compression::None,
+        let compression = match compression {
+            Some(compression) => compression,
+            None => {
+                use std::io::BufRead;
+                compression_in(source.fill_buf().map_err(ScanError::Decode)?)
             }
         };
-        let decoded = compression.decoder(source).map_err(ScanError::Decode)?;
-        parse_rows(&file, decoded, fields, &mut |row| {
-            rows.blocking_send(Ok(row)).is_ok()
-        })
+        let mut decoded = compression.decoder(source).map_err(ScanError::Decode)?;
+        let skip = offset - read_from;
+        let skipped = std::io::copy(
+            &mut std::io::Read::take(&mut decoded, skip),
+            &mut std::io::sink(),
+        )
+        .map_err(ScanError::Decode)?;
+        if skipped < skip {
+            return Err(ScanError::InvalidObject(format!(
+                "{} is shorter than the listing's place in it ({offset} bytes)",
+                file.url()
+            )));
+        }
+        parse_rows(&file, decoded, fields, offset, &mut |row, end| {
+            on_row(&mut state, row, end)
+        })?;
+        Ok(state)
     });
     let parsed = parse.await.map_err(ScanError::Parser)?;
     fetch.abort();
     parsed
 }
 
-/// Parses the CSV rows of `source` (the manifest file `file`), handing each to `row` until it
-/// says stop. A row longer than 8 KiB, or without a bucket and key, is an invalid manifest.
+/// How a file whose start is `start` is compressed.
+fn compression_in(start: &[u8]) -> Compression {
+    match crate::scan::format::magic(start) {
+        Some(crate::scan::format::Magic::Compressed(compression)) => compression,
+        _ => Compression::None,
+    }
+}
+
+/// How `file` is compressed, from its first bytes.
+async fn compression_of(s3: &Client, file: &ObjectVersion) -> Result<Compression, ScanError> {
+    const MAGIC: u64 = 8;
+    let start = RangeStream::new(
+        s3,
+        &file.bucket,
+        &file.key,
+        Some(&file.etag),
+        (0, MAGIC.min(file.size)),
+    )
+    .collect(MAGIC as usize)
+    .await
+    .map_err(read_failure)?;
+    Ok(compression_in(&start))
+}
+
+/// Parses the CSV rows of `source` (the manifest file `file` from byte `offset` on, at a row's
+/// start), handing each to `row` with the offset after it, until it says stop. A row longer than
+/// 8 KiB, or without a bucket and key, is an invalid manifest.
 fn parse_rows(
     file: &ObjectVersion,
     mut source: impl std::io::BufRead,
     fields: Fields,
-    row: &mut dyn FnMut(Row) -> bool,
+    offset: u64,
+    row: &mut dyn FnMut(Row, u64) -> bool,
 ) -> Result<(), ScanError> {
     let mut reader = csv_core::Reader::new();
     let (mut out, mut ends) = (vec![0u8; MAX_ROW], [0usize; MAX_FIELDS]);
     let (mut written, mut count, mut number) = (0, 0, 0u64);
+    let mut consumed = offset;
     let invalid = |number: u64, why: &str| {
         ScanError::InvalidObject(format!("{} row {number}: {why}", file.url()))
     };
@@ -241,6 +413,7 @@ fn parse_rows(
         let (result, read, wrote, ended) =
             reader.read_record(input, &mut out[written..], &mut ends[count..]);
         source.consume(read);
+        consumed += read as u64;
         // csv-core counts a record's field ends from its start, across calls.
         written += wrote;
         count += ended;
@@ -255,7 +428,7 @@ fn parse_rows(
                     .map_err(|why| invalid(number, &why))?;
                 (written, count) = (0, 0);
                 if let Some(parsed) = parsed
-                    && !row(parsed)
+                    && !row(parsed, consumed)
                 {
                     return Ok(());
                 }
@@ -320,26 +493,36 @@ pub fn versions(
     rows(&s3, manifest)
         .map(move |row| {
             let (s3, selection, url) = (s3.clone(), selection.clone(), url.clone());
-            async move {
-                let row = row?;
-                let bucket = &selection.bucket;
-                if row.bucket != *bucket {
-                    return Err(ScanError::InvalidScan(format!(
-                        "{url} names s3://{}/{}; the scan reads bucket {bucket} only",
-                        row.bucket, row.key
-                    )));
-                }
-                match row.version {
-                    Some((size, etag)) => {
-                        ObjectVersion::pinned(bucket, &row.key, size, Some(etag)).map(Some)
-                    }
-                    None => super::head(&s3, &selection, row.key).await,
-                }
-            }
+            async move { object_of(&s3, &url, &selection, row?).await }
         })
-        .buffered(16)
+        .buffered(super::PLANNING_CONCURRENCY)
         .filter_map(|version| futures::future::ready(version.transpose()))
         .boxed()
+}
+
+/// The version of the object a row of the manifest `url` names, which must be in the
+/// selection's bucket: as an Inventory gives it, else by HEAD; `None` for a key under the
+/// operator's work folder, or one gone that the selection skips.
+async fn object_of(
+    s3: &Client,
+    url: &str,
+    selection: &super::Selection,
+    row: Row,
+) -> Result<Option<ObjectVersion>, ScanError> {
+    let bucket = &selection.bucket;
+    if row.bucket != *bucket {
+        return Err(ScanError::InvalidScan(format!(
+            "{url} names s3://{}/{}; the scan reads bucket {bucket} only",
+            row.bucket, row.key
+        )));
+    }
+    if row.key.starts_with(super::WORK_FOLDER) {
+        return Ok(None);
+    }
+    match row.version {
+        Some((size, etag)) => ObjectVersion::pinned(bucket, &row.key, size, Some(etag)).map(Some),
+        None => super::head(s3, selection, row.key).await,
+    }
 }
 
 #[cfg(test)]
@@ -349,7 +532,7 @@ mod tests {
     fn parsed(text: &str, fields: Fields) -> Result<Vec<Row>, String> {
         let file = ObjectVersion::pinned("m", "list.csv", 0, Some("e".into())).unwrap();
         let mut rows = Vec::new();
-        parse_rows(&file, text.as_bytes(), fields, &mut |row| {
+        parse_rows(&file, text.as_bytes(), fields, 0, &mut |row, _| {
             rows.push(row);
             true
         })
@@ -393,6 +576,36 @@ mod tests {
                 .unwrap_err()
                 .contains("longer than")
         );
+    }
+
+    #[test]
+    fn parsing_resumes_at_the_offset_after_any_row() {
+        let text = "b,a.csv\r\nb,\"q\r\nx.csv\"\r\n\r\nb,c%20d.csv\nb,e.csv";
+        let file = ObjectVersion::pinned("m", "list.csv", 0, Some("e".into())).unwrap();
+        let mut all = Vec::new();
+        parse_rows(&file, text.as_bytes(), BATCH_FIELDS, 0, &mut |row, end| {
+            all.push((row.key, end));
+            true
+        })
+        .unwrap();
+        let keys: Vec<&str> = all.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(keys, ["a.csv", "q\r\nx.csv", "c d.csv", "e.csv"]);
+        for (at, (_, end)) in all.iter().enumerate() {
+            let mut rest = Vec::new();
+            let from = usize::try_from(*end).unwrap();
+            parse_rows(
+                &file,
+                &text.as_bytes()[from..],
+                BATCH_FIELDS,
+                *end,
+                &mut |row, end| {
+                    rest.push((row.key, end));
+                    true
+                },
+            )
+            .unwrap();
+            assert_eq!(rest, all[at + 1..], "resumed after row {at}");
+        }
     }
 
     #[test]

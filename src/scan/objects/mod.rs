@@ -33,7 +33,7 @@ pub const MAX_KEYS: usize = 1000;
 pub const DEFAULT_MAX_OBJECTS: u64 = 1_000_000;
 
 /// Objects asked for their version (HEAD) or planned at once.
-const PLANNING_CONCURRENCY: usize = 16;
+pub(super) const PLANNING_CONCURRENCY: usize = 16;
 
 /// Which objects of a bucket a scan reads.
 #[derive(Clone, Debug)]
@@ -259,6 +259,13 @@ pub struct ListingCursor {
     /// The last key listed; `None`: from the prefix's start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// Of a manifest (whose data file `prefix` numbers): the bytes of the file listed, through
+    /// the last row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Of a manifest: its ETag when the listing began, which every later page pins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Keys under this folder are the operator's own (plans, reports): no listing returns them.
@@ -306,10 +313,11 @@ pub async fn list_page(
                 (true, Some(last)) => Some(ListingCursor {
                     prefix: cursor.prefix,
                     after: Some(last.to_string()),
+                    ..ListingCursor::default()
                 }),
                 _ => (cursor.prefix as usize + 1 < glob.prefixes().len()).then(|| ListingCursor {
                     prefix: cursor.prefix + 1,
-                    after: None,
+                    ..ListingCursor::default()
                 }),
             };
             Ok((matched, next))
@@ -329,14 +337,17 @@ pub async fn list_page(
                 .last()
                 .filter(|_| start + page.len() < keys.len())
                 .map(|last| ListingCursor {
-                    prefix: 0,
                     after: Some(last.clone()),
+                    ..ListingCursor::default()
                 });
             let versions = heads(s3, selection, page).try_collect().await?;
             Ok((versions, next))
         }
-        ObjectSource::Key(_) | ObjectSource::Manifest(_) => Err(ScanError::InvalidScan(
-            "only a glob or a list of keys is listed in slices".into(),
+        ObjectSource::Manifest(manifest) => {
+            manifest::page(s3, manifest, selection, cursor, max_keys).await
+        }
+        ObjectSource::Key(_) => Err(ScanError::InvalidScan(
+            "one object is not listed in slices".into(),
         )),
     }
 }
