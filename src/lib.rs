@@ -17,6 +17,9 @@ pub mod shutdown;
 pub mod size;
 pub mod worker;
 
+#[cfg(test)]
+pub(crate) mod held;
+
 /// Version of this build, as `s3flow version` reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

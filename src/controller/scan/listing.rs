@@ -460,6 +460,99 @@ mod tests {
         assert!(parquet.continuing.is_empty());
     }
 
+    /// The peak resident set of this process, in KiB (`VmHWM`), as the note on the test says.
+    fn peak_rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+                line.split_whitespace().nth(1)?.parse().ok()
+            })
+            .unwrap_or(0)
+    }
+
+    /// A million objects listed and planned the way the operator does it, a slice of 10,000 per
+    /// reconcile, each reconcile from the status the one before gave: every object planned once,
+    /// and the heap the listing holds is one slice's, the same at the last slice as at the second.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_million_keys_are_planned_a_slice_at_a_time_in_flat_memory() {
+        use crate::scan::objects::synthetic::{SyntheticStore, key};
+        const OBJECTS: u64 = 1_000_000;
+        const SLICE: usize = 10_000;
+        let store = SyntheticStore::start(OBJECTS).await;
+        let s3 = store.client();
+        let mut obj: S3ParallelScan = serde_json::from_value(serde_json::json!({
+            "apiVersion": "s3flow.io/v1alpha1", "kind": "S3ParallelScan",
+            "metadata": {"name": "million", "namespace": "a", "generation": 1},
+            "spec": {
+                "source": {"bucket": "b", "glob": "d/*.jsonl", "endpoint": store.endpoint},
+                "format": {"jsonLines": {}},
+                "chunking": {"chunkSize": "1Gi", "objectOpenCost": "0",
+                    "maxObjectsPerChunk": 1000, "parallelism": 8},
+                "processor": {"sql": "SELECT COUNT(*) FROM S3Object"},
+            }
+        }))
+        .unwrap();
+        let selection = selection_of(&obj).unwrap().unwrap();
+        let (started, rss_before) = (std::time::Instant::now(), peak_rss_kib());
+        let mut peaks = Vec::new();
+        for _ in 0..=OBJECTS as usize / SLICE {
+            let held = crate::held::restart_peak();
+            let listed = list_slice(&obj, &s3, &selection, ("b", "w/plan-1/"), SLICE).await;
+            let status = match listed {
+                Ok(Observed::Listed(status)) => status,
+                Ok(Observed::Refused(reason, message)) => panic!("{reason}: {message}"),
+                Ok(_) => panic!("a slice is listed"),
+                Err(e) => panic!("{e}"),
+            };
+            peaks.push(crate::held::peak() - held);
+            obj.status = Some(*status);
+            if obj
+                .status
+                .as_ref()
+                .unwrap()
+                .listing
+                .as_ref()
+                .unwrap()
+                .complete
+            {
+                break;
+            }
+        }
+        let status = obj.status.unwrap();
+        let (listing, counts) = (status.listing.unwrap(), status.objects.unwrap());
+        assert!(listing.complete);
+        assert_eq!((counts.matched, counts.planned), (1_000_000, 1_000_000));
+        assert_eq!((listing.chunks, listing.segments.len()), (1000, 100));
+        assert_eq!(listing.pages, 1000);
+        assert_eq!(listing.first_key.as_deref(), Some(key(0).as_str()));
+        let puts = store.puts.lock().unwrap().clone();
+        assert_eq!(puts.len(), 100, "one segment a slice");
+        let status_bytes = serde_json::to_vec(&listing).unwrap().len();
+        assert!(status_bytes < 16 << 10, "{status_bytes} bytes of status");
+        // The first slice also plans the first object; after it, each slice holds as much as the
+        // second, whatever the number listed before it.
+        let (second, most) = (peaks[1], peaks[1..].iter().copied().max().unwrap());
+        assert!(
+            most <= second + second / 4,
+            "a slice held {most} bytes, the second {second}"
+        );
+        assert!(most < 64 << 20, "a slice held {most} bytes");
+        eprintln!(
+            "{} objects in {} slices: {:.1} s, a slice held at most {:.1} MiB (the second {:.1}), \
+             segments {} to {} bytes, status.listing {status_bytes} bytes, peak RSS {} -> {} MiB",
+            counts.matched,
+            peaks.len(),
+            started.elapsed().as_secs_f64(),
+            most as f64 / f64::from(1 << 20),
+            second as f64 / f64::from(1 << 20),
+            puts.iter().min().unwrap(),
+            puts.iter().max().unwrap(),
+            rss_before / 1024,
+            peak_rss_kib() / 1024,
+        );
+    }
+
     #[test]
     fn a_plan_past_the_chunk_bound_is_refused() {
         let packing = Packing {

@@ -9,6 +9,8 @@ pub mod manifest;
 pub mod pack;
 pub(crate) mod pieces;
 pub mod segments;
+#[cfg(test)]
+pub(crate) mod synthetic;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
