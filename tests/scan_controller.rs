@@ -1253,7 +1253,9 @@ async fn many_object_sources_schemas_and_refusals() {
                 "source": {"bucket": bucket.name, "endpoint": bucket.endpoint,
                     "forcePathStyle": true, "credentialsSecretRef": {"name": "minio"}},
                 "format": format,
-                "chunking": {"chunkSize": "1Mi", "parallelism": 4},
+                // Parquet objects split in windows of their row groups' midpoints.
+                "chunking": {"chunkSize": if name == "parquet-windows" { "64Ki" } else { "1Mi" },
+                    "parallelism": 4},
                 "processor": {"sql": sql},
             }
         });
@@ -1267,6 +1269,12 @@ async fn many_object_sources_schemas_and_refusals() {
     futures::future::join_all([
         create(
             "parquet",
+            json!({"glob": "pq/**/*.parquet"}),
+            json!({"parquet": {}}),
+            "SELECT COUNT(*), SUM(v), MAX(n), MAX(month) FROM S3Object WHERE month <= 2",
+        ),
+        create(
+            "parquet-windows",
             json!({"glob": "pq/**/*.parquet"}),
             json!({"parquet": {}}),
             "SELECT COUNT(*), SUM(v), MAX(n), MAX(month) FROM S3Object WHERE month <= 2",
@@ -1347,6 +1355,18 @@ async fn many_object_sources_schemas_and_refusals() {
         (objects.matched, objects.pruned, objects.scanned),
         (3, 1, 2)
     );
+    // The same answer from windows of the objects, each its row groups whose midpoints lie in
+    // it (some windows hold none): every row group once.
+    let windows = common::scan_succeeded(&api, "parquet-windows", 240).await;
+    assert_eq!(result(&windows), result(&status));
+    let listing = windows.listing.clone().unwrap();
+    assert!(
+        listing.chunks as u64 >= 2 * parquet.len() as u64 / (64 << 10),
+        "{} chunks of two {}-byte objects",
+        listing.chunks,
+        parquet.len()
+    );
+    assert!(!listing.continuing.is_empty());
     let status = common::scan_succeeded(&api, "keys", 240).await;
     assert_eq!(
         result(&status),

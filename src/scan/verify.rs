@@ -552,6 +552,7 @@ mod tests {
             row_groups: 10,
             rows: 1000,
             chunk_starts: vec![0, 3, 7],
+            chunk_windows: vec![0, 1, 2],
             types: vec!["Int64".into(), "Utf8".into()],
         });
         task.work = Work::Query {

@@ -3,13 +3,14 @@
 //! of the plan, and the cursor kept in status, so that an operator restart resumes the listing
 //! where it stopped. The operator holds one slice at a time, whatever the number of objects.
 
-use super::observe::{Observed, format_of};
+use super::observe::Observed;
 use crate::api::Phase;
 use crate::api::scan::{
     HivePartitioningMode, ListingStatus, ObjectCounts, OnObjectChangePolicy, S3ParallelScan,
     SchemaMode,
 };
 use crate::controller::{Error, set_phase};
+use crate::scan::ScanError;
 use crate::scan::objects::pack::{Packer, Packing};
 use crate::scan::objects::segments::{ObjectPlan, PlannedPiece, write_segment};
 use crate::scan::objects::{
@@ -18,7 +19,6 @@ use crate::scan::objects::{
 };
 use crate::scan::plan::{JoinedColumns, MAX_CHUNKS, ObjectVersion, plan_object};
 use crate::scan::sql::{Columns, compile};
-use crate::scan::{InputFormat, ScanError};
 use crate::size::parse_size;
 use aws_sdk_s3::Client;
 
@@ -102,19 +102,18 @@ pub(super) struct Slice {
     pub bytes: u64,
 }
 
-/// Packs `objects` (in key order) into chunks numbered from `first`; a text object that is not
-/// compressed (by its name) is split in windows when larger than a chunk. Refused past
+/// Packs `objects` (in key order) into chunks numbered from `first`; an object that is not
+/// compressed (by its name) is split in windows when larger than a chunk (a Parquet window is
+/// the row groups whose midpoints lie in it, which its worker finds in the footer). Refused past
 /// [`MAX_CHUNKS`] chunks in all.
 pub(super) fn pack_slice(
     first: u32,
     objects: &[ObjectVersion],
     packing: Packing,
-    format: InputFormat,
 ) -> Result<Slice, String> {
     let chunk_size = packing.chunk_size.max(1);
-    let splittable = |object: &ObjectVersion| {
-        format != InputFormat::Parquet && crate::scan::Compression::of_name(&object.key).0.is_none()
-    };
+    let splittable =
+        |object: &ObjectVersion| crate::scan::Compression::of_name(&object.key).0.is_none();
     let windows = |object: &ObjectVersion| match splittable(object) {
         true => object.size.div_ceil(chunk_size).max(1),
         false => 1,
@@ -208,7 +207,7 @@ pub(super) async fn list_slice(
         Ok(packing) => packing,
         Err(e) => return verdict(e),
     };
-    let (hive_mode, format) = (hive_of(obj), format_of(obj));
+    let hive_mode = hive_of(obj);
     let mut cursor = Some(listing.cursor.clone().unwrap_or_default());
     let mut listed = Vec::new();
     // A sparse glob may match few keys of many pages: the cursor is kept after so many anyway.
@@ -297,7 +296,7 @@ pub(super) async fn list_slice(
     }
     let kept: Vec<ObjectVersion> = kept.into_iter().map(|(version, _)| version).collect();
     let first_chunk = u32::try_from(listing.chunks).unwrap_or(u32::MAX);
-    let slice = match pack_slice(first_chunk, &kept, packing, format) {
+    let slice = match pack_slice(first_chunk, &kept, packing) {
         Ok(slice) => slice,
         Err(message) => return verdict(ScanError::TooManyObjects(message)),
     };
@@ -420,12 +419,6 @@ mod tests {
         }
     }
 
-    const CSV: InputFormat = InputFormat::Csv {
-        delimiter: b',',
-        quote: b'"',
-        header: true,
-    };
-
     #[test]
     fn small_objects_share_chunks_large_ones_are_windows_numbered_on() {
         let packing = Packing {
@@ -440,7 +433,7 @@ mod tests {
             object("d.csv.gz", 250),
             object("e.csv", 5),
         ];
-        let slice = pack_slice(7, &objects, packing, CSV).unwrap();
+        let slice = pack_slice(7, &objects, packing).unwrap();
         assert_eq!(
             slice.chunks,
             [
@@ -454,10 +447,16 @@ mod tests {
         );
         assert_eq!(slice.continuing, [9, 10]);
         assert_eq!(slice.bytes, 565);
-        // Parquet objects are whole pieces: their workers read the footers.
-        let parquet = pack_slice(0, &[object("p", 250)], packing, InputFormat::Parquet).unwrap();
-        assert_eq!(parquet.chunks, [vec![piece("p", 250, None)]]);
-        assert!(parquet.continuing.is_empty());
+        // A Parquet object is split in windows without its footer read: its workers read it.
+        let parquet = pack_slice(0, &[object("p.parquet", 150)], packing).unwrap();
+        assert_eq!(
+            parquet.chunks,
+            [
+                vec![piece("p.parquet", 150, Some(0))],
+                vec![piece("p.parquet", 150, Some(1))]
+            ]
+        );
+        assert_eq!(parquet.continuing, [1]);
     }
 
     /// The peak resident set of this process, in KiB (`VmHWM`), as the note on the test says.
@@ -562,11 +561,11 @@ mod tests {
         };
         let huge = [object("big.csv", MAX_CHUNKS + 1)];
         assert!(
-            pack_slice(0, &huge, packing, CSV)
+            pack_slice(0, &huge, packing)
                 .unwrap_err()
                 .contains("raise chunkSize")
         );
         let near = [object("a.csv", 1)];
-        assert!(pack_slice(MAX_CHUNKS as u32, &near, packing, CSV).is_err());
+        assert!(pack_slice(MAX_CHUNKS as u32, &near, packing).is_err());
     }
 }

@@ -155,12 +155,22 @@ async fn run_pieces(
         };
         // One window of a split object: the controller checks its start against the chunk
         // before, as for one object in byte ranges.
-        if let Some(index) = window {
+        if let Some(window) = window {
+            // A Parquet object's window runs the row groups whose midpoints lie in it: the chunk
+            // of its footer's layout in that window, or none (an empty report).
+            let index = match &layout.parquet {
+                Some(parquet) => parquet
+                    .chunk_windows
+                    .iter()
+                    .position(|w| *w == u64::from(window))
+                    .map_or(u32::MAX, |index| index as u32),
+                None => window,
+            };
             let (mut report, _) = run(index, task.start_state).await?;
             report.index = task.index;
             report.range = [0, 0];
             report.fingerprint = task.fingerprint();
-            report.objects = u64::from(index == 0);
+            report.objects = u64::from(window == 0);
             if let Some(bad) = &mut report.bad_record {
                 bad.message = format!("{}: {}", layout.object.url(), bad.message);
             }

@@ -71,6 +71,11 @@ pub struct ParquetLayout {
     pub chunk_starts: Vec<u32>,
     /// Type of each column of [`crate::scan::Layout::columns`], in the same order.
     pub types: Vec<String>,
+    /// The `chunk_size` window in which the midpoints of each chunk's row groups lie, where the
+    /// footer was read: a chunk of a scan of many objects is a window of its object, and runs
+    /// the chunk in it, if any. Empty in a layout restored from a record.
+    #[serde(skip)]
+    pub chunk_windows: Vec<u64>,
 }
 
 impl ParquetLayout {
@@ -96,7 +101,7 @@ impl ParquetLayout {
 /// the midpoints of both lie in the same `chunk_size` window. `spans` are the row groups' byte
 /// ranges `[start, end)` in file order.
 pub fn chunk_starts(spans: &[(u64, u64)], chunk_size: u64) -> Vec<u32> {
-    let window = |(start, end): (u64, u64)| (start + end.saturating_sub(start) / 2) / chunk_size;
+    let window = |span: (u64, u64)| midpoint_window(span, chunk_size);
     let mut starts = Vec::new();
     let mut previous = None;
     for (index, span) in spans.iter().enumerate() {
@@ -107,6 +112,20 @@ pub fn chunk_starts(spans: &[(u64, u64)], chunk_size: u64) -> Vec<u32> {
         previous = Some(this);
     }
     starts
+}
+
+/// The `chunk_size` window the midpoint of a row group's span lies in.
+fn midpoint_window((start, end): (u64, u64), chunk_size: u64) -> u64 {
+    (start + end.saturating_sub(start) / 2) / chunk_size.max(1)
+}
+
+/// The window of each chunk `starts` begins (see [`chunk_starts`]).
+pub fn chunk_windows(spans: &[(u64, u64)], starts: &[u32], chunk_size: u64) -> Vec<u64> {
+    starts
+        .iter()
+        .filter_map(|start| spans.get(*start as usize))
+        .map(|span| midpoint_window(*span, chunk_size))
+        .collect()
 }
 
 /// The byte range `[start, end)` of a row group's column chunks.
@@ -358,11 +377,13 @@ pub(crate) async fn plan(
         )));
     }
     let (names, types) = columns.into_iter().unzip();
+    let starts = chunk_starts(&spans, chunk_size);
     let layout = ParquetLayout {
         metadata_length,
         row_groups: row_groups.len() as u32,
         rows,
-        chunk_starts: chunk_starts(&spans, chunk_size),
+        chunk_windows: chunk_windows(&spans, &starts, chunk_size),
+        chunk_starts: starts,
         types,
     };
     Ok((names, layout))
@@ -441,11 +462,13 @@ mod tests {
                 spans.push((at, at + size));
                 at += size;
             }
+            let starts = chunk_starts(&spans, chunk_size);
             let layout = ParquetLayout {
                 metadata_length: 0,
                 row_groups: spans.len() as u32,
                 rows: 0,
-                chunk_starts: chunk_starts(&spans, chunk_size),
+                chunk_windows: chunk_windows(&spans, &starts, chunk_size),
+                chunk_starts: starts,
                 types: vec![],
             };
             let mut next = 0;
@@ -453,13 +476,30 @@ mod tests {
                 let groups = layout.row_groups(index).unwrap();
                 proptest::prop_assert_eq!(groups.start, next);
                 proptest::prop_assert!(groups.end > groups.start);
+                // Every row group of a chunk has its midpoint in the chunk's window, and the
+                // windows rise: a window of the object holds one chunk at most.
+                let window = layout.chunk_windows[index as usize];
+                for group in groups.clone() {
+                    let (start, end) = spans[group as usize];
+                    proptest::prop_assert_eq!((start + (end - start) / 2) / chunk_size, window);
+                }
+                if index > 0 {
+                    proptest::prop_assert!(window > layout.chunk_windows[index as usize - 1]);
+                }
                 next = groups.end;
             }
             proptest::prop_assert_eq!(next, spans.len() as u32);
-            // The bitmap round-trips.
+            // The bitmap round-trips; the windows are the footer's, never recorded.
             let json = serde_json::to_string(&layout).unwrap();
             let back: ParquetLayout = serde_json::from_str(&json).unwrap();
-            proptest::prop_assert_eq!(back, layout);
+            proptest::prop_assert!(back.chunk_windows.is_empty());
+            proptest::prop_assert_eq!(
+                back,
+                ParquetLayout {
+                    chunk_windows: Vec::new(),
+                    ..layout
+                }
+            );
         }
     }
 
