@@ -1307,7 +1307,7 @@ async fn many_object_sources_schemas_and_refusals() {
             "jsonl",
             json!({"glob": "jl/*.jsonl"}),
             json!({"jsonLines": {}}),
-            "SELECT COUNT(*), SUM(s.a), MAX(_file) FROM S3Object s",
+            "SELECT COUNT(*), SUM(s.a), MAX(_file), COUNT(_mtime) FROM S3Object s",
         ),
         create(
             "strict",
@@ -1390,7 +1390,7 @@ async fn many_object_sources_schemas_and_refusals() {
     let status = common::scan_succeeded(&api, "jsonl", 240).await;
     assert_eq!(
         result(&status),
-        json!({"COUNT(*)": 3, "SUM(s.a)": 7, "MAX(_file)": "2.jsonl"})
+        json!({"COUNT(*)": 3, "SUM(s.a)": 7, "MAX(_file)": "2.jsonl", "COUNT(_mtime)": 3})
     );
     let status = common::scan_succeeded(&api, "empty", 240).await;
     assert_eq!(result(&status), json!({"COUNT(*)": 0, "SUM(x)": null}));

@@ -449,6 +449,39 @@ async fn hive_partitions_are_columns_and_prune_objects_unread() {
         json!({"first": expected["first_path"], "largest": expected["largest"], "n": expected["all"]["n"]})
     );
 
+    // `_mtime` is each object's LastModified as S3 lists it (milliseconds, UTC): the oldest and
+    // newest of the glob's objects, and every one dated.
+    let (times, _) = summary(
+        &data,
+        &trips,
+        "SELECT MIN(_mtime) AS oldest, MAX(_mtime) AS newest, COUNT(_mtime) AS dated, \
+         COUNT(*) AS n FROM S3Object WHERE _mtime >= '2000-01-01T00:00:00.000Z'",
+        &[],
+    )
+    .await;
+    let listed = data
+        .bucket
+        .s3
+        .list_objects_v2()
+        .bucket(b)
+        .prefix("trips/")
+        .send()
+        .await
+        .unwrap();
+    let mut modified: Vec<String> = listed
+        .contents()
+        .iter()
+        .filter(|o| o.key().is_some_and(|k| k.ends_with(".parquet")))
+        .map(|o| s3flow::scan::plan::s3_time(o.last_modified().unwrap()).unwrap())
+        .collect();
+    modified.sort();
+    assert_eq!(
+        times["result"],
+        json!({"oldest": modified[0], "newest": modified[modified.len() - 1],
+            "dated": expected["all"]["n"], "n": expected["all"]["n"]})
+    );
+    assert!(modified[0].ends_with('Z') && modified[0].len() == 24, "{modified:?}");
+
     // Rows carry their partition values.
     let (code, out, err, _) = scan(
         &data,

@@ -440,6 +440,9 @@ pub struct S3ParallelScanStatus {
     /// ETag of the object; every ranged read requires it, so a changed object fails the scan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// When the object was last written, as planning found it (`_mtime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_modified: Option<String>,
     /// Column names from the header row (of a Parquet object: its columns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub header: Vec<String>,

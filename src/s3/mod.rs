@@ -13,7 +13,8 @@ pub use multipart::{
     HeldPart, MultipartWriter, NewObject, abort_upload, multipart_etag, quoted_md5,
 };
 pub use read::{
-    DEFAULT_READ_FLOOR, RangeStream, ReadFailure, object_version, read_object, set_read_floor,
+    DEFAULT_READ_FLOOR, ObjectHead, RangeStream, ReadFailure, object_head, object_version,
+    read_object, set_read_floor,
 };
 pub use retry::backoff;
 pub use url::{S3Url, S3UrlError};

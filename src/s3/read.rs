@@ -200,12 +200,30 @@ impl RangeStream {
     }
 }
 
+/// What a HEAD says of an object.
+#[derive(Clone, Debug)]
+pub struct ObjectHead {
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its ETag, quoted as S3 gives it.
+    pub etag: Option<String>,
+    /// When it was last written.
+    pub modified: Option<aws_sdk_s3::primitives::DateTime>,
+}
+
 /// An object's size and ETag (the version a [`RangeStream`] pins).
 pub async fn object_version(
     s3: &Client,
     bucket: &str,
     key: &str,
 ) -> Result<(u64, Option<String>), ReadFailure> {
+    object_head(s3, bucket, key)
+        .await
+        .map(|head| (head.size, head.etag))
+}
+
+/// An object's size, ETag and last-modified time, by HEAD.
+pub async fn object_head(s3: &Client, bucket: &str, key: &str) -> Result<ObjectHead, ReadFailure> {
     let head = s3
         .head_object()
         .bucket(bucket)
@@ -215,8 +233,11 @@ pub async fn object_version(
         .map_err(|e| {
             ReadFailure::Request(ServiceFailure::of(&format!("HEAD s3://{bucket}/{key}"), e))
         })?;
-    let size = u64::try_from(head.content_length().unwrap_or_default()).unwrap_or_default();
-    Ok((size, head.e_tag))
+    Ok(ObjectHead {
+        size: u64::try_from(head.content_length().unwrap_or_default()).unwrap_or_default(),
+        etag: head.e_tag,
+        modified: head.last_modified,
+    })
 }
 
 /// A whole object of at most `limit` bytes (a report, a record, an upload record): its size

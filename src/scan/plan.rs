@@ -40,14 +40,18 @@ pub struct ObjectVersion {
     pub size: u64,
     /// Its ETag, as S3 gives it (quoted).
     pub etag: String,
+    /// When it was last written, as S3 gave it with the ETag (a listing, a HEAD, an Inventory
+    /// row), as [`s3_time`] writes it (`2024-06-01T12:00:00.000Z`): text in time order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
 }
 
 /// The columns every object has, as ClickHouse names them; a real column of the same name wins.
-pub const VIRTUAL_COLUMNS: [&str; 4] = ["_path", "_file", "_size", "_etag"];
+pub const VIRTUAL_COLUMNS: [&str; 5] = ["_path", "_file", "_size", "_etag", "_mtime"];
 
 impl ObjectVersion {
-    /// Its [`VIRTUAL_COLUMNS`]: `s3://bucket/key`, the key's last segment, the size in bytes, and
-    /// the ETag without its quotes.
+    /// Its [`VIRTUAL_COLUMNS`]: `s3://bucket/key`, the key's last segment, the size in bytes, the
+    /// ETag without its quotes, and the last-modified time (NULL when S3 gave none).
     pub fn virtual_columns(&self) -> Constants {
         let file = self.key.rsplit('/').next().unwrap_or_default();
         let values = [
@@ -55,6 +59,9 @@ impl ObjectVersion {
             Value::Str(file.to_string().into()),
             Value::Int(i64::try_from(self.size).unwrap_or(i64::MAX)),
             Value::Str(self.etag.trim_matches('"').to_string().into()),
+            self.modified
+                .clone()
+                .map_or(Value::Null, |time| Value::Str(time.into())),
         ];
         VIRTUAL_COLUMNS
             .iter()
@@ -82,13 +89,31 @@ impl ObjectVersion {
             key: key.to_string(),
             size,
             etag,
+            modified: None,
         })
+    }
+
+    /// The version with the last-modified time S3 gave with it.
+    pub fn modified_at(mut self, time: Option<&aws_sdk_s3::primitives::DateTime>) -> Self {
+        self.modified = time.and_then(s3_time);
+        self
     }
 
     /// `s3://bucket/key`, for messages.
     pub fn url(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
     }
+}
+
+/// `time` as S3 writes times in listings: RFC 3339 UTC with milliseconds
+/// (`2024-06-01T12:00:00.000Z`), always the same length, so that text order is time order.
+pub fn s3_time(time: &aws_sdk_s3::primitives::DateTime) -> Option<String> {
+    let text = time
+        .fmt(aws_sdk_s3::primitives::DateTimeFormat::DateTime)
+        .ok()?;
+    let text = text.strip_suffix('Z')?;
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    Some(format!("{whole}.{fraction:0<3.3}Z"))
 }
 
 /// Everything the chunks of one scan share.
@@ -572,7 +597,8 @@ async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
         &request.key,
         size,
         head.e_tag().map(str::to_string),
-    )?;
+    )?
+    .modified_at(head.last_modified());
     plan_version(s3, request, object, head.content_encoding()).await
 }
 
@@ -840,6 +866,26 @@ mod tests {
     }
 
     #[test]
+    fn times_are_written_as_s3_writes_them() {
+        use aws_sdk_s3::primitives::DateTime;
+        for (seconds, nanos, text) in [
+            (1_717_200_000, 0, "2024-06-01T00:00:00.000Z"),
+            (1_717_200_000, 500_000_000, "2024-06-01T00:00:00.500Z"),
+            (1_717_200_001, 123_456_789, "2024-06-01T00:00:01.123Z"),
+            (0, 0, "1970-01-01T00:00:00.000Z"),
+        ] {
+            let time = DateTime::from_secs_and_nanos(seconds, nanos);
+            assert_eq!(s3_time(&time).as_deref(), Some(text));
+        }
+        // Text order is time order, within a second too.
+        let times: Vec<String> = [(5, 0), (5, 1_000_000), (5, 900_000_000), (6, 0)]
+            .iter()
+            .map(|(s, n)| s3_time(&DateTime::from_secs_and_nanos(*s, *n)).unwrap())
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    }
+
+    #[test]
     fn partitions_and_virtual_columns_stand_for_values_unless_a_column_is_named_so() {
         let layout = |columns: &[&str], partitions: &[(&str, &str)]| Layout {
             object: ObjectVersion::pinned("b", "y=2024/day.csv", 10, Some("\"e1\"".into()))
@@ -874,6 +920,7 @@ mod tests {
                 true,
             ),
             ("_etag = 'e1'", true),
+            ("_mtime IS NULL", true),
             ("_size > 10", false),
         ] {
             let query = compiled(&plain, filter);
@@ -911,6 +958,7 @@ mod tests {
                     key: "k".into(),
                     size,
                     etag: "e".into(),
+                    modified: None,
                 },
                 format: CSV,
                 columns: vec![],

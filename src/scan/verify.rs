@@ -368,6 +368,7 @@ mod tests {
                     key: "k.csv".into(),
                     size: 104,
                     etag: "\"e\"".into(),
+                    modified: None,
                 },
                 format: InputFormat::Csv {
                     delimiter: b',',

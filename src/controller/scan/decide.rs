@@ -493,6 +493,7 @@ pub(super) fn planned(
         listing.columns.clear();
     } else {
         status.etag = Some(layout.object.etag.clone());
+        status.object_modified = layout.object.modified.clone();
         status.data_start = Some(layout.data_start as i64);
     }
     status.compression =

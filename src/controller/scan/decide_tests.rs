@@ -22,6 +22,7 @@ fn layout(chunks: u32, format: InputFormat) -> Layout {
             key: "big.csv".into(),
             size: DATA_START + CHUNK * u64::from(chunks),
             etag: "\"v1\"".into(),
+            modified: None,
         },
         format,
         columns: vec!["a".into(), "b".into()],

@@ -619,6 +619,7 @@ mod tests {
                     key: "k".into(),
                     size: 100,
                     etag: "\"e\"".into(),
+                    modified: None,
                 },
                 format: InputFormat::Csv {
                     delimiter: b',',

@@ -152,6 +152,7 @@ pub(super) fn pack_slice(
                 etag: object.etag.clone(),
                 size: object.size,
                 window,
+                modified: object.modified.clone(),
             });
         }
         slice.chunks.push(pieces);
@@ -407,6 +408,7 @@ mod tests {
             key: key.into(),
             size,
             etag: "\"e\"".into(),
+            modified: None,
         }
     }
 
@@ -416,6 +418,7 @@ mod tests {
             etag: "\"e\"".into(),
             size,
             window,
+            modified: None,
         }
     }
 

@@ -77,6 +77,7 @@ fn layout(chunks: u32) -> Layout {
             key: "big.jsonl".into(),
             size: CHUNK * u64::from(chunks),
             etag: "\"v1\"".into(),
+            modified: None,
         },
         format: InputFormat::JsonLines,
         columns: vec![],

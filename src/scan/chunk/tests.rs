@@ -44,6 +44,7 @@ fn layout(data: &[u8], chunk_size: u64, columns: &[&str]) -> Layout {
             key: "k".into(),
             size: data.len() as u64,
             etag: "e".into(),
+            modified: None,
         },
         format: InputFormat::Csv {
             delimiter: b',',

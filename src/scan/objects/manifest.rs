@@ -54,6 +54,8 @@ pub struct Row {
     pub key: String,
     /// Its size and ETag (quoted), from an Inventory.
     pub version: Option<(u64, String)>,
+    /// Its last-modified time, from an Inventory (RFC 3339 UTC).
+    pub modified: Option<String>,
 }
 
 /// Where a data file's fields are.
@@ -67,6 +69,7 @@ struct Fields {
     is_latest: Option<usize>,
     /// An Inventory of all versions: a delete marker names no object.
     is_delete_marker: Option<usize>,
+    modified: Option<usize>,
 }
 
 const BATCH_FIELDS: Fields = Fields {
@@ -76,6 +79,7 @@ const BATCH_FIELDS: Fields = Fields {
     etag: None,
     is_latest: None,
     is_delete_marker: None,
+    modified: None,
 };
 
 /// `manifest.json` of an S3 Inventory.
@@ -294,6 +298,7 @@ fn inventory_fields(schema: &str) -> Result<Fields, String> {
         etag: at("ETag"),
         is_latest: at("IsLatest"),
         is_delete_marker: at("IsDeleteMarker"),
+        modified: at("LastModifiedDate"),
     })
 }
 
@@ -466,10 +471,23 @@ fn manifest_row(out: &[u8], ends: &[usize], fields: Fields) -> Result<Option<Row
         }
         _ => None,
     };
+    // A time that is not one is no reason to refuse the row: `_mtime` is then NULL.
+    let modified = fields
+        .modified
+        .and_then(field)
+        .and_then(|text| {
+            aws_sdk_s3::primitives::DateTime::from_str(
+                text,
+                aws_sdk_s3::primitives::DateTimeFormat::DateTime,
+            )
+            .ok()
+        })
+        .and_then(|time| crate::scan::plan::s3_time(&time));
     Ok(Some(Row {
         bucket,
         key,
         version,
+        modified,
     }))
 }
 
@@ -520,7 +538,12 @@ async fn object_of(
         return Ok(None);
     }
     match row.version {
-        Some((size, etag)) => ObjectVersion::pinned(bucket, &row.key, size, Some(etag)).map(Some),
+        Some((size, etag)) => ObjectVersion::pinned(bucket, &row.key, size, Some(etag)).map(|v| {
+            Some(ObjectVersion {
+                modified: row.modified,
+                ..v
+            })
+        }),
         None => super::head(s3, selection, row.key).await,
     }
 }
@@ -545,6 +568,7 @@ mod tests {
             bucket: bucket.into(),
             key: key.into(),
             version: version.map(|(size, etag)| (size, etag.into())),
+            modified: None,
         }
     }
 
@@ -614,7 +638,10 @@ mod tests {
         let text = "\"b\",\"d/1.csv\",\"12\",\"2024-06-01T00:00:00.000Z\",\"5d41402abc4b2a76\"\n";
         assert_eq!(
             parsed(text, fields).unwrap(),
-            [row("b", "d/1.csv", Some((12, "\"5d41402abc4b2a76\"")))]
+            [Row {
+                modified: Some("2024-06-01T00:00:00.000Z".into()),
+                ..row("b", "d/1.csv", Some((12, "\"5d41402abc4b2a76\"")))
+            }]
         );
         assert!(
             parsed("b,k,twelve,t,e\n", fields)

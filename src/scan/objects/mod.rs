@@ -203,10 +203,13 @@ fn head(
         selection.changes.clone(),
     );
     async move {
-        let version = crate::s3::object_version(&s3, &bucket, &key)
+        let version = crate::s3::object_head(&s3, &bucket, &key)
             .await
             .map_err(read_failure)
-            .and_then(|(size, etag)| ObjectVersion::pinned(&bucket, &key, size, etag));
+            .and_then(|head| {
+                ObjectVersion::pinned(&bucket, &key, head.size, head.etag)
+                    .map(|version| version.modified_at(head.modified.as_ref()))
+            });
         match version {
             Ok(version) => Ok(Some(version)),
             Err(error) => changes.skip(&key, error).map(|()| None),
@@ -308,7 +311,10 @@ pub async fn list_page(
                 };
                 let size = u64::try_from(object.size().unwrap_or_default()).unwrap_or_default();
                 let etag = object.e_tag().map(str::to_string);
-                matched.push(ObjectVersion::pinned(bucket, key, size, etag)?);
+                matched.push(
+                    ObjectVersion::pinned(bucket, key, size, etag)?
+                        .modified_at(object.last_modified()),
+                );
             }
             let last = page.contents().last().and_then(|o| o.key());
             let next = match (page.is_truncated() == Some(true), last) {
@@ -399,7 +405,10 @@ impl Pages {
                 };
                 let size = u64::try_from(object.size().unwrap_or_default()).unwrap_or_default();
                 let etag = object.e_tag().map(str::to_string);
-                matched.push_back(ObjectVersion::pinned(&pages.bucket, key, size, etag));
+                matched.push_back(
+                    ObjectVersion::pinned(&pages.bucket, key, size, etag)
+                        .map(|version| version.modified_at(object.last_modified())),
+                );
             }
             Ok(Some((futures::stream::iter(matched), pages)))
         })

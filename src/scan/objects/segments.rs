@@ -72,6 +72,9 @@ pub struct PlannedPiece {
     /// after its header); `None`: the whole object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<u32>,
+    /// Its last-modified time, as listed (`_mtime`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
 }
 
 impl PlannedPiece {
@@ -82,6 +85,7 @@ impl PlannedPiece {
             key: self.key.clone(),
             size: self.size,
             etag: self.etag.clone(),
+            modified: self.modified.clone(),
         }
     }
 }
@@ -224,6 +228,7 @@ mod tests {
             etag: "\"e\"".into(),
             size: 10,
             window,
+            modified: Some("2024-06-01T00:00:00.000Z".into()),
         }
     }
 
