@@ -94,8 +94,9 @@ pub struct ScanSource {
     #[schemars(length(min = 1, max = 1000))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) > 0 && size(k) <= 1024 && !k.endsWith('/'))").message("each of keys names an object: 1 to 1,024 bytes, not ending in /"))]
     pub keys: Option<Vec<String>>,
-    /// The objects a manifest names, in its order, each row scanned as it comes: an S3 Batch
-    /// Operations CSV (`bucket,key[,versionId]`, keys URL-encoded), or an S3 Inventory
+    /// The objects a manifest names, in its order, each row scanned as it comes (a key named
+    /// twice is scanned twice): an S3 Batch Operations CSV (`bucket,key`, keys URL-encoded; a row
+    /// naming a versionId is refused, as current versions are read), or an S3 Inventory
     /// `manifest.json` with CSV data files. Every row names `bucket`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<ManifestSource>,

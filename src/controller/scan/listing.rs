@@ -3,14 +3,14 @@
 //! of the plan, and the cursor kept in status, so that an operator restart resumes the listing
 //! where it stopped. The operator holds one slice at a time, whatever the number of objects.
 
-use super::observe::Observed;
+use super::observe::{Observed, format_of};
 use crate::api::Phase;
 use crate::api::scan::{
     HivePartitioningMode, ListingStatus, ObjectCounts, OnObjectChangePolicy, S3ParallelScan,
     SchemaMode,
 };
 use crate::controller::{Error, set_phase};
-use crate::scan::ScanError;
+use crate::scan::{InputFormat, ScanError};
 use crate::scan::objects::pack::{Packer, Packing};
 use crate::scan::objects::segments::{ObjectPlan, PlannedPiece, write_segment};
 use crate::scan::objects::{
@@ -110,6 +110,7 @@ pub(super) fn pack_slice(
     first: u32,
     objects: &[ObjectVersion],
     packing: Packing,
+    format: InputFormat,
 ) -> Result<Slice, String> {
     let chunk_size = packing.chunk_size.max(1);
     let splittable =
@@ -144,7 +145,9 @@ pub(super) fn pack_slice(
             let window = (windows(object) > 1)
                 .then(|| u32::try_from(piece.start / chunk_size).map_err(|_| too_many()))
                 .transpose()?;
-            if window.is_some_and(|w| w > 0) {
+            // A text window after the first starts mid-record, maybe: its start state is the
+            // window before's end. A Parquet window starts at a row group, in a known state.
+            if window.is_some_and(|w| w > 0) && format != InputFormat::Parquet {
                 slice.continuing.push(number);
             }
             pieces.push(PlannedPiece {
@@ -297,7 +300,7 @@ pub(super) async fn list_slice(
     }
     let kept: Vec<ObjectVersion> = kept.into_iter().map(|(version, _)| version).collect();
     let first_chunk = u32::try_from(listing.chunks).unwrap_or(u32::MAX);
-    let slice = match pack_slice(first_chunk, &kept, packing) {
+    let slice = match pack_slice(first_chunk, &kept, packing, format_of(obj)) {
         Ok(slice) => slice,
         Err(message) => return verdict(ScanError::TooManyObjects(message)),
     };
@@ -402,6 +405,12 @@ pub(super) fn plan_of(
 mod tests {
     use super::*;
 
+    const CSV: InputFormat = InputFormat::Csv {
+        delimiter: b',',
+        quote: b'"',
+        header: true,
+    };
+
     fn object(key: &str, size: u64) -> ObjectVersion {
         ObjectVersion {
             bucket: "b".into(),
@@ -436,7 +445,7 @@ mod tests {
             object("d.csv.gz", 250),
             object("e.csv", 5),
         ];
-        let slice = pack_slice(7, &objects, packing).unwrap();
+        let slice = pack_slice(7, &objects, packing, CSV).unwrap();
         assert_eq!(
             slice.chunks,
             [
@@ -451,7 +460,7 @@ mod tests {
         assert_eq!(slice.continuing, [9, 10]);
         assert_eq!(slice.bytes, 565);
         // A Parquet object is split in windows without its footer read: its workers read it.
-        let parquet = pack_slice(0, &[object("p.parquet", 150)], packing).unwrap();
+        let parquet = pack_slice(0, &[object("p.parquet", 150)], packing, InputFormat::Parquet).unwrap();
         assert_eq!(
             parquet.chunks,
             [
@@ -459,7 +468,7 @@ mod tests {
                 vec![piece("p.parquet", 150, Some(1))]
             ]
         );
-        assert_eq!(parquet.continuing, [1]);
+        assert!(parquet.continuing.is_empty(), "a Parquet window starts in a known state");
     }
 
     /// The peak resident set of this process, in KiB (`VmHWM`), as the note on the test says.
@@ -564,11 +573,11 @@ mod tests {
         };
         let huge = [object("big.csv", MAX_CHUNKS + 1)];
         assert!(
-            pack_slice(0, &huge, packing)
+            pack_slice(0, &huge, packing, CSV)
                 .unwrap_err()
                 .contains("raise chunkSize")
         );
         let near = [object("a.csv", 1)];
-        assert!(pack_slice(MAX_CHUNKS as u32, &near, packing).is_err());
+        assert!(pack_slice(MAX_CHUNKS as u32, &near, packing, CSV).is_err());
     }
 }

@@ -70,6 +70,8 @@ struct Fields {
     /// An Inventory of all versions: a delete marker names no object.
     is_delete_marker: Option<usize>,
     modified: Option<usize>,
+    /// A Batch Operations row's version: scans read current versions only.
+    version_id: Option<usize>,
 }
 
 const BATCH_FIELDS: Fields = Fields {
@@ -80,6 +82,7 @@ const BATCH_FIELDS: Fields = Fields {
     is_latest: None,
     is_delete_marker: None,
     modified: None,
+    version_id: Some(2),
 };
 
 /// `manifest.json` of an S3 Inventory.
@@ -123,6 +126,9 @@ async fn send_rows(
     let files = files(s3, manifest).await?;
     for file in files.files {
         let file = file.version(s3).await?;
+        if rows.is_closed() {
+            return Ok(());
+        }
         let rows = rows.clone();
         file_rows(s3, file, files.fields, 0, (), move |(), row, _| {
             rows.blocking_send(Ok(row)).is_ok()
@@ -299,6 +305,8 @@ fn inventory_fields(schema: &str) -> Result<Fields, String> {
         is_latest: at("IsLatest"),
         is_delete_marker: at("IsDeleteMarker"),
         modified: at("LastModifiedDate"),
+        // Of an Inventory of all versions, the current ones are kept by IsLatest.
+        version_id: None,
     })
 }
 
@@ -459,6 +467,11 @@ fn manifest_row(out: &[u8], ends: &[usize], fields: Fields) -> Result<Option<Row
     if flag(fields.is_latest) == Some(false) || flag(fields.is_delete_marker) == Some(true) {
         return Ok(None);
     }
+    if let Some(version) = fields.version_id.and_then(field).filter(|v| !v.is_empty()) {
+        return Err(format!(
+            "names version {version:?} of its object; a scan reads current versions only"
+        ));
+    }
     let bucket = needed(fields.bucket, "bucket")?.to_string();
     let key = decode_key(needed(fields.key, "key")?);
     if key.is_empty() {
@@ -575,7 +588,7 @@ mod tests {
     #[test]
     fn batch_operations_rows_decode_their_keys() {
         let text =
-            "b,a/plain.csv\nb,with+space%2Bplus.csv,3HL4kqtJlcpXroDTDmJ\r\n\"b\",\"x%C3%A9,y\"";
+            "b,a/plain.csv\nb,with+space%2Bplus.csv,\r\n\"b\",\"x%C3%A9,y\"";
         assert_eq!(
             parsed(text, BATCH_FIELDS).unwrap(),
             [
@@ -588,6 +601,12 @@ mod tests {
             parsed("b\n", BATCH_FIELDS)
                 .unwrap_err()
                 .contains("row 1: no key")
+        );
+        // A row naming a version other than the current one would be scanned as the current.
+        assert!(
+            parsed("b,k\nb,k,3HL4kqtJlcpXroDTDmJ\n", BATCH_FIELDS)
+                .unwrap_err()
+                .contains("row 2: names version \"3HL4kqtJlcpXroDTDmJ\"")
         );
         assert!(
             parsed("b,\n", BATCH_FIELDS)

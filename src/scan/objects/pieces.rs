@@ -159,6 +159,12 @@ async fn run_pieces(
             // A Parquet object's window runs the row groups whose midpoints lie in it: the chunk
             // of its footer's layout in that window, or none (an empty report).
             let index = match &layout.parquet {
+                Some(parquet) if parquet.chunk_windows.len() != parquet.chunk_starts.len() => {
+                    return Err(ScanError::InvalidScan(format!(
+                        "{}: the windows of its row groups are unknown",
+                        layout.object.url()
+                    )));
+                }
                 Some(parquet) => parquet
                     .chunk_windows
                     .iter()

@@ -97,19 +97,32 @@ impl ParquetLayout {
     }
 }
 
+/// The `chunk_size` window of each row group of an object of `size` bytes: the one its midpoint
+/// lies in, but never before the window of the row group before it (a file whose row groups are
+/// not in byte order still makes ascending windows, each one chunk at most) nor past the
+/// object's last window. `spans` are the row groups' byte ranges `[start, end)` in file order.
+pub fn row_group_windows(spans: &[(u64, u64)], chunk_size: u64, size: u64) -> Vec<u64> {
+    let last = size.saturating_sub(1) / chunk_size.max(1);
+    let mut floor = 0;
+    spans
+        .iter()
+        .map(|span| {
+            floor = midpoint_window(*span, chunk_size).clamp(floor, last.max(floor));
+            floor
+        })
+        .collect()
+}
+
 /// The first row group of each chunk: a row group joins the chunk of the row group before it when
-/// the midpoints of both lie in the same `chunk_size` window. `spans` are the row groups' byte
-/// ranges `[start, end)` in file order.
-pub fn chunk_starts(spans: &[(u64, u64)], chunk_size: u64) -> Vec<u32> {
-    let window = |span: (u64, u64)| midpoint_window(span, chunk_size);
+/// both are in the same window (see [`row_group_windows`]).
+pub fn chunk_starts(windows: &[u64]) -> Vec<u32> {
     let mut starts = Vec::new();
     let mut previous = None;
-    for (index, span) in spans.iter().enumerate() {
-        let this = window(*span);
-        if previous != Some(this) {
+    for (index, window) in windows.iter().enumerate() {
+        if previous != Some(window) {
             starts.push(index as u32);
         }
-        previous = Some(this);
+        previous = Some(window);
     }
     starts
 }
@@ -120,11 +133,10 @@ fn midpoint_window((start, end): (u64, u64), chunk_size: u64) -> u64 {
 }
 
 /// The window of each chunk `starts` begins (see [`chunk_starts`]).
-pub fn chunk_windows(spans: &[(u64, u64)], starts: &[u32], chunk_size: u64) -> Vec<u64> {
+pub fn chunk_windows(windows: &[u64], starts: &[u32]) -> Vec<u64> {
     starts
         .iter()
-        .filter_map(|start| spans.get(*start as usize))
-        .map(|span| midpoint_window(*span, chunk_size))
+        .filter_map(|start| windows.get(*start as usize).copied())
         .collect()
 }
 
@@ -377,12 +389,13 @@ pub(crate) async fn plan(
         )));
     }
     let (names, types) = columns.into_iter().unzip();
-    let starts = chunk_starts(&spans, chunk_size);
+    let windows = row_group_windows(&spans, chunk_size, size);
+    let starts = chunk_starts(&windows);
     let layout = ParquetLayout {
         metadata_length,
         row_groups: row_groups.len() as u32,
         rows,
-        chunk_windows: chunk_windows(&spans, &starts, chunk_size),
+        chunk_windows: chunk_windows(&windows, &starts),
         chunk_starts: starts,
         types,
     };
@@ -440,14 +453,15 @@ mod tests {
             (&[(4, 1000), (1000, 2000)], 1 << 40, &[0]),
             // A huge row group between small ones skips windows without making empty chunks.
             (&[(4, 5), (5, 500), (500, 501)], 10, &[0, 1, 2]),
+            // Row groups out of byte order: windows 0, 1, 0 -> 0, 1, 1 (never back).
+            (&[(4, 6), (14, 16), (6, 8)], 10, &[0, 1]),
         ];
         for (spans, chunk_size, want) in cases {
-            assert_eq!(
-                chunk_starts(spans, *chunk_size),
-                *want,
-                "{spans:?} / {chunk_size}"
-            );
+            let windows = row_group_windows(spans, *chunk_size, 10_000);
+            assert_eq!(chunk_starts(&windows), *want, "{spans:?} / {chunk_size}");
         }
+        // A row group whose midpoint is the object's end is in the object's last window.
+        assert_eq!(row_group_windows(&[(4, 15), (20, 20)], 10, 20), [0, 1]);
     }
 
     proptest::proptest! {
@@ -462,12 +476,13 @@ mod tests {
                 spans.push((at, at + size));
                 at += size;
             }
-            let starts = chunk_starts(&spans, chunk_size);
+            let windows = row_group_windows(&spans, chunk_size, at);
+            let starts = chunk_starts(&windows);
             let layout = ParquetLayout {
                 metadata_length: 0,
                 row_groups: spans.len() as u32,
                 rows: 0,
-                chunk_windows: chunk_windows(&spans, &starts, chunk_size),
+                chunk_windows: chunk_windows(&windows, &starts),
                 chunk_starts: starts,
                 types: vec![],
             };
@@ -486,6 +501,8 @@ mod tests {
                 if index > 0 {
                     proptest::prop_assert!(window > layout.chunk_windows[index as usize - 1]);
                 }
+                // Within the windows a planner that read no footer makes of the object.
+                proptest::prop_assert!(window < at.div_ceil(chunk_size));
                 next = groups.end;
             }
             proptest::prop_assert_eq!(next, spans.len() as u32);
