@@ -47,9 +47,10 @@ pub(crate) async fn run_planned_chunk(
         ));
     };
     let query = task.layout.compile(sql)?;
+    let empty = query.empty_partials();
     let pieces = plan.pieces(s3, task.index).await?;
     let Some(output) = output else {
-        return run_pieces(s3, task, plan, &pieces, None, (progress, stop)).await;
+        return run_pieces(s3, (task, sql, empty), plan, &pieces, None, (progress, stop)).await;
     };
     let names = query
         .output_names()
@@ -63,7 +64,15 @@ pub(crate) async fn run_planned_chunk(
         to: piece_rows,
     };
     let ran = async {
-        let ran = run_pieces(s3, task, plan, &pieces, Some(rows), (progress, stop)).await;
+        let ran = run_pieces(
+            s3,
+            (task, sql, empty),
+            plan,
+            &pieces,
+            Some(rows),
+            (progress, stop),
+        )
+        .await;
         // Rows end only when every piece ran: a part is completed only whole.
         let finished = relay.await.map_err(ScanError::Parser)?;
         if ran.is_ok() {
@@ -75,20 +84,17 @@ pub(crate) async fn run_planned_chunk(
     with_part(ran, uploaded)
 }
 
-/// The pieces' reports made into the chunk's, their rows sent to `rows`.
+/// The pieces' reports made into the chunk's (whose query `sql` has the aggregates `empty`
+/// before any record), their rows sent to `rows`.
 async fn run_pieces(
     s3: &Client,
-    task: &ChunkTask,
+    (task, sql, empty): (&ChunkTask, &String, Vec<crate::scan::value::Partial>),
     plan: &ObjectPlan,
     pieces: &[PlannedPiece],
     rows: Option<LocalRows>,
     (progress, stop): (Arc<AtomicU64>, Stop),
 ) -> Result<ChunkReport, ScanError> {
     let top = &task.layout;
-    let Work::Query { sql, .. } = &task.work else {
-        return Err(ScanError::InvalidScan("no query".into()));
-    };
-    let empty = top.compile(sql)?.empty_partials();
     let window = match pieces {
         [piece] => piece.window,
         _ => None,
