@@ -50,7 +50,7 @@ pub(crate) async fn run_planned_chunk(
     let empty = query.empty_partials();
     let pieces = plan.pieces(s3, task.index).await?;
     let Some(output) = output else {
-        return run_pieces(s3, (task, sql, empty), plan, &pieces, None, (progress, stop)).await;
+        return run_pieces(s3, (task, sql.as_str(), empty), plan, &pieces, None, (progress, stop)).await;
     };
     let names = query
         .output_names()
@@ -66,7 +66,7 @@ pub(crate) async fn run_planned_chunk(
     let ran = async {
         let ran = run_pieces(
             s3,
-            (task, sql, empty),
+            (task, sql.as_str(), empty),
             plan,
             &pieces,
             Some(rows),
@@ -88,7 +88,7 @@ pub(crate) async fn run_planned_chunk(
 /// before any record), their rows sent to `rows`.
 async fn run_pieces(
     s3: &Client,
-    (task, sql, empty): (&ChunkTask, &String, Vec<crate::scan::value::Partial>),
+    (task, sql, empty): (&ChunkTask, &str, Vec<crate::scan::value::Partial>),
     plan: &ObjectPlan,
     pieces: &[PlannedPiece],
     rows: Option<LocalRows>,
@@ -144,7 +144,7 @@ async fn run_pieces(
                 index,
                 start_state,
                 work: Work::Query {
-                    sql: sql.clone(),
+                    sql: sql.to_string(),
                     output: None,
                 },
                 run: task.run.clone(),
