@@ -1366,7 +1366,10 @@ async fn many_object_sources_schemas_and_refusals() {
         listing.chunks,
         parquet.len()
     );
-    assert!(listing.continuing.is_empty(), "Parquet windows start at row groups");
+    assert!(
+        listing.continuing.is_empty(),
+        "Parquet windows start at row groups"
+    );
     let status = common::scan_succeeded(&api, "keys", 240).await;
     assert_eq!(
         result(&status),

@@ -480,7 +480,10 @@ async fn hive_partitions_are_columns_and_prune_objects_unread() {
         json!({"oldest": modified[0], "newest": modified[modified.len() - 1],
             "dated": expected["all"]["n"], "n": expected["all"]["n"]})
     );
-    assert!(modified[0].ends_with('Z') && modified[0].len() == 24, "{modified:?}");
+    assert!(
+        modified[0].ends_with('Z') && modified[0].len() == 24,
+        "{modified:?}"
+    );
 
     // Rows carry their partition values.
     let (code, out, err, _) = scan(

@@ -10,7 +10,6 @@ use crate::api::scan::{
     SchemaMode,
 };
 use crate::controller::{Error, set_phase};
-use crate::scan::{InputFormat, ScanError};
 use crate::scan::objects::pack::{Packer, Packing};
 use crate::scan::objects::segments::{ObjectPlan, PlannedPiece, write_segment};
 use crate::scan::objects::{
@@ -19,6 +18,7 @@ use crate::scan::objects::{
 };
 use crate::scan::plan::{JoinedColumns, MAX_CHUNKS, ObjectVersion, plan_object};
 use crate::scan::sql::{Columns, compile};
+use crate::scan::{InputFormat, ScanError};
 use crate::size::parse_size;
 use aws_sdk_s3::Client;
 
@@ -460,7 +460,13 @@ mod tests {
         assert_eq!(slice.continuing, [9, 10]);
         assert_eq!(slice.bytes, 565);
         // A Parquet object is split in windows without its footer read: its workers read it.
-        let parquet = pack_slice(0, &[object("p.parquet", 150)], packing, InputFormat::Parquet).unwrap();
+        let parquet = pack_slice(
+            0,
+            &[object("p.parquet", 150)],
+            packing,
+            InputFormat::Parquet,
+        )
+        .unwrap();
         assert_eq!(
             parquet.chunks,
             [
@@ -468,7 +474,10 @@ mod tests {
                 vec![piece("p.parquet", 150, Some(1))]
             ]
         );
-        assert!(parquet.continuing.is_empty(), "a Parquet window starts in a known state");
+        assert!(
+            parquet.continuing.is_empty(),
+            "a Parquet window starts in a known state"
+        );
     }
 
     /// The peak resident set of this process, in KiB (`VmHWM`), as the note on the test says.

@@ -587,8 +587,7 @@ mod tests {
 
     #[test]
     fn batch_operations_rows_decode_their_keys() {
-        let text =
-            "b,a/plain.csv\nb,with+space%2Bplus.csv,\r\n\"b\",\"x%C3%A9,y\"";
+        let text = "b,a/plain.csv\nb,with+space%2Bplus.csv,\r\n\"b\",\"x%C3%A9,y\"";
         assert_eq!(
             parsed(text, BATCH_FIELDS).unwrap(),
             [

@@ -50,7 +50,15 @@ pub(crate) async fn run_planned_chunk(
     let empty = query.empty_partials();
     let pieces = plan.pieces(s3, task.index).await?;
     let Some(output) = output else {
-        return run_pieces(s3, (task, sql.as_str(), empty), plan, &pieces, None, (progress, stop)).await;
+        return run_pieces(
+            s3,
+            (task, sql.as_str(), empty),
+            plan,
+            &pieces,
+            None,
+            (progress, stop),
+        )
+        .await;
     };
     let names = query
         .output_names()
