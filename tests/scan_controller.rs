@@ -1274,6 +1274,12 @@ async fn many_object_sources_schemas_and_refusals() {
             "SELECT COUNT(*), SUM(v), MAX(n), MAX(month) FROM S3Object WHERE month <= 2",
         ),
         create(
+            "parquet-folders",
+            json!({"glob": "pq/month=*/data.parquet"}),
+            json!({"parquet": {}}),
+            "SELECT COUNT(*), SUM(v), MAX(n), MAX(month) FROM S3Object WHERE month <= 2",
+        ),
+        create(
             "parquet-windows",
             json!({"glob": "pq/**/*.parquet"}),
             json!({"parquet": {}}),
@@ -1354,6 +1360,14 @@ async fn many_object_sources_schemas_and_refusals() {
     assert_eq!(
         (objects.matched, objects.pruned, objects.scanned),
         (3, 1, 2)
+    );
+    // The same answer from a glob naming the partition folders: month=3 is never listed.
+    let folders = common::scan_succeeded(&api, "parquet-folders", 240).await;
+    assert_eq!(result(&folders), result(&status));
+    let objects = folders.objects.clone().unwrap();
+    assert_eq!(
+        (objects.matched, objects.pruned, objects.pruned_folders),
+        (2, 0, 1)
     );
     // The same answer from windows of the objects, each its row groups whose midpoints lie in
     // it (some windows hold none): every row group once.

@@ -421,6 +421,21 @@ async fn hive_partitions_are_columns_and_prune_objects_unread() {
             "prunedFolders": expected["pruned_folders"]}),
         "folders listed"
     );
+    // The operator walks the same folders in pages of any size, each resumed from the position
+    // the one before gave: every kept object once, in key order, each ruled-out folder counted
+    // once.
+    let kept_keys: Vec<&str> = expected["kept_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    for page_rows in [1, 2, 5, 1000] {
+        let (keys, pruned) = folder_pages(&data.bucket, "trips/year=*/month=*/*.parquet", page_rows).await;
+        assert_eq!(keys, kept_keys, "in pages of {page_rows}");
+        assert_eq!(pruned, expected["pruned_folders"].as_u64().unwrap(), "in pages of {page_rows}");
+    }
+
     // Every folder ruled out: an empty answer, not NoObjects.
     let (none, _) = summary(
         &data,
@@ -519,6 +534,43 @@ async fn hive_partitions_are_columns_and_prune_objects_unread() {
     .await;
     assert_ne!(code, 0);
     assert!(err.contains("both a hive partition"), "{err}");
+}
+
+/// The keys `glob` selects with `WHERE year = 2024 AND month <= 3`, walked folder by folder in
+/// pages of `rows` keys as the operator lists them in slices, and the folders ruled out.
+async fn folder_pages(bucket: &Bucket, glob: &str, rows: usize) -> (Vec<String>, u64) {
+    use s3flow::scan::objects::{
+        FolderPruning, Glob, ListingCursor, ObjectSource, Selection, list_page,
+    };
+    let pruned = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let query = s3flow::scan::sql::compile(
+        "SELECT COUNT(*) FROM S3Object WHERE year = 2024 AND month <= 3",
+        &s3flow::scan::sql::Columns::Named,
+    )
+    .unwrap();
+    let selection = Selection {
+        bucket: bucket.name.clone(),
+        source: ObjectSource::Glob(Glob::new(glob).unwrap()),
+        max_objects: 1000,
+        allow_empty: false,
+        changes: Default::default(),
+        folders: Some(FolderPruning {
+            query,
+            pruned: pruned.clone(),
+        }),
+    };
+    let (mut keys, mut cursor) = (Vec::new(), Some(ListingCursor::default()));
+    for _ in 0..10_000 {
+        let Some(at) = cursor else {
+            return (keys, pruned.load(std::sync::atomic::Ordering::Relaxed));
+        };
+        let (page, next) = list_page(&bucket.s3, &selection, &at, rows).await.unwrap();
+        assert!(page.len() <= rows);
+        keys.extend(page.into_iter().map(|object| object.key));
+        assert!(next.as_ref() != Some(&at), "{glob}: a page that does not move on");
+        cursor = next;
+    }
+    panic!("{glob}: the pages do not end")
 }
 
 /// The keys the manifest `key` names, listed in pages of `rows` rows as the operator lists them

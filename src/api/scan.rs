@@ -512,6 +512,10 @@ pub struct ObjectCounts {
     pub matched: i64,
     /// Objects whose hive partitions rule out the WHERE clause: never read.
     pub pruned: i64,
+    /// Hive folders the WHERE clause rules out, with a glob that names them
+    /// (`trips/year=*/month=*/*.parquet`): never listed, so their objects are not counted.
+    #[serde(default)]
+    pub pruned_folders: i64,
     /// Objects planned into chunks.
     pub planned: i64,
     /// Objects read by succeeded chunks.

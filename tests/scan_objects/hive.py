@@ -51,6 +51,7 @@ print(
             },
             "files": len(files),
             "kept_files": len(kept_files),
+            "kept_keys": kept_files,
             "pruned_folders": pruned_folders,
             "kept_bytes": sum(os.path.getsize(os.path.join(folder, f)) for f in kept_files),
             "first_path": f"s3://{bucket}/{files[0]}",

@@ -13,7 +13,7 @@ use crate::controller::{Error, set_phase};
 use crate::scan::objects::pack::{Packer, Packing};
 use crate::scan::objects::segments::{ObjectPlan, PlannedPiece, write_segment};
 use crate::scan::objects::{
-    DEFAULT_MAX_OBJECTS, Glob, HivePartitioning, ManifestRef, ObjectChanges, ObjectSource,
+    DEFAULT_MAX_OBJECTS, FolderPruning, Glob, HivePartitioning, ManifestRef, ObjectChanges, ObjectSource,
     OnObjectChange, Selection, hive, list_page,
 };
 use crate::scan::plan::{JoinedColumns, MAX_CHUNKS, ObjectVersion, plan_object};
@@ -212,6 +212,16 @@ pub(super) async fn list_slice(
         Err(e) => return verdict(e),
     };
     let hive_mode = hive_of(obj);
+    // A glob of hive folders is walked folder by folder: folders the WHERE clause rules out are
+    // never listed.
+    let pruned_folders = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let selection = &Selection {
+        folders: (hive_mode != HivePartitioning::Disabled).then(|| FolderPruning {
+            query: prune.clone(),
+            pruned: pruned_folders.clone(),
+        }),
+        ..selection.clone()
+    };
     let mut cursor = Some(listing.cursor.clone().unwrap_or_default());
     let mut listed = Vec::new();
     // A sparse glob may match few keys of many pages: the cursor is kept after so many anyway.
@@ -236,6 +246,10 @@ pub(super) async fn list_slice(
     }
     // Status is read back, and whoever may patch it could put anything in it: no sum overflows.
     counts.matched = counts.matched.saturating_add(listed.len() as i64);
+    let folders = pruned_folders.load(std::sync::atomic::Ordering::Relaxed);
+    counts.pruned_folders = counts
+        .pruned_folders
+        .saturating_add(i64::try_from(folders).unwrap_or(i64::MAX));
     if counts.matched as u64 > selection.max_objects {
         return verdict(ScanError::TooManyObjects(format!(
             "{} selects more than {} objects",
@@ -346,17 +360,24 @@ pub(super) async fn list_slice(
     listing.complete = cursor.is_none();
     listing.cursor = cursor;
     listing.plan_at = Some(format!("s3://{work_bucket}/{plan_prefix}"));
-    if listing.complete && counts.planned == 0 && counts.pruned == 0 && !selection.allow_empty {
+    if listing.complete
+        && counts.planned == 0
+        && counts.pruned == 0
+        && counts.pruned_folders == 0
+        && !selection.allow_empty
+    {
         return verdict(ScanError::NoObjects(format!(
             "{} selects no object",
             selection.describe()
         )));
     }
     let message = format!(
-        "listed {} objects in {} pages ({} pruned by their partitions), {} chunks planned{}",
+        "listed {} objects in {} pages ({} pruned by their partitions, {} folders unlisted), {} \
+         chunks planned{}",
         counts.matched,
         listing.pages,
         counts.pruned,
+        counts.pruned_folders,
         listing.chunks,
         if listing.complete { "" } else { "; listing on" }
     );

@@ -289,6 +289,15 @@ pub async fn list_page(
     let after = cursor.after.clone();
     match &selection.source {
         ObjectSource::Glob(glob) => {
+            if let (Some(folders), Some(pruning)) = (glob.hive_folders(), &selection.folders) {
+                let (objects, at) =
+                    folder_page(s3, selection, (glob, folders, pruning), after, max_keys).await?;
+                let next = at.map(|after| ListingCursor {
+                    after: Some(after),
+                    ..ListingCursor::default()
+                });
+                return Ok((objects, next));
+            }
             let Some(prefix) = glob.prefixes().get(cursor.prefix as usize) else {
                 return Ok((Vec::new(), None));
             };
@@ -498,6 +507,142 @@ impl FolderWalk {
         })
         .boxed()
     }
+}
+
+/// LIST requests one page of a folder walk in slices makes at most.
+const FOLDER_PAGE_REQUESTS: usize = 10;
+
+/// A folder of a walk in slices: listed by subfolders (or, at the last hive level, by objects)
+/// a page at a time.
+struct Frame {
+    prefix: String,
+    level: usize,
+    /// The next page's continuation token (`Some(None)`: the first page), `None` after the last.
+    next: Option<Option<String>>,
+    /// Subfolders listed and not walked yet, in key order, each with whether the WHERE clause
+    /// may match its partitions.
+    listed: VecDeque<(String, bool)>,
+}
+
+/// Whether the walk is past all of folder `folder` once it is at `position` (a key listed, or a
+/// folder passed whole): `position` is at or after it, and not inside it.
+fn passed(folder: &str, position: Option<&str>) -> bool {
+    position.is_some_and(|at| at >= folder && (at == folder || !at.starts_with(folder)))
+}
+
+/// One page of a glob's hive folder walk (see [`FolderWalk`]) from `after`, the walk's position
+/// (the last key listed, or the last folder passed whole, ending in `/`): at most `max_keys`
+/// objects and [`FOLDER_PAGE_REQUESTS`] LISTs, and the position to go on from (`None`: the walk
+/// is done). Resuming from a position re-lists the folders that hold it, and goes on past it.
+async fn folder_page(
+    s3: &Client,
+    selection: &Selection,
+    (glob, folders, pruning): (&Glob, &glob::HiveFolders, &FolderPruning),
+    after: Option<String>,
+    max_keys: usize,
+) -> Result<(Vec<ObjectVersion>, Option<String>), ScanError> {
+    let bucket = &selection.bucket;
+    let mut position = after;
+    let mut matched = Vec::new();
+    let mut requests = 0;
+    let mut stack = vec![Frame {
+        prefix: folders.root.clone(),
+        level: 0,
+        next: Some(None),
+        listed: VecDeque::new(),
+    }];
+    while let Some(top) = stack.last_mut() {
+        if (matched.len() >= max_keys || requests >= FOLDER_PAGE_REQUESTS) && position.is_some() {
+            return Ok((matched, position));
+        }
+        let leaf = top.level == folders.depth();
+        // Folders are passed in key order, so that the position always says all before it is
+        // done: a folder ruled out is passed when its turn comes.
+        if let Some((folder, may_match)) = top.listed.pop_front() {
+            if !may_match {
+                pruning.pruned.fetch_add(1, Ordering::Relaxed);
+                position = Some(folder);
+                continue;
+            }
+            let level = top.level + 1;
+            stack.push(Frame {
+                level,
+                prefix: folder,
+                next: Some(None),
+                listed: VecDeque::new(),
+            });
+            continue;
+        }
+        let Some(token) = top.next.take() else {
+            // The folder is done whole (the root last: the walk is done).
+            let done = stack.pop().map(|frame| frame.prefix);
+            if !stack.is_empty() {
+                position = done;
+            }
+            continue;
+        };
+        // The first page of a folder holding the position starts at it.
+        let start_after = position
+            .as_deref()
+            .filter(|_| token.is_none())
+            .and_then(|at| Some((at, at.strip_prefix(top.prefix.as_str())?)))
+            .map(|(at, inside)| match leaf {
+                true => at.to_string(),
+                // The position's folder at this level, listed again (and compared below).
+                false => format!("{}{}", top.prefix, inside.split('/').next().unwrap_or_default()),
+            });
+        let listed = match leaf {
+            true => format!("{}{}", top.prefix, folders.rest),
+            false => format!("{}{}", top.prefix, folders.level_start(top.level)),
+        };
+        let mut request = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(&listed)
+            .set_start_after(start_after)
+            .set_continuation_token(token);
+        request = match leaf {
+            true => request.max_keys(
+                i32::try_from(max_keys.saturating_sub(matched.len())).map_or(1000, |n| n.clamp(1, 1000)),
+            ),
+            false => request.delimiter("/"),
+        };
+        requests += 1;
+        let page = request
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("LIST s3://{bucket}/{listed}"), e))?;
+        top.next = next_page(&page);
+        if leaf {
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                if glob.matches(key) && !key.starts_with(WORK_FOLDER) {
+                    let size = u64::try_from(object.size().unwrap_or_default()).unwrap_or_default();
+                    let etag = object.e_tag().map(str::to_string);
+                    matched.push(
+                        ObjectVersion::pinned(bucket, key, size, etag)?
+                            .modified_at(object.last_modified()),
+                    );
+                }
+                position = Some(key.to_string());
+            }
+            continue;
+        }
+        for folder in page.common_prefixes().iter().filter_map(|c| c.prefix()) {
+            let name = folder
+                .strip_prefix(top.prefix.as_str())
+                .and_then(|name| name.strip_suffix('/'));
+            if passed(folder, position.as_deref())
+                || !name.is_some_and(|name| folders.takes(top.level, name))
+            {
+                continue;
+            }
+            let partitions = hive::partitions(&format!("{folder}_"));
+            let may_match = hive::may_match(&pruning.query, &partitions);
+            top.listed.push_back((folder.to_string(), may_match));
+        }
+    }
+    Ok((matched, None))
 }
 
 /// How the listed objects are planned.
