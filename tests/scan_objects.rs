@@ -431,9 +431,14 @@ async fn hive_partitions_are_columns_and_prune_objects_unread() {
         .map(|k| k.as_str().unwrap())
         .collect();
     for page_rows in [1, 2, 5, 1000] {
-        let (keys, pruned) = folder_pages(&data.bucket, "trips/year=*/month=*/*.parquet", page_rows).await;
+        let (keys, pruned) =
+            folder_pages(&data.bucket, "trips/year=*/month=*/*.parquet", page_rows).await;
         assert_eq!(keys, kept_keys, "in pages of {page_rows}");
-        assert_eq!(pruned, expected["pruned_folders"].as_u64().unwrap(), "in pages of {page_rows}");
+        assert_eq!(
+            pruned,
+            expected["pruned_folders"].as_u64().unwrap(),
+            "in pages of {page_rows}"
+        );
     }
 
     // Every folder ruled out: an empty answer, not NoObjects.
@@ -567,7 +572,10 @@ async fn folder_pages(bucket: &Bucket, glob: &str, rows: usize) -> (Vec<String>,
         let (page, next) = list_page(&bucket.s3, &selection, &at, rows).await.unwrap();
         assert!(page.len() <= rows);
         keys.extend(page.into_iter().map(|object| object.key));
-        assert!(next.as_ref() != Some(&at), "{glob}: a page that does not move on");
+        assert!(
+            next.as_ref() != Some(&at),
+            "{glob}: a page that does not move on"
+        );
         cursor = next;
     }
     panic!("{glob}: the pages do not end")

@@ -13,8 +13,8 @@ use crate::controller::{Error, set_phase};
 use crate::scan::objects::pack::{Packer, Packing};
 use crate::scan::objects::segments::{ObjectPlan, PlannedPiece, write_segment};
 use crate::scan::objects::{
-    DEFAULT_MAX_OBJECTS, FolderPruning, Glob, HivePartitioning, ManifestRef, ObjectChanges, ObjectSource,
-    OnObjectChange, Selection, hive, list_page,
+    DEFAULT_MAX_OBJECTS, FolderPruning, Glob, HivePartitioning, ManifestRef, ObjectChanges,
+    ObjectSource, OnObjectChange, Selection, hive, list_page,
 };
 use crate::scan::plan::{JoinedColumns, MAX_CHUNKS, ObjectVersion, plan_object};
 use crate::scan::sql::{Columns, compile};

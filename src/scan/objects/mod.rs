@@ -589,7 +589,11 @@ async fn folder_page(
             .map(|(at, inside)| match leaf {
                 true => at.to_string(),
                 // The position's folder at this level, listed again (and compared below).
-                false => format!("{}{}", top.prefix, inside.split('/').next().unwrap_or_default()),
+                false => format!(
+                    "{}{}",
+                    top.prefix,
+                    inside.split('/').next().unwrap_or_default()
+                ),
             });
         let listed = match leaf {
             true => format!("{}{}", top.prefix, folders.rest),
@@ -603,7 +607,8 @@ async fn folder_page(
             .set_continuation_token(token);
         request = match leaf {
             true => request.max_keys(
-                i32::try_from(max_keys.saturating_sub(matched.len())).map_or(1000, |n| n.clamp(1, 1000)),
+                i32::try_from(max_keys.saturating_sub(matched.len()))
+                    .map_or(1000, |n| n.clamp(1, 1000)),
             ),
             false => request.delimiter("/"),
         };
