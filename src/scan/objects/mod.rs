@@ -318,12 +318,7 @@ pub async fn list_page(
                 else {
                     continue;
                 };
-                let size = u64::try_from(object.size().unwrap_or_default()).unwrap_or_default();
-                let etag = object.e_tag().map(str::to_string);
-                matched.push(
-                    ObjectVersion::pinned(bucket, key, size, etag)?
-                        .modified_at(object.last_modified()),
-                );
+                matched.push(listed_version(bucket, key, object)?);
             }
             let last = page.contents().last().and_then(|o| o.key());
             let next = match (page.is_truncated() == Some(true), last) {
@@ -369,6 +364,18 @@ pub async fn list_page(
     }
 }
 
+/// The version a listing gives of `object`, whose key is `key`, in `bucket`: its size, ETag and
+/// last-modified time.
+fn listed_version(
+    bucket: &str,
+    key: &str,
+    object: &aws_sdk_s3::types::Object,
+) -> Result<ObjectVersion, ScanError> {
+    let size = u64::try_from(object.size().unwrap_or_default()).unwrap_or_default();
+    ObjectVersion::pinned(bucket, key, size, object.e_tag().map(str::to_string))
+        .map(|version| version.modified_at(object.last_modified()))
+}
+
 /// The continuation token of the page after `page` (`Some`), or `None` when it was the last.
 fn next_page(
     page: &aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output,
@@ -412,12 +419,7 @@ impl Pages {
                 let Some(key) = object.key().filter(|key| pages.glob.matches(key)) else {
                     continue;
                 };
-                let size = u64::try_from(object.size().unwrap_or_default()).unwrap_or_default();
-                let etag = object.e_tag().map(str::to_string);
-                matched.push_back(
-                    ObjectVersion::pinned(&pages.bucket, key, size, etag)
-                        .map(|version| version.modified_at(object.last_modified())),
-                );
+                matched.push_back(listed_version(&pages.bucket, key, object));
             }
             Ok(Some((futures::stream::iter(matched), pages)))
         })
@@ -622,12 +624,7 @@ async fn folder_page(
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
                 if glob.matches(key) && !key.starts_with(WORK_FOLDER) {
-                    let size = u64::try_from(object.size().unwrap_or_default()).unwrap_or_default();
-                    let etag = object.e_tag().map(str::to_string);
-                    matched.push(
-                        ObjectVersion::pinned(bucket, key, size, etag)?
-                            .modified_at(object.last_modified()),
-                    );
+                    matched.push(listed_version(bucket, key, object)?);
                 }
                 position = Some(key.to_string());
             }
