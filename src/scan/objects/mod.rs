@@ -218,26 +218,36 @@ fn head(
 }
 
 /// The objects a glob matches: its prefixes listed one after the other (so in key order), or,
-/// with folder pruning and hive folders in the glob, the objects of each folder kept.
+/// with folder pruning and hive folders in the glob, the objects of each folder kept, a page of
+/// the folder walk at a time.
 fn listing(
     s3: &Client,
     selection: &Selection,
     glob: Glob,
 ) -> futures::stream::BoxStream<'static, Result<ObjectVersion, ScanError>> {
-    let prefixes = match (glob.hive_folders(), &selection.folders) {
-        (Some(folders), Some(pruning)) => FolderWalk {
-            s3: s3.clone(),
-            bucket: selection.bucket.clone(),
-            folders: folders.clone(),
-            pruning: pruning.clone(),
-            stack: vec![Folder::new(folders.root.clone(), 0)],
-        }
-        .prefixes(),
-        _ => futures::stream::iter(glob.prefixes().to_vec().into_iter().map(Ok)).boxed(),
-    };
     let (s3, bucket) = (s3.clone(), selection.bucket.clone());
-    prefixes
-        .map_ok(move |prefix| {
+    if glob.hive_folders().is_some() && selection.folders.is_some() {
+        let selection = selection.clone();
+        // `None`: the walk is done; else its position.
+        return futures::stream::try_unfold(Some(None), move |at: Option<Option<String>>| {
+            let (s3, selection, glob) = (s3.clone(), selection.clone(), glob.clone());
+            async move {
+                let (Some(after), Some(folders), Some(pruning)) =
+                    (at, glob.hive_folders(), &selection.folders)
+                else {
+                    return Ok::<_, ScanError>(None);
+                };
+                let walk = (&glob, folders, pruning);
+                let (objects, next) = folder_page(&s3, &selection, walk, after, MAX_KEYS).await?;
+                let objects = futures::stream::iter(objects.into_iter().map(Ok));
+                Ok(Some((objects, next.map(Some))))
+            }
+        })
+        .try_flatten()
+        .boxed();
+    }
+    futures::stream::iter(glob.prefixes().to_vec())
+        .map(move |prefix| {
             let pages = Pages {
                 s3: s3.clone(),
                 bucket: bucket.clone(),
@@ -247,7 +257,7 @@ fn listing(
             };
             pages.objects()
         })
-        .try_flatten()
+        .flatten()
         .boxed()
 }
 
@@ -427,90 +437,6 @@ impl Pages {
     }
 }
 
-/// A hive folder being listed by its subfolders: its key prefix (ending in `/`), its level, the
-/// next page's continuation token, and the subfolders of the last page still to descend into.
-struct Folder {
-    prefix: String,
-    level: usize,
-    next: Option<Option<String>>,
-    kept: VecDeque<String>,
-}
-
-impl Folder {
-    fn new(prefix: String, level: usize) -> Folder {
-        Folder {
-            prefix,
-            level,
-            next: Some(None),
-            kept: VecDeque::new(),
-        }
-    }
-}
-
-/// A depth-first walk of a glob's hive folders, in key order: memory is one page of folders per
-/// level.
-struct FolderWalk {
-    s3: Client,
-    bucket: String,
-    folders: glob::HiveFolders,
-    pruning: FolderPruning,
-    stack: Vec<Folder>,
-}
-
-impl FolderWalk {
-    /// The prefixes to list objects under: in each deepest folder kept, the rest of the glob's
-    /// literal start.
-    fn prefixes(self) -> futures::stream::BoxStream<'static, Result<String, ScanError>> {
-        futures::stream::try_unfold(self, |mut walk| async move {
-            loop {
-                let Some(top) = walk.stack.last_mut() else {
-                    return Ok::<_, ScanError>(None);
-                };
-                if let Some(folder) = top.kept.pop_front() {
-                    let level = top.level + 1;
-                    if level == walk.folders.depth() {
-                        let prefix = format!("{folder}{}", walk.folders.rest);
-                        return Ok(Some((prefix, walk)));
-                    }
-                    walk.stack.push(Folder::new(folder, level));
-                    continue;
-                }
-                let Some(token) = top.next.take() else {
-                    walk.stack.pop();
-                    continue;
-                };
-                let listed = format!("{}{}", top.prefix, walk.folders.level_start(top.level));
-                let page = walk
-                    .s3
-                    .list_objects_v2()
-                    .bucket(&walk.bucket)
-                    .prefix(&listed)
-                    .delimiter("/")
-                    .set_continuation_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| s3_error(&format!("LIST s3://{}/{listed}", walk.bucket), e))?;
-                top.next = next_page(&page);
-                for folder in page.common_prefixes().iter().filter_map(|c| c.prefix()) {
-                    let name = folder
-                        .strip_prefix(top.prefix.as_str())
-                        .and_then(|name| name.strip_suffix('/'));
-                    if !name.is_some_and(|name| walk.folders.takes(top.level, name)) {
-                        continue;
-                    }
-                    let partitions = hive::partitions(&format!("{folder}_"));
-                    if hive::may_match(&walk.pruning.query, &partitions) {
-                        top.kept.push_back(folder.to_string());
-                    } else {
-                        walk.pruning.pruned.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        })
-        .boxed()
-    }
-}
-
 /// LIST requests one page of a folder walk in slices makes at most.
 const FOLDER_PAGE_REQUESTS: usize = 10;
 
@@ -532,10 +458,13 @@ fn passed(folder: &str, position: Option<&str>) -> bool {
     position.is_some_and(|at| at >= folder && (at == folder || !at.starts_with(folder)))
 }
 
-/// One page of a glob's hive folder walk (see [`FolderWalk`]) from `after`, the walk's position
-/// (the last key listed, or the last folder passed whole, ending in `/`): at most `max_keys`
-/// objects and [`FOLDER_PAGE_REQUESTS`] LISTs, and the position to go on from (`None`: the walk
-/// is done). Resuming from a position re-lists the folders that hold it, and goes on past it.
+/// One page of a glob's hive folder walk, depth first in key order, each level one delimited
+/// LIST of its folders, a folder the WHERE clause rules out never listed (counted in
+/// `pruning`), the objects of the folders kept listed in each: from `after`, the walk's
+/// position (the last key listed, or the last folder passed whole, ending in `/`), at most
+/// `max_keys` objects and [`FOLDER_PAGE_REQUESTS`] LISTs, and the position to go on from
+/// (`None`: the walk is done). Resuming from a position re-lists the folders that hold it, and
+/// goes on past it. Memory is one page of folders per level.
 async fn folder_page(
     s3: &Client,
     selection: &Selection,
