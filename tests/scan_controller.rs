@@ -853,6 +853,29 @@ fn pyarrow_file(rows: u64, group_rows: u64) -> Vec<u8> {
     bytes
 }
 
+/// The values of two int64 columns of a Parquet file, row by row.
+fn parquet_pairs(file: Vec<u8>, [first, second]: [&str; 2]) -> Vec<(i64, i64)> {
+    use arrow_array::{Array, Int64Array};
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(file),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let mut pairs = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let column = |name: &str| {
+            let column = batch.column_by_name(name).unwrap();
+            let values = column.as_any().downcast_ref::<Int64Array>().unwrap();
+            assert_eq!(values.null_count(), 0);
+            values.values().to_vec()
+        };
+        pairs.extend(column(first).into_iter().zip(column(second)));
+    }
+    pairs
+}
+
 /// A Parquet scan through chunk Jobs (row groups split across them), one worker killed
 /// mid-chunk: the result is exact, status and manifest account for every row group once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1032,8 +1055,8 @@ fn day_totals<'a>(objects: impl Iterator<Item = &'a Vec<u8>>) -> (u64, i64, i64)
 /// two large ones split in windows. The operator is killed twice while it lists (a slice of 100
 /// objects per reconcile) and once while the chunks run: the folder walk resumes where it stopped
 /// (its pages are counted once each), the day the WHERE clause rules out is never listed, the
-/// result equals a sequential parse, and status stays under 16 KiB. A second scan writes rows,
-/// in key order, to parts.
+/// result equals a sequential parse, and status stays under 16 KiB. Two more scans write rows,
+/// in key order, to parts: all of them, and the first rows to a LIMIT ending inside a chunk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/up.sh"]
 async fn glob_of_many_objects_survives_operator_restarts() {
@@ -1167,18 +1190,6 @@ async fn glob_of_many_objects_survives_operator_restarts() {
     );
 
     // Rows to parts, in key order: a filter over the same objects.
-    let rows_sql = "SELECT id, name FROM S3Object WHERE cents >= 9900";
-    api.create(
-        &PostParams::default(),
-        &glob_scan(
-            "rows",
-            rows_sql,
-            json!({"processor": {"output": {"bucket": bucket.name, "prefix": "out/"}}}),
-        ),
-    )
-    .await
-    .unwrap();
-    let status = common::scan_succeeded(&api, "rows", 300).await;
     let mut expected = Vec::new();
     for data in objects.values() {
         let mut reader = csv::ReaderBuilder::new()
@@ -1191,30 +1202,50 @@ async fn glob_of_many_objects_survives_operator_restarts() {
             }
         }
     }
-    let mut written = Vec::new();
-    for key in bucket.keys("out/part-").await {
-        let part = bucket.get(&key).await;
-        let mut reader = csv::Reader::from_reader(&part[..]);
-        assert_eq!(reader.headers().unwrap(), vec!["id", "name"], "{key}");
-        for record in reader.records() {
-            let record = record.unwrap();
-            written.push((record[0].to_string(), record[1].to_string()));
+    // The LIMIT ends inside a chunk of many small objects: its pieces keep only the rows the
+    // pieces before them left, and the chunk runs again to the LIMIT.
+    let limit = expected.len() / 2 + 1;
+    let rows_sql = "SELECT id, name FROM S3Object WHERE cents >= 9900";
+    for (name, sql) in [
+        ("rows", rows_sql.to_string()),
+        ("rows-limit", format!("{rows_sql} LIMIT {limit}")),
+    ] {
+        let output = json!({"bucket": bucket.name, "prefix": format!("{name}/")});
+        let scan = glob_scan(name, &sql, json!({"processor": {"output": output}}));
+        api.create(&PostParams::default(), &scan).await.unwrap();
+    }
+    let (all_records, ..) = day_totals(objects.values());
+    assert!(expected.len() > 2);
+    for (name, want) in [("rows", &expected[..]), ("rows-limit", &expected[..limit])] {
+        let status = common::scan_succeeded(&api, name, 300).await;
+        let mut written = Vec::new();
+        for key in bucket.keys(&format!("{name}/part-")).await {
+            let part = bucket.get(&key).await;
+            let mut reader = csv::Reader::from_reader(&part[..]);
+            assert_eq!(reader.headers().unwrap(), vec!["id", "name"], "{key}");
+            for record in reader.records() {
+                let record = record.unwrap();
+                written.push((record[0].to_string(), record[1].to_string()));
+            }
+        }
+        assert_eq!(
+            written, want,
+            "{name}: the parts hold the selected rows in key order"
+        );
+        let rows = serde_json::Value::Object(status.result.clone().unwrap());
+        assert_eq!(rows, json!({"rows": want.len()}), "{name}");
+        if name == "rows" {
+            assert_eq!(status.records_processed, Some(all_records as i64));
         }
     }
-    assert!(!expected.is_empty());
-    assert_eq!(
-        written, expected,
-        "the parts hold the selected rows in key order"
-    );
-    let (all_records, ..) = day_totals(objects.values());
-    assert_eq!(status.records_processed, Some(all_records as i64));
     bucket.assert_no_uploads_left().await;
     drop(controller);
     common::delete_namespace(&env.client, &ns).await;
 }
 
 /// Scans of many objects from each kind of source and schema, and the refusals of a selection:
-/// a hive-partitioned Parquet dataset pruned by its partitions, a list of keys and a glob with
+/// a hive-partitioned Parquet dataset pruned by its partitions (its rows also written as Parquet
+/// parts, one object a chunk, and to a LIMIT), a list of keys and a glob with
 /// columns bound by name, JSON Lines, a schema mismatch naming its object, a glob matching
 /// nothing (NoObjects, or an empty answer when allowed), and too many objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1248,6 +1279,10 @@ async fn many_object_sources_schemas_and_refusals() {
     bucket.put("lists/batch.csv", batch.into_bytes()).await;
     let api: Api<S3ParallelScan> = Api::namespaced(env.client.clone(), &ns);
     let create = |name: &'static str, source: serde_json::Value, format, sql: &str| {
+        // Rows of Parquet objects to Parquet parts: one object a chunk, each part one file.
+        let output = name.starts_with("parquet-rows").then(
+            || json!({"bucket": bucket.name, "prefix": format!("{name}/"), "format": "parquet"}),
+        );
         let mut value = json!({
             "apiVersion": "s3flow.io/v1alpha1", "kind": "S3ParallelScan",
             "metadata": {"name": name},
@@ -1258,7 +1293,7 @@ async fn many_object_sources_schemas_and_refusals() {
                 // Parquet objects split in windows of their row groups' midpoints.
                 "chunking": {"chunkSize": if name == "parquet-windows" { "64Ki" } else { "1Mi" },
                     "parallelism": 4},
-                "processor": {"sql": sql},
+                "processor": {"sql": sql, "output": output},
             }
         });
         common::json_merge(&mut value, json!({"spec": {"source": source}}));
@@ -1286,6 +1321,19 @@ async fn many_object_sources_schemas_and_refusals() {
             json!({"glob": "pq/**/*.parquet"}),
             json!({"parquet": {}}),
             "SELECT COUNT(*), SUM(v), MAX(n), MAX(month) FROM S3Object WHERE month <= 2",
+        ),
+        create(
+            "parquet-rows",
+            json!({"glob": "pq/**/*.parquet"}),
+            json!({"parquet": {}}),
+            "SELECT n, v FROM S3Object WHERE month <= 2 AND v < 3",
+        ),
+        // Chunk 0 (month=1) keeps its 150 rows, chunk 1 crosses the LIMIT and runs again to 50.
+        create(
+            "parquet-rows-limit",
+            json!({"glob": "pq/**/*.parquet"}),
+            json!({"parquet": {}}),
+            "SELECT n, v FROM S3Object WHERE month <= 2 AND v < 3 LIMIT 200",
         ),
         create(
             "keys",
@@ -1386,6 +1434,34 @@ async fn many_object_sources_schemas_and_refusals() {
         listing.continuing.is_empty(),
         "Parquet windows start at row groups"
     );
+    // Each object's selected rows, in key order, as Parquet parts of one object each.
+    let selected: Vec<(i64, i64)> = (0..rows as i64)
+        .filter(|n| n % 1000 < 3)
+        .map(|n| (n, n % 1000))
+        .collect();
+    for (name, want) in [
+        ("parquet-rows", [&selected[..], &selected[..]].concat()),
+        (
+            "parquet-rows-limit",
+            [&selected[..], &selected[..50]].concat(),
+        ),
+    ] {
+        let status = common::scan_succeeded(&api, name, 240).await;
+        assert_eq!(result(&status), json!({"rows": want.len()}), "{name}");
+        assert_eq!(status.total_chunks, Some(2), "{name}: one object a chunk");
+        let mut written = Vec::new();
+        let parts = bucket.keys(&format!("{name}/part-")).await;
+        assert_eq!(parts.len(), 2, "{name}: {parts:?}");
+        for key in parts {
+            assert!(key.ends_with(".parquet"), "{key}");
+            written.extend(parquet_pairs(bucket.get(&key).await, ["n", "v"]));
+        }
+        assert_eq!(
+            written, want,
+            "{name}: the parts hold the rows in key order"
+        );
+    }
+    bucket.assert_no_uploads_left().await;
     let status = common::scan_succeeded(&api, "keys", 240).await;
     assert_eq!(
         result(&status),

@@ -295,7 +295,8 @@ pub struct Chunking {
     #[schemars(length(max = 32))]
     #[x_kube(validation = size_rule("objectOpenCost", "0", "1Ti", "1Mi"))]
     pub object_open_cost: String,
-    /// Many objects: most objects one chunk reads, 1 to 10,000. Default 1,000.
+    /// Many objects: most objects one chunk reads, 1 to 10,000. Default 1,000. A scan writing
+    /// Parquet output reads one object a chunk: each part is one Parquet file.
     #[serde(default = "default_max_objects_per_chunk")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_objects_per_chunk: i32,

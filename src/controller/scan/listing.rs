@@ -169,10 +169,16 @@ fn packing_of(obj: &S3ParallelScan) -> Result<Packing, ScanError> {
     let size = |field: &str, text: &str| {
         parse_size(text).map_err(|e| ScanError::InvalidScan(format!("{field}: {e}")))
     };
+    // A Parquet part is one file, of one object's columns: each object is a chunk of its own.
+    let parquet_parts = super::observe::output_of(obj)
+        .is_some_and(|output| output.format == crate::scan::OutputFormat::Parquet);
     Ok(Packing {
         chunk_size: size("chunkSize", &chunking.chunk_size)?,
         object_open_cost: size("objectOpenCost", &chunking.object_open_cost)?,
-        max_objects_per_chunk: u32::try_from(chunking.max_objects_per_chunk.max(1)).unwrap_or(1),
+        max_objects_per_chunk: match parquet_parts {
+            true => 1,
+            false => u32::try_from(chunking.max_objects_per_chunk.max(1)).unwrap_or(1),
+        },
     })
 }
 

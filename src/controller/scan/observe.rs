@@ -253,18 +253,6 @@ pub(super) async fn running(ctx: &Context, seen: &Seen) -> Result<Observed, Erro
         Err(refused) => return Ok(refused),
     };
     let output = output_of(obj);
-    if layout.plan.is_some()
-        && output.is_some()
-        && (query.limit.is_some()
-            || output
-                .as_ref()
-                .is_some_and(|o| o.format == crate::scan::OutputFormat::Parquet))
-    {
-        return Ok(Observed::Refused(
-            "InvalidScan",
-            "row output of many objects is CSV or JSON Lines, without LIMIT, for now".into(),
-        ));
-    }
     if let Some(output) = &output
         && let Err(e) = layout
             .format

@@ -11,7 +11,8 @@ use crate::scan::value::Value;
 /// A chunk's selected rows streamed to the caller instead of an output in S3: CSV or JSON Lines
 /// without a header row, in [`RowBatch`]es (its start state first, for CSV).
 pub struct LocalRows {
-    /// CSV or JSON Lines (Parquet rows cannot be streamed).
+    /// CSV or JSON Lines; Parquet only from a Parquet object, the bytes of one file (a chunk of
+    /// many objects writing Parquet holds one piece).
     pub format: OutputFormat,
     /// Where the batches go; the receiver writes them in object order.
     pub to: mpsc::Sender<RowBatch>,

@@ -7,13 +7,20 @@
 //! the controller checks its start state against the chunk before, as for one object), or whole
 //! objects, each checked here from its first record to its end.
 //!
+//! LIMIT (and the row count a chunk crossing it is run again to, `keep_rows`) holds for the chunk
+//! as a whole: each piece may write only the rows its pieces before left. Every piece is read
+//! still, as every chunk of one object reads its range whatever its rows.
+//!
+//! A Parquet part is one file: a chunk writing Parquet holds one piece of one object (packing
+//! gives such a scan one object a chunk), whose rows pass to the part as its writer made them.
+//!
 //! With `onObjectChange: Skip`, a whole object found changed since it was listed is left out
 //! (none of its records count) when it is found so before any of its rows could be in the part:
 //! at its planning, or anywhere in a chunk that writes no rows. A window of a split object is
 //! never left out: the object's other windows may be merged already.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_s3::Client;
 use futures::StreamExt;
@@ -48,11 +55,15 @@ pub(crate) async fn run_planned_chunk(
     };
     let query = task.layout.compile(sql)?;
     let empty = query.empty_partials();
+    let cap = match (query.limit, task.keep_rows) {
+        (Some(limit), Some(keep)) => Some(limit.min(keep)),
+        (limit, keep) => limit.or(keep),
+    };
     let pieces = plan.pieces(s3, task.index).await?;
     let Some(output) = output else {
         return run_pieces(
             s3,
-            (task, sql.as_str(), empty),
+            (task, sql.as_str(), empty, cap),
             plan,
             &pieces,
             None,
@@ -71,10 +82,17 @@ pub(crate) async fn run_planned_chunk(
         format: output.format,
         to: piece_rows,
     };
+    if output.format == OutputFormat::Parquet && pieces.len() != 1 {
+        return Err(ScanError::InvalidScan(format!(
+            "chunk {} holds {} pieces: a Parquet part is written from one",
+            task.index,
+            pieces.len()
+        )));
+    }
     let ran = async {
         let ran = run_pieces(
             s3,
-            (task, sql.as_str(), empty),
+            (task, sql.as_str(), empty, cap),
             plan,
             &pieces,
             Some(rows),
@@ -93,10 +111,15 @@ pub(crate) async fn run_planned_chunk(
 }
 
 /// The pieces' reports made into the chunk's (whose query `sql` has the aggregates `empty`
-/// before any record), their rows sent to `rows`.
+/// before any record), at most `cap` of their rows sent to `rows`.
 async fn run_pieces(
     s3: &Client,
-    (task, sql, empty): (&ChunkTask, &str, Vec<crate::scan::value::Partial>),
+    (task, sql, empty, cap): (
+        &ChunkTask,
+        &str,
+        Vec<crate::scan::value::Partial>,
+        Option<u64>,
+    ),
     plan: &ObjectPlan,
     pieces: &[PlannedPiece],
     rows: Option<LocalRows>,
@@ -132,6 +155,7 @@ async fn run_pieces(
     let mut layouts = std::pin::pin!(plan_each(s3, futures::stream::iter(versions), &planning));
     let mut totals = Verifier::new(empty.clone());
     let mut pieces_left = pieces.iter();
+    let written = AtomicU64::new(0);
     while let Some(layout) = layouts.next().await {
         let layout = layout?;
         // Pieces planning left out (changed since they were listed) are passed over.
@@ -147,7 +171,7 @@ async fn run_pieces(
             })
         };
         let run = |index: u32, start_state: Option<State>| {
-            let sub = ChunkTask {
+            let mut sub = ChunkTask {
                 layout: layout.clone(),
                 index,
                 start_state,
@@ -156,14 +180,20 @@ async fn run_pieces(
                     output: None,
                 },
                 run: task.run.clone(),
-                keep_rows: None,
+                // The rows the pieces before left of the chunk's.
+                keep_rows: cap.map(|cap| cap.saturating_sub(written.load(Ordering::Relaxed))),
             };
             let (progress, stop, rows) = (progress.clone(), stop.clone(), piece_rows());
+            let written = &written;
             async move {
                 let report = match index < sub.layout.chunk_count() {
                     true => run_object_chunk(s3, &sub, progress, stop, rows).await?,
                     false => empty_window(&sub),
                 };
+                written.fetch_add(report.rows, Ordering::Relaxed);
+                // A piece may hold fewer rows than it could keep: what it holds is checked as
+                // the chunk's, by the controller.
+                sub.keep_rows = None;
                 Ok::<_, ScanError>((report, sub))
             }
         };
@@ -195,6 +225,17 @@ async fn run_pieces(
                 bad.message = format!("{}: {}", layout.object.url(), bad.message);
             }
             return Ok(report);
+        }
+        if rows
+            .as_ref()
+            .is_some_and(|r| r.format == OutputFormat::Parquet)
+            && layout.chunk_count() > 1
+        {
+            return Err(ScanError::InvalidScan(format!(
+                "{}: its row groups make {} chunks, and a Parquet part is written from one",
+                layout.object.url(),
+                layout.chunk_count()
+            )));
         }
         match whole_object(&layout, empty.clone(), run).await {
             Ok(object) => totals.absorb(&object)?,
