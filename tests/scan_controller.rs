@@ -1234,9 +1234,43 @@ async fn glob_of_many_objects_survives_operator_restarts() {
         );
         let rows = serde_json::Value::Object(status.result.clone().unwrap());
         assert_eq!(rows, json!({"rows": want.len()}), "{name}");
-        if name == "rows" {
-            assert_eq!(status.records_processed, Some(all_records as i64));
-        }
+        assert_eq!(status.records_processed, Some(all_records as i64));
+        // The manifest: a line per chunk naming its pieces and part, a line per object with
+        // its records and the rows of it the parts hold, in key order.
+        let url = status.manifest.clone().unwrap();
+        let key = url.strip_prefix(&format!("s3://{}/", bucket.name)).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&bucket.get(key).await).unwrap();
+        assert_eq!(manifest["rows"], want.len(), "{name}");
+        let chunks = bucket.manifest_lines(&manifest, "chunks").await;
+        assert_eq!(Some(chunks.len() as i32), status.total_chunks, "{name}");
+        let pieces: usize = chunks
+            .iter()
+            .map(|c| c["pieces"].as_array().unwrap().len())
+            .sum();
+        assert!(pieces >= objects.len(), "{name}: {pieces} pieces");
+        let parts: Vec<String> = chunks
+            .iter()
+            .filter_map(|c| c["part"].as_str().map(String::from))
+            .collect();
+        let listed: Vec<String> = bucket
+            .keys(&format!("{name}/part-"))
+            .await
+            .into_iter()
+            .collect();
+        assert_eq!(parts, listed, "{name}: the manifest names every part left");
+        let lines = bucket.manifest_lines(&manifest, "objects").await;
+        let keys: Vec<&str> = lines.iter().map(|o| o["key"].as_str().unwrap()).collect();
+        assert!(
+            keys.iter().copied().eq(objects.keys().map(String::as_str)),
+            "{name}"
+        );
+        let sum = |field: &str| -> u64 { lines.iter().map(|o| o[field].as_u64().unwrap()).sum() };
+        assert_eq!(
+            (sum("records"), sum("rows")),
+            (all_records, want.len() as u64),
+            "{name}"
+        );
+        assert!(lines.iter().all(|o| o["status"] == "scanned"), "{name}");
     }
     bucket.assert_no_uploads_left().await;
     drop(controller);
@@ -1622,6 +1656,28 @@ async fn objects_changed_after_listing_are_skipped_or_fail_the_scan() {
         named,
         [("d/b.csv", "ObjectChanged"), ("d/c.csv", "ObjectNotFound")]
     );
+    // The manifest lists each object, the two left out with why.
+    let url = status.manifest.clone().unwrap();
+    let key = url.strip_prefix(&format!("s3://{}/", bucket.name)).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&bucket.get(key).await).unwrap();
+    let lines = bucket.manifest_lines(&manifest, "objects").await;
+    let listed: Vec<(&str, &str, u64)> = lines
+        .iter()
+        .map(|o| {
+            let (key, status) = (o["key"].as_str().unwrap(), o["status"].as_str().unwrap());
+            (key, status, o["records"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("d/a.csv", "scanned", 2),
+            ("d/b.csv", "skipped", 0),
+            ("d/c.csv", "skipped", 0)
+        ]
+    );
+    let error = lines[1]["error"].as_str().unwrap();
+    assert!(error.starts_with("ObjectChanged: "), "{error}");
     for name in ["fail", "too-few"] {
         let scan = common::scan_finished(&api, name, 180).await;
         assert_eq!(scan.status.as_ref().unwrap().phase, Phase::Failed, "{name}");

@@ -188,20 +188,7 @@ async fn many_objects_scan_as_one_with_every_record_once() {
         let manifest = format!("{prefix}manifest.json");
         assert_eq!(written["manifest"], format!("s3://{b}/{manifest}"));
         let manifest: Value = serde_json::from_slice(&data.bucket.get(&manifest).await).unwrap();
-        let mut lines = Vec::new();
-        for shard in manifest["shards"].as_array().unwrap() {
-            let packed = data.bucket.get(shard.as_str().unwrap()).await;
-            let mut text = String::new();
-            std::io::Read::read_to_string(
-                &mut flate2::read::GzDecoder::new(&packed[..]),
-                &mut text,
-            )
-            .unwrap();
-            lines.extend(
-                text.lines()
-                    .map(|l| serde_json::from_str::<Value>(l).unwrap()),
-            );
-        }
+        let lines = data.bucket.manifest_lines(&manifest, "chunks").await;
         assert_eq!(
             lines.len() as u64,
             written["chunks"].as_u64().unwrap(),
@@ -219,6 +206,20 @@ async fn many_objects_scan_as_one_with_every_record_once() {
             part_keys(&data.bucket, prefix).await,
             "the manifest names every part left, in order"
         );
+        // A line per object read, in key order, its chunks' counts added up.
+        let objects = data.bucket.manifest_lines(&manifest, "objects").await;
+        let keys: Vec<&str> = objects.iter().map(|o| o["key"].as_str().unwrap()).collect();
+        let chunk_keys: std::collections::BTreeSet<&str> =
+            lines.iter().map(|l| l["key"].as_str().unwrap()).collect();
+        assert_eq!(keys, chunk_keys.into_iter().collect::<Vec<_>>());
+        for (field, total) in [
+            ("records", &manifest["records"]),
+            ("rows", &manifest["rows"]),
+        ] {
+            let sum: u64 = objects.iter().map(|o| o[field].as_u64().unwrap()).sum();
+            assert_eq!(&Value::from(sum), total, "{field} of the objects");
+        }
+        assert!(objects.iter().all(|o| o["status"] == "scanned"));
     }
     assert!(
         chunks_merged[1] < chunks_merged[0],

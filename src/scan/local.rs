@@ -459,7 +459,9 @@ pub async fn scan_objects(
         .buffered(parallelism.max(1));
     let mut runs = std::pin::pin!(runs);
     let (mut merged, mut reruns) = (ObjectMerge::new(query, sql), 0);
-    let mut manifest = output.map(|(output, _)| ShardedManifest::new(output, query.limit));
+    let mut manifest = output.map(|(output, _)| {
+        ShardedManifest::new(&output.bucket, output.manifest_key(), query.limit)
+    });
     let mut crossing = None;
     let merge = async |(chunk, report): ObjectChunkRun| {
         let (ordinal, layout, ..) = &chunk;

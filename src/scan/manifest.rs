@@ -11,7 +11,9 @@ use aws_sdk_s3::Client;
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::chunk::{ChunkReport, Output, RowGroupsRead};
+use super::chunk::{ChunkReport, Output, PieceRead, RowGroupsRead};
+use super::objects::ObjectFailure;
+use super::objects::segments::PlannedPiece;
 use super::plan::Layout;
 use super::text::split::State;
 use super::{ScanError, delete_object, put_object};
@@ -29,6 +31,10 @@ pub struct ChunkSummary {
     pub part: bool,
     /// A Parquet chunk's row groups and what of them it read.
     pub row_groups: Option<RowGroupsRead>,
+    /// A chunk of many objects: what it read of each piece (`None`: left out).
+    pub pieces: Vec<Option<PieceRead>>,
+    /// A chunk of many objects: the first of those it left out, named.
+    pub skipped: Vec<ObjectFailure>,
 }
 
 impl From<&ChunkReport> for ChunkSummary {
@@ -39,6 +45,8 @@ impl From<&ChunkReport> for ChunkSummary {
             rows: report.rows,
             part: report.part.is_some(),
             row_groups: report.row_groups.clone(),
+            pieces: report.pieces.clone(),
+            skipped: report.skipped.first.clone(),
         }
     }
 }
@@ -211,41 +219,160 @@ impl Finish<'_> {
 /// Lines of a shard of a many-object manifest.
 const SHARD_LINES: usize = 10_000;
 
-/// The manifest of a scan of many objects, written as the chunks are accepted, in key order: one
-/// line per chunk (its object, range, records, rows and part) in shards of gzip JSON Lines of at
-/// most [`SHARD_LINES`] lines under `<manifest key without .json>/`, then the manifest itself,
-/// which names the shards. Memory holds one shard's lines.
+/// One kind of line of a many-object manifest (`chunks`, `objects`), in shards of gzip JSON
+/// Lines of at most [`SHARD_LINES`] lines, `<base>/<kind>-00000.jsonl.gz`, ...
+struct Shards {
+    kind: &'static str,
+    lines: Vec<u8>,
+    count: usize,
+    keys: Vec<String>,
+}
+
+impl Shards {
+    fn new(kind: &'static str) -> Shards {
+        Shards {
+            kind,
+            lines: Vec::new(),
+            count: 0,
+            keys: Vec::new(),
+        }
+    }
+
+    /// Adds `line`, writing the shard once it is full.
+    async fn push(
+        &mut self,
+        s3: &Client,
+        at: (&str, &str),
+        line: &serde_json::Value,
+    ) -> Result<(), ScanError> {
+        self.lines.extend_from_slice(line.to_string().as_bytes());
+        self.lines.push(b'\n');
+        self.count += 1;
+        if self.count == SHARD_LINES {
+            self.flush(s3, at).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the lines so far as the next shard, under `base` in `bucket`.
+    async fn flush(&mut self, s3: &Client, (bucket, base): (&str, &str)) -> Result<(), ScanError> {
+        use std::io::Write;
+        if self.count == 0 {
+            return Ok(());
+        }
+        let key = format!("{base}/{}-{:05}.jsonl.gz", self.kind, self.keys.len());
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let packed = gzip
+            .write_all(&self.lines)
+            .and_then(|()| gzip.finish())
+            .map_err(|source| ScanError::Write {
+                what: "the manifest".into(),
+                source,
+            })?;
+        put_object(s3, bucket, &key, packed, Some("application/gzip")).await?;
+        self.keys.push(key);
+        self.lines.clear();
+        self.count = 0;
+        Ok(())
+    }
+}
+
+/// One object as the manifest lists it, the counts of its chunks added up.
+struct ObjectLine {
+    key: String,
+    etag: String,
+    size: u64,
+    records: u64,
+    rows: u64,
+    /// Why it was left out (changed since it was listed), when it was.
+    skipped: Option<String>,
+}
+
+impl ObjectLine {
+    fn json(&self) -> serde_json::Value {
+        let mut line = serde_json::json!({
+            "key": self.key,
+            "etag": self.etag,
+            "size": self.size,
+            "status": if self.skipped.is_some() { "skipped" } else { "scanned" },
+            "records": self.records,
+            "rows": self.rows,
+        });
+        if let Some(error) = &self.skipped {
+            line["error"] = error.as_str().into();
+        }
+        line
+    }
+}
+
+/// The manifest of a scan of many objects, written as the chunks are accepted, in order: a line
+/// per chunk (its pieces, records, rows and part) and a line per object read or left out (key,
+/// ETag, size, status, records, rows, error; pruned objects are counted in the head, not
+/// listed), each kind in its [`Shards`] under `<manifest key without .json>/`, then the manifest
+/// itself, which names the shards. Memory holds a shard's lines of each kind.
 pub struct ShardedManifest {
     bucket: String,
     key: String,
-    lines: Vec<u8>,
-    count: usize,
-    shards: Vec<String>,
+    chunks: Shards,
+    objects: Shards,
+    /// The object whose chunks are being added (a split object's windows are chunks in a row).
+    open: Option<ObjectLine>,
     /// Rows the LIMIT still lets through.
     left: Option<u64>,
-    /// Records and rows of the lines so far.
+    /// Records and rows of the chunks so far.
     records: u64,
     rows: u64,
 }
 
 impl ShardedManifest {
-    /// The manifest of the parts of `output`, its rows held to `limit`.
-    pub fn new(output: &Output, limit: Option<u64>) -> ShardedManifest {
+    /// The manifest at `s3://bucket/key`, its rows held to `limit`.
+    pub fn new(bucket: &str, key: String, limit: Option<u64>) -> ShardedManifest {
         ShardedManifest {
-            bucket: output.bucket.clone(),
-            key: output.manifest_key(),
-            lines: Vec::new(),
-            count: 0,
-            shards: Vec::new(),
+            bucket: bucket.to_string(),
+            key,
+            chunks: Shards::new("chunks"),
+            objects: Shards::new("objects"),
+            open: None,
             left: limit,
             records: 0,
             rows: 0,
         }
     }
 
-    /// Adds the next accepted chunk (`report` of chunk `index` of `layout`, its parts in `output`):
-    /// the rows LIMIT lets through. A chunk past the LIMIT loses its part; the one whose rows cross
-    /// it is returned, to run again to it ([`Crossing`]: `state` is its true start state).
+    /// Where the shards go: the bucket, and the manifest's key without `.json`.
+    fn base(&self) -> (String, String) {
+        let base = self.key.strip_suffix(".json").unwrap_or(&self.key);
+        (self.bucket.clone(), base.to_string())
+    }
+
+    /// The rows of a chunk of `rows` (and `records`) the LIMIT lets through, and its part
+    /// (`output`'s part key), deleted when it keeps none.
+    async fn keep(
+        &mut self,
+        s3: &Client,
+        (rows, records): (u64, u64),
+        part: Option<(&Output, String)>,
+    ) -> Result<(u64, Option<String>), ScanError> {
+        let kept = self.left.map_or(rows, |left| rows.min(left));
+        if let Some(left) = &mut self.left {
+            *left -= kept;
+        }
+        let part = match part {
+            Some((output, key)) if kept == 0 => {
+                delete_object(s3, &output.bucket, &key).await?;
+                None
+            }
+            part => part.map(|(_, key)| key),
+        };
+        self.records = self.records.saturating_add(records);
+        self.rows = self.rows.saturating_add(kept);
+        Ok((kept, part))
+    }
+
+    /// Adds the next accepted chunk of one object (`report` of chunk `index` of `layout`, its
+    /// part in `output`): the rows LIMIT lets through. A chunk past the LIMIT loses its part; the
+    /// one whose rows cross it is returned, to run again to it ([`Crossing`]: `state` is its
+    /// true start state).
     pub async fn add(
         &mut self,
         s3: &Client,
@@ -256,18 +383,11 @@ impl ShardedManifest {
         let crossing = self
             .left
             .and_then(|left| Crossing::of(Some(left), 0, (report.index, report.rows, state)));
-        let kept = self.left.map_or(report.rows, |left| report.rows.min(left));
-        if let Some(left) = &mut self.left {
-            *left -= kept;
-        }
-        let mut part = report.part.as_ref().map(|_| output.part_key(report.index));
-        if kept == 0
-            && let Some(key) = part.take()
-        {
-            delete_object(s3, &output.bucket, &key).await?;
-        }
-        self.records = self.records.saturating_add(report.records);
-        self.rows = self.rows.saturating_add(kept);
+        let part = report
+            .part
+            .as_ref()
+            .map(|_| (output, output.part_key(report.index)));
+        let (kept, part) = self.keep(s3, (report.rows, report.records), part).await?;
         let (start, end) = layout.range(report.index);
         let line = serde_json::json!({
             "key": layout.object.key,
@@ -280,13 +400,125 @@ impl ShardedManifest {
             "rows": kept,
             "part": part,
         });
-        self.lines.extend_from_slice(line.to_string().as_bytes());
-        self.lines.push(b'\n');
-        self.count += 1;
-        if self.count == SHARD_LINES {
-            self.flush(s3).await?;
-        }
+        let (bucket, base) = self.base();
+        self.chunks.push(s3, (&bucket, &base), &line).await?;
+        let object = ObjectLine {
+            key: layout.object.key.clone(),
+            etag: layout.object.etag.clone(),
+            size: layout.object.size,
+            records: report.records,
+            rows: kept,
+            skipped: None,
+        };
+        self.piece(s3, object, report.index > 0).await?;
         Ok(crossing)
+    }
+
+    /// Adds the next accepted chunk of a plan of many objects (`chunk`, of the planned `pieces`,
+    /// its part in `output`), which ran again to the LIMIT when it crosses it.
+    pub async fn add_planned(
+        &mut self,
+        s3: &Client,
+        output: Option<&Output>,
+        chunk: &ChunkSummary,
+        pieces: &[PlannedPiece],
+    ) -> Result<(), ScanError> {
+        let invalid = |message: String| ScanError::InvalidReport {
+            chunk: chunk.index,
+            message,
+        };
+        if chunk.pieces.len() != pieces.len() {
+            return Err(invalid(format!(
+                "its report lists {} pieces, the plan {}",
+                chunk.pieces.len(),
+                pieces.len()
+            )));
+        }
+        let part = match (output, chunk.part) {
+            (Some(output), true) => Some((output, output.part_key(chunk.index))),
+            _ => None,
+        };
+        let (kept, part) = self.keep(s3, (chunk.rows, chunk.records), part).await?;
+        if kept > 0 && kept < chunk.rows {
+            return Err(invalid(format!(
+                "its part holds {} rows where the LIMIT keeps {kept}: it was not run again to \
+                 the LIMIT",
+                chunk.rows
+            )));
+        }
+        let listed: Vec<serde_json::Value> = pieces
+            .iter()
+            .map(|piece| match piece.window {
+                Some(window) => serde_json::json!({"key": piece.key, "window": window}),
+                None => serde_json::json!({"key": piece.key}),
+            })
+            .collect();
+        let mut line = serde_json::json!({
+            "chunk": chunk.index,
+            "pieces": listed,
+            "records": chunk.records,
+            "rows": kept,
+            "part": part,
+        });
+        if let Some(read) = &chunk.row_groups {
+            line["rowGroups"] = serde_json::json!({
+                "skipped": read.skipped,
+                "skippedBytes": read.skipped_bytes,
+                "fetchedBytes": read.fetched_bytes,
+            });
+        }
+        let (bucket, base) = self.base();
+        self.chunks.push(s3, (&bucket, &base), &line).await?;
+        for (piece, read) in pieces.iter().zip(&chunk.pieces) {
+            let skipped = read.is_none().then(|| {
+                chunk
+                    .skipped
+                    .iter()
+                    .find(|failure| failure.key == piece.key)
+                    .map_or_else(
+                        || "changed or deleted since it was listed".to_string(),
+                        |failure| format!("{}: {}", failure.reason, failure.message),
+                    )
+            });
+            let read = read.unwrap_or_default();
+            let object = ObjectLine {
+                key: piece.key.clone(),
+                etag: piece.etag.clone(),
+                size: piece.size,
+                records: read.records,
+                // Past the LIMIT, the chunk's part is gone with its rows.
+                rows: if kept == 0 { 0 } else { read.rows },
+                skipped,
+            };
+            self.piece(s3, object, piece.window.is_some_and(|w| w > 0))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Adds what a chunk read of one object: to the object before when it `continues` it (a
+    /// later chunk of the same object), else as the next object.
+    async fn piece(
+        &mut self,
+        s3: &Client,
+        object: ObjectLine,
+        continues: bool,
+    ) -> Result<(), ScanError> {
+        if let Some(open) = &mut self.open
+            && continues
+            && open.key == object.key
+        {
+            open.records = open.records.saturating_add(object.records);
+            open.rows = open.rows.saturating_add(object.rows);
+            return Ok(());
+        }
+        if let Some(done) = self.open.replace(object) {
+            let (bucket, base) = self.base();
+            self.objects
+                .push(s3, (&bucket, &base), &done.json())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Whether the rows so far fill the LIMIT: the chunks after it write none.
@@ -294,38 +526,26 @@ impl ShardedManifest {
         self.left == Some(0)
     }
 
-    /// Writes the lines so far as the next shard.
-    async fn flush(&mut self, s3: &Client) -> Result<(), ScanError> {
-        use std::io::Write;
-        let base = self.key.strip_suffix(".json").unwrap_or(&self.key);
-        let key = format!("{base}/chunks-{:05}.jsonl.gz", self.shards.len());
-        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        let packed = gzip
-            .write_all(&self.lines)
-            .and_then(|()| gzip.finish())
-            .map_err(|source| ScanError::Write {
-                what: "the manifest".into(),
-                source,
-            })?;
-        put_object(s3, &self.bucket, &key, packed, Some("application/gzip")).await?;
-        self.shards.push(key);
-        self.lines.clear();
-        self.count = 0;
-        Ok(())
-    }
-
-    /// Writes the last shard and the manifest: `head` with the totals and the shards' keys.
+    /// Writes the last shards and the manifest: `head` with the totals and the shards' keys.
     pub async fn finish(
         mut self,
         s3: &Client,
         mut head: serde_json::Value,
     ) -> Result<String, ScanError> {
-        if self.count > 0 {
-            self.flush(s3).await?;
+        let (bucket, base) = self.base();
+        if let Some(done) = self.open.take() {
+            self.objects
+                .push(s3, (&bucket, &base), &done.json())
+                .await?;
         }
+        self.chunks.flush(s3, (&bucket, &base)).await?;
+        self.objects.flush(s3, (&bucket, &base)).await?;
         head["records"] = self.records.into();
         head["rows"] = self.rows.into();
-        head["shards"] = self.shards.into();
+        head["shards"] = serde_json::json!({
+            "chunks": self.chunks.keys,
+            "objects": self.objects.keys,
+        });
         put(s3, &self.bucket, &self.key, &head).await
     }
 }

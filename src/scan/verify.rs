@@ -156,6 +156,21 @@ fn check_counts(report: &ChunkReport, task: &ChunkTask) -> Result<(), String> {
             report.rows, report.records
         ));
     }
+    if !report.pieces.is_empty() {
+        let (records, rows) = report
+            .pieces
+            .iter()
+            .flatten()
+            .fold((0u64, 0u64), |(r, w), p| {
+                (r.saturating_add(p.records), w.saturating_add(p.rows))
+            });
+        if (records, rows) != (report.records, report.rows) {
+            return Err(format!(
+                "its pieces add up to {records} records and {rows} rows, the report has {} and {}",
+                report.records, report.rows
+            ));
+        }
+    }
     if let Some(keep) = task.keep_rows
         && report.rows != keep
     {
@@ -430,6 +445,7 @@ mod tests {
             row_groups: None,
             objects: 0,
             skipped: Default::default(),
+            pieces: Vec::new(),
         }
     }
 

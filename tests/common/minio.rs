@@ -77,6 +77,27 @@ impl Bucket {
         self.try_get(key).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The lines of the shards of `kind` (`chunks`, `objects`) a many-object `manifest` names,
+    /// in order.
+    pub async fn manifest_lines(
+        &self,
+        manifest: &serde_json::Value,
+        kind: &str,
+    ) -> Vec<serde_json::Value> {
+        let mut lines = Vec::new();
+        for shard in manifest["shards"][kind].as_array().unwrap() {
+            let packed = self.get(shard.as_str().unwrap()).await;
+            let mut text = String::new();
+            std::io::Read::read_to_string(
+                &mut flate2::read::GzDecoder::new(&packed[..]),
+                &mut text,
+            )
+            .unwrap();
+            lines.extend(text.lines().map(|l| serde_json::from_str(l).unwrap()));
+        }
+        lines
+    }
+
     /// SHA-256 of the object at `key`, or `None` when there is no such object.
     pub async fn object_sha256(&self, key: &str) -> Option<String> {
         let bytes = self.try_get(key).await.ok()?;

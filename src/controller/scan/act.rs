@@ -21,6 +21,7 @@ use crate::controller::{Context, Error, StatusWriter, publish};
 use crate::redact::Redacted;
 use crate::scan::chunk::abort_recorded_upload;
 use crate::scan::manifest::ChunkSummary;
+use crate::scan::objects::segments::ObjectPlan;
 use crate::scan::verify::check_report;
 use crate::scan::{ChunkTask, ScanError, Work, manifest};
 
@@ -342,6 +343,97 @@ async fn processor_output(io: &Io, index: u32) -> Option<serde_json::Value> {
     Some(value["message"].clone())
 }
 
+/// The manifest of a scan of one object: a line per chunk (its report read back and checked
+/// again, 8 at a time, none kept) with what its container processor said.
+async fn object_manifest(
+    io: &Io,
+    state: &Running,
+    checkpoint: &Bookkeeping,
+    result: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String, ScanError> {
+    let layout = &state.layout;
+    let (bucket, _) = &io.work;
+    let indexes: Vec<u32> = (0..layout.chunk_count()).collect();
+    let mut summaries = Vec::with_capacity(indexes.len());
+    for batch in indexes.chunks(8) {
+        let reads = batch
+            .iter()
+            .map(|&index| checked_summary(io, state, checkpoint.crossing, index));
+        for summary in futures::future::join_all(reads).await {
+            summaries.push(summary);
+        }
+    }
+    let mut messages = std::collections::BTreeMap::new();
+    if state.containers {
+        for index in 0..layout.chunk_count() {
+            if let Some(message) = processor_output(io, index).await {
+                messages.insert(index, message);
+            }
+        }
+    }
+    let finish = manifest::Finish {
+        layout,
+        output: io.output.as_ref(),
+        limit: state.query.limit,
+        result,
+        extra: &|index| messages.get(&index).cloned(),
+    };
+    finish
+        .write(
+            &io.s3,
+            (bucket, &io.manifest_key()),
+            futures::stream::iter(summaries),
+        )
+        .await
+}
+
+/// The manifest of a scan of many objects: shards of a line per chunk and a line per object
+/// ([`manifest::ShardedManifest`]), from the plan (a segment at a time) and the chunks' reports
+/// (read back and checked again, 8 at a time, none kept).
+async fn objects_manifest(
+    io: &Io,
+    state: &Running,
+    (scan, status, plan): (&S3ParallelScan, &S3ParallelScanStatus, &ObjectPlan),
+    checkpoint: &Bookkeeping,
+    result: &serde_json::Map<String, serde_json::Value>,
+) -> Result<String, ScanError> {
+    let layout = &state.layout;
+    let (bucket, _) = &io.work;
+    let mut manifest = manifest::ShardedManifest::new(bucket, io.manifest_key(), state.query.limit);
+    let mut planned = plan.chunks(&io.s3);
+    let indexes: Vec<u32> = (0..layout.chunk_count()).collect();
+    for batch in indexes.chunks(8) {
+        let reads = batch
+            .iter()
+            .map(|&index| checked_summary(io, state, checkpoint.crossing, index));
+        for summary in futures::future::join_all(reads).await {
+            let summary = summary?;
+            let pieces = planned.next().await?.ok_or_else(|| {
+                ScanError::InvalidScan(format!("the plan has no chunk {}", summary.index))
+            })?;
+            manifest
+                .add_planned(&io.s3, io.output.as_ref(), &summary, &pieces)
+                .await?;
+        }
+    }
+    let source = &scan.spec.source;
+    let head = serde_json::json!({
+        "source": {
+            "bucket": source.bucket,
+            "glob": source.glob,
+            "keys": source.keys,
+            "manifest": source.manifest,
+        },
+        "format": layout.format,
+        "columns": layout.columns,
+        "result": result,
+        "objects": status.objects,
+        "chunks": layout.chunk_count(),
+        "plan": format!("s3://{}/{}", plan.segment_bucket, plan.prefix),
+    });
+    manifest.finish(&io.s3, head).await
+}
+
 /// Every chunk is in: the reports are read back one by one and checked against their tasks
 /// again (a report in S3 can be rewritten after it was accepted), parts past the LIMIT deleted,
 /// the manifest written, and status records it (and the result) before anything else happens.
@@ -372,40 +464,12 @@ async fn write_manifest(
     checkpoint.manifest_attempts += 1;
     checkpoint.store(&mut status);
     StatusWriter::new(ctx, scan).write(&status).await?;
-    let (bucket, _) = &io.work;
-    // A line per chunk: reports are read 8 at a time and none is kept.
-    let indexes: Vec<u32> = (0..layout.chunk_count()).collect();
-    let mut summaries = Vec::with_capacity(indexes.len());
-    for batch in indexes.chunks(8) {
-        let reads = batch
-            .iter()
-            .map(|&index| checked_summary(io, state, checkpoint.crossing, index));
-        for summary in futures::future::join_all(reads).await {
-            summaries.push(summary);
+    let written = match &layout.plan {
+        Some(plan) => {
+            objects_manifest(io, state, (scan, &status, plan), &checkpoint, &result).await
         }
-    }
-    let mut messages = std::collections::BTreeMap::new();
-    if state.containers {
-        for index in 0..layout.chunk_count() {
-            if let Some(message) = processor_output(io, index).await {
-                messages.insert(index, message);
-            }
-        }
-    }
-    let finish = manifest::Finish {
-        layout,
-        output: io.output.as_ref(),
-        limit: state.query.limit,
-        result: &result,
-        extra: &|index| messages.get(&index).cloned(),
+        None => object_manifest(io, state, &checkpoint, &result).await,
     };
-    let written = finish
-        .write(
-            &io.s3,
-            (bucket, &io.manifest_key()),
-            futures::stream::iter(summaries),
-        )
-        .await;
     let url = match written {
         Ok(url) => url,
         Err(e) if !e.is_transient() && e.reason() == "InvalidReport" => {

@@ -141,6 +141,7 @@ fn report(state: &Running, index: u32, assumed: Option<State>, records: u64) -> 
         row_groups: None,
         objects: 0,
         skipped: Default::default(),
+        pieces: Vec::new(),
     }
 }
 

@@ -27,8 +27,9 @@ use crate::worker::{FailureMessage, LABEL_CHUNK, LABEL_ROLE, LABEL_SCAN, LABEL_S
 
 /// The query of the counting pass before a container processor.
 pub(super) const COUNT_QUERY: &str = "SELECT COUNT(*) FROM S3Object";
-/// Largest chunk report read back from S3 (a few KiB when genuine).
-pub(super) const REPORT_LIMIT: usize = 64 << 10;
+/// Largest chunk report read back from S3 (a few KiB when genuine; a chunk of 10,000 objects
+/// lists what it read of each in about 140 KiB).
+pub(super) const REPORT_LIMIT: usize = 256 << 10;
 /// Most bytes of reports one reconcile reads: the reports of chunks past them wait for the next.
 const REPORTS_PER_RECONCILE: usize = 4 << 20;
 

@@ -264,6 +264,7 @@ fn genuine_report(task: &ChunkTask, records: u64) -> ChunkReport {
         row_groups: None,
         objects: 0,
         skipped: Default::default(),
+        pieces: Vec::new(),
     }
 }
 

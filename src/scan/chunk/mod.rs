@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::shutdown::Stop;
 
 pub use task::{
-    BadRecord, ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, RowGroupsRead,
+    BadRecord, ChunkObject, ChunkReport, ChunkTask, Output, OutputFormat, PieceRead, RowGroupsRead,
     UploadRecord, Work, manifest_key, scope_of,
 };
 pub use upload::abort_recorded_upload;

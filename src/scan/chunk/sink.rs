@@ -313,6 +313,7 @@ impl<'q> Sink<'q> {
             row_groups: None,
             objects: 0,
             skipped: Default::default(),
+            pieces: Vec::new(),
         })
     }
 }

@@ -240,6 +240,33 @@ pub struct ChunkReport {
     /// (`onObjectChange: Skip`).
     #[serde(default, skip_serializing_if = "SkippedObjects::is_empty")]
     pub skipped: SkippedObjects,
+    /// A chunk of many objects: what it read of each of its pieces, in order (`None`: left out,
+    /// changed since it was listed). The manifest lists each object's records and rows from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<Option<PieceRead>>,
+}
+
+/// What a chunk read of one piece: its records and the rows selected from them. Serialised as
+/// `[records, rows]`, so that a report of 10,000 pieces stays within a report's bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(u64, u64)", into = "(u64, u64)")]
+pub struct PieceRead {
+    /// Records of the piece.
+    pub records: u64,
+    /// Rows the query selected from them (and wrote, when the chunk writes rows).
+    pub rows: u64,
+}
+
+impl From<(u64, u64)> for PieceRead {
+    fn from((records, rows): (u64, u64)) -> PieceRead {
+        PieceRead { records, rows }
+    }
+}
+
+impl From<PieceRead> for (u64, u64) {
+    fn from(read: PieceRead) -> (u64, u64) {
+        (read.records, read.rows)
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -31,8 +31,8 @@ use super::{ObjectChanges, Planning, SkippedObjects, plan_each};
 use crate::scan::chunk::rows::{PART_BUFFER, RowBatch};
 use crate::scan::chunk::upload::upload_part;
 use crate::scan::chunk::{
-    ChunkReport, ChunkTask, LocalRows, OutputFormat, RowGroupsRead, Work, run_object_chunk,
-    with_part,
+    ChunkReport, ChunkTask, LocalRows, OutputFormat, PieceRead, RowGroupsRead, Work,
+    run_object_chunk, with_part,
 };
 use crate::scan::plan::{Layout, PlanRequest};
 use crate::scan::text::split::{ChunkSplit, STATES, State};
@@ -155,14 +155,22 @@ async fn run_pieces(
     let mut layouts = std::pin::pin!(plan_each(s3, futures::stream::iter(versions), &planning));
     let mut totals = Verifier::new(empty.clone());
     let mut pieces_left = pieces.iter();
+    // What was read of each piece, in order.
+    let mut read = Vec::with_capacity(pieces.len());
     let written = AtomicU64::new(0);
     while let Some(layout) = layouts.next().await {
         let layout = layout?;
         // Pieces planning left out (changed since they were listed) are passed over.
-        if !pieces_left.any(|piece| piece.key == layout.object.key) {
-            return Err(ScanError::InvalidScan(
-                "an object was planned that is no piece of the chunk".into(),
-            ));
+        loop {
+            match pieces_left.next() {
+                Some(piece) if piece.key == layout.object.key => break,
+                Some(_) => read.push(None),
+                None => {
+                    return Err(ScanError::InvalidScan(
+                        "an object was planned that is no piece of the chunk".into(),
+                    ));
+                }
+            }
         }
         let piece_rows = || {
             rows.as_ref().map(|rows| LocalRows {
@@ -221,6 +229,10 @@ async fn run_pieces(
             report.range = [0, 0];
             report.fingerprint = task.fingerprint();
             report.objects = u64::from(window == 0);
+            report.pieces = vec![Some(PieceRead {
+                records: report.records,
+                rows: report.rows,
+            })];
             if let Some(bad) = &mut report.bad_record {
                 bad.message = format!("{}: {}", layout.object.url(), bad.message);
             }
@@ -238,12 +250,22 @@ async fn run_pieces(
             )));
         }
         match whole_object(&layout, empty.clone(), run).await {
-            Ok(object) => totals.absorb(&object)?,
+            Ok(object) => {
+                totals.absorb(&object)?;
+                read.push(Some(PieceRead {
+                    records: object.records,
+                    rows: object.rows,
+                }));
+            }
             // Its rows may be in the part already: it cannot be left out.
             Err(error) if rows.is_some() => return Err(error),
-            Err(error) => changes.skip(&layout.object.key, error)?,
+            Err(error) => {
+                changes.skip(&layout.object.key, error)?;
+                read.push(None);
+            }
         }
     }
+    read.extend(pieces_left.map(|_| None));
     if window.is_some() {
         return Err(ScanError::InvalidScan(
             "the object of the chunk's window was not planned".into(),
@@ -275,6 +297,7 @@ async fn run_pieces(
         }),
         objects: (pieces.len() as u64).saturating_sub(count),
         skipped: SkippedObjects { count, first },
+        pieces: read,
     })
 }
 
@@ -379,6 +402,7 @@ fn empty_window(task: &ChunkTask) -> ChunkReport {
         row_groups: None,
         objects: 0,
         skipped: SkippedObjects::default(),
+        pieces: Vec::new(),
     }
 }
 

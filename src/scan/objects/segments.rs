@@ -130,6 +130,28 @@ impl ObjectPlan {
                     self.chunks
                 ))
             })?;
+        let (bytes, location) = self.segment(s3, number, segment).await?;
+        chunk_in(&bytes, index).map_err(|e| ScanError::InvalidScan(format!("{location}: {e}")))
+    }
+
+    /// Every chunk's pieces, in order, a segment in memory at a time.
+    pub fn chunks<'a>(&'a self, s3: &'a Client) -> PlanChunks<'a> {
+        PlanChunks {
+            plan: self,
+            s3,
+            segment: 0,
+            lines: None,
+            next: 0,
+        }
+    }
+
+    /// Segment `number`'s bytes (gzipped), checked against its digest, and its location.
+    async fn segment(
+        &self,
+        s3: &Client,
+        number: usize,
+        segment: &Segment,
+    ) -> Result<(Vec<u8>, String), ScanError> {
         let key = Self::segment_key(&self.prefix, number, &segment.digest);
         let location = format!("s3://{}/{key}", self.segment_bucket);
         let bytes = crate::s3::read_object(s3, &self.segment_bucket, &key, SEGMENT_LIMIT)
@@ -140,7 +162,59 @@ impl ObjectPlan {
                 "{location} is not the plan segment the scan wrote (its digest differs)"
             )));
         }
-        chunk_in(&bytes, index).map_err(|e| ScanError::InvalidScan(format!("{location}: {e}")))
+        Ok((bytes, location))
+    }
+}
+
+/// Lines of a segment being read.
+type SegmentLines = std::io::BufReader<flate2::read::GzDecoder<std::io::Cursor<Vec<u8>>>>;
+
+/// A plan's chunks in order ([`ObjectPlan::chunks`]).
+pub struct PlanChunks<'a> {
+    plan: &'a ObjectPlan,
+    s3: &'a Client,
+    /// The next segment to read.
+    segment: usize,
+    /// The segment being read, and its location.
+    lines: Option<(SegmentLines, String)>,
+    /// The next chunk.
+    next: u32,
+}
+
+impl PlanChunks<'_> {
+    /// The next chunk's pieces; `None` after the last chunk.
+    pub async fn next(&mut self) -> Result<Option<Vec<PlannedPiece>>, ScanError> {
+        while self.next < self.plan.chunks {
+            if let Some((lines, location)) = &mut self.lines {
+                let invalid = |e: String| ScanError::InvalidScan(format!("{location}: {e}"));
+                match next_line(lines).map_err(invalid)? {
+                    Some(line) if line.chunk == self.next => {
+                        self.next += 1;
+                        return Ok(Some(line.pieces));
+                    }
+                    Some(line) => {
+                        return Err(invalid(format!(
+                            "chunk {} where chunk {} comes",
+                            line.chunk, self.next
+                        )));
+                    }
+                    None => self.lines = None,
+                }
+                continue;
+            }
+            let number = self.segment;
+            let segment = self.plan.segments.get(number).ok_or_else(|| {
+                ScanError::InvalidScan(format!(
+                    "the plan's segments end before chunk {}",
+                    self.next
+                ))
+            })?;
+            let (bytes, location) = self.plan.segment(self.s3, number, segment).await?;
+            let decoder = flate2::read::GzDecoder::new(std::io::Cursor::new(bytes));
+            self.lines = Some((std::io::BufReader::new(decoder), location));
+            self.segment += 1;
+        }
+        Ok(None)
     }
 }
 
@@ -153,25 +227,31 @@ fn digest(bytes: &[u8]) -> String {
 /// The pieces of chunk `index` in a segment's bytes.
 fn chunk_in(gzipped: &[u8], index: u32) -> Result<Vec<PlannedPiece>, String> {
     let mut lines = std::io::BufReader::new(flate2::read::GzDecoder::new(gzipped));
-    let mut line = Vec::new();
     loop {
-        line.clear();
-        let read = Read::by_ref(&mut lines)
-            .take(LINE_LIMIT)
-            .read_until(b'\n', &mut line)
-            .map_err(|e| format!("it does not decode: {e}"))?;
-        if read == 0 {
-            return Err(format!("it has no line of chunk {index}"));
-        }
-        if read as u64 == LINE_LIMIT && line.last() != Some(&b'\n') {
-            return Err(format!("a line is longer than {LINE_LIMIT} bytes"));
-        }
-        let chunk: ChunkLine =
-            serde_json::from_slice(&line).map_err(|e| format!("a line is no chunk: {e}"))?;
-        if chunk.chunk == index {
-            return Ok(chunk.pieces);
+        match next_line(&mut lines)? {
+            Some(chunk) if chunk.chunk == index => return Ok(chunk.pieces),
+            Some(_) => {}
+            None => return Err(format!("it has no line of chunk {index}")),
         }
     }
+}
+
+/// The next line of a segment's decoded `lines`, at most [`LINE_LIMIT`] bytes; `None` at its end.
+fn next_line(lines: &mut impl BufRead) -> Result<Option<ChunkLine>, String> {
+    let mut line = Vec::new();
+    let read = Read::by_ref(lines)
+        .take(LINE_LIMIT)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| format!("it does not decode: {e}"))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if read as u64 == LINE_LIMIT && line.last() != Some(&b'\n') {
+        return Err(format!("a line is longer than {LINE_LIMIT} bytes"));
+    }
+    serde_json::from_slice(&line)
+        .map(Some)
+        .map_err(|e| format!("a line is no chunk: {e}"))
 }
 
 /// Writes `chunks` (numbered from `first`) as segment `number` of a plan under `prefix`: the

@@ -160,6 +160,7 @@ fn report(
         row_groups: Some(read),
         objects: 0,
         skipped: Default::default(),
+        pieces: Vec::new(),
     }
 }
 
