@@ -7,6 +7,7 @@
 //! rule of Spark and parquet-java), and windows without a row group are no chunk, so every row
 //! group is read exactly once at any chunk size.
 
+mod aggregate;
 pub mod footer;
 mod prefilter;
 mod pruning;

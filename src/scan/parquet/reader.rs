@@ -25,6 +25,7 @@ use crate::scan::chunk::rows::{LocalRows, RowBatch, RowWriter, TextFormat};
 use crate::scan::chunk::task::{
     BadRecord, ChunkReport, ChunkTask, OutputFormat, RowGroupsRead, Work,
 };
+use super::aggregate::ArrayAggregates;
 use crate::scan::chunk::upload::upload_part;
 use crate::scan::sql::{ColumnComparison, Evaluator, Outcome, Query};
 use crate::scan::text::split::{ChunkSplit, STATES, State};
@@ -225,6 +226,8 @@ impl QueryRun<'_> {
             query: self.query.clone(),
             work: BatchWork {
                 rows,
+                arrays: ArrayAggregates::of(self.query),
+                filtered: self.query.has_filter(),
                 comparisons: self.query.column_comparisons(),
                 plain: self
                     .query
@@ -530,6 +533,10 @@ impl Evaluation {
 /// What the query does with each batch.
 struct BatchWork {
     rows: Option<RowSink>,
+    /// The aggregates, when they can be taken over whole arrays.
+    arrays: Option<ArrayAggregates>,
+    /// Whether the query has a WHERE clause.
+    filtered: bool,
     paths: Vec<Vec<String>>,
     /// The WHERE clause's column comparisons, run over whole columns first, and whether they are
     /// all of it.
@@ -555,6 +562,15 @@ impl BatchWork {
                 .collect(),
             None => (0..batch.num_rows()).collect(),
         };
+        // The filter decided (or there is none): aggregates are taken over the arrays.
+        let decided = certain || (kept.is_none() && !self.filtered);
+        if decided
+            && self.rows.is_none()
+            && let Some(arrays) = &self.arrays
+            && arrays.add(batch, &candidates, &mut evaluator.partials)
+        {
+            return Ok(());
+        }
         let selected = self.plain.as_deref().map(|plain| resolve(batch, plain));
         let all_found = selected.as_ref().map(Vec::len) == self.plain.as_ref().map(Vec::len);
         if let (true, true, Some(selected), Some(RowSink::Text(rows))) =

@@ -718,7 +718,7 @@ mod eval;
 mod prune;
 pub(crate) use eval::holds;
 pub use eval::{Evaluator, Outcome};
-pub use prune::{Bounds, ColumnBounds, ColumnComparison, FooterAggregate};
+pub use prune::{Bounds, ColumnAggregate, ColumnBounds, ColumnComparison, FooterAggregate};
 
 #[cfg(test)]
 mod tests;

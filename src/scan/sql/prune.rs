@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 
 use sqlparser::ast::BinaryOperator;
 
-use super::{Column, Expr, Query, Selection};
+use super::{Cast, Column, Expr, Query, Selection};
 use crate::scan::value::{AggregateKind, Value, compare_as};
 
 /// What statistics tell of one column over a group of rows.
@@ -82,6 +82,10 @@ pub struct ColumnComparison {
 /// An aggregate answered from statistics: its kind and the column it reads (none for COUNT(*)).
 pub type FooterAggregate<'q> = (AggregateKind, Option<&'q [String]>);
 
+/// An aggregate an engine of arrays can take over a whole column: none for COUNT(*), else the
+/// column's path and whether it is cast to FLOAT.
+pub type ColumnAggregate<'q> = Option<(&'q [String], bool)>;
+
 impl Query {
     /// The distinct column paths the query reads, in first-use order.
     pub fn paths(&self) -> Vec<Vec<String>> {
@@ -133,6 +137,26 @@ impl Query {
         self.filter
             .as_ref()
             .is_none_or(|filter| may_hold(filter, bounds))
+    }
+
+    /// The query's aggregates, in select order, when each is COUNT(*) or an aggregate of a column
+    /// (maybe CAST AS FLOAT); `None` for a row query or a computed argument.
+    pub fn column_aggregates(&self) -> Option<Vec<ColumnAggregate<'_>>> {
+        let Selection::Aggregates(items) = &self.selection else {
+            return None;
+        };
+        items
+            .iter()
+            .map(|(_, _, argument)| match argument {
+                None => Some(None),
+                Some(Expr::Column(Column::Path(path))) => Some(Some((path.as_slice(), false))),
+                Some(Expr::Cast(inner, Cast::Float)) => match inner.as_ref() {
+                    Expr::Column(Column::Path(path)) => Some(Some((path.as_slice(), true))),
+                    _ => None,
+                },
+                Some(_) => None,
+            })
+            .collect()
     }
 
     /// The query's aggregates when all of them can be answered from statistics: no WHERE, and

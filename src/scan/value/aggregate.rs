@@ -468,8 +468,33 @@ impl Partial {
         }
     }
 
+    /// Adds a column's integers, as [`Partial::add_number`] adds each one (the fast path of
+    /// aggregates over arrays): MIN and MAX compare them among themselves first, then once with
+    /// the value kept.
+    pub fn add_ints(&mut self, values: impl Iterator<Item = i64>) {
+        match self {
+            Partial::Count(n) => *n += values.count() as u64,
+            Partial::Sum(sum) | Partial::Avg(sum) => values.for_each(|i| sum.add(Number::Int(i))),
+            Partial::Min(kept) => keep_best(kept, values, Ord::cmp, Ordering::Less, Number::Int),
+            Partial::Max(kept) => keep_best(kept, values, Ord::cmp, Ordering::Greater, Number::Int),
+        }
+    }
+
+    /// Adds a column's floats, as [`Partial::add_number`] adds each one (see
+    /// [`Partial::add_ints`]).
+    pub fn add_floats(&mut self, values: impl Iterator<Item = f64>) {
+        let order = |a: &f64, b: &f64| kept_float_order(*a, *b);
+        match self {
+            Partial::Count(n) => *n += values.count() as u64,
+            Partial::Sum(sum) | Partial::Avg(sum) => {
+                values.for_each(|f| sum.add(Number::Float(f)))
+            }
+            Partial::Min(kept) => keep_best(kept, values, order, Ordering::Less, Number::Float),
+            Partial::Max(kept) => keep_best(kept, values, order, Ordering::Greater, Number::Float),
+        }
+    }
+
     /// The aggregate's name, for messages.
-    pub fn kind(&self) -> &'static str {
         match self {
             Partial::Count(_) => "count",
             Partial::Sum(_) => "sum",
@@ -537,6 +562,24 @@ fn keep_number(kept: &mut Option<Scalar>, number: Number, wanted: Ordering) {
     };
     if better {
         *kept = Some(number.into());
+    }
+}
+
+/// Keeps the `wanted` end of `values` in `order`, as [`keep_number`] of each in turn would: the
+/// first of equal values wins, and the value kept is replaced only by a better one.
+fn keep_best<T: Copy>(
+    kept: &mut Option<Scalar>,
+    values: impl Iterator<Item = T>,
+    order: impl Fn(&T, &T) -> Ordering,
+    wanted: Ordering,
+    number: impl Fn(T) -> Number,
+) {
+    let best = values.reduce(|best, value| match order(&value, &best) == wanted {
+        true => value,
+        false => best,
+    });
+    if let Some(best) = best {
+        keep_number(kept, number(best), wanted);
     }
 }
 

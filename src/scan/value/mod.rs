@@ -405,6 +405,41 @@ mod tests {
         }
 
         #[test]
+        fn columns_aggregate_as_their_values_one_by_one(
+            start in prop::collection::vec(prop_oneof![
+                any::<i64>().prop_map(Number::Int),
+                (-1e3f64..1e3).prop_map(Number::Float),
+            ], 0..3),
+            floats in prop::collection::vec(prop_oneof![
+                (-1e3f64..1e3),
+                Just(f64::NAN), Just(-f64::NAN), Just(0.0), Just(-0.0),
+                Just(f64::INFINITY), Just(f64::NEG_INFINITY),
+            ], 0..30),
+            ints in prop::collection::vec(prop_oneof![any::<i64>(), -3i64..3], 0..30),
+        ) {
+            let kinds = [
+                AggregateKind::Count, AggregateKind::Sum, AggregateKind::Min,
+                AggregateKind::Max, AggregateKind::Avg,
+            ];
+            for kind in kinds {
+                // A partial that holds values already (another batch's), then a column.
+                let mut one_by_one = Partial::new(kind);
+                start.iter().for_each(|&n| one_by_one.add_number(n));
+                let (mut of_floats, mut of_ints) = (one_by_one.clone(), one_by_one.clone());
+                let mut ints_one_by_one = one_by_one.clone();
+                floats.iter().for_each(|&f| one_by_one.add_number(Number::Float(f)));
+                of_floats.add_floats(floats.iter().copied());
+                prop_assert_eq!(
+                    serde_json::to_string(&of_floats).unwrap(),
+                    serde_json::to_string(&one_by_one).unwrap()
+                );
+                ints.iter().for_each(|&i| ints_one_by_one.add_number(Number::Int(i)));
+                of_ints.add_ints(ints.iter().copied());
+                prop_assert_eq!(&of_ints, &ints_one_by_one);
+            }
+        }
+
+        #[test]
         fn short_mantissas_equal_digit_by_digit_ones(
             text in prop_oneof!["[0-9]{0,8}", "[0-9]{0,4}[.][0-9]{0,3}", "[0-9.+a -]{0,8}"],
         ) {
