@@ -38,7 +38,12 @@ impl ArrayAggregates {
 
     /// Adds rows `rows` of `batch` to `partials` (the aggregates', in order). `false`, and
     /// nothing added, when a column is missing from the batch or holds no integers or floats.
-    pub(super) fn add(&self, batch: &RecordBatch, rows: &[usize], partials: &mut [Partial]) -> bool {
+    pub(super) fn add(
+        &self,
+        batch: &RecordBatch,
+        rows: &[usize],
+        partials: &mut [Partial],
+    ) -> bool {
         let mut columns = Vec::with_capacity(self.items.len());
         for item in &self.items {
             match item {
@@ -62,7 +67,9 @@ impl ArrayAggregates {
                     }
                 }
                 Some((array, float)) => match numbers(array, rows) {
-                    Some(Numbers::Ints(ints)) if float => partial.add_floats(ints.map(|i| i as f64)),
+                    Some(Numbers::Ints(ints)) if float => {
+                        partial.add_floats(ints.map(|i| i as f64))
+                    }
                     Some(Numbers::Ints(ints)) => partial.add_ints(ints),
                     Some(Numbers::Floats(floats)) => partial.add_floats(floats),
                     None => {}
@@ -82,7 +89,7 @@ enum Numbers<'a> {
 /// The values of `array` at `rows` (skipping NULLs), when it holds integers that fit 64 bits or
 /// floats of 32 or 64 bits.
 fn numbers<'a>(array: &'a dyn Array, rows: &'a [usize]) -> Option<Numbers<'a>> {
-    fn values<'a, T: ArrowPrimitiveType, N>(
+    fn values<'a, T: ArrowPrimitiveType, N: 'a>(
         array: &'a dyn Array,
         rows: &'a [usize],
         to: fn(T::Native) -> N,
@@ -90,7 +97,10 @@ fn numbers<'a>(array: &'a dyn Array, rows: &'a [usize]) -> Option<Numbers<'a>> {
         let array = array.as_primitive_opt::<T>()?;
         let values = array.values();
         Some(match array.nulls() {
-            None => Box::new(rows.iter().filter_map(move |&row| values.get(row).map(|v| to(*v)))),
+            None => Box::new(
+                rows.iter()
+                    .filter_map(move |&row| values.get(row).map(|v| to(*v))),
+            ),
             Some(nulls) => Box::new(
                 rows.iter()
                     .filter(move |&&row| row < nulls.len() && nulls.is_valid(row))
@@ -129,10 +139,21 @@ mod tests {
             ),
             (
                 "f",
-                Arc::new(Float32Array::from(vec![Some(0.5), Some(f32::NAN), None, Some(-0.0)])) as _,
+                Arc::new(Float32Array::from(vec![
+                    Some(0.5),
+                    Some(f32::NAN),
+                    None,
+                    Some(-0.0),
+                ])) as _,
             ),
-            ("s", Arc::new(StringArray::from(vec!["a", "b", "c", "d"])) as _),
-            ("u", Arc::new(UInt64Array::from(vec![1u64, 2, 3, u64::MAX])) as _),
+            (
+                "s",
+                Arc::new(StringArray::from(vec!["a", "b", "c", "d"])) as _,
+            ),
+            (
+                "u",
+                Arc::new(UInt64Array::from(vec![1u64, 2, 3, u64::MAX])) as _,
+            ),
         ])
         .unwrap()
     }

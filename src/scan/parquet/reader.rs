@@ -16,6 +16,7 @@ use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchS
 use parquet::file::metadata::ParquetMetaData;
 use tokio::sync::mpsc;
 
+use super::aggregate::ArrayAggregates;
 use super::pruning::{ChunkGroups, GroupStats, footer_answer, page_selection, with_page_index};
 use super::writer::{ParquetRows, selected_rows};
 use super::{
@@ -25,7 +26,6 @@ use crate::scan::chunk::rows::{LocalRows, RowBatch, RowWriter, TextFormat};
 use crate::scan::chunk::task::{
     BadRecord, ChunkReport, ChunkTask, OutputFormat, RowGroupsRead, Work,
 };
-use super::aggregate::ArrayAggregates;
 use crate::scan::chunk::upload::upload_part;
 use crate::scan::sql::{ColumnComparison, Evaluator, Outcome, Query};
 use crate::scan::text::split::{ChunkSplit, STATES, State};

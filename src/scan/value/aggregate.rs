@@ -486,15 +486,14 @@ impl Partial {
         let order = |a: &f64, b: &f64| kept_float_order(*a, *b);
         match self {
             Partial::Count(n) => *n += values.count() as u64,
-            Partial::Sum(sum) | Partial::Avg(sum) => {
-                values.for_each(|f| sum.add(Number::Float(f)))
-            }
+            Partial::Sum(sum) | Partial::Avg(sum) => values.for_each(|f| sum.add(Number::Float(f))),
             Partial::Min(kept) => keep_best(kept, values, order, Ordering::Less, Number::Float),
             Partial::Max(kept) => keep_best(kept, values, order, Ordering::Greater, Number::Float),
         }
     }
 
     /// The aggregate's name, for messages.
+    pub fn kind(&self) -> &'static str {
         match self {
             Partial::Count(_) => "count",
             Partial::Sum(_) => "sum",
