@@ -313,6 +313,8 @@ impl ObjectLine {
 pub struct ShardedManifest {
     bucket: String,
     key: String,
+    /// Where the shards go: the manifest's key without `.json`.
+    base: String,
     chunks: Shards,
     objects: Shards,
     /// The object whose chunks are being added (a split object's windows are chunks in a row).
@@ -329,6 +331,7 @@ impl ShardedManifest {
     pub fn new(bucket: &str, key: String, limit: Option<u64>) -> ShardedManifest {
         ShardedManifest {
             bucket: bucket.to_string(),
+            base: key.strip_suffix(".json").unwrap_or(&key).to_string(),
             key,
             chunks: Shards::new("chunks"),
             objects: Shards::new("objects"),
@@ -337,12 +340,6 @@ impl ShardedManifest {
             records: 0,
             rows: 0,
         }
-    }
-
-    /// Where the shards go: the bucket, and the manifest's key without `.json`.
-    fn base(&self) -> (String, String) {
-        let base = self.key.strip_suffix(".json").unwrap_or(&self.key);
-        (self.bucket.clone(), base.to_string())
     }
 
     /// The rows of a chunk of `rows` (and `records`) the LIMIT lets through, and its part
@@ -400,8 +397,8 @@ impl ShardedManifest {
             "rows": kept,
             "part": part,
         });
-        let (bucket, base) = self.base();
-        self.chunks.push(s3, (&bucket, &base), &line).await?;
+        let at = (self.bucket.as_str(), self.base.as_str());
+        self.chunks.push(s3, at, &line).await?;
         let object = ObjectLine {
             key: layout.object.key.clone(),
             etag: layout.object.etag.clone(),
@@ -467,8 +464,8 @@ impl ShardedManifest {
                 "fetchedBytes": read.fetched_bytes,
             });
         }
-        let (bucket, base) = self.base();
-        self.chunks.push(s3, (&bucket, &base), &line).await?;
+        let at = (self.bucket.as_str(), self.base.as_str());
+        self.chunks.push(s3, at, &line).await?;
         for (piece, read) in pieces.iter().zip(&chunk.pieces) {
             let skipped = read.is_none().then(|| {
                 chunk
@@ -513,10 +510,8 @@ impl ShardedManifest {
             return Ok(());
         }
         if let Some(done) = self.open.replace(object) {
-            let (bucket, base) = self.base();
-            self.objects
-                .push(s3, (&bucket, &base), &done.json())
-                .await?;
+            let at = (self.bucket.as_str(), self.base.as_str());
+            self.objects.push(s3, at, &done.json()).await?;
         }
         Ok(())
     }
@@ -532,14 +527,12 @@ impl ShardedManifest {
         s3: &Client,
         mut head: serde_json::Value,
     ) -> Result<String, ScanError> {
-        let (bucket, base) = self.base();
+        let at = (self.bucket.as_str(), self.base.as_str());
         if let Some(done) = self.open.take() {
-            self.objects
-                .push(s3, (&bucket, &base), &done.json())
-                .await?;
+            self.objects.push(s3, at, &done.json()).await?;
         }
-        self.chunks.flush(s3, (&bucket, &base)).await?;
-        self.objects.flush(s3, (&bucket, &base)).await?;
+        self.chunks.flush(s3, at).await?;
+        self.objects.flush(s3, at).await?;
         head["records"] = self.records.into();
         head["rows"] = self.rows.into();
         head["shards"] = serde_json::json!({

@@ -353,16 +353,6 @@ async fn object_manifest(
 ) -> Result<String, ScanError> {
     let layout = &state.layout;
     let (bucket, _) = &io.work;
-    let indexes: Vec<u32> = (0..layout.chunk_count()).collect();
-    let mut summaries = Vec::with_capacity(indexes.len());
-    for batch in indexes.chunks(8) {
-        let reads = batch
-            .iter()
-            .map(|&index| checked_summary(io, state, checkpoint.crossing, index));
-        for summary in futures::future::join_all(reads).await {
-            summaries.push(summary);
-        }
-    }
     let mut messages = std::collections::BTreeMap::new();
     if state.containers {
         for index in 0..layout.chunk_count() {
@@ -382,9 +372,21 @@ async fn object_manifest(
         .write(
             &io.s3,
             (bucket, &io.manifest_key()),
-            futures::stream::iter(summaries),
+            checked_summaries(io, state, checkpoint),
         )
         .await
+}
+
+/// Every chunk's [`checked_summary`], in order, 8 reports read at a time and none kept.
+fn checked_summaries<'a>(
+    io: &'a Io,
+    state: &'a Running,
+    checkpoint: &'a Bookkeeping,
+) -> impl futures::Stream<Item = Result<ChunkSummary, ScanError>> + 'a {
+    use futures::StreamExt;
+    futures::stream::iter(0..state.layout.chunk_count())
+        .map(move |index| checked_summary(io, state, checkpoint.crossing, index))
+        .buffered(8)
 }
 
 /// The manifest of a scan of many objects: shards of a line per chunk and a line per object
@@ -401,20 +403,15 @@ async fn objects_manifest(
     let (bucket, _) = &io.work;
     let mut manifest = manifest::ShardedManifest::new(bucket, io.manifest_key(), state.query.limit);
     let mut planned = plan.chunks(&io.s3);
-    let indexes: Vec<u32> = (0..layout.chunk_count()).collect();
-    for batch in indexes.chunks(8) {
-        let reads = batch
-            .iter()
-            .map(|&index| checked_summary(io, state, checkpoint.crossing, index));
-        for summary in futures::future::join_all(reads).await {
-            let summary = summary?;
-            let pieces = planned.next().await?.ok_or_else(|| {
-                ScanError::InvalidScan(format!("the plan has no chunk {}", summary.index))
-            })?;
-            manifest
-                .add_planned(&io.s3, io.output.as_ref(), &summary, &pieces)
-                .await?;
-        }
+    let mut summaries = std::pin::pin!(checked_summaries(io, state, checkpoint));
+    while let Some(summary) = futures::StreamExt::next(&mut summaries).await {
+        let summary = summary?;
+        let pieces = planned.next().await?.ok_or_else(|| {
+            ScanError::InvalidScan(format!("the plan has no chunk {}", summary.index))
+        })?;
+        manifest
+            .add_planned(&io.s3, io.output.as_ref(), &summary, &pieces)
+            .await?;
     }
     let source = &scan.spec.source;
     let head = serde_json::json!({
