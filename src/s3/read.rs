@@ -185,7 +185,10 @@ impl RangeStream {
 
     /// All of the range, at most `limit` bytes.
     pub async fn collect(mut self, limit: usize) -> Result<Vec<u8>, ReadFailure> {
-        let mut bytes = Vec::new();
+        // Sized once: grown by doubling, a column chunk of a few MiB was copied and faulted in
+        // again at every step.
+        let left = usize::try_from(self.end.saturating_sub(self.next)).unwrap_or(usize::MAX);
+        let mut bytes = Vec::with_capacity(left.min(limit));
         while let Some(chunk) = self.next().await {
             let chunk = chunk?;
             if bytes.len() + chunk.len() > limit {

@@ -8,7 +8,7 @@ use arrow_array::types::{
     Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
     UInt32Type,
 };
-use arrow_array::{Array, ArrowPrimitiveType, RecordBatch};
+use arrow_array::{Array, ArrowPrimitiveType, PrimitiveArray, RecordBatch};
 use arrow_schema::DataType;
 
 use crate::scan::sql::Query;
@@ -36,20 +36,24 @@ impl ArrayAggregates {
         Some(ArrayAggregates { items })
     }
 
-    /// Adds rows `rows` of `batch` to `partials` (the aggregates', in order). `false`, and
-    /// nothing added, when a column is missing from the batch or holds no integers or floats.
+    /// Adds the rows of `batch` that `kept` keeps (every row without it) to `partials` (the
+    /// aggregates', in order). `false`, and nothing added, when a column is missing from the
+    /// batch or holds no integers or floats.
     pub(super) fn add(
         &self,
         batch: &RecordBatch,
-        rows: &[usize],
+        kept: Option<&[bool]>,
         partials: &mut [Partial],
     ) -> bool {
+        if kept.is_some_and(|kept| kept.len() != batch.num_rows()) {
+            return false;
+        }
         let mut columns = Vec::with_capacity(self.items.len());
         for item in &self.items {
             match item {
                 None => columns.push(None),
                 Some((name, float)) => match batch.column_by_name(name) {
-                    Some(array) if numbers(array.as_ref(), &[]).is_some() => {
+                    Some(array) if is_number(array.data_type()) => {
                         columns.push(Some((array.as_ref(), *float)))
                     }
                     _ => return false,
@@ -63,63 +67,121 @@ impl ArrayAggregates {
             match column {
                 None => {
                     if let Partial::Count(n) = partial {
-                        *n += rows.len() as u64;
+                        *n += kept
+                            .map_or(batch.num_rows(), |kept| kept.iter().filter(|&&k| k).count())
+                            as u64;
                     }
                 }
-                Some((array, float)) => match numbers(array, rows) {
-                    Some(Numbers::Ints(ints)) if float => {
-                        partial.add_floats(ints.map(|i| i as f64))
-                    }
-                    Some(Numbers::Ints(ints)) => partial.add_ints(ints),
-                    Some(Numbers::Floats(floats)) => partial.add_floats(floats),
-                    None => {}
-                },
+                Some((array, float)) => add_numbers(array, kept, float, partial),
             }
         }
         true
     }
 }
 
-/// The non-null values of a column at some rows, as the row evaluator reads them.
-enum Numbers<'a> {
-    Ints(Box<dyn Iterator<Item = i64> + 'a>),
-    Floats(Box<dyn Iterator<Item = f64> + 'a>),
+/// Whether a column of this type holds integers that fit 64 bits or floats of 32 or 64 bits.
+fn is_number(kind: &DataType) -> bool {
+    use DataType::*;
+    matches!(
+        kind,
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Float32 | Float64
+    )
 }
 
-/// The values of `array` at `rows` (skipping NULLs), when it holds integers that fit 64 bits or
-/// floats of 32 or 64 bits.
-fn numbers<'a>(array: &'a dyn Array, rows: &'a [usize]) -> Option<Numbers<'a>> {
-    fn values<'a, T: ArrowPrimitiveType, N: 'a>(
-        array: &'a dyn Array,
-        rows: &'a [usize],
-        to: fn(T::Native) -> N,
-    ) -> Option<Box<dyn Iterator<Item = N> + 'a>> {
-        let array = array.as_primitive_opt::<T>()?;
-        let values = array.values();
-        Some(match array.nulls() {
-            None => Box::new(
-                rows.iter()
-                    .filter_map(move |&row| values.get(row).map(|v| to(*v))),
-            ),
-            Some(nulls) => Box::new(
-                rows.iter()
-                    .filter(move |&&row| row < nulls.len() && nulls.is_valid(row))
-                    .filter_map(move |&row| values.get(row).map(|v| to(*v))),
-            ),
-        })
+/// Adds the non-null values of `array` at the rows `kept` keeps to `partial`, as the row
+/// evaluator reads them (integers cast to doubles when `float`).
+fn add_numbers(array: &dyn Array, kept: Option<&[bool]>, float: bool, partial: &mut Partial) {
+    fn ints<T: ArrowPrimitiveType>(
+        array: &dyn Array,
+        kept: Option<&[bool]>,
+        float: bool,
+        partial: &mut Partial,
+    ) where
+        T::Native: Into<i64>,
+    {
+        if let Some(array) = array.as_primitive_opt::<T>() {
+            match float {
+                true => each_value(array, kept, |v| Into::<i64>::into(v) as f64, partial),
+                false => each_value(array, kept, Into::<i64>::into, partial),
+            }
+        }
     }
-    Some(match array.data_type() {
-        DataType::Int8 => Numbers::Ints(values::<Int8Type, _>(array, rows, i64::from)?),
-        DataType::Int16 => Numbers::Ints(values::<Int16Type, _>(array, rows, i64::from)?),
-        DataType::Int32 => Numbers::Ints(values::<Int32Type, _>(array, rows, i64::from)?),
-        DataType::Int64 => Numbers::Ints(values::<Int64Type, _>(array, rows, |v| v)?),
-        DataType::UInt8 => Numbers::Ints(values::<UInt8Type, _>(array, rows, i64::from)?),
-        DataType::UInt16 => Numbers::Ints(values::<UInt16Type, _>(array, rows, i64::from)?),
-        DataType::UInt32 => Numbers::Ints(values::<UInt32Type, _>(array, rows, i64::from)?),
-        DataType::Float32 => Numbers::Floats(values::<Float32Type, _>(array, rows, f64::from)?),
-        DataType::Float64 => Numbers::Floats(values::<Float64Type, _>(array, rows, |v| v)?),
-        _ => return None,
-    })
+    fn floats<T: ArrowPrimitiveType>(
+        array: &dyn Array,
+        kept: Option<&[bool]>,
+        partial: &mut Partial,
+    ) where
+        T::Native: Into<f64>,
+    {
+        if let Some(array) = array.as_primitive_opt::<T>() {
+            each_value(array, kept, Into::<f64>::into, partial)
+        }
+    }
+    match array.data_type() {
+        DataType::Int8 => ints::<Int8Type>(array, kept, float, partial),
+        DataType::Int16 => ints::<Int16Type>(array, kept, float, partial),
+        DataType::Int32 => ints::<Int32Type>(array, kept, float, partial),
+        DataType::Int64 => ints::<Int64Type>(array, kept, float, partial),
+        DataType::UInt8 => ints::<UInt8Type>(array, kept, float, partial),
+        DataType::UInt16 => ints::<UInt16Type>(array, kept, float, partial),
+        DataType::UInt32 => ints::<UInt32Type>(array, kept, float, partial),
+        DataType::Float32 => floats::<Float32Type>(array, kept, partial),
+        DataType::Float64 => floats::<Float64Type>(array, kept, partial),
+        _ => {}
+    }
+}
+
+/// A number the partials take a column of.
+trait ColumnNumber: Copy {
+    fn add_all(partial: &mut Partial, values: impl Iterator<Item = Self> + Clone);
+}
+
+impl ColumnNumber for i64 {
+    fn add_all(partial: &mut Partial, values: impl Iterator<Item = i64> + Clone) {
+        partial.add_ints(values)
+    }
+}
+
+impl ColumnNumber for f64 {
+    fn add_all(partial: &mut Partial, values: impl Iterator<Item = f64> + Clone) {
+        partial.add_floats(values)
+    }
+}
+
+/// Adds `to` of each non-null value of `array` at the rows `kept` keeps to `partial`: a plain
+/// pass over the values buffer when every row counts and none is NULL, the common case.
+fn each_value<T: ArrowPrimitiveType, N: ColumnNumber>(
+    array: &PrimitiveArray<T>,
+    kept: Option<&[bool]>,
+    to: impl Fn(T::Native) -> N + Copy,
+    partial: &mut Partial,
+) {
+    let values = array.values().iter();
+    match (kept, array.nulls()) {
+        (None, None) => N::add_all(partial, values.map(|v| to(*v))),
+        (None, Some(nulls)) => N::add_all(
+            partial,
+            values
+                .zip(nulls.iter())
+                .filter(|(_, valid)| *valid)
+                .map(|(v, _)| to(*v)),
+        ),
+        (Some(kept), None) => N::add_all(
+            partial,
+            values
+                .zip(kept)
+                .filter(|(_, kept)| **kept)
+                .map(|(v, _)| to(*v)),
+        ),
+        (Some(kept), Some(nulls)) => N::add_all(
+            partial,
+            values
+                .zip(kept)
+                .zip(nulls.iter())
+                .filter(|((_, kept), valid)| **kept && *valid)
+                .map(|((v, _), _)| to(*v)),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -164,7 +226,9 @@ mod tests {
         let arrays = ArrayAggregates::of(&query)?;
         let batch = batch();
         let mut partials = query.empty_partials();
-        if !arrays.add(&batch, rows, &mut partials) {
+        let kept: Vec<bool> = (0..batch.num_rows()).map(|r| rows.contains(&r)).collect();
+        let every = kept.iter().all(|&k| k);
+        if !arrays.add(&batch, (!every).then_some(&kept[..]), &mut partials) {
             return None;
         }
         let mut evaluator = query.evaluator();
@@ -188,7 +252,7 @@ mod tests {
     fn arrays_aggregate_as_the_row_evaluator_does() {
         let sql = "SELECT COUNT(*), COUNT(i), SUM(i), MIN(i), MAX(i), AVG(i), COUNT(f), SUM(f), \
                    MIN(f), MAX(f), AVG(CAST(i AS FLOAT)), MIN(CAST(f AS FLOAT)) FROM S3Object";
-        for rows in [&[0, 1, 2, 3][..], &[3, 2], &[1], &[]] {
+        for rows in [&[0, 1, 2, 3][..], &[2, 3], &[1], &[]] {
             let (arrays, evaluated) = both(sql, rows).expect("taken over arrays");
             assert_eq!(arrays, evaluated, "rows {rows:?}");
         }

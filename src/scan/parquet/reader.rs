@@ -555,22 +555,26 @@ impl BatchWork {
         let (comparisons, whole_filter) = &self.comparisons;
         let kept = prefilter(batch, comparisons);
         let certain = kept.as_ref().is_some_and(|k| k.certain) && *whole_filter;
-        // Rows the pre-filter keeps (every row without one); the others are never evaluated.
-        let candidates: Vec<usize> = match &kept {
-            Some(kept) => (0..batch.num_rows())
-                .filter(|&row| kept.rows[row])
-                .collect(),
-            None => (0..batch.num_rows()).collect(),
-        };
         // The filter decided (or there is none): aggregates are taken over the arrays.
         let decided = certain || (kept.is_none() && !self.filtered);
         if decided
             && self.rows.is_none()
             && let Some(arrays) = &self.arrays
-            && arrays.add(batch, &candidates, &mut evaluator.partials)
+            && arrays.add(
+                batch,
+                kept.as_ref().map(|k| k.rows.as_slice()),
+                &mut evaluator.partials,
+            )
         {
             return Ok(());
         }
+        // Rows the pre-filter keeps (every row without one); the others are never evaluated.
+        let candidates: Vec<usize> = match &kept {
+            Some(kept) => (0..batch.num_rows())
+                .filter(|&row| kept.rows.get(row).is_some_and(|&k| k))
+                .collect(),
+            None => (0..batch.num_rows()).collect(),
+        };
         let selected = self.plain.as_deref().map(|plain| resolve(batch, plain));
         let all_found = selected.as_ref().map(Vec::len) == self.plain.as_ref().map(Vec::len);
         if let (true, true, Some(selected), Some(RowSink::Text(rows))) =

@@ -475,20 +475,27 @@ impl Partial {
         match self {
             Partial::Count(n) => *n += values.count() as u64,
             Partial::Sum(sum) | Partial::Avg(sum) => values.for_each(|i| sum.add(Number::Int(i))),
-            Partial::Min(kept) => keep_best(kept, values, Ord::cmp, Ordering::Less, Number::Int),
-            Partial::Max(kept) => keep_best(kept, values, Ord::cmp, Ordering::Greater, Number::Int),
+            Partial::Min(kept) => {
+                if let Some(least) = values.min() {
+                    keep_number(kept, Number::Int(least), Ordering::Less);
+                }
+            }
+            Partial::Max(kept) => {
+                if let Some(greatest) = values.max() {
+                    keep_number(kept, Number::Int(greatest), Ordering::Greater);
+                }
+            }
         }
     }
 
     /// Adds a column's floats, as [`Partial::add_number`] adds each one (see
     /// [`Partial::add_ints`]).
-    pub fn add_floats(&mut self, values: impl Iterator<Item = f64>) {
-        let order = |a: &f64, b: &f64| kept_float_order(*a, *b);
+    pub fn add_floats(&mut self, values: impl Iterator<Item = f64> + Clone) {
         match self {
             Partial::Count(n) => *n += values.count() as u64,
             Partial::Sum(sum) | Partial::Avg(sum) => values.for_each(|f| sum.add(Number::Float(f))),
-            Partial::Min(kept) => keep_best(kept, values, order, Ordering::Less, Number::Float),
-            Partial::Max(kept) => keep_best(kept, values, order, Ordering::Greater, Number::Float),
+            Partial::Min(kept) => keep_float(kept, values, Ordering::Less),
+            Partial::Max(kept) => keep_float(kept, values, Ordering::Greater),
         }
     }
 
@@ -564,21 +571,50 @@ fn keep_number(kept: &mut Option<Scalar>, number: Number, wanted: Ordering) {
     }
 }
 
-/// Keeps the `wanted` end of `values` in `order`, as [`keep_number`] of each in turn would: the
-/// first of equal values wins, and the value kept is replaced only by a better one.
-fn keep_best<T: Copy>(
+/// Keeps the `wanted` end of `values` in [`kept_float_order`], as [`keep_number`] of each in
+/// turn would. One pass compares the values as IEEE doubles, where a NaN never wins, and notes
+/// whether there was a NaN: branch-free, so the compiler vectorizes it. What that order leaves
+/// open is settled after, rarely with a second pass: NaN is above every number (MAX is the first
+/// NaN, MIN only when every value is one), and -0.0 is below 0.0.
+fn keep_float(
     kept: &mut Option<Scalar>,
-    values: impl Iterator<Item = T>,
-    order: impl Fn(&T, &T) -> Ordering,
+    values: impl Iterator<Item = f64> + Clone,
     wanted: Ordering,
-    number: impl Fn(T) -> Number,
 ) {
-    let best = values.reduce(|best, value| match order(&value, &best) == wanted {
-        true => value,
-        false => best,
-    });
+    let greatest = wanted == Ordering::Greater;
+    let start = match greatest {
+        true => f64::NEG_INFINITY,
+        false => f64::INFINITY,
+    };
+    let (end, count, nan) = values
+        .clone()
+        .fold((start, 0u64, false), |(end, count, nan), v| {
+            let better = match greatest {
+                true => v > end,
+                false => v < end,
+            };
+            (if better { v } else { end }, count + 1, nan | v.is_nan())
+        });
+    if count == 0 {
+        return;
+    }
+    let first_nan = || values.clone().find(|v| v.is_nan());
+    let best = match (greatest, nan) {
+        (true, true) => first_nan(),
+        // The start is left only when no value is a number.
+        (false, true) if end == start && !values.clone().any(|v| !v.is_nan()) => first_nan(),
+        (_, _) if end == 0.0 => {
+            let signed = |v: f64| v == 0.0 && v.is_sign_negative() != greatest;
+            let preferred = if greatest { 0.0 } else { -0.0 };
+            Some(match values.clone().any(signed) {
+                true => preferred,
+                false => -preferred,
+            })
+        }
+        _ => Some(end),
+    };
     if let Some(best) = best {
-        keep_number(kept, number(best), wanted);
+        keep_number(kept, Number::Float(best), wanted);
     }
 }
 
