@@ -571,6 +571,7 @@ mod tests {
             chunk_starts: vec![0, 3, 7],
             chunk_windows: vec![0, 1, 2],
             types: vec!["Int64".into(), "Utf8".into()],
+            footer: Default::default(),
         });
         task.work = Work::Query {
             sql: "SELECT COUNT(*) FROM S3Object".into(),

@@ -77,6 +77,21 @@ pub struct ParquetLayout {
     /// the chunk in it, if any. Empty in a layout restored from a record.
     #[serde(skip)]
     pub chunk_windows: Vec<u64>,
+    /// The footer as planning read it in this process: the object's chunks run here take it
+    /// instead of reading it again. Never recorded (a chunk Job reads its own).
+    #[serde(skip)]
+    pub footer: PlannedFooter,
+}
+
+/// A footer read when planning, held for the chunks of the same process. It is what the object
+/// holds, not part of what the layout says: layouts compare equal whether they hold it or not.
+#[derive(Clone, Debug, Default)]
+pub struct PlannedFooter(pub Option<Arc<ParquetMetaData>>);
+
+impl PartialEq for PlannedFooter {
+    fn eq(&self, _: &PlannedFooter) -> bool {
+        true
+    }
 }
 
 impl ParquetLayout {
@@ -399,6 +414,7 @@ pub(crate) async fn plan(
         chunk_windows: chunk_windows(&windows, &starts),
         chunk_starts: starts,
         types,
+        footer: PlannedFooter(Some(metadata)),
     };
     Ok((names, layout))
 }
@@ -486,6 +502,7 @@ mod tests {
                 chunk_windows: chunk_windows(&windows, &starts),
                 chunk_starts: starts,
                 types: vec![],
+                footer: PlannedFooter::default(),
             };
             let mut next = 0;
             for index in 0..layout.chunk_starts.len() as u32 {

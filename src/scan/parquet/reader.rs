@@ -101,10 +101,14 @@ pub(crate) async fn run_parquet_chunk(
     }
 }
 
-/// The footer of the layout's object version: read once per process, so that a local scan's
-/// chunks share it (a chunk Job reads it once anyway). Only chunks use it: one process scans for
-/// one user, never for several (the operator plans with `read_footer` itself).
+/// The footer of the layout's object version: the one its planning read in this process, else
+/// read once per process, so that a local scan's chunks share it (a chunk Job reads it once
+/// anyway). Only chunks use it: one process scans for one user, never for several (the operator
+/// plans with `read_footer` itself).
 async fn chunk_footer(s3: &Client, layout: &Layout) -> Result<Arc<ParquetMetaData>, ScanError> {
+    if let Some(planned) = layout.parquet.as_ref().and_then(|p| p.footer.0.clone()) {
+        return Ok(planned);
+    }
     type Version = (String, String, String, u64);
     static LAST: Mutex<Option<(Version, Arc<ParquetMetaData>)>> = Mutex::new(None);
     let version = (
