@@ -581,23 +581,21 @@ fn keep_float(
     values: impl Iterator<Item = f64> + Clone,
     wanted: Ordering,
 ) {
+    if values.clone().next().is_none() {
+        return;
+    }
     let greatest = wanted == Ordering::Greater;
     let start = match greatest {
         true => f64::NEG_INFINITY,
         false => f64::INFINITY,
     };
-    let (end, count, nan) = values
-        .clone()
-        .fold((start, 0u64, false), |(end, count, nan), v| {
-            let better = match greatest {
-                true => v > end,
-                false => v < end,
-            };
-            (if better { v } else { end }, count + 1, nan | v.is_nan())
-        });
-    if count == 0 {
-        return;
-    }
+    let (end, nan) = values.clone().fold((start, false), |(end, nan), v| {
+        let better = match greatest {
+            true => v > end,
+            false => v < end,
+        };
+        (if better { v } else { end }, nan | v.is_nan())
+    });
     let first_nan = || values.clone().find(|v| v.is_nan());
     let best = match (greatest, nan) {
         (true, true) => first_nan(),
