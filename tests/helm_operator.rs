@@ -29,8 +29,9 @@ fn helm(args: &[&str]) -> String {
 }
 
 /// `helm install`/`upgrade` of release `s3flow` with the values every step here uses: two replicas,
-/// each serving on its own pod address (pods share this machine's network), a short Lease, and
-/// permissions bound in the test's namespace only. Returns what helm printed (NOTES.txt).
+/// each serving on its own pod address (pods share this machine's network), the chart's Lease
+/// (15 s: a shorter one can be lost under the load of the tests running beside this one, and a leader
+/// that loses it stops without its checkpoint), and permissions bound in the test's namespace only. Returns what helm printed (NOTES.txt).
 fn install(verb: &str, ns: &str, extra: &[&str]) -> String {
     // Only this namespace: operators of other tests may be watching theirs.
     let watch = format!("watchNamespaces={{{ns}}}");
@@ -47,8 +48,6 @@ fn install(verb: &str, ns: &str, extra: &[&str]) -> String {
         "replicaCount=2",
         "--set",
         "metrics.host=$(POD_IP)",
-        "--set",
-        "leaderElection.leaseDurationSeconds=6",
         "--set",
         "addressPolicy.allowCidrs={127.0.0.1/32}",
         "--set",
@@ -220,7 +219,8 @@ async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> (Str
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("no {reason} Event for {name}");
+    let seen = events(client, ns, name).await;
+    panic!("no {reason} Event for {name}; its Events (reason, note, instance): {seen:?}");
 }
 
 /// Stops the operator process of `pod` with SIGKILL, as a crash would (no checkpoint, no release).
@@ -454,7 +454,7 @@ async fn helm_installed_operator_lives_through_failover_upgrade_and_uninstall() 
 
     // The leader dies mid-ingest: the standby takes the Lease and finishes the same upload.
     kill_operator(&env, leading);
-    let second = leader(&client, &ns, Some(&first), 30).await;
+    let second = leader(&client, &ns, Some(&first), 60).await;
     assert_eq!(
         holder_pod(&second),
         standby.name_any(),

@@ -107,17 +107,24 @@ impl LeaderElection {
         }
     }
 
-    /// Renews the Lease until a renewal fails for longer than the renew deadline.
+    /// Renews the Lease until a renewal fails for longer than the renew deadline. A renewal that
+    /// hangs (an API server that accepts and never answers) counts as failed when the deadline
+    /// passes: the client's own timeout is minutes, far past the Lease's expiry.
     pub async fn hold(&mut self) -> LostLease {
         let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(self.retry_period).await;
-            match self.try_acquire_or_renew().await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => warn!(lease = %self.name, "another replica holds the Lease"),
-                Err(e) => warn!(error = %e, lease = %self.name, "renewing the leader Lease"),
+            let left = self.renew_deadline.saturating_sub(renewed.elapsed());
+            match tokio::time::timeout(left, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => renewed = Instant::now(),
+                Ok(Ok(false)) => warn!(lease = %self.name, "another replica holds the Lease"),
+                Ok(Err(e)) => warn!(error = %e, lease = %self.name, "renewing the leader Lease"),
+                Err(_) => {
+                    warn!(lease = %self.name, "renewing the leader Lease: no answer before the renew deadline")
+                }
             }
             if renewed.elapsed() > self.renew_deadline {
+                warn!(lease = %self.name, "lost the leader Lease: stopping");
                 return LostLease(self.name.clone());
             }
         }
