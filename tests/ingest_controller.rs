@@ -562,6 +562,114 @@ async fn killed_between_completion_and_status_ends_succeeded() {
     common::delete_namespace(&client, &ns).await;
 }
 
+/// An operator stopped (SIGTERM, as a rollout does) while it resumes an ingest, before the resumed
+/// upload is under way: it waits for the resume to be recorded, then checkpoints, so the next
+/// operator resumes again. Before, it stopped at once and wrote over the ingest's length, so the
+/// next one aborted the upload and read the source from the start again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
+async fn stopped_while_resuming_an_ingest_resumes_again() {
+    let env = common::env().await;
+    let client = env.client.clone();
+    common::install_crds(&client).await;
+    let ns = common::namespace(&client, "ingeststop").await;
+    common::minio::credentials_secret(&client, &ns, "minio").await;
+    let store = common::minio::Bucket::create(&env, "ingeststop").await;
+    let api: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
+    let start = || {
+        Controller::start(
+            &env,
+            "ingest-stop-test",
+            &["--namespace", &ns, "--allow-source-cidr", "127.0.0.1/32"],
+        )
+    };
+    let len = 64 * MIB;
+    // A resumed read waits 3 s for its first byte: the stop lands before the resume is recorded.
+    let source = serve(Behaviour {
+        throttle: Some(Duration::from_millis(10)),
+        ranged_delay: Some(Duration::from_secs(3)),
+        ..Behaviour::new(len)
+    })
+    .await;
+    let transfer = json!({"spec": {"transfer": {"partSize": "5Mi", "concurrency": 2}}});
+    api.create(
+        &PostParams::default(),
+        &ingest(
+            "stopped",
+            &source.url,
+            &store.name,
+            &env.s3_endpoint,
+            transfer,
+        ),
+    )
+    .await
+    .unwrap();
+    let mut controller = start();
+    common::wait(
+        api.clone(),
+        "stopped",
+        |o: Option<&S3Ingest>| {
+            o.and_then(|o| o.status.as_ref())
+                .and_then(|s| s.bytes_transferred)
+                .is_some_and(|b| b as u64 >= 10 * MIB)
+        },
+        120,
+    )
+    .await;
+    assert!(controller.stop(30), "the first operator did not stop");
+    let ranged = || {
+        source
+            .heads
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|head| head.to_ascii_lowercase().contains("\r\nrange:"))
+            .count()
+    };
+    let ranged_before = ranged();
+    // The next operator resumes; it is stopped while its ranged read waits.
+    controller = start();
+    for _ in 0..300 {
+        if ranged() > ranged_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ranged() > ranged_before,
+        "the second operator did not resume"
+    );
+    assert!(controller.stop(30), "the resuming operator did not stop");
+    let interrupted = api.get("stopped").await.unwrap().status.unwrap();
+    assert!(
+        interrupted.total_bytes.is_some() && interrupted.resume_point.is_some(),
+        "the resume point survives the stop: {interrupted:?}"
+    );
+    controller = start();
+    let done = common::wait(
+        api.clone(),
+        "stopped",
+        |o: Option<&S3Ingest>| phase(o).is_some_and(|p| p != Phase::Running && p != Phase::Pending),
+        180,
+    )
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
+    assert_eq!(
+        status.checksum.as_deref(),
+        Some(Body { len, seed: 1 }.sha256().as_str())
+    );
+    store.assert_no_uploads_left().await;
+    let requests = source.heads.lock().unwrap().len();
+    let from_the_start = requests - ranged();
+    assert_eq!(
+        from_the_start, 1,
+        "a restart read the source from the start again"
+    );
+    drop(controller);
+    common::delete_namespace(&client, &ns).await;
+}
+
 /// Five operator kills during one ingest from a source with a strong ETag: each restart resumes
 /// the upload and reads again only about what S3 did not hold yet (the parts in flight at the
 /// kill), because the resume point in status moves on as parts commit, not only every status

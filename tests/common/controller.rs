@@ -59,6 +59,21 @@ impl Controller {
         kib * 1024
     }
 
+    /// Asks the process to stop (SIGTERM), as a rollout does, and waits up to `seconds` for it to
+    /// exit; whether it exited by then (else it is left running).
+    pub fn stop(&mut self, seconds: u64) -> bool {
+        let pid = libc::pid_t::try_from(self.0.id()).unwrap();
+        // SAFETY: a plain signal to a child process this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        for _ in 0..seconds * 10 {
+            if !self.is_running() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     /// Stops the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.0.kill();

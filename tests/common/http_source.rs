@@ -61,6 +61,9 @@ pub struct Behaviour {
     pub redirect_to: Option<String>,
     /// Validate with Last-Modified only (no ETag): a weak validator.
     pub last_modified_only: bool,
+    /// Wait this long before answering a ranged request (a resume), to hold a resuming reader
+    /// before its upload is under way.
+    pub ranged_delay: Option<std::time::Duration>,
 }
 
 impl Behaviour {
@@ -76,6 +79,7 @@ impl Behaviour {
             trickle: None,
             redirect_to: None,
             last_modified_only: false,
+            ranged_delay: None,
         }
     }
 }
@@ -283,6 +287,9 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                 .map(|v| v.trim().to_string())
         })
     };
+    if let (Some(delay), Some(_)) = (behaviour.ranged_delay, header("range")) {
+        tokio::time::sleep(delay).await;
+    }
     let _ = respond(
         &mut socket,
         behaviour,

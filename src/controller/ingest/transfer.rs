@@ -311,10 +311,6 @@ impl SharedStatus {
         status.clone()
     }
 
-    fn upload_recorded(&self) -> bool {
-        self.lock().upload_id.is_some()
-    }
-
     /// The status (a panicked holder leaves it usable).
     fn lock(&self) -> std::sync::MutexGuard<'_, S3IngestStatus> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -373,7 +369,13 @@ struct Streaming<'a> {
 
 impl Streaming<'_> {
     /// Counts and writes the engine's progress.
+    /// Status with the engine's progress `p`. Until the engine reports on this run's upload, status
+    /// keeps what the earlier run recorded (its length and resume point): written over with
+    /// nothing, the next run would find no length to resume at and start the ingest over.
     fn progress(&mut self, p: &Progress) -> S3IngestStatus {
+        if p.upload_id.is_none() {
+            return self.shared.update(|_| {});
+        }
         self.counted.add(self.ctx, p);
         let elapsed = self.started.elapsed().as_secs_f64();
         self.shared
@@ -382,8 +384,9 @@ impl Streaming<'_> {
 
     /// Runs the engine, writing its progress every status interval (and as soon as parts commit,
     /// at most every [`RESUME_WRITE_GAP`]), until it ends or the ingest is deleted or the process
-    /// stops. An interrupt waits for the upload id to be recorded (or 30 s), so that an upload
-    /// being created is never dropped unrecorded.
+    /// stops. An interrupt waits for this run's upload id to be recorded (or 30 s), so that an
+    /// upload being created is never dropped unrecorded: the id an earlier run recorded does not
+    /// count, since a resume that finds that upload unusable aborts it and creates another.
     async fn drive(
         &mut self,
         mut engine: Pin<&mut impl Future<Output = Result<Outcome, IngestError>>>,
@@ -397,7 +400,8 @@ impl Streaming<'_> {
         let mut written = (Instant::now(), 0);
         let mut progressing = true;
         loop {
-            let recorded = self.shared.upload_recorded();
+            // The engine reports its upload once status holds it.
+            let recorded = updates.borrow().upload_id.is_some();
             let mut tick = false;
             let wanted = tokio::select! {
                 result = &mut engine => return Ok(result),
@@ -422,12 +426,6 @@ impl Streaming<'_> {
             }
             if recorded && wanted.is_none() {
                 let p = updates.borrow_and_update().clone();
-                // Until the engine reports on this run's upload, status keeps what the earlier run
-                // recorded (its length and resume point): written over with nothing, a kill now
-                // would find no resume point and start the ingest over.
-                if p.upload_id.is_none() {
-                    continue;
-                }
                 let (at, parts) = written;
                 // A restart hashes again from the resume point status holds: move it on as parts
                 // commit, so that it reads again hardly more than the parts in flight.
