@@ -315,16 +315,24 @@ pub async fn ingest(
     };
     let upload_id = start.writer.upload_id().to_string();
     if let Err(e) = log.started(upload_id).await {
-        let _ = start.writer.abort().await;
+        abort_logged(&start.writer).await;
         return Err(IngestError::UploadNotRecorded(e));
     }
     let mut pipeline = Pipeline::new(request, progress, start)?;
     let result = pipeline.run(memory, log).await;
     if result.is_err() {
         pipeline.stop().await;
-        let _ = pipeline.writer().abort().await;
+        abort_logged(pipeline.writer()).await;
     }
     result
+}
+
+/// Aborts a failed transfer's upload; a refusal is logged (the transfer's own error is the one
+/// returned), so that an upload left behind can be traced.
+async fn abort_logged(writer: &MultipartWriter) {
+    if let Err(e) = writer.abort().await {
+        tracing::warn!(upload_id = writer.upload_id(), error = %crate::redact::Redacted(&e), "aborting a failed transfer's upload");
+    }
 }
 
 /// Refuses to clobber an existing object unless overwriting is allowed.

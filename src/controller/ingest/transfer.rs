@@ -327,7 +327,7 @@ struct StatusLog {
 impl UploadLog for StatusLog {
     async fn started(&mut self, upload_id: String) -> Result<(), String> {
         let status = self.shared.update(|status| {
-            status.upload_id = Some(upload_id);
+            status.upload_id = Some(upload_id.clone());
             let message = "streaming the source into S3";
             set_phase(
                 status,
@@ -337,7 +337,12 @@ impl UploadLog for StatusLog {
                 self.generation,
             );
         });
-        self.writer.write(&status).await.map_err(|e| e.to_string())
+        self.writer
+            .write(&status)
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(upload_id, "recorded the upload in status");
+        Ok(())
     }
 
     async fn completing(&mut self, completion: Completion) {
