@@ -58,8 +58,16 @@ impl Transfers {
     /// Waits until every transfer task of this process has ended (after a stop, each writes its
     /// checkpoint first).
     pub async fn stopped(&self) {
-        let tasks: Vec<JoinHandle<()>> = self.running().drain().map(|(_, r)| r.task).collect();
-        futures::future::join_all(tasks).await;
+        let running: Vec<Running> = self.running().drain().map(|(_, r)| r).collect();
+        // Each cancel sender lives until its task ends: a transfer must not take a stop for a
+        // deletion, which aborts the upload instead of checkpointing it.
+        let ended = running
+            .into_iter()
+            .map(|Running { cancel, task }| async move {
+                let _ = task.await;
+                drop(cancel);
+            });
+        futures::future::join_all(ended).await;
     }
 
     fn is_running(&self, uid: &str) -> bool {

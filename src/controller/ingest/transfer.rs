@@ -271,7 +271,7 @@ impl Queue<'_> {
         self.queued(status, &message).await;
         tokio::select! {
             reserved = &mut reserve => Ok(reserved.map_err(IngestError::from)?),
-            _ = cancelled.changed() => Err(NotStarted::Interrupted),
+            () = deleted(cancelled) => Err(NotStarted::Interrupted),
             () = self.ctx.stopped() => Err(NotStarted::Interrupted),
         }
     }
@@ -290,9 +290,17 @@ impl Queue<'_> {
         }
         tokio::select! {
             slot = slots.acquire(namespace) => Ok(slot),
-            _ = cancelled.changed() => Err(NotStarted::Interrupted),
+            () = deleted(cancelled) => Err(NotStarted::Interrupted),
             () = self.ctx.stopped() => Err(NotStarted::Interrupted),
         }
+    }
+}
+
+/// Resolves once the ingest is deleted (its cancel says so); never when the sender is only
+/// dropped, as a stopping process does: a stop checkpoints the upload, a deletion aborts it.
+async fn deleted(cancelled: &mut watch::Receiver<bool>) {
+    if cancelled.wait_for(|deleted| *deleted).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -418,7 +426,7 @@ impl Streaming<'_> {
                     progressing = changed.is_ok();
                     None
                 }
-                _ = cancelled.changed(), if interrupt.is_none() => Some(Interrupt::Deleted),
+                () = deleted(cancelled), if interrupt.is_none() => Some(Interrupt::Deleted),
                 () = &mut stop, if interrupt.is_none() => Some(Interrupt::Stopping),
             };
             if let Some(why) = wanted {
@@ -523,4 +531,24 @@ async fn stream(
         }
     };
     record(ctx, obj, writer, ended).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stopping process drops the cancel senders while its transfers still run: that must not
+    /// read as a deletion (which aborts the upload), as it did when any change of the channel did.
+    #[tokio::test]
+    async fn only_a_deletion_cancels_a_transfer() {
+        let (cancel, mut cancelled) = watch::channel(false);
+        drop(cancel);
+        let dropped = tokio::time::timeout(Duration::from_millis(50), deleted(&mut cancelled));
+        assert!(dropped.await.is_err(), "a dropped sender is no deletion");
+
+        let (cancel, mut cancelled) = watch::channel(false);
+        cancel.send(true).unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(5), deleted(&mut cancelled));
+        assert!(sent.await.is_ok(), "a deletion cancels");
+    }
 }
