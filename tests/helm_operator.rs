@@ -226,18 +226,11 @@ async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> (Str
 /// Fails when `bucket` holds an incomplete upload, naming each (key, when initiated) beside what
 /// the operator's replicas logged about uploads and the Lease.
 async fn no_uploads_left(env: &common::TestEnv, bucket: &Bucket) {
-    let open = bucket
-        .s3
-        .list_multipart_uploads()
-        .bucket(&bucket.name)
-        .send()
-        .await
-        .unwrap();
-    if open.uploads().is_empty() {
+    let open = bucket.open_uploads().await;
+    if open.is_empty() {
         return;
     }
     let uploads: Vec<_> = open
-        .uploads()
         .iter()
         .map(|u| {
             (

@@ -10,7 +10,7 @@ use common::controller::{Controller, assert_event};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::http_source::{Behaviour, Body, serve};
+use common::http_source::{Behaviour, Body, HttpSource, serve};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 use s3flow::api::Phase;
@@ -562,6 +562,42 @@ async fn killed_between_completion_and_status_ends_succeeded() {
     common::delete_namespace(&client, &ns).await;
 }
 
+/// Waits up to `seconds` for ingest `name` to end, and checks that it Succeeded with the SHA-256
+/// of the source's body of `len` bytes and left no upload.
+async fn ends_succeeded(
+    api: &Api<S3Ingest>,
+    name: &str,
+    len: u64,
+    seconds: u64,
+    store: &common::minio::Bucket,
+) {
+    let done = common::wait(
+        api.clone(),
+        name,
+        |o: Option<&S3Ingest>| phase(o).is_some_and(|p| p != Phase::Running && p != Phase::Pending),
+        seconds,
+    )
+    .await;
+    let status = done.status.unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
+    assert_eq!(
+        status.checksum.as_deref(),
+        Some(Body { len, seed: 1 }.sha256().as_str())
+    );
+    store.assert_no_uploads_left().await;
+}
+
+/// Requests to `source` with a Range header (resumed reads); the others read from byte 0.
+fn ranged_requests(source: &HttpSource) -> usize {
+    source
+        .heads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|head| head.to_ascii_lowercase().contains("\r\nrange:"))
+        .count()
+}
+
 /// An operator stopped (SIGTERM, as a rollout does) while it resumes an ingest, before the resumed
 /// upload is under way: it waits for the resume to be recorded, then checkpoints, so the next
 /// operator resumes again. Before, it stopped at once and wrote over the ingest's length, so the
@@ -617,15 +653,7 @@ async fn stopped_while_resuming_an_ingest_resumes_again() {
     )
     .await;
     assert!(controller.stop(30), "the first operator did not stop");
-    let ranged = || {
-        source
-            .heads
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|head| head.to_ascii_lowercase().contains("\r\nrange:"))
-            .count()
-    };
+    let ranged = || ranged_requests(&source);
     let ranged_before = ranged();
     // The next operator resumes; it is stopped while its ranged read waits.
     controller = start();
@@ -646,20 +674,7 @@ async fn stopped_while_resuming_an_ingest_resumes_again() {
         "the resume point survives the stop: {interrupted:?}"
     );
     controller = start();
-    let done = common::wait(
-        api.clone(),
-        "stopped",
-        |o: Option<&S3Ingest>| phase(o).is_some_and(|p| p != Phase::Running && p != Phase::Pending),
-        180,
-    )
-    .await;
-    let status = done.status.unwrap();
-    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
-    assert_eq!(
-        status.checksum.as_deref(),
-        Some(Body { len, seed: 1 }.sha256().as_str())
-    );
-    store.assert_no_uploads_left().await;
+    ends_succeeded(&api, "stopped", len, 180, &store).await;
     let requests = source.heads.lock().unwrap().len();
     let from_the_start = requests - ranged();
     assert_eq!(
@@ -736,29 +751,11 @@ async fn killed_five_times_an_ingest_reads_again_little_more_than_its_parts_in_f
         drop(controller);
         controller = start();
     }
-    let done = common::wait(
-        api.clone(),
-        "killed",
-        |o: Option<&S3Ingest>| phase(o).is_some_and(|p| p != Phase::Running && p != Phase::Pending),
-        300,
-    )
-    .await;
-    let status = done.status.unwrap();
-    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
-    assert_eq!(
-        status.checksum.as_deref(),
-        Some(Body { len, seed: 1 }.sha256().as_str())
-    );
-    store.assert_no_uploads_left().await;
+    ends_succeeded(&api, "killed", len, 300, &store).await;
     let served = source.bytes_served.load(Ordering::SeqCst);
     // Every restart resumed: only the first request read from byte 0.
-    let from_the_start = source
-        .heads
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|head| !head.to_ascii_lowercase().contains("\r\nrange:"))
-        .count();
+    let requests = source.heads.lock().unwrap().len();
+    let from_the_start = requests - ranged_requests(&source);
     assert_eq!(from_the_start, 1, "a restart started the ingest over");
     let again = served.saturating_sub(len);
     eprintln!(

@@ -104,8 +104,8 @@ impl Bucket {
         Some(hex::encode(sha2::Sha256::digest(&bytes)))
     }
 
-    /// Ids of the bucket's incomplete multipart uploads.
-    pub async fn uploads(&self) -> Vec<String> {
+    /// The bucket's incomplete multipart uploads.
+    pub async fn open_uploads(&self) -> Vec<aws_sdk_s3::types::MultipartUpload> {
         let open = self
             .s3
             .list_multipart_uploads()
@@ -113,8 +113,13 @@ impl Bucket {
             .send()
             .await
             .unwrap();
-        open.uploads()
-            .iter()
+        open.uploads.unwrap_or_default()
+    }
+
+    /// Ids of the bucket's incomplete multipart uploads.
+    pub async fn uploads(&self) -> Vec<String> {
+        let open = self.open_uploads().await;
+        open.iter()
             .filter_map(|u| u.upload_id().map(str::to_string))
             .collect()
     }
