@@ -156,10 +156,13 @@ async fn gitops_tools_read_status() {
     let ns = common::namespace(&env.client, "gitops").await;
     credentials_secret(&env.client, &ns, "minio").await;
     let bucket = Bucket::create(&env, "gitops").await;
+    // This namespace only: an operator of all namespaces would take other tests' resources.
     let _controller = Controller::start(
         &env,
         "gitops",
         &[
+            "--namespace",
+            &ns,
             "--allow-source-cidr",
             "127.0.0.1/32",
             "--status-interval",
