@@ -30,8 +30,9 @@ fn helm(args: &[&str]) -> String {
 
 /// `helm install`/`upgrade` of release `s3flow` with the values every step here uses: two replicas,
 /// each serving on its own pod address (pods share this machine's network), the chart's Lease
-/// (15 s: a shorter one can be lost under the load of the tests running beside this one, and a leader
-/// that loses it stops without its checkpoint), and permissions bound in the test's namespace only. Returns what helm printed (NOTES.txt).
+/// (15 s: a shorter one can be lost on a loaded machine, and a leader that loses it stops without
+/// its checkpoint), and permissions bound in the test's namespace only. Returns what helm printed
+/// (NOTES.txt).
 fn install(verb: &str, ns: &str, extra: &[&str]) -> String {
     // Only this namespace: operators of other tests may be watching theirs.
     let watch = format!("watchNamespaces={{{ns}}}");

@@ -381,13 +381,12 @@ struct Streaming<'a> {
 }
 
 impl Streaming<'_> {
-    /// Counts and writes the engine's progress.
-    /// Status with the engine's progress `p`. Until the engine reports on this run's upload, status
+    /// Status with the engine's progress `p` (counted in the metrics). Until the engine reports on this run's upload, status
     /// keeps what the earlier run recorded (its length and resume point): written over with
     /// nothing, the next run would find no length to resume at and start the ingest over.
     fn progress(&mut self, p: &Progress) -> S3IngestStatus {
         if p.upload_id.is_none() {
-            return self.shared.update(|_| {});
+            return self.shared.lock().clone();
         }
         self.counted.add(self.ctx, p);
         let elapsed = self.started.elapsed().as_secs_f64();
