@@ -1524,6 +1524,49 @@ async fn text_and_unsigned_values_keep_their_parquet_meaning() {
     m.assert_none("text_and_unsigned_values_keep_their_parquet_meaning");
 }
 
+/// A float column's greatest value may be NaN, which statistics leave out (pyarrow writes no
+/// `nan_count`); where every data page of a row group's column is dictionary-encoded, its
+/// dictionary page says whether NaN is there. MIN and MAX of such columns match pyarrow's, NaN
+/// included, at any chunk size; without NaN the scan fetches only dictionary pages (a small part
+/// of the columns); with NaN in one row group, a chunk of one row group decodes that row group's
+/// pages only (a chunk whose footer cannot answer reads all its row groups).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs tests/cluster/up.sh"]
+async fn float_extremes_are_proven_by_dictionaries() {
+    let bucket = Bucket::create(&common::env().await, "pq-float-dict").await;
+    let names = ["floats-dict", "floats-dict-nan"];
+    put_files(&bucket, &names).await;
+    let floats: &[&str] = &["f64", "f32"];
+    let items = aggregates(&[("min", floats), ("max", floats), ("count", floats)]);
+    let mut m = Mismatches::default();
+    for name in names {
+        let floats_file = file(name);
+        let key = format!("{name}.parquet");
+        let answers = pyarrow(floats_file, &[agg_query(&items, "")]);
+        let column_bytes: u64 = floats.iter().map(|c| floats_file.column_bytes[*c]).sum();
+        let target = (&bucket, key.as_str(), floats_file);
+        let summaries =
+            check_aggregates(&mut m, target, &items, &[("", "")], &answers, &["1", "1Gi"]).await;
+        for (summary, size) in summaries.iter().zip(["1", "1Gi"]) {
+            let fetched = summary["rowGroups"]["fetchedBytes"].as_u64().unwrap();
+            let what = format!(
+                "{name} at --chunk-size {size}: MIN/MAX fetched {fetched} of {column_bytes} bytes"
+            );
+            match (name, size) {
+                // Dictionaries of 300 values: a few KiB of each column chunk.
+                ("floats-dict", _) => m.check(&what, fetched > 0 && fetched < column_bytes / 10),
+                // One row group of four decoded.
+                (_, "1") => m.check(
+                    &what,
+                    fetched > column_bytes / 8 && fetched < column_bytes / 2,
+                ),
+                _ => m.check(&what, fetched >= column_bytes),
+            }
+        }
+    }
+    m.assert_none("float_extremes_are_proven_by_dictionaries");
+}
+
 /// Objects that are not (whole) Parquet files fail with InvalidObject and say why: the first
 /// half of a file (no PAR1 at its end), a footer length pointing outside the object, a footer
 /// that does not decode, garbage named `.parquet` (what its bytes look like), CSV text named

@@ -385,6 +385,13 @@ async fn fresh(s3: &Client, request: &IngestRequest) -> Result<Start, IngestErro
     let writer = MultipartWriter::create(s3, &request.bucket, &request.key, &object)
         .await
         .map_err(classify)?;
+    // Every upload an ingest starts is logged: one left behind can be traced to who made it.
+    tracing::info!(
+        bucket = request.bucket,
+        key = request.key,
+        upload_id = writer.upload_id(),
+        "created a multipart upload"
+    );
     Ok(Start {
         writer,
         schedule,

@@ -9,6 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+use super::chunk::rows::csv_line;
 use super::chunk::{
     ChunkReport, ChunkTask, LocalRows, Output, OutputFormat, RowBatch, Work, run_chunk,
     run_chunk_to,
@@ -637,9 +638,7 @@ pub async fn print_rows(
         .output_names()
         .unwrap_or_else(|| first.columns.clone());
     if format == OutputFormat::Csv && !names.is_empty() {
-        let mut header = csv::WriterBuilder::new().from_writer(Vec::new());
-        header.write_record(&names).map_err(|e| written(e.into()))?;
-        let header = header.into_inner().map_err(|e| written(e.into_error()))?;
+        let header = csv_line(names.iter().map(String::as_str));
         out.write_rows(&header).map_err(written)?;
     }
     let run = run_id();

@@ -264,6 +264,23 @@ def write(directory):
         pq.write_table(table, path, row_group_size=4000, write_statistics=stats, compression="snappy")
         files[name] = describe(path)
 
+    # Floats of few distinct values, dictionary-encoded throughout, 4 row groups (pyarrow writes
+    # no nan_count): without NaN, and with a NaN in the third row group only.
+    rng = random.Random(13)
+    fares = [round(rng.uniform(2.5, 99.99), 2) for _ in range(300)]
+    for name, nan_row in [("floats-dict", None), ("floats-dict-nan", 2 * 25_000 + 7)]:
+        values = [rng.choice(fares) if i % 97 else None for i in range(4 * 25_000)]
+        if nan_row is not None:
+            values[nan_row] = math.nan
+        table = pa.table({
+            "id": pa.array(range(len(values)), pa.int64()),
+            "f64": pa.array(values, pa.float64()),
+            "f32": pa.array(values, pa.float32()),
+        })
+        path = f"{directory}/{name}.parquet"
+        pq.write_table(table, path, row_group_size=25_000, use_dictionary=True)
+        files[name] = describe(path)
+
     # Names that are no plain identifiers: a dot in a top-level name, a space, upper case.
     names = pa.table({
         "a.b": pa.array([1, None, 3, 4, 5, 6], pa.int64()),

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use tokio::sync::mpsc;
 
-use super::rows::{RowBatch, RowWriter, TextFormat};
+use super::rows::{RowBatch, RowWriter, TextFormat, csv_line};
 use super::task::{BadRecord, ChunkReport, ChunkTask, Work};
 use crate::scan::ScanError;
 use crate::scan::sql::{Evaluator, Outcome, Query};
@@ -325,16 +325,7 @@ pub(crate) fn chunk_file(
 ) -> Result<std::io::BufWriter<std::fs::File>, ScanError> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(file_error)?);
     if !columns.is_empty() {
-        let mut header = csv::WriterBuilder::new().from_writer(Vec::new());
-        header
-            .write_record(columns)
-            .map_err(|source| ScanError::Serialize {
-                what: "the header row",
-                source: Box::new(source),
-            })?;
-        let header = header
-            .into_inner()
-            .map_err(|e| file_error(e.into_error()))?;
+        let header = csv_line(columns.iter().map(String::as_str));
         file.write_all(&header).map_err(file_error)?;
     }
     Ok(file)

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use super::segments::{ObjectPlan, PlannedPiece};
 use super::{ObjectChanges, Planning, SkippedObjects, plan_each};
-use crate::scan::chunk::rows::{PART_BUFFER, RowBatch};
+use crate::scan::chunk::rows::{PART_BUFFER, RowBatch, csv_line};
 use crate::scan::chunk::upload::upload_part;
 use crate::scan::chunk::{
     ChunkReport, ChunkTask, LocalRows, OutputFormat, PieceRead, RowGroupsRead, Work,
@@ -411,14 +411,7 @@ fn header(format: OutputFormat, names: &[String]) -> Result<Vec<u8>, ScanError> 
     if format != OutputFormat::Csv || names.is_empty() {
         return Ok(Vec::new());
     }
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    writer
-        .write_record(names)
-        .map_err(crate::scan::chunk::rows::serialise("the header row"))?;
-    writer.into_inner().map_err(|e| ScanError::Serialize {
-        what: "the header row",
-        source: Box::new(e.into_error()),
-    })
+    Ok(csv_line(names.iter().map(String::as_str)))
 }
 
 /// Where the relay stands once every piece's rows went through it.

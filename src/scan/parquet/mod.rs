@@ -33,7 +33,7 @@ use crate::s3::RangeStream;
 
 pub(crate) use prefilter::prefilter;
 pub(crate) use source::{S3Source, scan_error};
-pub(crate) use values::{ArrowRow, Resolved, value_at};
+pub(crate) use values::{ArrowRow, CsvColumn, Resolved, value_at};
 
 /// Every Parquet file starts and ends with these bytes.
 pub const MAGIC: &[u8; 4] = super::format::PARQUET_MAGIC;

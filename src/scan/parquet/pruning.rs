@@ -8,9 +8,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arrow_array::{Array, ArrayRef, BooleanArray, UInt64Array};
+use bytes::{Buf, Bytes};
+use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection, RowSelector};
-use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::basic::{Encoding, Type as PhysicalType};
+use parquet::column::page::{Page, PageReader};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{
+    ColumnChunkMetaData, PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader,
+};
+use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::serialized_reader::SerializedPageReader;
 
 use super::{S3Source, row_group_span, scan_error, value_at};
 use crate::scan::ScanError;
@@ -18,9 +28,18 @@ use crate::scan::chunk::task::RowGroupsRead;
 use crate::scan::sql::{Bounds, ColumnBounds, Query};
 use crate::scan::value::{AggregateKind, Partial, Value};
 
+/// Largest dictionary page read to prove a float column chunk holds no NaN (writers keep theirs
+/// near 1 MiB); a larger one proves nothing and the rows are read.
+const MAX_DICTIONARY_PAGE: u64 = 8 << 20;
+
+/// Dictionary pages read at once per chunk.
+const CONCURRENT_DICTIONARIES: usize = 4;
+
 /// Row-group statistics of the columns a query reads, for the chunk's row groups.
 pub(super) struct GroupStats {
     columns: Vec<ColumnStats>,
+    /// Index in the file of the chunk's first row group.
+    first: usize,
     /// Rows of the row group the bounds are asked of, and its position in the chunk.
     rows: Vec<u64>,
     pub(super) at: usize,
@@ -28,6 +47,8 @@ pub(super) struct GroupStats {
 
 struct ColumnStats {
     path: Vec<String>,
+    /// The column's leaf in the file's schema.
+    leaf: Option<usize>,
     mins: Option<ArrayRef>,
     maxes: Option<ArrayRef>,
     nulls: Option<UInt64Array>,
@@ -68,6 +89,7 @@ impl GroupStats {
                 });
                 Some(ColumnStats {
                     path: path.clone(),
+                    leaf: converter.parquet_column_index(),
                     mins: converter.row_group_mins(groups).ok(),
                     maxes: converter.row_group_maxes(groups).ok(),
                     nulls: converter.row_group_null_counts(groups).ok(),
@@ -79,8 +101,173 @@ impl GroupStats {
             .collect();
         GroupStats {
             columns,
+            first: chunk.groups.start as usize,
             rows: chunk.rows.clone(),
             at: 0,
+        }
+    }
+}
+
+impl GroupStats {
+    /// For the MAX of a float column that the footer is to answer: the row groups whose
+    /// statistics leave NaN unproven are proven free of it by their dictionary, where every data
+    /// page of the column chunk is dictionary-encoded (one small ranged GET each instead of
+    /// every page decoded). A dictionary holding NaN, or a chunk not dictionary-encoded
+    /// throughout, proves nothing and its rows are read (then no dictionary is fetched).
+    pub(super) async fn prove_nan_free_by_dictionaries(
+        &mut self,
+        query: &Query,
+        source: &S3Source,
+        location: &str,
+    ) -> Result<(), ScanError> {
+        let Some(items) = query.footer_aggregates() else {
+            return Ok(());
+        };
+        let metadata = source.metadata.clone();
+        let mut maxima: Vec<usize> = items
+            .iter()
+            .filter_map(|(kind, path)| match (kind, path) {
+                (AggregateKind::Max, Some(path)) => {
+                    self.columns.iter().position(|c| c.path == *path)
+                }
+                _ => None,
+            })
+            .collect();
+        maxima.sort_unstable();
+        maxima.dedup();
+        let mut unproven = Vec::new();
+        for at_column in maxima {
+            let column = &self.columns[at_column];
+            let (Some(flags), Some(leaf)) = (&column.nan_free, column.leaf) else {
+                continue;
+            };
+            for (at, proven) in flags.iter().enumerate() {
+                let group = self.first + at;
+                let chunk = metadata
+                    .row_groups()
+                    .get(group)
+                    .and_then(|group| group.columns().get(leaf));
+                match (*proven, chunk.and_then(dictionary_page)) {
+                    (true, _) => {}
+                    (false, Some(range)) => unproven.push((at_column, at, (group, leaf), range)),
+                    // The footer cannot answer for the chunk: its rows are read anyway.
+                    (false, None) => return Ok(()),
+                }
+            }
+        }
+        let proofs: Vec<_> = futures::stream::iter(unproven)
+            .map(|(at_column, at, (group, leaf), range)| {
+                let mut source = source.clone();
+                let metadata = metadata.clone();
+                async move {
+                    let bytes = source
+                        .get_bytes(range.clone())
+                        .await
+                        .map_err(|e| scan_error(e, location))?;
+                    let chunk = metadata
+                        .row_groups()
+                        .get(group)
+                        .and_then(|group| group.columns().get(leaf));
+                    let free = chunk.and_then(|c| dictionary_holds_nan(c, range.start, bytes))
+                        == Some(false);
+                    Ok::<_, ScanError>((at_column, at, free))
+                }
+            })
+            .buffer_unordered(CONCURRENT_DICTIONARIES)
+            .try_collect()
+            .await?;
+        for (at_column, at, free) in proofs {
+            if let Some(flag) = self.columns[at_column]
+                .nan_free
+                .as_mut()
+                .and_then(|flags| flags.get_mut(at))
+            {
+                *flag |= free;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the dictionary page of a column chunk lies, when the chunk's data pages are all
+/// dictionary-encoded (so that its values are the dictionary's) and the page is small enough to
+/// read for that.
+fn dictionary_page(column: &ColumnChunkMetaData) -> Option<Range<u64>> {
+    let encoded = column.page_encoding_stats_mask().is_some_and(|mask| {
+        mask.is_only(Encoding::RLE_DICTIONARY) || mask.is_only(Encoding::PLAIN_DICTIONARY)
+    });
+    let start = u64::try_from(column.dictionary_page_offset()?).ok()?;
+    let end = u64::try_from(column.data_page_offset()).ok()?;
+    (encoded && start < end && end - start <= MAX_DICTIONARY_PAGE).then_some(start..end)
+}
+
+/// Whether the float dictionary page read at `start` holds a NaN; `None` when the bytes are not
+/// such a page.
+fn dictionary_holds_nan(column: &ColumnChunkMetaData, start: u64, bytes: Bytes) -> Option<bool> {
+    let width = match column.column_type() {
+        PhysicalType::DOUBLE => 8,
+        PhysicalType::FLOAT => 4,
+        _ => return None,
+    };
+    let slice = Arc::new(FileSlice { start, bytes });
+    let mut pages = SerializedPageReader::new(slice, column, 0, None).ok()?;
+    let Some(Page::DictionaryPage {
+        buf,
+        num_values,
+        encoding: Encoding::PLAIN | Encoding::PLAIN_DICTIONARY,
+        ..
+    }) = pages.get_next_page().ok()?
+    else {
+        return None;
+    };
+    let values = buf.get(..(num_values as usize).checked_mul(width)?)?;
+    Some(match width {
+        8 => values
+            .chunks_exact(8)
+            .any(|v| v.try_into().is_ok_and(|v| f64::from_le_bytes(v).is_nan())),
+        _ => values
+            .chunks_exact(4)
+            .any(|v| v.try_into().is_ok_and(|v| f32::from_le_bytes(v).is_nan())),
+    })
+}
+
+/// Bytes read from a file at `start`, addressed by their offsets in the file.
+struct FileSlice {
+    start: u64,
+    bytes: Bytes,
+}
+
+impl FileSlice {
+    fn from(&self, offset: u64) -> parquet::errors::Result<Bytes> {
+        offset
+            .checked_sub(self.start)
+            .and_then(|at| usize::try_from(at).ok())
+            .filter(|at| *at <= self.bytes.len())
+            .map(|at| self.bytes.slice(at..))
+            .ok_or_else(|| ParquetError::EOF(format!("offset {offset} outside the bytes read")))
+    }
+}
+
+impl Length for FileSlice {
+    fn len(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+}
+
+impl ChunkReader for FileSlice {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(self.from(start)?.reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        let bytes = self.from(start)?;
+        match length <= bytes.len() {
+            true => Ok(bytes.slice(..length)),
+            false => Err(ParquetError::EOF(format!(
+                "{length} bytes at {start} past the bytes read"
+            ))),
         }
     }
 }
@@ -384,5 +571,75 @@ impl ChunkGroups {
             skipped_bytes,
             fetched_bytes: source.fetched.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::{Float32Array, Float64Array, RecordBatch};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::metadata::ParquetMetaDataReader;
+    use parquet::file::properties::WriterProperties;
+
+    use super::*;
+
+    /// A file of one float column holding `values`, and its footer.
+    fn file(values: ArrayRef, dictionary: bool) -> (Bytes, ParquetMetaData) {
+        let batch = RecordBatch::try_from_iter([("x", values)]).unwrap();
+        let properties = WriterProperties::builder()
+            .set_dictionary_enabled(dictionary)
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer =
+            ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let bytes = Bytes::from(bytes);
+        let metadata = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .unwrap();
+        (bytes, metadata)
+    }
+
+    /// Whether the dictionary of the file's only column chunk holds NaN, read as the scan reads
+    /// it: `None` when the chunk has no dictionary that speaks for every value.
+    fn holds_nan(values: ArrayRef, dictionary: bool) -> Option<bool> {
+        let (bytes, metadata) = file(values, dictionary);
+        let column = metadata.row_group(0).column(0);
+        let range = dictionary_page(column)?;
+        let page = bytes.slice(range.start as usize..range.end as usize);
+        dictionary_holds_nan(column, range.start, page)
+    }
+
+    #[test]
+    fn a_float_dictionary_says_whether_nan_is_there() {
+        let doubles = |v: &[f64]| Arc::new(Float64Array::from(v.to_vec())) as ArrayRef;
+        let floats = |v: &[f32]| Arc::new(Float32Array::from(v.to_vec())) as ArrayRef;
+        let fares = [2.5, 7.25, 2.5, 99.99, -0.0, 7.25];
+        assert_eq!(holds_nan(doubles(&fares), true), Some(false));
+        assert_eq!(holds_nan(doubles(&[1.0, f64::NAN, 1.0]), true), Some(true));
+        assert_eq!(holds_nan(floats(&[3.5, 3.5, 1e30]), true), Some(false));
+        assert_eq!(holds_nan(floats(&[3.5, f32::NAN]), true), Some(true));
+        // Plain pages: no dictionary speaks for the values.
+        assert_eq!(holds_nan(doubles(&fares), false), None);
+    }
+
+    #[test]
+    fn bytes_that_are_no_dictionary_page_prove_nothing() {
+        let values = Arc::new(Float64Array::from(vec![1.0, 2.0, 1.0])) as ArrayRef;
+        let (bytes, metadata) = file(values, true);
+        let column = metadata.row_group(0).column(0);
+        let range = dictionary_page(column).unwrap();
+        let page = bytes.slice(range.start as usize..range.end as usize);
+        // Cut short, shifted, or garbage.
+        let short = page.slice(..page.len() / 2);
+        assert_eq!(dictionary_holds_nan(column, range.start, short), None);
+        assert_eq!(
+            dictionary_holds_nan(column, range.start + 1, page.clone()),
+            None
+        );
+        let garbage = Bytes::from(vec![0xffu8; page.len()]);
+        assert_eq!(dictionary_holds_nan(column, range.start, garbage), None);
+        assert_eq!(dictionary_holds_nan(column, range.start, page), Some(false));
     }
 }

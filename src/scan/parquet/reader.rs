@@ -20,7 +20,8 @@ use super::aggregate::ArrayAggregates;
 use super::pruning::{ChunkGroups, GroupStats, footer_answer, page_selection, with_page_index};
 use super::writer::{ParquetRows, selected_rows};
 use super::{
-    ArrowRow, Resolved, S3Source, arrow_metadata, columns_of, prefilter, read_footer, scan_error,
+    ArrowRow, CsvColumn, Resolved, S3Source, arrow_metadata, columns_of, prefilter, read_footer,
+    scan_error,
 };
 use crate::scan::chunk::rows::{LocalRows, RowBatch, RowWriter, TextFormat};
 use crate::scan::chunk::task::{
@@ -34,7 +35,7 @@ use crate::scan::{Layout, ScanError};
 use crate::shutdown::Stop;
 
 /// Rows per decoded batch: a few MiB of values for typical columns.
-const BATCH_ROWS: usize = 8192;
+const BATCH_ROWS: usize = 32768;
 
 /// Runs one chunk of a Parquet object.
 pub(crate) async fn run_parquet_chunk(
@@ -196,6 +197,11 @@ impl QueryRun<'_> {
             (None, Some(local)) => Some((local.format, false, local.to)),
             (None, None) => None,
         };
+        if rows_to.is_none() {
+            stats
+                .prove_nan_free_by_dictionaries(self.query, &self.source, &self.location())
+                .await?;
+        }
         if rows_to.is_none()
             && let Some(partials) = footer_answer(self.query, &mut stats)
         {
@@ -337,7 +343,7 @@ impl QueryRun<'_> {
             )
         })?;
         Ok(RowSink::Parquet {
-            part: ParquetRows::new(parts),
+            part: Box::new(ParquetRows::new(parts)),
             columns: (!columns.is_empty()).then_some(columns),
         })
     }
@@ -348,7 +354,7 @@ enum RowSink {
     Text(RowWriter),
     /// The selected columns (`None`: all of them, as the file has them).
     Parquet {
-        part: ParquetRows,
+        part: Box<ParquetRows>,
         columns: Option<Vec<(String, Vec<String>)>>,
     },
 }
@@ -574,8 +580,12 @@ impl BatchWork {
         }
         // Rows the pre-filter keeps (every row without one); the others are never evaluated.
         let candidates: Vec<usize> = match &kept {
-            Some(kept) => (0..batch.num_rows())
-                .filter(|&row| kept.rows.get(row).is_some_and(|&k| k))
+            Some(kept) => kept
+                .rows
+                .iter()
+                .take(batch.num_rows())
+                .enumerate()
+                .filter_map(|(row, &keep)| keep.then_some(row))
                 .collect(),
             None => (0..batch.num_rows()).collect(),
         };
@@ -586,12 +596,19 @@ impl BatchWork {
         {
             // The filter is decided and the selection is columns: rows go out straight from the
             // arrays, with no SQL evaluation.
+            let csv: Vec<CsvColumn> = selected.iter().map(CsvColumn::of).collect();
             for row in candidates {
                 if !evaluator.wants_more() {
                     break;
                 }
                 evaluator.rows += 1;
-                write_columns(rows, selected, row).map_err(RowFailure::Scan)?;
+                let written = match rows.format {
+                    TextFormat::Csv => rows.csv_record(|record| {
+                        csv.iter().for_each(|column| column.write(row, record))
+                    }),
+                    TextFormat::JsonLines => write_columns(rows, selected, row),
+                };
+                written.map_err(RowFailure::Scan)?;
             }
             return Ok(());
         }
@@ -638,7 +655,11 @@ impl BatchWork {
 /// in JSON Lines (structs, lists and maps nested).
 fn write_columns(rows: &mut RowWriter, columns: &[Resolved], row: usize) -> Result<(), ScanError> {
     match rows.format {
-        TextFormat::Csv => rows.values(columns.iter().map(|c| c.value(row))),
+        TextFormat::Csv => rows.csv_record(|record| {
+            for column in columns {
+                CsvColumn::of(column).write(row, record);
+            }
+        }),
         TextFormat::JsonLines => rows.json_values(columns.iter().map(|c| c.json(row))),
     }
 }

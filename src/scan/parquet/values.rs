@@ -13,9 +13,10 @@ use arrow_array::types::{
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
-use arrow_array::{Array, ArrowPrimitiveType, RecordBatch, StructArray};
+use arrow_array::{Array, ArrowPrimitiveType, PrimitiveArray, RecordBatch, StructArray};
 use arrow_schema::{DataType, TimeUnit};
 
+use crate::scan::chunk::rows::CsvRecordOut;
 use crate::scan::sql::Record;
 use crate::scan::value::Value;
 
@@ -334,6 +335,43 @@ impl<'b> Resolved<'b> {
         match self.chain.split_last() {
             Some((leaf, parents)) if !parents.iter().any(|p| p.is_null(row)) => json_at(*leaf, row),
             _ => serde_json::Value::Null,
+        }
+    }
+}
+
+/// How a column's values become CSV fields, chosen once per batch: a top-level column of 64-bit
+/// integers or doubles straight from its array (the bulk of numeric output), any other through
+/// its values.
+pub(crate) enum CsvColumn<'r, 'b> {
+    Ints(&'b PrimitiveArray<Int64Type>),
+    Floats(&'b PrimitiveArray<Float64Type>),
+    Values(&'r Resolved<'b>),
+}
+
+impl<'r, 'b> CsvColumn<'r, 'b> {
+    pub(crate) fn of(column: &'r Resolved<'b>) -> CsvColumn<'r, 'b> {
+        if let [leaf] = column.chain[..] {
+            if let Some(ints) = leaf.as_primitive_opt::<Int64Type>() {
+                return CsvColumn::Ints(ints);
+            }
+            if let Some(floats) = leaf.as_primitive_opt::<Float64Type>() {
+                return CsvColumn::Floats(floats);
+            }
+        }
+        CsvColumn::Values(column)
+    }
+
+    /// The value at `row` as a field of `record`.
+    pub(crate) fn write(&self, row: usize, record: &mut CsvRecordOut) {
+        match self {
+            CsvColumn::Ints(ints) if row < ints.len() && ints.is_valid(row) => {
+                record.int(ints.value(row))
+            }
+            CsvColumn::Floats(floats) if row < floats.len() && floats.is_valid(row) => {
+                record.float(floats.value(row))
+            }
+            CsvColumn::Ints(_) | CsvColumn::Floats(_) => record.null(),
+            CsvColumn::Values(column) => record.value(&column.value(row)),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 
 pub use aggregate::{AggregateKind, ExactSum, MAX_KEPT_TEXT, MergeError, Partial, Scalar};
-pub use number::{Number, parse_number, parse_plain_decimal, sql_float_order};
+pub use number::{Number, parse_number, parse_plain_decimal, push_float, sql_float_order};
 
 /// A value of a record field or an expression.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,22 +76,6 @@ impl Value<'_> {
         }
     }
 
-    /// Appends [`Value::to_field`]'s text to `out` (without allocating for numbers).
-    pub fn write_field(&self, out: &mut String) {
-        use std::fmt::Write;
-        // Writing to a String cannot fail.
-        let _ = match self {
-            Value::Null => Ok(()),
-            Value::Bool(b) => write!(out, "{b}"),
-            Value::Int(i) => write!(out, "{i}"),
-            Value::Float(f) => match non_finite_text(*f) {
-                Some(text) => out.write_str(text),
-                None => write!(out, "{f}"),
-            },
-            Value::Str(s) => out.write_str(s),
-        };
-    }
-
     /// Text of the value in a CSV field.
     pub fn to_field(&self) -> Cow<'_, str> {
         match self {
@@ -100,7 +84,11 @@ impl Value<'_> {
             Value::Int(i) => Cow::Owned(i.to_string()),
             Value::Float(f) => match non_finite_text(*f) {
                 Some(text) => Cow::Borrowed(text),
-                None => Cow::Owned(f.to_string()),
+                None => {
+                    let mut text = Vec::new();
+                    push_float(&mut text, *f);
+                    Cow::Owned(String::from_utf8(text).unwrap_or_default())
+                }
             },
             Value::Str(s) => Cow::Borrowed(s),
         }

@@ -1,10 +1,115 @@
-//! Numbers as records spell them: a fast path for plain decimals, the general parsers, and the
-//! SQL order of floats.
+//! Numbers as records spell them: a fast path for plain decimals, the general parsers, the SQL
+//! order of floats, and floats written as text.
 
 use std::cmp::Ordering;
 
 use super::Value;
 use crate::scan::text::word::{bytes_equal, non_digits};
+
+/// Appends the text of a finite `value`: the shortest digits that read back as the value, never
+/// in exponent form (`1`, `0.1`, `-0`, `10000000000000000`), as Rust's `{}` writes it. The digits
+/// are ryu's, several times faster to find (rows of floats are written by the million); where
+/// two spellings are as short and as near (a value halfway between them), ryu's last digit may
+/// differ from `{}`'s, and both read back as the value.
+pub fn push_float(out: &mut Vec<u8>, value: f64) {
+    if push_short_decimal(out, value) {
+        return;
+    }
+    let mut buffer = ryu::Buffer::new();
+    let text = buffer.format_finite(value).as_bytes();
+    let (negative, text) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match text.iter().position(|b| *b == b'e') {
+        Some(at) => {
+            let exponent = std::str::from_utf8(&text[at + 1..])
+                .ok()
+                .and_then(|e| e.parse::<i32>().ok())
+                .unwrap_or(0);
+            (&text[..at], exponent)
+        }
+        None => (text, 0),
+    };
+    // The mantissa's digits without its point, and where the point falls in them.
+    let point = mantissa
+        .iter()
+        .position(|b| *b == b'.')
+        .unwrap_or(mantissa.len());
+    // ryu writes at most 17 digits.
+    let mut buffer = [0u8; 32];
+    let mut length = 0;
+    for digit in mantissa.iter().filter(|b| **b != b'.') {
+        if let Some(slot) = buffer.get_mut(length) {
+            *slot = *digit;
+            length += 1;
+        }
+    }
+    let digits = buffer.get(..length).unwrap_or_default();
+    let leading = digits.iter().take_while(|b| **b == b'0').count();
+    let digits = digits.get(leading..).unwrap_or_default();
+    let trailing = digits.iter().rev().take_while(|b| **b == b'0').count();
+    let digits = digits.get(..digits.len() - trailing).unwrap_or_default();
+    let point = point as i32 + exponent - leading as i32;
+    if negative {
+        out.push(b'-');
+    }
+    if digits.is_empty() {
+        out.push(b'0');
+    } else if point <= 0 {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', point.unsigned_abs() as usize));
+        out.extend_from_slice(digits);
+    } else if point as usize >= digits.len() {
+        out.extend_from_slice(digits);
+        out.extend(std::iter::repeat_n(b'0', point as usize - digits.len()));
+    } else {
+        let (whole, fraction) = digits.split_at(point as usize);
+        out.extend_from_slice(whole);
+        out.push(b'.');
+        out.extend_from_slice(fraction);
+    }
+}
+
+/// Scales of the decimals [`push_short_decimal`] writes.
+const DECIMAL_SCALES: [f64; 5] = [1.0, 10.0, 100.0, 1_000.0, 10_000.0];
+
+/// Writes a value of at most four decimals below 1e9 in magnitude (prices, measures: most floats
+/// rows hold) without a search for its digits; `false` for any other value. The least `k` for
+/// which `n = round(value * 10^k)` gives back `n / 10^k == value` spells it: that division is
+/// correctly rounded, so `n·10^-k` reads back as the value; an ulp of such a value is far below
+/// `10^-k`, so no spelling with fewer decimals reads back as it and no other with `k` does.
+fn push_short_decimal(out: &mut Vec<u8>, value: f64) -> bool {
+    if value.is_nan() || value.abs() >= 1e9 {
+        return false;
+    }
+    let Some((decimals, scaled)) = DECIMAL_SCALES.iter().enumerate().find_map(|(k, scale)| {
+        let scaled = (value * scale).round();
+        (scaled / scale == value).then_some((k, scaled.abs() as u64))
+    }) else {
+        return false;
+    };
+    if value.is_sign_negative() {
+        out.push(b'-');
+    }
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(scaled).as_bytes();
+    match digits.len().checked_sub(decimals) {
+        Some(0) | None => {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(b'0', decimals - digits.len()));
+            out.extend_from_slice(digits);
+        }
+        Some(whole) if decimals > 0 => {
+            let (whole, fraction) = digits.split_at(whole);
+            out.extend_from_slice(whole);
+            out.push(b'.');
+            out.extend_from_slice(fraction);
+        }
+        Some(_) => out.extend_from_slice(digits),
+    }
+    true
+}
 
 /// Parses a decimal integer or a floating-point number. NaN and the infinities are numbers in
 /// the spellings their writers use (`NaN`, `nan`, `NAN`, `inf`, `Inf`, `INF`, `Infinity`,
@@ -210,4 +315,91 @@ fn eight_digits(word: u64) -> u64 {
     let pairs = (digits.wrapping_mul(10) + (digits >> 8)) & 0x00FF_00FF_00FF_00FF;
     let fours = (pairs.wrapping_mul(100) + (pairs >> 16)) & 0x0000_FFFF_0000_FFFF;
     (fours.wrapping_mul(10_000) + (fours >> 32)) & 0xFFFF_FFFF
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn pushed(value: f64) -> String {
+        let mut out = Vec::new();
+        push_float(&mut out, value);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn floats_are_written_as_rust_writes_them() {
+        let cases = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            0.1,
+            0.1 + 0.2,
+            95.01,
+            99.99,
+            123456.0,
+            1e15,
+            1e16,
+            1.5e16,
+            1e21,
+            1e22,
+            1e-5,
+            1e-7,
+            1.2345e-7,
+            9007199254740993.0,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            f64::EPSILON,
+            5e-324,
+            // The greatest subnormal.
+            f64::from_bits(0x000f_ffff_ffff_ffff),
+        ];
+        for value in cases {
+            assert_eq!(pushed(value), format!("{value}"), "{value:e}");
+        }
+    }
+
+    /// Significant digits of a float's text.
+    fn significant(text: &str) -> usize {
+        text.trim_start_matches(['-', '0', '.'])
+            .trim_end_matches(['0', '.'])
+            .chars()
+            .filter(char::is_ascii_digit)
+            .count()
+    }
+
+    proptest! {
+        #[test]
+        fn any_finite_float_reads_back_from_as_few_digits_as_rust_writes(bits in any::<u64>()) {
+            let value = f64::from_bits(bits);
+            prop_assume!(value.is_finite());
+            let (text, rust) = (pushed(value), format!("{value}"));
+            prop_assert_eq!(text.parse::<f64>().map(f64::to_bits), Ok(bits), "{}", text);
+            prop_assert!(!text.contains('e'));
+            prop_assert_eq!(significant(&text), significant(&rust), "{} and {}", text, rust);
+        }
+
+        #[test]
+        fn floats_of_few_digits_are_written_as_rust_writes_them(
+            cents in any::<i32>(),
+            scale in -30i32..30,
+        ) {
+            let value = f64::from(cents) * 10f64.powi(scale);
+            prop_assume!(value.is_finite());
+            prop_assert_eq!(pushed(value), format!("{value}"));
+        }
+
+        #[test]
+        fn decimals_are_written_as_rust_writes_them(
+            units in -2_000_000_000_000i64..2_000_000_000_000,
+            decimals in 0i32..7,
+        ) {
+            let value = units as f64 / 10f64.powi(decimals);
+            prop_assert_eq!(pushed(value), format!("{value}"));
+        }
+    }
 }
