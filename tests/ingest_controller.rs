@@ -40,6 +40,30 @@ fn ingest(
     serde_json::from_value(value).unwrap()
 }
 
+/// A test's own namespace, holding the `minio` credentials Secret, and its own bucket.
+struct Tenant {
+    env: common::TestEnv,
+    client: kube::Client,
+    ns: String,
+    store: common::minio::Bucket,
+}
+
+/// A [`Tenant`], both named after `name`, with the CRDs installed.
+async fn tenant(name: &str) -> Tenant {
+    let env = common::env().await;
+    let client = env.client.clone();
+    common::install_crds(&client).await;
+    let ns = common::namespace(&client, name).await;
+    common::minio::credentials_secret(&client, &ns, "minio").await;
+    let store = common::minio::Bucket::create(&env, name).await;
+    Tenant {
+        env,
+        client,
+        ns,
+        store,
+    }
+}
+
 fn phase(obj: Option<&S3Ingest>) -> Option<Phase> {
     obj.and_then(|o| o.status.as_ref()).map(|s| s.phase)
 }
@@ -60,12 +84,12 @@ fn condition<'a>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/up.sh"]
 async fn ingests_through_the_controller() {
-    let env = common::env().await;
-    let client = env.client.clone();
-    common::install_crds(&client).await;
-    let ns = common::namespace(&client, "ingestctl").await;
-    common::minio::credentials_secret(&client, &ns, "minio").await;
-    let store = common::minio::Bucket::create(&env, "ingestctl").await;
+    let Tenant {
+        env,
+        client,
+        ns,
+        store,
+    } = tenant("ingestctl").await;
     let bucket = store.name.clone();
     let api: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
     // Loopback sources allowed; progress in status every second. Started again below, as a restart.
@@ -341,12 +365,12 @@ async fn ingests_through_the_controller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/up.sh"]
 async fn ingests_share_the_memory_budget() {
-    let env = common::env().await;
-    let client = env.client.clone();
-    common::install_crds(&client).await;
-    let ns = common::namespace(&client, "budget").await;
-    common::minio::credentials_secret(&client, &ns, "minio").await;
-    let store = common::minio::Bucket::create(&env, "budget").await;
+    let Tenant {
+        env,
+        client,
+        ns,
+        store,
+    } = tenant("budget").await;
     const BUDGET: u64 = 48 * MIB;
     // Tests of this file run at once: each operator watches its own namespace only.
     let controller = Controller::start(
@@ -483,12 +507,12 @@ async fn ingests_share_the_memory_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/up.sh"]
 async fn killed_between_completion_and_status_ends_succeeded() {
-    let env = common::env().await;
-    let client = env.client.clone();
-    common::install_crds(&client).await;
-    let ns = common::namespace(&client, "complete").await;
-    common::minio::credentials_secret(&client, &ns, "minio").await;
-    let store = common::minio::Bucket::create(&env, "complete").await;
+    let Tenant {
+        env,
+        client,
+        ns,
+        store,
+    } = tenant("complete").await;
     let minio = env.s3_endpoint.trim_start_matches("http://").to_string();
     let proxy = common::proxy::Proxy::start(&minio).await;
     // CompleteMultipartUpload goes through to MinIO; its answer never comes back.
@@ -605,12 +629,12 @@ fn ranged_requests(source: &HttpSource) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs tests/cluster/up.sh"]
 async fn stopped_while_resuming_an_ingest_resumes_again() {
-    let env = common::env().await;
-    let client = env.client.clone();
-    common::install_crds(&client).await;
-    let ns = common::namespace(&client, "ingeststop").await;
-    common::minio::credentials_secret(&client, &ns, "minio").await;
-    let store = common::minio::Bucket::create(&env, "ingeststop").await;
+    let Tenant {
+        env,
+        client,
+        ns,
+        store,
+    } = tenant("ingeststop").await;
     let api: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
     let start = || {
         Controller::start(
@@ -695,12 +719,12 @@ async fn killed_five_times_an_ingest_reads_again_little_more_than_its_parts_in_f
     const KILLS: u64 = 5;
     const PART: u64 = 8 * MIB;
     const CONCURRENCY: u64 = 4;
-    let env = common::env().await;
-    let client = env.client.clone();
-    common::install_crds(&client).await;
-    let ns = common::namespace(&client, "ingestkill").await;
-    common::minio::credentials_secret(&client, &ns, "minio").await;
-    let store = common::minio::Bucket::create(&env, "ingestkill").await;
+    let Tenant {
+        env,
+        client,
+        ns,
+        store,
+    } = tenant("ingestkill").await;
     let api: Api<S3Ingest> = Api::namespaced(client.clone(), &ns);
     // The default status interval (2 s): the resume point must not wait for it.
     let start = || {
