@@ -22,6 +22,13 @@ pub const MAX_HEADER_BYTES: u64 = 64 << 10;
 /// Most compressed bytes read for a header row: a bzip2 block (900 kB of text) and then some.
 const MAX_COMPRESSED_START: u64 = 1 << 20;
 
+/// Objects up to this size are read whole by the GET that plans them, where their chunks then run
+/// in the same process (a scan of many objects, in the CLI or a chunk Job): one GET an object
+/// instead of two (header, then chunk), and the next objects are read while one is parsed.
+/// Objects are planned a bounded number ahead (`PLANNING_CONCURRENCY`), so this bounds what
+/// waits in memory.
+pub const WHOLE_OBJECT_READ: u64 = 2 << 20;
+
 /// Longest record a chunk reads unless the scan says otherwise.
 pub const DEFAULT_MAX_RECORD_SIZE: u64 = 64 << 20;
 
@@ -148,6 +155,31 @@ pub struct Layout {
     /// objects (`object` then names the selection, `columns` those of its first object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<super::objects::segments::ObjectPlan>,
+    /// The whole object, when planning read all of it in this process: its chunks read it from
+    /// here. Never recorded (a chunk Job reads its own).
+    #[serde(skip)]
+    pub prefetched: Prefetched,
+}
+
+/// An object's bytes as planning read them, held for its chunks in the same process. They are
+/// what the object holds, not part of what the layout says: layouts compare equal whether they
+/// hold them or not, and a layout's debug form gives their length, never their content.
+#[derive(Clone, Default)]
+pub struct Prefetched(pub Option<bytes::Bytes>);
+
+impl PartialEq for Prefetched {
+    fn eq(&self, _: &Prefetched) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Prefetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(bytes) => write!(f, "Prefetched({} bytes)", bytes.len()),
+            None => f.write_str("Prefetched(None)"),
+        }
+    }
 }
 
 /// How one object's columns join those of a scan of many objects.
@@ -599,7 +631,7 @@ async fn plan_now(s3: &Client, request: &PlanRequest) -> Result<Layout, ScanErro
         head.e_tag().map(str::to_string),
     )?
     .modified_at(head.last_modified());
-    plan_version(s3, request, object, head.content_encoding()).await
+    plan_version(s3, request, object, head.content_encoding(), 0).await
 }
 
 /// Plans `object` (its version already known, from a listing or a HEAD) for `request`'s format:
@@ -610,35 +642,69 @@ pub async fn plan_object(
     request: &PlanRequest,
     object: ObjectVersion,
 ) -> Result<Layout, ScanError> {
+    plan_object_reading(s3, request, object, 0).await
+}
+
+/// [`plan_object`], for chunks that run in this process: a text object of at most
+/// [`WHOLE_OBJECT_READ`] bytes is read whole, and its layout holds it.
+pub async fn plan_object_to_run(
+    s3: &Client,
+    request: &PlanRequest,
+    object: ObjectVersion,
+) -> Result<Layout, ScanError> {
+    plan_object_reading(s3, request, object, WHOLE_OBJECT_READ).await
+}
+
+async fn plan_object_reading(
+    s3: &Client,
+    request: &PlanRequest,
+    object: ObjectVersion,
+    whole_up_to: u64,
+) -> Result<Layout, ScanError> {
     check_request(request)?;
     let location = object.url();
     within_deadline(
         &location,
         PLANNING_DEADLINE,
-        plan_version(s3, request, object, None),
+        plan_version(s3, request, object, None, whole_up_to),
     )
     .await
 }
 
-/// [`plan_object`]; `content_encoding` is the object's header, when a HEAD gave it.
+/// [`plan_object`]; `content_encoding` is the object's header, when a HEAD gave it; a text
+/// object of at most `whole_up_to` bytes is read whole, and its layout holds it.
 async fn plan_version(
     s3: &Client,
     request: &PlanRequest,
     object: ObjectVersion,
     content_encoding: Option<&str>,
+    whole_up_to: u64,
 ) -> Result<Layout, ScanError> {
     let location = object.url();
     let size = object.size;
     if request.format == InputFormat::Parquet {
         return plan_parquet(s3, request, object).await;
     }
-    let prefix = read_prefix(s3, &object, size.min(MAX_HEADER_BYTES)).await?;
-    if prefix.starts_with(MAGIC) && std::str::from_utf8(&prefix).is_err() {
+    let whole = size <= whole_up_to;
+    let read = read_prefix(
+        s3,
+        &object,
+        if whole {
+            size
+        } else {
+            size.min(MAX_HEADER_BYTES)
+        },
+    )
+    .await?;
+    let read = bytes::Bytes::from(read);
+    // What the header row is looked for in, whatever more was read.
+    let prefix = &read[..read.len().min(MAX_HEADER_BYTES as usize)];
+    if prefix.starts_with(MAGIC) && std::str::from_utf8(prefix).is_err() {
         return Err(ScanError::InvalidObject(format!(
             "{location} is a Parquet file (it starts with PAR1): scan it with the parquet format"
         )));
     }
-    let compression = match magic(&prefix) {
+    let compression = match magic(prefix) {
         Some(Magic::Compressed(compression)) => compression,
         Some(Magic::Unsupported(kind)) => {
             return Err(ScanError::Unsupported(format!(
@@ -651,13 +717,17 @@ async fn plan_version(
             .unwrap_or(Compression::None),
     };
     let (text, complete) = match compression {
-        Compression::None => (prefix, size <= MAX_HEADER_BYTES),
+        Compression::None => (prefix.to_vec(), size <= MAX_HEADER_BYTES),
         compressed => {
-            let (text, complete) = decompressed_start(compressed, &prefix, size);
+            let (text, complete) = decompressed_start(compressed, prefix, size);
             // bzip2 gives no text before a whole block (up to 900 kB of it): read on to the end
             // of the first block when the start decoded short.
             if text.len() < MAX_HEADER_BYTES as usize && !complete && size > prefix.len() as u64 {
-                let first_block = read_prefix(s3, &object, size.min(MAX_COMPRESSED_START)).await?;
+                let first_block_end = size.min(MAX_COMPRESSED_START);
+                let first_block = match whole {
+                    true => read.slice(..first_block_end as usize),
+                    false => read_prefix(s3, &object, first_block_end).await?.into(),
+                };
                 decompressed_start(compressed, &first_block, size)
             } else {
                 (text, complete)
@@ -691,6 +761,7 @@ async fn plan_version(
         parquet: None,
         joined: JoinedColumns::default(),
         plan: None,
+        prefetched: Prefetched(whole.then_some(read)),
     };
     let chunks = chunk_count(data_start, size, request.chunk_size);
     if compression.splittable() && chunks > MAX_CHUNKS {
@@ -733,6 +804,7 @@ async fn plan_parquet(
         parquet: Some(parquet),
         joined: JoinedColumns::default(),
         plan: None,
+        prefetched: Prefetched::default(),
     })
 }
 
@@ -905,6 +977,7 @@ mod tests {
                 union_by_name: false,
             },
             plan: None,
+            prefetched: Default::default(),
         };
         let compiled = |layout: &Layout, filter: &str| {
             let sql = format!("SELECT COUNT(*) FROM S3Object s WHERE {filter}");
@@ -969,6 +1042,7 @@ mod tests {
                 parquet: None,
                 joined: JoinedColumns::default(),
                 plan: None,
+                prefetched: Default::default(),
             };
             let mut next = data_start;
             for index in 0..layout.chunk_count() {

@@ -398,6 +398,7 @@ mod tests {
                 parquet: None,
                 joined: Default::default(),
                 plan: None,
+                prefetched: Default::default(),
             },
             index,
             start_state: None,

@@ -33,6 +33,7 @@ fn layout(chunks: u32, format: InputFormat) -> Layout {
         parquet: None,
         joined: Default::default(),
         plan: None,
+        prefetched: Default::default(),
     }
 }
 

@@ -434,6 +434,7 @@ fn recorded_layout(
         parquet: checkpoint.parquet.clone(),
         joined: Default::default(),
         plan: None,
+        prefetched: Default::default(),
     };
     let planned_count = u64::from(layout.chunk_count());
     let plausible = data_start <= size
@@ -493,6 +494,7 @@ fn listed_layout(
             union_by_name: super::listing::union_by_name(obj) || plan.chunks == 0,
         },
         plan: Some(plan),
+        prefetched: Default::default(),
     };
     plausible.then_some(layout)
 }

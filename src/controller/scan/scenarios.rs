@@ -88,6 +88,7 @@ fn layout(chunks: u32) -> Layout {
         parquet: None,
         joined: Default::default(),
         plan: None,
+        prefetched: Default::default(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Fetching a chunk's bytes: ranged GETs pinned to the planned ETag, first up to a little past the
 //! chunk's end, then in growing windows until the parser has its last record; a body that breaks
-//! off resumes from its next byte. The parser reads them on a blocking thread through a bounded
-//! channel.
+//! off resumes from its next byte. An object planning read whole in this process is not read
+//! again. The parser reads them on a blocking thread through a bounded channel.
 
 use std::io::BufRead;
 
@@ -26,6 +26,14 @@ pub(crate) async fn fetch(
     end: u64,
     tx: mpsc::Sender<Result<Bytes, ScanError>>,
 ) {
+    if let Some(whole) = &layout.prefetched.0
+        && whole.len() as u64 == layout.object.size
+    {
+        if from < layout.object.size {
+            let _ = tx.send(Ok(whole.slice(from as usize..))).await;
+        }
+        return;
+    }
     let mut offset = from;
     let mut window = if layout.whole_stream() {
         layout.object.size

@@ -59,6 +59,7 @@ fn layout(data: &[u8], chunk_size: u64, columns: &[&str]) -> Layout {
         parquet: None,
         joined: Default::default(),
         plan: None,
+        prefetched: Default::default(),
     }
 }
 

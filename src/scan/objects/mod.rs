@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_sdk_s3::Client;
 use futures::{Stream, StreamExt, TryStreamExt};
 
-use super::plan::{JoinedColumns, Layout, ObjectVersion, PlanRequest, plan_object};
+use super::plan::{JoinedColumns, Layout, ObjectVersion, PlanRequest, plan_object_to_run};
 use super::{ScanError, read_failure, s3_error};
 pub use changes::{ObjectChanges, ObjectFailure, OnObjectChange, SkippedObjects};
 pub use glob::{Glob, GlobError, is_glob};
@@ -644,7 +644,8 @@ impl Shape {
 /// partitions taken from their keys, those the query rules out by them pruned unread. Every
 /// object must have the columns and partition keys of the first (CSV: its header row; Parquet:
 /// its schema's names; any columns when they are bound by name): one that does not fails with
-/// HeaderMismatch naming both.
+/// HeaderMismatch naming both. Their chunks run in this process: a small text object is read
+/// whole as it is planned ([`plan_object_to_run`]).
 pub fn plan_each<S>(
     s3: &Client,
     versions: S,
@@ -684,7 +685,7 @@ where
             async move {
                 let (version, partitions) = version?;
                 let key = version.key.clone();
-                match plan_object(&s3, &request, version).await {
+                match plan_object_to_run(&s3, &request, version).await {
                     Ok(mut layout) => {
                         layout.joined = JoinedColumns {
                             partitions,
@@ -721,6 +722,58 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small object is read by the one GET that plans it: its chunk reads it from memory.
+    #[tokio::test]
+    async fn a_small_object_is_read_once() {
+        use crate::scan::chunk::{ChunkTask, Work, run_chunk};
+        use synthetic::{BODY, SyntheticStore, key};
+        const OBJECTS: u64 = 20;
+        let store = SyntheticStore::start(OBJECTS).await;
+        let s3 = store.client();
+        let planning = Planning {
+            request: PlanRequest {
+                bucket: "b".into(),
+                key: String::new(),
+                format: crate::scan::InputFormat::JsonLines,
+                expected_headers: None,
+                chunk_size: 1 << 20,
+                max_record_size: crate::scan::plan::DEFAULT_MAX_RECORD_SIZE,
+            },
+            hive: HivePartitioning::Disabled,
+            prune: None,
+            pruned: Arc::default(),
+            union_by_name: false,
+            changes: ObjectChanges::default(),
+        };
+        let versions = (0..OBJECTS)
+            .map(|n| ObjectVersion::pinned("b", &key(n), BODY.len() as u64, Some("\"e\"".into())));
+        let layouts: Vec<Layout> = plan_each(&s3, futures::stream::iter(versions), &planning)
+            .try_collect()
+            .await
+            .unwrap();
+        let mut records = 0;
+        for layout in layouts {
+            let task = ChunkTask {
+                layout,
+                index: 0,
+                start_state: None,
+                work: Work::Query {
+                    sql: "SELECT COUNT(*) FROM S3Object".into(),
+                    output: None,
+                },
+                run: "test".into(),
+                keep_rows: None,
+            };
+            let stop = crate::shutdown::Stop::never();
+            records += run_chunk(&s3, &task, Arc::default(), stop)
+                .await
+                .unwrap()
+                .records;
+        }
+        assert_eq!(records, OBJECTS);
+        assert_eq!(store.gets.load(Ordering::Relaxed), OBJECTS);
+    }
 
     fn version(key: &str) -> ObjectVersion {
         ObjectVersion::pinned("b", key, 1, Some("\"e\"".into())).unwrap()

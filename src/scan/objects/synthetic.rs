@@ -1,9 +1,10 @@
 //! A bucket of `count` synthetic objects on loopback, for the tests that plan many more objects
 //! than a test could write: `d/0000000.jsonl` onwards, each the same JSON line, served to
-//! ListObjectsV2 (with `StartAfter` and `MaxKeys`), HEAD and ranged GET; a PUT is kept only as
-//! its size. Enough of S3 for the listing and planning paths, nothing more.
+//! ListObjectsV2 (with `StartAfter` and `MaxKeys`), HEAD and ranged GET (counted); a PUT is kept
+//! only as its size. Enough of S3 for the listing and planning paths, nothing more.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -26,6 +27,8 @@ pub(crate) struct SyntheticStore {
     pub(crate) endpoint: String,
     /// The sizes of the objects PUT, in order.
     pub(crate) puts: Arc<Mutex<Vec<usize>>>,
+    /// The GETs of objects so far (listings aside).
+    pub(crate) gets: Arc<AtomicU64>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -48,17 +51,20 @@ impl SyntheticStore {
             .expect("a loopback port");
         let endpoint = format!("http://{}", listener.local_addr().expect("its address"));
         let puts = Arc::new(Mutex::new(Vec::new()));
-        let kept = puts.clone();
+        let gets = Arc::new(AtomicU64::new(0));
+        let (kept, counted) = (puts.clone(), gets.clone());
         let server = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let puts = kept.clone();
-                let service = service_fn(move |request| respond(request, count, puts.clone()));
+                let (puts, gets) = (kept.clone(), counted.clone());
+                let service =
+                    service_fn(move |request| respond(request, count, puts.clone(), gets.clone()));
                 tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
             }
         });
         SyntheticStore {
             endpoint,
             puts,
+            gets,
             server,
         }
     }
@@ -86,6 +92,7 @@ async fn respond(
     request: Request<hyper::body::Incoming>,
     count: u64,
     puts: Arc<Mutex<Vec<usize>>>,
+    gets: Arc<AtomicU64>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let query: Vec<(String, String)> =
         url::form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
@@ -140,6 +147,7 @@ async fn respond(
             .body(Full::new(Bytes::new()))
             .expect("a response"),
         Method::GET => {
+            gets.fetch_add(1, Ordering::Relaxed);
             let range = request
                 .headers()
                 .get("range")
