@@ -183,6 +183,23 @@ impl RangeStream {
         }
     }
 
+    /// All of the range as its buffers arrived (no copy), at most `limit` bytes.
+    pub async fn collect_frames(mut self, limit: usize) -> Result<Vec<Bytes>, ReadFailure> {
+        let (mut frames, mut length) = (Vec::new(), 0usize);
+        while let Some(chunk) = self.next().await {
+            let chunk = chunk?;
+            length += chunk.len();
+            if length > limit {
+                return Err(ReadFailure::TooLarge {
+                    context: self.context(),
+                    limit,
+                });
+            }
+            frames.push(chunk);
+        }
+        Ok(frames)
+    }
+
     /// All of the range, at most `limit` bytes.
     pub async fn collect(mut self, limit: usize) -> Result<Vec<u8>, ReadFailure> {
         // Sized once: grown by doubling, a column chunk of a few MiB was copied and faulted in

@@ -161,11 +161,35 @@ pub struct Layout {
     pub prefetched: Prefetched,
 }
 
-/// An object's bytes as planning read them, held for its chunks in the same process. They are
-/// what the object holds, not part of what the layout says: layouts compare equal whether they
-/// hold them or not, and a layout's debug form gives their length, never their content.
+/// An object's bytes as planning read them (the buffers as they arrived: never copied into one),
+/// held for its chunks in the same process. They are what the object holds, not part of what
+/// the layout says: layouts compare equal whether they hold them or not, and a layout's debug
+/// form gives their length, never their content.
 #[derive(Clone, Default)]
-pub struct Prefetched(pub Option<bytes::Bytes>);
+pub struct Prefetched(pub Option<std::sync::Arc<[bytes::Bytes]>>);
+
+impl Prefetched {
+    fn len(frames: &[bytes::Bytes]) -> u64 {
+        frames.iter().map(|frame| frame.len() as u64).sum()
+    }
+
+    /// The object's bytes from `from` on, when these are all `size` of them.
+    pub fn from_offset(&self, size: u64, from: u64) -> Option<Vec<bytes::Bytes>> {
+        let frames = self.0.as_deref().filter(|f| Prefetched::len(f) == size)?;
+        let mut skip = from;
+        let mut rest = Vec::with_capacity(frames.len());
+        for frame in frames {
+            let length = frame.len() as u64;
+            if skip >= length {
+                skip -= length;
+                continue;
+            }
+            rest.push(frame.slice(skip as usize..));
+            skip = 0;
+        }
+        Some(rest)
+    }
+}
 
 impl PartialEq for Prefetched {
     fn eq(&self, _: &Prefetched) -> bool {
@@ -176,7 +200,7 @@ impl PartialEq for Prefetched {
 impl std::fmt::Debug for Prefetched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
-            Some(bytes) => write!(f, "Prefetched({} bytes)", bytes.len()),
+            Some(frames) => write!(f, "Prefetched({} bytes)", Prefetched::len(frames)),
             None => f.write_str("Prefetched(None)"),
         }
     }
@@ -687,19 +711,14 @@ async fn plan_version(
         return plan_parquet(s3, request, object).await;
     }
     let whole = size <= whole_up_to;
-    let read = read_prefix(
-        s3,
-        &object,
-        if whole {
-            size
-        } else {
-            size.min(MAX_HEADER_BYTES)
-        },
-    )
-    .await?;
-    let read = bytes::Bytes::from(read);
+    let read_length = if whole {
+        size
+    } else {
+        size.min(MAX_HEADER_BYTES)
+    };
+    let read = read_prefix(s3, &object, read_length).await?;
     // What the header row is looked for in, whatever more was read.
-    let prefix = &read[..read.len().min(MAX_HEADER_BYTES as usize)];
+    let prefix = &contiguous(&read, MAX_HEADER_BYTES)[..];
     if prefix.starts_with(MAGIC) && std::str::from_utf8(prefix).is_err() {
         return Err(ScanError::InvalidObject(format!(
             "{location} is a Parquet file (it starts with PAR1): scan it with the parquet format"
@@ -726,8 +745,10 @@ async fn plan_version(
             if text.len() < MAX_HEADER_BYTES as usize && !complete && size > prefix.len() as u64 {
                 let first_block_end = size.min(MAX_COMPRESSED_START);
                 let first_block = match whole {
-                    true => read.slice(..first_block_end as usize),
-                    false => read_prefix(s3, &object, first_block_end).await?.into(),
+                    true => contiguous(&read, first_block_end),
+                    false => {
+                        contiguous(&read_prefix(s3, &object, first_block_end).await?, u64::MAX)
+                    }
                 };
                 decompressed_start(compressed, &first_block, size)
             } else {
@@ -762,7 +783,7 @@ async fn plan_version(
         parquet: None,
         joined: JoinedColumns::default(),
         plan: None,
-        prefetched: Prefetched(whole.then_some(read)),
+        prefetched: Prefetched(whole.then(|| read.into())),
     };
     let chunks = chunk_count(data_start, size, request.chunk_size);
     if compression.splittable() && chunks > MAX_CHUNKS {
@@ -842,19 +863,33 @@ fn decompressed_start(compression: Compression, prefix: &[u8], size: u64) -> (Ve
     (decoded, complete)
 }
 
+/// The object's first `length` bytes, as their buffers arrived.
 async fn read_prefix(
     s3: &Client,
     object: &ObjectVersion,
     length: u64,
-) -> Result<Vec<u8>, ScanError> {
+) -> Result<Vec<bytes::Bytes>, ScanError> {
     if length == 0 {
         return Ok(Vec::new());
     }
     let range = (0, length);
     RangeStream::new(s3, &object.bucket, &object.key, Some(&object.etag), range)
-        .collect(length as usize)
+        .collect_frames(length as usize)
         .await
         .map_err(read_failure)
+}
+
+/// The first `length` bytes of `frames` (all of them when shorter) in one buffer.
+fn contiguous(frames: &[bytes::Bytes], length: u64) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for frame in frames {
+        let left = usize::try_from(length).unwrap_or(usize::MAX) - bytes.len();
+        if left == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&frame[..frame.len().min(left)]);
+    }
+    bytes
 }
 
 /// The header row's fields and its length including the terminator byte that ends it.
@@ -905,6 +940,23 @@ fn header_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefetched_bytes_are_given_from_any_offset() {
+        let frames: Vec<bytes::Bytes> = ["ab", "", "cde"]
+            .iter()
+            .map(|f| bytes::Bytes::from_static(f.as_bytes()))
+            .collect();
+        let prefetched = Prefetched(Some(frames.into()));
+        let joined = |from: u64| prefetched.from_offset(5, from).map(|rest| rest.concat());
+        assert_eq!(joined(0).as_deref(), Some(&b"abcde"[..]));
+        assert_eq!(joined(2).as_deref(), Some(&b"cde"[..]));
+        assert_eq!(joined(3).as_deref(), Some(&b"de"[..]));
+        assert_eq!(joined(5).as_deref(), Some(&b""[..]));
+        // Bytes that are not the whole object are not taken for it.
+        assert_eq!(prefetched.from_offset(6, 0), None);
+        assert_eq!(Prefetched::default().from_offset(0, 0), None);
+    }
 
     const CSV: InputFormat = InputFormat::Csv {
         delimiter: b',',

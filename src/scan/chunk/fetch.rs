@@ -26,11 +26,11 @@ pub(crate) async fn fetch(
     end: u64,
     tx: mpsc::Sender<Result<Bytes, ScanError>>,
 ) {
-    if let Some(whole) = &layout.prefetched.0
-        && whole.len() as u64 == layout.object.size
-    {
-        if from < layout.object.size {
-            let _ = tx.send(Ok(whole.slice(from as usize..))).await;
+    if let Some(rest) = layout.prefetched.from_offset(layout.object.size, from) {
+        for frame in rest {
+            if tx.send(Ok(frame)).await.is_err() {
+                return;
+            }
         }
         return;
     }
