@@ -718,13 +718,13 @@ async fn plan_version(
     };
     let read = read_prefix(s3, &object, read_length).await?;
     // What the header row is looked for in, whatever more was read.
-    let prefix = &contiguous(&read, MAX_HEADER_BYTES)[..];
-    if prefix.starts_with(MAGIC) && std::str::from_utf8(prefix).is_err() {
+    let prefix = contiguous(&read, MAX_HEADER_BYTES);
+    if prefix.starts_with(MAGIC) && std::str::from_utf8(&prefix).is_err() {
         return Err(ScanError::InvalidObject(format!(
             "{location} is a Parquet file (it starts with PAR1): scan it with the parquet format"
         )));
     }
-    let compression = match magic(prefix) {
+    let compression = match magic(&prefix) {
         Some(Magic::Compressed(compression)) => compression,
         Some(Magic::Unsupported(kind)) => {
             return Err(ScanError::Unsupported(format!(
@@ -737,9 +737,9 @@ async fn plan_version(
             .unwrap_or(Compression::None),
     };
     let (text, complete) = match compression {
-        Compression::None => (prefix.to_vec(), size <= MAX_HEADER_BYTES),
+        Compression::None => (prefix, size <= MAX_HEADER_BYTES),
         compressed => {
-            let (text, complete) = decompressed_start(compressed, prefix, size);
+            let (text, complete) = decompressed_start(compressed, &prefix, size);
             // bzip2 gives no text before a whole block (up to 900 kB of it): read on to the end
             // of the first block when the start decoded short.
             if text.len() < MAX_HEADER_BYTES as usize && !complete && size > prefix.len() as u64 {

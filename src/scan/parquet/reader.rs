@@ -562,6 +562,7 @@ impl BatchWork {
     fn batch(&mut self, batch: &RecordBatch, evaluator: &mut Evaluator) -> Result<(), RowFailure> {
         let columns = resolve(batch, &self.paths);
         let whole = resolve(batch, self.whole.as_deref().unwrap_or_default());
+        let whole = TextColumns::of(&whole);
         let (comparisons, whole_filter) = &self.comparisons;
         let kept = prefilter(batch, comparisons);
         let certain = kept.as_ref().is_some_and(|k| k.certain) && *whole_filter;
@@ -591,24 +592,22 @@ impl BatchWork {
         };
         let selected = self.plain.as_deref().map(|plain| resolve(batch, plain));
         let all_found = selected.as_ref().map(Vec::len) == self.plain.as_ref().map(Vec::len);
-        if let (true, true, Some(selected), Some(RowSink::Text(rows))) =
-            (certain, all_found, &selected, &mut self.rows)
+        // The selected columns, when the batch has every one of them.
+        let selected_text = selected
+            .as_deref()
+            .filter(|_| all_found)
+            .map(TextColumns::of);
+        if let (true, Some(selected), Some(RowSink::Text(rows))) =
+            (certain, &selected_text, &mut self.rows)
         {
             // The filter is decided and the selection is columns: rows go out straight from the
             // arrays, with no SQL evaluation.
-            let csv: Vec<CsvColumn> = selected.iter().map(CsvColumn::of).collect();
             for row in candidates {
                 if !evaluator.wants_more() {
                     break;
                 }
                 evaluator.rows += 1;
-                let written = match rows.format {
-                    TextFormat::Csv => rows.csv_record(|record| {
-                        csv.iter().for_each(|column| column.write(row, record))
-                    }),
-                    TextFormat::JsonLines => write_columns(rows, selected, row),
-                };
-                written.map_err(RowFailure::Scan)?;
+                selected.write(rows, row).map_err(RowFailure::Scan)?;
             }
             return Ok(());
         }
@@ -625,10 +624,12 @@ impl BatchWork {
             }
             .map_err(RowFailure::Bad)?;
             let written = match (outcome, &mut self.rows) {
-                (Outcome::Whole, Some(RowSink::Text(rows))) => write_columns(rows, &whole, row),
+                (Outcome::Whole, Some(RowSink::Text(rows))) => whole.write(rows, row),
                 // Columns go out as the file has them (nested values nested, in JSON).
-                (Outcome::Row(_), Some(RowSink::Text(rows))) if all_found && selected.is_some() => {
-                    write_columns(rows, selected.as_deref().unwrap_or_default(), row)
+                (Outcome::Row(_), Some(RowSink::Text(rows))) if selected_text.is_some() => {
+                    selected_text
+                        .as_ref()
+                        .map_or(Ok(()), |s| s.write(rows, row))
                 }
                 (Outcome::Row(values), Some(RowSink::Text(rows))) => rows.values(values),
                 (outcome, Some(RowSink::Parquet { .. })) => {
@@ -651,16 +652,28 @@ impl BatchWork {
     }
 }
 
-/// Row `row` of `columns` as a text row: values in CSV (nested ones as JSON text), JSON values
-/// in JSON Lines (structs, lists and maps nested).
-fn write_columns(rows: &mut RowWriter, columns: &[Resolved], row: usize) -> Result<(), ScanError> {
-    match rows.format {
-        TextFormat::Csv => rows.csv_record(|record| {
-            for column in columns {
-                CsvColumn::of(column).write(row, record);
-            }
-        }),
-        TextFormat::JsonLines => rows.json_values(columns.iter().map(|c| c.json(row))),
+/// Columns written as text rows: as CSV fields (each column's way chosen once per batch; nested
+/// values as JSON text), or as JSON values (structs, lists and maps nested).
+struct TextColumns<'r, 'b> {
+    columns: &'r [Resolved<'b>],
+    csv: Vec<CsvColumn<'r, 'b>>,
+}
+
+impl<'r, 'b> TextColumns<'r, 'b> {
+    fn of(columns: &'r [Resolved<'b>]) -> TextColumns<'r, 'b> {
+        TextColumns {
+            columns,
+            csv: columns.iter().map(CsvColumn::of).collect(),
+        }
+    }
+
+    /// Row `row` of the columns as a text row.
+    fn write(&self, rows: &mut RowWriter, row: usize) -> Result<(), ScanError> {
+        match rows.format {
+            TextFormat::Csv => rows
+                .csv_record(|record| self.csv.iter().for_each(|column| column.write(row, record))),
+            TextFormat::JsonLines => rows.json_values(self.columns.iter().map(|c| c.json(row))),
+        }
     }
 }
 
