@@ -163,6 +163,57 @@ async fn many_objects_scan_as_one_with_every_record_once() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, expected["small_rows"].as_str().unwrap(), "rows");
 
+    // The same rows written to S3: small objects share a part (as the operator packs them into a
+    // chunk), the large ones' chunks write a part each, and the parts hold the rows in key order.
+    let (packed, _) = summary(
+        &data,
+        &format!("s3://{b}/small/"),
+        "SELECT id, note FROM S3Object s WHERE s.amount > 990",
+        &["--output", &format!("s3://{b}/packed/")],
+    )
+    .await;
+    let printed = expected["small_rows"].as_str().unwrap().as_bytes();
+    let wanted: Vec<Vec<String>> = csv::Reader::from_reader(printed)
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    assert_eq!(parts_rows(&data.bucket, "packed/").await, wanted, "packed");
+    let manifest: Value =
+        serde_json::from_slice(&data.bucket.get("packed/manifest.json").await).unwrap();
+    let lines = data.bucket.manifest_lines(&manifest, "chunks").await;
+    let pieces: Vec<usize> = lines
+        .iter()
+        .map(|l| l["pieces"].as_array().map_or(1, Vec::len))
+        .collect();
+    assert_eq!(lines.len() as u64, packed["chunks"].as_u64().unwrap());
+    let parts = part_keys(&data.bucket, "packed/").await;
+    assert!(
+        parts.len() * 20 < SMALL_OBJECTS,
+        "{} parts for {SMALL_OBJECTS} objects",
+        parts.len()
+    );
+    assert!(pieces.iter().any(|&n| n > 20), "objects a part: {pieces:?}");
+    let listed: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l["part"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(listed, parts, "the manifest names every part, in order");
+    // A line per object with records (a part's pieces, or a large object's chunks), in key order.
+    let objects = data.bucket.manifest_lines(&manifest, "objects").await;
+    let mut read: Vec<&str> = Vec::new();
+    for line in &lines {
+        match line["pieces"].as_array() {
+            Some(pieces) => read.extend(pieces.iter().map(|p| p["key"].as_str().unwrap())),
+            None => read.push(line["key"].as_str().unwrap()),
+        }
+    }
+    read.dedup();
+    let keys: Vec<&str> = objects.iter().map(|o| o["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, read, "the objects of the chunks");
+    assert!(keys.is_sorted(), "in key order");
+    let rows: u64 = objects.iter().map(|o| o["rows"].as_u64().unwrap()).sum();
+    assert_eq!(rows, wanted.len() as u64, "rows of the objects");
+
     // Rows written to S3: each object's parts numbered on from the previous object's, so that
     // they hold the rows in key order, and a manifest of every chunk; LIMIT keeps the first rows.
     let large = format!("s3://{b}/small/part-*-large.csv");

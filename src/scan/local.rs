@@ -11,12 +11,15 @@ use tokio::sync::{mpsc, watch};
 
 use super::chunk::rows::csv_line;
 use super::chunk::{
-    ChunkReport, ChunkTask, LocalRows, Output, OutputFormat, RowBatch, Work, run_chunk,
-    run_chunk_to,
+    ChunkReport, ChunkTask, LocalRows, Output, OutputFormat, PieceRead, RowBatch, Work, run_chunk,
+    run_chunk_to, run_object_chunk,
 };
 use super::manifest::{ChunkSummary, Crossing, ShardedManifest};
+use super::objects::pack::{DEFAULT_MAX_OBJECTS_PER_CHUNK, DEFAULT_OBJECT_OPEN_COST};
+use super::objects::pieces::into_one_part;
+use super::objects::segments::PlannedPiece;
 use super::objects::{ObjectChanges, ObjectFailure};
-use super::plan::Layout;
+use super::plan::{Layout, Prefetched, WHOLE_OBJECT_READ};
 use super::sql::Query;
 use super::text::split::State;
 use super::verify::{Verdict, Verifier, check_report};
@@ -290,6 +293,170 @@ where
         .try_flatten()
 }
 
+/// Whole objects of one chunk each whose rows share a part are read ahead (planned) this many
+/// bytes at most a part: they wait in memory until the part's task runs them, and `parallelism`
+/// parts run at once.
+const PACKED_PREFETCH: u64 = 8 << 20;
+
+/// What a scan of objects runs as one task.
+enum Unit {
+    /// One chunk of one object.
+    Chunk(ObjectChunk),
+    /// Whole objects of one chunk each, in key order, their rows written to one part of this
+    /// output (numbered as the first one's chunk).
+    Packed(Vec<ObjectChunk>, Output),
+}
+
+/// Whole objects of one chunk each gathered for one part, as the operator packs small objects
+/// into a chunk (their bytes and an open cost each, at most `chunkSize`; at most so many
+/// objects), and at most [`PACKED_PREFETCH`] bytes read ahead.
+#[derive(Default)]
+struct Group {
+    objects: Vec<ObjectChunk>,
+    cost: u64,
+    held: u64,
+}
+
+impl Group {
+    fn cost(layout: &Layout) -> u64 {
+        layout.object.size.saturating_add(DEFAULT_OBJECT_OPEN_COST)
+    }
+
+    /// Whether the object of `layout` may share a part: one chunk, small enough to be read by
+    /// one GET (a part of its own costs more than reading it; a larger object's rows are worth
+    /// a part, which a group would hold in memory longer), within a chunk's size, and its rows
+    /// in the columns every object's are in (not `SELECT *` of columns bound by name).
+    fn takes(layout: &Layout, names_given: bool) -> bool {
+        layout.chunk_count() == 1
+            && layout.object.size <= WHOLE_OBJECT_READ
+            && Group::cost(layout) <= layout.chunk_size
+            && (names_given || !layout.joined.union_by_name)
+    }
+
+    fn fits(&self, layout: &Layout) -> bool {
+        self.objects.len() < DEFAULT_MAX_OBJECTS_PER_CHUNK as usize
+            && self.cost.saturating_add(Group::cost(layout)) <= layout.chunk_size
+            && self.held.saturating_add(layout.prefetched.held()) <= PACKED_PREFETCH
+    }
+
+    fn add(&mut self, chunk: ObjectChunk) {
+        self.cost = self.cost.saturating_add(Group::cost(&chunk.1));
+        self.held = self.held.saturating_add(chunk.1.prefetched.held());
+        self.objects.push(chunk);
+    }
+
+    /// The group so far as a unit writing to `output`, when it holds any object; it starts
+    /// again empty.
+    fn take(&mut self, output: &Output) -> Option<Unit> {
+        let objects = std::mem::take(self).objects;
+        (!objects.is_empty()).then(|| Unit::Packed(objects, output.clone()))
+    }
+}
+
+/// `chunks` as the units they run as, in order: with `packing` (the output, numbered from the
+/// first part, and whether the query names its output columns), whole objects that may share a
+/// part gathered into [`Group`]s.
+fn units<S>(
+    chunks: S,
+    packing: Option<(Output, bool)>,
+) -> impl futures::Stream<Item = Result<Unit, ScanError>> + Send + use<S>
+where
+    S: futures::Stream<Item = Result<ObjectChunk, ScanError>> + Send,
+{
+    // A `None` after the last chunk lets the last group out.
+    chunks
+        .map(Some)
+        .chain(futures::stream::iter([None]))
+        .scan(Group::default(), move |group, chunk| {
+            let units: Vec<Result<Unit, ScanError>> = match (chunk, &packing) {
+                (Some(Ok(chunk)), Some((output, names_given)))
+                    if Group::takes(&chunk.1, *names_given) =>
+                {
+                    let full = match group.fits(&chunk.1) {
+                        true => None,
+                        false => group.take(output),
+                    };
+                    group.add(chunk);
+                    full.into_iter().map(Ok).collect()
+                }
+                (Some(Ok(chunk)), packing) => packing
+                    .as_ref()
+                    .and_then(|(output, _)| group.take(output))
+                    .into_iter()
+                    .chain([Unit::Chunk(chunk)])
+                    .map(Ok)
+                    .collect(),
+                (Some(Err(error)), _) => vec![Err(error)],
+                (None, packing) => packing
+                    .as_ref()
+                    .and_then(|(output, _)| group.take(output))
+                    .into_iter()
+                    .map(Ok)
+                    .collect(),
+            };
+            futures::future::ready(Some(futures::stream::iter(units)))
+        })
+        .flatten()
+}
+
+/// A [`Unit`] that ran: a chunk's report, or the reports of a group's objects and the key of
+/// their part (numbered as the first one's chunk).
+enum UnitRun {
+    Chunk(Box<ObjectChunkRun>),
+    Packed(u32, Result<PackedReports, ScanError>),
+}
+
+/// What each object of a group reported, and the key of their part when rows were written.
+type PackedReports = (Vec<(ObjectChunk, ChunkReport)>, Option<String>);
+
+/// Runs `objects` (whole objects of one chunk each) in order, their rows written to part `part`
+/// of `output`. Each object's bytes read ahead are let go once it ran.
+async fn run_packed(
+    s3: &Client,
+    (objects, output, part): (Vec<ObjectChunk>, &Output, u32),
+    (query, sql, run): (&Query, &str, &str),
+    (progress, stop): (Arc<AtomicU64>, Stop),
+) -> Result<PackedReports, ScanError> {
+    let Some((_, first, ..)) = objects.first() else {
+        return Ok((Vec::new(), None));
+    };
+    let names = query
+        .output_names()
+        .unwrap_or_else(|| first.columns.clone());
+    let pieces = async |rows: LocalRows| {
+        let mut ran = Vec::with_capacity(objects.len());
+        for (ordinal, layout, index, first) in objects {
+            let task = local_task(&layout, index, None, (sql, run), None);
+            let (progress, stop) = (progress.clone(), stop.clone());
+            let report = run_object_chunk(s3, &task, progress, stop, Some(rows.clone())).await?;
+            let layout = Arc::new(Layout {
+                prefetched: Prefetched::default(),
+                ..Arc::unwrap_or_clone(layout)
+            });
+            ran.push(((ordinal, layout, index, first), report));
+        }
+        Ok(ran)
+    };
+    into_one_part(s3, (output, part, run), &names, stop.clone(), pieces).await
+}
+
+/// Offers `report` of `task` to `verifier` once the chunk's rows are out: a start state found
+/// wrong then fails the scan, as they cannot be taken back.
+fn accept_written(
+    verifier: &mut Verifier,
+    report: &ChunkReport,
+    task: &ChunkTask,
+) -> Result<(), ScanError> {
+    match verifier.offer(report, task) {
+        Verdict::Accepted => Ok(()),
+        Verdict::Failed(error) => Err(error),
+        Verdict::RunFrom(_) => Err(ScanError::InvalidReport {
+            chunk: task.index,
+            message: "its rows were written from a start state found wrong".into(),
+        }),
+    }
+}
+
 /// The objects of a scan merged in key order: each object's chunks are checked by a verifier of
 /// its own, which is added to the scan's totals once its last chunk is in.
 struct ObjectMerge {
@@ -441,20 +608,42 @@ pub async fn scan_objects(
     // is listed or planned.
     let limit_reached = Arc::new(AtomicBool::new(false));
     let (running, enough) = (halted.clone(), limit_reached.clone());
-    let runs = object_chunks(layouts, counters.objects.clone())
+    // Without a LIMIT, whole small objects write their rows to a part together (a Parquet part
+    // is written from one object).
+    let packing = output
+        .filter(|(output, _)| output.format != OutputFormat::Parquet && query.limit.is_none())
+        .map(|(output, _)| {
+            let output = Output {
+                first_part: Some(0),
+                ..output.clone()
+            };
+            (output, query.output_names().is_some())
+        });
+    let chunks = object_chunks(layouts, counters.objects.clone());
+    let runs = units(chunks, packing.clone())
         .take_while(move |_| {
             futures::future::ready(!running.is_requested() && !enough.load(Ordering::Relaxed))
         })
-        .map(|chunk| {
+        .map(|unit| {
             let (progress, halted) = (counters.bytes.clone(), halted.clone());
-            let task = &task;
+            let (task, run) = (&task, run.as_str());
             async move {
-                let chunk = chunk?;
+                let unit = unit?;
                 if halted.is_requested() {
                     return Err(ScanError::Stopped);
                 }
-                let report = run_chunk(s3, &task(&chunk), progress, halted).await;
-                Ok((chunk, report))
+                Ok(match unit {
+                    Unit::Chunk(chunk) => {
+                        let report = run_chunk(s3, &task(&chunk), progress, halted).await;
+                        UnitRun::Chunk(Box::new((chunk, report)))
+                    }
+                    Unit::Packed(objects, output) => {
+                        let part = objects.first().map_or(0, |(.., first)| *first);
+                        let packed = (objects, &output, part);
+                        let ran = run_packed(s3, packed, (query, sql, run), (progress, halted));
+                        UnitRun::Packed(part, ran.await)
+                    }
+                })
             }
         })
         .buffered(parallelism.max(1));
@@ -464,42 +653,77 @@ pub async fn scan_objects(
         ShardedManifest::new(&output.bucket, output.manifest_key(), query.limit)
     });
     let mut crossing = None;
-    let merge = async |(chunk, report): ObjectChunkRun| {
-        let (ordinal, layout, ..) = &chunk;
-        if merged.is_skipped(*ordinal) {
-            return Ok(());
-        }
-        let verifier = merged.verifier(*ordinal, layout)?;
-        let truth = verifier.state;
-        let accepted = match report {
-            Ok(report) => accept(s3, verifier, report, task(&chunk), &halted).await,
-            Err(error) => Err(error),
-        };
-        let report = match accepted {
-            Ok((report, again)) => {
-                reruns += again;
-                report
-            }
-            // Parts are being written: a changed object fails the scan.
-            Err(error) if manifest.is_some() => return Err(error),
-            // Changed since it was listed: left out whole, or the scan fails.
-            Err(error) => {
-                counters.changes.skip(&layout.object.key, error)?;
-                merged.skip(*ordinal);
+    let merge = async |ran: UnitRun| match ran {
+        UnitRun::Chunk(ran) => {
+            let (chunk, report) = *ran;
+            let (ordinal, layout, ..) = &chunk;
+            if merged.is_skipped(*ordinal) {
                 return Ok(());
             }
-        };
-        if let (Some(manifest), Some(output)) = (&mut manifest, parts(&chunk)) {
-            if let Some(crossed) = manifest.add(s3, (layout, &output), &report, truth).await? {
-                crossing = Some((chunk.clone(), crossed));
+            let verifier = merged.verifier(*ordinal, layout)?;
+            let truth = verifier.state;
+            let accepted = match report {
+                Ok(report) => accept(s3, verifier, report, task(&chunk), &halted).await,
+                Err(error) => Err(error),
+            };
+            let report = match accepted {
+                Ok((report, again)) => {
+                    reruns += again;
+                    report
+                }
+                // Parts are being written: a changed object fails the scan.
+                Err(error) if manifest.is_some() => return Err(error),
+                // Changed since it was listed: left out whole, or the scan fails.
+                Err(error) => {
+                    counters.changes.skip(&layout.object.key, error)?;
+                    merged.skip(*ordinal);
+                    return Ok(());
+                }
+            };
+            if let (Some(manifest), Some(output)) = (&mut manifest, parts(&chunk)) {
+                if let Some(crossed) = manifest.add(s3, (layout, &output), &report, truth).await? {
+                    crossing = Some((chunk.clone(), crossed));
+                }
+                // The chunks started before this was known are merged still, their parts deleted.
+                if manifest.limit_reached() {
+                    limit_reached.store(true, Ordering::Relaxed);
+                }
             }
-            // The chunks started before this was known are merged still, their parts deleted.
-            if manifest.limit_reached() {
-                limit_reached.store(true, Ordering::Relaxed);
-            }
+            counters.chunks.fetch_add(1, Ordering::Relaxed);
+            Ok(())
         }
-        counters.chunks.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        UnitRun::Packed(part, ran) => {
+            let (ran, stored) = ran?;
+            let mut chunk = ChunkSummary {
+                index: part,
+                records: 0,
+                rows: 0,
+                part: stored.is_some(),
+                row_groups: None,
+                pieces: Vec::with_capacity(ran.len()),
+                skipped: Vec::new(),
+            };
+            let mut pieces = Vec::with_capacity(ran.len());
+            for ((ordinal, layout, index, _), report) in ran {
+                let verifier = merged.verifier(ordinal, &layout)?;
+                let task = local_task(&layout, index, None, (sql, &run), None);
+                accept_written(verifier, &report, &task)?;
+                chunk.records = chunk.records.saturating_add(report.records);
+                chunk.rows = chunk.rows.saturating_add(report.rows);
+                chunk.pieces.push(Some(PieceRead {
+                    records: report.records,
+                    rows: report.rows,
+                }));
+                pieces.push(PlannedPiece::of(&layout.object, None));
+            }
+            if let (Some(manifest), Some((output, _))) = (&mut manifest, &packing) {
+                manifest
+                    .add_planned(s3, Some(output), &chunk, &pieces)
+                    .await?;
+            }
+            counters.chunks.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
     };
     drain(&mut runs, merge, stop, halt).await?;
     // The chunk whose rows cross the LIMIT runs again, keeping only the rows within it.
@@ -736,16 +960,7 @@ pub async fn print_rows(
                     }
                 }
             };
-            match verifier.offer(&report, &chunk) {
-                Verdict::Accepted => {}
-                Verdict::Failed(error) => return Err(error),
-                Verdict::RunFrom(_) => {
-                    return Err(ScanError::InvalidReport {
-                        chunk: index,
-                        message: "its rows were written from a start state found wrong".into(),
-                    });
-                }
-            }
+            accept_written(verifier, &report, &chunk)?;
             counters.chunks.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
@@ -913,4 +1128,87 @@ async fn summarize(
         }),
         missing_columns: BTreeMap::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `chunks` as units, each a chunk's (object, index) or a group's objects.
+    async fn shapes(
+        chunks: Vec<ObjectChunk>,
+        packing: Option<(Output, bool)>,
+    ) -> Vec<Vec<(u64, u32)>> {
+        let units = units(futures::stream::iter(chunks.into_iter().map(Ok)), packing);
+        units
+            .map(|unit| match unit.unwrap() {
+                Unit::Chunk((object, _, index, _)) => vec![(object, index)],
+                Unit::Packed(objects, _) => objects.iter().map(|(o, _, i, _)| (*o, *i)).collect(),
+            })
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn small_objects_share_a_part_within_the_bounds() {
+        const MIB: u64 = 1 << 20;
+        let body = bytes::Bytes::from([b"a\n".as_slice(), &[b'1'; MIB as usize - 2]].concat());
+        // An object read ahead whole (`held`), or `size` bytes of which none are held.
+        let object = |size: u64, held: bool| {
+            let mut layout = crate::scan::chunk::tests::layout(&body, 64 * MIB, &["a"]);
+            layout.object.size = size;
+            if held {
+                layout.prefetched = Prefetched(Some(Arc::from([body.clone()])));
+            }
+            Arc::new(layout)
+        };
+        let mut objects = Vec::new();
+        // Ten objects of 1 MiB read ahead: eight fill a part's read-ahead bound.
+        objects.extend((0..10).map(|_| object(MIB, true)));
+        // One of three chunks, one too large to share, and two more small ones.
+        objects.extend([object(150 * MIB, false), object(40 * MIB, false)]);
+        objects.extend((0..2).map(|_| object(MIB, true)));
+        let chunks: Vec<ObjectChunk> = objects
+            .iter()
+            .enumerate()
+            .flat_map(|(ordinal, layout)| {
+                (0..layout.chunk_count())
+                    .map(move |index| (ordinal as u64, layout.clone(), index, 0))
+            })
+            .collect();
+        let output = Output {
+            bucket: "b".into(),
+            prefix: "out/".into(),
+            format: OutputFormat::Csv,
+            scope: String::new(),
+            first_part: Some(0),
+        };
+        let packed = shapes(chunks.clone(), Some((output.clone(), true))).await;
+        let whole = |objects: std::ops::Range<u64>| objects.map(|o| (o, 0)).collect::<Vec<_>>();
+        assert_eq!(
+            packed,
+            [
+                whole(0..8),
+                whole(8..10),
+                vec![(10, 0)],
+                vec![(10, 1)],
+                vec![(10, 2)],
+                vec![(11, 0)],
+                whole(12..14),
+            ]
+        );
+        // Without packing (a LIMIT, a Parquet part), every chunk is a unit.
+        let each: Vec<Vec<(u64, u32)>> = chunks.iter().map(|(o, _, i, _)| vec![(*o, *i)]).collect();
+        assert_eq!(shapes(chunks.clone(), None).await, each);
+        // `SELECT *` of columns bound by name: each object's rows have its own columns.
+        let by_name: Vec<ObjectChunk> = chunks
+            .into_iter()
+            .map(|(o, layout, i, f)| {
+                let mut layout = Arc::unwrap_or_clone(layout);
+                layout.joined.union_by_name = true;
+                (o, Arc::new(layout), i, f)
+            })
+            .collect();
+        assert_eq!(shapes(by_name, Some((output, false))).await, each);
+    }
 }

@@ -173,6 +173,11 @@ impl Prefetched {
         frames.iter().map(|frame| frame.len() as u64).sum()
     }
 
+    /// The bytes it holds.
+    pub fn held(&self) -> u64 {
+        self.0.as_deref().map_or(0, Prefetched::len)
+    }
+
     /// The object's bytes from `from` on, when these are all `size` of them.
     pub fn from_offset(&self, size: u64, from: u64) -> Option<Vec<bytes::Bytes>> {
         let frames = self.0.as_deref().filter(|f| Prefetched::len(f) == size)?;

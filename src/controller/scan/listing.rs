@@ -150,13 +150,7 @@ pub(super) fn pack_slice(
             if window.is_some_and(|w| w > 0) && format != InputFormat::Parquet {
                 slice.continuing.push(number);
             }
-            pieces.push(PlannedPiece {
-                key: object.key.clone(),
-                etag: object.etag.clone(),
-                size: object.size,
-                window,
-                modified: object.modified.clone(),
-            });
+            pieces.push(PlannedPiece::of(object, window));
         }
         slice.chunks.push(pieces);
     }

@@ -144,20 +144,26 @@ pub(crate) async fn run_object_chunk(
 }
 
 /// A chunk's report with the part its rows were uploaded to, or why it failed.
-pub(crate) fn with_part(
+fn with_part(
     parsed: Result<ChunkReport, ScanError>,
     uploaded: Result<Option<String>, ScanError>,
 ) -> Result<ChunkReport, ScanError> {
-    match (parsed, uploaded) {
+    let (mut report, part) = ran_and_uploaded(parsed, uploaded)?;
+    report.part = part;
+    Ok(report)
+}
+
+/// What ran and the part its rows were uploaded to, or why either failed.
+pub(crate) fn ran_and_uploaded<T>(
+    ran: Result<T, ScanError>,
+    uploaded: Result<Option<String>, ScanError>,
+) -> Result<(T, Option<String>), ScanError> {
+    match (ran, uploaded) {
         // The parser stopped because the upload did: the upload's error is the cause.
         (Err(ScanError::OutputClosed), Err(upload)) => Err(upload),
-        (parsed, uploaded) => {
-            let mut report = parsed?;
-            report.part = uploaded?;
-            Ok(report)
-        }
+        (ran, uploaded) => Ok((ran?, uploaded?)),
     }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

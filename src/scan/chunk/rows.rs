@@ -10,6 +10,7 @@ use crate::scan::value::{Value, non_finite_text, push_float};
 
 /// A chunk's selected rows streamed to the caller instead of an output in S3: CSV or JSON Lines
 /// without a header row, in [`RowBatch`]es (its start state first, for CSV).
+#[derive(Clone)]
 pub struct LocalRows {
     /// CSV or JSON Lines; Parquet only from a Parquet object, the bytes of one file (a chunk of
     /// many objects writing Parquet holds one piece).

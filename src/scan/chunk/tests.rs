@@ -36,7 +36,8 @@ impl Read for Frames {
     }
 }
 
-fn layout(data: &[u8], chunk_size: u64, columns: &[&str]) -> Layout {
+/// A CSV object of `data` (its first line the header row) in chunks of `chunk_size`.
+pub(crate) fn layout(data: &[u8], chunk_size: u64, columns: &[&str]) -> Layout {
     let header_end = data.iter().position(|&b| b == b'\n').unwrap() as u64 + 1;
     Layout {
         object: crate::scan::ObjectVersion {

@@ -31,8 +31,8 @@ use super::{ObjectChanges, Planning, SkippedObjects, plan_each};
 use crate::scan::chunk::rows::{PART_BUFFER, RowBatch, csv_line};
 use crate::scan::chunk::upload::upload_part;
 use crate::scan::chunk::{
-    ChunkReport, ChunkTask, LocalRows, OutputFormat, PieceRead, RowGroupsRead, Work,
-    run_object_chunk, with_part,
+    ChunkReport, ChunkTask, LocalRows, Output, OutputFormat, PieceRead, RowGroupsRead, Work,
+    ran_and_uploaded, run_object_chunk,
 };
 use crate::scan::plan::{Layout, PlanRequest};
 use crate::scan::text::split::{ChunkSplit, STATES, State};
@@ -74,14 +74,6 @@ pub(crate) async fn run_planned_chunk(
     let names = query
         .output_names()
         .unwrap_or_else(|| task.layout.columns.clone());
-    let (piece_rows, relayed) = mpsc::channel(2);
-    let (part_rows, batches) = mpsc::channel(1);
-    let relay = tokio::spawn(relay(relayed, part_rows, header(output.format, &names)?));
-    let upload = upload_part(s3, output, (task.index, &task.run), batches, stop.clone());
-    let rows = LocalRows {
-        format: output.format,
-        to: piece_rows,
-    };
     if output.format == OutputFormat::Parquet && pieces.len() != 1 {
         return Err(ScanError::InvalidScan(format!(
             "chunk {} holds {} pieces: a Parquet part is written from one",
@@ -89,16 +81,49 @@ pub(crate) async fn run_planned_chunk(
             pieces.len()
         )));
     }
+    let ran = into_one_part(
+        s3,
+        (output, task.index, &task.run),
+        &names,
+        stop.clone(),
+        async |rows| {
+            run_pieces(
+                s3,
+                (task, sql.as_str(), empty, cap),
+                plan,
+                &pieces,
+                Some(rows),
+                (progress, stop),
+            )
+            .await
+        },
+    )
+    .await;
+    let (mut report, part) = ran?;
+    report.part = part;
+    Ok(report)
+}
+
+/// Runs `pieces`, the rows they send to the [`LocalRows`] they are given written to one part:
+/// chunk `index` of scan `run` in `output`, the header row of `names` (CSV) first. The part is
+/// completed only when every piece ran; what ran, and the part's key when rows were written.
+pub(crate) async fn into_one_part<T>(
+    s3: &Client,
+    (output, index, run): (&Output, u32, &str),
+    names: &[String],
+    stop: Stop,
+    pieces: impl AsyncFnOnce(LocalRows) -> Result<T, ScanError>,
+) -> Result<(T, Option<String>), ScanError> {
+    let (piece_rows, relayed) = mpsc::channel(2);
+    let (part_rows, batches) = mpsc::channel(1);
+    let relay = tokio::spawn(relay(relayed, part_rows, header(output.format, names)?));
+    let upload = upload_part(s3, output, (index, run), batches, stop);
+    let rows = LocalRows {
+        format: output.format,
+        to: piece_rows,
+    };
     let ran = async {
-        let ran = run_pieces(
-            s3,
-            (task, sql.as_str(), empty, cap),
-            plan,
-            &pieces,
-            Some(rows),
-            (progress, stop),
-        )
-        .await;
+        let ran = pieces(rows).await;
         // Rows end only when every piece ran: a part is completed only whole.
         let finished = relay.await.map_err(ScanError::Parser)?;
         if ran.is_ok() {
@@ -107,7 +132,7 @@ pub(crate) async fn run_planned_chunk(
         ran
     };
     let (ran, uploaded) = tokio::join!(ran, upload);
-    with_part(ran, uploaded)
+    ran_and_uploaded(ran, uploaded)
 }
 
 /// The pieces' reports made into the chunk's (whose query `sql` has the aggregates `empty`
@@ -172,12 +197,6 @@ async fn run_pieces(
                 }
             }
         }
-        let piece_rows = || {
-            rows.as_ref().map(|rows| LocalRows {
-                format: rows.format,
-                to: rows.to.clone(),
-            })
-        };
         let run = |index: u32, start_state: Option<State>| {
             let mut sub = ChunkTask {
                 layout: layout.clone(),
@@ -191,7 +210,7 @@ async fn run_pieces(
                 // The rows the pieces before left of the chunk's.
                 keep_rows: cap.map(|cap| cap.saturating_sub(written.load(Ordering::Relaxed))),
             };
-            let (progress, stop, rows) = (progress.clone(), stop.clone(), piece_rows());
+            let (progress, stop, rows) = (progress.clone(), stop.clone(), rows.clone());
             let written = &written;
             async move {
                 let report = match index < sub.layout.chunk_count() {

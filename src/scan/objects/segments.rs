@@ -78,6 +78,17 @@ pub struct PlannedPiece {
 }
 
 impl PlannedPiece {
+    /// The piece of `object`: all of it, or its `window`.
+    pub fn of(object: &ObjectVersion, window: Option<u32>) -> PlannedPiece {
+        PlannedPiece {
+            key: object.key.clone(),
+            etag: object.etag.clone(),
+            size: object.size,
+            window,
+            modified: object.modified.clone(),
+        }
+    }
+
     /// The object version it reads, in `bucket`.
     pub fn version(&self, bucket: &str) -> ObjectVersion {
         ObjectVersion {
