@@ -16,7 +16,7 @@ use crate::scan::objects::{
     DEFAULT_MAX_OBJECTS, FolderPruning, Glob, HivePartitioning, ManifestRef, ObjectChanges,
     ObjectSource, OnObjectChange, Selection, hive, list_page,
 };
-use crate::scan::plan::{JoinedColumns, MAX_CHUNKS, ObjectVersion, plan_object};
+use crate::scan::plan::{JoinedColumns, Layout, MAX_CHUNKS, ObjectVersion, plan_object};
 use crate::scan::sql::{Columns, compile};
 use crate::scan::{InputFormat, ScanError};
 use crate::size::parse_size;
@@ -260,28 +260,32 @@ pub(super) async fn list_slice(
     // The first object's columns and partitions: the query is compiled against them before any
     // Job (even when every object is then pruned), and every object must have them (its
     // columns, unless they are bound by name).
-    if listing.first_key.is_none()
-        && let Some(first) = listed.first()
-    {
-        let request = match super::observe::plan_request(obj, &first.bucket, &first.key) {
-            Ok(request) => request,
+    if listing.first_key.is_none() {
+        match first_layout(obj, s3, &listed).await {
+            Ok(Some(mut layout)) => {
+                layout.joined = JoinedColumns {
+                    partitions: partitions_of(obj, &layout.object.key),
+                    union_by_name: union_by_name(obj),
+                };
+                if let Err(e) = layout.compile(&sql) {
+                    return verdict(e);
+                }
+                listing.columns = layout.columns;
+                listing.first_key = Some(layout.object.key);
+            }
+            // Every object of the slice changed since it was listed: the next slice's first
+            // object gives the columns.
+            Ok(None) => {}
             Err(e) => return verdict(e),
-        };
-        let mut layout = match plan_object(s3, &request, first.clone()).await {
-            Ok(layout) => layout,
-            Err(e) => return verdict(e),
-        };
-        layout.joined = JoinedColumns {
-            partitions: partitions_of(obj, &first.key),
-            union_by_name: union_by_name(obj),
-        };
-        if let Err(e) = layout.compile(&sql) {
-            return verdict(e);
         }
-        listing.columns = layout.columns;
-        listing.first_key = Some(first.key.clone());
     }
-    let first_key = listing.first_key.clone().unwrap_or_default();
+    // Partition keys are the first listed object's (those of the first key planned, when it
+    // is another, are the same).
+    let first_key = listing
+        .first_key
+        .clone()
+        .or_else(|| listed.first().map(|first| first.key.clone()))
+        .unwrap_or_default();
     let partition_keys = |key: &str| -> Vec<String> {
         partitions_of(obj, key)
             .into_iter()
@@ -393,6 +397,34 @@ pub(super) async fn list_slice(
     Ok(Observed::Listed(Box::new(status)))
 }
 
+/// The layout of the first of `listed` that can be planned. One changed or gone since it was
+/// listed is passed over when the scan says `onObjectChange: Skip` (the chunk that reads it
+/// leaves it out, and counts it); any other failure is the scan's. `None`: every one changed.
+async fn first_layout(
+    obj: &S3ParallelScan,
+    s3: &Client,
+    listed: &[ObjectVersion],
+) -> Result<Option<Layout>, ScanError> {
+    let changes = ObjectChanges::new(on_object_change(obj), 0);
+    for first in listed {
+        let request = super::observe::plan_request(obj, &first.bucket, &first.key)?;
+        match plan_object(s3, &request, first.clone()).await {
+            Ok(layout) => return Ok(Some(layout)),
+            Err(error) if changes.leaves_out(&error) => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(None)
+}
+
+/// What becomes of an object changed since it was listed.
+fn on_object_change(obj: &S3ParallelScan) -> OnObjectChange {
+    match obj.spec.source.on_object_change {
+        Some(OnObjectChangePolicy::Skip) => OnObjectChange::Skip,
+        _ => OnObjectChange::Fail,
+    }
+}
+
 /// The plan the completed listing in `listing` wrote.
 pub(super) fn plan_of(
     obj: &S3ParallelScan,
@@ -409,10 +441,7 @@ pub(super) fn plan_of(
         objects: u64::try_from(counts.map_or(0, |c| c.planned)).ok()?,
         continuing: listing.continuing.clone(),
         hive: hive_of(obj),
-        on_object_change: match obj.spec.source.on_object_change {
-            Some(OnObjectChangePolicy::Skip) => OnObjectChange::Skip,
-            _ => OnObjectChange::Fail,
-        },
+        on_object_change: on_object_change(obj),
         max_failed_objects: obj
             .spec
             .source
@@ -592,6 +621,44 @@ mod tests {
             rss_before / 1024,
             peak_rss_kib() / 1024,
         );
+    }
+
+    /// The first object changed since it was listed: with `onObjectChange: Skip` the next one
+    /// gives the columns and the first is planned still (its chunk leaves it out and counts
+    /// it); by default the scan fails.
+    #[tokio::test]
+    async fn a_first_object_changed_since_listed_is_passed_over_when_skipped() {
+        use crate::scan::objects::synthetic::{SyntheticStore, key};
+        let store = SyntheticStore::start(3).await;
+        store.changed.store(0, std::sync::atomic::Ordering::Relaxed);
+        let s3 = store.client();
+        for policy in ["Skip", "Fail"] {
+            let obj: S3ParallelScan = serde_json::from_value(serde_json::json!({
+                "apiVersion": "s3flow.io/v1alpha1", "kind": "S3ParallelScan",
+                "metadata": {"name": "changed", "namespace": "a", "generation": 1},
+                "spec": {
+                    "source": {"bucket": "b", "glob": "d/*.jsonl", "endpoint": store.endpoint,
+                        "onObjectChange": policy, "maxFailedObjects": 1},
+                    "format": {"jsonLines": {}},
+                    "processor": {"sql": "SELECT COUNT(*) FROM S3Object"},
+                }
+            }))
+            .unwrap();
+            let selection = selection_of(&obj).unwrap().unwrap();
+            let listed = list_slice(&obj, &s3, &selection, ("b", "w/plan-1/"), 100).await;
+            match (policy, listed) {
+                ("Skip", Ok(Observed::Listed(status))) => {
+                    let listing = status.listing.unwrap();
+                    assert_eq!(listing.first_key.as_deref(), Some(key(1).as_str()));
+                    assert_eq!(status.objects.unwrap().planned, 3);
+                }
+                ("Fail", Ok(Observed::Refused(reason, message))) => {
+                    assert_eq!(reason, "ObjectChanged", "{message}");
+                }
+                (policy, Err(e)) => panic!("{policy}: {e}"),
+                (policy, Ok(_)) => panic!("{policy}: not what the policy says"),
+            }
+        }
     }
 
     #[test]

@@ -64,11 +64,7 @@ impl ObjectChanges {
     /// scan (`Err`: another error, the policy is Fail, or more objects would be skipped than
     /// allowed).
     pub fn skip(&self, key: &str, error: ScanError) -> Result<(), ScanError> {
-        let changed = matches!(
-            error,
-            ScanError::ObjectChanged(_) | ScanError::ObjectNotFound(_)
-        );
-        if !changed || self.policy == OnObjectChange::Fail {
+        if !self.leaves_out(&error) {
             return Err(error);
         }
         let mut skipped = self.skipped.lock().unwrap_or_else(|e| e.into_inner());
@@ -95,6 +91,16 @@ impl ObjectChanges {
             });
         }
         Ok(())
+    }
+
+    /// Whether `error` is of an object changed or gone since it was listed, which the policy
+    /// leaves out of the scan.
+    pub fn leaves_out(&self, error: &ScanError) -> bool {
+        self.policy == OnObjectChange::Skip
+            && matches!(
+                error,
+                ScanError::ObjectChanged(_) | ScanError::ObjectNotFound(_)
+            )
     }
 
     /// How many objects were skipped, and the first of them.

@@ -29,6 +29,9 @@ pub(crate) struct SyntheticStore {
     pub(crate) puts: Arc<Mutex<Vec<usize>>>,
     /// The GETs of objects so far (listings aside).
     pub(crate) gets: Arc<AtomicU64>,
+    /// The object (by number) that changed since it was listed: its GETs are refused (412), as
+    /// S3 refuses a read pinned to an ETag the object no longer has. None: `u64::MAX`.
+    pub(crate) changed: Arc<AtomicU64>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -52,12 +55,15 @@ impl SyntheticStore {
         let endpoint = format!("http://{}", listener.local_addr().expect("its address"));
         let puts = Arc::new(Mutex::new(Vec::new()));
         let gets = Arc::new(AtomicU64::new(0));
-        let (kept, counted) = (puts.clone(), gets.clone());
+        let changed = Arc::new(AtomicU64::new(u64::MAX));
+        let (kept, counted, replaced) = (puts.clone(), gets.clone(), changed.clone());
         let server = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (puts, gets) = (kept.clone(), counted.clone());
-                let service =
-                    service_fn(move |request| respond(request, count, puts.clone(), gets.clone()));
+                let (puts, gets, replaced) = (kept.clone(), counted.clone(), replaced.clone());
+                let service = service_fn(move |request| {
+                    let changed = replaced.load(Ordering::Relaxed);
+                    respond(request, (count, changed), puts.clone(), gets.clone())
+                });
                 tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
             }
         });
@@ -65,6 +71,7 @@ impl SyntheticStore {
             endpoint,
             puts,
             gets,
+            changed,
             server,
         }
     }
@@ -90,7 +97,7 @@ impl SyntheticStore {
 
 async fn respond(
     request: Request<hyper::body::Incoming>,
-    count: u64,
+    (count, changed): (u64, u64),
     puts: Arc<Mutex<Vec<usize>>>,
     gets: Arc<AtomicU64>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -146,6 +153,10 @@ async fn respond(
             .header("Content-Length", BODY.len())
             .body(Full::new(Bytes::new()))
             .expect("a response"),
+        Method::GET if request.uri().path().ends_with(&key(changed)) => response(
+            StatusCode::PRECONDITION_FAILED,
+            b"<Error><Code>PreconditionFailed</Code></Error>".to_vec(),
+        ),
         Method::GET => {
             gets.fetch_add(1, Ordering::Relaxed);
             let range = request
