@@ -536,6 +536,39 @@ impl ObjectMerge {
         Ok(())
     }
 
+    /// Merges the objects of a shared part (`part`, whose `ran` rows were written by the
+    /// scan `run` of `sql`): the part's manifest line, and its pieces.
+    fn packed(
+        &mut self,
+        part: u32,
+        (ran, stored): PackedReports,
+        (sql, run): (&str, &str),
+    ) -> Result<(ChunkSummary, Vec<PlannedPiece>), ScanError> {
+        let mut chunk = ChunkSummary {
+            index: part,
+            records: 0,
+            rows: 0,
+            part: stored.is_some(),
+            row_groups: None,
+            pieces: Vec::with_capacity(ran.len()),
+            skipped: Vec::new(),
+        };
+        let mut pieces = Vec::with_capacity(ran.len());
+        for ((ordinal, layout, index, _), report) in ran {
+            let verifier = self.verifier(ordinal, &layout)?;
+            let task = local_task(&layout, index, None, (sql, run), None);
+            accept_written(verifier, &report, &task)?;
+            chunk.records = chunk.records.saturating_add(report.records);
+            chunk.rows = chunk.rows.saturating_add(report.rows);
+            chunk.pieces.push(Some(PieceRead {
+                records: report.records,
+                rows: report.rows,
+            }));
+            pieces.push(PlannedPiece::of(&layout.object, None));
+        }
+        Ok((chunk, pieces))
+    }
+
     /// The totals, once every chunk is in.
     fn done(mut self) -> Result<MergedObjects, ScanError> {
         let last = self.current.take();
@@ -693,29 +726,7 @@ pub async fn scan_objects(
             Ok(())
         }
         UnitRun::Packed(part, ran) => {
-            let (ran, stored) = ran?;
-            let mut chunk = ChunkSummary {
-                index: part,
-                records: 0,
-                rows: 0,
-                part: stored.is_some(),
-                row_groups: None,
-                pieces: Vec::with_capacity(ran.len()),
-                skipped: Vec::new(),
-            };
-            let mut pieces = Vec::with_capacity(ran.len());
-            for ((ordinal, layout, index, _), report) in ran {
-                let verifier = merged.verifier(ordinal, &layout)?;
-                let task = local_task(&layout, index, None, (sql, &run), None);
-                accept_written(verifier, &report, &task)?;
-                chunk.records = chunk.records.saturating_add(report.records);
-                chunk.rows = chunk.rows.saturating_add(report.rows);
-                chunk.pieces.push(Some(PieceRead {
-                    records: report.records,
-                    rows: report.rows,
-                }));
-                pieces.push(PlannedPiece::of(&layout.object, None));
-            }
+            let (chunk, pieces) = merged.packed(part, ran?, (sql, &run))?;
             if let (Some(manifest), Some((output, _))) = (&mut manifest, &packing) {
                 manifest
                     .add_planned(s3, Some(output), &chunk, &pieces)
