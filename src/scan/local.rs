@@ -294,9 +294,20 @@ where
 }
 
 /// Whole objects of one chunk each whose rows share a part are read ahead (planned) this many
-/// bytes at most a part: they wait in memory until the part's task runs them, and `parallelism`
-/// parts run at once.
-const PACKED_PREFETCH: u64 = 8 << 20;
+/// bytes at most across the parts running (and at least one object a part): they wait in
+/// memory until their part's task runs them. At the default parallelism, 8 MiB a part.
+const PACKED_READ_AHEAD: u64 = 64 << 20;
+
+/// How a scan with row output has small objects share a part.
+#[derive(Clone)]
+struct PartSharing {
+    /// The output, its parts numbered from 0.
+    output: Output,
+    /// Whether the query names its output columns (`SELECT *` of columns bound by name does not).
+    names_given: bool,
+    /// Bytes a part's objects may hold read ahead: [`PACKED_READ_AHEAD`] over the parallelism.
+    read_ahead: u64,
+}
 
 /// What a scan of objects runs as one task.
 enum Unit {
@@ -309,7 +320,7 @@ enum Unit {
 
 /// Whole objects of one chunk each gathered for one part, as the operator packs small objects
 /// into a chunk (their bytes and an open cost each, at most `chunkSize`; at most so many
-/// objects), and at most [`PACKED_PREFETCH`] bytes read ahead.
+/// objects), and at most [`PartSharing::read_ahead`] bytes read ahead.
 #[derive(Default)]
 struct Group {
     objects: Vec<ObjectChunk>,
@@ -333,10 +344,10 @@ impl Group {
             && (names_given || !layout.joined.union_by_name)
     }
 
-    fn fits(&self, layout: &Layout) -> bool {
+    fn fits(&self, layout: &Layout, read_ahead: u64) -> bool {
         self.objects.len() < DEFAULT_MAX_OBJECTS_PER_CHUNK as usize
             && self.cost.saturating_add(Group::cost(layout)) <= layout.chunk_size
-            && self.held.saturating_add(layout.prefetched.held()) <= PACKED_PREFETCH
+            && self.held.saturating_add(layout.prefetched.held()) <= read_ahead
     }
 
     fn add(&mut self, chunk: ObjectChunk) {
@@ -353,12 +364,11 @@ impl Group {
     }
 }
 
-/// `chunks` as the units they run as, in order: with `packing` (the output, numbered from the
-/// first part, and whether the query names its output columns), whole objects that may share a
+/// `chunks` as the units they run as, in order: with `sharing`, whole objects that may share a
 /// part gathered into [`Group`]s.
 fn units<S>(
     chunks: S,
-    packing: Option<(Output, bool)>,
+    sharing: Option<PartSharing>,
 ) -> impl futures::Stream<Item = Result<Unit, ScanError>> + Send + use<S>
 where
     S: futures::Stream<Item = Result<ObjectChunk, ScanError>> + Send,
@@ -368,28 +378,26 @@ where
         .map(Some)
         .chain(futures::stream::iter([None]))
         .scan(Group::default(), move |group, chunk| {
-            let units: Vec<Result<Unit, ScanError>> = match (chunk, &packing) {
-                (Some(Ok(chunk)), Some((output, names_given)))
-                    if Group::takes(&chunk.1, *names_given) =>
-                {
-                    let full = match group.fits(&chunk.1) {
+            let units: Vec<Result<Unit, ScanError>> = match (chunk, &sharing) {
+                (Some(Ok(chunk)), Some(sharing)) if Group::takes(&chunk.1, sharing.names_given) => {
+                    let full = match group.fits(&chunk.1, sharing.read_ahead) {
                         true => None,
-                        false => group.take(output),
+                        false => group.take(&sharing.output),
                     };
                     group.add(chunk);
                     full.into_iter().map(Ok).collect()
                 }
-                (Some(Ok(chunk)), packing) => packing
+                (Some(Ok(chunk)), sharing) => sharing
                     .as_ref()
-                    .and_then(|(output, _)| group.take(output))
+                    .and_then(|sharing| group.take(&sharing.output))
                     .into_iter()
                     .chain([Unit::Chunk(chunk)])
                     .map(Ok)
                     .collect(),
                 (Some(Err(error)), _) => vec![Err(error)],
-                (None, packing) => packing
+                (None, sharing) => sharing
                     .as_ref()
-                    .and_then(|(output, _)| group.take(output))
+                    .and_then(|sharing| group.take(&sharing.output))
                     .into_iter()
                     .map(Ok)
                     .collect(),
@@ -643,17 +651,18 @@ pub async fn scan_objects(
     let (running, enough) = (halted.clone(), limit_reached.clone());
     // Without a LIMIT, whole small objects write their rows to a part together (a Parquet part
     // is written from one object).
-    let packing = output
+    let sharing = output
         .filter(|(output, _)| output.format != OutputFormat::Parquet && query.limit.is_none())
-        .map(|(output, _)| {
-            let output = Output {
+        .map(|(output, _)| PartSharing {
+            output: Output {
                 first_part: Some(0),
                 ..output.clone()
-            };
-            (output, query.output_names().is_some())
+            },
+            names_given: query.output_names().is_some(),
+            read_ahead: PACKED_READ_AHEAD / parallelism.max(1) as u64,
         });
     let chunks = object_chunks(layouts, counters.objects.clone());
-    let runs = units(chunks, packing.clone())
+    let runs = units(chunks, sharing.clone())
         .take_while(move |_| {
             futures::future::ready(!running.is_requested() && !enough.load(Ordering::Relaxed))
         })
@@ -727,9 +736,9 @@ pub async fn scan_objects(
         }
         UnitRun::Packed(part, ran) => {
             let (chunk, pieces) = merged.packed(part, ran?, (sql, &run))?;
-            if let (Some(manifest), Some((output, _))) = (&mut manifest, &packing) {
+            if let (Some(manifest), Some(sharing)) = (&mut manifest, &sharing) {
                 manifest
-                    .add_planned(s3, Some(output), &chunk, &pieces)
+                    .add_planned(s3, Some(&sharing.output), &chunk, &pieces)
                     .await?;
             }
             counters.chunks.fetch_add(1, Ordering::Relaxed);
@@ -1148,9 +1157,9 @@ mod tests {
     /// `chunks` as units, each a chunk's (object, index) or a group's objects.
     async fn shapes(
         chunks: Vec<ObjectChunk>,
-        packing: Option<(Output, bool)>,
+        sharing: Option<PartSharing>,
     ) -> Vec<Vec<(u64, u32)>> {
-        let units = units(futures::stream::iter(chunks.into_iter().map(Ok)), packing);
+        let units = units(futures::stream::iter(chunks.into_iter().map(Ok)), sharing);
         units
             .map(|unit| match unit.unwrap() {
                 Unit::Chunk((object, _, index, _)) => vec![(object, index)],
@@ -1174,7 +1183,8 @@ mod tests {
             Arc::new(layout)
         };
         let mut objects = Vec::new();
-        // Ten objects of 1 MiB read ahead: eight fill a part's read-ahead bound.
+        // Ten objects of 1 MiB read ahead: eight fill a part's read-ahead bound (at the default
+        // parallelism).
         objects.extend((0..10).map(|_| object(MIB, true)));
         // One of three chunks, one too large to share, and two more small ones.
         objects.extend([object(150 * MIB, false), object(40 * MIB, false)]);
@@ -1187,14 +1197,18 @@ mod tests {
                     .map(move |index| (ordinal as u64, layout.clone(), index, 0))
             })
             .collect();
-        let output = Output {
-            bucket: "b".into(),
-            prefix: "out/".into(),
-            format: OutputFormat::Csv,
-            scope: String::new(),
-            first_part: Some(0),
+        let sharing = |names_given: bool, parallelism: u64| PartSharing {
+            output: Output {
+                bucket: "b".into(),
+                prefix: "out/".into(),
+                format: OutputFormat::Csv,
+                scope: String::new(),
+                first_part: Some(0),
+            },
+            names_given,
+            read_ahead: PACKED_READ_AHEAD / parallelism,
         };
-        let packed = shapes(chunks.clone(), Some((output.clone(), true))).await;
+        let packed = shapes(chunks.clone(), Some(sharing(true, 8))).await;
         let whole = |objects: std::ops::Range<u64>| objects.map(|o| (o, 0)).collect::<Vec<_>>();
         assert_eq!(
             packed,
@@ -1211,6 +1225,8 @@ mod tests {
         // Without packing (a LIMIT, a Parquet part), every chunk is a unit.
         let each: Vec<Vec<(u64, u32)>> = chunks.iter().map(|(o, _, i, _)| vec![(*o, *i)]).collect();
         assert_eq!(shapes(chunks.clone(), None).await, each);
+        // At a parallelism of 64 or more, one object a part: the scan holds no more read ahead.
+        assert_eq!(shapes(chunks.clone(), Some(sharing(true, 64))).await, each);
         // `SELECT *` of columns bound by name: each object's rows have its own columns.
         let by_name: Vec<ObjectChunk> = chunks
             .into_iter()
@@ -1220,6 +1236,6 @@ mod tests {
                 (o, Arc::new(layout), i, f)
             })
             .collect();
-        assert_eq!(shapes(by_name, Some((output, false))).await, each);
+        assert_eq!(shapes(by_name, Some(sharing(false, 8))).await, each);
     }
 }
