@@ -623,16 +623,14 @@ impl BatchWork {
                 false => evaluator.record(&record),
             }
             .map_err(RowFailure::Bad)?;
-            let written = match (outcome, &mut self.rows) {
-                (Outcome::Whole, Some(RowSink::Text(rows))) => whole.write(rows, row),
+            let written = match (outcome, &mut self.rows, &selected_text) {
+                (Outcome::Whole, Some(RowSink::Text(rows)), _) => whole.write(rows, row),
                 // Columns go out as the file has them (nested values nested, in JSON).
-                (Outcome::Row(_), Some(RowSink::Text(rows))) if selected_text.is_some() => {
-                    selected_text
-                        .as_ref()
-                        .map_or(Ok(()), |s| s.write(rows, row))
+                (Outcome::Row(_), Some(RowSink::Text(rows)), Some(selected)) => {
+                    selected.write(rows, row)
                 }
-                (Outcome::Row(values), Some(RowSink::Text(rows))) => rows.values(values),
-                (outcome, Some(RowSink::Parquet { .. })) => {
+                (Outcome::Row(values), Some(RowSink::Text(rows)), None) => rows.values(values),
+                (outcome, Some(RowSink::Parquet { .. }), _) => {
                     keep[row] = matches!(outcome, Outcome::Whole | Outcome::Row(_));
                     Ok(())
                 }
