@@ -1464,10 +1464,6 @@ async fn many_object_sources_schemas_and_refusals() {
         listing.chunks,
         parquet.len()
     );
-    assert!(
-        listing.continuing.is_empty(),
-        "Parquet windows start at row groups"
-    );
     // Each object's selected rows, in key order, as Parquet parts of one object each.
     let selected: Vec<(i64, i64)> = (0..rows as i64)
         .filter(|n| n % 1000 < 3)

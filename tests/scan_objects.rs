@@ -198,7 +198,8 @@ async fn many_objects_scan_as_one_with_every_record_once() {
         .filter_map(|l| l["part"].as_str().map(str::to_string))
         .collect();
     assert_eq!(listed, parts, "the manifest names every part, in order");
-    // A line per object with records (a part's pieces, or a large object's chunks), in key order.
+    // A line per object, in key order: those the chunks read (a part's pieces, or a large
+    // object's chunks), and those of a header row only, which have no chunk.
     let objects = data.bucket.manifest_lines(&manifest, "objects").await;
     let mut read: Vec<&str> = Vec::new();
     for line in &lines {
@@ -209,8 +210,31 @@ async fn many_objects_scan_as_one_with_every_record_once() {
     }
     read.dedup();
     let keys: Vec<&str> = objects.iter().map(|o| o["key"].as_str().unwrap()).collect();
-    assert_eq!(keys, read, "the objects of the chunks");
-    assert!(keys.is_sorted(), "in key order");
+    assert_eq!(
+        keys.len() as u64,
+        expected["small_objects"].as_u64().unwrap()
+    );
+    assert!(
+        keys.is_sorted() && keys.windows(2).all(|w| w[0] < w[1]),
+        "in key order, once"
+    );
+    let in_chunks: std::collections::BTreeSet<&str> = read.iter().copied().collect();
+    let chunkless: Vec<&Value> = objects
+        .iter()
+        .filter(|o| !in_chunks.contains(o["key"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        keys.len() - chunkless.len(),
+        read.len(),
+        "the objects of the chunks"
+    );
+    assert!(!chunkless.is_empty(), "objects of a header row only");
+    assert!(
+        chunkless
+            .iter()
+            .all(|o| o["records"] == 0 && o["status"] == "scanned"),
+        "{chunkless:?}"
+    );
     let rows: u64 = objects.iter().map(|o| o["rows"].as_u64().unwrap()).sum();
     assert_eq!(rows, wanted.len() as u64, "rows of the objects");
 

@@ -553,9 +553,6 @@ pub struct ListingStatus {
     /// `s3://` URL of the folder of the plan's segments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_at: Option<String>,
-    /// Chunks that continue an object begun in the chunk before (compact ranges).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub continuing: String,
     /// The first object's columns, which every object has unless the schema is UnionByName.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,

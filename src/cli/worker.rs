@@ -169,7 +169,7 @@ pub(crate) async fn run(args: WorkerArgs) -> Result<serde_json::Value, WorkerFai
     .map_err(|e| invalid(e.to_string()))?;
     let report = run_until_stopped(&s3, &task, Stop::on(stopping)).await?;
     // Bad data from a start state that may be a wrong guess goes to the controller to judge.
-    if ChunkReport::start_is_certain(&task)
+    if report.start_is_certain(&task)
         && let Some(error) = report.bad_data(&task.layout)
     {
         return Err(error.into());

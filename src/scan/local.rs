@@ -284,7 +284,9 @@ where
                     ))
                 })?;
                 let (layout, ordinal) = (Arc::new(layout), ordinal as u64);
-                Ok(futures::stream::iter((0..layout.chunk_count()).map(
+                // An object without records (a header row only) has no chunk: it still comes
+                // by, as its chunk 0, to be counted and listed.
+                Ok(futures::stream::iter((0..layout.chunk_count().max(1)).map(
                     move |index| Ok((ordinal, layout.clone(), index, first)),
                 )))
             });
@@ -412,6 +414,8 @@ where
 enum UnitRun {
     Chunk(Box<ObjectChunkRun>),
     Packed(u32, Result<PackedReports, ScanError>),
+    /// An object without records: it has no chunk to run.
+    Unread(ObjectChunk),
 }
 
 /// What each object of a group reported, and the key of their part when rows were written.
@@ -675,6 +679,7 @@ pub async fn scan_objects(
                     return Err(ScanError::Stopped);
                 }
                 Ok(match unit {
+                    Unit::Chunk(chunk) if chunk.1.chunk_count() == 0 => UnitRun::Unread(chunk),
                     Unit::Chunk(chunk) => {
                         let report = run_chunk(s3, &task(&chunk), progress, halted).await;
                         UnitRun::Chunk(Box::new((chunk, report)))
@@ -732,6 +737,13 @@ pub async fn scan_objects(
                 }
             }
             counters.chunks.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        UnitRun::Unread((ordinal, layout, ..)) => {
+            merged.verifier(ordinal, &layout)?;
+            if let Some(manifest) = &mut manifest {
+                manifest.add_unread(s3, &layout.object).await?;
+            }
             Ok(())
         }
         UnitRun::Packed(part, ran) => {

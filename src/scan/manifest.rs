@@ -493,6 +493,24 @@ impl ShardedManifest {
         Ok(())
     }
 
+    /// Adds an object that has no records, so no chunk (a CSV header row only, a Parquet file
+    /// without row groups): its line says it was scanned and held none.
+    pub async fn add_unread(
+        &mut self,
+        s3: &Client,
+        object: &crate::scan::ObjectVersion,
+    ) -> Result<(), ScanError> {
+        let line = ObjectLine {
+            key: object.key.clone(),
+            etag: object.etag.clone(),
+            size: object.size,
+            records: 0,
+            rows: 0,
+            skipped: None,
+        };
+        self.piece(s3, line, false).await
+    }
+
     /// Adds what a chunk read of one object: to the object before when it `continues` it (a
     /// later chunk of the same object), else as the next object.
     async fn piece(

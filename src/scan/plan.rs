@@ -340,14 +340,17 @@ impl Layout {
         !self.compression.splittable()
     }
 
-    /// Whether chunk `index` starts from a known state: the first chunk of an object, or a chunk
-    /// of a format whose records start at any line (JSON Lines) or row group (Parquet).
-    pub fn start_is_certain(&self, index: u32) -> bool {
-        let continues = match &self.plan {
-            Some(plan) => plan.continues(index),
-            None => index > 0 && !self.whole_stream(),
-        };
-        !continues || matches!(self.format, InputFormat::JsonLines | InputFormat::Parquet)
+    /// Whether chunk `index` of one object continues records the chunk before began: any
+    /// chunk after the first of an object read in byte ranges. (A chunk of many objects says
+    /// so in its report, [`crate::scan::ChunkReport::continues`].)
+    pub fn continues(&self, index: u32) -> bool {
+        index > 0 && !self.whole_stream()
+    }
+
+    /// Whether a chunk that continues the records before it still starts in a known state: a
+    /// record starts at any line (JSON Lines) or row group (Parquet).
+    pub fn starts_anywhere(&self) -> bool {
+        matches!(self.format, InputFormat::JsonLines | InputFormat::Parquet)
     }
 
     /// Number of chunks: one for a gzipped object, one per run of row groups for Parquet.

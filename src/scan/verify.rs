@@ -258,12 +258,7 @@ impl Verifier {
         }
         // A chunk of many objects that starts an object starts from a record's end: the object
         // the chunk before ended must end between records.
-        if task
-            .layout
-            .plan
-            .as_ref()
-            .is_some_and(|plan| !plan.continues(task.index))
-        {
+        if task.layout.plan.is_some() && !report.continues {
             if let Err(error) = self.finish(&task.layout) {
                 return Verdict::Failed(error);
             }
@@ -447,6 +442,7 @@ mod tests {
             objects: 0,
             skipped: Default::default(),
             pieces: Vec::new(),
+            continues: false,
         }
     }
 
@@ -460,7 +456,6 @@ mod tests {
             segments: vec![],
             chunks: 3,
             objects: 2,
-            continuing: "1".into(),
             hive: Default::default(),
             on_object_change: Default::default(),
             max_failed_objects: 0,
@@ -469,6 +464,7 @@ mod tests {
         report.range = [0, 0];
         report.bytes = 7;
         report.fingerprint = task.fingerprint();
+        report.continues = index == 1;
         (task, report)
     }
 
@@ -483,7 +479,7 @@ mod tests {
             Verdict::Accepted
         ));
         let (task1, report1) = planned(1);
-        assert!(!task1.layout.start_is_certain(1));
+        assert!(!report1.start_is_certain(&task1));
         // Chunk 1 guessed RecordEnd: it runs again from the state chunk 0 ended in.
         let mut first = [None; STATES];
         first[State::RecordEnd as usize] = Some(0);
@@ -506,7 +502,7 @@ mod tests {
         assert!(matches!(verifier.offer(&rerun, &task1), Verdict::Accepted));
         // Chunk 2 starts the next object: the one before it never closed its quote.
         let (task2, report2) = planned(2);
-        assert!(task2.layout.start_is_certain(2));
+        assert!(report2.start_is_certain(&task2));
         match verifier.offer(&report2, &task2) {
             Verdict::Failed(error) => assert_eq!(error.reason(), "MalformedRecord"),
             other => panic!("{other:?}"),

@@ -143,6 +143,7 @@ fn report(state: &Running, index: u32, assumed: Option<State>, records: u64) -> 
         objects: 0,
         skipped: Default::default(),
         pieces: Vec::new(),
+        continues: false,
     }
 }
 

@@ -3,13 +3,14 @@
 //! of the plan, and the cursor kept in status, so that an operator restart resumes the listing
 //! where it stopped. The operator holds one slice at a time, whatever the number of objects.
 
-use super::observe::{Observed, format_of};
+use super::observe::Observed;
 use crate::api::Phase;
 use crate::api::scan::{
     HivePartitioningMode, ListingStatus, ObjectCounts, OnObjectChangePolicy, S3ParallelScan,
     SchemaMode,
 };
 use crate::controller::{Error, set_phase};
+use crate::scan::ScanError;
 use crate::scan::objects::pack::{Packer, Packing};
 use crate::scan::objects::segments::{ObjectPlan, PlannedPiece, write_segment};
 use crate::scan::objects::{
@@ -18,7 +19,6 @@ use crate::scan::objects::{
 };
 use crate::scan::plan::{JoinedColumns, Layout, MAX_CHUNKS, ObjectVersion, plan_object};
 use crate::scan::sql::{Columns, compile};
-use crate::scan::{InputFormat, ScanError};
 use crate::size::parse_size;
 use aws_sdk_s3::Client;
 
@@ -27,9 +27,6 @@ const PAGE_KEYS: usize = 1000;
 
 /// Most listing pages one reconcile reads.
 const PAGES_PER_SLICE: usize = 100;
-
-/// Longest text of the chunks that continue an object: it travels in every chunk's task.
-pub(super) const CONTINUING_LIMIT: usize = 8 << 10;
 
 /// Most segments a plan has (10,000 objects a slice make 100 of a million objects): they travel
 /// in every chunk's task.
@@ -97,8 +94,6 @@ pub(super) fn plan_prefix(work_prefix: &str, scope: &str) -> String {
 #[derive(Debug, PartialEq)]
 pub(super) struct Slice {
     pub chunks: Vec<Vec<PlannedPiece>>,
-    /// The chunks (by their number in the plan) that continue an object.
-    pub continuing: Vec<u32>,
     pub bytes: u64,
 }
 
@@ -110,7 +105,6 @@ pub(super) fn pack_slice(
     first: u32,
     objects: &[ObjectVersion],
     packing: Packing,
-    format: InputFormat,
 ) -> Result<Slice, String> {
     let chunk_size = packing.chunk_size.max(1);
     let splittable =
@@ -133,10 +127,9 @@ pub(super) fn pack_slice(
     packed.extend(packer.finish());
     let mut slice = Slice {
         chunks: Vec::with_capacity(packed.len()),
-        continuing: Vec::new(),
         bytes: objects.iter().map(|o| o.size).fold(0, u64::saturating_add),
     };
-    for (number, chunk) in (first..).zip(packed) {
+    for chunk in packed {
         let mut pieces = Vec::with_capacity(chunk.len());
         for piece in chunk {
             let object = objects
@@ -145,11 +138,6 @@ pub(super) fn pack_slice(
             let window = (windows(object) > 1)
                 .then(|| u32::try_from(piece.start / chunk_size).map_err(|_| too_many()))
                 .transpose()?;
-            // A text window after the first starts mid-record, maybe: its start state is the
-            // window before's end. A Parquet window starts at a row group, in a known state.
-            if window.is_some_and(|w| w > 0) && format != InputFormat::Parquet {
-                slice.continuing.push(number);
-            }
             pieces.push(PlannedPiece::of(object, window));
         }
         slice.chunks.push(pieces);
@@ -318,7 +306,7 @@ pub(super) async fn list_slice(
     }
     let kept: Vec<ObjectVersion> = kept.into_iter().map(|(version, _)| version).collect();
     let first_chunk = u32::try_from(listing.chunks).unwrap_or(u32::MAX);
-    let slice = match pack_slice(first_chunk, &kept, packing, format_of(obj)) {
+    let slice = match pack_slice(first_chunk, &kept, packing) {
         Ok(slice) => slice,
         Err(message) => return verdict(ScanError::TooManyObjects(message)),
     };
@@ -342,18 +330,6 @@ pub(super) async fn list_slice(
             Ok(segment) => listing.segments.push(segment),
             Err(e) => return verdict(e),
         }
-    }
-    let continuing = crate::scan::plan::compact_ranges(slice.continuing);
-    if !continuing.is_empty() {
-        listing.continuing = match listing.continuing.is_empty() {
-            true => continuing,
-            false => format!("{},{continuing}", listing.continuing),
-        };
-    }
-    if listing.continuing.len() > CONTINUING_LIMIT {
-        return verdict(ScanError::TooManyObjects(
-            "too many objects are split across chunks; raise chunkSize".into(),
-        ));
     }
     listing.chunks = listing.chunks.saturating_add(slice.chunks.len() as i32);
     listing.bytes = listing
@@ -439,7 +415,6 @@ pub(super) fn plan_of(
         segments: listing.segments.clone(),
         chunks: u32::try_from(listing.chunks).ok()?,
         objects: u64::try_from(counts.map_or(0, |c| c.planned)).ok()?,
-        continuing: listing.continuing.clone(),
         hive: hive_of(obj),
         on_object_change: on_object_change(obj),
         max_failed_objects: obj
@@ -454,6 +429,7 @@ pub(super) fn plan_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scan::InputFormat;
 
     const CSV: InputFormat = InputFormat::Csv {
         delimiter: b',',
@@ -495,7 +471,7 @@ mod tests {
             object("d.csv.gz", 250),
             object("e.csv", 5),
         ];
-        let slice = pack_slice(7, &objects, packing, CSV).unwrap();
+        let slice = pack_slice(7, &objects, packing).unwrap();
         assert_eq!(
             slice.chunks,
             [
@@ -507,16 +483,17 @@ mod tests {
                 vec![piece("e.csv", 5, None)],
             ]
         );
-        assert_eq!(slice.continuing, [9, 10]);
+        // A text window after the first starts mid-record, maybe: its start state is the window
+        // before's end, which its worker says in its report.
+        let continuing: Vec<u32> = (7..)
+            .zip(&slice.chunks)
+            .filter(|(_, pieces)| pieces[0].continues(CSV))
+            .map(|(number, _)| number)
+            .collect();
+        assert_eq!(continuing, [9, 10]);
         assert_eq!(slice.bytes, 565);
         // A Parquet object is split in windows without its footer read: its workers read it.
-        let parquet = pack_slice(
-            0,
-            &[object("p.parquet", 150)],
-            packing,
-            InputFormat::Parquet,
-        )
-        .unwrap();
+        let parquet = pack_slice(0, &[object("p.parquet", 150)], packing).unwrap();
         assert_eq!(
             parquet.chunks,
             [
@@ -525,7 +502,10 @@ mod tests {
             ]
         );
         assert!(
-            parquet.continuing.is_empty(),
+            parquet
+                .chunks
+                .iter()
+                .all(|pieces| !pieces[0].continues(InputFormat::Parquet)),
             "a Parquet window starts in a known state"
         );
     }
@@ -661,6 +641,42 @@ mod tests {
         }
     }
 
+    /// Ten thousand objects, each split in two windows: every second chunk goes on with the
+    /// object the chunk before began. Its worker knows it from its piece, so the plan lists no
+    /// such chunks, and status stays small whatever their number.
+    #[tokio::test]
+    async fn thousands_of_split_objects_are_planned_with_a_small_status() {
+        use crate::scan::objects::synthetic::{BODY, SyntheticStore};
+        const OBJECTS: u64 = 10_000;
+        let store = SyntheticStore::start(OBJECTS).await;
+        let s3 = store.client();
+        let window = BODY.len() / 2;
+        let obj: S3ParallelScan = serde_json::from_value(serde_json::json!({
+            "apiVersion": "s3flow.io/v1alpha1", "kind": "S3ParallelScan",
+            "metadata": {"name": "split", "namespace": "a", "generation": 1},
+            "spec": {
+                "source": {"bucket": "b", "glob": "d/*.jsonl", "endpoint": store.endpoint},
+                "format": {"jsonLines": {}},
+                "chunking": {"chunkSize": window.to_string(), "objectOpenCost": "0"},
+                "processor": {"sql": "SELECT COUNT(*) FROM S3Object"},
+            }
+        }))
+        .unwrap();
+        let selection = selection_of(&obj).unwrap().unwrap();
+        let listed = list_slice(&obj, &s3, &selection, ("b", "w/plan-1/"), 10_000).await;
+        let status = match listed {
+            Ok(Observed::Listed(status)) => status,
+            Ok(Observed::Refused(reason, message)) => panic!("{reason}: {message}"),
+            Ok(_) => panic!("a slice is listed"),
+            Err(e) => panic!("{e}"),
+        };
+        let listing = status.listing.unwrap();
+        assert!(listing.complete);
+        assert_eq!(listing.chunks as u64, 2 * OBJECTS);
+        let status_bytes = serde_json::to_vec(&listing).unwrap().len();
+        assert!(status_bytes < 4 << 10, "{status_bytes} bytes of status");
+    }
+
     #[test]
     fn a_plan_past_the_chunk_bound_is_refused() {
         let packing = Packing {
@@ -670,11 +686,11 @@ mod tests {
         };
         let huge = [object("big.csv", MAX_CHUNKS + 1)];
         assert!(
-            pack_slice(0, &huge, packing, CSV)
+            pack_slice(0, &huge, packing)
                 .unwrap_err()
                 .contains("raise chunkSize")
         );
         let near = [object("a.csv", 1)];
-        assert!(pack_slice(MAX_CHUNKS as u32, &near, packing, CSV).is_err());
+        assert!(pack_slice(MAX_CHUNKS as u32, &near, packing).is_err());
     }
 }

@@ -464,7 +464,6 @@ fn listed_layout(
     )?;
     let plausible = u64::from(plan.chunks) <= crate::scan::plan::MAX_CHUNKS
         && plan.segments.len() <= super::listing::MAX_SEGMENTS
-        && plan.continuing.len() <= super::listing::CONTINUING_LIMIT
         && plan.segments.windows(2).all(|w| w[0].first < w[1].first)
         && plan.segments.iter().all(|s| s.first < plan.chunks);
     let layout = Layout {

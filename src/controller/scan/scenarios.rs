@@ -266,6 +266,7 @@ fn genuine_report(task: &ChunkTask, records: u64) -> ChunkReport {
         objects: 0,
         skipped: Default::default(),
         pieces: Vec::new(),
+        continues: false,
     }
 }
 

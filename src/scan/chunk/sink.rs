@@ -314,6 +314,7 @@ impl<'q> Sink<'q> {
             objects: 0,
             skipped: Default::default(),
             pieces: Vec::new(),
+            continues: false,
         })
     }
 }

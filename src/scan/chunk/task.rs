@@ -244,6 +244,12 @@ pub struct ChunkReport {
     /// changed since it was listed). The manifest lists each object's records and rows from it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pieces: Vec<Option<PieceRead>>,
+    /// A chunk of many objects: its piece continues records the chunk before began (a text
+    /// window after an object's first), so it starts in the state the chunk before ended in.
+    /// Every other chunk of many objects starts an object. The worker reads it from its piece:
+    /// the plan holds no list of such chunks, which would grow with the objects.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continues: bool,
 }
 
 /// What a chunk read of one piece: its records and the rows selected from them. Serialised as
@@ -300,8 +306,12 @@ pub struct BadRecord {
 
 impl ChunkReport {
     /// Whether the chunk's start state could not have been guessed wrong.
-    pub fn start_is_certain(task: &ChunkTask) -> bool {
-        task.start_state.is_some() || task.layout.start_is_certain(task.index)
+    pub fn start_is_certain(&self, task: &ChunkTask) -> bool {
+        let continues = match task.layout.plan {
+            Some(_) => self.continues,
+            None => task.layout.continues(task.index),
+        };
+        task.start_state.is_some() || task.layout.starts_anywhere() || !continues
     }
 
     /// The bad record as the scan's error.

@@ -248,6 +248,7 @@ async fn run_pieces(
             report.range = [0, 0];
             report.fingerprint = task.fingerprint();
             report.objects = u64::from(window == 0);
+            report.continues = pieces.iter().any(|piece| piece.continues(top.format));
             report.pieces = vec![Some(PieceRead {
                 records: report.records,
                 rows: report.rows,
@@ -317,6 +318,7 @@ async fn run_pieces(
         objects: (pieces.len() as u64).saturating_sub(count),
         skipped: SkippedObjects { count, first },
         pieces: read,
+        continues: false,
     })
 }
 
@@ -422,6 +424,7 @@ fn empty_window(task: &ChunkTask) -> ChunkReport {
         objects: 0,
         skipped: SkippedObjects::default(),
         pieces: Vec::new(),
+        continues: false,
     }
 }
 

@@ -33,10 +33,6 @@ pub struct ObjectPlan {
     pub chunks: u32,
     /// Number of objects.
     pub objects: u64,
-    /// The chunks whose piece continues an object begun in the chunk before (compact ranges):
-    /// their start state is the previous chunk's end state; every other chunk starts an object.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub continuing: String,
     /// Whether `k=v` folders of keys are columns.
     #[serde(default)]
     pub hive: super::HivePartitioning,
@@ -89,6 +85,13 @@ impl PlannedPiece {
         }
     }
 
+    /// Whether the piece continues records its object's window before began (a text window
+    /// after the first), so that its chunk's start state is the chunk before's end state. A
+    /// Parquet window starts at a row group, and a whole object at its start: in a known state.
+    pub fn continues(&self, format: crate::scan::InputFormat) -> bool {
+        self.window.is_some_and(|w| w > 0) && format != crate::scan::InputFormat::Parquet
+    }
+
     /// The object version it reads, in `bucket`.
     pub fn version(&self, bucket: &str) -> ObjectVersion {
         ObjectVersion {
@@ -113,11 +116,6 @@ impl ObjectPlan {
     /// another listing never replaces one a status records.
     pub fn segment_key(prefix: &str, number: usize, digest: &str) -> String {
         format!("{prefix}segment-{number:05}-{digest}.jsonl.gz")
-    }
-
-    /// Whether chunk `index` continues an object begun in the chunk before.
-    pub fn continues(&self, index: u32) -> bool {
-        crate::scan::plan::ranges_contain(&self.continuing, index)
     }
 
     /// A digest of the whole plan: the task fingerprint covers it.
@@ -344,21 +342,26 @@ mod tests {
     }
 
     #[test]
-    fn the_chunks_segment_and_continuation_come_from_the_plan() {
-        let plan = ObjectPlan {
-            bucket: "b".into(),
-            segment_bucket: "w".into(),
-            prefix: "p/".into(),
-            segments: vec![],
-            chunks: 5,
-            objects: 3,
-            continuing: "2-3".into(),
-            hive: Default::default(),
-            on_object_change: Default::default(),
-            max_failed_objects: 0,
+    fn a_text_window_after_the_first_continues_its_object() {
+        use crate::scan::InputFormat;
+        let csv = InputFormat::Csv {
+            delimiter: b',',
+            quote: b'"',
+            header: true,
         };
-        let continuing: Vec<u32> = (0..5).filter(|i| plan.continues(*i)).collect();
-        assert_eq!(continuing, [2, 3]);
+        let continuing = |format: InputFormat| {
+            [None, Some(0), Some(1), Some(7)].map(|window| piece("c", window).continues(format))
+        };
+        assert_eq!(continuing(csv), [false, false, true, true]);
+        assert_eq!(
+            continuing(InputFormat::JsonLines),
+            [false, false, true, true]
+        );
+        assert_eq!(continuing(InputFormat::Parquet), [false; 4]);
+    }
+
+    #[test]
+    fn a_segment_key_names_its_number_and_digest() {
         assert_eq!(
             ObjectPlan::segment_key("p/", 3, "ab12"),
             "p/segment-00003-ab12.jsonl.gz"

@@ -167,6 +167,7 @@ fn report(
         objects: 0,
         skipped: Default::default(),
         pieces: Vec::new(),
+        continues: false,
     }
 }
 
