@@ -251,7 +251,8 @@ impl Layout {
             let missing = self.missing_columns(&named, &constants);
             constants.extend(missing.into_iter().map(|name| (name, Value::Null)));
         }
-        let query = crate::scan::sql::compile_with(sql, &self.sql_columns(), &constants)?;
+        let query = crate::scan::sql::compile_with(sql, &self.sql_columns(), &constants)?
+            .fold_constants(self.format.values_typed());
         if by_name && !query.is_aggregate() && query.output_names().is_none() {
             return Err(ScanError::InvalidScan(
                 "SELECT * over objects whose columns may differ: name the columns".into(),
@@ -345,12 +346,6 @@ impl Layout {
     /// so in its report, [`crate::scan::ChunkReport::continues`].)
     pub fn continues(&self, index: u32) -> bool {
         index > 0 && !self.whole_stream()
-    }
-
-    /// Whether a chunk that continues the records before it still starts in a known state: a
-    /// record starts at any line (JSON Lines) or row group (Parquet).
-    pub fn starts_anywhere(&self) -> bool {
-        matches!(self.format, InputFormat::JsonLines | InputFormat::Parquet)
     }
 
     /// Number of chunks: one for a gzipped object, one per run of row groups for Parquet.

@@ -311,7 +311,7 @@ impl ChunkReport {
             Some(_) => self.continues,
             None => task.layout.continues(task.index),
         };
-        task.start_state.is_some() || task.layout.starts_anywhere() || !continues
+        task.start_state.is_some() || task.layout.format.starts_anywhere() || !continues
     }
 
     /// The bad record as the scan's error.

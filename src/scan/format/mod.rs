@@ -54,6 +54,34 @@ impl InputFormat {
         }
     }
 
+    /// Whether a byte window of an object starts at a record of its own (Parquet's at a row
+    /// group); a text window may start inside a record, in the state the window before ended in.
+    pub fn windows_start_at_records(self) -> bool {
+        match self {
+            InputFormat::Csv { .. } | InputFormat::JsonLines => false,
+            InputFormat::Parquet => true,
+        }
+    }
+
+    /// Whether a chunk that goes on with the records of the chunk before still starts in a known
+    /// state: a record starts at any line (JSON Lines) or row group (Parquet), never inside a
+    /// quoted CSV field.
+    pub fn starts_anywhere(self) -> bool {
+        match self {
+            InputFormat::Csv { .. } => false,
+            InputFormat::JsonLines | InputFormat::Parquet => true,
+        }
+    }
+
+    /// Whether its values carry their types ([`crate::scan::sql::Record::typed`]): Parquet's do,
+    /// text's are text that may be read as numbers.
+    pub fn values_typed(self) -> bool {
+        match self {
+            InputFormat::Csv { .. } | InputFormat::JsonLines => false,
+            InputFormat::Parquet => true,
+        }
+    }
+
     /// The output format when the scan names none: the object's own, CSV for Parquet.
     pub fn output_format(self) -> OutputFormat {
         match self {

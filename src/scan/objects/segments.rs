@@ -89,7 +89,7 @@ impl PlannedPiece {
     /// after the first), so that its chunk's start state is the chunk before's end state. A
     /// Parquet window starts at a row group, and a whole object at its start: in a known state.
     pub fn continues(&self, format: crate::scan::InputFormat) -> bool {
-        self.window.is_some_and(|w| w > 0) && format != crate::scan::InputFormat::Parquet
+        self.window.is_some_and(|w| w > 0) && !format.windows_start_at_records()
     }
 
     /// The object version it reads, in `bucket`.

@@ -181,6 +181,36 @@ impl Query {
                 if items.iter().all(|(_, kind, _)| *kind == AggregateKind::CountAll))
     }
 
+    /// The query with the parts that read no column folded into their values, for records whose
+    /// values are `typed` or not ([`Record::typed`]); a WHERE clause that keeps every record so
+    /// is dropped, and the query runs as one without it.
+    pub fn fold_constants(self, typed: bool) -> Query {
+        let fold = |expr: Expr| fold_constants(expr, typed);
+        let selection = match self.selection {
+            Selection::All => Selection::All,
+            Selection::Rows(rows) => Selection::Rows(
+                rows.into_iter()
+                    .map(|(name, expr)| (name, fold(expr)))
+                    .collect(),
+            ),
+            Selection::Aggregates(items) => Selection::Aggregates(
+                items
+                    .into_iter()
+                    .map(|(name, kind, expr)| (name, kind, expr.map(fold)))
+                    .collect(),
+            ),
+        };
+        let filter = self
+            .filter
+            .map(fold)
+            .filter(|filter| !matches!(filter, Expr::Literal(Value::Bool(true))));
+        Query {
+            selection,
+            filter,
+            limit: self.limit,
+        }
+    }
+
     /// Whether the query selects aggregates (one result) rather than rows.
     pub fn is_aggregate(&self) -> bool {
         matches!(self.selection, Selection::Aggregates(_))
@@ -410,25 +440,104 @@ pub(super) fn visit_columns(expr: &Expr, found: &mut impl FnMut(&Column)) {
     }
 }
 
-/// The value of `expr`, which reads no column: whether it keeps a row (`None` when it reads a
-/// column, or cannot be evaluated).
-pub(super) fn constant_truth(expr: &Expr) -> Option<bool> {
-    struct NoRecord;
-    impl Record for NoRecord {
-        fn field(&self, _: usize) -> Result<Value<'_>, String> {
-            Err("no record".into())
-        }
-        fn path(&self, _: &[String]) -> Value<'_> {
-            Value::Null
-        }
+/// What a part of a query that reads no column is evaluated against: values typed or not, as
+/// the records' are ([`Record::typed`]).
+struct NoRecord {
+    typed: bool,
+}
+
+impl Record for NoRecord {
+    fn field(&self, _: usize) -> Result<Value<'_>, String> {
+        Err("no record".into())
     }
+    fn path(&self, _: &[String]) -> Value<'_> {
+        Value::Null
+    }
+    fn typed(&self) -> bool {
+        self.typed
+    }
+}
+
+/// The value of `expr` when it reads no column (`None` when it reads one, or fails).
+fn constant_value(expr: &Expr, typed: bool) -> Option<Value<'static>> {
     let mut reads = false;
     visit_columns(expr, &mut |_| reads = true);
     if reads {
         return None;
     }
-    let value = eval(expr, &NoRecord).ok()?;
+    eval(expr, &NoRecord { typed }).ok().map(Value::into_owned)
+}
+
+/// The value of `expr`, which reads no column: whether it keeps a row (`None` when it reads a
+/// column, or cannot be evaluated).
+pub(super) fn constant_truth(expr: &Expr, typed: bool) -> Option<bool> {
+    let value = constant_value(expr, typed)?;
     truth(&value).ok().map(|kept| kept == Some(true))
+}
+
+/// `expr` with each part that reads no column (an object's partition or virtual column compared
+/// with a literal, say) replaced by its value, and `TRUE AND p` and `FALSE OR p` by `p` when `p`
+/// is a predicate, which they then equal for every record, errors included: a WHERE clause on a
+/// partition costs nothing per record. A part that fails is kept, to fail per record as it would.
+pub(super) fn fold_constants(expr: Expr, typed: bool) -> Expr {
+    let fold = |e: Box<Expr>| Box::new(fold_constants(*e, typed));
+    let folded = match expr {
+        Expr::Column(_) | Expr::Literal(_) => return expr,
+        Expr::Not(e) => Expr::Not(fold(e)),
+        Expr::Negate(e) => Expr::Negate(fold(e)),
+        Expr::IsNull(e, negated) => Expr::IsNull(fold(e), negated),
+        Expr::Cast(e, cast) => Expr::Cast(fold(e), cast),
+        Expr::Like {
+            expr,
+            pattern,
+            negated,
+        } => Expr::Like {
+            expr: fold(expr),
+            pattern,
+            negated,
+        },
+        Expr::And(a, b) => Expr::And(fold(a), fold(b)),
+        Expr::Or(a, b) => Expr::Or(fold(a), fold(b)),
+        Expr::Compare(a, op, b) => Expr::Compare(fold(a), op, fold(b)),
+        Expr::Arith(a, op, b) => Expr::Arith(fold(a), op, fold(b)),
+        Expr::In(e, list, negated) => Expr::In(
+            fold(e),
+            list.into_iter()
+                .map(|item| fold_constants(item, typed))
+                .collect(),
+            negated,
+        ),
+        Expr::Between(e, low, high, negated) => {
+            Expr::Between(fold(e), fold(low), fold(high), negated)
+        }
+    };
+    if let Some(value) = constant_value(&folded, typed) {
+        return Expr::Literal(value);
+    }
+    let is = |e: &Expr, b: bool| matches!(e, Expr::Literal(Value::Bool(v)) if *v == b);
+    match folded {
+        Expr::And(a, b) if is(&a, true) && is_predicate(&b) => *b,
+        Expr::And(a, b) if is(&b, true) && is_predicate(&a) => *a,
+        Expr::Or(a, b) if is(&a, false) && is_predicate(&b) => *b,
+        Expr::Or(a, b) if is(&b, false) && is_predicate(&a) => *a,
+        other => other,
+    }
+}
+
+/// Whether `expr` is TRUE, FALSE or NULL whenever it has a value (a text or a number is not).
+fn is_predicate(expr: &Expr) -> bool {
+    match expr {
+        Expr::Literal(value) => matches!(value, Value::Bool(_) | Value::Null),
+        Expr::Not(_)
+        | Expr::And(..)
+        | Expr::Or(..)
+        | Expr::Compare(..)
+        | Expr::IsNull(..)
+        | Expr::Like { .. }
+        | Expr::In(..)
+        | Expr::Between(..) => true,
+        Expr::Column(_) | Expr::Arith(..) | Expr::Negate(_) | Expr::Cast(..) => false,
+    }
 }
 
 fn eval<'r, R: Record>(expr: &Expr, record: &'r R) -> Result<Value<'r>, String> {

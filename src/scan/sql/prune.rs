@@ -194,7 +194,7 @@ fn may_hold(expr: &Expr, bounds: &impl Bounds) -> bool {
         _ => None,
     };
     // A part naming no column (a constant such as an object's partition) is decided exactly.
-    if let Some(kept) = super::eval::constant_truth(expr) {
+    if let Some(kept) = super::eval::constant_truth(expr, typed) {
         return kept;
     }
     match expr {

@@ -335,3 +335,67 @@ fn like_takes_time_in_proportion_to_its_inputs() {
         );
     }
 }
+
+/// Parts of a query that read no column (partitions, virtual columns) fold into values: a WHERE
+/// clause on a partition alone is gone, and `TRUE AND p` is `p`; what they would do per record
+/// (fail, not be a boolean, compare by type) is kept.
+#[test]
+fn constants_fold_into_values_where_they_decide_the_same() {
+    let constants: Constants = vec![
+        ("day".into(), Value::Str(Cow::Borrowed("2024-02-01"))),
+        ("year".into(), Value::Int(2024)),
+    ];
+    let folded = |sql_where: &str, typed: bool| {
+        let sql = format!("SELECT id FROM S3Object WHERE {sql_where}");
+        compile_with(&sql, &columns(), &constants)
+            .unwrap()
+            .fold_constants(typed)
+            .filter
+    };
+    let filter = |sql_where: &str| {
+        compile(
+            &format!("SELECT id FROM S3Object WHERE {sql_where}"),
+            &columns(),
+        )
+        .unwrap()
+        .filter
+    };
+    let cases: [(&str, bool, Option<Expr>); 9] = [
+        ("day = '2024-02-01'", false, None),
+        ("day = '2024-02-01' AND fare > 5", false, filter("fare > 5")),
+        ("fare > 5 AND year >= 2024", false, filter("fare > 5")),
+        ("day = '2024-01-31' OR fare > 5", false, filter("fare > 5")),
+        ("day = '2024-01-31'", false, filter("FALSE")),
+        // A text is no boolean: `TRUE AND name` fails per record, as it did.
+        ("year = 2024 AND name", false, filter("TRUE AND name")),
+        // A cast that fails fails per record.
+        (
+            "CAST('x' AS INT) = 1",
+            false,
+            filter("CAST('x' AS INT) = 1"),
+        ),
+        // Text read as a number untyped; typed, text and number do not compare (NULL).
+        ("year = '2024'", false, None),
+        ("year = '2024'", true, filter("NULL")),
+    ];
+    for (sql_where, typed, want) in cases {
+        assert_eq!(
+            folded(sql_where, typed),
+            want,
+            "{sql_where} (typed: {typed})"
+        );
+    }
+    // The selection folds too, its names unchanged.
+    let query = compile_with(
+        "SELECT year + 1 AS next, id FROM S3Object",
+        &columns(),
+        &constants,
+    )
+    .unwrap()
+    .fold_constants(false);
+    assert_eq!(query.output_names().unwrap(), ["next", "id"]);
+    let Selection::Rows(rows) = &query.selection else {
+        panic!("a row query");
+    };
+    assert_eq!(rows[0].1, Expr::Literal(Value::Int(2025)));
+}

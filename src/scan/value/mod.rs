@@ -26,6 +26,17 @@ pub enum Value<'a> {
 }
 
 impl Value<'_> {
+    /// The value, owning its text.
+    pub fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(b),
+            Value::Int(i) => Value::Int(i),
+            Value::Float(f) => Value::Float(f),
+            Value::Str(s) => Value::Str(std::borrow::Cow::Owned(s.into_owned())),
+        }
+    }
+
     /// The value as a number: numbers as they are, strings parsed (surrounding spaces ignored).
     pub fn as_number(&self) -> Option<Value<'static>> {
         self.number().map(Value::from)
