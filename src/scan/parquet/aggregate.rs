@@ -1,7 +1,7 @@
 //! Aggregates over whole Arrow arrays: COUNT(*), and COUNT, SUM, AVG, MIN and MAX of a column
 //! of integers or floats (maybe CAST AS FLOAT), a tight loop over each column's values instead
-//! of the row evaluator once per value. The partials are the row evaluator's and take the values
-//! in the same order, so the answers are the same to the bit.
+//! of the row evaluator once per value. The partials are the row evaluator's and take the same
+//! values (sums exactly, in whatever order), so the answers are the same to the bit.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -131,20 +131,28 @@ fn add_numbers(array: &dyn Array, kept: Option<&[bool]>, float: bool, partial: &
     }
 }
 
-/// A number the partials take a column of.
+/// A number the partials take a column of: every value, or those kept (each a value and
+/// whether it is).
 trait ColumnNumber: Copy {
     fn add_all(partial: &mut Partial, values: impl Iterator<Item = Self> + Clone);
+    fn add_kept(partial: &mut Partial, values: impl Iterator<Item = (Self, bool)> + Clone);
 }
 
 impl ColumnNumber for i64 {
     fn add_all(partial: &mut Partial, values: impl Iterator<Item = i64> + Clone) {
         partial.add_ints(values)
     }
+    fn add_kept(partial: &mut Partial, values: impl Iterator<Item = (i64, bool)> + Clone) {
+        partial.add_ints(values.filter(|(_, kept)| *kept).map(|(i, _)| i))
+    }
 }
 
 impl ColumnNumber for f64 {
     fn add_all(partial: &mut Partial, values: impl Iterator<Item = f64> + Clone) {
         partial.add_floats(values)
+    }
+    fn add_kept(partial: &mut Partial, values: impl Iterator<Item = (f64, bool)> + Clone) {
+        partial.add_kept_floats(values)
     }
 }
 
@@ -159,27 +167,19 @@ fn each_value<T: ArrowPrimitiveType, N: ColumnNumber>(
     let values = array.values().iter();
     match (kept, array.nulls()) {
         (None, None) => N::add_all(partial, values.map(|v| to(*v))),
-        (None, Some(nulls)) => N::add_all(
+        (None, Some(nulls)) => N::add_kept(
             partial,
-            values
-                .zip(nulls.iter())
-                .filter(|(_, valid)| *valid)
-                .map(|(v, _)| to(*v)),
+            values.zip(nulls.iter()).map(|(v, valid)| (to(*v), valid)),
         ),
-        (Some(kept), None) => N::add_all(
-            partial,
-            values
-                .zip(kept)
-                .filter(|(_, kept)| **kept)
-                .map(|(v, _)| to(*v)),
-        ),
-        (Some(kept), Some(nulls)) => N::add_all(
+        (Some(kept), None) => {
+            N::add_kept(partial, values.zip(kept).map(|(v, kept)| (to(*v), *kept)))
+        }
+        (Some(kept), Some(nulls)) => N::add_kept(
             partial,
             values
                 .zip(kept)
                 .zip(nulls.iter())
-                .filter(|((_, kept), valid)| **kept && *valid)
-                .map(|((v, _), _)| to(*v)),
+                .map(|((v, kept), valid)| (to(*v), *kept && valid)),
         ),
     }
 }
@@ -220,7 +220,8 @@ mod tests {
         .unwrap()
     }
 
-    /// What the row evaluator makes of rows `rows` of the batch, against the arrays.
+    /// What the row evaluator makes of rows `rows` of the batch, against the arrays: each
+    /// aggregate's result (a sum may hold the same exact number in other float partials).
     fn both(sql: &str, rows: &[usize]) -> Option<(String, String)> {
         let query = compile(sql, &Columns::Named).unwrap();
         let arrays = ArrayAggregates::of(&query)?;
@@ -244,7 +245,9 @@ mod tests {
             };
             evaluator.record(&record).unwrap();
         }
-        let text = |p: &[Partial]| serde_json::to_string(p).unwrap();
+        let text = |p: &[Partial]| {
+            serde_json::to_string(&p.iter().map(Partial::result).collect::<Vec<_>>()).unwrap()
+        };
         Some((text(&partials), text(&evaluator.partials)))
     }
 

@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use super::fixed_sum::{self, FixedSum};
 use super::number::kept_float_order;
 use super::{Number, Value, float_json};
 
@@ -284,6 +285,47 @@ impl ExactSum {
         }
     }
 
+    /// Adds the float terms of `values` that are kept (each a value and whether it is), as
+    /// [`ExactSum::add`] of each does. When every kept one is within [`fixed_sum::takes`]'s range
+    /// they are summed exactly in fixed point first, and only that sum's few terms go to the
+    /// partials: the exact total, so its rounding, is the same.
+    pub fn add_kept_floats(&mut self, values: impl Iterator<Item = (f64, bool)> + Clone) {
+        let summable = values
+            .clone()
+            .fold(true, |all, (f, kept)| all & (!kept | fixed_sum::takes(f)));
+        if !summable {
+            values
+                .filter(|(_, kept)| *kept)
+                .for_each(|(f, _)| self.add(Number::Float(f)));
+            return;
+        }
+        let mut fixed = FixedSum::default();
+        let mut terms = 0;
+        for (f, kept) in values {
+            // A value not kept adds zero: no branch on whether it is, which a filter keeping
+            // rows here and there would mispredict.
+            fixed.add(if kept { f } else { 0.0 });
+            terms += u64::from(kept);
+            if terms == fixed_sum::MAX_TERMS {
+                self.add_fixed(std::mem::take(&mut fixed), terms);
+                terms = 0;
+            }
+        }
+        self.add_fixed(fixed, terms);
+    }
+
+    /// Adds the `terms` floats summed in `fixed`.
+    fn add_fixed(&mut self, fixed: FixedSum, terms: u64) {
+        if terms == 0 {
+            return;
+        }
+        self.count += terms;
+        self.has_float = true;
+        for term in fixed.terms() {
+            self.add_finite(term);
+        }
+    }
+
     /// Adds a finite term to the partials. A sum past the doubles' range is the infinity of its
     /// sign, as sequential IEEE addition would give.
     fn add_finite(&mut self, f: f64) {
@@ -491,11 +533,18 @@ impl Partial {
     /// Adds a column's floats, as [`Partial::add_number`] adds each one (see
     /// [`Partial::add_ints`]).
     pub fn add_floats(&mut self, values: impl Iterator<Item = f64> + Clone) {
+        self.add_kept_floats(values.map(|f| (f, true)))
+    }
+
+    /// [`Partial::add_floats`] of the values kept (each a value and whether it is: a row the
+    /// WHERE clause keeps, a value that is not NULL).
+    pub fn add_kept_floats(&mut self, values: impl Iterator<Item = (f64, bool)> + Clone) {
+        let kept = values.clone().filter(|(_, kept)| *kept).map(|(f, _)| f);
         match self {
-            Partial::Count(n) => *n += values.count() as u64,
-            Partial::Sum(sum) | Partial::Avg(sum) => values.for_each(|f| sum.add(Number::Float(f))),
-            Partial::Min(kept) => keep_float(kept, values, Ordering::Less),
-            Partial::Max(kept) => keep_float(kept, values, Ordering::Greater),
+            Partial::Count(n) => *n += kept.count() as u64,
+            Partial::Sum(sum) | Partial::Avg(sum) => sum.add_kept_floats(values),
+            Partial::Min(least) => keep_float(least, kept, Ordering::Less),
+            Partial::Max(greatest) => keep_float(greatest, kept, Ordering::Greater),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Values of the SQL subset (`Value`, comparison), numbers as records spell them (`number`), and
-//! the exactly mergeable aggregate accumulators (`aggregate`).
+//! the exactly mergeable aggregate accumulators (`aggregate`, the exact sum of many doubles at
+//! once in `fixed_sum`).
 
 mod aggregate;
+mod fixed_sum;
 mod number;
 
 use std::borrow::Cow;
@@ -387,7 +389,51 @@ mod tests {
         assert_eq!(Value::Float(-inf).to_json(), json!("-Infinity"));
     }
 
+    /// Doubles of any magnitude a fixed-point sum takes (below 2^954), normal and subnormal.
+    fn summable_float() -> impl Strategy<Value = f64> {
+        (any::<bool>(), 0u64..(1977 << 52))
+            .prop_map(|(negative, bits)| f64::from_bits(bits | u64::from(negative) << 63))
+    }
+
     proptest! {
+        #[test]
+        fn float_columns_sum_to_the_same_bits_as_one_at_a_time(
+            floats in prop::collection::vec(prop_oneof![
+                summable_float(),
+                (-1e6f64..1e6),
+                Just(0.0), Just(-0.0), Just(f64::MIN_POSITIVE), Just(1e280), Just(-1e280),
+            ], 0..60),
+            cancel in any::<bool>(),
+            kept in prop::collection::vec(any::<bool>(), 120),
+        ) {
+            // With every term negated after it, the exact sum is zero whatever the magnitudes.
+            let floats: Vec<f64> = match cancel {
+                true => floats.iter().flat_map(|&f| [f, -f]).collect(),
+                false => floats,
+            };
+            // Every value, then those a WHERE clause keeps.
+            for keep in [&[true; 120][..], &kept] {
+                let values = floats.iter().copied().zip(keep.iter().copied());
+                let mut one_at_a_time = ExactSum::default();
+                values
+                    .clone()
+                    .filter(|(_, kept)| *kept)
+                    .for_each(|(f, _)| one_at_a_time.add(Number::Float(f)));
+                let mut at_once = ExactSum::default();
+                at_once.add_kept_floats(values);
+                prop_assert_eq!(
+                    at_once.total_float().to_bits(),
+                    one_at_a_time.total_float().to_bits()
+                );
+                prop_assert_eq!(at_once.total(), one_at_a_time.total());
+                prop_assert_eq!(at_once.mean(), one_at_a_time.mean());
+                prop_assert_eq!(
+                    (at_once.count, at_once.has_float),
+                    (one_at_a_time.count, one_at_a_time.has_float)
+                );
+            }
+        }
+
         #[test]
         fn numbers_aggregate_as_values_do(numbers in prop::collection::vec(
             prop_oneof![any::<i64>().prop_map(Number::Int), (-1e6f64..1e6).prop_map(Number::Float)],
@@ -428,10 +474,15 @@ mod tests {
                 let mut ints_one_by_one = one_by_one.clone();
                 floats.iter().for_each(|&f| one_by_one.add_number(Number::Float(f)));
                 of_floats.add_floats(floats.iter().copied());
-                prop_assert_eq!(
-                    serde_json::to_string(&of_floats).unwrap(),
-                    serde_json::to_string(&one_by_one).unwrap()
-                );
+                // A column's sum holds the same exact number in other partials: the same result,
+                // alone and merged.
+                prop_assert_eq!(of_floats.result(), one_by_one.result());
+                let sent: Partial =
+                    serde_json::from_str(&serde_json::to_string(&of_floats).unwrap()).unwrap();
+                let mut merged = one_by_one.clone();
+                merged.merge(&sent).unwrap();
+                one_by_one.merge(&one_by_one.clone()).unwrap();
+                prop_assert_eq!(merged.result(), one_by_one.result());
                 ints.iter().for_each(|&i| ints_one_by_one.add_number(Number::Int(i)));
                 of_ints.add_ints(ints.iter().copied());
                 prop_assert_eq!(&of_ints, &ints_one_by_one);
