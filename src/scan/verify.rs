@@ -257,7 +257,8 @@ impl Verifier {
             return invalid(why);
         }
         // A chunk of many objects that starts an object starts from a record's end: the object
-        // the chunk before ended must end between records.
+        // the chunk before ended must end between records. Whether it goes on with that object
+        // instead, its report says (from its piece), as it says its records.
         if task.layout.plan.is_some() && !report.continues {
             if let Err(error) = self.finish(&task.layout) {
                 return Verdict::Failed(error);
