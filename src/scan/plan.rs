@@ -517,17 +517,6 @@ pub fn expand_ranges(text: &str, limit: u32) -> Result<Vec<u32>, String> {
     Ok(indexes)
 }
 
-/// Whether compact ranges hold `index` (a text that does not parse holds none).
-pub fn ranges_contain(text: &str, index: u32) -> bool {
-    text.split(',').filter(|p| !p.is_empty()).any(|part| {
-        let (first, last) = part.split_once('-').unwrap_or((part, part));
-        matches!(
-            (first.parse::<u32>(), last.parse::<u32>()),
-            (Ok(first), Ok(last)) if (first..=last).contains(&index)
-        )
-    })
-}
-
 /// The format `auto` takes an object for: Parquet when it starts with `PAR1`, else by its name's
 /// extension (a compression's ending set aside), else CSV.
 pub async fn detect_format(
