@@ -1,5 +1,6 @@
 """Writes the scan benchmark's Parquet object: about SIZE bytes of NYC yellow-taxi-like trips (the
-19 columns of its schema plus a trip id), zstd, row groups of about GROUP bytes (default 128 MiB),
+19 columns of its schema, a trip id and the pickup zone's name: 265 names, dictionary-encoded as
+writers encode such text), zstd, row groups of about GROUP bytes (default 128 MiB),
 sorted by pickup time; prints the reference answers as JSON: rows, fare extremes, trips over 95,
 and trips and fares of one day (the selective filter).
 Usage: gen_parquet.py PATH SIZE [GROUP]"""
@@ -14,7 +15,7 @@ import pyarrow.parquet as pq
 
 path, size = sys.argv[1], int(sys.argv[2])
 group_bytes = int(sys.argv[3]) if len(sys.argv) > 3 else 128 << 20
-BYTES_PER_ROW = 21  # measured: what a row of these columns takes, zstd-compressed
+BYTES_PER_ROW = 24  # measured: what a row of these columns takes, zstd-compressed
 rows = max(1, size // BYTES_PER_ROW)
 GROUP_ROWS = max(1, group_bytes // BYTES_PER_ROW)
 BATCH = 1 << 21
@@ -22,6 +23,8 @@ rng = np.random.default_rng(42)
 start = np.datetime64("2024-01-01T00:00:00", "us")
 span_us = 31 * 86_400 * 1_000_000
 day = (datetime.datetime(2024, 1, 15), datetime.datetime(2024, 1, 16))
+BOROUGHS = ["EWR", "Queens", "Bronx", "Manhattan", "Staten Island", "Brooklyn"]
+ZONES = np.array([f"{BOROUGHS[i % 6]}: zone {i:03d}" for i in range(1, 266)], dtype=object)
 answers = {"rows": rows, "minFare": None, "maxFare": None, "over95": 0, "dayTrips": 0, "dayFares": 0.0}
 
 
@@ -31,6 +34,7 @@ def batch(first, count):
     fare = np.round(rng.uniform(2.5, 99.99, count), 2)
     distance = np.round(rng.uniform(0.1, 30, count), 2)
     tip = np.round(fare * rng.uniform(0, 0.3, count), 2)
+    pickup_location = rng.integers(1, 266, count).astype(np.int32)
     return pa.table({
         "trip_id": pa.array(np.arange(first, first + count, dtype=np.int64)),
         "VendorID": pa.array(rng.integers(1, 3, count).astype(np.int32)),
@@ -40,7 +44,8 @@ def batch(first, count):
         "trip_distance": pa.array(distance),
         "RatecodeID": pa.array(rng.integers(1, 7, count).astype(np.int64)),
         "store_and_fwd_flag": pa.array(np.where(rng.random(count) < 0.01, "Y", "N")),
-        "PULocationID": pa.array(rng.integers(1, 266, count).astype(np.int32)),
+        "PULocationID": pa.array(pickup_location),
+        "PU_zone": pa.array(ZONES[pickup_location - 1], pa.string()),
         "DOLocationID": pa.array(rng.integers(1, 266, count).astype(np.int32)),
         "payment_type": pa.array(rng.integers(1, 5, count).astype(np.int64)),
         "fare_amount": pa.array(fare),

@@ -2,7 +2,8 @@
 read_parquet (httpfs, loaded from the duckdb-ext-httpfs package). Queries: count, minmax (of
 fare_amount), filter (fare_amount > 95, written back to S3 as CSV), day (trips and fares of one
 day, on the sorted pickup time), agg (trips with more than two passengers, their fares' sum and
-mean distance). Prints one JSON object of the answer.
+mean distance), zone (the first and last pickup zone names: text, dictionary-encoded).
+Prints one JSON object of the answer.
 Usage: parquet_peers.py polars|duckdb ENDPOINT BUCKET KEY QUERY [OUT_KEY]"""
 import datetime
 import json
@@ -30,6 +31,10 @@ def polars():
         row = frame.filter(pl.col("passenger_count") > 2).select(
             pl.len(), fare.sum(), pl.col("trip_distance").mean()).collect().row(0)
         return {"trips": row[0], "fares": row[1], "distance": row[2]}
+    if query == "zone":
+        zone = pl.col("PU_zone")
+        row = frame.select(zone.min(), zone.max().alias("max")).collect().row(0)
+        return {"min": row[0], "max": row[1]}
     if query == "day":
         when = pl.col("tpep_pickup_datetime")
         row = frame.filter((when >= day[0]) & (when < day[1])).select(pl.len(), fare.sum()).collect().row(0)
@@ -52,6 +57,9 @@ def duckdb():
             f"SELECT COUNT(*), SUM(fare_amount), AVG(trip_distance) FROM {source} "
             "WHERE passenger_count > 2").fetchone()
         return {"trips": trips, "fares": fares, "distance": distance}
+    if query == "zone":
+        low, high = db.execute(f"SELECT MIN(PU_zone), MAX(PU_zone) FROM {source}").fetchone()
+        return {"min": low, "max": high}
     if query == "day":
         trips, fares = db.execute(
             f"SELECT COUNT(*), SUM(fare_amount) FROM {source} WHERE tpep_pickup_datetime >= ? "

@@ -1,16 +1,23 @@
-//! Aggregates over whole Arrow arrays: COUNT(*), and COUNT, SUM, AVG, MIN and MAX of a column
-//! of integers or floats (maybe CAST AS FLOAT), a tight loop over each column's values instead
-//! of the row evaluator once per value. The partials are the row evaluator's and take the same
-//! values (sums exactly, in whatever order), so the answers are the same to the bit.
+//! Aggregates over whole Arrow arrays: COUNT(*), COUNT, SUM, AVG, MIN and MAX of a column of
+//! integers or floats (maybe CAST AS FLOAT), and COUNT, MIN and MAX of a text column, a tight
+//! loop over each column's values instead of the row evaluator once per value. A
+//! dictionary-encoded text column is aggregated on its dictionary: the entries the kept rows use
+//! are marked, and only those are compared. The partials are the row evaluator's and take the
+//! same values (sums exactly, in whatever order), so the answers are the same to the bit.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
     UInt32Type,
 };
-use arrow_array::{Array, ArrowPrimitiveType, PrimitiveArray, RecordBatch};
+use arrow_array::{
+    Array, ArrowPrimitiveType, LargeStringArray, PrimitiveArray, RecordBatch, StringArray,
+    StringViewArray,
+};
+use arrow_buffer::NullBuffer;
 use arrow_schema::DataType;
 
+use super::values::dictionary_keys;
 use crate::scan::sql::Query;
 use crate::scan::value::Partial;
 
@@ -45,37 +52,156 @@ impl ArrayAggregates {
         kept: Option<&[bool]>,
         partials: &mut [Partial],
     ) -> bool {
-        if kept.is_some_and(|kept| kept.len() != batch.num_rows()) {
+        if kept.is_some_and(|kept| kept.len() != batch.num_rows())
+            || self.items.len() != partials.len()
+        {
             return false;
         }
+        // Every column is found to be one taken here before any partial changes.
         let mut columns = Vec::with_capacity(self.items.len());
-        for item in &self.items {
-            match item {
-                None => columns.push(None),
+        for (item, partial) in self.items.iter().zip(partials.iter()) {
+            columns.push(match item {
+                None => Column::Rows,
                 Some((name, float)) => match batch.column_by_name(name) {
                     Some(array) if is_number(array.data_type()) => {
-                        columns.push(Some((array.as_ref(), *float)))
+                        Column::Numbers(array.as_ref(), *float)
                     }
+                    Some(array) if !float && partial.takes_text() => match Texts::of(array) {
+                        Some(texts) => Column::Texts(texts),
+                        None => return false,
+                    },
                     _ => return false,
                 },
-            }
-        }
-        if columns.len() != partials.len() {
-            return false;
+            });
         }
         for (column, partial) in columns.into_iter().zip(partials) {
             match column {
-                None => {
+                Column::Rows => {
                     if let Partial::Count(n) = partial {
                         *n += kept
                             .map_or(batch.num_rows(), |kept| kept.iter().filter(|&&k| k).count())
                             as u64;
                     }
                 }
-                Some((array, float)) => add_numbers(array, kept, float, partial),
+                Column::Numbers(array, float) => add_numbers(array, kept, float, partial),
+                Column::Texts(texts) => texts.add(kept, partial),
             }
         }
         true
+    }
+}
+
+/// A column of a batch as [`ArrayAggregates::add`] takes it.
+enum Column<'a> {
+    /// COUNT(*)'s rows.
+    Rows,
+    /// Integers or floats, and whether they are cast to FLOAT.
+    Numbers(&'a dyn Array, bool),
+    /// Text, for COUNT, MIN and MAX.
+    Texts(Texts<'a>),
+}
+
+/// A text column: its values, or its keys into a dictionary of them.
+enum Texts<'a> {
+    Plain(Strings<'a>, Option<&'a NullBuffer>),
+    Dictionary {
+        keys: Vec<usize>,
+        nulls: Option<&'a NullBuffer>,
+        values: Strings<'a>,
+    },
+}
+
+impl<'a> Texts<'a> {
+    /// The text of `array`: strings of either offset width or views, or a dictionary of them
+    /// without NULL entries (a NULL behind a key is left to the row evaluator).
+    fn of(array: &'a dyn Array) -> Option<Texts<'a>> {
+        if let Some(dictionary) = array.as_any_dictionary_opt() {
+            let values = dictionary.values();
+            if values.null_count() > 0 {
+                return None;
+            }
+            return Some(Texts::Dictionary {
+                keys: dictionary_keys(dictionary),
+                nulls: dictionary.keys().nulls(),
+                values: Strings::of(values.as_ref())?,
+            });
+        }
+        Some(Texts::Plain(Strings::of(array)?, array.nulls()))
+    }
+
+    /// Adds the non-null values at the rows `kept` keeps (every row without it) to `partial`.
+    fn add(&self, kept: Option<&[bool]>, partial: &mut Partial) {
+        let counts = |row: usize, nulls: Option<&NullBuffer>| {
+            kept.is_none_or(|kept| kept.get(row).copied().unwrap_or(false))
+                && nulls.is_none_or(|nulls| nulls.is_valid(row))
+        };
+        match self {
+            Texts::Plain(strings, nulls) => partial.add_texts(
+                (0..strings.len())
+                    .filter(|&row| counts(row, *nulls))
+                    .map(|row| strings.value(row)),
+            ),
+            Texts::Dictionary {
+                keys,
+                nulls,
+                values,
+            } => {
+                // The entries in use, each once, whatever the number of rows using it.
+                let mut used = vec![false; values.len()];
+                let mut rows = 0u64;
+                for (row, &key) in keys.iter().enumerate() {
+                    let counted = counts(row, *nulls);
+                    if let Some(entry) = used.get_mut(key) {
+                        *entry |= counted;
+                    }
+                    rows += u64::from(counted);
+                }
+                match partial {
+                    Partial::Count(n) => *n += rows,
+                    _ => partial.add_texts(
+                        used.iter()
+                            .enumerate()
+                            .filter(|(_, used)| **used)
+                            .map(|(entry, _)| values.value(entry)),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Strings of an array, by position.
+enum Strings<'a> {
+    Utf8(&'a StringArray),
+    LargeUtf8(&'a LargeStringArray),
+    View(&'a StringViewArray),
+}
+
+impl<'a> Strings<'a> {
+    fn of(array: &'a dyn Array) -> Option<Strings<'a>> {
+        match array.data_type() {
+            DataType::Utf8 => array.as_string_opt::<i32>().map(Strings::Utf8),
+            DataType::LargeUtf8 => array.as_string_opt::<i64>().map(Strings::LargeUtf8),
+            DataType::Utf8View => array.as_string_view_opt().map(Strings::View),
+            _ => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Strings::Utf8(array) => array.len(),
+            Strings::LargeUtf8(array) => array.len(),
+            Strings::View(array) => array.len(),
+        }
+    }
+
+    /// The string at `index`, which is below [`Strings::len`].
+    fn value(&self, index: usize) -> &'a str {
+        match self {
+            Strings::Utf8(array) => array.value(index),
+            Strings::LargeUtf8(array) => array.value(index),
+            Strings::View(array) => array.value(index),
+        }
     }
 }
 
@@ -188,7 +314,7 @@ fn each_value<T: ArrowPrimitiveType, N: ColumnNumber>(
 mod tests {
     use std::sync::Arc;
 
-    use arrow_array::{Float32Array, Int32Array, StringArray, UInt64Array};
+    use arrow_array::{DictionaryArray, Float32Array, Int32Array, StringArray, UInt64Array};
 
     use super::*;
     use crate::scan::sql::{Columns, compile};
@@ -215,6 +341,27 @@ mod tests {
             (
                 "u",
                 Arc::new(UInt64Array::from(vec![1u64, 2, 3, u64::MAX])) as _,
+            ),
+            (
+                // Rows "b", NULL, "q", "b": "z" is an entry no row uses.
+                "d",
+                Arc::new(
+                    DictionaryArray::try_new(
+                        Int32Array::from(vec![Some(2), None, Some(1), Some(2)]),
+                        Arc::new(StringArray::from(vec!["z", "q", "b"])),
+                    )
+                    .unwrap(),
+                ) as _,
+            ),
+            (
+                // Two values alike in their first 4 KiB, which is all MIN and MAX keep.
+                "v",
+                Arc::new(StringViewArray::from(vec![
+                    Some(format!("{}b", "x".repeat(5000))),
+                    Some(format!("{}a", "x".repeat(5000))),
+                    None,
+                    Some("é".to_string()),
+                ])) as _,
             ),
         ])
         .unwrap()
@@ -262,9 +409,24 @@ mod tests {
     }
 
     #[test]
+    fn text_and_dictionaries_aggregate_as_the_row_evaluator_does() {
+        let sql = "SELECT COUNT(s), MIN(s), MAX(s), COUNT(d), MIN(d), MAX(d), COUNT(v), MIN(v), \
+                   MAX(v) FROM S3Object";
+        for rows in [&[0, 1, 2, 3][..], &[1, 2], &[0, 3], &[1], &[]] {
+            let (arrays, evaluated) = both(sql, rows).expect("taken over arrays");
+            assert_eq!(arrays, evaluated, "rows {rows:?}");
+        }
+        let (every_row, _) = both(sql, &[0, 1, 2, 3]).unwrap();
+        assert!(every_row.contains(r#""b","q""#), "{every_row}");
+        assert!(!every_row.contains(r#""z""#), "{every_row}");
+    }
+
+    #[test]
     fn other_aggregates_are_left_to_the_row_evaluator() {
         for sql in [
-            "SELECT MIN(s) FROM S3Object",
+            "SELECT SUM(s) FROM S3Object",
+            "SELECT AVG(d) FROM S3Object",
+            "SELECT MIN(CAST(v AS FLOAT)) FROM S3Object",
             "SELECT SUM(u) FROM S3Object",
             "SELECT SUM(i + 1) FROM S3Object",
             "SELECT MAX(missing) FROM S3Object",

@@ -1,6 +1,6 @@
 //! A columnar pre-filter: the WHERE clause's `column op literal` conjuncts run over whole Arrow
-//! arrays of numbers, strings, dates and timestamps, so that rows they rule out are never made
-//! into SQL values. It decides exactly as evaluation would (same comparison rules, NULL never
+//! arrays of numbers, strings, dates and timestamps (a dictionary's entries compared once each),
+//! so that rows they rule out are never made into SQL values. It decides exactly as evaluation would (same comparison rules, NULL never
 //! kept); a row it keeps is evaluated in full unless the conjuncts are the whole clause.
 
 use std::cmp::Ordering;
@@ -15,7 +15,7 @@ use arrow_array::{Array, ArrowPrimitiveType, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use sqlparser::ast::BinaryOperator;
 
-use super::values::{date, timestamp};
+use super::values::{date, dictionary_keys, timestamp};
 use crate::scan::sql::{ColumnComparison, holds};
 use crate::scan::value::{Number, Value};
 
@@ -93,6 +93,23 @@ fn compare_array(array: &dyn Array, op: &BinaryOperator, literal: &Value) -> Opt
                     })
                 })
                 .collect()
+        }
+        DataType::Dictionary(..) => {
+            let dictionary = array.as_any_dictionary_opt()?;
+            let entries = compare_array(dictionary.values().as_ref(), op, literal)?;
+            let nulls = dictionary.keys().nulls();
+            let rows = dictionary_keys(dictionary)
+                .into_iter()
+                .enumerate()
+                .map(|(row, key)| {
+                    nulls.is_none_or(|nulls| nulls.is_valid(row))
+                        && entries.rows.get(key).copied().unwrap_or(false)
+                })
+                .collect();
+            return Some(Kept {
+                rows,
+                certain: entries.certain,
+            });
         }
         DataType::Date32 => return as_text::<Date32Type>(array, op, literal, &date, DAYS),
         DataType::Timestamp(unit, zone) => {
@@ -291,7 +308,8 @@ mod tests {
     use std::sync::Arc;
 
     use arrow_array::{
-        ArrayRef, Date32Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+        ArrayRef, Date32Array, DictionaryArray, Float64Array, Int64Array, StringArray,
+        TimestampMicrosecondArray,
     };
     use proptest::prelude::*;
 
@@ -364,7 +382,18 @@ mod tests {
             values in proptest::collection::vec(proptest::option::of("[a-c]{0,3}"), 0..30),
             literal in "[a-c]{0,3}",
         ) {
-            agrees_with_evaluation(Arc::new(StringArray::from(values)), Value::Str(literal.into()));
+            let literal = Value::Str(literal.into());
+            // Each distinct string an entry, rows its keys (arrow's builder takes no empty input).
+            let mut entries: Vec<&str> = values.iter().flatten().map(String::as_str).collect();
+            entries.sort_unstable();
+            entries.dedup();
+            let keys: Vec<Option<i32>> = values
+                .iter()
+                .map(|v| v.as_deref().and_then(|v| entries.iter().position(|e| *e == v)).map(|k| k as i32))
+                .collect();
+            let dictionary = DictionaryArray::<Int32Type>::try_new(keys.into(), Arc::new(StringArray::from(entries))).unwrap();
+            agrees_with_evaluation(Arc::new(dictionary), literal.clone());
+            agrees_with_evaluation(Arc::new(StringArray::from(values)), literal);
         }
     }
 

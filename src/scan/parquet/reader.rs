@@ -8,12 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Schema};
 use aws_sdk_s3::Client;
 use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder};
-use parquet::file::metadata::ParquetMetaData;
+use parquet::basic::Encoding;
+use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaData};
 use tokio::sync::mpsc;
 
 use super::aggregate::ArrayAggregates;
@@ -217,7 +219,7 @@ impl QueryRun<'_> {
         let output_json = rows_to
             .as_ref()
             .is_some_and(|(format, ..)| *format == OutputFormat::JsonLines);
-        let stream = self.stream(kept, &paths, writes_all)?;
+        let stream = self.stream(kept, &paths, writes_all, rows_to.is_none())?;
         let upload_stop = stop.clone();
         let upload_to = output.clone();
         let upload = async move {
@@ -294,21 +296,25 @@ impl QueryRun<'_> {
     }
 
     /// The decoded batches of the `kept` row groups: the columns of `paths` (all of them when
-    /// rows are written whole), the pages a page index does not rule out.
+    /// rows are written whole), the pages a page index does not rule out; dictionary-encoded
+    /// text as dictionaries when `text_dictionaries` (no rows are written).
     fn stream(
         &self,
         kept: Vec<usize>,
         paths: &[Vec<String>],
         all_columns: bool,
+        text_dictionaries: bool,
     ) -> Result<ParquetRecordBatchStream<S3Source>, ScanError> {
         let pages = page_selection(self.arrow, self.query, paths, &kept);
-        let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            self.source.clone(),
-            self.arrow.clone(),
-        )
-        .with_row_groups(kept)
-        .with_projection(projection(self.arrow, paths, all_columns))
-        .with_batch_size(BATCH_ROWS);
+        let arrow = match text_dictionaries {
+            true => with_text_dictionaries(self.arrow, paths, &kept),
+            false => self.arrow.clone(),
+        };
+        let mut builder =
+            ParquetRecordBatchStreamBuilder::new_with_metadata(self.source.clone(), arrow)
+                .with_row_groups(kept)
+                .with_projection(projection(self.arrow, paths, all_columns))
+                .with_batch_size(BATCH_ROWS);
         if let Some(pages) = pages {
             builder = builder.with_row_selection(pages);
         }
@@ -645,6 +651,63 @@ impl BatchWork {
     }
 }
 
+/// `arrow` with the top-level text columns of `paths` decoded as dictionaries where each of
+/// their column chunks in `groups` is dictionary-encoded (a dictionary page, and no data page
+/// said to be encoded otherwise): aggregates and filters then take each distinct value once, and
+/// no string is copied per row. A guess that is wrong (pages that fall back to plain encoding
+/// unannounced) costs time only: arrow-rs builds the dictionary then.
+fn with_text_dictionaries(
+    arrow: &ArrowReaderMetadata,
+    paths: &[Vec<String>],
+    groups: &[usize],
+) -> ArrowReaderMetadata {
+    let metadata = arrow.metadata();
+    let encoded = |chunk: &ColumnChunkMetaData| {
+        chunk.dictionary_page_offset().is_some()
+            && chunk.page_encoding_stats_mask().is_none_or(|mask| {
+                mask.is_only(Encoding::RLE_DICTIONARY) || mask.is_only(Encoding::PLAIN_DICTIONARY)
+            })
+    };
+    let dictionary_encoded = |name: &str| {
+        groups.iter().all(|&group| {
+            metadata.row_groups().get(group).is_some_and(|group| {
+                group
+                    .columns()
+                    .iter()
+                    .any(|chunk| chunk.column_path().parts() == [name] && encoded(chunk))
+            })
+        })
+    };
+    let mut changed = false;
+    let fields: Vec<_> = arrow
+        .schema()
+        .fields()
+        .iter()
+        .map(|field| {
+            let text = matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            );
+            let read = paths
+                .iter()
+                .any(|path| matches!(path.as_slice(), [name] if name == field.name()));
+            if !(text && read && dictionary_encoded(field.name())) {
+                return field.clone();
+            }
+            changed = true;
+            let dictionary =
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+            Arc::new(field.as_ref().clone().with_data_type(dictionary))
+        })
+        .collect();
+    if !changed {
+        return arrow.clone();
+    }
+    let schema = Schema::new_with_metadata(fields, arrow.schema().metadata().clone());
+    let options = ArrowReaderOptions::new().with_schema(Arc::new(schema));
+    ArrowReaderMetadata::try_new(metadata.clone(), options).unwrap_or_else(|_| arrow.clone())
+}
+
 /// The numbers of the rows `kept` keeps, in order. Each row's number is written and the count
 /// moves on only for a kept one: no branch on the row, which a filter keeping a few rows in
 /// random places would mispredict on every other kept row.
@@ -726,7 +789,74 @@ fn resolve<'b>(batch: &'b RecordBatch, paths: &'b [Vec<String>]) -> Vec<Resolved
 
 #[cfg(test)]
 mod tests {
+    use arrow_array::{Int64Array, StringArray};
+    use bytes::Bytes;
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::file::properties::WriterProperties;
+    use parquet::schema::types::ColumnPath;
     use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn dictionary_encoded_text_is_decoded_as_dictionaries() {
+        let zones: Vec<String> = (0..3000).map(|i| format!("zone {}", i % 7)).collect();
+        let batch = RecordBatch::try_from_iter([
+            (
+                "zone",
+                Arc::new(StringArray::from(zones.clone())) as ArrayRef,
+            ),
+            ("plain", Arc::new(StringArray::from(zones.clone())) as _),
+            ("n", Arc::new(Int64Array::from_iter_values(0..3000)) as _),
+        ])
+        .unwrap();
+        let properties = WriterProperties::builder()
+            .set_column_dictionary_enabled(ColumnPath::from("plain"), false)
+            .set_max_row_group_row_count(Some(1000))
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer =
+            ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let bytes = Bytes::from(bytes);
+        let arrow = ArrowReaderMetadata::load(&bytes, Default::default()).unwrap();
+        let paths = |names: &[&str]| -> Vec<Vec<String>> {
+            names.iter().map(|n| vec![n.to_string()]).collect()
+        };
+        let types = |arrow: &ArrowReaderMetadata| -> Vec<DataType> {
+            arrow
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect()
+        };
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let read = with_text_dictionaries(&arrow, &paths(&["zone", "plain", "n"]), &[0, 2]);
+        assert_eq!(types(&read), [dictionary, DataType::Utf8, DataType::Int64]);
+        // Columns the query does not read are left as they are.
+        let unread = with_text_dictionaries(&arrow, &paths(&["plain", "n"]), &[0, 1, 2]);
+        assert_eq!(types(&unread), types(&arrow));
+        // The dictionaries hold the same text, row for row.
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, read)
+            .build()
+            .unwrap();
+        let mut decoded = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch.column_by_name("zone").unwrap();
+            assert!(matches!(column.data_type(), DataType::Dictionary(..)));
+            decoded.extend((0..batch.num_rows()).map(|row| {
+                super::super::values::value_at(column.as_ref(), row)
+                    .to_json()
+                    .to_string()
+            }));
+        }
+        let want: Vec<String> = zones.iter().map(|z| format!("{z:?}")).collect();
+        assert_eq!(decoded, want);
+    }
 
     proptest! {
         #[test]

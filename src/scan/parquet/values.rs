@@ -13,7 +13,9 @@ use arrow_array::types::{
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
-use arrow_array::{Array, ArrowPrimitiveType, PrimitiveArray, RecordBatch, StructArray};
+use arrow_array::{
+    AnyDictionaryArray, Array, ArrowPrimitiveType, PrimitiveArray, RecordBatch, StructArray,
+};
 use arrow_schema::{DataType, TimeUnit};
 
 use crate::scan::chunk::rows::CsvRecordOut;
@@ -45,6 +47,16 @@ pub(crate) fn value_at(array: &dyn Array, row: usize) -> Value<'_> {
             None => Value::Null,
         },
         _ => text_at(array, row),
+    }
+}
+
+/// The entry each row of `dictionary` points at, as an index (a NULL row's is any index, maybe
+/// past the entries; so is every row's when there are none, which arrow's `normalized_keys`
+/// refuses).
+pub(super) fn dictionary_keys(dictionary: &dyn AnyDictionaryArray) -> Vec<usize> {
+    match dictionary.values().is_empty() {
+        true => vec![usize::MAX; dictionary.keys().len()],
+        false => dictionary.normalized_keys(),
     }
 }
 

@@ -290,39 +290,51 @@ impl ExactSum {
     /// they are summed exactly in fixed point first, and only that sum's few terms go to the
     /// partials: the exact total, so its rounding, is the same.
     pub fn add_kept_floats(&mut self, values: impl Iterator<Item = (f64, bool)> + Clone) {
-        let summable = values
-            .clone()
-            .fold(true, |all, (f, kept)| all & (!kept | fixed_sum::takes(f)));
-        if !summable {
+        let (every_taken, kept_taken, kept) =
+            values
+                .clone()
+                .fold((true, true, 0), |(every, kept_taken, kept), (f, keep)| {
+                    let taken = fixed_sum::takes(f);
+                    (
+                        every & taken,
+                        kept_taken & (!keep | taken),
+                        kept + u64::from(keep),
+                    )
+                });
+        if !kept_taken {
             values
                 .filter(|(_, kept)| *kept)
                 .for_each(|(f, _)| self.add(Number::Float(f)));
             return;
         }
-        let mut fixed = FixedSum::default();
-        let mut terms = 0;
-        for (f, kept) in values {
-            // A value not kept adds zero: no branch on whether it is, which a filter keeping
-            // rows here and there would mispredict.
-            fixed.add(if kept { f } else { 0.0 });
-            terms += u64::from(kept);
-            if terms == fixed_sum::MAX_TERMS {
-                self.add_fixed(std::mem::take(&mut fixed), terms);
-                terms = 0;
-            }
-        }
-        self.add_fixed(fixed, terms);
-    }
-
-    /// Adds the `terms` floats summed in `fixed`.
-    fn add_fixed(&mut self, fixed: FixedSum, terms: u64) {
-        if terms == 0 {
+        if kept == 0 {
             return;
         }
-        self.count += terms;
+        self.count += kept;
         self.has_float = true;
-        for term in fixed.terms() {
-            self.add_finite(term);
+        match every_taken {
+            // A value not kept adds zero: it is multiplied by 0 (every value is finite, so it
+            // becomes a zero), not chosen by a branch, which a filter keeping rows here and there
+            // would mispredict (the compiler makes a branch of an `if`, or of a mask on the bits,
+            // but cannot of a multiplication).
+            true => self.add_fixed(values.map(|(f, keep)| f * f64::from(u8::from(keep)))),
+            // A NaN or an infinity among the rows not kept: those are left out by a branch.
+            false => self.add_fixed(values.filter(|(_, keep)| *keep).map(|(f, _)| f)),
+        }
+    }
+
+    /// Adds `values`, each one a fixed-point sum [`fixed_sum::takes`], to the partials (not to
+    /// the count).
+    fn add_fixed(&mut self, mut values: impl Iterator<Item = f64>) {
+        loop {
+            let mut fixed = FixedSum::default();
+            let added = fixed.add_all(values.by_ref().take(fixed_sum::MAX_TERMS));
+            for term in fixed.terms() {
+                self.add_finite(term);
+            }
+            if added < fixed_sum::MAX_TERMS {
+                return;
+            }
         }
     }
 
@@ -545,6 +557,30 @@ impl Partial {
             Partial::Sum(sum) | Partial::Avg(sum) => sum.add_kept_floats(values),
             Partial::Min(least) => keep_float(least, kept, Ordering::Less),
             Partial::Max(greatest) => keep_float(greatest, kept, Ordering::Greater),
+        }
+    }
+
+    /// Whether [`Partial::add_texts`] adds text to it: SUM and AVG take numbers only.
+    pub fn takes_text(&self) -> bool {
+        matches!(self, Partial::Count(_) | Partial::Min(_) | Partial::Max(_))
+    }
+
+    /// Adds a column's text values, as [`Partial::add_as`] adds each typed one (the fast path of
+    /// aggregates over arrays): MIN and MAX compare them among themselves first, then once with
+    /// the value kept. SUM and AVG ([`Partial::takes_text`] false) are left as they are.
+    pub fn add_texts<'t>(&mut self, values: impl Iterator<Item = &'t str>) {
+        let by_kept = |a: &&str, b: &&str| kept_text(a).cmp(kept_text(b));
+        let (kept, end, wanted) = match self {
+            Partial::Count(n) => {
+                *n += values.count() as u64;
+                return;
+            }
+            Partial::Sum(_) | Partial::Avg(_) => return,
+            Partial::Min(kept) => (kept, values.min_by(by_kept), Ordering::Less),
+            Partial::Max(kept) => (kept, values.max_by(by_kept), Ordering::Greater),
+        };
+        if let Some(end) = end {
+            keep_scalar(kept, Scalar::Str(kept_text(end).to_string()), wanted);
         }
     }
 

@@ -1,5 +1,7 @@
-//! The exact sum of many doubles at a few integer additions each: every finite double is an
-//! integer times 2^-1074, so each one's bits are added into 32-bit-aligned slots of a wide
+//! The exact sum of many doubles at about one integer addition each: every finite double is an
+//! integer (its mantissa) times a power of two given by its sign and exponent bits. Mantissas
+//! are added into a bucket per sign and exponent, 2,048 values at a time (no bucket can
+//! overflow in that many), then each bucket in use goes into 32-bit-aligned slots of a wide
 //! fixed-point integer, and only the slots' totals go through the float partials of
 //! [`super::ExactSum`] (Shewchuk's algorithm costs a pass over the partials per term). The sum
 //! is the same exact number, so its rounding is the same to the bit.
@@ -8,9 +10,16 @@
 /// 2^-1074), and a term reaches two slots above its lowest.
 const SLOTS: usize = 68;
 
-/// Terms a sum takes before its slots are let out: each adds less than 2^32 to a slot, which
-/// holds 2^63.
-pub(super) const MAX_TERMS: u64 = 1 << 30;
+/// Terms a sum takes before its slots are let out: a block of [`BLOCK`] terms adds less than 2^40
+/// to a slot (192 buckets reach it, each less than 2^32), which holds 2^63.
+pub(super) const MAX_TERMS: usize = 1 << 30;
+
+/// Terms added into the buckets before they go into the slots: mantissas are below 2^53, so
+/// 2,048 of them fit a bucket's 64 bits.
+const BLOCK: usize = 2048;
+
+/// A bucket for each sign and exponent: a double's top 12 bits.
+const BUCKETS: usize = 4096;
 
 /// Terms must stay below 2^(LIMIT - 1023) in magnitude, so that [`MAX_TERMS`] of them, and every
 /// slot's part of their sum, stay finite doubles; a larger (or non-finite) one is left to the
@@ -26,32 +35,64 @@ pub(super) fn takes(f: f64) -> bool {
 pub(super) struct FixedSum {
     /// Slot `i` counts units of 2^(32 i - 1074).
     slots: [i64; SLOTS],
+    /// The sum of the mantissas of a block's terms of each sign and exponent.
+    buckets: Box<[u64; BUCKETS]>,
 }
 
 impl Default for FixedSum {
     fn default() -> FixedSum {
-        FixedSum { slots: [0; SLOTS] }
+        FixedSum {
+            slots: [0; SLOTS],
+            buckets: Box::new([0; BUCKETS]),
+        }
     }
 }
 
 impl FixedSum {
-    /// Adds `f`, which the sum [`takes`].
-    pub(super) fn add(&mut self, f: f64) {
-        let bits = f.to_bits();
-        let exponent = (bits >> 52) & 0x7ff;
-        let fraction = bits & ((1 << 52) - 1);
-        // f = ±mantissa × 2^(position - 1074).
-        let (mantissa, position) = match exponent {
-            0 => (fraction, 0),
-            _ => (fraction | 1 << 52, exponent - 1),
-        };
-        let wide = u128::from(mantissa) << (position % 32);
-        let sign = 1 - 2 * (bits >> 63) as i64;
-        let first = (position / 32) as usize;
-        if let Some([low, middle, high]) = self.slots.get_mut(first..first + 3) {
-            *low += sign * (wide & 0xffff_ffff) as i64;
-            *middle += sign * ((wide >> 32) & 0xffff_ffff) as i64;
-            *high += sign * (wide >> 64) as i64;
+    /// Adds `values`, at most [`MAX_TERMS`] of them, each one the sum [`takes`]; says how many.
+    pub(super) fn add_all(&mut self, mut values: impl Iterator<Item = f64>) -> usize {
+        let mut added = 0;
+        loop {
+            let mut block = 0;
+            for f in values.by_ref().take(BLOCK) {
+                let bits = f.to_bits();
+                // f = ±mantissa × 2^(max(exponent, 1) - 1075): the leading 1 is implicit
+                // unless the exponent is 0 (zero and subnormals).
+                let implicit = u64::from(bits & (0x7ff << 52) != 0) << 52;
+                if let Some(bucket) = self.buckets.get_mut((bits >> 52) as usize) {
+                    *bucket += (bits & ((1 << 52) - 1)) | implicit;
+                }
+                block += 1;
+            }
+            self.empty_buckets();
+            added += block;
+            if block < BLOCK {
+                return added;
+            }
+        }
+    }
+
+    /// Moves each bucket's total into the slots (a bucket is checked 16 at a time: most are
+    /// empty).
+    fn empty_buckets(&mut self) {
+        for (group, buckets) in self.buckets.chunks_exact_mut(16).enumerate() {
+            if buckets.iter().fold(0, |any, &total| any | total) == 0 {
+                continue;
+            }
+            for (index, bucket) in buckets.iter_mut().enumerate() {
+                let total = std::mem::take(bucket);
+                let top = (group * 16 + index) as u64;
+                let position = (top & 0x7ff).max(1) - 1;
+                let sign = 1 - 2 * (top >> 11) as i64;
+                // At most 64 + 31 bits: three slots.
+                let wide = u128::from(total) << (position % 32);
+                let first = (position / 32) as usize;
+                if let Some([low, middle, high]) = self.slots.get_mut(first..first + 3) {
+                    *low += sign * (wide & 0xffff_ffff) as i64;
+                    *middle += sign * ((wide >> 32) & 0xffff_ffff) as i64;
+                    *high += sign * (wide >> 64) as i64;
+                }
+            }
         }
     }
 

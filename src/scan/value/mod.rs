@@ -395,6 +395,54 @@ mod tests {
             .prop_map(|(negative, bits)| f64::from_bits(bits | u64::from(negative) << 63))
     }
 
+    /// Sums `floats` (each followed by its negation when `cancel`: an exact sum of zero whatever
+    /// the magnitudes) at once, every one and then those `kept` keeps, as one at a time would.
+    fn sums_as_one_at_a_time(
+        floats: Vec<f64>,
+        cancel: bool,
+        kept: &[bool],
+    ) -> Result<(), TestCaseError> {
+        let floats: Vec<f64> = match cancel {
+            true => floats.iter().flat_map(|&f| [f, -f]).collect(),
+            false => floats,
+        };
+        let every = vec![true; floats.len()];
+        for keep in [&every[..], kept] {
+            let values = floats.iter().copied().zip(keep.iter().copied());
+            let mut one_at_a_time = ExactSum::default();
+            values
+                .clone()
+                .filter(|(_, kept)| *kept)
+                .for_each(|(f, _)| one_at_a_time.add(Number::Float(f)));
+            let mut at_once = ExactSum::default();
+            at_once.add_kept_floats(values);
+            prop_assert_eq!(
+                at_once.total_float().to_bits(),
+                one_at_a_time.total_float().to_bits()
+            );
+            prop_assert_eq!(at_once.total(), one_at_a_time.total());
+            prop_assert_eq!(at_once.mean(), one_at_a_time.mean());
+            prop_assert_eq!(
+                (at_once.count, at_once.has_float),
+                (one_at_a_time.count, one_at_a_time.has_float)
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn long_columns_sum_across_blocks_of_buckets() {
+        // Full mantissas of one sign and exponent fill a bucket as much as a block can, and more
+        // than a block of them spans several; the others fall in blocks of their own.
+        let full = f64::from_bits(0x3fff_ffff_ffff_ffff);
+        let mut floats = vec![full; 4100];
+        floats.extend((0..3000).map(|i| (i as f64 - 1500.5) * 0.37));
+        floats.extend([1e-310, -2.5e-320, 1e250, f64::MIN_POSITIVE]);
+        let kept: Vec<bool> = (0..floats.len()).map(|i| i % 3 != 1).collect();
+        sums_as_one_at_a_time(floats.clone(), false, &kept).unwrap();
+        sums_as_one_at_a_time(floats, true, &[]).unwrap();
+    }
+
     proptest! {
         #[test]
         fn float_columns_sum_to_the_same_bits_as_one_at_a_time(
@@ -402,36 +450,34 @@ mod tests {
                 summable_float(),
                 (-1e6f64..1e6),
                 Just(0.0), Just(-0.0), Just(f64::MIN_POSITIVE), Just(1e280), Just(-1e280),
+                Just(f64::NAN), Just(f64::NEG_INFINITY),
             ], 0..60),
             cancel in any::<bool>(),
             kept in prop::collection::vec(any::<bool>(), 120),
         ) {
-            // With every term negated after it, the exact sum is zero whatever the magnitudes.
-            let floats: Vec<f64> = match cancel {
-                true => floats.iter().flat_map(|&f| [f, -f]).collect(),
-                false => floats,
-            };
-            // Every value, then those a WHERE clause keeps.
-            for keep in [&[true; 120][..], &kept] {
-                let values = floats.iter().copied().zip(keep.iter().copied());
-                let mut one_at_a_time = ExactSum::default();
-                values
-                    .clone()
-                    .filter(|(_, kept)| *kept)
-                    .for_each(|(f, _)| one_at_a_time.add(Number::Float(f)));
-                let mut at_once = ExactSum::default();
-                at_once.add_kept_floats(values);
-                prop_assert_eq!(
-                    at_once.total_float().to_bits(),
-                    one_at_a_time.total_float().to_bits()
-                );
-                prop_assert_eq!(at_once.total(), one_at_a_time.total());
-                prop_assert_eq!(at_once.mean(), one_at_a_time.mean());
-                prop_assert_eq!(
-                    (at_once.count, at_once.has_float),
-                    (one_at_a_time.count, one_at_a_time.has_float)
-                );
-            }
+            sums_as_one_at_a_time(floats, cancel, &kept)?;
+        }
+
+        /// Columns of a few magnitudes, as most are (values within 2^72 of each other), at the
+        /// bottom, middle and top of the range.
+        #[test]
+        fn narrow_float_columns_sum_to_the_same_bits_as_one_at_a_time(
+            base in prop_oneof![0u64..3, 1000u64..1100, 1900u64..1977],
+            floats in prop::collection::vec(
+                (any::<bool>(), 0u64..1 << 52, 0u64..72, prop::bool::weighted(0.1)),
+                0..80,
+            ),
+            cancel in any::<bool>(),
+            kept in prop::collection::vec(any::<bool>(), 160),
+        ) {
+            let floats = floats
+                .into_iter()
+                .map(|(negative, fraction, above, zero)| {
+                    let exponent = (base + above).min(1976) * u64::from(!zero);
+                    f64::from_bits(u64::from(negative) << 63 | exponent << 52 | fraction)
+                })
+                .collect();
+            sums_as_one_at_a_time(floats, cancel, &kept)?;
         }
 
         #[test]
