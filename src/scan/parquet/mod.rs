@@ -41,8 +41,10 @@ pub const MAGIC: &[u8; 4] = super::format::PARQUET_MAGIC;
 /// The last 8 bytes: the footer's length (u32, little-endian) and the magic.
 const TAIL: u64 = 8;
 
-/// Bytes of the object's end read first: most footers fit, so planning is one GET.
-const FOOTER_GUESS: u64 = 256 << 10;
+/// Bytes of the object's end read first: most footers fit (a file of a few row groups and tens of
+/// columns has a footer of a few KiB), so planning is one GET; a larger one takes a second. A
+/// scan of many small objects reads this much of each.
+const FOOTER_GUESS: u64 = 64 << 10;
 
 /// Largest footer read: the footer is held in memory, decoded, by the planner (in the operator)
 /// and every chunk.
