@@ -451,6 +451,20 @@ mod starts_bitmap {
     }
 }
 
+/// `batch` written as a Parquet file with `properties`, for tests of what reads it.
+#[cfg(test)]
+fn parquet_bytes(
+    batch: &arrow_array::RecordBatch,
+    properties: parquet::file::properties::WriterProperties,
+) -> bytes::Bytes {
+    let mut bytes = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties)).unwrap();
+    writer.write(batch).unwrap();
+    writer.close().unwrap();
+    bytes::Bytes::from(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

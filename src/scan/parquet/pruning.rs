@@ -577,7 +577,6 @@ impl ChunkGroups {
 #[cfg(test)]
 mod tests {
     use arrow_array::{Float32Array, Float64Array, RecordBatch};
-    use parquet::arrow::ArrowWriter;
     use parquet::file::metadata::ParquetMetaDataReader;
     use parquet::file::properties::WriterProperties;
 
@@ -589,12 +588,7 @@ mod tests {
         let properties = WriterProperties::builder()
             .set_dictionary_enabled(dictionary)
             .build();
-        let mut bytes = Vec::new();
-        let mut writer =
-            ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties)).unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
-        let bytes = Bytes::from(bytes);
+        let bytes = super::super::parquet_bytes(&batch, properties);
         let metadata = ParquetMetaDataReader::new()
             .parse_and_finish(&bytes)
             .unwrap();

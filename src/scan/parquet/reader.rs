@@ -790,8 +790,6 @@ fn resolve<'b>(batch: &'b RecordBatch, paths: &'b [Vec<String>]) -> Vec<Resolved
 #[cfg(test)]
 mod tests {
     use arrow_array::{Int64Array, StringArray};
-    use bytes::Bytes;
-    use parquet::arrow::ArrowWriter;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::file::properties::WriterProperties;
     use parquet::schema::types::ColumnPath;
@@ -815,12 +813,7 @@ mod tests {
             .set_column_dictionary_enabled(ColumnPath::from("plain"), false)
             .set_max_row_group_row_count(Some(1000))
             .build();
-        let mut bytes = Vec::new();
-        let mut writer =
-            ArrowWriter::try_new(&mut bytes, batch.schema(), Some(properties)).unwrap();
-        writer.write(&batch).unwrap();
-        writer.close().unwrap();
-        let bytes = Bytes::from(bytes);
+        let bytes = super::super::parquet_bytes(&batch, properties);
         let arrow = ArrowReaderMetadata::load(&bytes, Default::default()).unwrap();
         let paths = |names: &[&str]| -> Vec<Vec<String>> {
             names.iter().map(|n| vec![n.to_string()]).collect()
