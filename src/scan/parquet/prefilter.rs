@@ -1,7 +1,8 @@
 //! A columnar pre-filter: the WHERE clause's `column op literal` conjuncts run over whole Arrow
 //! arrays of numbers, strings, dates and timestamps (a dictionary's entries compared once each),
-//! so that rows they rule out are never made into SQL values. It decides exactly as evaluation would (same comparison rules, NULL never
-//! kept); a row it keeps is evaluated in full unless the conjuncts are the whole clause.
+//! so that rows they rule out are never made into SQL values. It decides exactly as evaluation
+//! would (same comparison rules, NULL never kept); a row it keeps is evaluated in full unless the
+//! conjuncts are the whole clause.
 
 use std::cmp::Ordering;
 
@@ -387,11 +388,11 @@ mod tests {
             let mut entries: Vec<&str> = values.iter().flatten().map(String::as_str).collect();
             entries.sort_unstable();
             entries.dedup();
-            let keys: Vec<Option<i32>> = values
-                .iter()
-                .map(|v| v.as_deref().and_then(|v| entries.iter().position(|e| *e == v)).map(|k| k as i32))
-                .collect();
-            let dictionary = DictionaryArray::<Int32Type>::try_new(keys.into(), Arc::new(StringArray::from(entries))).unwrap();
+            let key = |v: &str| entries.iter().position(|e| *e == v).map(|k| k as i32);
+            let keys: Vec<Option<i32>> =
+                values.iter().map(|v| v.as_deref().and_then(key)).collect();
+            let entries = Arc::new(StringArray::from(entries.clone()));
+            let dictionary = DictionaryArray::<Int32Type>::try_new(keys.into(), entries).unwrap();
             agrees_with_evaluation(Arc::new(dictionary), literal.clone());
             agrees_with_evaluation(Arc::new(StringArray::from(values)), literal);
         }

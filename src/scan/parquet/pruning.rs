@@ -193,12 +193,18 @@ impl GroupStats {
 /// dictionary-encoded (so that its values are the dictionary's) and the page is small enough to
 /// read for that.
 fn dictionary_page(column: &ColumnChunkMetaData) -> Option<Range<u64>> {
-    let encoded = column.page_encoding_stats_mask().is_some_and(|mask| {
-        mask.is_only(Encoding::RLE_DICTIONARY) || mask.is_only(Encoding::PLAIN_DICTIONARY)
-    });
+    let encoded = data_pages_dictionary_encoded(column) == Some(true);
     let start = u64::try_from(column.dictionary_page_offset()?).ok()?;
     let end = u64::try_from(column.data_page_offset()).ok()?;
     (encoded && start < end && end - start <= MAX_DICTIONARY_PAGE).then_some(start..end)
+}
+
+/// Whether the column chunk's page encoding statistics say every data page is dictionary-encoded;
+/// `None` when the writer wrote none.
+pub(super) fn data_pages_dictionary_encoded(column: &ColumnChunkMetaData) -> Option<bool> {
+    column.page_encoding_stats_mask().map(|mask| {
+        mask.is_only(Encoding::RLE_DICTIONARY) || mask.is_only(Encoding::PLAIN_DICTIONARY)
+    })
 }
 
 /// Whether the float dictionary page read at `start` holds a NaN; `None` when the bytes are not

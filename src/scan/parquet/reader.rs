@@ -14,12 +14,14 @@ use futures::StreamExt;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::{ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder};
-use parquet::basic::Encoding;
 use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaData};
 use tokio::sync::mpsc;
 
 use super::aggregate::ArrayAggregates;
-use super::pruning::{ChunkGroups, GroupStats, footer_answer, page_selection, with_page_index};
+use super::pruning::{
+    ChunkGroups, GroupStats, data_pages_dictionary_encoded, footer_answer, page_selection,
+    with_page_index,
+};
 use super::writer::{ParquetRows, selected_rows};
 use super::{
     ArrowRow, CsvColumn, Resolved, S3Source, arrow_metadata, columns_of, prefilter, read_footer,
@@ -664,9 +666,7 @@ fn with_text_dictionaries(
     let metadata = arrow.metadata();
     let encoded = |chunk: &ColumnChunkMetaData| {
         chunk.dictionary_page_offset().is_some()
-            && chunk.page_encoding_stats_mask().is_none_or(|mask| {
-                mask.is_only(Encoding::RLE_DICTIONARY) || mask.is_only(Encoding::PLAIN_DICTIONARY)
-            })
+            && data_pages_dictionary_encoded(chunk) != Some(false)
     };
     let dictionary_encoded = |name: &str| {
         groups.iter().all(|&group| {
